@@ -1,0 +1,4 @@
+//! Small data structures used across the runtime.
+
+pub(crate) mod atomic_waker;
+pub(crate) mod slab;
