@@ -38,9 +38,19 @@
 //! io_uring, UDP, file I/O other than `sendfile`, `spawn_blocking`, a general-purpose
 //! channel library, and portability beyond Linux.
 //!
-//! # Measured on the development machine (2 cores, `cargo bench -p anygate-runtime`)
+//! # Measured (`cargo bench -p anygate-runtime`, 2-core dev machine, 2026-11-22)
 //!
-//! See `benches/runtime.rs`; figures are recorded in `docs/RUNTIME.md`.
+//! - `spawn_complete`: spawn from a worker and await 1 000 trivial tasks: ~290 ns per task
+//!   (1 worker), ~270 ns (2 workers).
+//! - `timer_insert_cancel`: arm and cancel a `Sleep` (allocates its entry): ~97 ns;
+//!   `Sleep::reset` of an armed timer in place (no allocation): ~53 ns.
+//! - `echo_rtt_64B`: one 64-byte round trip over loopback, both ends on the runtime:
+//!   12.3 µs on 1 worker vs 13.0 µs for tokio's current-thread runtime (0.95×); 12.3 µs on
+//!   2 workers vs 67 µs for tokio's 2-thread multi-thread runtime (0.18×: the two tasks stay
+//!   on one worker instead of waking each other across threads). Most of the 12 µs is the
+//!   kernel's loopback path.
+//!
+//! Method and history: `docs/RUNTIME.md`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
