@@ -4,6 +4,11 @@
 //! created (or accepted) them. Every operation follows the edge-triggered contract of
 //! [`crate::sys::epoll`]: try the syscall, and wait for readiness only on `WouldBlock`.
 //! Methods take `&self`, so one task can read while another writes the same stream.
+//!
+//! **One waiter per direction.** Each socket keeps one reader and one writer waker: at most
+//! one task may wait to read (or accept) and one to write at a time. Sharing a listener
+//! between several accepting tasks loses wake-ups; give each worker its own listener with
+//! [`ListenerOptions::reuse_port`] instead.
 
 use std::fs::File;
 use std::future::poll_fn;

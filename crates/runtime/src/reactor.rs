@@ -128,9 +128,10 @@ impl ScheduledIo {
     }
 
     /// Clears the readiness in `ev` unless a newer event arrived since it was observed.
-    /// Closed and error bits are sticky: they are never cleared.
+    /// Closed bits are sticky; the error bit is cleared with the rest, so that an operation
+    /// that answers `WouldBlock` despite `EPOLLERR` waits for the next event, not spins.
     pub(crate) fn clear_readiness(&self, ev: ReadyEvent) {
-        let clear = ev.ready & (READABLE | WRITABLE);
+        let clear = ev.ready & (READABLE | WRITABLE | ERROR);
         let _ = self.readiness.fetch_update(AcqRel, Acquire, |cur| {
             ((cur >> TICK_SHIFT) == ev.tick).then_some(cur & !clear)
         });
@@ -180,7 +181,7 @@ impl Reactor {
     pub(crate) fn new() -> io::Result<Self> {
         let epoll = Epoll::new()?;
         let wake_fd = EventFd::new()?;
-        epoll.add(std::os::fd::AsRawFd::as_raw_fd(&wake_fd), WAKE_TOKEN)?;
+        epoll.add_readable(std::os::fd::AsRawFd::as_raw_fd(&wake_fd), WAKE_TOKEN)?;
         Ok(Self {
             epoll,
             wake_fd,
@@ -218,8 +219,11 @@ impl Reactor {
         let mut n = 0;
         for (token, bits) in events.iter() {
             if token == WAKE_TOKEN {
-                self.notified.store(false, Release);
+                // Drain first, then clear: an unpark after the clear writes the eventfd
+                // again, so it is never swallowed. One landing between the two finds the
+                // worker awake, and the worker re-checks every queue before it parks.
                 self.wake_fd.drain();
+                self.notified.store(false, Release);
                 continue;
             }
             n += 1;
@@ -233,7 +237,9 @@ impl Reactor {
         Ok(n)
     }
 
-    fn drain_released(&self) {
+    /// Frees deregistered entries. Called by the owner before each wait, and by shutdown
+    /// after every worker has been joined (no turn can run any more).
+    pub(crate) fn drain_released(&self) {
         while let Some(Released(ptr)) = self.release.pop() {
             // SAFETY: `ptr` came from `Arc::into_raw` in `register`, was deleted from epoll
             // before being queued, and is released exactly once, here.
@@ -316,6 +322,10 @@ impl Drop for Registration {
         // means it was closed already, which removed it from epoll too.
         let _ = self.reactor.epoll.delete(self.fd);
         self.reactor.registered.fetch_sub(1, Relaxed);
+        // Drop the wakers now: the entry waits in the release queue until the owner's next
+        // turn, and must not keep a task (and through it the runtime) alive.
+        self.io.reader.take();
+        self.io.writer.take();
         let ptr = Arc::as_ptr(&self.io);
         // Freed at the owner's next turn. No unpark: that would cost a syscall per close,
         // and a parked owner only holds a few bytes until it wakes.
@@ -355,6 +365,18 @@ mod tests {
             io.poll_ready(&mut cx, Direction::Read).is_ready(),
             "new edge not lost"
         );
+        let Poll::Ready(ev) = io.poll_ready(&mut cx, Direction::Read) else {
+            panic!()
+        };
+        io.clear_readiness(ev);
+        assert!(io.poll_ready(&mut cx, Direction::Read).is_pending());
+    }
+
+    #[test]
+    fn error_bit_is_cleared_on_would_block_so_poll_io_cannot_spin() {
+        let io = ScheduledIo::new();
+        io.set_readiness(libc::EPOLLERR as u32);
+        let mut cx = Context::from_waker(Waker::noop());
         let Poll::Ready(ev) = io.poll_ready(&mut cx, Direction::Read) else {
             panic!()
         };

@@ -229,6 +229,11 @@ fn shutdown(shared: &Arc<Shared>, threads: &mut Vec<thread::JoinHandle<()>>) {
     if threads.is_empty() && shared.is_shutdown() {
         return;
     }
+    // Joining from one of our own workers would wait for ourselves forever.
+    assert!(
+        context::worker_index_for(shared).is_none(),
+        "a Runtime was shut down (or dropped) on one of its own worker threads"
+    );
     shared.begin_shutdown();
     for t in threads.drain(..) {
         // A worker never panics (tasks' panics are caught); if one did, shut down anyway.

@@ -11,6 +11,7 @@
 //! | `NOTIFIED` | woken while running: the worker reschedules it after the poll |
 //! | `COMPLETE` | the output (or the error) is stored; the future is gone |
 //! | `CANCELLED` | abort or shutdown asked for it; the next run drops the future |
+//! | `JOIN_DROPPED` | the join handle is gone: nobody will read the output |
 //!
 //! A wake sets `SCHEDULED` (and pushes) when the task is idle, sets `NOTIFIED` when it is
 //! running, and does nothing when it is already scheduled or complete, so a task is in at
@@ -20,6 +21,11 @@
 //!
 //! Panics while polling are caught: the task completes with [`JoinError::Panic`] and the
 //! worker goes on.
+//!
+//! **Who drops the output.** Exactly one side: if the join handle was dropped before the
+//! task completed (`JOIN_DROPPED` seen by the completing worker), the worker drops it at
+//! once, inside `catch_unwind`; if the handle is dropped after completion, the handle drops
+//! it. Either way it is not left to whichever thread happens to drop the last waker.
 
 use std::any::Any;
 use std::fmt;
@@ -39,6 +45,7 @@ const RUNNING: usize = 2;
 const NOTIFIED: usize = 4;
 const COMPLETE: usize = 8;
 const CANCELLED: usize = 16;
+const JOIN_DROPPED: usize = 32;
 
 /// What the scheduler sees of a task.
 pub(crate) trait Runnable: Send + Sync + 'static {
@@ -125,17 +132,28 @@ where
         }));
         let result = match (result, dropped) {
             (Ok(v), Err(p)) => {
-                drop(v);
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(v)));
                 Err(JoinError::Panic(p))
             }
             (r, _) => r,
         };
         // SAFETY: still exclusive: COMPLETE is not yet published.
         unsafe { *self.stage.get() = Stage::Finished(result) };
-        self.state
-            .fetch_update(AcqRel, Acquire, |cur| Some((cur & CANCELLED) | COMPLETE))
-            .ok();
-        self.join_waker.wake();
+        let prev = self
+            .state
+            .fetch_update(AcqRel, Acquire, |cur| {
+                Some((cur & (CANCELLED | JOIN_DROPPED)) | COMPLETE)
+            })
+            .unwrap_or_default();
+        if prev & JOIN_DROPPED != 0 {
+            // Nobody will read the output: drop it here, contained.
+            // SAFETY: the handle set JOIN_DROPPED before COMPLETE, so it will not touch
+            // `stage` (see `drop_join`), and no worker runs a COMPLETE task.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                *self.stage.get() = Stage::Consumed;
+            }));
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| self.join_waker.wake()));
         self.scheduler
             .owned
             .remove(self.shard, self.key.load(Relaxed));
@@ -245,6 +263,8 @@ trait Join<T>: Send + Sync {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
     fn abort(&self);
     fn is_finished(&self) -> bool;
+    /// The handle is being dropped without having taken the output.
+    fn drop_join(&self);
 }
 
 impl<F> Join<F::Output> for Cell<F>
@@ -274,6 +294,16 @@ where
 
     fn is_finished(&self) -> bool {
         self.state.load(Acquire) & COMPLETE != 0
+    }
+
+    fn drop_join(&self) {
+        let prev = self.state.fetch_or(JOIN_DROPPED, AcqRel);
+        if prev & COMPLETE != 0 {
+            // SAFETY: COMPLETE was observed (acquire), and the worker saw no JOIN_DROPPED when
+            // it completed, so it leaves `stage` to us; we are the only handle.
+            let stage = unsafe { &mut *self.stage.get() };
+            drop(std::mem::replace(stage, Stage::Consumed));
+        }
     }
 }
 
@@ -333,6 +363,14 @@ impl<T> Future for JoinHandle<T> {
         self.join = None;
         self.wake = None;
         Poll::Ready(res)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if let Some(join) = self.join.take() {
+            join.drop_join();
+        }
     }
 }
 

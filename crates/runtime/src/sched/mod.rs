@@ -131,10 +131,30 @@ impl Shared {
         }
     }
 
-    /// Steps 4 and 5 of the shutdown protocol, after the workers are joined.
+    /// Steps 4 and 5 of the shutdown protocol, after the workers are joined: cancel every
+    /// task, then empty everything in `Shared` that can hold a task or a waker (run queues,
+    /// the injector, released I/O entries, timer operations), which would otherwise form a
+    /// cycle back to `Shared` and leak the runtime.
     pub(crate) fn finish_shutdown(&self) {
         self.owned.close_and_shutdown();
-        while !self.injector.steal().is_empty() {}
+        loop {
+            match self.injector.steal() {
+                crossbeam_deque::Steal::Empty => break,
+                crossbeam_deque::Steal::Success(t) => drop(t),
+                crossbeam_deque::Steal::Retry => {}
+            }
+        }
+        for r in self.remotes.iter() {
+            loop {
+                match r.stealer.steal() {
+                    crossbeam_deque::Steal::Empty => break,
+                    crossbeam_deque::Steal::Success(t) => drop(t),
+                    crossbeam_deque::Steal::Retry => {}
+                }
+            }
+            r.reactor.drain_released();
+            while r.timer_ops.pop().is_some() {}
+        }
     }
 
     /// A worker index for work that has no worker of its own (round-robin).
@@ -189,17 +209,20 @@ impl Shared {
         if self.idle.num_searching.load(SeqCst) != 0 || self.idle.num_idle.load(SeqCst) == 0 {
             return;
         }
+        // Count the searcher before claiming: the claimed worker may wake for another reason
+        // and end its search before this thread runs another instruction.
+        self.idle.num_searching.fetch_add(1, SeqCst);
         for r in self.remotes.iter() {
             if r.parked
                 .compare_exchange(true, false, SeqCst, Relaxed)
                 .is_ok()
             {
-                self.idle.num_searching.fetch_add(1, SeqCst);
                 self.idle.num_idle.fetch_sub(1, SeqCst);
                 r.reactor.unpark();
                 return;
             }
         }
+        self.idle.num_searching.fetch_sub(1, SeqCst);
     }
 
     /// Idle protocol, step 1 (first half): announce that worker `index` is parking.

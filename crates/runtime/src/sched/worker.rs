@@ -105,22 +105,30 @@ impl Local {
         if ops.is_empty() {
             return;
         }
-        let mut wheel = self.wheel.borrow_mut();
-        let mut fired = Vec::new();
+        let mut taken = Vec::new();
         while let Some(op) = ops.pop() {
-            match op {
-                TimerOp::Insert(entry) => {
-                    if let Some(e) = crate::time::insert_local(&mut wheel, entry) {
-                        fired.push(e);
+            taken.push(op);
+        }
+        let mut fired = Vec::new();
+        {
+            let mut wheel = self.wheel.borrow_mut();
+            for op in &taken {
+                match op {
+                    TimerOp::Insert(entry) => {
+                        if let Some(e) = crate::time::insert_local(&mut wheel, entry.clone()) {
+                            fired.push(e);
+                        }
                     }
+                    TimerOp::Cancel(entry) => crate::time::remove_local(&mut wheel, entry),
                 }
-                TimerOp::Cancel(entry) => crate::time::remove_local(&mut wheel, &entry),
             }
         }
-        drop(wheel);
+        // The wheel is released before anything is woken or dropped: a drop may end a task
+        // whose destructors use this worker's timers.
         for e in fired {
             e.fire();
         }
+        drop(taken);
     }
 
     /// A reactor turn with `timeout`, then the clock and the timers.
@@ -150,11 +158,13 @@ impl Local {
     /// Parks until I/O, a timer, or a notification. Returns whether this worker is now
     /// searching (it was claimed by a notifier).
     fn park(&self, events: &mut Events) -> bool {
+        // Timer operations first: one may be due and wake a task onto this very queue, which
+        // the re-check below must see.
+        self.apply_timer_ops();
         self.shared.announce_parked(self.index);
         if self.shared.has_queued_work() || self.shared.is_shutdown() {
             return self.shared.unannounce_parked(self.index);
         }
-        self.apply_timer_ops();
         let timeout = self.wheel.borrow().next_deadline().map(|d| {
             Duration::from_millis(d.saturating_sub(crate::time::clock_ms(self.shared.epoch)))
         });

@@ -45,10 +45,16 @@ impl Epoll {
 
     /// Registers `fd` for both directions, edge-triggered, with `token` as its event data.
     pub(crate) fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: INTEREST,
-            u64: token,
-        };
+        self.add_with(fd, token, INTEREST)
+    }
+
+    /// Registers `fd` for readability only, edge-triggered (the worker's eventfd).
+    pub(crate) fn add_readable(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.add_with(fd, token, (libc::EPOLLIN | libc::EPOLLET) as u32)
+    }
+
+    fn add_with(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: both descriptors are open and `ev` is a valid event for the call's duration.
         cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
         Ok(())

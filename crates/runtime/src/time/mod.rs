@@ -87,6 +87,11 @@ pub(crate) fn insert_local(wheel: &mut Wheel<Arc<Entry>>, entry: Arc<Entry>) -> 
     if entry.state.load(Acquire) != PENDING {
         return None;
     }
+    let key = entry.key.load(Relaxed);
+    if key != NO_KEY && wheel.get(key).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+        // Already linked (a `reset` on the owner beat a queued remote insert).
+        return None;
+    }
     let deadline = entry.deadline_ms.load(Relaxed);
     match wheel.insert(deadline, entry.clone()) {
         Ok(key) => {
@@ -130,9 +135,15 @@ pub fn now() -> Instant {
     )
 }
 
-/// Completes after `duration`.
+/// Completes after `duration`, measured from the real clock (so never early, however
+/// stale the worker's cached clock is).
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(now().checked_add(duration).unwrap_or_else(far_future))
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a deadline must not start in the past"
+    )]
+    let start = Instant::now();
+    sleep_until(start.checked_add(duration).unwrap_or_else(far_future))
 }
 
 /// Completes at `deadline`.
@@ -241,6 +252,9 @@ impl Sleep {
         {
             return; // fired already: nothing is left in any wheel
         }
+        // The entry may wait in a queue or a wheel until its owner gets to it; it must not
+        // keep the task alive meanwhile.
+        entry.waker.take();
         let done = context::with_local(|l| {
             if Arc::as_ptr(&l.shared) as usize != entry.runtime {
                 return false;
@@ -338,4 +352,23 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (review finding "timer fires early"): a `reset` on the owner followed by a
+    /// queued remote insert of the same entry linked it twice; the stale copy fired at the
+    /// old deadline.
+    #[test]
+    fn an_entry_is_never_linked_twice() {
+        let mut wheel = Wheel::new(0);
+        let entry = Arc::new(Entry::new(50, 0, 0));
+        assert!(insert_local(&mut wheel, entry.clone()).is_none());
+        assert!(insert_local(&mut wheel, entry.clone()).is_none());
+        let mut fired = 0;
+        wheel.advance(100, |_| fired += 1);
+        assert_eq!(fired, 1);
+    }
 }

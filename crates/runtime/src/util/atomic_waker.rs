@@ -80,7 +80,8 @@ impl AtomicWaker {
         }
     }
 
-    fn take(&self) -> Option<Waker> {
+    /// Removes the registered waker, if any.
+    pub(crate) fn take(&self) -> Option<Waker> {
         match self.state.fetch_or(WAKING, AcqRel) {
             WAITING => {
                 // SAFETY: we moved the state from WAITING to WAKING, so we own the slot.

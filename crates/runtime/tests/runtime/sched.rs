@@ -348,3 +348,46 @@ fn wake_during_shutdown_does_not_drop_the_woken_future_inside_wake() {
     rx.recv_timeout(crate::support::LIMIT)
         .expect("shutdown deadlocked in a wake");
 }
+
+/// Regression (review finding "a detached task's output is dropped at an arbitrary time"):
+/// with the join handle gone, the output must be dropped when the task completes, even if
+/// some clone of the task's waker lives on elsewhere (here: in a slot the test keeps).
+#[test]
+fn detached_output_is_dropped_at_completion_not_with_the_last_waker() {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let rt = runtime(1);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let lingering: Arc<Mutex<Option<Waker>>> = Arc::default();
+    let (d, l) = (dropped.clone(), lingering.clone());
+    run(&rt, async move {
+        let handle = spawn(async move {
+            // Leave a clone of this task's waker somewhere that outlives the task.
+            poll_fn(|cx| {
+                *l.lock().unwrap() = Some(cx.waker().clone());
+                Poll::Ready(())
+            })
+            .await;
+            Flag(d)
+        });
+        drop(handle);
+        // Wait (bounded by the test limit) for the worker to finish the task.
+        poll_fn(|cx| {
+            if dropped.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await;
+    });
+    assert!(
+        lingering.lock().unwrap().is_some(),
+        "the waker clone is still alive"
+    );
+}
