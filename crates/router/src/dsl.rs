@@ -281,7 +281,9 @@ fn parse_path(path: &str, base: usize) -> Result<PathPattern, DslError> {
                     "invalid percent-encoding in the path",
                 )
             })?;
-            if literal == "." || literal == ".." {
+            // Normalisation turns `.`, `..`, `%2e` and friends into nothing: such a segment can
+            // never be seen by the router (requests are normalised the same way).
+            if literal.is_empty() || literal == "." || literal == ".." {
                 return err(
                     off,
                     seg.len(),

@@ -198,3 +198,13 @@ fn action_errors_point_at_the_offending_text() {
     let e = action_err("600");
     assert_eq!(e.offset, 0);
 }
+
+/// Regression (found by the `dsl_parse` and `router_lookup` fuzzers): `/.` normalised to an
+/// empty literal segment, a rule the trie could never match but the reference did.
+#[test]
+fn dot_segment_in_a_rule_path_is_rejected_not_turned_into_an_empty_literal() {
+    for p in ["/.", "/..", "/a/.", "/a/%2e", "/%2E%2E/x", "GET /x/./y"] {
+        let e = head_err(p);
+        assert!(e.message.contains("normalised"), "{p}: {}", e.message);
+    }
+}
