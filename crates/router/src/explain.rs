@@ -53,18 +53,7 @@ pub fn explain<'r, T>(router: &'r Router<T>, method: &[u8], path: &[u8]) -> Expl
         let Some((ranks, values, splat)) = match_pattern(rule, path) else {
             continue;
         };
-        let tier = if rule.method_mask() & bit != 0 && rule.head.methods != crate::dsl::Methods::Any
-        {
-            let named_explicitly = match &rule.head.methods {
-                crate::dsl::Methods::Named(n) => n.iter().any(|m| m.as_bytes() == method),
-                crate::dsl::Methods::Any => false,
-            };
-            Some(if named_explicitly { 0 } else { 1 })
-        } else if rule.is_any_method() {
-            Some(2)
-        } else {
-            None
-        };
+        let tier = rule.tier(bit);
         let params = rule
             .param_names()
             .iter()

@@ -55,6 +55,21 @@ impl<T> Rule<T> {
     pub fn param_names(&self) -> &[String] {
         &self.param_names
     }
+
+    /// The rule's method tier for a request method bit (see the module docs): 0 when it
+    /// names the method, 1 when it is a `GET` rule answering `HEAD`, 2 when it answers every
+    /// method, `None` when it does not accept the method.
+    pub fn tier(&self, bit: u64) -> Option<u8> {
+        if self.explicit & bit != 0 {
+            Some(0)
+        } else if self.implicit & bit != 0 {
+            Some(1)
+        } else if self.any {
+            Some(2)
+        } else {
+            None
+        }
+    }
 }
 
 /// Why a router could not be built.
@@ -582,15 +597,10 @@ impl<'p, T> Search<'_, 'p, T> {
                 self.allow |= rule.explicit | rule.implicit;
                 continue;
             }
-            let tier = if rule.explicit & self.bit != 0 {
-                0
-            } else if rule.implicit & self.bit != 0 {
-                1
-            } else if rule.any {
-                2
-            } else {
+            let Some(tier) = rule.tier(self.bit) else {
                 continue;
             };
+            let tier = usize::from(tier);
             if self.best[tier].is_none() {
                 self.best[tier] = Some(Found {
                     rule: r,

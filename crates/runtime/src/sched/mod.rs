@@ -137,21 +137,9 @@ impl Shared {
     /// cycle back to `Shared` and leak the runtime.
     pub(crate) fn finish_shutdown(&self) {
         self.owned.close_and_shutdown();
-        loop {
-            match self.injector.steal() {
-                crossbeam_deque::Steal::Empty => break,
-                crossbeam_deque::Steal::Success(t) => drop(t),
-                crossbeam_deque::Steal::Retry => {}
-            }
-        }
+        drain(|| self.injector.steal());
         for r in self.remotes.iter() {
-            loop {
-                match r.stealer.steal() {
-                    crossbeam_deque::Steal::Empty => break,
-                    crossbeam_deque::Steal::Success(t) => drop(t),
-                    crossbeam_deque::Steal::Retry => {}
-                }
-            }
+            drain(|| r.stealer.steal());
             r.reactor.drain_released();
             while r.timer_ops.pop().is_some() {}
         }
@@ -250,6 +238,17 @@ impl Shared {
     /// Whether any queue holds a task (idle protocol, step 1, the re-check).
     pub(crate) fn has_queued_work(&self) -> bool {
         !self.injector.is_empty() || self.remotes.iter().any(|r| !r.stealer.is_empty())
+    }
+}
+
+/// Steals (and drops) until the queue reports empty.
+fn drain(steal: impl Fn() -> crossbeam_deque::Steal<Task>) {
+    loop {
+        match steal() {
+            crossbeam_deque::Steal::Empty => return,
+            crossbeam_deque::Steal::Success(task) => drop(task),
+            crossbeam_deque::Steal::Retry => {}
+        }
     }
 }
 

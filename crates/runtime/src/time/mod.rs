@@ -255,20 +255,14 @@ impl Sleep {
         // The entry may wait in a queue or a wheel until its owner gets to it; it must not
         // keep the task alive meanwhile.
         entry.waker.take();
-        let done = context::with_local(|l| {
-            if Arc::as_ptr(&l.shared) as usize != entry.runtime {
-                return false;
-            }
-            if l.index == entry.owner {
+        let removed_here = context::with_local(|l| {
+            let owner = Arc::as_ptr(&l.shared) as usize == entry.runtime && l.index == entry.owner;
+            if owner {
                 remove_local(&mut l.wheel.borrow_mut(), &entry);
-            } else {
-                l.shared.remotes[entry.owner]
-                    .timer_ops
-                    .push(TimerOp::Cancel(entry.clone()));
             }
-            true
+            owner
         });
-        if done != Some(true)
+        if removed_here != Some(true)
             && let Some(shared) = context::current()
             && Arc::as_ptr(&shared) as usize == entry.runtime
         {
