@@ -1,0 +1,884 @@
+//! The validated configuration model (SPEC §4) and its decoding from a [`Node`] tree.
+//!
+//! Decoding never stops at the first problem: every error in the file is collected, so that
+//! `anygate check` can list them all at once.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anygate_router::dsl::{self, Action, DslError, Head, PathPattern, Segment, Tail};
+
+use crate::codes;
+use crate::node::{Kind, Node};
+use crate::source::{Diagnostic, Span};
+
+/// `server`: listeners and workers.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// The addresses to listen on (`server.listen`, default `127.0.0.1:8080`).
+    pub listen: Vec<Listen>,
+    /// `server.workers`.
+    pub workers: Workers,
+}
+
+/// One listening address.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    /// The socket address.
+    pub addr: SocketAddr,
+    /// Where it is written (`None` for the default).
+    pub span: Option<Span>,
+}
+
+/// How many worker threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// One per available CPU (the default).
+    Auto,
+    /// Exactly this many.
+    Count(usize),
+}
+
+/// `static`: settings of the static-file action. Groups override them field by field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticSettings {
+    /// Index file names tried for a directory, in order (default `["index.html"]`).
+    pub index: Vec<String>,
+    /// SPA fallback; `None` means "on for a rule whose path is `/`, off otherwise".
+    pub spa: Option<bool>,
+    /// Directory listings (default off).
+    pub listing: bool,
+}
+
+impl Default for StaticSettings {
+    fn default() -> Self {
+        Self {
+            index: vec!["index.html".to_owned()],
+            spa: None,
+            listing: false,
+        }
+    }
+}
+
+/// `proxy`: settings of the proxy action. Groups override them field by field.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ProxySettings {
+    /// `proxy.timeouts`.
+    pub timeouts: Timeouts,
+}
+
+/// `proxy.timeouts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing the upstream connection (default 5s).
+    pub connect: Duration,
+    /// Between two reads from the upstream (default 60s).
+    pub read: Duration,
+    /// Between two writes to the upstream (default 60s).
+    pub write: Duration,
+    /// The whole exchange (default off).
+    pub total: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            total: None,
+        }
+    }
+}
+
+/// A named upstream pool (`proxy.upstreams.NAME`).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// The pool's name, used as the host of proxy URIs (`http://NAME/`).
+    pub name: String,
+    /// `host:port` targets.
+    pub targets: Vec<Target>,
+    /// Where the pool is defined.
+    pub span: Span,
+}
+
+/// One upstream target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// One rule of the route table, with the group prefix applied.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Methods and the full path pattern (group prefixes included).
+    pub head: Head,
+    /// What the rule does.
+    pub action: Action,
+    /// The key as written in the file.
+    pub key_text: String,
+    /// Where the key is.
+    pub key: Span,
+    /// Where the value is.
+    pub value: Span,
+    /// The prefixes of the enclosing groups, joined (`/admin/v1`), if any.
+    pub group: Option<String>,
+    /// For static rules: the directory, resolved against the config file's directory.
+    pub static_root: Option<PathBuf>,
+    /// Static settings in effect for this rule.
+    pub static_settings: Arc<StaticSettings>,
+    /// Proxy settings in effect for this rule.
+    pub proxy: Arc<ProxySettings>,
+}
+
+impl Route {
+    /// `GET POST /api/:id` or `* /v1/`: the rule's methods and full path, canonical.
+    pub fn label(&self) -> String {
+        let path = self.head.path.display();
+        match &self.head.methods {
+            dsl::Methods::Any => format!("* {path}"),
+            dsl::Methods::Named(m) => format!("{} {path}", m.join(" ")),
+        }
+    }
+}
+
+/// The decoded sections, before the router is built.
+#[derive(Debug)]
+pub(crate) struct Model {
+    pub server: Server,
+    pub static_settings: Arc<StaticSettings>,
+    pub proxy: Arc<ProxySettings>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+/// Decodes the root node. Problems go to `diags`; the model is partial when there are any.
+pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Model {
+    let mut d = Decoder {
+        diags,
+        base_dir,
+        routes: Vec::new(),
+    };
+    let mut f = Fields::new(&mut d, root, "the configuration");
+    let server = d.server(f.take("server"));
+    let static_settings =
+        Arc::new(d.static_settings(f.take("static"), "static", &StaticSettings::default()));
+    let proxy_node = f.take("proxy");
+    let proxy = Arc::new(d.proxy_settings(proxy_node, true, &ProxySettings::default()));
+    let upstreams = d.upstreams(proxy_node);
+    for key in ["plugins", "tls"] {
+        if let Some((k, _)) = f.take_entry(key) {
+            d.diags.push(
+                Diagnostic::error(
+                    codes::NOT_YET,
+                    k.span,
+                    format!("`{key}` is not implemented in this version yet"),
+                )
+                .help(format!(
+                    "remove `{key}` for now; docs/CONFIG.md lists the sections that exist"
+                )),
+            );
+        }
+    }
+    let scope = Scope {
+        prefix: Vec::new(),
+        label: None,
+        static_settings: static_settings.clone(),
+        proxy: proxy.clone(),
+    };
+    // Routes and groups are flattened in the order they are written (declaration order
+    // breaks ties between rules).
+    let mut parts = [
+        (f.take_entry("routes"), true),
+        (f.take_entry("groups"), false),
+    ];
+    parts.sort_by_key(|(e, _)| e.map(|(k, _)| k.span.sort_key()));
+    for (entry, is_routes) in parts {
+        match (entry, is_routes) {
+            (Some((_, v)), true) => d.routes(v, &scope),
+            (Some((_, v)), false) => d.groups(v, &scope),
+            (None, _) => {}
+        }
+    }
+    f.finish(
+        d.diags,
+        &[
+            "server", "routes", "groups", "static", "proxy", "plugins", "tls",
+        ],
+    );
+    if d.routes.is_empty() && d.diags.is_empty() {
+        d.diags.push(
+            Diagnostic::error(codes::NO_ROUTES, root.span, "no routes: nothing to serve")
+                .help("add a `routes` map, for example `routes: { \"/\": \"OK\" }`"),
+        );
+    }
+    let routes = std::mem::take(&mut d.routes);
+    Model {
+        server,
+        static_settings,
+        proxy,
+        upstreams,
+        routes,
+    }
+}
+
+/// What a group passes to the routes inside it.
+struct Scope {
+    prefix: Vec<Segment>,
+    label: Option<String>,
+    static_settings: Arc<StaticSettings>,
+    proxy: Arc<ProxySettings>,
+}
+
+struct Decoder<'a> {
+    diags: &'a mut Vec<Diagnostic>,
+    base_dir: &'a Path,
+    routes: Vec<Route>,
+}
+
+impl Decoder<'_> {
+    fn type_error(&mut self, node: &Node, what: &str, expected: &str) {
+        self.diags.push(Diagnostic::error(
+            codes::TYPE,
+            node.span,
+            format!("`{what}` must be {expected}, found {}", node.describe()),
+        ));
+    }
+
+    fn value_error(&mut self, span: Span, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(codes::VALUE, span, message));
+    }
+
+    fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
+        let s = node.as_str();
+        if s.is_none() {
+            self.type_error(node, what, "a string");
+        }
+        s
+    }
+
+    fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match node.kind {
+            Kind::Bool(b) => Some(b),
+            _ => {
+                self.type_error(node, what, "true or false");
+                None
+            }
+        }
+    }
+
+    /// A string or a list of strings.
+    fn strings<'n>(&mut self, node: &'n Node, what: &str) -> Vec<(&'n str, &'n Node)> {
+        match &node.kind {
+            Kind::Str(s) => vec![(s.as_str(), node)],
+            Kind::Seq(items) => items
+                .iter()
+                .filter_map(|n| self.string(n, what).map(|s| (s, n)))
+                .collect(),
+            _ => {
+                self.type_error(node, what, "a string or a list of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        let s = self.string(node, what)?;
+        match crate::duration::parse(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.value_error(node.span, e);
+                None
+            }
+        }
+    }
+
+    fn server(&mut self, node: Option<&Node>) -> Server {
+        let mut server = Server {
+            listen: vec![Listen {
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+                span: None,
+            }],
+            workers: Workers::Auto,
+        };
+        let Some(node) = node else {
+            return server;
+        };
+        let mut f = Fields::new(self, node, "server");
+        if let Some(n) = f.take("listen") {
+            let mut seen: HashMap<SocketAddr, Span> = HashMap::new();
+            let mut listen = Vec::new();
+            for (text, n) in self.strings(n, "server.listen") {
+                match parse_listen(text) {
+                    Ok(addr) => {
+                        if let Some(&first) = seen.get(&addr) {
+                            self.diags.push(
+                                Diagnostic::error(
+                                    codes::VALUE,
+                                    n.span,
+                                    format!("`{addr}` is listed twice"),
+                                )
+                                .note(first, "first listed here"),
+                            );
+                        } else {
+                            seen.insert(addr, n.span);
+                            listen.push(Listen {
+                                addr,
+                                span: Some(n.span),
+                            });
+                        }
+                    }
+                    Err(e) => self.value_error(n.span, e),
+                }
+            }
+            if matches!(&n.kind, Kind::Seq(items) if items.is_empty()) {
+                self.value_error(n.span, "`server.listen` needs at least one address");
+            }
+            server.listen = listen;
+        }
+        if let Some(n) = f.take("workers") {
+            match &n.kind {
+                Kind::Str(s) if s == "auto" => server.workers = Workers::Auto,
+                Kind::Int(i) if (1..=1024).contains(i) => {
+                    server.workers = Workers::Count(usize::try_from(*i).unwrap_or(1));
+                }
+                Kind::Int(_) => self.value_error(n.span, "`server.workers` must be 1 to 1024"),
+                _ => self.type_error(n, "server.workers", "a number or \"auto\""),
+            }
+        }
+        f.finish(self.diags, &["listen", "workers"]);
+        server
+    }
+
+    fn static_settings(
+        &mut self,
+        node: Option<&Node>,
+        section: &str,
+        parent: &StaticSettings,
+    ) -> StaticSettings {
+        let mut s = parent.clone();
+        let Some(node) = node else {
+            return s;
+        };
+        let mut f = Fields::new(self, node, section);
+        if let Some(n) = f.take("index") {
+            let what = format!("{section}.index");
+            let names = self.strings(n, &what);
+            let mut index = Vec::new();
+            for (name, n) in names {
+                if name.is_empty()
+                    || name.contains(['/', '\\', '\0'])
+                    || name == "."
+                    || name == ".."
+                {
+                    self.value_error(
+                        n.span,
+                        format!("`{name}` is not a file name (no `/`, not `.` or `..`)"),
+                    );
+                } else {
+                    index.push(name.to_owned());
+                }
+            }
+            s.index = index;
+        }
+        if let Some(n) = f.take("spa") {
+            s.spa = self.bool(n, &format!("{section}.spa")).or(s.spa);
+        }
+        if let Some(n) = f.take("listing") {
+            s.listing = self
+                .bool(n, &format!("{section}.listing"))
+                .unwrap_or(s.listing);
+        }
+        f.finish(self.diags, &["index", "spa", "listing"]);
+        s
+    }
+
+    fn proxy_settings(
+        &mut self,
+        node: Option<&Node>,
+        top_level: bool,
+        parent: &ProxySettings,
+    ) -> ProxySettings {
+        let section = "proxy";
+        let mut p = parent.clone();
+        let Some(node) = node else {
+            return p;
+        };
+        let mut f = Fields::new(self, node, section);
+        if let Some(n) = f.take("timeouts") {
+            let sub = format!("{section}.timeouts");
+            let mut t = Fields::new(self, n, &sub);
+            for (key, slot) in [
+                ("connect", &mut p.timeouts.connect),
+                ("read", &mut p.timeouts.read),
+                ("write", &mut p.timeouts.write),
+            ] {
+                if let Some(n) = t.take(key)
+                    && let Some(d) = self.duration(n, &format!("{sub}.{key}"))
+                {
+                    if d.is_zero() {
+                        self.value_error(n.span, format!("`{sub}.{key}` must be more than 0"));
+                    } else {
+                        *slot = d;
+                    }
+                }
+            }
+            if let Some(n) = t.take("total") {
+                if n.as_str() == Some("off") {
+                    p.timeouts.total = None;
+                } else if let Some(d) = self.duration(n, &format!("{sub}.total")) {
+                    p.timeouts.total = (!d.is_zero()).then_some(d);
+                }
+            }
+            t.finish(self.diags, &["connect", "read", "write", "total"]);
+        }
+        // `upstreams` is read by `upstreams()` at the top level; in a group it is an error.
+        if let Some((k, _)) = f.take_entry("upstreams")
+            && !top_level
+        {
+            self.value_error(
+                k.span,
+                "`proxy.upstreams` can only be defined at the top level",
+            );
+        }
+        f.finish(self.diags, &["timeouts", "upstreams"]);
+        p
+    }
+
+    fn upstreams(&mut self, proxy: Option<&Node>) -> Vec<Upstream> {
+        let Some(Kind::Map(entries)) = proxy.map(|n| &n.kind) else {
+            return Vec::new();
+        };
+        let Some((_, node)) = entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("upstreams"))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let pools = Fields::new(self, node, "proxy.upstreams");
+        for ((k, v), _) in pools
+            .entries
+            .iter()
+            .zip(&pools.duplicate)
+            .filter(|(_, d)| !**d)
+        {
+            let Some(name) = k.as_str() else { continue };
+            if !is_pool_name(name) {
+                self.value_error(
+                    k.span,
+                    format!("`{name}` is not a valid pool name (letters, digits, `-`, `_`, `.`)"),
+                );
+                continue;
+            }
+            let what = format!("proxy.upstreams.{name}");
+            let mut f = Fields::new(self, v, &what);
+            let mut targets = Vec::new();
+            match f.take("targets") {
+                Some(n) => {
+                    for (text, n) in self.strings(n, &format!("{what}.targets")) {
+                        match parse_target(text) {
+                            Ok((host, port)) => targets.push(Target {
+                                host,
+                                port,
+                                span: n.span,
+                            }),
+                            Err(e) => self.value_error(n.span, e),
+                        }
+                    }
+                }
+                None => self.value_error(k.span, format!("`{what}` needs `targets`")),
+            }
+            f.finish(self.diags, &["targets"]);
+            out.push(Upstream {
+                name: name.to_owned(),
+                targets,
+                span: k.span,
+            });
+        }
+        out
+    }
+
+    fn groups(&mut self, node: &Node, parent: &Scope) {
+        let Kind::Seq(items) = &node.kind else {
+            if !matches!(node.kind, Kind::Null) {
+                self.type_error(node, "groups", "a list of groups");
+            }
+            return;
+        };
+        for group in items {
+            let mut f = Fields::new(self, group, "group");
+            let mut prefix = parent.prefix.clone();
+            let mut label = parent.label.clone();
+            if let Some(n) = f.take("prefix")
+                && let Some(text) = self.string(n, "prefix")
+            {
+                match parse_prefix(text) {
+                    Ok(segments) => {
+                        prefix.extend(segments);
+                        let mut l = label.unwrap_or_default();
+                        l.push_str(text.trim_end_matches('/'));
+                        label = Some(l);
+                    }
+                    Err(e) => self.diags.push(dsl_diagnostic(codes::GROUP_PREFIX, n, &e)),
+                }
+            }
+            let static_settings = match f.take("static") {
+                Some(n) => {
+                    Arc::new(self.static_settings(Some(n), "static", &parent.static_settings))
+                }
+                None => parent.static_settings.clone(),
+            };
+            let proxy = match f.take("proxy") {
+                Some(n) => Arc::new(self.proxy_settings(Some(n), false, &parent.proxy)),
+                None => parent.proxy.clone(),
+            };
+            if let Some((k, _)) = f.take_entry("plugins") {
+                self.diags.push(
+                    Diagnostic::error(
+                        codes::NOT_YET,
+                        k.span,
+                        "`plugins` is not implemented in this version yet",
+                    )
+                    .help("remove `plugins` for now; docs/CONFIG.md lists the keys that exist"),
+                );
+            }
+            let scope = Scope {
+                prefix,
+                label,
+                static_settings,
+                proxy,
+            };
+            let mut parts = [
+                (f.take_entry("routes"), true),
+                (f.take_entry("groups"), false),
+            ];
+            parts.sort_by_key(|(e, _)| e.map(|(k, _)| k.span.sort_key()));
+            for (entry, is_routes) in parts {
+                match (entry, is_routes) {
+                    (Some((_, v)), true) => self.routes(v, &scope),
+                    (Some((_, v)), false) => self.groups(v, &scope),
+                    (None, _) => {}
+                }
+            }
+            f.finish(
+                self.diags,
+                &["prefix", "routes", "groups", "static", "proxy", "plugins"],
+            );
+        }
+    }
+
+    fn routes(&mut self, node: &Node, scope: &Scope) {
+        if matches!(node.kind, Kind::Null) {
+            return;
+        }
+        let f = Fields::new(self, node, "routes");
+        for ((k, v), _) in f.entries.iter().zip(&f.duplicate).filter(|(_, d)| !**d) {
+            let Some(key_text) = k.as_str() else {
+                self.type_error(k, "a route key", "a string `[METHOD ...] /path`");
+                continue;
+            };
+            let head = dsl::parse_head(key_text)
+                .map_err(|e| self.diags.push(dsl_diagnostic(codes::ROUTE_HEAD, k, &e)))
+                .ok()
+                .and_then(|head| self.join_prefix(head, &scope.prefix, k));
+            let int_text;
+            let action_text = match &v.kind {
+                Kind::Str(s) => Some(s.as_str()),
+                Kind::Null => Some(""),
+                Kind::Int(i) => {
+                    int_text = i.to_string();
+                    Some(int_text.as_str())
+                }
+                _ => {
+                    self.type_error(v, key_text, "an action string");
+                    None
+                }
+            };
+            let action = action_text.and_then(|t| match dsl::parse_action(t) {
+                Ok(action) => Some(action),
+                // An absent value has no position of its own: point at the key.
+                Err(e) if matches!(v.kind, Kind::Null) => {
+                    let why = e.message.trim_start_matches("empty action: ");
+                    let msg = format!("`{key_text}` has no action: {why}");
+                    self.diags
+                        .push(Diagnostic::error(codes::ROUTE_ACTION, k.span, msg));
+                    None
+                }
+                Err(e) => {
+                    self.diags.push(dsl_diagnostic(codes::ROUTE_ACTION, v, &e));
+                    None
+                }
+            });
+            let static_root = match &action {
+                Some(Action::Static(dir)) => self.static_root(dir, v),
+                _ => None,
+            };
+            if let (Some(head), Some(action)) = (head, action) {
+                if matches!(action, Action::Static(_)) && static_root.is_none() {
+                    continue;
+                }
+                self.routes.push(Route {
+                    head,
+                    action,
+                    key_text: key_text.to_owned(),
+                    key: k.span,
+                    value: v.span,
+                    group: scope.label.clone(),
+                    static_root,
+                    static_settings: scope.static_settings.clone(),
+                    proxy: scope.proxy.clone(),
+                });
+            }
+        }
+    }
+
+    fn join_prefix(&mut self, mut head: Head, prefix: &[Segment], key: &Node) -> Option<Head> {
+        if prefix.is_empty() {
+            return Some(head);
+        }
+        let mut segments = prefix.to_vec();
+        segments.append(&mut head.path.segments);
+        let mut names: Vec<&str> = Vec::new();
+        for s in &segments {
+            if let Segment::Param(p) = s {
+                if names.contains(&p.as_str()) {
+                    self.diags.push(Diagnostic::error(
+                        codes::ROUTE_HEAD,
+                        key.span,
+                        format!("parameter `:{p}` is already used by the group prefix"),
+                    ));
+                    return None;
+                }
+                names.push(p);
+            }
+        }
+        if segments.len() > dsl::MAX_SEGMENTS || names.len() > dsl::MAX_PARAMS {
+            self.diags.push(Diagnostic::error(
+                codes::ROUTE_HEAD,
+                key.span,
+                "with the group prefix, this path has too many segments or parameters",
+            ));
+            return None;
+        }
+        head.path = PathPattern {
+            segments,
+            tail: head.path.tail,
+        };
+        Some(head)
+    }
+
+    fn static_root(&mut self, dir: &str, value: &Node) -> Option<PathBuf> {
+        let path = Path::new(dir);
+        let resolved = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        };
+        let problem = match std::fs::metadata(&resolved) {
+            Ok(m) if m.is_dir() => return Some(resolved),
+            Ok(_) => "is not a directory",
+            Err(_) => "does not exist",
+        };
+        let mut d = Diagnostic::error(
+            codes::STATIC_DIR,
+            value.span,
+            format!("static directory `{dir}` {problem}"),
+        );
+        if !path.is_absolute() {
+            d = d.help(format!(
+                "relative directories are resolved against the config file's directory: {}",
+                resolved.display()
+            ));
+        }
+        self.diags.push(d);
+        None
+    }
+}
+
+/// A DSL error inside a key or value, pointed at the exact characters when possible.
+fn dsl_diagnostic(code: &'static str, node: &Node, e: &DslError) -> Diagnostic {
+    Diagnostic::error(code, node.sub_span(e.offset, e.len), e.message.clone())
+}
+
+/// A group prefix: a path of literals and `:params`, no `*`, no methods.
+fn parse_prefix(text: &str) -> Result<Vec<Segment>, DslError> {
+    if let Some(space) = text.find([' ', '\t']) {
+        return Err(DslError {
+            part: dsl::Part::Head,
+            offset: space,
+            len: 1,
+            message: "a group prefix is a path only (methods go in the routes)".into(),
+        });
+    }
+    let head = dsl::parse_head(text)?;
+    if head.path.tail == Tail::Splat {
+        return Err(DslError {
+            part: dsl::Part::Head,
+            offset: text.len() - 1,
+            len: 1,
+            message: "a group prefix cannot end with `*`".into(),
+        });
+    }
+    Ok(head.path.segments)
+}
+
+fn is_pool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, `:PORT` (every interface), `localhost:PORT`.
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let bad = || {
+        format!("`{text}` is not a listen address (expected `IP:PORT`, `[IPv6]:PORT` or `:PORT`)")
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    match host {
+        "" | "*" => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+        "localhost" => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+        _ => Err(bad()),
+    }
+}
+
+/// `host:port` of an upstream target.
+fn parse_target(text: &str) -> Result<(String, u16), String> {
+    let bad = || format!("`{text}` is not a target (expected `host:port`)");
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        let host = match addr.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        return Ok((host, addr.port()));
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    if !valid_host || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+/// The keys of one map, read one by one; whatever is left is reported as unknown.
+struct Fields<'n> {
+    section: String,
+    entries: &'n [(Node, Node)],
+    used: Vec<bool>,
+    duplicate: Vec<bool>,
+}
+
+impl<'n> Fields<'n> {
+    /// `node` must be a map (null counts as empty). Duplicate keys are reported here.
+    fn new(d: &mut Decoder<'_>, node: &'n Node, section: &str) -> Self {
+        let entries: &[(Node, Node)] = match &node.kind {
+            Kind::Map(entries) => entries,
+            Kind::Null => &[],
+            _ => {
+                d.type_error(node, section, "a map");
+                &[]
+            }
+        };
+        let mut first: HashMap<&str, Span> = HashMap::new();
+        // A duplicate is reported here and then ignored (counted as used).
+        let mut used = vec![false; entries.len()];
+        for (i, (k, _)) in entries.iter().enumerate() {
+            if let Some(s) = k.as_str() {
+                if let Some(&earlier) = first.get(s) {
+                    used[i] = true;
+                    d.diags.push(
+                        Diagnostic::error(
+                            codes::DUPLICATE_KEY,
+                            k.span,
+                            format!("duplicate key `{s}` in {section}"),
+                        )
+                        .note(earlier, "first defined here"),
+                    );
+                } else {
+                    first.insert(s, k.span);
+                }
+            }
+        }
+        Self {
+            section: section.to_owned(),
+            entries,
+            duplicate: used.clone(),
+            used,
+        }
+    }
+
+    /// The key node and value of `key`, marking it used.
+    fn take_entry(&mut self, key: &str) -> Option<(&'n Node, &'n Node)> {
+        let i = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.as_str() == Some(key))?;
+        self.used[i] = true;
+        let (k, v) = &self.entries[i];
+        Some((k, v))
+    }
+
+    /// The value of `key`; `None` when absent or null.
+    fn take(&mut self, key: &str) -> Option<&'n Node> {
+        self.take_entry(key)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v.kind, Kind::Null))
+    }
+
+    /// Reports every key not taken.
+    fn finish(self, diags: &mut Vec<Diagnostic>, known: &[&str]) {
+        for ((k, _), used) in self.entries.iter().zip(self.used) {
+            if used {
+                continue;
+            }
+            let name = k
+                .as_str()
+                .map_or_else(|| format!("{:?}", k.kind), str::to_owned);
+            let mut d = Diagnostic::error(
+                codes::UNKNOWN_KEY,
+                k.span,
+                format!("unknown key `{name}` in {}", self.section),
+            );
+            d = match known.iter().find(|c| edit_distance(c, &name) <= 2) {
+                Some(c) => d.help(format!("did you mean `{c}`?")),
+                None => d.help(format!("known keys: {}", known.join(", "))),
+            };
+            diags.push(d);
+        }
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
