@@ -1,31 +1,59 @@
-//! `anygate`: the command line. Today it knows `version` and `help`; `serve`, `check`,
-//! `explain` and `pack-spa` arrive with their subsystems (see `docs/ARCHITECTURE.md`).
+//! `anygate`: the command line.
+//!
+//! - `check -c FILE`: validate a configuration and print the compiled route table.
+//! - `explain -c FILE METHOD PATH`: which rule answers a request, and why.
+//! - `version`, `help`.
+//!
+//! `serve` and `pack-spa` arrive with their subsystems (see `docs/ARCHITECTURE.md`).
+//! Exit status: 0 success, 1 invalid configuration, 2 bad usage.
 
 #![forbid(unsafe_code)]
+
+mod args;
+mod check;
+mod describe;
+mod explain;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: anygate <command>
+usage: anygate <command> [options]
 
 commands:
-  version    print the version
-  help       print this help
+  check   [-c FILE]                  validate FILE and print its route table
+  explain [-c FILE] METHOD PATH      show which rule answers a request, and why
+  version                            print the version
+  help                               print this help
+
+options:
+  -c, --config FILE   the configuration (.yml, .yaml, .json or .toml; default anygate.yml)
+
+Environment variables ANYGATE__SECTION__KEY=value override the file (docs/CONFIG.md).
 ";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("version" | "--version" | "-V") => {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = argv.split_first() else {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    };
+    let run = match command.as_str() {
+        "version" | "--version" | "-V" => {
             println!("anygate {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
-        Some("help" | "--help" | "-h") | None => {
+        "help" | "--help" | "-h" => {
             print!("{USAGE}");
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
-        Some(other) => {
-            eprintln!("anygate: unknown command `{other}`\n\n{USAGE}");
+        "check" => args::parse(rest, 0).map(|a| check::run(&a)),
+        "explain" => args::parse(rest, 2).map(|a| explain::run(&a)),
+        other => Err(format!("unknown command `{other}`")),
+    };
+    match run {
+        Ok(code) => code,
+        Err(usage) => {
+            eprintln!("anygate: {usage}\n\n{USAGE}");
             ExitCode::from(2)
         }
     }

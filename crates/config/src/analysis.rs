@@ -30,7 +30,7 @@ pub fn warnings(router: &Router<usize>, routes: &[Route]) -> Vec<Diagnostic> {
         let route = &routes[rule.value];
         let earlier = by_shape.entry(shape(&rule.head.path)).or_default();
         if !rule.is_any_method() {
-            let mask = rule.method_mask();
+            let mask = rule.named_mask();
             let taken: u64 = earlier.iter().fold(0, |acc, (m, _)| acc | m);
             let overlapping: Vec<usize> = earlier
                 .iter()

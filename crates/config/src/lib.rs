@@ -184,10 +184,8 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, Failure> {
             });
         }
     };
-    let base_dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    // `a.yml` has the parent `""`, which joins to paths relative to the working directory.
+    let base_dir = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     load_str(&name, &text, format, &base_dir, env)
 }
 

@@ -135,6 +135,9 @@ pub struct Route {
     pub static_root: Option<PathBuf>,
     /// Static settings in effect for this rule.
     pub static_settings: Arc<StaticSettings>,
+    /// For static rules: whether the SPA fallback is on (`static.spa`, or by default when
+    /// the rule's own path, before any group prefix, is `/`).
+    pub spa: bool,
     /// Proxy settings in effect for this rule.
     pub proxy: Arc<ProxySettings>,
 }
@@ -627,6 +630,9 @@ impl Decoder<'_> {
                 if matches!(action, Action::Static(_)) && static_root.is_none() {
                     continue;
                 }
+                let own_path_is_root = key_text.split_whitespace().last() == Some("/");
+                let spa = matches!(action, Action::Static(_))
+                    && scope.static_settings.spa.unwrap_or(own_path_is_root);
                 self.routes.push(Route {
                     head,
                     action,
@@ -636,6 +642,7 @@ impl Decoder<'_> {
                     group: scope.label.clone(),
                     static_root,
                     static_settings: scope.static_settings.clone(),
+                    spa,
                     proxy: scope.proxy.clone(),
                 });
             }

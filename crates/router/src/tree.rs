@@ -51,6 +51,11 @@ impl<T> Rule<T> {
         self.explicit | self.implicit
     }
 
+    /// The methods the rule names, without the implicit `HEAD` of a `GET` rule.
+    pub fn named_mask(&self) -> u64 {
+        self.explicit
+    }
+
     /// Param names in path order.
     pub fn param_names(&self) -> &[String] {
         &self.param_names

@@ -1,0 +1,86 @@
+//! `anygate check`: validate, then print the compiled route table.
+
+use std::process::ExitCode;
+
+use anygate_config::{Config, Failure, Workers};
+
+use crate::args::Args;
+use crate::describe;
+
+pub fn run(args: &Args) -> ExitCode {
+    match anygate_config::load(&args.config, &anygate_config::env_overrides()) {
+        Ok(config) => {
+            for w in &config.warnings {
+                eprint!("{}", w.render(&config.sources));
+            }
+            print!("{}", report(&args.config.display().to_string(), &config));
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            report_failure(&args.config.display().to_string(), &failure);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints every diagnostic and a count to stderr.
+pub fn report_failure(name: &str, failure: &Failure) {
+    eprint!("{failure}");
+    let n = failure.errors().count();
+    eprintln!(
+        "{name}: {n} error{}; the configuration is not valid",
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+fn report(name: &str, config: &Config) -> String {
+    let n = config.routes.len();
+    let w = config.warnings.len();
+    let mut out = format!(
+        "{name}: valid, {n} rule{}{}\n",
+        if n == 1 { "" } else { "s" },
+        match w {
+            0 => String::new(),
+            1 => ", 1 warning".to_owned(),
+            w => format!(", {w} warnings"),
+        }
+    );
+    let listen: Vec<String> = config
+        .server
+        .listen
+        .iter()
+        .map(|l| l.addr.to_string())
+        .collect();
+    out.push_str(&format!("listen: {}\n", listen.join(", ")));
+    out.push_str(&match config.server.workers {
+        Workers::Auto => "workers: auto (one per CPU)\n".to_owned(),
+        Workers::Count(n) => format!("workers: {n}\n"),
+    });
+    for u in &config.upstreams {
+        let targets: Vec<String> = u
+            .targets
+            .iter()
+            .map(|t| format!("{}:{}", t.host, t.port))
+            .collect();
+        out.push_str(&format!("upstream {}: {}\n", u.name, targets.join(", ")));
+    }
+    out.push_str("\nroutes, in the order the router tries them:\n");
+    // The trie's order (literal, then :param, then prefix and splat, segment by segment),
+    // one rule per line; the trie's own path column is replaced by the rule's pattern.
+    let table = config.router.render(|rule| {
+        let route = &config.routes[rule.value];
+        format!(
+            "\t{}\t{}\t{}\t{}",
+            route.head.path.display(),
+            describe::methods(route),
+            describe::action(config, route),
+            describe::location(config, route)
+        )
+    });
+    let rows: String = table
+        .lines()
+        .filter_map(|l| l.split_once('\t').map(|(_, row)| format!("{row}\n")))
+        .collect();
+    out.push_str(&describe::align(&rows, "  "));
+    out
+}

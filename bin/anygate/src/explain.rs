@@ -1,0 +1,156 @@
+//! `anygate explain`: which rule answers a request, the candidates it beat and why, params,
+//! splat, and for proxy rules the upstream URL.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anygate_config::Config;
+use anygate_router::dsl::Action;
+use anygate_router::explain::{Outcome, explain, reason};
+use anygate_router::method::is_token;
+use anygate_router::path::normalize;
+use anygate_router::status;
+use anygate_router::tree::upstream_path_and_query;
+
+use crate::args::Args;
+use crate::{check, describe};
+
+pub fn run(args: &Args) -> ExitCode {
+    let (method, target) = (&args.positional[0], &args.positional[1]);
+    if !is_token(method) {
+        eprintln!("anygate: `{method}` is not an HTTP method");
+        return ExitCode::from(2);
+    }
+    let path_and_query = strip_origin(target);
+    if !path_and_query.starts_with('/') {
+        eprintln!("anygate: the request target must start with `/` (or be an absolute URL)");
+        return ExitCode::from(2);
+    }
+    match anygate_config::load(&args.config, &anygate_config::env_overrides()) {
+        Ok(config) => {
+            print!("{}", report(&config, method, path_and_query));
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            check::report_failure(&args.config.display().to_string(), &failure);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `http://host/x?y` → `/x?y`; anything else unchanged. A fragment is dropped.
+fn strip_origin(target: &str) -> &str {
+    let target = target.split('#').next().unwrap_or(target);
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = target.strip_prefix(scheme) {
+            return rest.find(['/', '?']).map_or("/", |i| &rest[i..]);
+        }
+    }
+    target
+}
+
+fn report(config: &Config, method: &str, target: &str) -> String {
+    let mut out = String::new();
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let _ = writeln!(out, "request: {method} {target}");
+    let path = match normalize(raw_path.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(out, "answer: 400 Bad Request ({e}); no rule is consulted");
+            return out;
+        }
+    };
+    if *path != *raw_path.as_bytes() {
+        let _ = writeln!(out, "normalized path: {}", String::from_utf8_lossy(&path));
+    }
+    let e = explain(&config.router, method.as_bytes(), &path);
+    match e.outcome {
+        Outcome::Found(_) => {
+            let winner = &e.candidates[0];
+            let route = &config.routes[winner.rule.value];
+            let _ = writeln!(
+                out,
+                "answer: rule `{}` at {}",
+                route.label(),
+                describe::location(config, route)
+            );
+            let _ = writeln!(out, "  action: {}", describe::action(config, route));
+            if let Action::Fixed(f) = &route.action
+                && !f.body.is_empty()
+            {
+                let body: String = f.body.chars().take(120).collect();
+                let more = if body.len() < f.body.len() {
+                    " ..."
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "  body: {body:?}{more}");
+            }
+            if let Some(group) = &route.group {
+                let _ = writeln!(out, "  group: {group}");
+            }
+            for (name, value) in &winner.params {
+                let _ = writeln!(out, "  param {name} = {value:?}");
+            }
+            if let Some(splat) = &winner.splat {
+                let _ = writeln!(out, "  splat = {splat:?}");
+            }
+            if let Action::Proxy(t) = &route.action {
+                let pq = upstream_path_and_query(
+                    t,
+                    &route.head.path,
+                    &path,
+                    winner.splat.as_deref().map(str::as_bytes),
+                    query.map(str::as_bytes),
+                );
+                let _ = writeln!(
+                    out,
+                    "  upstream URL: {}{}",
+                    t.origin(),
+                    String::from_utf8_lossy(&pq)
+                );
+            }
+        }
+        Outcome::MethodNotAllowed(mask) => {
+            let _ = writeln!(
+                out,
+                "answer: 405 {} (Allow: {})",
+                status::reason(405),
+                config.router.allow_header(mask)
+            );
+        }
+        Outcome::NotFound => {
+            let _ = writeln!(
+                out,
+                "answer: 404 {} (no rule's path matches)",
+                status::reason(404)
+            );
+        }
+    }
+    if e.candidates.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\ncandidates, best first:");
+    let winner = matches!(e.outcome, Outcome::Found(_)).then(|| &e.candidates[0]);
+    let mut table = String::new();
+    for (i, c) in e.candidates.iter().enumerate() {
+        let route = &config.routes[c.rule.value];
+        let verdict = match winner {
+            Some(_) if i == 0 => "wins".to_owned(),
+            Some(w) => format!("loses: {}", reason(w, c, method)),
+            None => format!("no: does not accept {method}"),
+        };
+        let _ = writeln!(
+            table,
+            "{}.\t{}\t{}\t{verdict}",
+            i + 1,
+            route.label(),
+            describe::location(config, route)
+        );
+    }
+    out.push_str(&describe::align(&table, "  "));
+    out
+}

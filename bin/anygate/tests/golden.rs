@@ -1,0 +1,132 @@
+//! Golden tests: `anygate check` and `anygate explain` on the configurations under
+//! `crates/router/tests/golden/`, compared with the committed expectations
+//! (`UPDATE_GOLDEN=1` rewrites them; see the README there).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/router/tests/golden")
+}
+
+/// Runs the binary from the golden directory with a clean environment.
+fn run(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(args)
+        .current_dir(golden_dir())
+        .env_clear()
+        .output()
+        .expect("run anygate");
+    format!(
+        "$ anygate {}\nexit: {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status
+            .code()
+            .map_or("signal".to_owned(), |c| c.to_string()),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Compares `actual` with the file `name`, or rewrites it under `UPDATE_GOLDEN=1`.
+fn compare(name: &str, actual: &str, mismatches: &mut Vec<String>) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(expected) if expected == actual => {}
+        Ok(expected) => mismatches.push(format!(
+            "{name} differs\n--- expected\n{expected}\n--- actual\n{actual}"
+        )),
+        Err(_) => mismatches.push(format!(
+            "{name} is missing; run `UPDATE_GOLDEN=1 cargo test -p anygate --test golden`"
+        )),
+    }
+}
+
+#[test]
+fn golden_check_and_explain_outputs() {
+    let mut configs: Vec<String> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yml") || n.ends_with(".json") || n.ends_with(".toml"))
+        .collect();
+    configs.sort();
+    assert!(
+        configs.len() >= 8,
+        "golden configs are missing: {configs:?}"
+    );
+    let mut mismatches = Vec::new();
+    for config in &configs {
+        let stem = config.rsplit_once('.').unwrap().0;
+        compare(
+            &format!("{stem}.check.out"),
+            &run(&["check", "-c", config]),
+            &mut mismatches,
+        );
+        let Ok(requests) = std::fs::read_to_string(golden_dir().join(format!("{stem}.requests")))
+        else {
+            continue;
+        };
+        let mut out = String::new();
+        for line in requests.lines().filter(|l| !l.trim().is_empty()) {
+            let (method, target) = line.split_once(' ').expect("METHOD TARGET");
+            out.push_str(&run(&["explain", "-c", config, method, target]));
+            out.push('\n');
+        }
+        compare(&format!("{stem}.explain.out"), &out, &mut mismatches);
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["check", "-x"],
+        &["check", "-c"],
+        &["explain", "-c", "priorities.yml", "GET"],
+        &["explain", "-c", "priorities.yml", "G(T", "/"],
+        &["explain", "-c", "priorities.yml", "GET", "relative"],
+    ] {
+        let out = run(args);
+        assert!(out.contains("\nexit: 2\n"), "{out}");
+        assert!(out.contains("--- stderr\nanygate: "), "{out}");
+    }
+}
+
+#[test]
+fn env_overrides_reach_the_cli() {
+    let out = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["check", "-c", "priorities.yml"])
+        .current_dir(golden_dir())
+        .env_clear()
+        .env("ANYGATE__SERVER__LISTEN", "0.0.0.0:9999")
+        .env("ANYGATE__SERVER__WORKERS", "zero")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("environment:1:26: error[AG-CFG-1004]: `server.workers` must be"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["check", "-c", "priorities.yml"])
+        .current_dir(golden_dir())
+        .env_clear()
+        .env("ANYGATE__SERVER__LISTEN", "0.0.0.0:9999")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen: 0.0.0.0:9999\n"));
+}
+
+#[test]
+fn version_and_help() {
+    assert!(run(&["version"]).contains(concat!("anygate ", env!("CARGO_PKG_VERSION"))));
+    let help = run(&["help"]);
+    assert!(help.contains("explain [-c FILE] METHOD PATH"), "{help}");
+}
