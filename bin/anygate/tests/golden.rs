@@ -130,3 +130,28 @@ fn version_and_help() {
     let help = run(&["help"]);
     assert!(help.contains("explain [-c FILE] METHOD PATH"), "{help}");
 }
+
+#[test]
+fn readme_quickstart_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut ran = 0;
+    for line in readme.lines() {
+        let Some(args) = line.strip_prefix("cargo run --release -p anygate -- ") else {
+            continue;
+        };
+        let args: Vec<String> = args
+            .split_whitespace()
+            .map(|a| a.trim_matches('\'').to_owned())
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_anygate"))
+            .args(&args)
+            .current_dir(&root)
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {out:?}");
+        ran += 1;
+    }
+    assert!(ran >= 2, "the README's anygate commands were not found");
+}
