@@ -32,7 +32,9 @@ pub fn config_load(data: &[u8]) {
         &env,
     ) {
         Ok(config) => {
-            let _ = config.router.render(|r| config.routes[r.value].label());
+            for rule in config.router.in_priority_order() {
+                let _ = config.routes[rule.value].label();
+            }
             for w in &config.warnings {
                 let _ = w.render(&config.sources);
             }

@@ -65,22 +65,17 @@ fn report(name: &str, config: &Config) -> String {
         out.push_str(&format!("upstream {}: {}\n", u.name, targets.join(", ")));
     }
     out.push_str("\nroutes, in the order the router tries them:\n");
-    // The trie's order (literal, then :param, then prefix and splat, segment by segment),
-    // one rule per line; the trie's own path column is replaced by the rule's pattern.
-    let table = config.router.render(|rule| {
+    let mut rows = String::new();
+    for rule in config.router.in_priority_order() {
         let route = &config.routes[rule.value];
-        format!(
-            "\t{}\t{}\t{}\t{}",
+        rows.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
             route.head.path.display(),
-            describe::methods(route),
+            route.methods_label(),
             describe::action(config, route),
             describe::location(config, route)
-        )
-    });
-    let rows: String = table
-        .lines()
-        .filter_map(|l| l.split_once('\t').map(|(_, row)| format!("{row}\n")))
-        .collect();
+        ));
+    }
     out.push_str(&describe::align(&rows, "  "));
     out
 }

@@ -1,16 +1,8 @@
 //! One-line descriptions of rules and actions, shared by `check` and `explain`.
 
 use anygate_config::{Config, Route};
-use anygate_router::dsl::{Action, Methods};
+use anygate_router::dsl::Action;
 use anygate_router::status;
-
-/// `GET POST` or `*`.
-pub fn methods(route: &Route) -> String {
-    match &route.head.methods {
-        Methods::Any => "*".to_owned(),
-        Methods::Named(m) => m.join(" "),
-    }
-}
 
 /// What the rule does: `proxy http://users/ (pool: 2 targets)`, `fixed 200 OK, json, 7 B`.
 pub fn action(config: &Config, route: &Route) -> String {

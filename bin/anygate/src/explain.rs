@@ -28,7 +28,7 @@ pub fn run(args: &Args) -> ExitCode {
     }
     match anygate_config::load(&args.config, &anygate_config::env_overrides()) {
         Ok(config) => {
-            print!("{}", report(&config, method, path_and_query));
+            print!("{}", report(&config, method, &path_and_query));
             ExitCode::SUCCESS
         }
         Err(failure) => {
@@ -38,15 +38,20 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
-/// `http://host/x?y` → `/x?y`; anything else unchanged. A fragment is dropped.
-fn strip_origin(target: &str) -> &str {
+/// `http://host/x?y` → `/x?y`, `http://host?y` → `/?y`; anything else unchanged. A
+/// fragment is dropped.
+fn strip_origin(target: &str) -> String {
     let target = target.split('#').next().unwrap_or(target);
     for scheme in ["http://", "https://"] {
         if let Some(rest) = target.strip_prefix(scheme) {
-            return rest.find(['/', '?']).map_or("/", |i| &rest[i..]);
+            return match rest.find(['/', '?']) {
+                Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].to_owned(),
+                Some(i) => format!("/{}", &rest[i..]),
+                None => "/".to_owned(),
+            };
         }
     }
-    target
+    target.to_owned()
 }
 
 fn report(config: &Config, method: &str, target: &str) -> String {

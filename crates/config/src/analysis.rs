@@ -12,11 +12,20 @@
 //!   to them (warning `AG-CFG-1202`).
 //!
 //! Same shape *and* same method set is a conflict, rejected when the router is built.
+//!
+//! Across shapes, the method tier comes before specificity: with `"GET /": "./dist/"` and
+//! `"/api/": "http://api/"`, a `GET /api/x` goes to the static files. That is the rule, but
+//! rarely the intent, so it gets `AG-CFG-1202` too, on the more specific rule that loses
+//! (checked for tables of up to [`CROSS_TIER_LIMIT`] rules: the check is quadratic).
 
 use std::collections::HashMap;
 
 use anygate_router::Router;
-use anygate_router::dsl::{PathPattern, Segment, Tail};
+use anygate_router::dsl::{PathPattern, Segment};
+use anygate_router::explain::{Outcome, explain};
+
+/// Above this many rules the cross-tier check is skipped.
+pub const CROSS_TIER_LIMIT: usize = 2_000;
 
 use crate::codes;
 use crate::model::Route;
@@ -28,7 +37,7 @@ pub fn warnings(router: &Router<usize>, routes: &[Route]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for rule in router.rules() {
         let route = &routes[rule.value];
-        let earlier = by_shape.entry(shape(&rule.head.path)).or_default();
+        let earlier = by_shape.entry(rule.head.path.shape_key()).or_default();
         if !rule.is_any_method() {
             let mask = rule.named_mask();
             let taken: u64 = earlier.iter().fold(0, |acc, (m, _)| acc | m);
@@ -69,23 +78,77 @@ pub fn warnings(router: &Router<usize>, routes: &[Route]) -> Vec<Diagnostic> {
             earlier.push((mask, rule.value));
         }
     }
+    cross_tier(router, routes, &mut out);
+    out.sort_by_key(|d| d.span.map(|s| s.sort_key()));
     out
 }
 
-/// The path with param names erased: two rules with equal shapes match the same requests.
-fn shape(p: &PathPattern) -> String {
+/// Rules for every method that lose some methods to a less specific rule naming them.
+fn cross_tier(router: &Router<usize>, routes: &[Route], out: &mut Vec<Diagnostic>) {
+    let rules = router.rules();
+    if rules.len() > CROSS_TIER_LIMIT {
+        return;
+    }
+    // Every method some rule names, with the HEAD that GET rules answer.
+    let named = rules.iter().fold(0u64, |m, r| m | r.method_mask());
+    let methods = router.methods().names(named);
+    for any in rules.iter().filter(|r| r.is_any_method()) {
+        let path = sample(&any.head.path);
+        // (winner's declaration index, the methods it takes)
+        let mut lost: Vec<(usize, Vec<&str>)> = Vec::new();
+        for m in &methods {
+            let e = explain(router, m.as_bytes(), path.as_bytes());
+            let (Outcome::Found(w), Some(winner)) = (e.outcome, e.candidates.first()) else {
+                continue;
+            };
+            let Some(me) = e.candidates.iter().find(|c| c.rule.index == any.index) else {
+                continue;
+            };
+            if w != any.index && winner.tier != Some(2) && me.ranks < winner.ranks {
+                match lost.iter_mut().find(|(i, _)| *i == w) {
+                    Some((_, ms)) => ms.push(m),
+                    None => lost.push((w, vec![m])),
+                }
+            }
+        }
+        for (w, ms) in lost {
+            let (loser, winner) = (&routes[any.value], &routes[rules[w].value]);
+            out.push(
+                Diagnostic::warning(
+                    codes::OVERLAP,
+                    loser.key,
+                    format!(
+                        "{} requests under `{}` go to `{}`: a rule that names the method \
+                         beats a rule for every method, even a more specific one",
+                        ms.join(" "),
+                        any.head.path.display(),
+                        winner.label()
+                    ),
+                )
+                .note(winner.key, format!("`{}`", winner.label()))
+                .help(format!(
+                    "name the methods on this rule too (`{} {}`), or narrow `{}`",
+                    ms.join(" "),
+                    any.head.path.display(),
+                    winner.label()
+                )),
+            );
+        }
+    }
+}
+
+/// A request path that a pattern matches: params as `x`, nothing after a prefix or splat.
+fn sample(p: &PathPattern) -> String {
     let mut s = String::new();
     for seg in &p.segments {
         s.push('/');
         match seg {
             Segment::Literal(l) => s.push_str(l),
-            Segment::Param(_) => s.push(':'),
+            Segment::Param(_) => s.push('x'),
         }
     }
-    s.push_str(match p.tail {
-        Tail::Exact => "",
-        Tail::Prefix => "/",
-        Tail::Splat => "/*",
-    });
+    if s.is_empty() {
+        s.push('/');
+    }
     s
 }

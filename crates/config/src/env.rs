@@ -7,12 +7,15 @@
 //!   types and `"…"` quotes a string. An empty value resets the key to its default.
 //! - Each variable becomes its own source named `environment` (text `NAME=value`), so that an
 //!   invalid value is reported, underlined, like a line of the file.
-//! - `routes` can be replaced only as a whole: a route's HEAD cannot be spelled in a variable
-//!   name.
+//! - `routes` (at the top or in a group) can be replaced only as a whole: a route's HEAD
+//!   cannot be spelled in a variable name.
 
 use crate::codes;
 use crate::node::{Kind, Node};
 use crate::source::{Diagnostic, Sources, Span};
+
+/// Most `__`-separated parts in one variable name.
+const MAX_PARTS: usize = 16;
 
 /// The prefix of override variables.
 pub const PREFIX: &str = "ANYGATE__";
@@ -56,9 +59,20 @@ fn set(root: &mut Node, parts: &[(&str, Span)], value: Node) -> Result<(), Diagn
     if let Some(&(_, span)) = parts.iter().find(|(p, _)| p.is_empty()) {
         return err(span, "empty key in the variable name (`____`)".into());
     }
-    if parts.len() > 1 && parts[0].0.eq_ignore_ascii_case("routes") {
+    if parts.len() > MAX_PARTS {
         return err(
-            parts[1].1,
+            parts[MAX_PARTS].1,
+            format!("more than {MAX_PARTS} parts in the name"),
+        );
+    }
+    // A route's HEAD cannot be spelled in a variable name: `routes` is replaced whole.
+    if let Some(i) = parts
+        .iter()
+        .position(|(p, _)| p.eq_ignore_ascii_case("routes"))
+        && let Some(&(_, span)) = parts.get(i + 1)
+    {
+        return err(
+            span,
             "routes can only be replaced whole: ANYGATE__ROUTES='{\"/\": \"OK\"}'".into(),
         );
     }

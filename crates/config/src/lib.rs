@@ -38,11 +38,13 @@ pub mod analysis;
 pub mod codes;
 pub mod duration;
 pub mod env;
+mod fields;
 mod json;
 pub mod model;
 pub mod node;
 pub mod source;
 mod toml;
+mod values;
 mod yaml;
 
 use std::fmt;
@@ -217,25 +219,16 @@ pub fn load_str(
     let mut diags = Vec::new();
     env::apply(&mut root, &mut sources, env, &mut diags);
     let model = model::decode(&root, base_dir, &mut diags);
-    let router = match Router::build(
+    let built = Router::build(
         model
             .routes
             .iter()
             .enumerate()
             .map(|(i, r)| (r.head.clone(), i)),
-    ) {
-        Ok(router) => Some(router),
-        Err(errors) => {
-            diags.extend(errors.iter().map(|e| build_diagnostic(e, &model.routes)));
-            None
-        }
-    };
-    let warnings = match &router {
-        Some(router) if diags.is_empty() => analysis::warnings(router, &model.routes),
-        _ => Vec::new(),
-    };
-    match router {
-        Some(router) if diags.is_empty() => Ok(Config {
+    );
+    match built {
+        Ok(router) if diags.is_empty() => Ok(Config {
+            warnings: analysis::warnings(&router, &model.routes),
             sources,
             server: model.server,
             static_settings: model.static_settings,
@@ -243,9 +236,11 @@ pub fn load_str(
             upstreams: model.upstreams,
             routes: model.routes,
             router,
-            warnings,
         }),
-        _ => {
+        built => {
+            if let Err(errors) = built {
+                diags.extend(errors.iter().map(|e| build_diagnostic(e, &model.routes)));
+            }
             diags.sort_by_key(|d| d.span.map(|s| s.sort_key()));
             Err(Failure {
                 sources,

@@ -12,8 +12,10 @@ use std::time::Duration;
 use anygate_router::dsl::{self, Action, DslError, Head, PathPattern, Segment, Tail};
 
 use crate::codes;
+use crate::fields::Fields;
 use crate::node::{Kind, Node};
 use crate::source::{Diagnostic, Span};
+use crate::values::{is_pool_name, parse_listen, parse_prefix, parse_target};
 
 /// `server`: listeners and workers.
 #[derive(Clone, Debug)]
@@ -145,10 +147,14 @@ pub struct Route {
 impl Route {
     /// `GET POST /api/:id` or `* /v1/`: the rule's methods and full path, canonical.
     pub fn label(&self) -> String {
-        let path = self.head.path.display();
+        format!("{} {}", self.methods_label(), self.head.path.display())
+    }
+
+    /// `GET POST`, or `*` for every method.
+    pub fn methods_label(&self) -> String {
         match &self.head.methods {
-            dsl::Methods::Any => format!("* {path}"),
-            dsl::Methods::Named(m) => format!("{} {path}", m.join(" ")),
+            dsl::Methods::Any => "*".to_owned(),
+            dsl::Methods::Named(m) => m.join(" "),
         }
     }
 }
@@ -170,47 +176,21 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         base_dir,
         routes: Vec::new(),
     };
-    let mut f = Fields::new(&mut d, root, "the configuration");
+    let mut f = Fields::new(d.diags, root, "the configuration");
     let server = d.server(f.take("server"));
     let static_settings =
         Arc::new(d.static_settings(f.take("static"), "static", &StaticSettings::default()));
     let proxy_node = f.take("proxy");
     let proxy = Arc::new(d.proxy_settings(proxy_node, true, &ProxySettings::default()));
     let upstreams = d.upstreams(proxy_node);
-    for key in ["plugins", "tls"] {
-        if let Some((k, _)) = f.take_entry(key) {
-            d.diags.push(
-                Diagnostic::error(
-                    codes::NOT_YET,
-                    k.span,
-                    format!("`{key}` is not implemented in this version yet"),
-                )
-                .help(format!(
-                    "remove `{key}` for now; docs/CONFIG.md lists the sections that exist"
-                )),
-            );
-        }
-    }
+    d.not_yet(&mut f, &["plugins", "tls"]);
     let scope = Scope {
         prefix: Vec::new(),
         label: None,
         static_settings: static_settings.clone(),
         proxy: proxy.clone(),
     };
-    // Routes and groups are flattened in the order they are written (declaration order
-    // breaks ties between rules).
-    let mut parts = [
-        (f.take_entry("routes"), true),
-        (f.take_entry("groups"), false),
-    ];
-    parts.sort_by_key(|(e, _)| e.map(|(k, _)| k.span.sort_key()));
-    for (entry, is_routes) in parts {
-        match (entry, is_routes) {
-            (Some((_, v)), true) => d.routes(v, &scope),
-            (Some((_, v)), false) => d.groups(v, &scope),
-            (None, _) => {}
-        }
-    }
+    d.routes_and_groups(&mut f, &scope);
     f.finish(
         d.diags,
         &[
@@ -259,6 +239,41 @@ impl Decoder<'_> {
     fn value_error(&mut self, span: Span, message: impl Into<String>) {
         self.diags
             .push(Diagnostic::error(codes::VALUE, span, message));
+    }
+
+    /// Sections of the SPEC this version does not implement: an error, never ignored.
+    fn not_yet(&mut self, f: &mut Fields<'_>, keys: &[&str]) {
+        for key in keys {
+            if let Some((k, _)) = f.take_entry(key) {
+                self.diags.push(
+                    Diagnostic::error(
+                        codes::NOT_YET,
+                        k.span,
+                        format!("`{key}` is not implemented in this version yet"),
+                    )
+                    .help(format!(
+                        "remove `{key}` for now; docs/CONFIG.md lists the keys that exist"
+                    )),
+                );
+            }
+        }
+    }
+
+    /// `routes` and `groups` of one map, flattened in the order they are written
+    /// (declaration order breaks ties between rules).
+    fn routes_and_groups(&mut self, f: &mut Fields<'_>, scope: &Scope) {
+        let mut parts = [
+            (f.take_entry("routes"), true),
+            (f.take_entry("groups"), false),
+        ];
+        parts.sort_by_key(|(e, _)| e.map(|(k, _)| k.span.sort_key()));
+        for (entry, is_routes) in parts {
+            match (entry, is_routes) {
+                (Some((_, v)), true) => self.routes(v, scope),
+                (Some((_, v)), false) => self.groups(v, scope),
+                (None, _) => {}
+            }
+        }
     }
 
     fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
@@ -316,7 +331,7 @@ impl Decoder<'_> {
         let Some(node) = node else {
             return server;
         };
-        let mut f = Fields::new(self, node, "server");
+        let mut f = Fields::new(self.diags, node, "server");
         if let Some(n) = f.take("listen") {
             let mut seen: HashMap<SocketAddr, Span> = HashMap::new();
             let mut listen = Vec::new();
@@ -372,7 +387,7 @@ impl Decoder<'_> {
         let Some(node) = node else {
             return s;
         };
-        let mut f = Fields::new(self, node, section);
+        let mut f = Fields::new(self.diags, node, section);
         if let Some(n) = f.take("index") {
             let what = format!("{section}.index");
             let names = self.strings(n, &what);
@@ -416,10 +431,10 @@ impl Decoder<'_> {
         let Some(node) = node else {
             return p;
         };
-        let mut f = Fields::new(self, node, section);
+        let mut f = Fields::new(self.diags, node, section);
         if let Some(n) = f.take("timeouts") {
             let sub = format!("{section}.timeouts");
-            let mut t = Fields::new(self, n, &sub);
+            let mut t = Fields::new(self.diags, n, &sub);
             for (key, slot) in [
                 ("connect", &mut p.timeouts.connect),
                 ("read", &mut p.timeouts.read),
@@ -468,14 +483,19 @@ impl Decoder<'_> {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let pools = Fields::new(self, node, "proxy.upstreams");
-        for ((k, v), _) in pools
-            .entries
-            .iter()
-            .zip(&pools.duplicate)
-            .filter(|(_, d)| !**d)
-        {
+        let mut pools = Fields::new(self.diags, node, "proxy.upstreams");
+        for (k, v) in pools.unique_entries() {
             let Some(name) = k.as_str() else { continue };
+            // Host names are case-insensitive, and the DSL lower-cases proxy hosts.
+            let name = name.to_ascii_lowercase();
+            if out.iter().any(|u: &Upstream| u.name == name) {
+                self.value_error(
+                    k.span,
+                    format!("pool `{name}` is defined twice (names ignore case)"),
+                );
+                continue;
+            }
+            let name = name.as_str();
             if !is_pool_name(name) {
                 self.value_error(
                     k.span,
@@ -484,7 +504,7 @@ impl Decoder<'_> {
                 continue;
             }
             let what = format!("proxy.upstreams.{name}");
-            let mut f = Fields::new(self, v, &what);
+            let mut f = Fields::new(self.diags, v, &what);
             let mut targets = Vec::new();
             match f.take("targets") {
                 Some(n) => {
@@ -519,20 +539,23 @@ impl Decoder<'_> {
             return;
         };
         for group in items {
-            let mut f = Fields::new(self, group, "group");
+            let mut f = Fields::new(self.diags, group, "group");
             let mut prefix = parent.prefix.clone();
             let mut label = parent.label.clone();
-            if let Some(n) = f.take("prefix")
-                && let Some(text) = self.string(n, "prefix")
-            {
-                match parse_prefix(text) {
-                    Ok(segments) => {
+            let mut prefix_ok = true;
+            if let Some(n) = f.take("prefix") {
+                match self.string(n, "prefix").map(|t| (t, parse_prefix(t))) {
+                    Some((text, Ok(segments))) => {
                         prefix.extend(segments);
                         let mut l = label.unwrap_or_default();
                         l.push_str(text.trim_end_matches('/'));
                         label = Some(l);
                     }
-                    Err(e) => self.diags.push(dsl_diagnostic(codes::GROUP_PREFIX, n, &e)),
+                    Some((_, Err(e))) => {
+                        self.diags.push(dsl_diagnostic(codes::GROUP_PREFIX, n, &e));
+                        prefix_ok = false;
+                    }
+                    None => prefix_ok = false,
                 }
             }
             let static_settings = match f.take("static") {
@@ -545,33 +568,20 @@ impl Decoder<'_> {
                 Some(n) => Arc::new(self.proxy_settings(Some(n), false, &parent.proxy)),
                 None => parent.proxy.clone(),
             };
-            if let Some((k, _)) = f.take_entry("plugins") {
-                self.diags.push(
-                    Diagnostic::error(
-                        codes::NOT_YET,
-                        k.span,
-                        "`plugins` is not implemented in this version yet",
-                    )
-                    .help("remove `plugins` for now; docs/CONFIG.md lists the keys that exist"),
-                );
-            }
+            self.not_yet(&mut f, &["plugins"]);
             let scope = Scope {
                 prefix,
                 label,
                 static_settings,
                 proxy,
             };
-            let mut parts = [
-                (f.take_entry("routes"), true),
-                (f.take_entry("groups"), false),
-            ];
-            parts.sort_by_key(|(e, _)| e.map(|(k, _)| k.span.sort_key()));
-            for (entry, is_routes) in parts {
-                match (entry, is_routes) {
-                    (Some((_, v)), true) => self.routes(v, &scope),
-                    (Some((_, v)), false) => self.groups(v, &scope),
-                    (None, _) => {}
-                }
+            if prefix_ok {
+                self.routes_and_groups(&mut f, &scope);
+            } else {
+                // Without its prefix the group's rules would be checked against the wrong
+                // paths (false conflicts): leave them out until the prefix is fixed.
+                f.take_entry("routes");
+                f.take_entry("groups");
             }
             f.finish(
                 self.diags,
@@ -584,16 +594,20 @@ impl Decoder<'_> {
         if matches!(node.kind, Kind::Null) {
             return;
         }
-        let f = Fields::new(self, node, "routes");
-        for ((k, v), _) in f.entries.iter().zip(&f.duplicate).filter(|(_, d)| !**d) {
+        let mut f = Fields::new(self.diags, node, "routes");
+        for (k, v) in f.unique_entries() {
             let Some(key_text) = k.as_str() else {
                 self.type_error(k, "a route key", "a string `[METHOD ...] /path`");
                 continue;
             };
             let head = dsl::parse_head(key_text)
                 .map_err(|e| self.diags.push(dsl_diagnostic(codes::ROUTE_HEAD, k, &e)))
-                .ok()
-                .and_then(|head| self.join_prefix(head, &scope.prefix, k));
+                .ok();
+            // SPA by default for a rule whose own path (before a group prefix) is the root.
+            let own_path_is_root = head
+                .as_ref()
+                .is_some_and(|h| h.path.segments.is_empty() && h.path.tail != Tail::Exact);
+            let head = head.and_then(|head| self.join_prefix(head, &scope.prefix, k));
             let int_text;
             let action_text = match &v.kind {
                 Kind::Str(s) => Some(s.as_str()),
@@ -630,7 +644,6 @@ impl Decoder<'_> {
                 if matches!(action, Action::Static(_)) && static_root.is_none() {
                     continue;
                 }
-                let own_path_is_root = key_text.split_whitespace().last() == Some("/");
                 let spa = matches!(action, Action::Static(_))
                     && scope.static_settings.spa.unwrap_or(own_path_is_root);
                 self.routes.push(Route {
@@ -715,177 +728,4 @@ impl Decoder<'_> {
 /// A DSL error inside a key or value, pointed at the exact characters when possible.
 fn dsl_diagnostic(code: &'static str, node: &Node, e: &DslError) -> Diagnostic {
     Diagnostic::error(code, node.sub_span(e.offset, e.len), e.message.clone())
-}
-
-/// A group prefix: a path of literals and `:params`, no `*`, no methods.
-fn parse_prefix(text: &str) -> Result<Vec<Segment>, DslError> {
-    if let Some(space) = text.find([' ', '\t']) {
-        return Err(DslError {
-            part: dsl::Part::Head,
-            offset: space,
-            len: 1,
-            message: "a group prefix is a path only (methods go in the routes)".into(),
-        });
-    }
-    let head = dsl::parse_head(text)?;
-    if head.path.tail == Tail::Splat {
-        return Err(DslError {
-            part: dsl::Part::Head,
-            offset: text.len() - 1,
-            len: 1,
-            message: "a group prefix cannot end with `*`".into(),
-        });
-    }
-    Ok(head.path.segments)
-}
-
-fn is_pool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// `IP:PORT`, `[IPv6]:PORT`, `:PORT` (every interface), `localhost:PORT`.
-pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    let bad = || {
-        format!("`{text}` is not a listen address (expected `IP:PORT`, `[IPv6]:PORT` or `:PORT`)")
-    };
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    match host {
-        "" | "*" => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
-        "localhost" => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
-        _ => Err(bad()),
-    }
-}
-
-/// `host:port` of an upstream target.
-fn parse_target(text: &str) -> Result<(String, u16), String> {
-    let bad = || format!("`{text}` is not a target (expected `host:port`)");
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        let host = match addr.ip() {
-            IpAddr::V6(ip) => format!("[{ip}]"),
-            IpAddr::V4(ip) => ip.to_string(),
-        };
-        return Ok((host, addr.port()));
-    }
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let valid_host = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
-    if !valid_host || port == 0 {
-        return Err(bad());
-    }
-    Ok((host.to_ascii_lowercase(), port))
-}
-
-/// The keys of one map, read one by one; whatever is left is reported as unknown.
-struct Fields<'n> {
-    section: String,
-    entries: &'n [(Node, Node)],
-    used: Vec<bool>,
-    duplicate: Vec<bool>,
-}
-
-impl<'n> Fields<'n> {
-    /// `node` must be a map (null counts as empty). Duplicate keys are reported here.
-    fn new(d: &mut Decoder<'_>, node: &'n Node, section: &str) -> Self {
-        let entries: &[(Node, Node)] = match &node.kind {
-            Kind::Map(entries) => entries,
-            Kind::Null => &[],
-            _ => {
-                d.type_error(node, section, "a map");
-                &[]
-            }
-        };
-        let mut first: HashMap<&str, Span> = HashMap::new();
-        // A duplicate is reported here and then ignored (counted as used).
-        let mut used = vec![false; entries.len()];
-        for (i, (k, _)) in entries.iter().enumerate() {
-            if let Some(s) = k.as_str() {
-                if let Some(&earlier) = first.get(s) {
-                    used[i] = true;
-                    d.diags.push(
-                        Diagnostic::error(
-                            codes::DUPLICATE_KEY,
-                            k.span,
-                            format!("duplicate key `{s}` in {section}"),
-                        )
-                        .note(earlier, "first defined here"),
-                    );
-                } else {
-                    first.insert(s, k.span);
-                }
-            }
-        }
-        Self {
-            section: section.to_owned(),
-            entries,
-            duplicate: used.clone(),
-            used,
-        }
-    }
-
-    /// The key node and value of `key`, marking it used.
-    fn take_entry(&mut self, key: &str) -> Option<(&'n Node, &'n Node)> {
-        let i = self
-            .entries
-            .iter()
-            .position(|(k, _)| k.as_str() == Some(key))?;
-        self.used[i] = true;
-        let (k, v) = &self.entries[i];
-        Some((k, v))
-    }
-
-    /// The value of `key`; `None` when absent or null.
-    fn take(&mut self, key: &str) -> Option<&'n Node> {
-        self.take_entry(key)
-            .map(|(_, v)| v)
-            .filter(|v| !matches!(v.kind, Kind::Null))
-    }
-
-    /// Reports every key not taken.
-    fn finish(self, diags: &mut Vec<Diagnostic>, known: &[&str]) {
-        for ((k, _), used) in self.entries.iter().zip(self.used) {
-            if used {
-                continue;
-            }
-            let name = k
-                .as_str()
-                .map_or_else(|| format!("{:?}", k.kind), str::to_owned);
-            let mut d = Diagnostic::error(
-                codes::UNKNOWN_KEY,
-                k.span,
-                format!("unknown key `{name}` in {}", self.section),
-            );
-            d = match known.iter().find(|c| edit_distance(c, &name) <= 2) {
-                Some(c) => d.help(format!("did you mean `{c}`?")),
-                None => d.help(format!("known keys: {}", known.join(", "))),
-            };
-            diags.push(d);
-        }
-    }
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -55,6 +55,19 @@ impl Source {
     }
 }
 
+/// Byte offsets where lines start. `\n`, `\r\n` and a lone `\r` each end a line, as in
+/// YAML.
+pub(crate) fn line_starts(text: &str) -> Vec<usize> {
+    let b = text.as_bytes();
+    let mut v = vec![0];
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')) {
+            v.push(i + 1);
+        }
+    }
+    v
+}
+
 /// All the sources of one load.
 #[derive(Debug, Default)]
 pub struct Sources {
@@ -65,8 +78,7 @@ impl Sources {
     /// Registers a source and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> SourceId {
         let text = text.into();
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        let line_starts = line_starts(&text);
         let id = SourceId(u32::try_from(self.list.len()).unwrap_or(u32::MAX));
         self.list.push(Source {
             name: name.into(),

@@ -24,7 +24,7 @@ pub(crate) fn parse(src: SourceId, base: usize, text: &str) -> Result<Node, Diag
         src,
         base,
         text,
-        lines: line_starts(text),
+        lines: crate::source::line_starts(text),
         stack: Vec::new(),
         root: None,
         anchors: HashMap::new(),
@@ -32,15 +32,26 @@ pub(crate) fn parse(src: SourceId, base: usize, text: &str) -> Result<Node, Diag
         nodes: 0,
         error: None,
     };
+    // `Parser::load` recurses once per nesting level, so deep input could overflow the
+    // stack before any limit of ours applies; pulling events one by one does not recurse.
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
-        let at = builder.offset(e.marker());
-        return Err(scan_error(
-            Span::new(src, base + at, base + at + 1),
-            e.info(),
-            text,
-            at,
-        ));
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((ev, mark)) => builder.on_event(ev, mark),
+            Err(e) => {
+                let at = builder.offset(e.marker());
+                return Err(scan_error(
+                    Span::new(src, base + at, base + at + 1),
+                    e.info(),
+                    text,
+                    at,
+                ));
+            }
+        }
+        if builder.error.is_some() {
+            break;
+        }
     }
     if let Some(err) = builder.error {
         return Err(err);
@@ -68,12 +79,6 @@ fn scan_error(span: Span, info: &str, text: &str, at: usize) -> Diagnostic {
     }
 }
 
-fn line_starts(text: &str) -> Vec<usize> {
-    let mut v = vec![0];
-    v.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-    v
-}
-
 enum Frame {
     Seq {
         items: Vec<Node>,
@@ -95,7 +100,9 @@ struct Builder<'t> {
     lines: Vec<usize>,
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their node count and depth, so that an alias is charged in full
+    /// and cannot splice a tree deeper than the limit.
+    anchors: HashMap<usize, (Node, usize, usize)>,
     documents: usize,
     nodes: usize,
     error: Option<Diagnostic>,
@@ -149,9 +156,13 @@ impl Builder<'_> {
         }
     }
 
-    fn remember(&mut self, anchor: usize, node: &Node) {
+    fn remember(&mut self, anchor: usize, node: &Node, at: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            // The stored copy costs as much as the node itself.
+            let (count, depth) = measure(node);
+            if self.count(count, at) {
+                self.anchors.insert(anchor, (node.clone(), count, depth));
+            }
         }
     }
 
@@ -200,11 +211,16 @@ impl MarkedEventReceiver for Builder<'_> {
                 }
             }
             Event::Alias(id) => {
-                let Some(node) = self.anchors.get(&id).cloned() else {
+                let Some(&(_, count, depth)) = self.anchors.get(&id) else {
                     self.fail(at, "this alias names no anchor defined before it");
                     return;
                 };
-                if self.count(node_count(&node), at) {
+                if self.stack.len() + depth > MAX_DEPTH {
+                    self.fail(at, "nesting deeper than 128 levels (through this alias)");
+                    return;
+                }
+                if self.count(count, at) {
+                    let node = self.anchors[&id].0.clone();
                     self.push_value(node);
                 }
             }
@@ -222,7 +238,7 @@ impl MarkedEventReceiver for Builder<'_> {
                     return;
                 }
                 let node = self.scalar(value, style, at);
-                self.remember(anchor, &node);
+                self.remember(anchor, &node, at);
                 self.push_value(node);
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
@@ -273,24 +289,24 @@ impl MarkedEventReceiver for Builder<'_> {
                     ),
                     None => return,
                 };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node, at);
                 self.push_value(node);
             }
         }
     }
 }
 
-fn node_count(node: &Node) -> usize {
-    match &node.kind {
-        Kind::Seq(items) => 1 + items.iter().map(node_count).sum::<usize>(),
-        Kind::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| node_count(k) + node_count(v))
-                .sum::<usize>()
-        }
-        _ => 1,
-    }
+/// Node count and depth of a tree (built under the depth limit, so the recursion is bounded).
+fn measure(node: &Node) -> (usize, usize) {
+    let children: Box<dyn Iterator<Item = &Node>> = match &node.kind {
+        Kind::Seq(items) => Box::new(items.iter()),
+        Kind::Map(entries) => Box::new(entries.iter().flat_map(|(k, v)| [k, v])),
+        _ => return (1, 0),
+    };
+    children.fold((1, 1), |(count, depth), child| {
+        let (c, d) = measure(child);
+        (count + c, depth.max(d + 1))
+    })
 }
 
 /// The YAML 1.2 core schema for plain scalars.

@@ -769,3 +769,148 @@ fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn regression_deep_yaml_block_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!("routes: {{\"/\": OK}}\nx:\n{}x\n", "- ".repeat(200_000));
+    let (_, code, msg) = only_error(yaml(&deep));
+    assert_eq!(code, "AG-CFG-1001");
+    assert!(msg.contains("128"), "{msg}");
+}
+
+#[test]
+fn regression_anchored_copies_count_against_the_node_budget() {
+    // ~100k nodes, then 40 anchored wrappers each storing another copy: 4M nodes.
+    let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..5 {
+        let p = i - 1;
+        doc.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    doc.push_str("b: ");
+    for i in 0..40 {
+        doc.push_str(&format!("&w{i} ["));
+    }
+    doc.push_str("*a4");
+    doc.push_str(&"]".repeat(40));
+    let (_, code, msg) = only_error(yaml(&format!("{doc}\nroutes: {{\"/\": OK}}\n")));
+    assert_eq!(code, "AG-CFG-1001");
+    assert!(msg.contains("million"), "{msg}");
+}
+
+#[test]
+fn regression_an_alias_cannot_splice_past_the_depth_limit() {
+    let open: String = (0..100).map(|_| "[").collect();
+    let close: String = (0..100).map(|_| "]").collect();
+    let doc = format!(
+        "a: &a {open}x{close}\nb: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[*a]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n"
+    );
+    let (_, code, msg) = only_error(yaml(&format!("{doc}routes: {{\"/\": OK}}\n")));
+    assert_eq!(code, "AG-CFG-1001");
+    assert!(msg.contains("through this alias"), "{msg}");
+}
+
+#[test]
+fn regression_env_names_with_many_parts_are_refused() {
+    let name = format!("ANYGATE{}", "__A".repeat(10_000));
+    let (_, code, msg) = only_error(yaml_env("routes: {\"/\": OK}\n", &[(&name, "1")]));
+    assert_eq!(code, "AG-CFG-1008");
+    assert!(msg.contains("parts"), "{msg}");
+    let (_, code, _) = only_error(yaml_env(
+        "groups: [{routes: {\"/\": OK}}]\n",
+        &[("ANYGATE__GROUPS__0__ROUTES__X", "OK")],
+    ));
+    assert_eq!(code, "AG-CFG-1008");
+}
+
+#[test]
+fn regression_positions_with_cr_crlf_and_multibyte_text() {
+    for (eol, name) in [("\r", "cr"), ("\r\n", "crlf"), ("\n", "lf")] {
+        let text = ["# é ü", "routes:", "  \"/é/*/x\": OK"].join(eol);
+        let (loc, _, _) = only_error(yaml(&text));
+        assert_eq!(loc, "t.yml:3:7", "{name}");
+    }
+    let f = yaml("routes:\r\n  \"/ü\": \"NÖPE\"\r\n").unwrap_err();
+    let text = f.to_string();
+    assert!(text.starts_with("t.yml:2:10:"), "{text}");
+    assert!(text.contains("\n   |          ^^^^\n"), "{text}");
+}
+
+#[test]
+fn regression_prefix_and_splat_rules_have_the_same_shape_for_shadowing() {
+    let c = yaml("routes:\n  \"GET POST /v1/\": OK\n  \"GET /v1/*\": GONE\n").unwrap();
+    let codes: Vec<&str> = c.warnings.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["AG-CFG-1201"]);
+}
+
+#[test]
+fn a_named_method_beating_a_more_specific_rule_is_warned_about() {
+    let c =
+        yaml("routes:\n  \"GET /\": OK\n  \"/api/\": \"http://api/\"\n  \"/ok\": OK\n").unwrap();
+    let at: Vec<(String, &str)> = c
+        .warnings
+        .iter()
+        .map(|w| (c.sources.location(w.span.unwrap()), w.code))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            ("t.yml:3:3".to_owned(), "AG-CFG-1202"),
+            ("t.yml:4:3".to_owned(), "AG-CFG-1202")
+        ]
+    );
+    let w = &c.warnings[0];
+    assert!(
+        w.message
+            .starts_with("GET HEAD requests under `/api/` go to `GET /`"),
+        "{w:?}"
+    );
+    // Naming the methods on the specific rule silences it.
+    let c = yaml("routes:\n  \"GET /\": OK\n  \"GET POST /api/\": \"http://api/\"\n").unwrap();
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+}
+
+#[test]
+fn regression_pool_names_ignore_case() {
+    let c = yaml(
+        "proxy: {upstreams: {Users: {targets: [\"127.0.0.1:9\"]}}}\nroutes: {\"/\": \"http://USERS/\"}",
+    )
+    .unwrap();
+    assert!(c.upstream("users").is_some());
+    let (_, code, msg) = only_error(yaml(
+        "proxy: {upstreams: {a: {targets: [\"h:1\"]}, A: {targets: [\"h:1\"]}}}\nroutes: {\"/\": OK}",
+    ));
+    assert_eq!(code, "AG-CFG-1005");
+    assert!(msg.contains("defined twice"), "{msg}");
+    let (_, code, _) = only_error(yaml(
+        "proxy: {upstreams: {a: {targets: [\"1.2.3.4:0\"]}}}\nroutes: {\"/\": OK}",
+    ));
+    assert_eq!(code, "AG-CFG-1005");
+}
+
+#[test]
+fn regression_a_bad_group_prefix_does_not_cause_false_conflicts() {
+    let e = errors(yaml(
+        "routes: {\"/x\": OK}\ngroups:\n  - prefix: /a/*\n    routes: {\"/x\": OK}\n",
+    ));
+    let codes: Vec<&str> = e.iter().map(|e| e.1).collect();
+    assert_eq!(codes, ["AG-CFG-1105"]);
+}
+
+#[test]
+fn spa_is_on_by_default_for_root_static_rules_only() {
+    let dir = tempdir("spa");
+    std::fs::create_dir_all(dir.join("dist")).unwrap();
+    let c = load_str(
+        "t.yml",
+        "routes:\n  \"/*\": ./dist\n  \"/x/\": ./dist\ngroups:\n  - prefix: /app\n    routes: {\"/\": ./dist}\n",
+        Format::Yaml,
+        &dir,
+        &[],
+    )
+    .unwrap();
+    let spa: Vec<bool> = c.routes.iter().map(|r| r.spa).collect();
+    assert_eq!(spa, [true, false, true]);
+    std::fs::remove_dir_all(dir).unwrap();
+}

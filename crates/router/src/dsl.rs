@@ -115,6 +115,28 @@ impl PathPattern {
         s
     }
 
+    /// The shape of the pattern: literals and param positions, and whether it ends exactly
+    /// or takes the rest of the path. Param names do not count, and a prefix (`/v1/`) has the
+    /// same shape as a splat (`/v1/*`): two patterns of one shape match the same requests.
+    pub fn shape_key(&self) -> String {
+        let mut s = String::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => {
+                    s.push('/');
+                    s.push_str(l);
+                }
+                Segment::Param(_) => s.push_str("/\u{0}:"),
+            }
+        }
+        s.push_str(if self.tail == Tail::Exact {
+            "\u{0}$"
+        } else {
+            "\u{0}*"
+        });
+        s
+    }
+
     /// The names of the params, in order.
     pub fn param_names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {

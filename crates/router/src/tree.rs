@@ -335,26 +335,6 @@ pub struct Router<T> {
     methods: MethodTable,
 }
 
-/// The shape of a pattern for conflict detection: literals, param positions, tail kind.
-fn shape_key(p: &PathPattern) -> String {
-    let mut s = String::new();
-    for seg in &p.segments {
-        match seg {
-            Segment::Literal(l) => {
-                s.push('/');
-                s.push_str(l);
-            }
-            Segment::Param(_) => s.push_str("/\u{0}:"),
-        }
-    }
-    s.push_str(if p.tail == Tail::Exact {
-        "\u{0}$"
-    } else {
-        "\u{0}*"
-    });
-    s
-}
-
 impl<T> Router<T> {
     /// Compiles rules, in declaration order. Every conflict is reported.
     pub fn build(rules: impl IntoIterator<Item = (Head, T)>) -> Result<Self, Vec<BuildError>> {
@@ -386,7 +366,7 @@ impl<T> Router<T> {
             } else {
                 0
             };
-            match seen.entry((shape_key(&head.path), key_methods)) {
+            match seen.entry((head.path.shape_key(), key_methods)) {
                 std::collections::hash_map::Entry::Occupied(e) => {
                     errors.push(BuildError::Conflict {
                         rule: index,
@@ -487,46 +467,24 @@ impl<T> Router<T> {
         }
     }
 
-    /// Renders the trie as an indented tree, one line per rule, labelled by `label`.
-    pub fn render(&self, mut label: impl FnMut(&Rule<T>) -> String) -> String {
-        let mut out = String::new();
-        self.render_node(&self.root, "", 0, &mut label, &mut out);
+    /// Every rule, in the order the trie tries them: at each node the exact rules, then the
+    /// literal children (sorted), then the `:param` child, then the prefix and splat rules;
+    /// rules of one node in tier and declaration order. `anygate check` prints this.
+    pub fn in_priority_order(&self) -> Vec<&Rule<T>> {
+        let mut out = Vec::with_capacity(self.rules.len());
+        self.collect(&self.root, &mut out);
         out
     }
 
-    fn render_node(
-        &self,
-        node: &Node,
-        path: &str,
-        depth: usize,
-        label: &mut impl FnMut(&Rule<T>) -> String,
-        out: &mut String,
-    ) {
-        let pad = "  ".repeat(depth);
-        for &r in &node.exact {
-            let rule = &self.rules[r as usize];
-            let shown = if path.is_empty() { "/" } else { path };
-            out.push_str(&format!("{pad}{shown}  {}\n", label(rule)));
-        }
-        for (key, child) in node.literals.sorted() {
-            let p = format!("{path}/{}", String::from_utf8_lossy(key));
-            self.render_node(child, &p, depth + 1, label, out);
+    fn collect<'r>(&'r self, node: &Node, out: &mut Vec<&'r Rule<T>>) {
+        out.extend(node.exact.iter().map(|&r| &self.rules[r as usize]));
+        for (_, child) in node.literals.sorted() {
+            self.collect(child, out);
         }
         if let Some(child) = &node.param {
-            self.render_node(child, &format!("{path}/:"), depth + 1, label, out);
+            self.collect(child, out);
         }
-        for &r in &node.tail {
-            let rule = &self.rules[r as usize];
-            let shown = format!(
-                "{path}/{}",
-                if rule.head.path.tail == Tail::Splat {
-                    "*"
-                } else {
-                    ""
-                }
-            );
-            out.push_str(&format!("{pad}{shown}  {}\n", label(rule)));
-        }
+        out.extend(node.tail.iter().map(|&r| &self.rules[r as usize]));
     }
 }
 
