@@ -1,10 +1,11 @@
 //! `anygate`: the command line.
 //!
+//! - `serve -c FILE`: run the gateway.
 //! - `check -c FILE`: validate a configuration and print the compiled route table.
 //! - `explain -c FILE METHOD PATH`: which rule answers a request, and why.
 //! - `version`, `help`.
 //!
-//! `serve` and `pack-spa` arrive with their subsystems (see `docs/ARCHITECTURE.md`).
+//! `pack-spa` arrives with the static action (see `docs/ARCHITECTURE.md`).
 //! Exit status: 0 success, 1 invalid configuration, 2 bad usage.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ const USAGE: &str = "\
 usage: anygate <command> [options]
 
 commands:
+  serve   [-c FILE]                  run the gateway (SIGHUP reloads, SIGTERM stops)
   check   [-c FILE]                  validate FILE and print its route table
   explain [-c FILE] METHOD PATH      show which rule answers a request, and why
   version                            print the version
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        "serve" => args::parse(rest, 0).map(|a| anygate::serve::run(&a.config)),
         "check" => args::parse(rest, 0).map(|a| check::run(&a)),
         "explain" => args::parse(rest, 2).map(|a| explain::run(&a)),
         other => Err(format!("unknown command `{other}`")),

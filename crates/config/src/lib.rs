@@ -42,6 +42,7 @@ mod fields;
 mod json;
 pub mod model;
 pub mod node;
+pub mod size;
 pub mod source;
 mod toml;
 mod values;
@@ -54,7 +55,8 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    Listen, ProxySettings, Route, Server, StaticSettings, Target, Timeouts, Upstream, Workers,
+    Listen, ProxySettings, Route, Server, ServerLimits, ServerTimeouts, StaticSettings, Target,
+    Timeouts, Upstream, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};

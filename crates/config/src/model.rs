@@ -24,6 +24,64 @@ pub struct Server {
     pub listen: Vec<Listen>,
     /// `server.workers`.
     pub workers: Workers,
+    /// `server.limits`.
+    pub limits: ServerLimits,
+    /// `server.timeouts`.
+    pub timeouts: ServerTimeouts,
+    /// `server.shutdown_timeout`: how long a graceful shutdown waits for in-flight requests
+    /// (default 30s).
+    pub shutdown_timeout: Duration,
+}
+
+/// `server.limits` (SPEC §9 defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Request line and header fields, bytes (default 64 KiB; 431 above).
+    pub max_head: u64,
+    /// Request target, bytes (default 8 KiB; 414 above).
+    pub max_uri: u64,
+    /// Header fields (default 100, at most 128; 431 above).
+    pub max_headers: u64,
+    /// Request body, bytes (default 1 GiB; 0 = unlimited; 413 above).
+    pub max_body: u64,
+    /// Open connections (default 10 000; 503 above).
+    pub max_connections: u64,
+    /// Bytes of the request body an echo response shows (default 64 KiB).
+    pub echo_body: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_head: 64 << 10,
+            max_uri: 8 << 10,
+            max_headers: 100,
+            max_body: 1 << 30,
+            max_connections: 10_000,
+            echo_body: 64 << 10,
+        }
+    }
+}
+
+/// `server.timeouts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerTimeouts {
+    /// From the first byte of a request head to its end (default 10s; 408 after).
+    pub head: Duration,
+    /// Idle keep-alive connections (default 60s), and each write to a slow reader.
+    pub idle: Duration,
+    /// Longest pause while reading a request body (default 60s; 408 after).
+    pub body: Duration,
+}
+
+impl Default for ServerTimeouts {
+    fn default() -> Self {
+        Self {
+            head: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            body: Duration::from_secs(60),
+        }
+    }
 }
 
 /// One listening address.
@@ -327,11 +385,34 @@ impl Decoder<'_> {
                 span: None,
             }],
             workers: Workers::Auto,
+            limits: ServerLimits::default(),
+            timeouts: ServerTimeouts::default(),
+            shutdown_timeout: Duration::from_secs(30),
         };
         let Some(node) = node else {
             return server;
         };
         let mut f = Fields::new(self.diags, node, "server");
+        if let Some(n) = f.take("limits") {
+            server.limits = self.server_limits(n);
+        }
+        if let Some(n) = f.take("timeouts") {
+            let mut t = Fields::new(self.diags, n, "server.timeouts");
+            let timeouts = &mut server.timeouts;
+            for (key, slot) in [
+                ("head", &mut timeouts.head),
+                ("idle", &mut timeouts.idle),
+                ("body", &mut timeouts.body),
+            ] {
+                if let Some(n) = t.take(key) {
+                    self.positive_duration(n, &format!("server.timeouts.{key}"), slot);
+                }
+            }
+            t.finish(self.diags, &["head", "idle", "body"]);
+        }
+        if let Some(n) = f.take("shutdown_timeout") {
+            self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
+        }
         if let Some(n) = f.take("listen") {
             let mut seen: HashMap<SocketAddr, Span> = HashMap::new();
             let mut listen = Vec::new();
@@ -373,8 +454,82 @@ impl Decoder<'_> {
                 _ => self.type_error(n, "server.workers", "a number or \"auto\""),
             }
         }
-        f.finish(self.diags, &["listen", "workers"]);
+        f.finish(
+            self.diags,
+            &[
+                "listen",
+                "workers",
+                "limits",
+                "timeouts",
+                "shutdown_timeout",
+            ],
+        );
         server
+    }
+
+    fn server_limits(&mut self, node: &Node) -> ServerLimits {
+        let mut limits = ServerLimits::default();
+        let mut f = Fields::new(self.diags, node, "server.limits");
+        // (key, slot, smallest, largest)
+        let table: [(&str, &mut u64, u64, u64); 6] = [
+            ("max_head", &mut limits.max_head, 1024, 1 << 24),
+            ("max_uri", &mut limits.max_uri, 64, 1 << 24),
+            ("max_headers", &mut limits.max_headers, 1, 128),
+            ("max_body", &mut limits.max_body, 0, u64::MAX),
+            (
+                "max_connections",
+                &mut limits.max_connections,
+                1,
+                10_000_000,
+            ),
+            ("echo_body", &mut limits.echo_body, 0, 1 << 30),
+        ];
+        for (key, slot, min, max) in table {
+            let Some(n) = f.take(key) else { continue };
+            let what = format!("server.limits.{key}");
+            let value = match &n.kind {
+                Kind::Int(i) => {
+                    u64::try_from(*i).map_err(|_| format!("`{what}` cannot be negative"))
+                }
+                Kind::Str(s) if key != "max_headers" && key != "max_connections" => {
+                    crate::size::parse(s)
+                }
+                _ => {
+                    self.type_error(n, &what, "a number or a size such as `64KiB`");
+                    continue;
+                }
+            };
+            match value {
+                Ok(v) if (min..=max).contains(&v) => *slot = v,
+                Ok(v) => self.value_error(
+                    n.span,
+                    format!("`{what}` must be from {min} to {max}, found {v}"),
+                ),
+                Err(e) => self.value_error(n.span, e),
+            }
+        }
+        f.finish(
+            self.diags,
+            &[
+                "max_head",
+                "max_uri",
+                "max_headers",
+                "max_body",
+                "max_connections",
+                "echo_body",
+            ],
+        );
+        limits
+    }
+
+    fn positive_duration(&mut self, node: &Node, what: &str, slot: &mut Duration) {
+        if let Some(d) = self.duration(node, what) {
+            if d.is_zero() {
+                self.value_error(node.span, format!("`{what}` must be more than 0"));
+            } else {
+                *slot = d;
+            }
+        }
     }
 
     fn static_settings(
@@ -440,14 +595,8 @@ impl Decoder<'_> {
                 ("read", &mut p.timeouts.read),
                 ("write", &mut p.timeouts.write),
             ] {
-                if let Some(n) = t.take(key)
-                    && let Some(d) = self.duration(n, &format!("{sub}.{key}"))
-                {
-                    if d.is_zero() {
-                        self.value_error(n.span, format!("`{sub}.{key}` must be more than 0"));
-                    } else {
-                        *slot = d;
-                    }
+                if let Some(n) = t.take(key) {
+                    self.positive_duration(n, &format!("{sub}.{key}"), slot);
                 }
             }
             if let Some(n) = t.take("total") {

@@ -67,6 +67,10 @@ pub mod buf;
 pub mod compat;
 pub mod net;
 pub mod signal;
+pub mod sync {
+    //! Synchronisation primitives for tasks.
+    pub use crate::util::atomic_waker::AtomicWaker;
+}
 pub mod time;
 
 pub use runtime::{Builder, Handle, Runtime, spawn, worker_index};

@@ -284,6 +284,13 @@ impl Handle {
         self.shared.remotes.len()
     }
 
+    /// Wakes every live task once. A future must tolerate spurious wakes, so this is always
+    /// safe; it is how a server makes its idle connections look at a shutdown flag without
+    /// registering each of them anywhere.
+    pub fn wake_all(&self) {
+        self.shared.owned.wake_all();
+    }
+
     /// Tasks spawned and not yet completed.
     pub fn live_tasks(&self) -> usize {
         self.shared.owned.len()

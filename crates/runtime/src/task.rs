@@ -53,6 +53,8 @@ pub(crate) trait Runnable: Send + Sync + 'static {
     fn run(self: Arc<Self>);
     /// Cancels the task and drops its future if no worker is running it.
     fn shutdown(self: Arc<Self>);
+    /// Wakes the task as its waker would.
+    fn wake_up(self: Arc<Self>);
 }
 
 /// A reference to a scheduled task, as stored in run queues.
@@ -221,6 +223,10 @@ where
                 }
             }
         }
+    }
+
+    fn wake_up(self: Arc<Self>) {
+        Wake::wake(self);
     }
 
     fn shutdown(self: Arc<Self>) {

@@ -307,6 +307,17 @@ impl OwnedTasks {
         drop(removed);
     }
 
+    /// Wakes every live task once. The references are cloned under each shard's lock and
+    /// woken after it is released (a wake may schedule onto this very shard's worker).
+    pub(crate) fn wake_all(&self) {
+        for i in 0..self.shards.len() {
+            let tasks: Vec<Task> = self.lock(i).tasks.values().cloned().collect();
+            for t in tasks {
+                t.wake_up();
+            }
+        }
+    }
+
     /// Number of live tasks (for tests and metrics).
     pub(crate) fn len(&self) -> usize {
         (0..self.shards.len())

@@ -23,7 +23,9 @@ const WAITING: usize = 0;
 const REGISTERING: usize = 1;
 const WAKING: usize = 2;
 
-pub(crate) struct AtomicWaker {
+/// One waker slot: a task registers, any thread wakes; a wake is never lost (see the
+/// module docs).
+pub struct AtomicWaker {
     state: AtomicUsize,
     waker: UnsafeCell<Option<Waker>>,
 }
@@ -35,7 +37,8 @@ unsafe impl Send for AtomicWaker {}
 unsafe impl Sync for AtomicWaker {}
 
 impl AtomicWaker {
-    pub(crate) const fn new() -> Self {
+    /// An empty slot.
+    pub const fn new() -> Self {
         Self {
             state: AtomicUsize::new(WAITING),
             waker: UnsafeCell::new(None),
@@ -43,7 +46,7 @@ impl AtomicWaker {
     }
 
     /// Stores `waker` to be woken by the next [`wake`](Self::wake).
-    pub(crate) fn register(&self, waker: &Waker) {
+    pub fn register(&self, waker: &Waker) {
         match self
             .state
             .compare_exchange(WAITING, REGISTERING, Acquire, Acquire)
@@ -74,14 +77,14 @@ impl AtomicWaker {
     }
 
     /// Wakes the registered waker, if any.
-    pub(crate) fn wake(&self) {
+    pub fn wake(&self) {
         if let Some(w) = self.take() {
             w.wake();
         }
     }
 
     /// Removes the registered waker, if any.
-    pub(crate) fn take(&self) -> Option<Waker> {
+    pub fn take(&self) -> Option<Waker> {
         match self.state.fetch_or(WAKING, AcqRel) {
             WAITING => {
                 // SAFETY: we moved the state from WAITING to WAKING, so we own the slot.
@@ -91,6 +94,12 @@ impl AtomicWaker {
             }
             _ => None,
         }
+    }
+}
+
+impl Default for AtomicWaker {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

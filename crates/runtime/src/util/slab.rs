@@ -75,6 +75,14 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Every value, in key order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Occupied(v) => Some(v),
+            Entry::Vacant(_) => None,
+        })
+    }
+
     /// Removes and returns every value.
     pub(crate) fn drain(&mut self) -> Vec<T> {
         let out = std::mem::take(&mut self.entries)

@@ -391,3 +391,42 @@ fn detached_output_is_dropped_at_completion_not_with_the_last_waker() {
         "the waker clone is still alive"
     );
 }
+
+#[test]
+fn wake_all_wakes_tasks_that_registered_nowhere() {
+    let rt = runtime(2);
+    let flag = Arc::new(AtomicBool::new(false));
+    let polled = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..100)
+        .map(|_| {
+            let (flag, polled) = (flag.clone(), polled.clone());
+            rt.spawn(poll_fn(move |_cx| {
+                polled.fetch_add(1, Ordering::SeqCst);
+                // Deliberately keeps no waker: only `wake_all` can poll it again.
+                if flag.load(Ordering::SeqCst) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }))
+        })
+        .collect();
+    run(&rt, async {
+        // Every task has been polled once and is parked without a waker.
+        poll_fn(|cx| {
+            if polled.load(Ordering::SeqCst) >= 100 {
+                Poll::Ready(())
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await;
+        flag.store(true, Ordering::SeqCst);
+        rt.handle().wake_all();
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    assert_eq!(rt.handle().live_tasks(), 0);
+}

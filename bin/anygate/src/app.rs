@@ -1,0 +1,176 @@
+//! The application: a validated configuration compiled into a router and one action per rule,
+//! and [`Live`], which lets a reload replace it atomically while requests go on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anygate_actions::{Echo, Fixed};
+use anygate_config::Config;
+use anygate_http::{Body, ErrorKind, Request, Response, Service};
+use anygate_router::dsl::Action;
+use anygate_router::path::normalize;
+use anygate_router::{Lookup, Router};
+use arc_swap::ArcSwap;
+
+/// What a matched rule does.
+#[derive(Debug)]
+enum RouteAction {
+    Fixed(Fixed),
+    Echo(Echo),
+    /// Static files and the proxy are not in this build yet: 501.
+    Unavailable,
+}
+
+#[derive(Debug)]
+struct Entry {
+    action: RouteAction,
+    /// `GET /api/*`, for error bodies.
+    label: Box<str>,
+}
+
+/// One configuration, ready to serve.
+#[derive(Debug)]
+pub struct App {
+    router: Router<usize>,
+    entries: Vec<Entry>,
+}
+
+impl App {
+    /// Compiles the actions of a validated configuration (and takes its router).
+    pub fn new(config: Config) -> Self {
+        let echo_body = usize::try_from(config.server.limits.echo_body).unwrap_or(usize::MAX);
+        let entries = config
+            .routes
+            .iter()
+            .map(|r| Entry {
+                action: match &r.action {
+                    Action::Fixed(f) => RouteAction::Fixed(Fixed::new(f)),
+                    Action::Echo(status) => RouteAction::Echo(Echo::new(*status, echo_body)),
+                    _ => RouteAction::Unavailable,
+                },
+                label: r.label().into(),
+            })
+            .collect();
+        Self {
+            router: config.router,
+            entries,
+        }
+    }
+
+    /// Rules whose action answers 501 in this build (static, proxy).
+    pub fn unavailable_rules(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.action, RouteAction::Unavailable))
+            .map(|e| &*e.label)
+    }
+
+    async fn handle(
+        &self,
+        req: &Request<'_>,
+        body: &mut Body<'_>,
+        res: &mut Response<'_>,
+        body_buf: &mut Vec<u8>,
+    ) {
+        let Ok(path) = normalize(req.path()) else {
+            return res.error(ErrorKind::BadPath, None, b"");
+        };
+        match self.router.lookup(req.method(), &path) {
+            Lookup::Found(m) => {
+                let entry = &self.entries[m.rule.value];
+                match &entry.action {
+                    RouteAction::Fixed(f) => f.respond(res),
+                    RouteAction::Echo(e) => {
+                        e.respond(
+                            req,
+                            &path,
+                            m.params.iter(),
+                            m.params.splat(),
+                            body,
+                            body_buf,
+                            res,
+                        )
+                        .await;
+                    }
+                    RouteAction::Unavailable => {
+                        res.error(ErrorKind::NotImplemented, Some(&entry.label), b"");
+                    }
+                }
+            }
+            Lookup::MethodNotAllowed(mask) => {
+                let allow = format!("allow: {}\r\n", self.router.allow_header(mask));
+                res.error(ErrorKind::MethodNotAllowed, None, allow.as_bytes());
+            }
+            Lookup::NotFound => res.error(ErrorKind::NotFound, None, b""),
+        }
+    }
+}
+
+/// The application currently served, replaced whole by a reload.
+///
+/// Connections cache an `Arc<App>` and compare a generation number per request (one atomic
+/// load); only after a reload do they fetch the new one.
+#[derive(Debug)]
+pub struct Live {
+    current: ArcSwap<App>,
+    generation: AtomicU64,
+}
+
+impl Live {
+    /// Serves `app`.
+    pub fn new(app: App) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(app),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the application: requests that started keep the old one, the next ones get
+    /// the new one.
+    pub fn swap(&self, app: App) {
+        self.current.store(Arc::new(app));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The application now.
+    pub fn current(&self) -> Arc<App> {
+        self.current.load_full()
+    }
+}
+
+/// A connection's view of [`Live`].
+#[derive(Debug)]
+pub struct ConnState {
+    app: Arc<App>,
+    generation: u64,
+    /// The echo action's body prefix, kept between requests.
+    body_buf: Vec<u8>,
+}
+
+impl Service for Live {
+    type Conn = ConnState;
+
+    fn connect(&self) -> ConnState {
+        let generation = self.generation.load(Ordering::Acquire);
+        ConnState {
+            app: self.current.load_full(),
+            generation,
+            body_buf: Vec::new(),
+        }
+    }
+
+    async fn call<'a, 'b: 'a>(
+        &'a self,
+        conn: &'a mut ConnState,
+        req: &'a Request<'b>,
+        body: &'a mut Body<'b>,
+        res: &'a mut Response<'b>,
+    ) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation != conn.generation {
+            conn.app = self.current.load_full();
+            conn.generation = generation;
+        }
+        conn.app.handle(req, body, res, &mut conn.body_buf).await;
+    }
+}

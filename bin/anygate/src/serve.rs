@@ -1,0 +1,254 @@
+//! `anygate serve`: listeners, workers, reload on `SIGHUP`, graceful shutdown on
+//! `SIGTERM`/`SIGINT`.
+//!
+//! Each listening address is bound once per worker with `SO_REUSEPORT`, so the kernel spreads
+//! new connections over the workers' accept loops. A reload parses and validates the new
+//! file completely, then swaps the application atomically ([`Live::swap`]); a failed reload
+//! leaves the running one untouched. Settings under `server` (addresses, workers, limits)
+//! take effect at the next start; a reload that changes them says so.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anygate_config::{Config, Workers};
+use anygate_http::server::accept_loop;
+use anygate_http::{Drain, Limits};
+use anygate_runtime::net::ListenerOptions;
+use anygate_runtime::signal::{Signal, Signals};
+use anygate_runtime::{Handle, Runtime, time};
+
+use crate::app::{App, Live};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    rt: Runtime,
+    live: Arc<Live>,
+    drain: Arc<Drain>,
+    addrs: Vec<SocketAddr>,
+    shutdown_timeout: Duration,
+    server_settings: anygate_config::Server,
+}
+
+/// The HTTP limits of a configuration.
+pub fn limits(config: &Config) -> Limits {
+    let l = &config.server.limits;
+    let t = &config.server.timeouts;
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    Limits {
+        max_head: size(l.max_head),
+        max_uri: size(l.max_uri),
+        max_headers: size(l.max_headers),
+        max_body: l.max_body,
+        max_connections: size(l.max_connections),
+        head_timeout: t.head,
+        idle_timeout: t.idle,
+        body_timeout: t.body,
+    }
+}
+
+impl Server {
+    /// Binds the listeners and starts serving `config`.
+    pub fn start(config: Config) -> io::Result<Self> {
+        let workers = match config.server.workers {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let _ = anygate_runtime::raise_fd_limit();
+        let rt = Runtime::builder()
+            .workers(workers)
+            .thread_name("anygate-worker")
+            .build()?;
+        let limits = Arc::new(limits(&config));
+        let server_settings = config.server.clone();
+        let shutdown_timeout = config.server.shutdown_timeout;
+        let listen: Vec<SocketAddr> = config.server.listen.iter().map(|l| l.addr).collect();
+        let live = Arc::new(Live::new(App::new(config)));
+        let drain = Drain::new();
+        let addrs = rt.block_on(async {
+            let mut addrs = Vec::new();
+            for addr in listen {
+                // Port 0 picks a port with the first bind; the other workers join it.
+                let mut actual = addr;
+                for i in 0..workers {
+                    let listener = ListenerOptions::default()
+                        .reuse_port(true)
+                        .backlog(4096)
+                        .bind(actual)?;
+                    if i == 0 {
+                        actual = listener.local_addr()?;
+                        addrs.push(actual);
+                    }
+                    rt.spawn(accept_loop(
+                        listener,
+                        live.clone(),
+                        limits.clone(),
+                        drain.clone(),
+                    ));
+                }
+            }
+            io::Result::Ok(addrs)
+        })?;
+        Ok(Self {
+            rt,
+            live,
+            drain,
+            addrs,
+            shutdown_timeout,
+            server_settings,
+        })
+    }
+
+    /// The bound addresses, one per `server.listen` entry.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The runtime's handle.
+    pub fn handle(&self) -> &Handle {
+        self.rt.handle()
+    }
+
+    /// The application being served.
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// Serves `config` from now on. Returns the `server` settings that differ from the
+    /// running ones (they need a restart).
+    pub fn reload(&self, config: Config) -> Vec<&'static str> {
+        let mut restart = Vec::new();
+        let new = &config.server;
+        let old = &self.server_settings;
+        let listen = |s: &anygate_config::Server| -> Vec<SocketAddr> {
+            s.listen.iter().map(|l| l.addr).collect()
+        };
+        if listen(new) != listen(old) {
+            restart.push("server.listen");
+        }
+        if new.workers != old.workers {
+            restart.push("server.workers");
+        }
+        if new.limits != old.limits || new.timeouts != old.timeouts {
+            restart.push("server.limits/server.timeouts");
+        }
+        self.live.swap(App::new(config));
+        restart
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most `server.shutdown_timeout`),
+    /// then stops the workers. `true` when every connection closed in time.
+    pub fn shutdown(self) -> bool {
+        self.drain.start(self.rt.handle());
+        let drained = self.rt.block_on(async {
+            time::timeout(self.shutdown_timeout, self.drain.closed())
+                .await
+                .is_ok()
+        });
+        self.rt.shutdown();
+        drained
+    }
+
+    /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP`.
+    fn run_signals(&self, path: &Path) -> io::Result<()> {
+        self.rt.block_on(async {
+            let signals = Signals::new(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])?;
+            loop {
+                match signals.recv().await? {
+                    Signal::Hangup => self.reload_from(path),
+                    Signal::Terminate | Signal::Interrupt => return Ok(()),
+                }
+            }
+        })
+    }
+
+    fn reload_from(&self, path: &Path) {
+        match anygate_config::load(path, &anygate_config::env_overrides()) {
+            Ok(config) => {
+                for w in &config.warnings {
+                    eprint!("{}", w.render(&config.sources));
+                }
+                let n = config.routes.len();
+                let restart = self.reload(config);
+                log(&format!("reloaded {}: {n} rules", path.display()));
+                if !restart.is_empty() {
+                    log(&format!(
+                        "changes to {} take effect after a restart",
+                        restart.join(", ")
+                    ));
+                }
+            }
+            Err(failure) => {
+                eprint!("{failure}");
+                log(&format!(
+                    "reload of {} failed ({} errors); still serving the previous configuration",
+                    path.display(),
+                    failure.errors().count()
+                ));
+            }
+        }
+    }
+}
+
+fn log(message: &str) {
+    eprintln!("anygate: {message}");
+}
+
+/// `anygate serve -c FILE`.
+pub fn run(path: &Path) -> ExitCode {
+    let config = match anygate_config::load(path, &anygate_config::env_overrides()) {
+        Ok(c) => c,
+        Err(failure) => {
+            eprint!("{failure}");
+            log(&format!(
+                "{} is not valid ({} errors); not starting",
+                path.display(),
+                failure.errors().count()
+            ));
+            return ExitCode::from(1);
+        }
+    };
+    for w in &config.warnings {
+        eprint!("{}", w.render(&config.sources));
+    }
+    let rules = config.routes.len();
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            log(&format!("cannot start: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    for label in server.live().current().unavailable_rules() {
+        log(&format!(
+            "rule `{label}`: static and proxy actions are not in this version; it answers 501"
+        ));
+    }
+    for addr in server.addrs() {
+        log(&format!(
+            "listening on http://{addr} ({rules} rules, {} workers)",
+            server.handle().workers()
+        ));
+    }
+    let result = server.run_signals(path);
+    log("shutting down");
+    let drained = server.shutdown();
+    match result {
+        Err(e) => {
+            log(&format!("signal handling failed: {e}"));
+            ExitCode::from(1)
+        }
+        Ok(()) if drained => {
+            log("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(()) => {
+            log("stopped; connections still open at the deadline were closed");
+            ExitCode::SUCCESS
+        }
+    }
+}

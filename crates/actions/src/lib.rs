@@ -1,0 +1,22 @@
+//! `anygate-actions`: what a rule does once it has matched.
+//!
+//! - [`Fixed`]: the response is serialized when the configuration is loaded; serving it
+//!   copies bytes (or, for a large body, hands a shared buffer to `writev`) and allocates
+//!   nothing.
+//! - [`Echo`]: a JSON description of the request, the body cut at a configured size.
+//!
+//! Static files and the reverse proxy come with their own issues; until then a rule using
+//! them answers 501 (`AG-ACT-5010`).
+//!
+//! Dispatch is an enum match in the server's wiring, not a trait object: the hot path knows
+//! every action.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod echo;
+mod fixed;
+
+pub use echo::Echo;
+pub use fixed::Fixed;

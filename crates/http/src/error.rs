@@ -1,0 +1,194 @@
+//! The data plane's error catalog: one closed kind per failure, each with its status, its
+//! stable `AG-…` code and a message safe to show a client (no internal detail).
+//! [`crate::Response::error`] is the one place that turns a kind into a response.
+
+/// What went wrong, as a client or an operator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request head is malformed.
+    BadRequest,
+    /// Conflicting or unsupported message framing (`Content-Length` with
+    /// `Transfer-Encoding`, differing lengths, a coding other than `chunked`): the request
+    /// smuggling defences.
+    BadFraming,
+    /// A malformed chunked body.
+    BadChunk,
+    /// The request path cannot be normalised (an invalid percent-encoding, not absolute).
+    BadPath,
+    /// An HTTP/1.1 request without exactly one `Host`.
+    BadHost,
+    /// The client closed the connection in the middle of a request body.
+    IncompleteBody,
+    /// The request head did not arrive within the head deadline.
+    HeadTimeout,
+    /// The request body stalled longer than the body timeout.
+    BodyTimeout,
+    /// No rule matches the path.
+    NotFound,
+    /// A rule matches the path, but not the method.
+    MethodNotAllowed,
+    /// The body is larger than `server.limits.max_body`.
+    BodyTooLarge,
+    /// The request target is longer than `server.limits.max_uri`.
+    UriTooLong,
+    /// The head is larger than `server.limits.max_head`, or has too many header fields.
+    HeadersTooLarge,
+    /// A handler failed (panicked).
+    Internal,
+    /// The rule's action is not available in this build.
+    NotImplemented,
+    /// Too many open connections.
+    Overloaded,
+    /// An HTTP version other than 1.0 and 1.1.
+    VersionNotSupported,
+}
+
+impl ErrorKind {
+    /// The response status.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest
+            | Self::BadFraming
+            | Self::BadChunk
+            | Self::BadPath
+            | Self::BadHost
+            | Self::IncompleteBody => 400,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::HeadTimeout | Self::BodyTimeout => 408,
+            Self::BodyTooLarge => 413,
+            Self::UriTooLong => 414,
+            Self::HeadersTooLarge => 431,
+            Self::Internal => 500,
+            Self::NotImplemented => 501,
+            Self::Overloaded => 503,
+            Self::VersionNotSupported => 505,
+        }
+    }
+
+    /// The stable code, listed in `docs/ERRORS.md`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadRequest => "AG-HTTP-4000",
+            Self::BadFraming => "AG-HTTP-4001",
+            Self::BadChunk => "AG-HTTP-4002",
+            Self::BadPath => "AG-HTTP-4003",
+            Self::BadHost => "AG-HTTP-4004",
+            Self::IncompleteBody => "AG-HTTP-4005",
+            Self::NotFound => "AG-RTE-4040",
+            Self::MethodNotAllowed => "AG-RTE-4050",
+            Self::HeadTimeout => "AG-HTTP-4080",
+            Self::BodyTimeout => "AG-HTTP-4081",
+            Self::BodyTooLarge => "AG-HTTP-4130",
+            Self::UriTooLong => "AG-HTTP-4140",
+            Self::HeadersTooLarge => "AG-HTTP-4310",
+            Self::Internal => "AG-INT-5000",
+            Self::NotImplemented => "AG-ACT-5010",
+            Self::Overloaded => "AG-SRV-5030",
+            Self::VersionNotSupported => "AG-HTTP-5050",
+        }
+    }
+
+    /// A message for the client: what happened, never how.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::BadRequest => "malformed request",
+            Self::BadFraming => "conflicting or unsupported message framing",
+            Self::BadChunk => "malformed chunked body",
+            Self::BadPath => "invalid request path",
+            Self::BadHost => "an HTTP/1.1 request needs exactly one Host header",
+            Self::IncompleteBody => "the request body ended early",
+            Self::NotFound => "no route for this path",
+            Self::MethodNotAllowed => "method not allowed for this path",
+            Self::HeadTimeout => "the request head took too long",
+            Self::BodyTimeout => "the request body stalled",
+            Self::BodyTooLarge => "request body too large",
+            Self::UriTooLong => "request target too long",
+            Self::HeadersTooLarge => "request header fields too large",
+            Self::Internal => "internal error",
+            Self::NotImplemented => "this route's action is not available in this version",
+            Self::Overloaded => "too many connections",
+            Self::VersionNotSupported => "HTTP version not supported",
+        }
+    }
+
+    /// The reason phrase of [`ErrorKind::status`].
+    pub fn reason(self) -> &'static str {
+        match self.status() {
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            413 => "Content Too Large",
+            414 => "URI Too Long",
+            431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            _ => "HTTP Version Not Supported",
+        }
+    }
+
+    /// Whether the connection must be closed after the response: the byte stream can no
+    /// longer be trusted to be in sync (framing errors), or the client is misbehaving.
+    pub fn closes(self) -> bool {
+        !matches!(
+            self,
+            Self::NotFound | Self::MethodNotAllowed | Self::BadPath | Self::NotImplemented
+        )
+    }
+
+    /// Every kind, for tests and docs.
+    pub const ALL: [ErrorKind; 17] = [
+        Self::BadRequest,
+        Self::BadFraming,
+        Self::BadChunk,
+        Self::BadPath,
+        Self::BadHost,
+        Self::IncompleteBody,
+        Self::HeadTimeout,
+        Self::BodyTimeout,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::BodyTooLarge,
+        Self::UriTooLong,
+        Self::HeadersTooLarge,
+        Self::Internal,
+        Self::NotImplemented,
+        Self::Overloaded,
+        Self::VersionNotSupported,
+    ];
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code(), self.message())
+    }
+}
+
+impl std::error::Error for ErrorKind {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_carry_their_status() {
+        let mut seen = std::collections::HashSet::new();
+        for k in ErrorKind::ALL {
+            assert!(seen.insert(k.code()), "{k:?}");
+            let status = k.status().to_string();
+            assert_eq!(
+                &k.code()[k.code().len() - 4..k.code().len() - 1],
+                &status[..3]
+            );
+            assert!(!k.message().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_error_value_is_one_word() {
+        assert_eq!(size_of::<ErrorKind>(), 1);
+    }
+}

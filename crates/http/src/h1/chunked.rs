@@ -1,0 +1,236 @@
+//! The chunked transfer coding (RFC 9112 §7.1), decoded and encoded.
+//!
+//! The decoder is an explicit state machine fed any split of the input: it returns how many
+//! bytes it consumed and where the next run of body data is, without copying. It is strict:
+//! CRLF everywhere (a bare LF is an error), hex sizes of at most 15 digits, chunk extensions
+//! and trailer fields skipped but bounded.
+
+use std::ops::Range;
+
+/// Longest chunk extension accepted on one size line.
+const MAX_EXTENSION: usize = 4096;
+/// Most bytes of trailer fields accepted after the last chunk.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A malformed chunked body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits; `digits` so far.
+    Size { digits: u8 },
+    /// After the size: extension bytes until CR.
+    Extension { len: usize },
+    /// Expecting the LF of the size line.
+    SizeLf,
+    /// Inside chunk data.
+    Data,
+    /// Expecting the CR after chunk data.
+    DataCr,
+    /// Expecting the LF after chunk data.
+    DataLf,
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    /// Expecting the LF that ends a trailer line.
+    TrailerLf,
+    /// Expecting the LF of the final empty line.
+    EndLf,
+    /// The body is complete.
+    Done,
+}
+
+/// What one call to [`ChunkedDecoder::decode`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Bytes of the input used (framing and data).
+    pub consumed: usize,
+    /// Where body data is in the input (empty when there is none in this call).
+    pub data: Range<usize>,
+}
+
+/// A chunked-body decoder.
+#[derive(Clone, Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// Bytes left in the current chunk (or the size being read).
+    remaining: u64,
+    trailer_bytes: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedDecoder {
+    /// A decoder at the start of a body.
+    pub fn new() -> Self {
+        Self {
+            state: State::Size { digits: 0 },
+            remaining: 0,
+            trailer_bytes: 0,
+        }
+    }
+
+    /// Whether the last chunk and the trailer section have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Decodes from the start of `input`. Stops after the first run of data (so the caller
+    /// can use it before the next call), at the end of the input, or when the body is done.
+    pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, ChunkError> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Size { digits } => match hex(b) {
+                    Some(d) => {
+                        if digits >= 15 {
+                            return Err(ChunkError);
+                        }
+                        self.remaining = (self.remaining << 4) | u64::from(d);
+                        self.state = State::Size { digits: digits + 1 };
+                    }
+                    None if digits == 0 => return Err(ChunkError),
+                    None if b == b';' || b == b' ' || b == b'\t' => {
+                        self.state = State::Extension { len: 1 };
+                    }
+                    None if b == b'\r' => self.state = State::SizeLf,
+                    None => return Err(ChunkError),
+                },
+                State::Extension { len } => match b {
+                    b'\r' => self.state = State::SizeLf,
+                    b'\n' => return Err(ChunkError),
+                    _ if len >= MAX_EXTENSION => return Err(ChunkError),
+                    _ => self.state = State::Extension { len: len + 1 },
+                },
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = if self.remaining == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
+                }
+                State::Data => {
+                    let avail = (input.len() - i) as u64;
+                    let n = avail.min(self.remaining) as usize;
+                    self.remaining -= n as u64;
+                    if self.remaining == 0 {
+                        self.state = State::DataCr;
+                    }
+                    return Ok(Decoded {
+                        consumed: i + n,
+                        data: i..i + n,
+                    });
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError);
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = State::Size { digits: 0 };
+                }
+                State::TrailerStart => {
+                    self.count_trailer()?;
+                    self.state = match b {
+                        b'\r' => State::EndLf,
+                        b'\n' => return Err(ChunkError),
+                        _ => State::Trailer,
+                    };
+                }
+                State::Trailer => {
+                    self.count_trailer()?;
+                    match b {
+                        b'\r' => self.state = State::TrailerLf,
+                        b'\n' => return Err(ChunkError),
+                        _ => {}
+                    }
+                }
+                State::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = State::TrailerStart;
+                }
+                State::EndLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = State::Done;
+                    return Ok(Decoded {
+                        consumed: i + 1,
+                        data: 0..0,
+                    });
+                }
+                State::Done => {
+                    return Ok(Decoded {
+                        consumed: i,
+                        data: 0..0,
+                    });
+                }
+            }
+            i += 1;
+        }
+        Ok(Decoded {
+            consumed: i,
+            data: 0..0,
+        })
+    }
+
+    fn count_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILERS {
+            return Err(ChunkError);
+        }
+        Ok(())
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Appends `data` as one chunk (nothing for empty data: an empty chunk would end the body).
+pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let mut digits = [0u8; 16];
+    let mut n = data.len();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the last chunk and an empty trailer section.
+pub fn encode_end(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n\r\n");
+}

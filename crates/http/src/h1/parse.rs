@@ -1,0 +1,312 @@
+//! Request head parsing: `httparse` for the grammar, then the checks it leaves to us (bare
+//! LF, framing conflicts, `Host`), with everything recorded as offsets into the buffer so the
+//! result can be kept without borrowing it and without allocating.
+
+use crate::error::ErrorKind;
+use crate::limits::{Limits, MAX_HEADERS};
+
+/// A byte range of the head buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    fn of(buf: &[u8], part: &[u8]) -> Self {
+        // `part` is a sub-slice of `buf` (httparse hands out slices of its input).
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        Self {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    /// The bytes of this span in `buf`.
+    pub fn get(self, buf: &[u8]) -> &[u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// HTTP/1.0 or HTTP/1.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0.
+    H10,
+    /// HTTP/1.1.
+    H11,
+}
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length: n` (n > 0).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// One header field, as spans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Field {
+    /// The name, as written.
+    pub name: Span,
+    /// The value, without surrounding whitespace.
+    pub value: Span,
+}
+
+/// A parsed request head, as offsets into the buffer it was parsed from.
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// Bytes of the head, final empty line included.
+    pub len: usize,
+    /// The method.
+    pub method: Span,
+    /// The request target as sent.
+    pub target: Span,
+    /// The path part of the target (for an absolute-form target, after the authority).
+    pub path: Span,
+    /// The query, without `?`.
+    pub query: Option<Span>,
+    /// The protocol version.
+    pub version: Version,
+    /// Header fields, in order; `count` are valid.
+    pub fields: [Field; MAX_HEADERS],
+    /// Number of valid `fields`.
+    pub count: usize,
+    /// Body framing.
+    pub framing: Framing,
+    /// Whether the client allows the connection to stay open.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub expect_continue: bool,
+    /// The `X-Request-Id` value, if present.
+    pub request_id: Option<Span>,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            method: Span::default(),
+            target: Span::default(),
+            path: Span::default(),
+            query: None,
+            version: Version::H11,
+            fields: [Field::default(); MAX_HEADERS],
+            count: 0,
+            framing: Framing::None,
+            keep_alive: true,
+            expect_continue: false,
+            request_id: None,
+        }
+    }
+}
+
+impl Head {
+    /// The header fields.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields[..self.count]
+    }
+}
+
+/// The outcome of [`parse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// A whole head of this many bytes is at the start of the buffer.
+    Complete(usize),
+    /// More bytes are needed.
+    Partial,
+    /// The head is invalid; answer with this error and close.
+    Invalid(ErrorKind),
+}
+
+/// Parses the request head at the start of `buf` into `head`.
+///
+/// Beyond `httparse`'s grammar this rejects, as request smuggling defences (RFC 9112 §6.3):
+/// a bare LF, `Content-Length` together with `Transfer-Encoding`, differing or malformed
+/// `Content-Length`s, any `Transfer-Encoding` other than a single `chunked`, and
+/// `Transfer-Encoding` in HTTP/1.0. An HTTP/1.1 request needs exactly one `Host`.
+pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let max = limits.max_headers.clamp(1, MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut headers[..max]);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() < limits.max_head {
+                return Parse::Partial;
+            }
+            // Out of room: the request line alone is too long, or the whole head is.
+            return Parse::Invalid(if memchr::memchr(b'\n', buf).is_none() {
+                ErrorKind::UriTooLong
+            } else {
+                ErrorKind::HeadersTooLarge
+            });
+        }
+        Err(httparse::Error::TooManyHeaders) => return Parse::Invalid(ErrorKind::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Parse::Invalid(version_error(buf)),
+        Err(_) => return Parse::Invalid(ErrorKind::BadRequest),
+    };
+    if len > limits.max_head {
+        return Parse::Invalid(ErrorKind::HeadersTooLarge);
+    }
+    if let Some(kind) = check_line_endings(&buf[..len]) {
+        return Parse::Invalid(kind);
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Parse::Invalid(ErrorKind::BadRequest);
+    };
+    if target.len() > limits.max_uri {
+        return Parse::Invalid(ErrorKind::UriTooLong);
+    }
+    *head = Head {
+        len,
+        method: Span::of(buf, method.as_bytes()),
+        target: Span::of(buf, target.as_bytes()),
+        version: if version == 0 {
+            Version::H10
+        } else {
+            Version::H11
+        },
+        keep_alive: version != 0,
+        ..Head::default()
+    };
+    let (path, query) = split_target(target.as_bytes());
+    head.path = Span::of(buf, path);
+    head.query = query.map(|q| Span::of(buf, q));
+    match fields(buf, req.headers, head) {
+        Ok(()) => Parse::Complete(len),
+        Err(kind) => Parse::Invalid(kind),
+    }
+}
+
+/// `HTTP/2.0` and friends get 505; anything else that is not a version, 400.
+fn version_error(buf: &[u8]) -> ErrorKind {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let has_version = line
+        .windows(5)
+        .any(|w| w == b"HTTP/" || w.eq_ignore_ascii_case(b"http/"));
+    if has_version {
+        ErrorKind::VersionNotSupported
+    } else {
+        ErrorKind::BadRequest
+    }
+}
+
+/// Every LF must follow a CR (httparse tolerates bare LF; a proxy behind us may not).
+fn check_line_endings(head: &[u8]) -> Option<ErrorKind> {
+    memchr::memchr_iter(b'\n', head)
+        .any(|i| i == 0 || head[i - 1] != b'\r')
+        .then_some(ErrorKind::BadRequest)
+}
+
+/// Splits an origin-form or absolute-form target into path and query.
+fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut rest = target;
+    for scheme in [&b"http://"[..], b"https://"] {
+        if rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let after = &rest[scheme.len()..];
+            let cut = after
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(after.len());
+            rest = &after[cut..];
+            break;
+        }
+    }
+    let rest = match memchr::memchr(b'#', rest) {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    match memchr::memchr(b'?', rest) {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    }
+}
+
+fn fields(buf: &[u8], headers: &[httparse::Header<'_>], head: &mut Head) -> Result<(), ErrorKind> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    let mut hosts = 0;
+    for h in headers {
+        let name = h.name.as_bytes();
+        let value = trim(h.value);
+        head.fields[head.count] = Field {
+            name: Span::of(buf, name),
+            value: Span::of(buf, value),
+        };
+        head.count += 1;
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(value).ok_or(ErrorKind::BadFraming)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ErrorKind::BadFraming);
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // One field, exactly `chunked`: codings we would have to undo, lists and repeats
+            // are where parsers disagree.
+            if te_seen || !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(ErrorKind::BadFraming);
+            }
+            te_seen = true;
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && head.version == Version::H10
+                {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            head.expect_continue =
+                value.eq_ignore_ascii_case(b"100-continue") && head.version == Version::H11;
+        } else if name.eq_ignore_ascii_case(b"x-request-id") {
+            head.request_id = Some(Span::of(buf, value));
+        }
+    }
+    if chunked && (length.is_some() || head.version == Version::H10) {
+        return Err(ErrorKind::BadFraming);
+    }
+    if hosts > 1 || (hosts == 0 && head.version == Version::H11) {
+        return Err(ErrorKind::BadHost);
+    }
+    head.framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) if n > 0 => Framing::Length(n),
+        _ => Framing::None,
+    };
+    Ok(())
+}
+
+/// `1*DIGIT`, at most 19 digits (fits `u64`); no sign, no list, no whitespace inside.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &v[start..end]
+}

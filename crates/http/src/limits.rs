@@ -1,0 +1,44 @@
+//! Limits and timeouts of the HTTP/1.1 server (SPEC §9 defaults).
+
+use std::time::Duration;
+
+/// Most header fields a request may carry whatever the configuration says (the parser's
+/// fixed header table; no allocation per request).
+pub const MAX_HEADERS: usize = 128;
+
+/// What the server accepts, and for how long it waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus header fields, in bytes (431 above; 414 when the request line alone
+    /// does not fit).
+    pub max_head: usize,
+    /// Request target length (414 above).
+    pub max_uri: usize,
+    /// Header fields (431 above), at most [`MAX_HEADERS`].
+    pub max_headers: usize,
+    /// Request body in bytes (413 above); 0 means no limit.
+    pub max_body: u64,
+    /// Open connections; past it a new connection gets 503 and is closed.
+    pub max_connections: usize,
+    /// From the first byte of a request head to its end (408 after it: slowloris).
+    pub head_timeout: Duration,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// Longest pause between two reads of a request body (408 after it).
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_head: 64 * 1024,
+            max_uri: 8 * 1024,
+            max_headers: 100,
+            max_body: 1 << 30,
+            max_connections: 10_000,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}

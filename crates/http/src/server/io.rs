@@ -1,0 +1,115 @@
+//! Reads and writes bounded by a deadline, on the connection's one reusable timer.
+
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use anygate_runtime::net::TcpStream;
+use anygate_runtime::time::Sleep;
+
+use crate::server::Drain;
+
+/// How a bounded read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// This many bytes were read.
+    Data(usize),
+    /// The peer closed its side.
+    Eof,
+    /// The deadline passed first.
+    Timeout,
+    /// The server is shutting down (only asked for while the connection is idle).
+    Draining,
+    /// Any I/O error (reset, ...).
+    Error,
+}
+
+fn arm(timer: &mut Sleep, deadline: Instant) {
+    if timer.deadline() != deadline {
+        timer.reset(deadline);
+    }
+}
+
+/// Reads into `buf` until data, end of stream, the deadline or (with `drain`) a shutdown.
+pub(crate) async fn read_until(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    timer: &mut Sleep,
+    deadline: Instant,
+    drain: Option<&Drain>,
+) -> ReadOutcome {
+    arm(timer, deadline);
+    poll_fn(|cx| {
+        if drain.is_some_and(Drain::is_draining) {
+            return Poll::Ready(ReadOutcome::Draining);
+        }
+        loop {
+            match stream.poll_read(cx, buf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(ReadOutcome::Eof),
+                Poll::Ready(Ok(n)) => return Poll::Ready(ReadOutcome::Data(n)),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(ReadOutcome::Error),
+                Poll::Pending => break,
+            }
+        }
+        match Pin::new(&mut *timer).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(ReadOutcome::Timeout),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Writes all of `bufs` (in order) before the deadline; `false` on timeout or error.
+pub(crate) async fn writev_all_until(
+    stream: &TcpStream,
+    bufs: [&[u8]; 2],
+    timer: &mut Sleep,
+    deadline: Instant,
+) -> bool {
+    arm(timer, deadline);
+    let (mut first, mut second) = (bufs[0], bufs[1]);
+    poll_fn(|cx| {
+        while !first.is_empty() || !second.is_empty() {
+            let slices = [IoSlice::new(first), IoSlice::new(second)];
+            let parts = if first.is_empty() {
+                &slices[1..]
+            } else if second.is_empty() {
+                &slices[..1]
+            } else {
+                &slices[..]
+            };
+            match stream.poll_writev(cx, parts) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(false),
+                Poll::Ready(Ok(mut n)) => {
+                    let a = n.min(first.len());
+                    first = &first[a..];
+                    n -= a;
+                    second = &second[n.min(second.len())..];
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Pending => {
+                    return match Pin::new(&mut *timer).poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(false),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
+        Poll::Ready(true)
+    })
+    .await
+}
+
+/// Writes all of `buf` before the deadline; `false` on timeout or error.
+pub(crate) async fn write_all_until(
+    stream: &TcpStream,
+    buf: &[u8],
+    timer: &mut Sleep,
+    deadline: Instant,
+) -> bool {
+    writev_all_until(stream, [buf, &[]], timer, deadline).await
+}

@@ -1,0 +1,553 @@
+//! The HTTP/1.1 connection driver: one task per connection, on the runtime.
+//!
+//! # A connection's life
+//!
+//! ```text
+//! ┌─► parse head from the buffer ── Partial ──► flush responses, read (idle or head deadline)
+//! │        │ Complete                               │ EOF / idle timeout / draining → close
+//! │        ▼                                        │ head deadline → 408, close
+//! │   Service::call(request, body, response)        └──────────────────────────────────┐
+//! │        │ (a panic → 500 and close)                                                  │
+//! │        ▼                                                                            │
+//! │   discard the unread body (or close) ──► keep-alive? ──no──► flush, close           │
+//! └───────────────────────────────────────────── yes ◄───────────────────────────────────┘
+//! ```
+//!
+//! Pipelined requests already in the buffer are answered before anything is written, so
+//! their responses leave in one `write`. A connection owns everything it uses: its buffers
+//! and its one timer (reset in place for each deadline) are allocated when it opens and
+//! reused for every request.
+
+mod body;
+pub(crate) mod io;
+mod response;
+
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use anygate_runtime::Handle;
+use anygate_runtime::net::{TcpListener, TcpStream};
+use anygate_runtime::sync::AtomicWaker;
+use anygate_runtime::time::{self, Sleep};
+
+pub use self::body::Body;
+pub use self::response::{COPY_LIMIT, Response, push_decimal};
+use crate::error::ErrorKind;
+use crate::h1::chunked::ChunkedDecoder;
+use crate::h1::parse::{self, Framing, Head, Parse, Version};
+use crate::limits::Limits;
+use crate::{date, request_id};
+use io::{ReadOutcome, read_until, writev_all_until};
+
+/// Initial size of a connection's input buffer; it grows (up to `max_head`) only for a
+/// larger request head.
+const INITIAL_BUFFER: usize = 8 * 1024;
+/// Flush pipelined responses once this much is pending.
+const FLUSH_AT: usize = 64 * 1024;
+/// How long, and how much, a closing connection keeps reading what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// What answers requests. One value serves every connection; [`Service::Conn`] is state a
+/// connection keeps between its requests (a cached configuration, say).
+pub trait Service: Send + Sync + 'static {
+    /// Per-connection state.
+    type Conn: Send + 'static;
+
+    /// Called when a connection opens.
+    fn connect(&self) -> Self::Conn;
+
+    /// Answers one request: must write exactly one response into `res` (the driver sends a
+    /// 500 if it does not). It may read `body`; what it leaves is discarded.
+    fn call<'a, 'b: 'a>(
+        &'a self,
+        conn: &'a mut Self::Conn,
+        req: &'a Request<'b>,
+        body: &'a mut Body<'b>,
+        res: &'a mut Response<'b>,
+    ) -> impl Future<Output = ()> + Send + 'a;
+}
+
+/// A request head, as the handler sees it.
+#[derive(Debug)]
+pub struct Request<'a> {
+    buf: &'a [u8],
+    head: &'a Head,
+    request_id: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// The method.
+    pub fn method(&self) -> &'a [u8] {
+        self.head.method.get(self.buf)
+    }
+
+    /// The request target as sent.
+    pub fn target(&self) -> &'a [u8] {
+        self.head.target.get(self.buf)
+    }
+
+    /// The path of the target, not yet normalised.
+    pub fn path(&self) -> &'a [u8] {
+        self.head.path.get(self.buf)
+    }
+
+    /// The query string, without `?`.
+    pub fn query(&self) -> Option<&'a [u8]> {
+        self.head.query.map(|q| q.get(self.buf))
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> Version {
+        self.head.version
+    }
+
+    /// Header fields, in order, names as sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        self.head
+            .fields()
+            .iter()
+            .map(|f| (f.name.get(self.buf), f.value.get(self.buf)))
+    }
+
+    /// The first field named `name` (case-insensitive).
+    pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The request id: the client's `X-Request-Id` if sane, else a generated one.
+    pub fn request_id(&self) -> &'a [u8] {
+        self.request_id
+    }
+
+    /// How the body is framed.
+    pub fn framing(&self) -> Framing {
+        self.head.framing
+    }
+}
+
+/// Shared between the server's tasks and whoever stops it: a shutdown flag and the count of
+/// open connections.
+#[derive(Debug, Default)]
+pub struct Drain {
+    draining: AtomicBool,
+    open: AtomicUsize,
+    waiter: AtomicWaker,
+}
+
+impl Drain {
+    /// A fresh, running state.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Open connections.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Begins a graceful shutdown: accept loops stop, idle connections close, busy ones
+    /// answer their current request with `Connection: close`. Every task of `handle` is
+    /// woken once so that idle ones look at the flag.
+    pub fn start(&self, handle: &Handle) {
+        self.draining.store(true, Ordering::Release);
+        handle.wake_all();
+    }
+
+    /// Completes when shutdown has begun and no connection is open.
+    pub async fn closed(&self) {
+        poll_fn(|cx| {
+            self.waiter.register(cx.waker());
+            if self.is_draining() && self.open_connections() == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    fn enter(self: &Arc<Self>) -> ConnGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+}
+
+struct ConnGuard(Arc<Drain>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.is_draining() {
+            self.0.waiter.wake();
+        }
+    }
+}
+
+/// Accepts connections until shutdown begins, one task each. Past `max_connections` a
+/// connection gets a 503 and is closed at once.
+pub async fn accept_loop<S: Service>(
+    listener: TcpListener,
+    service: Arc<S>,
+    limits: Arc<Limits>,
+    drain: Arc<Drain>,
+) {
+    loop {
+        let accepted = {
+            let mut accept = pin!(listener.accept());
+            poll_fn(|cx| {
+                if drain.is_draining() {
+                    return Poll::Ready(None);
+                }
+                accept.as_mut().poll(cx).map(Some)
+            })
+            .await
+        };
+        match accepted {
+            None => return,
+            Some(Ok((stream, _peer))) => {
+                if drain.open_connections() >= limits.max_connections {
+                    reject_overloaded(&stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let guard = drain.enter();
+                let (service, limits, drain) = (service.clone(), limits.clone(), drain.clone());
+                anygate_runtime::spawn(async move {
+                    let _guard = guard;
+                    serve_connection(stream, &*service, &limits, &drain).await;
+                });
+            }
+            Some(Err(_)) => {
+                // Out of descriptors or memory: let the in-flight connections finish some
+                // work before accepting again, instead of spinning.
+                time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Answers 503 without waiting: the socket's send buffer is empty, so one write goes out.
+fn reject_overloaded(stream: &TcpStream) {
+    let (mut out, mut scratch, mut large) = (Vec::new(), Vec::new(), None);
+    let id = request_id::generate();
+    let date = date::now();
+    let mut res = Response {
+        out: &mut out,
+        scratch: &mut scratch,
+        large: &mut large,
+        head_only: false,
+        close: true,
+        http10_keep_alive: false,
+        request_id: &id,
+        date: &date,
+        status: 0,
+        error: None,
+    };
+    res.error(ErrorKind::Overloaded, None, b"retry-after: 1\r\n");
+    let waker = std::task::Waker::noop();
+    let _ = stream.poll_write(&mut std::task::Context::from_waker(waker), &out);
+}
+
+/// A connection's buffers and state, allocated once.
+struct Conn<'s, S: Service> {
+    stream: TcpStream,
+    service: &'s S,
+    state: S::Conn,
+    limits: &'s Limits,
+    drain: &'s Drain,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    head: Box<Head>,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    large: Option<Arc<[u8]>>,
+    timer: Sleep,
+    /// When the head being received must be complete.
+    head_deadline: Option<Instant>,
+    generated_id: [u8; 32],
+}
+
+/// Serves one connection until it closes.
+pub async fn serve_connection<S: Service>(
+    stream: TcpStream,
+    service: &S,
+    limits: &Limits,
+    drain: &Drain,
+) {
+    let mut conn = Conn {
+        stream,
+        service,
+        state: service.connect(),
+        limits,
+        drain,
+        buf: vec![0; INITIAL_BUFFER.min(limits.max_head.max(1024))],
+        start: 0,
+        end: 0,
+        head: Box::default(),
+        out: Vec::with_capacity(4096),
+        scratch: Vec::new(),
+        large: None,
+        timer: time::sleep_until(time::now() + limits.idle_timeout),
+        head_deadline: None,
+        generated_id: [0; 32],
+    };
+    conn.run().await;
+}
+
+impl<S: Service> Conn<'_, S> {
+    async fn run(&mut self) {
+        loop {
+            let parsed = if self.start < self.end {
+                parse::parse(&self.buf[self.start..self.end], self.limits, &mut self.head)
+            } else {
+                Parse::Partial
+            };
+            let keep_going = match parsed {
+                Parse::Complete(n) => self.request(n).await,
+                Parse::Partial => self.read_more().await,
+                Parse::Invalid(kind) => {
+                    self.reject(kind).await;
+                    false
+                }
+            };
+            if !keep_going {
+                if self.flush().await {
+                    self.linger().await;
+                }
+                return;
+            }
+        }
+    }
+
+    /// Waits for more of a request head. `false` when the connection should close.
+    async fn read_more(&mut self) -> bool {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                // Full with a partial head below the limit (parse checked): grow.
+                let size = (self.buf.len() * 2).min(self.limits.max_head + 1);
+                self.buf.resize(size, 0);
+            }
+        }
+        if !self.flush().await {
+            return false;
+        }
+        let idle = self.start == self.end;
+        let deadline = match (idle, self.head_deadline) {
+            (true, _) => time::now() + self.limits.idle_timeout,
+            (false, Some(d)) => d,
+            (false, None) => {
+                let d = time::now() + self.limits.head_timeout;
+                self.head_deadline = Some(d);
+                d
+            }
+        };
+        let drain = idle.then_some(self.drain);
+        let end = self.end;
+        match read_until(
+            &self.stream,
+            &mut self.buf[end..],
+            &mut self.timer,
+            deadline,
+            drain,
+        )
+        .await
+        {
+            ReadOutcome::Data(n) => {
+                if idle {
+                    self.head_deadline = Some(time::now() + self.limits.head_timeout);
+                }
+                self.end += n;
+                true
+            }
+            ReadOutcome::Timeout if !idle => {
+                self.reject(ErrorKind::HeadTimeout).await;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Answers a request that cannot be parsed, and marks the connection for closing.
+    async fn reject(&mut self, kind: ErrorKind) {
+        self.generated_id = request_id::generate();
+        let date = date::now();
+        let mut res = Response {
+            out: &mut self.out,
+            scratch: &mut self.scratch,
+            large: &mut self.large,
+            head_only: false,
+            close: true,
+            http10_keep_alive: false,
+            request_id: &self.generated_id,
+            date: &date,
+            status: 0,
+            error: None,
+        };
+        res.error(kind, None, b"");
+    }
+
+    /// Handles the request whose head is the first `n` bytes of the window. `false` when
+    /// the connection should close afterwards.
+    async fn request(&mut self, n: usize) -> bool {
+        self.head_deadline = None;
+        let head_end = self.start + n;
+        let limits = self.limits;
+        let framing = self.head.framing;
+        if let Framing::Length(len) = framing
+            && limits.max_body > 0
+            && len > limits.max_body
+        {
+            self.reject(ErrorKind::BodyTooLarge).await;
+            return false;
+        }
+        let expect_continue = self.head.expect_continue && framing != Framing::None;
+        if expect_continue && !self.flush().await {
+            return false;
+        }
+        let head = &*self.head;
+        let id_span = head
+            .request_id
+            .filter(|s| request_id::is_sane(s.get(&self.buf[self.start..])));
+        if id_span.is_none() {
+            self.generated_id = request_id::generate();
+        }
+        let date = date::now();
+        let draining = self.drain.is_draining();
+        let (head_bytes, rest) = self.buf.split_at_mut(head_end);
+        let head_bytes = &head_bytes[self.start..];
+        let request_id: &[u8] = match id_span {
+            Some(s) => s.get(head_bytes),
+            None => &self.generated_id,
+        };
+        let req = Request {
+            buf: head_bytes,
+            head,
+            request_id,
+        };
+        let mut body = Body {
+            stream: &self.stream,
+            buf: rest,
+            start: 0,
+            end: self.end - head_end,
+            framing: head.framing,
+            remaining: match head.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            decoder: ChunkedDecoder::new(),
+            received: 0,
+            limit: limits.max_body,
+            timer: &mut self.timer,
+            timeout: limits.body_timeout,
+            send_continue: expect_continue,
+            done: false,
+            failed: None,
+        };
+        let out_before = self.out.len();
+        let mut res = Response {
+            out: &mut self.out,
+            scratch: &mut self.scratch,
+            large: &mut self.large,
+            head_only: req.method() == b"HEAD",
+            close: !head.keep_alive || draining,
+            http10_keep_alive: head.version == Version::H10 && head.keep_alive && !draining,
+            request_id,
+            date: &date,
+            status: 0,
+            error: None,
+        };
+        let panicked = {
+            let mut call = pin!(
+                self.service
+                    .call(&mut self.state, &req, &mut body, &mut res)
+            );
+            poll_fn(
+                |cx| match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                    Ok(Poll::Ready(())) => Poll::Ready(false),
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(_) => Poll::Ready(true),
+                },
+            )
+            .await
+        };
+        if panicked || !res.is_sent() {
+            // Whatever the handler wrote is dropped; the client gets a clean 500.
+            res.out.truncate(out_before);
+            *res.large = None;
+            res.status = 0;
+            res.error(ErrorKind::Internal, None, b"");
+        }
+        let mut close = res.close;
+        if !close && !body.is_done() {
+            if body.send_continue {
+                // The client waits for our go-ahead and will not send the body: the
+                // connection cannot be reused.
+                close = true;
+            } else if body.discard().await.is_err() {
+                close = true;
+            }
+        }
+        if body.failed.is_some() {
+            close = true;
+        }
+        let (body_start, body_end) = (body.start, body.end);
+        self.start = head_end + body_start;
+        self.end = head_end + body_end;
+        if close {
+            return false;
+        }
+        if self.large.is_some() || self.out.len() >= FLUSH_AT {
+            return self.flush().await;
+        }
+        true
+    }
+
+    /// Closes gracefully: our side first, then reads and drops what the client still sends
+    /// for a moment, so that closing with unread input does not reset the connection and
+    /// destroy the response in flight (nginx's lingering close).
+    async fn linger(&mut self) {
+        if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            return;
+        }
+        let deadline = time::now() + LINGER_TIME;
+        let mut budget = LINGER_BYTES;
+        while budget > 0 {
+            match read_until(&self.stream, &mut self.buf, &mut self.timer, deadline, None).await {
+                ReadOutcome::Data(n) => budget = budget.saturating_sub(n),
+                _ => return,
+            }
+        }
+    }
+
+    /// Writes the pending responses. `false` when the peer is gone or too slow.
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() && self.large.is_none() {
+            return true;
+        }
+        let deadline = time::now() + self.limits.idle_timeout;
+        let large = self.large.take();
+        let tail: &[u8] = large.as_deref().unwrap_or_default();
+        let ok = writev_all_until(&self.stream, [&self.out, tail], &mut self.timer, deadline).await;
+        self.out.clear();
+        ok
+    }
+}

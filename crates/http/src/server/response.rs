@@ -1,0 +1,218 @@
+//! Writing a response into the connection's output buffer.
+//!
+//! A handler writes exactly one response per request through [`Response`]. The head's fixed
+//! part comes from the handler (often pre-serialized at load time); `Date`, `X-Request-Id`
+//! and `Connection` are appended here. Responses of pipelined requests accumulate in the
+//! buffer and leave in one write. Nothing here allocates once the buffers have grown to
+//! their working size.
+
+use std::sync::Arc;
+
+use crate::error::ErrorKind;
+
+/// Bodies up to this size are copied into the output buffer; larger shared bodies are
+/// written from where they are, in the same `writev` as the head.
+pub const COPY_LIMIT: usize = 16 * 1024;
+
+/// The response to one request.
+#[derive(Debug)]
+pub struct Response<'c> {
+    pub(crate) out: &'c mut Vec<u8>,
+    pub(crate) scratch: &'c mut Vec<u8>,
+    pub(crate) large: &'c mut Option<Arc<[u8]>>,
+    pub(crate) head_only: bool,
+    pub(crate) close: bool,
+    pub(crate) http10_keep_alive: bool,
+    pub(crate) request_id: &'c [u8],
+    pub(crate) date: &'c [u8],
+    pub(crate) status: u16,
+    pub(crate) error: Option<ErrorKind>,
+}
+
+impl Response<'_> {
+    /// Whether a response has been written.
+    pub fn is_sent(&self) -> bool {
+        self.status != 0
+    }
+
+    /// The status written (0 before).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The error kind, when the response is an error.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        self.error
+    }
+
+    /// The request id this response carries.
+    pub fn request_id(&self) -> &[u8] {
+        self.request_id
+    }
+
+    /// Closes the connection after this response.
+    pub fn close(&mut self) {
+        self.close = true;
+    }
+
+    /// Whether the connection will be closed after this response.
+    pub fn will_close(&self) -> bool {
+        self.close
+    }
+
+    /// A buffer the handler may use to build a body (kept between requests); pass it back
+    /// with [`Response::send_scratch`].
+    pub fn scratch(&mut self) -> &mut Vec<u8> {
+        self.scratch.clear();
+        self.scratch
+    }
+
+    /// Sends a response whose head (status line and the handler's own fields, each ending
+    /// in CRLF, `content-length` included) was built in advance, and its body. For a `HEAD`
+    /// request the body is left out.
+    pub fn send_prebuilt(&mut self, status: u16, head: &[u8], body: &[u8]) {
+        self.out.extend_from_slice(head);
+        self.finish_head(status);
+        if !self.head_only {
+            self.out.extend_from_slice(body);
+        }
+    }
+
+    /// Like [`Response::send_prebuilt`], for a body shared with other responses: when it is
+    /// large it is not copied but written after the buffer with `writev`.
+    pub fn send_prebuilt_shared(&mut self, status: u16, head: &[u8], body: &Arc<[u8]>) {
+        if body.len() <= COPY_LIMIT || self.head_only {
+            return self.send_prebuilt(status, head, body);
+        }
+        self.out.extend_from_slice(head);
+        self.finish_head(status);
+        *self.large = Some(body.clone());
+    }
+
+    /// Sends `status` with a `content-type` (if any), extra header lines (each `name: value`
+    /// ending in CRLF), and `body`.
+    pub fn send(
+        &mut self,
+        status: u16,
+        reason: &str,
+        content_type: Option<&str>,
+        extra: &[u8],
+        body: &[u8],
+    ) {
+        self.status_line(status, reason, content_type, extra, body.len());
+        self.finish_head(status);
+        if !self.head_only {
+            self.out.extend_from_slice(body);
+        }
+    }
+
+    /// Sends the scratch buffer (see [`Response::scratch`]) as the body.
+    pub fn send_scratch(&mut self, status: u16, reason: &str, content_type: Option<&str>) {
+        self.status_line(status, reason, content_type, b"", self.scratch.len());
+        self.finish_head(status);
+        if !self.head_only {
+            self.out.extend_from_slice(self.scratch);
+        }
+    }
+
+    /// Sends the JSON error body of SPEC §6 for `kind`, with `extra` header lines (`allow:`
+    /// for a 405). `route` names the rule, when one matched.
+    pub fn error(&mut self, kind: ErrorKind, route: Option<&str>, extra: &[u8]) {
+        if kind.closes() {
+            self.close = true;
+        }
+        self.error = Some(kind);
+        let body = &mut *self.scratch;
+        body.clear();
+        body.extend_from_slice(b"{\"error\":{\"code\":\"");
+        body.extend_from_slice(kind.code().as_bytes());
+        body.extend_from_slice(b"\",\"message\":\"");
+        body.extend_from_slice(kind.message().as_bytes());
+        body.extend_from_slice(b"\",\"status\":");
+        push_decimal(body, kind.status() as usize);
+        body.extend_from_slice(b"},\"trace\":{\"trace_id\":\"");
+        body.extend_from_slice(self.request_id);
+        body.extend_from_slice(b"\",\"route\":");
+        match route {
+            Some(r) => crate::json::push_string(body, r.as_bytes()),
+            None => body.extend_from_slice(b"null"),
+        }
+        body.extend_from_slice(b"}}");
+        self.status_line(
+            kind.status(),
+            kind.reason(),
+            Some("application/json; charset=utf-8"),
+            extra,
+            self.scratch.len(),
+        );
+        self.finish_head(kind.status());
+        if !self.head_only {
+            self.out.extend_from_slice(self.scratch);
+        }
+    }
+
+    fn status_line(
+        &mut self,
+        status: u16,
+        reason: &str,
+        content_type: Option<&str>,
+        extra: &[u8],
+        len: usize,
+    ) {
+        let out = &mut *self.out;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, usize::from(status));
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(ct) = content_type {
+            out.extend_from_slice(b"content-type: ");
+            out.extend_from_slice(ct.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(extra);
+        if !forbids_length(status) {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, len);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The fields every response carries, and the empty line.
+    fn finish_head(&mut self, status: u16) {
+        debug_assert!(self.status == 0, "two responses to one request");
+        self.status = status;
+        let out = &mut *self.out;
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(self.date);
+        out.extend_from_slice(b"\r\nx-request-id: ");
+        out.extend_from_slice(self.request_id);
+        out.extend_from_slice(b"\r\n");
+        if self.close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if self.http10_keep_alive {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// 1xx and 204 responses carry no `Content-Length` (RFC 9110 §8.6).
+fn forbids_length(status: u16) -> bool {
+    status < 200 || status == 204
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
