@@ -52,6 +52,8 @@ const FLUSH_AT: usize = 64 * 1024;
 /// How long, and how much, a closing connection keeps reading what the client still sends.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
+/// How long a connection refused with 503 may take to receive it.
+const REJECT_TIME: Duration = Duration::from_secs(1);
 
 /// What answers requests. One value serves every connection; [`Service::Conn`] is state a
 /// connection keeps between its requests (a cached configuration, say).
@@ -218,7 +220,7 @@ pub async fn accept_loop<S: Service>(
             None => return,
             Some(Ok((stream, _peer))) => {
                 if drain.open_connections() >= limits.max_connections {
-                    reject_overloaded(&stream);
+                    anygate_runtime::spawn(reject_overloaded(stream, drain.clone()));
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
@@ -238,8 +240,8 @@ pub async fn accept_loop<S: Service>(
     }
 }
 
-/// Answers 503 without waiting: the socket's send buffer is empty, so one write goes out.
-fn reject_overloaded(stream: &TcpStream) {
+/// Answers 503 and closes, spending at most a second on it.
+async fn reject_overloaded(stream: TcpStream, drain: Arc<Drain>) {
     let (mut out, mut scratch, mut large) = (Vec::new(), Vec::new(), None);
     let id = request_id::generate();
     let date = date::now();
@@ -252,12 +254,16 @@ fn reject_overloaded(stream: &TcpStream) {
         http10_keep_alive: false,
         request_id: &id,
         date: &date,
+        drain: &drain,
         status: 0,
         error: None,
     };
     res.error(ErrorKind::Overloaded, None, b"retry-after: 1\r\n");
-    let waker = std::task::Waker::noop();
-    let _ = stream.poll_write(&mut std::task::Context::from_waker(waker), &out);
+    let mut timer = time::sleep(REJECT_TIME);
+    let deadline = timer.deadline();
+    if io::write_all_until(&stream, &out, &mut timer, deadline).await {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 /// A connection's buffers and state, allocated once.
@@ -399,6 +405,7 @@ impl<S: Service> Conn<'_, S> {
             http10_keep_alive: false,
             request_id: &self.generated_id,
             date: &date,
+            drain: self.drain,
             status: 0,
             error: None,
         };
@@ -472,6 +479,7 @@ impl<S: Service> Conn<'_, S> {
             http10_keep_alive: head.version == Version::H10 && head.keep_alive && !draining,
             request_id,
             date: &date,
+            drain: self.drain,
             status: 0,
             error: None,
         };

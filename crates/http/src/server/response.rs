@@ -25,6 +25,8 @@ pub struct Response<'c> {
     pub(crate) http10_keep_alive: bool,
     pub(crate) request_id: &'c [u8],
     pub(crate) date: &'c [u8],
+    /// A drain that starts while the handler runs still closes the connection after it.
+    pub(crate) drain: &'c crate::server::Drain,
     pub(crate) status: u16,
     pub(crate) error: Option<ErrorKind>,
 }
@@ -182,6 +184,9 @@ impl Response<'_> {
     fn finish_head(&mut self, status: u16) {
         debug_assert!(self.status == 0, "two responses to one request");
         self.status = status;
+        if self.drain.is_draining() {
+            self.close = true;
+        }
         let out = &mut *self.out;
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(self.date);

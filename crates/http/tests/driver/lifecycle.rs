@@ -1,0 +1,85 @@
+//! Panics, many clients, draining.
+
+use anygate_http::Limits;
+
+use crate::support::{Reader, connect, one, server, server_with};
+
+#[test]
+fn a_panicking_handler_gets_a_500_and_the_worker_goes_on() {
+    let s = server(Limits::default());
+    let mut keep = Reader::new(connect(s.addr));
+    keep.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(keep.response(false).unwrap().status, 200);
+    for _ in 0..3 {
+        let mut r = Reader::new(connect(s.addr));
+        r.send(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n");
+        let resp = r.response(false).unwrap();
+        assert_eq!(resp.status, 500);
+        assert!(resp.body_str().contains("AG-INT-5000"));
+        assert!(r.closed());
+    }
+    // One worker: the same worker still serves the connection opened before, and new ones.
+    keep.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(keep.response(false).unwrap().status, 200);
+    assert_eq!(
+        one(s.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+}
+
+#[test]
+fn a_thousand_concurrent_keep_alive_clients() {
+    let s = server_with(Limits::default(), 2);
+    let mut clients: Vec<Reader> = (0..1000).map(|_| Reader::new(connect(s.addr))).collect();
+    for round in 0..3 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send(
+                format!("GET /id HTTP/1.1\r\nHost: t\r\nX-Request-Id: c{i}r{round}\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(
+                c.response(false).unwrap().body_str(),
+                format!("c{i}r{round}")
+            );
+        }
+    }
+    assert_eq!(s.drain.open_connections(), 1000);
+}
+
+#[test]
+fn draining_closes_idle_connections_and_finishes_busy_ones() {
+    let s = server_with(Limits::default(), 2);
+    let mut idle: Vec<Reader> = (0..10)
+        .map(|_| {
+            let mut r = Reader::new(connect(s.addr));
+            r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert_eq!(r.response(false).unwrap().status, 200);
+            r
+        })
+        .collect();
+    // A request in flight: head and half its body.
+    let mut busy = Reader::new(connect(s.addr));
+    busy.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello");
+    // Its body is being read once the server has seen it: wait for the connection count.
+    let since = std::time::Instant::now();
+    while s.drain.open_connections() < 11 {
+        assert!(
+            since.elapsed() < crate::support::LIMIT,
+            "the busy connection was never accepted"
+        );
+        std::thread::yield_now();
+    }
+    s.drain.start(s.rt.handle());
+    for r in &mut idle {
+        assert!(r.closed());
+    }
+    busy.send(b"world");
+    let resp = busy.response(false).unwrap();
+    assert_eq!(resp.body_str(), "helloworld");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(busy.closed());
+    s.rt.block_on(s.drain.closed());
+    assert_eq!(s.drain.open_connections(), 0);
+}

@@ -1,0 +1,188 @@
+//! Every limit: 431, 414, 413, 408 (slowloris), idle close, 505, max connections.
+
+use std::time::{Duration, Instant};
+
+use anygate_http::Limits;
+
+use crate::support::{Reader, connect, one, server};
+
+#[test]
+fn a_head_over_max_head_gets_431() {
+    let s = server(Limits {
+        max_head: 4096,
+        ..Limits::default()
+    });
+    let raw = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let resp = one(s.addr, raw.as_bytes());
+    assert_eq!(resp.status, 431);
+    assert!(resp.body_str().contains("AG-HTTP-4310"));
+}
+
+#[test]
+fn too_many_header_fields_gets_431() {
+    let s = server(Limits {
+        max_headers: 10,
+        ..Limits::default()
+    });
+    let fields: String = (0..11).map(|i| format!("X-{i}: v\r\n")).collect();
+    let resp = one(
+        s.addr,
+        format!("GET / HTTP/1.1\r\nHost: t\r\n{fields}\r\n").as_bytes(),
+    );
+    assert_eq!(resp.status, 431);
+    let fields: String = (0..9).map(|i| format!("X-{i}: v\r\n")).collect();
+    let resp = one(
+        s.addr,
+        format!("GET / HTTP/1.1\r\nHost: t\r\n{fields}\r\n").as_bytes(),
+    );
+    assert_eq!(resp.status, 200);
+}
+
+#[test]
+fn a_long_target_gets_414() {
+    let s = server(Limits {
+        max_uri: 100,
+        ..Limits::default()
+    });
+    let resp = one(
+        s.addr,
+        format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(200)).as_bytes(),
+    );
+    assert_eq!(resp.status, 414);
+    // A request line that does not even fit in the head limit is a 414 too.
+    let s = server(Limits {
+        max_head: 2048,
+        ..Limits::default()
+    });
+    let resp = one(s.addr, format!("GET /{}", "a".repeat(3000)).as_bytes());
+    assert_eq!(resp.status, 414);
+}
+
+#[test]
+fn bodies_over_max_body_get_413() {
+    let s = server(Limits {
+        max_body: 10,
+        ..Limits::default()
+    });
+    let resp = one(
+        s.addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world",
+    );
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.header("connection"), Some("close"));
+    let chunked = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
+    let resp = one(s.addr, chunked);
+    assert_eq!(resp.status, 413);
+    let resp = one(
+        s.addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhelloworld",
+    );
+    assert_eq!((resp.status, resp.body_str().as_str()), (200, "helloworld"));
+}
+
+#[test]
+fn a_slow_head_is_cut_off_while_other_clients_are_served() {
+    let s = server(Limits {
+        head_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    let mut slow = Reader::new(connect(s.addr));
+    slow.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
+    let started = Instant::now();
+    // Meanwhile, others are answered at once.
+    for _ in 0..20 {
+        assert_eq!(
+            one(s.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+            200
+        );
+    }
+    let resp = slow.response(false).expect("a 408");
+    assert_eq!(resp.status, 408);
+    assert!(resp.body_str().contains("AG-HTTP-4080"));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(slow.closed());
+}
+
+#[test]
+fn a_head_dribbled_byte_by_byte_does_not_reset_the_deadline() {
+    let s = server(Limits {
+        head_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    let mut slow = Reader::new(connect(s.addr));
+    let mut writer = slow.stream.try_clone().unwrap();
+    let started = Instant::now();
+    // The slowloris client: one byte every 20 ms, never an end of head (the pacing is the
+    // behaviour under test, not a synchronisation).
+    let dribble = std::thread::spawn(move || {
+        use std::io::Write;
+        let head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+        for i in 0..500 {
+            let b = head.get(i).copied().unwrap_or(b'a');
+            if writer.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let resp = slow.response(false).expect("a 408");
+    assert_eq!(resp.status, 408);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(slow.closed());
+    dribble.join().unwrap();
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let s = server(Limits {
+        idle_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    });
+    let mut r = Reader::new(connect(s.addr));
+    r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.response(false).unwrap().status, 200);
+    let started = Instant::now();
+    assert!(r.closed());
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[test]
+fn unsupported_versions_get_505() {
+    let s = server(Limits::default());
+    assert_eq!(
+        one(s.addr, b"GET / HTTP/2.0\r\nHost: t\r\n\r\n").status,
+        505
+    );
+    assert_eq!(
+        one(s.addr, b"GET / HTTP/1.2\r\nHost: t\r\n\r\n").status,
+        505
+    );
+}
+
+#[test]
+fn connections_past_the_limit_get_503_and_are_closed() {
+    let s = server(Limits {
+        max_connections: 3,
+        ..Limits::default()
+    });
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut r = Reader::new(connect(s.addr));
+        r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.response(false).unwrap().status, 200);
+        held.push(r);
+    }
+    let mut extra = Reader::new(connect(s.addr));
+    let resp = extra.response(false).expect("a 503");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert!(extra.closed());
+    drop(held);
+}
