@@ -63,6 +63,7 @@ mod sys;
 mod task;
 mod util;
 
+pub mod alloc;
 pub mod buf;
 pub mod compat;
 pub mod net;

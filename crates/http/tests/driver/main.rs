@@ -1,4 +1,8 @@
 //! The connection driver over real loopback sockets, with a test service.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the client side measures wall-clock time, off the runtime"
+)]
 
 mod body;
 mod lifecycle;

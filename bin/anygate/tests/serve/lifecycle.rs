@@ -1,0 +1,104 @@
+//! The real binary: SIGHUP reloads under load without failing a request; a bad file keeps
+//! the running configuration; SIGTERM lets requests in flight finish.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::http::{Reader, connect};
+use crate::support::Gateway;
+
+fn config(body: &str) -> String {
+    format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 2}}\nroutes:\n  \"GET /v\": \"OK {body}\"\n  \"/e\": \"*\"\n"
+    )
+}
+
+#[test]
+fn sighup_swaps_a_rule_under_load_with_zero_failed_requests() {
+    let gw = Gateway::start(&config("one"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen_two = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, seen_two, served, addr) =
+                (stop.clone(), seen_two.clone(), served.clone(), gw.addr);
+            std::thread::spawn(move || {
+                let mut r = Reader::new(connect(addr));
+                while !stop.load(Ordering::SeqCst) {
+                    r.send(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n");
+                    let resp = r.response(false).expect("no failed request");
+                    assert_eq!(resp.status, 200);
+                    match resp.body_str().as_str() {
+                        "one" => {}
+                        "two" => {
+                            seen_two.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => panic!("unexpected body {other:?}"),
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Let traffic flow, then reload.
+    while served.load(Ordering::SeqCst) < 200 {
+        std::thread::yield_now();
+    }
+    std::fs::write(&gw.config, config("two")).unwrap();
+    gw.signal("HUP");
+    gw.wait_line("reloaded");
+    // Every client sees the new rule on its next requests, on the same connection.
+    let target = served.load(Ordering::SeqCst) + 400;
+    while served.load(Ordering::SeqCst) < target {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("a client saw a failure");
+    }
+    assert!(seen_two.load(Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn a_failed_reload_keeps_the_running_configuration() {
+    let gw = Gateway::start(&config("one"));
+    std::fs::write(&gw.config, "routes:\n  \"/bad/*/x\": OK\n").unwrap();
+    gw.signal("HUP");
+    gw.wait_line("error[AG-CFG-1101]");
+    gw.wait_line("still serving the previous configuration");
+    let mut r = Reader::new(connect(gw.addr));
+    r.send(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.response(false).unwrap().body_str(), "one");
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let mut gw = Gateway::start(&config("one"));
+    let mut idle = Reader::new(connect(gw.addr));
+    idle.send(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.response(false).unwrap().status, 200);
+    // Requests in flight: the server has read each head and is waiting for the body (it
+    // said so with `100 Continue`).
+    let mut busy: Vec<Reader> = (0..5)
+        .map(|_| {
+            let mut r = Reader::new(connect(gw.addr));
+            r.send(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+            assert_eq!(r.response(false).unwrap().status, 100);
+            r
+        })
+        .collect();
+    gw.signal("TERM");
+    gw.wait_line("shutting down");
+    assert!(idle.closed(), "idle connections are closed");
+    for r in &mut busy {
+        r.send(b"helloworld");
+        let resp = r.response(false).expect("the in-flight request completes");
+        assert_eq!(resp.status, 200);
+        assert!(resp.body_str().contains(r#""body":"helloworld""#));
+        assert_eq!(resp.header("connection"), Some("close"));
+    }
+    let status = gw.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    gw.wait_line("stopped");
+}

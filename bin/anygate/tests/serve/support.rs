@@ -1,0 +1,126 @@
+//! Running the gateway: in-process from a YAML string, or as the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+
+use anygate::serve::Server;
+use anygate_config::{Format, load_str};
+
+/// Starts the server in-process on a free port.
+pub fn in_process(yaml: &str) -> Server {
+    let config = load_str("test.yml", yaml, Format::Yaml, Path::new("."), &[])
+        .unwrap_or_else(|f| panic!("{f}"));
+    Server::start(config).unwrap()
+}
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "anygate-serve-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The real binary, killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// stderr lines after the "listening" one.
+    pub lines: mpsc::Receiver<String>,
+    pub config: PathBuf,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    /// Writes `yaml` (whose listen address must be `127.0.0.1:0`) and starts the binary on it.
+    pub fn start(yaml: &str) -> Self {
+        let dir = TempDir::new("bin");
+        let config = dir.0.join("anygate.yml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_anygate"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = forward(child.stderr.take().unwrap());
+        let addr = loop {
+            let line = lines
+                .recv_timeout(crate::http::LIMIT)
+                .expect("the gateway did not start");
+            if let Some(rest) = line.strip_prefix("anygate: listening on http://") {
+                break rest.split(' ').next().unwrap().parse().unwrap();
+            }
+        };
+        Self {
+            child,
+            addr,
+            lines,
+            config,
+            _dir: dir,
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(crate::http::LIMIT)
+                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn forward(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,201 @@
+//! The sans-I/O codec: heads and chunked bodies, whole and split at every byte.
+
+use anygate_http::h1::chunked::{ChunkedDecoder, encode_chunk, encode_end};
+use anygate_http::h1::parse::{Framing, Head, Parse, Version, parse};
+use anygate_http::{ErrorKind, Limits};
+use proptest::prelude::*;
+
+fn head(raw: &[u8]) -> (Parse, Head) {
+    let mut h = Head::default();
+    let p = parse(raw, &Limits::default(), &mut h);
+    (p, h)
+}
+
+const CORPUS: [&[u8]; 6] = [
+    b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: t\r\nAccept: */*\r\nUser-Agent: t\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n",
+    b"PUT /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    b"GET http://h.example/x/y?z HTTP/1.1\r\nHost: h.example\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+];
+
+#[test]
+fn every_prefix_of_a_valid_head_is_partial_and_the_whole_is_complete() {
+    for raw in CORPUS {
+        for cut in 0..raw.len() {
+            assert_eq!(
+                head(&raw[..cut]).0,
+                Parse::Partial,
+                "{:?} cut at {cut}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert_eq!(head(raw).0, Parse::Complete(raw.len()));
+    }
+}
+
+#[test]
+fn parsed_fields() {
+    let raw = CORPUS[1];
+    let (_, h) = head(raw);
+    assert_eq!(h.method.get(raw), b"GET");
+    assert_eq!(h.path.get(raw), b"/a/b");
+    assert_eq!(h.query.unwrap().get(raw), b"x=1&y=2");
+    assert_eq!(h.fields().len(), 3);
+    assert_eq!(
+        (h.version, h.keep_alive, h.framing),
+        (Version::H11, true, Framing::None)
+    );
+    let raw = CORPUS[3];
+    let (_, h) = head(raw);
+    assert_eq!((h.framing, h.expect_continue), (Framing::Chunked, true));
+    let raw = CORPUS[4];
+    let (_, h) = head(raw);
+    assert_eq!(
+        (h.path.get(raw), h.query.unwrap().get(raw)),
+        (&b"/x/y"[..], &b"z"[..])
+    );
+    let (_, h) = head(CORPUS[5]);
+    assert_eq!((h.version, h.keep_alive), (Version::H10, true));
+    let (_, h) = head(b"GET / HTTP/1.0\r\n\r\n");
+    assert!(!h.keep_alive);
+    let (_, h) = head(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: foo, CLOSE\r\n\r\n");
+    assert!(!h.keep_alive);
+    let (_, h) =
+        head(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.framing, Framing::None);
+}
+
+#[test]
+fn invalid_heads() {
+    let cases: [(&[u8], ErrorKind); 9] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ErrorKind::BadFraming,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            ErrorKind::BadFraming,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n",
+            ErrorKind::BadFraming,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\nX: y\r\n\r\n",
+            ErrorKind::BadRequest,
+        ),
+        (b"GET / HTTP/1.1\r\n\r\n", ErrorKind::BadHost),
+        (b"GET / HTTP/3\r\n\r\n", ErrorKind::VersionNotSupported),
+        (b"G@T / HTTP/1.1\r\n\r\n", ErrorKind::BadRequest),
+        (b"GET / HTTP/1.1\r\nX : y\r\n\r\n", ErrorKind::BadRequest),
+        (b"\x00GET / HTTP/1.1\r\n\r\n", ErrorKind::BadRequest),
+    ];
+    for (raw, kind) in cases {
+        assert_eq!(
+            head(raw).0,
+            Parse::Invalid(kind),
+            "{:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+fn decode(input: &[u8], step: usize) -> Result<(Vec<u8>, bool, usize), ()> {
+    let mut d = ChunkedDecoder::new();
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    let mut consumed_total = 0;
+    for piece in input.chunks(step.max(1)) {
+        pending.extend_from_slice(piece);
+        while !pending.is_empty() && !d.is_done() {
+            let r = d.decode(&pending).map_err(|_| ())?;
+            out.extend_from_slice(&pending[r.data.clone()]);
+            pending.drain(..r.consumed);
+            consumed_total += r.consumed;
+            if r.consumed == 0 {
+                break;
+            }
+        }
+    }
+    Ok((out, d.is_done(), consumed_total))
+}
+
+#[test]
+fn chunked_bodies_decode_the_same_at_every_split() {
+    let body = b"5\r\nhello\r\n1;name=\"v\"\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\nOther: y\r\n\r\nNEXT";
+    let expected = b"hello 0123456789".to_vec();
+    let body_len = body.len() - 4;
+    for step in 1..body.len() {
+        let (out, done, consumed) = decode(body, step).unwrap();
+        assert_eq!((out, done), (expected.clone(), true), "step {step}");
+        assert!(consumed <= body_len + step, "stops at the end of the body");
+    }
+    // Stopping exactly at the end leaves the next request untouched.
+    let (_, _, consumed) = decode(body, body.len()).unwrap();
+    assert_eq!(consumed, body_len);
+}
+
+#[test]
+fn bad_chunked_bodies() {
+    for bad in [
+        &b"x\r\n"[..],
+        b"5\nhello\r\n",
+        b"5\r\nhello\n0\r\n\r\n",
+        b"5\r\nhelloX\r\n",
+        b"fffffffffffffffff\r\n",
+        b"0\r\nTrailer\n\r\n",
+        b"0\r\n\n",
+        b";x\r\n",
+    ] {
+        assert!(
+            decode(bad, bad.len()).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn encoder_round_trips() {
+    let mut wire = Vec::new();
+    for part in [&b"hello"[..], b"", b" world", &[7u8; 300]] {
+        encode_chunk(part, &mut wire);
+    }
+    encode_end(&mut wire);
+    let (out, done, _) = decode(&wire, 7).unwrap();
+    let mut expected = b"hello world".to_vec();
+    expected.extend_from_slice(&[7u8; 300]);
+    assert_eq!((out, done), (expected, true));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn the_head_parser_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let mut h = Head::default();
+        let _ = parse(&bytes, &Limits { max_head: 512, ..Limits::default() }, &mut h);
+    }
+
+    #[test]
+    fn chunked_decoding_does_not_depend_on_the_split(
+        parts in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..8),
+        noise in prop::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'0'), Just(b'a'), Just(b';')], 0..20),
+        step in 1usize..32,
+    ) {
+        let mut wire = Vec::new();
+        for p in &parts {
+            encode_chunk(p, &mut wire);
+        }
+        encode_end(&mut wire);
+        let expected: Vec<u8> = parts.concat();
+        let (out, done, _) = decode(&wire, step).unwrap();
+        prop_assert_eq!((out, done), (expected, true));
+        // Arbitrary bytes: same verdict whole or split.
+        let mut junk = wire.clone();
+        junk.splice(0..0, noise.iter().copied());
+        prop_assert_eq!(decode(&junk, junk.len()), decode(&junk, step));
+    }
+}
