@@ -234,14 +234,16 @@ impl TcpStream {
 
     /// Polls a read.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let requested = buf.len();
         self.reg
-            .poll_io(cx, Direction::Read, || (&self.inner).read(buf))
+            .poll_io_sized(cx, Direction::Read, requested, || (&self.inner).read(buf))
     }
 
     /// Polls a write.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let requested = buf.len();
         self.reg
-            .poll_io(cx, Direction::Write, || (&self.inner).write(buf))
+            .poll_io_sized(cx, Direction::Write, requested, || (&self.inner).write(buf))
     }
 
     /// Polls a vectored write.
@@ -250,8 +252,10 @@ impl TcpStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.reg
-            .poll_io(cx, Direction::Write, || (&self.inner).write_vectored(bufs))
+        let requested = bufs.iter().map(|b| b.len()).sum();
+        self.reg.poll_io_sized(cx, Direction::Write, requested, || {
+            (&self.inner).write_vectored(bufs)
+        })
     }
 
     /// Shuts down one or both directions.

@@ -316,6 +316,33 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Like [`Registration::poll_io`] for a read or write of `requested` bytes: when the
+    /// operation moves fewer bytes than asked, the socket is drained (or its buffer full),
+    /// so the readiness is cleared at once and the next call waits for epoll instead of
+    /// spending a syscall to learn `WouldBlock`. The tick check of `clear_readiness` keeps a
+    /// readiness that arrived meanwhile.
+    pub(crate) fn poll_io_sized(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        requested: usize,
+        mut op: impl FnMut() -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let ev = std::task::ready!(self.poll_ready(cx, dir));
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_readiness(ev),
+                Ok(n) if n > 0 && n < requested => {
+                    self.clear_readiness(ev);
+                    return Poll::Ready(Ok(n));
+                }
+                res => return Poll::Ready(res),
+            }
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         // The descriptor is still open (owners drop the registration first). A failure
