@@ -135,6 +135,7 @@ fn version_and_help() {
 fn readme_quickstart_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let curls: Vec<&str> = readme.lines().filter(|l| l.starts_with("curl ")).collect();
     let mut ran = 0;
     for line in readme.lines() {
         let Some(args) = line.strip_prefix("cargo run --release -p anygate -- ") else {
@@ -144,14 +145,46 @@ fn readme_quickstart_runs() {
             .split_whitespace()
             .map(|a| a.trim_matches('\'').to_owned())
             .collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_anygate"))
-            .args(&args)
-            .current_dir(&root)
-            .env_clear()
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{line}: {out:?}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anygate"));
+        cmd.args(&args).current_dir(&root).env_clear();
+        if args[0] == "serve" {
+            readme_serve(cmd, &curls);
+        } else {
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{line}: {out:?}");
+        }
         ran += 1;
     }
-    assert!(ran >= 2, "the README's anygate commands were not found");
+    assert!(ran >= 3, "the README's anygate commands were not found");
+}
+
+/// Runs the README's `serve` line on a free port, then its `curl` lines against it (when
+/// curl is installed), then stops it with SIGTERM.
+fn readme_serve(mut cmd: Command, curls: &[&str]) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .env("ANYGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = stderr.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.strip_prefix("anygate: listening on http://") {
+            break rest.split(' ').next().unwrap().to_owned();
+        }
+    };
+    let have_curl = Command::new("sh")
+        .args(["-c", "command -v curl"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    for curl in curls.iter().filter(|_| have_curl) {
+        let line = curl.replace("127.0.0.1:8080", &addr);
+        let out = Command::new("sh").args(["-c", &format!("{line} --max-time 10 -sS")]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.starts_with("HTTP/1.1 200 OK"), "{line}: {text}");
+    }
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
 }

@@ -67,7 +67,7 @@ impl ErrorKind {
         }
     }
 
-    /// The stable code, listed in `docs/ERRORS.md`.
+    /// The stable code, listed in `docs/HTTP.md`.
     pub fn code(self) -> &'static str {
         match self {
             Self::BadRequest => "AG-HTTP-4000",
