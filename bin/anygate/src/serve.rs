@@ -153,10 +153,13 @@ impl Server {
         drained
     }
 
-    /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP`.
-    fn run_signals(&self, path: &Path) -> io::Result<()> {
+    /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP`. `ready` runs once the
+    /// signals are taken over (before that, a `SIGHUP` would kill the process), so that
+    /// announcing readiness there is safe.
+    fn run_signals(&self, path: &Path, ready: impl FnOnce()) -> io::Result<()> {
         self.rt.block_on(async {
             let signals = Signals::new(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])?;
+            ready();
             loop {
                 match signals.recv().await? {
                     Signal::Hangup => self.reload_from(path),
@@ -223,18 +226,19 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for label in server.live().current().unavailable_rules() {
-        log(&format!(
-            "rule `{label}`: static and proxy actions are not in this version; it answers 501"
-        ));
-    }
-    for addr in server.addrs() {
-        log(&format!(
-            "listening on http://{addr} ({rules} rules, {} workers)",
-            server.handle().workers()
-        ));
-    }
-    let result = server.run_signals(path);
+    let result = server.run_signals(path, || {
+        for label in server.live().current().unavailable_rules() {
+            log(&format!(
+                "rule `{label}`: static and proxy actions are not in this version; it answers 501"
+            ));
+        }
+        for addr in server.addrs() {
+            log(&format!(
+                "listening on http://{addr} ({rules} rules, {} workers)",
+                server.handle().workers()
+            ));
+        }
+    });
     log("shutting down");
     let drained = server.shutdown();
     match result {

@@ -180,11 +180,20 @@ fn readme_serve(mut cmd: Command, curls: &[&str]) {
         .is_ok_and(|o| o.status.success());
     for curl in curls.iter().filter(|_| have_curl) {
         let line = curl.replace("127.0.0.1:8080", &addr);
-        let out = Command::new("sh").args(["-c", &format!("{line} --max-time 10 -sS")]).output().unwrap();
+        let out = Command::new("sh")
+            .args(["-c", &format!("{line} --max-time 10 -sS")])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.starts_with("HTTP/1.1 200 OK"), "{line}: {text}");
+        assert!(
+            out.status.success() && text.starts_with("HTTP/1.1 200 OK"),
+            "{line}: {text}"
+        );
     }
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     assert!(child.wait().unwrap().success());
 }

@@ -491,6 +491,15 @@ pub fn parse_action(text: &str) -> Result<Action, DslError> {
             ),
         );
     };
+    if code < 200 {
+        // An interim status is not an answer: the client would wait for the final one (or,
+        // for 101, switch protocols).
+        return err(
+            0,
+            token.len(),
+            format!("status {code} is informational (1xx): a rule must answer with 200-599"),
+        );
+    }
     let Some((body_off, body)) = body else {
         if status::is_redirect(code) {
             return err(
@@ -509,6 +518,13 @@ pub fn parse_action(text: &str) -> Result<Action, DslError> {
         }));
     };
     if body == "*" {
+        if status::forbids_body(code) {
+            return err(
+                body_off,
+                1,
+                format!("status {code} cannot have a body, so it cannot echo"),
+            );
+        }
         return Ok(Action::Echo(code));
     }
     if status::is_redirect(code) {

@@ -76,4 +76,4 @@ pub mod time;
 
 pub use runtime::{Builder, Handle, Runtime, spawn, worker_index};
 pub use sys::raise_fd_limit;
-pub use task::{JoinError, JoinHandle};
+pub use task::{JoinError, JoinHandle, yield_now};

@@ -321,7 +321,9 @@ impl Registration {
     /// operation moves fewer bytes than asked, the socket is drained (or its buffer full),
     /// so the readiness is cleared at once and the next call waits for epoll instead of
     /// spending a syscall to learn `WouldBlock`. The tick check of `clear_readiness` keeps a
-    /// readiness that arrived meanwhile.
+    /// readiness that arrived meanwhile. Only for stream sockets: a short read of a datagram
+    /// says nothing about the queue. (TCP urgent data can stop a read early with more
+    /// queued; the affected connection waits for its timeout.)
     pub(crate) fn poll_io_sized(
         &self,
         cx: &mut Context<'_>,

@@ -264,6 +264,22 @@ where
     }
 }
 
+/// Lets the other tasks of this worker run before this one goes on: the task is woken
+/// at once and put back in the run queue. For loops that could otherwise stay ready for a
+/// long time (a client that keeps its socket full).
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
 /// The join side of a task, erased over the future type.
 trait Join<T>: Send + Sync {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;

@@ -20,7 +20,9 @@ pub struct ChunkError;
 enum State {
     /// Reading hex digits; `digits` so far.
     Size { digits: u8 },
-    /// After the size: extension bytes until CR.
+    /// Whitespace after the size: only more whitespace, `;` or CR may follow.
+    SizeWs,
+    /// After `;`: extension bytes until CR.
     Extension { len: usize },
     /// Expecting the LF of the size line.
     SizeLf,
@@ -97,17 +99,26 @@ impl ChunkedDecoder {
                         self.state = State::Size { digits: digits + 1 };
                     }
                     None if digits == 0 => return Err(ChunkError),
-                    None if b == b';' || b == b' ' || b == b'\t' => {
-                        self.state = State::Extension { len: 1 };
-                    }
+                    None if b == b';' => self.state = State::Extension { len: 1 },
+                    None if b == b' ' || b == b'\t' => self.state = State::SizeWs,
                     None if b == b'\r' => self.state = State::SizeLf,
                     None => return Err(ChunkError),
                 },
+                // `5 6` or `5 junk` must not read as size 5: after whitespace (BWS) only an
+                // extension or the end of the line.
+                State::SizeWs => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = State::Extension { len: 1 },
+                    b'\r' => self.state = State::SizeLf,
+                    _ => return Err(ChunkError),
+                },
+                // Extension names, values and quoted strings are visible ASCII and
+                // whitespace; control bytes are refused.
                 State::Extension { len } => match b {
                     b'\r' => self.state = State::SizeLf,
-                    b'\n' => return Err(ChunkError),
                     _ if len >= MAX_EXTENSION => return Err(ChunkError),
-                    _ => self.state = State::Extension { len: len + 1 },
+                    b' ' | b'\t' | 0x21..=0x7e => self.state = State::Extension { len: len + 1 },
+                    _ => return Err(ChunkError),
                 },
                 State::SizeLf => {
                     if b != b'\n' {

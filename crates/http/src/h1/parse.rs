@@ -2,6 +2,8 @@
 //! LF, framing conflicts, `Host`), with everything recorded as offsets into the buffer so the
 //! result can be kept without borrowing it and without allocating.
 
+use std::mem::MaybeUninit;
+
 use crate::error::ErrorKind;
 use crate::limits::{Limits, MAX_HEADERS};
 
@@ -133,13 +135,21 @@ pub enum Parse {
 /// `Content-Length`s, any `Transfer-Encoding` other than a single `chunked`, and
 /// `Transfer-Encoding` in HTTP/1.0. An HTTP/1.1 request needs exactly one `Host`.
 pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Spans are `u32`: whatever the configuration, a head is never larger than 1 GiB.
+    let max_head = limits.max_head.min(1 << 30);
+    // Uninitialised storage: initialising 128 headers would cost a 4 KiB memset per request.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let max = limits.max_headers.clamp(1, MAX_HEADERS);
-    let mut req = httparse::Request::new(&mut headers[..max]);
-    let len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut headers[..max],
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            if buf.len() < limits.max_head {
+            if buf.len() < max_head {
                 return Parse::Partial;
             }
             // Out of room: the request line alone is too long, or the whole head is.
@@ -153,7 +163,7 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
         Err(httparse::Error::Version) => return Parse::Invalid(version_error(buf)),
         Err(_) => return Parse::Invalid(ErrorKind::BadRequest),
     };
-    if len > limits.max_head {
+    if len > max_head {
         return Parse::Invalid(ErrorKind::HeadersTooLarge);
     }
     if let Some(kind) = check_line_endings(&buf[..len]) {
@@ -165,18 +175,20 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
     if target.len() > limits.max_uri {
         return Parse::Invalid(ErrorKind::UriTooLong);
     }
-    *head = Head {
-        len,
-        method: Span::of(buf, method.as_bytes()),
-        target: Span::of(buf, target.as_bytes()),
-        version: if version == 0 {
-            Version::H10
-        } else {
-            Version::H11
-        },
-        keep_alive: version != 0,
-        ..Head::default()
+    // Field by field: the header table is overwritten only as far as it is used.
+    head.len = len;
+    head.method = Span::of(buf, method.as_bytes());
+    head.target = Span::of(buf, target.as_bytes());
+    head.version = if version == 0 {
+        Version::H10
+    } else {
+        Version::H11
     };
+    head.keep_alive = version != 0;
+    head.count = 0;
+    head.framing = Framing::None;
+    head.expect_continue = false;
+    head.request_id = None;
     let (path, query) = split_target(target.as_bytes());
     head.path = Span::of(buf, path);
     head.query = query.map(|q| Span::of(buf, q));

@@ -1,6 +1,8 @@
 //! The request body as the handler reads it: streamed from the connection's buffer, never
 //! gathered whole.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anygate_runtime::net::TcpStream;
 use anygate_runtime::time::{self, Sleep};
 
@@ -28,8 +30,12 @@ pub struct Body<'c> {
     pub(crate) timer: &'c mut Sleep,
     pub(crate) timeout: std::time::Duration,
     pub(crate) send_continue: bool,
+    /// Shared with the response: set while the client waits for `100 Continue`.
+    pub(crate) expecting: &'c AtomicBool,
     pub(crate) done: bool,
     pub(crate) failed: Option<ErrorKind>,
+    /// Reads done for this body, to yield to other tasks now and then.
+    pub(crate) fills: u32,
 }
 
 impl Body<'_> {
@@ -108,6 +114,23 @@ impl Body<'_> {
         Ok(())
     }
 
+    /// Reads and drops the rest of the body if it is at most `limit` bytes: `Ok(true)` when
+    /// the body is done, `Ok(false)` when it is longer (the rest is left unread).
+    pub async fn discard_up_to(&mut self, limit: u64) -> Result<bool, ErrorKind> {
+        if let Framing::Length(_) = self.framing
+            && self.remaining > limit
+        {
+            return Ok(false);
+        }
+        let start = self.received;
+        while self.chunk().await?.is_some() {
+            if self.received - start > limit {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn fail(&mut self, e: ErrorKind) -> ErrorKind {
         self.failed = Some(e);
         e
@@ -122,8 +145,13 @@ impl Body<'_> {
 
     /// Reads more bytes into the (empty) buffer.
     async fn fill(&mut self) -> Result<(), ErrorKind> {
+        self.fills += 1;
+        if self.fills.is_multiple_of(16) {
+            anygate_runtime::yield_now().await;
+        }
         if self.send_continue {
             self.send_continue = false;
+            self.expecting.store(false, Ordering::Relaxed);
             let deadline = time::now() + self.timeout;
             if !write_all_until(
                 self.stream,

@@ -54,6 +54,13 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 /// How long a connection refused with 503 may take to receive it.
 const REJECT_TIME: Duration = Duration::from_secs(1);
+/// Room kept after a request head for reading its body.
+const MIN_BODY_ROOM: usize = 4096;
+/// Most unread body bytes read and dropped to keep a connection; past it, close instead
+/// (a slow or huge body must not hold the connection).
+const DISCARD_LIMIT: u64 = 64 * 1024;
+/// Requests answered in a row before the task lets the others of its worker run.
+const YIELD_EVERY: u32 = 32;
 
 /// What answers requests. One value serves every connection; [`Service::Conn`] is state a
 /// connection keeps between its requests (a cached configuration, say).
@@ -255,14 +262,22 @@ async fn reject_overloaded(stream: TcpStream, drain: Arc<Drain>) {
         request_id: &id,
         date: &date,
         drain: &drain,
+        expecting: &AtomicBool::new(false),
         status: 0,
         error: None,
     };
     res.error(ErrorKind::Overloaded, None, b"retry-after: 1\r\n");
     let mut timer = time::sleep(REJECT_TIME);
     let deadline = timer.deadline();
-    if io::write_all_until(&stream, &out, &mut timer, deadline).await {
-        let _ = stream.shutdown(std::net::Shutdown::Write);
+    if io::write_all_until(&stream, &out, &mut timer, deadline).await
+        && stream.shutdown(std::net::Shutdown::Write).is_ok()
+    {
+        // Read what the client sends until it closes, so that its request does not reset
+        // the connection before the 503 arrives.
+        let mut sink = [0u8; 1024];
+        while let ReadOutcome::Data(_) =
+            read_until(&stream, &mut sink, &mut timer, deadline, None).await
+        {}
     }
 }
 
@@ -284,6 +299,12 @@ struct Conn<'s, S: Service> {
     /// When the head being received must be complete.
     head_deadline: Option<Instant>,
     generated_id: [u8; 32],
+    /// The client waits for `100 Continue`.
+    expecting: AtomicBool,
+    /// Whether closing should linger (an error was sent, or input may still come).
+    linger: bool,
+    /// Requests answered since the task last yielded.
+    streak: u32,
 }
 
 /// Serves one connection until it closes.
@@ -309,6 +330,9 @@ pub async fn serve_connection<S: Service>(
         timer: time::sleep_until(time::now() + limits.idle_timeout),
         head_deadline: None,
         generated_id: [0; 32],
+        expecting: AtomicBool::new(false),
+        linger: false,
+        streak: 0,
     };
     conn.run().await;
 }
@@ -322,7 +346,14 @@ impl<S: Service> Conn<'_, S> {
                 Parse::Partial
             };
             let keep_going = match parsed {
-                Parse::Complete(n) => self.request(n).await,
+                Parse::Complete(n) => {
+                    self.streak += 1;
+                    if self.streak >= YIELD_EVERY {
+                        self.streak = 0;
+                        anygate_runtime::yield_now().await;
+                    }
+                    self.request(n).await
+                }
                 Parse::Partial => self.read_more().await,
                 Parse::Invalid(kind) => {
                     self.reject(kind).await;
@@ -330,7 +361,7 @@ impl<S: Service> Conn<'_, S> {
                 }
             };
             if !keep_going {
-                if self.flush().await {
+                if self.flush().await && self.linger {
                     self.linger().await;
                 }
                 return;
@@ -394,6 +425,7 @@ impl<S: Service> Conn<'_, S> {
 
     /// Answers a request that cannot be parsed, and marks the connection for closing.
     async fn reject(&mut self, kind: ErrorKind) {
+        self.linger = true;
         self.generated_id = request_id::generate();
         let date = date::now();
         let mut res = Response {
@@ -406,6 +438,7 @@ impl<S: Service> Conn<'_, S> {
             request_id: &self.generated_id,
             date: &date,
             drain: self.drain,
+            expecting: &self.expecting,
             status: 0,
             error: None,
         };
@@ -430,6 +463,19 @@ impl<S: Service> Conn<'_, S> {
         if expect_continue && !self.flush().await {
             return false;
         }
+        let mut head_end = head_end;
+        if framing != Framing::None && self.buf.len() - head_end < MIN_BODY_ROOM {
+            // The head ends near the end of the buffer: move the window to the front (its
+            // spans are relative to it), and grow if that is not enough.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            head_end -= self.start;
+            self.start = 0;
+            if self.buf.len() - head_end < MIN_BODY_ROOM {
+                self.buf.resize(head_end + MIN_BODY_ROOM, 0);
+            }
+        }
+        self.expecting.store(expect_continue, Ordering::Relaxed);
         let head = &*self.head;
         let id_span = head
             .request_id
@@ -466,8 +512,10 @@ impl<S: Service> Conn<'_, S> {
             timer: &mut self.timer,
             timeout: limits.body_timeout,
             send_continue: expect_continue,
+            expecting: &self.expecting,
             done: false,
             failed: None,
+            fills: 0,
         };
         let out_before = self.out.len();
         let mut res = Response {
@@ -480,6 +528,7 @@ impl<S: Service> Conn<'_, S> {
             request_id,
             date: &date,
             drain: self.drain,
+            expecting: &self.expecting,
             status: 0,
             error: None,
         };
@@ -504,18 +553,24 @@ impl<S: Service> Conn<'_, S> {
             res.status = 0;
             res.error(ErrorKind::Internal, None, b"");
         }
+        // A response written while the client still waited for `100 Continue` said
+        // `connection: close` (see `Response::finish_head`): the body will not come.
         let mut close = res.close;
+        if res.error_kind().is_some() {
+            self.linger = true;
+        }
         if !close && !body.is_done() {
-            if body.send_continue {
-                // The client waits for our go-ahead and will not send the body: the
-                // connection cannot be reused.
+            // Drop a small unread body to keep the connection; close on a large one. A
+            // failure here comes after the response was written: it is sent, then the
+            // connection closes.
+            if !matches!(body.discard_up_to(DISCARD_LIMIT).await, Ok(true)) {
                 close = true;
-            } else if body.discard().await.is_err() {
-                close = true;
+                self.linger = true;
             }
         }
         if body.failed.is_some() {
             close = true;
+            self.linger = true;
         }
         let (body_start, body_end) = (body.start, body.end);
         self.start = head_end + body_start;

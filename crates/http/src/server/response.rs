@@ -27,6 +27,9 @@ pub struct Response<'c> {
     pub(crate) date: &'c [u8],
     /// A drain that starts while the handler runs still closes the connection after it.
     pub(crate) drain: &'c crate::server::Drain,
+    /// Set while the client waits for `100 Continue` (cleared when the body is read): a
+    /// response written then ends the connection, and says so.
+    pub(crate) expecting: &'c std::sync::atomic::AtomicBool,
     pub(crate) status: u16,
     pub(crate) error: Option<ErrorKind>,
 }
@@ -103,7 +106,7 @@ impl Response<'_> {
     ) {
         self.status_line(status, reason, content_type, extra, body.len());
         self.finish_head(status);
-        if !self.head_only {
+        if !self.head_only && !bodiless(status) {
             self.out.extend_from_slice(body);
         }
     }
@@ -112,7 +115,7 @@ impl Response<'_> {
     pub fn send_scratch(&mut self, status: u16, reason: &str, content_type: Option<&str>) {
         self.status_line(status, reason, content_type, b"", self.scratch.len());
         self.finish_head(status);
-        if !self.head_only {
+        if !self.head_only && !bodiless(status) {
             self.out.extend_from_slice(self.scratch);
         }
     }
@@ -173,7 +176,7 @@ impl Response<'_> {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(extra);
-        if !forbids_length(status) {
+        if !bodiless(status) {
             out.extend_from_slice(b"content-length: ");
             push_decimal(out, len);
             out.extend_from_slice(b"\r\n");
@@ -184,7 +187,7 @@ impl Response<'_> {
     fn finish_head(&mut self, status: u16) {
         debug_assert!(self.status == 0, "two responses to one request");
         self.status = status;
-        if self.drain.is_draining() {
+        if self.drain.is_draining() || self.expecting.load(std::sync::atomic::Ordering::Relaxed) {
             self.close = true;
         }
         let out = &mut *self.out;
@@ -202,9 +205,10 @@ impl Response<'_> {
     }
 }
 
-/// 1xx and 204 responses carry no `Content-Length` (RFC 9110 §8.6).
-fn forbids_length(status: u16) -> bool {
-    status < 200 || status == 204
+/// 1xx, 204 and 304 responses have no body, and here no `Content-Length` (RFC 9110 §8.6:
+/// forbidden for 1xx and 204; for 304 it would describe another representation).
+fn bodiless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
 }
 
 /// Appends `n` in decimal.

@@ -8,5 +8,6 @@ mod body;
 mod lifecycle;
 mod limits;
 mod protocol;
+mod regressions;
 mod smuggling;
 mod support;

@@ -49,6 +49,13 @@ impl Service for TestService {
                 res.send(200, "OK", Some("text/plain"), b"", &id);
             }
             b"/missing" => res.error(ErrorKind::NotFound, Some("GET /x"), b""),
+            b"/nocontent" => res.send(
+                204,
+                "No Content",
+                None,
+                b"",
+                b"a body that must not be sent",
+            ),
             _ => res.send(200, "OK", Some("text/plain"), b"", b"ok"),
         }
     }

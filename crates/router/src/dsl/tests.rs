@@ -208,3 +208,25 @@ fn dot_segment_in_a_rule_path_is_rejected_not_turned_into_an_empty_literal() {
         assert!(e.message.contains("normalised"), "{p}: {}", e.message);
     }
 }
+
+#[test]
+fn regression_informational_statuses_are_not_answers() {
+    for text in ["100", "101", "CONTINUE_NOT_A_NAME", "199 body"] {
+        let Err(e) = parse_action(text) else {
+            panic!("{text} accepted");
+        };
+        if text.starts_with('1') {
+            assert!(e.message.contains("informational"), "{text}: {}", e.message);
+            assert_eq!((e.offset, e.len), (0, 3));
+        }
+    }
+}
+
+#[test]
+fn regression_bodiless_statuses_cannot_echo() {
+    for text in ["204 *", "304 *", "NO_CONTENT *", "NOT_MODIFIED *"] {
+        let e = parse_action(text).unwrap_err();
+        assert!(e.message.contains("cannot echo"), "{text}: {}", e.message);
+    }
+    assert!(matches!(parse_action("FORBIDDEN *"), Ok(Action::Echo(403))));
+}

@@ -430,3 +430,26 @@ fn wake_all_wakes_tasks_that_registered_nowhere() {
     });
     assert_eq!(rt.handle().live_tasks(), 0);
 }
+
+#[test]
+fn yield_now_lets_the_other_tasks_of_a_worker_run() {
+    // One worker: a task that never waits on anything would keep it forever; one that
+    // yields lets the other task run, and sees its effect.
+    let rt = runtime(1);
+    let flag = Arc::new(AtomicBool::new(false));
+    let (f1, f2) = (flag.clone(), flag.clone());
+    let spinner = rt.spawn(async move {
+        for turns in 0..1_000_000u32 {
+            if f1.load(Ordering::SeqCst) {
+                return turns;
+            }
+            anygate_runtime::yield_now().await;
+        }
+        panic!("the other task never ran");
+    });
+    let setter = rt.spawn(async move { f2.store(true, Ordering::SeqCst) });
+    run(&rt, async {
+        setter.await.unwrap();
+        assert!(spinner.await.unwrap() < 1_000_000);
+    });
+}
