@@ -142,7 +142,8 @@ http {{ access_log off; keepalive_requests 1000000; server_tokens off;
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     lines = [f"# Fixed response, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              f"`python3 bench/fixed.py --seconds {args.seconds} --rounds {args.rounds}`; one worker "
-             "each, server on CPU 0, `wrk -t1 -c64` on CPU 1, runs interleaved. Medians of the rounds.", ""]
+             "each, server on CPU 0, `wrk -t1 -c64` on CPU 1, runs interleaved. Each row is the run with "
+             "the median requests/s of its rounds. wrk does not time pipelined requests: their p99 reads 0.", ""]
     for pipelined in (False, True):
         lines += [f"## {'Pipelined, 16 requests per write' if pipelined else 'Keep-alive'}", "",
                   "| server | requests/s | p99 (µs) | server CPU per request (µs) | vs C reference CPU | non-2xx |",
