@@ -62,6 +62,33 @@ pub(crate) async fn read_until(
     .await
 }
 
+/// Waits until the socket is readable (`Data(0)`), the deadline passes or a shutdown
+/// begins, without a buffer: an idle connection holds none.
+pub(crate) async fn readable_until(
+    stream: &TcpStream,
+    timer: &mut Sleep,
+    deadline: Instant,
+    drain: &Drain,
+) -> ReadOutcome {
+    arm(timer, deadline);
+    let mut ready = std::pin::pin!(stream.readable());
+    poll_fn(|cx| {
+        if drain.is_draining() {
+            return Poll::Ready(ReadOutcome::Draining);
+        }
+        match ready.as_mut().poll(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(ReadOutcome::Data(0)),
+            Poll::Ready(Err(_)) => return Poll::Ready(ReadOutcome::Error),
+            Poll::Pending => {}
+        }
+        match Pin::new(&mut *timer).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(ReadOutcome::Timeout),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Writes all of `bufs` (in order) before the deadline; `false` on timeout or error.
 pub(crate) async fn writev_all_until(
     stream: &TcpStream,

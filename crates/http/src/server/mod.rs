@@ -20,6 +20,7 @@
 
 mod body;
 pub(crate) mod io;
+mod pool;
 mod response;
 
 use std::future::{Future, poll_fn};
@@ -42,7 +43,7 @@ use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::{self, Framing, Head, Parse, Version};
 use crate::limits::Limits;
 use crate::{date, request_id};
-use io::{ReadOutcome, read_until, writev_all_until};
+use io::{ReadOutcome, read_until, readable_until, writev_all_until};
 
 /// Initial size of a connection's input buffer; it grows (up to `max_head`) only for a
 /// larger request head.
@@ -291,7 +292,8 @@ struct Conn<'s, S: Service> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    head: Box<Head>,
+    /// Taken from the thread's pool while the connection has a request; `None` when idle.
+    head: Option<Box<Head>>,
     out: Vec<u8>,
     scratch: Vec<u8>,
     large: Option<Arc<[u8]>>,
@@ -320,11 +322,11 @@ pub async fn serve_connection<S: Service>(
         state: service.connect(),
         limits,
         drain,
-        buf: vec![0; INITIAL_BUFFER.min(limits.max_head.max(1024))],
+        buf: Vec::new(),
         start: 0,
         end: 0,
-        head: Box::default(),
-        out: Vec::with_capacity(4096),
+        head: None,
+        out: Vec::new(),
         scratch: Vec::new(),
         large: None,
         timer: time::sleep_until(time::now() + limits.idle_timeout),
@@ -338,12 +340,43 @@ pub async fn serve_connection<S: Service>(
 }
 
 impl<S: Service> Conn<'_, S> {
+    /// Takes the per-request buffers from the thread's pools (no allocation once warm).
+    fn acquire(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = pool::take_input(INITIAL_BUFFER.min(self.limits.max_head.max(1024)));
+        }
+        if self.out.capacity() == 0 {
+            self.out = pool::take_output();
+        }
+        if self.scratch.capacity() == 0 {
+            self.scratch = pool::take_output();
+        }
+        if self.head.is_none() {
+            self.head = Some(pool::take_head());
+        }
+    }
+
+    /// Gives the per-request buffers back while the connection waits for its next request.
+    fn release(&mut self) {
+        debug_assert!(self.start == self.end && self.out.is_empty());
+        pool::give_input(std::mem::take(&mut self.buf));
+        pool::give_output(std::mem::take(&mut self.out));
+        pool::give_output(std::mem::take(&mut self.scratch));
+        if let Some(head) = self.head.take() {
+            pool::give_head(head);
+        }
+        self.start = 0;
+        self.end = 0;
+    }
+
     async fn run(&mut self) {
         loop {
-            let parsed = if self.start < self.end {
-                parse::parse(&self.buf[self.start..self.end], self.limits, &mut self.head)
-            } else {
-                Parse::Partial
+            self.acquire();
+            let parsed = match self.head.as_deref_mut() {
+                Some(head) if self.start < self.end => {
+                    parse::parse(&self.buf[self.start..self.end], self.limits, head)
+                }
+                _ => Parse::Partial,
             };
             let keep_going = match parsed {
                 Parse::Complete(n) => {
@@ -388,6 +421,15 @@ impl<S: Service> Conn<'_, S> {
             return false;
         }
         let idle = self.start == self.end;
+        if idle {
+            // Nothing buffered and nothing to send: wait without holding any buffer.
+            self.release();
+            let deadline = time::now() + self.limits.idle_timeout;
+            match readable_until(&self.stream, &mut self.timer, deadline, self.drain).await {
+                ReadOutcome::Data(_) => self.acquire(),
+                _ => return false,
+            }
+        }
         let deadline = match (idle, self.head_deadline) {
             (true, _) => time::now() + self.limits.idle_timeout,
             (false, Some(d)) => d,
@@ -425,6 +467,7 @@ impl<S: Service> Conn<'_, S> {
 
     /// Answers a request that cannot be parsed, and marks the connection for closing.
     async fn reject(&mut self, kind: ErrorKind) {
+        self.acquire();
         self.linger = true;
         self.generated_id = request_id::generate();
         let date = date::now();
@@ -451,7 +494,10 @@ impl<S: Service> Conn<'_, S> {
         self.head_deadline = None;
         let head_end = self.start + n;
         let limits = self.limits;
-        let framing = self.head.framing;
+        let Some(head) = self.head.as_deref() else {
+            return false;
+        };
+        let framing = head.framing;
         if let Framing::Length(len) = framing
             && limits.max_body > 0
             && len > limits.max_body
@@ -459,7 +505,7 @@ impl<S: Service> Conn<'_, S> {
             self.reject(ErrorKind::BodyTooLarge).await;
             return false;
         }
-        let expect_continue = self.head.expect_continue && framing != Framing::None;
+        let expect_continue = head.expect_continue && framing != Framing::None;
         if expect_continue && !self.flush().await {
             return false;
         }
@@ -476,7 +522,9 @@ impl<S: Service> Conn<'_, S> {
             }
         }
         self.expecting.store(expect_continue, Ordering::Relaxed);
-        let head = &*self.head;
+        let Some(head) = self.head.as_deref() else {
+            return false;
+        };
         let id_span = head
             .request_id
             .filter(|s| request_id::is_sane(s.get(&self.buf[self.start..])));
@@ -591,6 +639,7 @@ impl<S: Service> Conn<'_, S> {
         if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
             return;
         }
+        self.acquire();
         let deadline = time::now() + LINGER_TIME;
         let mut budget = LINGER_BYTES;
         while budget > 0 {
