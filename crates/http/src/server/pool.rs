@@ -20,6 +20,7 @@ const KEEP_OUTPUT_MAX: usize = 256 * 1024;
 struct Pools {
     inputs: Vec<Vec<u8>>,
     outputs: Vec<Vec<u8>>,
+    #[allow(clippy::vec_box, reason = "the boxes move in and out whole; a Head is 2 KiB")]
     heads: Vec<Box<Head>>,
 }
 
@@ -37,7 +38,7 @@ pub(crate) fn take_input(size: usize) -> Vec<u8> {
 
 /// Gives an input buffer back.
 pub(crate) fn give_input(buf: Vec<u8>) {
-    if buf.len() <= KEEP_INPUT_MAX && buf.len() > 0 {
+    if buf.len() <= KEEP_INPUT_MAX && !buf.is_empty() {
         POOLS.with(|p| {
             let mut p = p.borrow_mut();
             if p.inputs.len() < KEEP {
