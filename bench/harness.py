@@ -345,7 +345,8 @@ def run_all(args, tmp, static, backend_port, reference):
                 try:
                     status, body = sample(port, sc["path"], upload if sc.get("upload") else None)
                     if status != 200 or (not sc.get("upload") and body != expected):
-                        skipped[name] = f"{server} answered {status} with a wrong or unexpected body"
+                        why = "the action is not in this version" if status == 501 else "a wrong status or body"
+                        skipped[name] = f"{server} answered {status} to the sample request ({why})"
                         break
                     if sc.get("idle"):
                         per_conn = idle_connections(port, srv.pids(), sc["idle"])
@@ -410,7 +411,7 @@ def write_report(args, info, scenarios, results, skipped):
         for peer in [s for s in sc["servers"] if s != "anygate"]:
             p = med[peer]
             ratios.append(f"vs {peer}: requests/s {a['rps'] / p['rps']:.2f}×, CPU/request "
-                          f"{a['cpu_us'] / p['cpu_us']:.2f}×" + (f", p99 {a['p99'] / p['p99']:.2f}×" if p["p99"] else ""))
+                          f"{a['cpu_us'] / p['cpu_us']:.2f}×" + (f", p99 {a['p99'] / p['p99']:.2f}×" if p["p99"] and a["p99"] else ""))
         lines += ["", "AnyGate " + "; ".join(ratios) + ".", ""]
     out_dir = os.path.join(BENCH, "reports")
     os.makedirs(out_dir, exist_ok=True)
