@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use anygate_router::status::edit_distance;
+
 use crate::codes;
 use crate::node::{Kind, Node};
 use crate::source::{Diagnostic, Span};
@@ -108,20 +110,4 @@ impl<'n> Fields<'n> {
             diags.push(d);
         }
     }
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

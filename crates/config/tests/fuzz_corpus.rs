@@ -4,17 +4,15 @@
 #[path = "../../../fuzz/config_targets.rs"]
 mod config_targets;
 
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
+
 #[test]
 fn config_load_corpus() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/config_load");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            config_targets::config_load(&std::fs::read(&path).unwrap());
-            n += 1;
-        }
-    }
-    assert!(n >= 6, "the seeds are missing from {}", dir.display());
+    replay::replay(
+        env!("CARGO_MANIFEST_DIR"),
+        "config_load",
+        6,
+        config_targets::config_load,
+    );
 }

@@ -20,7 +20,10 @@ const KEEP_OUTPUT_MAX: usize = 256 * 1024;
 struct Pools {
     inputs: Vec<Vec<u8>>,
     outputs: Vec<Vec<u8>>,
-    #[allow(clippy::vec_box, reason = "the boxes move in and out whole; a Head is 2 KiB")]
+    #[allow(
+        clippy::vec_box,
+        reason = "the boxes move in and out whole; a Head is 2 KiB"
+    )]
     heads: Vec<Box<Head>>,
 }
 
