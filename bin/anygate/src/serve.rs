@@ -10,6 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,11 +144,26 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish (at most `server.shutdown_timeout`),
     /// then stops the workers. `true` when every connection closed in time.
     pub fn shutdown(self) -> bool {
+        self.shutdown_unless(None)
+    }
+
+    /// Like [`Server::shutdown`], cut short by another signal from `signals` (a second
+    /// Ctrl-C stops at once).
+    fn shutdown_unless(self, signals: Option<&Signals>) -> bool {
         self.drain.start(self.rt.handle());
         let drained = self.rt.block_on(async {
-            time::timeout(self.shutdown_timeout, self.drain.closed())
-                .await
-                .is_ok()
+            let closed = pin!(self.drain.closed());
+            let again = pin!(async {
+                match signals {
+                    Some(s) => {
+                        let _ = s.recv().await;
+                        log("second signal: stopping now");
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            });
+            let first = select(closed, again);
+            matches!(time::timeout(self.shutdown_timeout, first).await, Ok(true))
         });
         self.rt.shutdown();
         drained
@@ -156,14 +172,14 @@ impl Server {
     /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP`. `ready` runs once the
     /// signals are taken over (before that, a `SIGHUP` would kill the process), so that
     /// announcing readiness there is safe.
-    fn run_signals(&self, path: &Path, ready: impl FnOnce()) -> io::Result<()> {
+    fn run_signals(&self, path: &Path, ready: impl FnOnce()) -> io::Result<Signals> {
         self.rt.block_on(async {
             let signals = Signals::new(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])?;
             ready();
             loop {
                 match signals.recv().await? {
                     Signal::Hangup => self.reload_from(path),
-                    Signal::Terminate | Signal::Interrupt => return Ok(()),
+                    Signal::Terminate | Signal::Interrupt => return Ok(signals),
                 }
             }
         })
@@ -195,6 +211,20 @@ impl Server {
             }
         }
     }
+}
+
+/// Completes with `true` when `a` does, `false` when `b` does first.
+async fn select(
+    mut a: std::pin::Pin<&mut impl Future<Output = ()>>,
+    mut b: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(true);
+        }
+        b.as_mut().poll(cx).map(|()| false)
+    })
+    .await
 }
 
 fn log(message: &str) {
@@ -240,17 +270,17 @@ pub fn run(path: &Path) -> ExitCode {
         }
     });
     log("shutting down");
-    let drained = server.shutdown();
+    let drained = server.shutdown_unless(result.as_ref().ok());
     match result {
         Err(e) => {
             log(&format!("signal handling failed: {e}"));
             ExitCode::from(1)
         }
-        Ok(()) if drained => {
+        Ok(_) if drained => {
             log("stopped");
             ExitCode::SUCCESS
         }
-        Ok(()) => {
+        Ok(_) => {
             log("stopped; connections still open at the deadline were closed");
             ExitCode::SUCCESS
         }

@@ -102,3 +102,22 @@ fn sigterm_lets_requests_in_flight_finish() {
     assert!(status.success(), "{status:?}");
     gw.wait_line("stopped");
 }
+
+#[test]
+fn a_second_signal_during_the_drain_stops_at_once() {
+    let mut gw = Gateway::start(
+        "server: {listen: \"127.0.0.1:0\", shutdown_timeout: 10m}\nroutes: {\"/e\": \"*\"}\n",
+    );
+    // A request that will never finish: its body does not come.
+    let mut stuck = Reader::new(connect(gw.addr));
+    stuck
+        .send(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(stuck.response(false).unwrap().status, 100);
+    gw.signal("TERM");
+    gw.wait_line("shutting down");
+    gw.signal("INT");
+    gw.wait_line("second signal");
+    // Well before the 10 minutes of `shutdown_timeout`.
+    let status = gw.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

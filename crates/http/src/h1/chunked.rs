@@ -20,8 +20,9 @@ pub struct ChunkError;
 enum State {
     /// Reading hex digits; `digits` so far.
     Size { digits: u8 },
-    /// Whitespace after the size: only more whitespace, `;` or CR may follow.
-    SizeWs,
+    /// Whitespace after the size (`len` bytes of it): only more whitespace, `;` or CR may
+    /// follow.
+    SizeWs { len: usize },
     /// After `;`: extension bytes until CR.
     Extension { len: usize },
     /// Expecting the LF of the size line.
@@ -100,14 +101,15 @@ impl ChunkedDecoder {
                     }
                     None if digits == 0 => return Err(ChunkError),
                     None if b == b';' => self.state = State::Extension { len: 1 },
-                    None if b == b' ' || b == b'\t' => self.state = State::SizeWs,
+                    None if b == b' ' || b == b'\t' => self.state = State::SizeWs { len: 1 },
                     None if b == b'\r' => self.state = State::SizeLf,
                     None => return Err(ChunkError),
                 },
                 // `5 6` or `5 junk` must not read as size 5: after whitespace (BWS) only an
                 // extension or the end of the line.
-                State::SizeWs => match b {
-                    b' ' | b'\t' => {}
+                State::SizeWs { len } => match b {
+                    _ if len >= MAX_EXTENSION => return Err(ChunkError),
+                    b' ' | b'\t' => self.state = State::SizeWs { len: len + 1 },
                     b';' => self.state = State::Extension { len: 1 },
                     b'\r' => self.state = State::SizeLf,
                     _ => return Err(ChunkError),
@@ -117,7 +119,10 @@ impl ChunkedDecoder {
                 State::Extension { len } => match b {
                     b'\r' => self.state = State::SizeLf,
                     _ if len >= MAX_EXTENSION => return Err(ChunkError),
-                    b' ' | b'\t' | 0x21..=0x7e => self.state = State::Extension { len: len + 1 },
+                    // Visible ASCII, whitespace, and obs-text (allowed in quoted strings).
+                    b' ' | b'\t' | 0x21..=0x7e | 0x80..=0xff => {
+                        self.state = State::Extension { len: len + 1 };
+                    }
                     _ => return Err(ChunkError),
                 },
                 State::SizeLf => {

@@ -36,6 +36,8 @@ pub struct Body<'c> {
     pub(crate) failed: Option<ErrorKind>,
     /// Reads done for this body, to yield to other tasks now and then.
     pub(crate) fills: u32,
+    /// Bytes read from the socket for this body (framing included).
+    pub(crate) wire: u64,
 }
 
 impl Body<'_> {
@@ -69,6 +71,8 @@ impl Body<'_> {
             return Err(e);
         }
         if self.is_done() {
+            // The whole body came without our `100 Continue`: the client did not wait.
+            self.expecting.store(false, Ordering::Relaxed);
             return Ok(None);
         }
         loop {
@@ -122,9 +126,11 @@ impl Body<'_> {
         {
             return Ok(false);
         }
-        let start = self.received;
+        // Bounded by data and by bytes on the wire: chunk framing (extensions) must not
+        // make a small body cost unbounded reading.
+        let (start, wire) = (self.received, self.wire);
         while self.chunk().await?.is_some() {
-            if self.received - start > limit {
+            if self.received - start > limit || self.wire - wire > 2 * limit + 64 * 1024 {
                 return Ok(false);
             }
         }
@@ -184,6 +190,7 @@ impl Body<'_> {
         {
             ReadOutcome::Data(n) => {
                 self.end = n;
+                self.wire += n as u64;
                 Ok(())
             }
             ReadOutcome::Timeout => Err(self.fail(ErrorKind::BodyTimeout)),

@@ -89,6 +89,20 @@ pub(crate) async fn readable_until(
     .await
 }
 
+/// One read that does not wait: `Some(n)` (0 at the end of the stream or on an error), or
+/// `None` when it would block (the socket's readiness is then cleared).
+pub(crate) async fn try_read(stream: &TcpStream, buf: &mut [u8]) -> Option<usize> {
+    poll_fn(|cx| {
+        Poll::Ready(match stream.poll_read(cx, buf) {
+            Poll::Ready(Ok(n)) => Some(n),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => None,
+            Poll::Ready(Err(_)) => Some(0),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// Writes all of `bufs` (in order) before the deadline; `false` on timeout or error.
 pub(crate) async fn writev_all_until(
     stream: &TcpStream,

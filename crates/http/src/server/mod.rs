@@ -43,7 +43,7 @@ use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::{self, Framing, Head, Parse, Version};
 use crate::limits::Limits;
 use crate::{date, request_id};
-use io::{ReadOutcome, read_until, readable_until, writev_all_until};
+use io::{ReadOutcome, read_until, readable_until, try_read, writev_all_until};
 
 /// Initial size of a connection's input buffer; it grows (up to `max_head`) only for a
 /// larger request head.
@@ -358,7 +358,6 @@ impl<S: Service> Conn<'_, S> {
 
     /// Gives the per-request buffers back while the connection waits for its next request.
     fn release(&mut self) {
-        debug_assert!(self.start == self.end && self.out.is_empty());
         pool::give_input(std::mem::take(&mut self.buf));
         pool::give_output(std::mem::take(&mut self.out));
         pool::give_output(std::mem::take(&mut self.scratch));
@@ -367,6 +366,14 @@ impl<S: Service> Conn<'_, S> {
         }
         self.start = 0;
         self.end = 0;
+    }
+
+    /// Returns every buffer to the pools (the connection is closing).
+    fn give_back(&mut self) {
+        self.out.clear();
+        self.start = 0;
+        self.end = 0;
+        self.release();
     }
 
     async fn run(&mut self) {
@@ -397,6 +404,7 @@ impl<S: Service> Conn<'_, S> {
                 if self.flush().await && self.linger {
                     self.linger().await;
                 }
+                self.give_back();
                 return;
             }
         }
@@ -422,12 +430,25 @@ impl<S: Service> Conn<'_, S> {
         }
         let idle = self.start == self.end;
         if idle {
-            // Nothing buffered and nothing to send: wait without holding any buffer.
-            self.release();
+            // Nothing buffered and nothing to send: wait without holding any buffer. A
+            // readiness can be stale (the last read filled its buffer exactly), so a read
+            // that would block sends the connection back to waiting, buffers released.
             let deadline = time::now() + self.limits.idle_timeout;
-            match readable_until(&self.stream, &mut self.timer, deadline, self.drain).await {
-                ReadOutcome::Data(_) => self.acquire(),
-                _ => return false,
+            loop {
+                self.release();
+                match readable_until(&self.stream, &mut self.timer, deadline, self.drain).await {
+                    ReadOutcome::Data(_) => self.acquire(),
+                    _ => return false,
+                }
+                match try_read(&self.stream, &mut self.buf).await {
+                    Some(0) => return false,
+                    Some(n) => {
+                        self.end = n;
+                        self.head_deadline = Some(time::now() + self.limits.head_timeout);
+                        return true;
+                    }
+                    None => {}
+                }
             }
         }
         let deadline = match (idle, self.head_deadline) {
@@ -492,6 +513,7 @@ impl<S: Service> Conn<'_, S> {
     /// the connection should close afterwards.
     async fn request(&mut self, n: usize) -> bool {
         self.head_deadline = None;
+        self.linger = false;
         let head_end = self.start + n;
         let limits = self.limits;
         let Some(head) = self.head.as_deref() else {
@@ -564,6 +586,7 @@ impl<S: Service> Conn<'_, S> {
             done: false,
             failed: None,
             fills: 0,
+            wire: 0,
         };
         let out_before = self.out.len();
         let mut res = Response {
@@ -620,10 +643,15 @@ impl<S: Service> Conn<'_, S> {
             close = true;
             self.linger = true;
         }
+        let unread_body = !body.is_done();
         let (body_start, body_end) = (body.start, body.end);
         self.start = head_end + body_start;
         self.end = head_end + body_end;
         if close {
+            // Input may still be on its way: close without resetting the response.
+            if unread_body || self.start < self.end || self.expecting.load(Ordering::Relaxed) {
+                self.linger = true;
+            }
             return false;
         }
         if self.large.is_some() || self.out.len() >= FLUSH_AT {

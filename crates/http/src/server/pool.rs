@@ -10,11 +10,12 @@ use std::cell::RefCell;
 use crate::h1::parse::Head;
 
 /// Most free entries kept per pool and thread.
-const KEEP: usize = 256;
+const KEEP: usize = 128;
 /// Input buffers larger than this (grown for a large head) are freed, not kept.
 const KEEP_INPUT_MAX: usize = 32 * 1024;
-/// Output buffers larger than this are freed, not kept.
-const KEEP_OUTPUT_MAX: usize = 256 * 1024;
+/// Output buffers larger than this are freed, not kept (a pool then holds at most
+/// 128 × 64 KiB per thread).
+const KEEP_OUTPUT_MAX: usize = 64 * 1024;
 
 #[derive(Default)]
 struct Pools {

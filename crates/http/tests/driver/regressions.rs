@@ -109,3 +109,49 @@ fn regression_a_503_is_delivered_even_when_the_client_sends_a_request() {
         );
     }
 }
+
+#[test]
+fn regression_closing_with_unread_input_lingers_so_the_response_survives() {
+    let s = server(Limits::default());
+    for _ in 0..5 {
+        let mut r = Reader::new(connect(s.addr));
+        let mut w = r.stream.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 1000000\r\n\r\n");
+            let _ = w.write_all(&vec![b'x'; 1_000_000]);
+        });
+        let resp = r.response(false).expect("the response, not a reset");
+        assert_eq!((resp.status, resp.body_str().as_str()), (200, "ok"));
+        writer.join().unwrap();
+    }
+}
+
+#[test]
+fn regression_whitespace_after_a_chunk_size_is_bounded() {
+    let s = server(Limits::default());
+    let raw = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1{}\r\nx\r\n0\r\n\r\n",
+        " ".repeat(5000)
+    );
+    let resp = one(s.addr, raw.as_bytes());
+    assert_eq!(resp.status, 400);
+    assert!(resp.body_str().contains("AG-HTTP-4002"));
+    // obs-text inside a quoted extension value is allowed.
+    let raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"\xe9\"\r\nx\r\n0\r\n\r\n";
+    assert_eq!(one(s.addr, raw).body_str(), "x");
+}
+
+#[test]
+fn regression_expect_with_the_body_already_sent_keeps_the_connection() {
+    let s = server(Limits::default());
+    let mut r = Reader::new(connect(s.addr));
+    r.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
+    );
+    let resp = r.response(false).unwrap();
+    assert_eq!(resp.body_str(), "hi");
+    assert!(resp.header("connection").is_none(), "{resp:?}");
+    r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.response(false).unwrap().body_str(), "ok");
+}

@@ -119,21 +119,22 @@ fn reset_moves_a_pending_sleep_and_rearms_a_fired_one() {
         spawn(async {
             let t0 = Instant::now();
             let mut s = sleep(Duration::from_secs(3600));
-            // Register, then pull the deadline in.
+            // Register, then pull the deadline in. Deadlines are measured against the
+            // worker's cached clock, which may lag the real one: the guarantee is "never
+            // before the deadline", so that is what is checked (regression: this test used
+            // to measure 20 ms from `Instant::now()` and failed when the cache lagged).
             let _ = poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut s).poll(cx))).await;
-            s.reset(time::now() + Duration::from_millis(20));
+            let deadline = time::now() + Duration::from_millis(20);
+            s.reset(deadline);
             (&mut s).await;
-            assert!(t0.elapsed() >= Duration::from_millis(20));
+            assert!(Instant::now() >= deadline, "woke before the deadline");
             assert!(t0.elapsed() < Duration::from_secs(3600));
             // A fired sleep re-arms in place.
-            let t1 = Instant::now();
-            s.reset(time::now() + Duration::from_millis(15));
+            let deadline = time::now() + Duration::from_millis(15);
+            s.reset(deadline);
             assert!(!s.is_elapsed());
             (&mut s).await;
-            assert!(
-                t1.elapsed() >= Duration::from_millis(14),
-                "re-armed sleep woke early"
-            );
+            assert!(Instant::now() >= deadline, "re-armed sleep woke early");
         })
         .await
         .unwrap();
