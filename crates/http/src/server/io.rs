@@ -26,8 +26,26 @@ pub(crate) enum ReadOutcome {
     Error,
 }
 
+/// Makes `timer` fire no later than `deadline`. A timer already set earlier is left alone
+/// (lazy re-arming): a keep-alive connection pushes its idle deadline forward on every
+/// request, and moving the timer each time would cost a wheel removal and insertion per
+/// request. [`expired`] re-arms when an early timer fires.
 fn arm(timer: &mut Sleep, deadline: Instant) {
-    if timer.deadline() != deadline {
+    if timer.deadline() > deadline || timer.is_elapsed() {
+        timer.reset(deadline);
+    }
+}
+
+/// Polls `timer` for `deadline`: ready only once the deadline itself has passed (a timer
+/// left at an earlier deadline by [`arm`] is moved to the real one when it fires).
+fn expired(timer: &mut Sleep, deadline: Instant, cx: &mut std::task::Context<'_>) -> bool {
+    loop {
+        if Pin::new(&mut *timer).poll(cx).is_pending() {
+            return false;
+        }
+        if anygate_runtime::time::now() >= deadline || timer.deadline() >= deadline {
+            return true;
+        }
         timer.reset(deadline);
     }
 }
@@ -54,9 +72,10 @@ pub(crate) async fn read_until(
                 Poll::Pending => break,
             }
         }
-        match Pin::new(&mut *timer).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(ReadOutcome::Timeout),
-            Poll::Pending => Poll::Pending,
+        if expired(timer, deadline, cx) {
+            Poll::Ready(ReadOutcome::Timeout)
+        } else {
+            Poll::Pending
         }
     })
     .await
@@ -81,9 +100,10 @@ pub(crate) async fn readable_until(
             Poll::Ready(Err(_)) => return Poll::Ready(ReadOutcome::Error),
             Poll::Pending => {}
         }
-        match Pin::new(&mut *timer).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(ReadOutcome::Timeout),
-            Poll::Pending => Poll::Pending,
+        if expired(timer, deadline, cx) {
+            Poll::Ready(ReadOutcome::Timeout)
+        } else {
+            Poll::Pending
         }
     })
     .await
@@ -133,9 +153,10 @@ pub(crate) async fn writev_all_until(
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(false),
                 Poll::Pending => {
-                    return match Pin::new(&mut *timer).poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(false),
-                        Poll::Pending => Poll::Pending,
+                    return if expired(timer, deadline, cx) {
+                        Poll::Ready(false)
+                    } else {
+                        Poll::Pending
                     };
                 }
             }
