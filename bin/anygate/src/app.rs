@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anygate_actions::{Echo, Fixed};
+use anygate_actions::{Echo, Fixed, Static, StaticOptions};
 use anygate_config::Config;
 use anygate_http::{Body, ErrorKind, Request, Response, Service};
 use anygate_router::dsl::Action;
@@ -17,7 +17,8 @@ use arc_swap::ArcSwap;
 enum RouteAction {
     Fixed(Fixed),
     Echo(Echo),
-    /// Static files and the proxy are not in this build yet: 501.
+    Static(Box<Static>),
+    /// The proxy is not in this build yet: 501.
     Unavailable,
 }
 
@@ -46,6 +47,14 @@ impl App {
                 action: match &r.action {
                     Action::Fixed(f) => RouteAction::Fixed(Fixed::new(f)),
                     Action::Echo(status) => RouteAction::Echo(Echo::new(*status, echo_body)),
+                    Action::Static(_) => match &r.static_root {
+                        Some(root) => RouteAction::Static(Box::new(Static::new(
+                            root,
+                            static_options(&r.static_settings, r.spa, &config.static_settings),
+                            &r.label(),
+                        ))),
+                        None => RouteAction::Unavailable,
+                    },
                     _ => RouteAction::Unavailable,
                 },
                 label: r.label().into(),
@@ -57,12 +66,20 @@ impl App {
         }
     }
 
-    /// Rules whose action answers 501 in this build (static, proxy).
-    pub fn unavailable_rules(&self) -> impl Iterator<Item = &str> {
+    /// What the operator should know about this configuration: rules that answer 501 in
+    /// this build (proxy), static manifests that could not be read.
+    pub fn notices(&self) -> Vec<String> {
         self.entries
             .iter()
-            .filter(|e| matches!(e.action, RouteAction::Unavailable))
-            .map(|e| &*e.label)
+            .filter_map(|e| match &e.action {
+                RouteAction::Unavailable => Some(format!(
+                    "rule `{}`: the proxy action is not in this version; it answers 501",
+                    e.label
+                )),
+                RouteAction::Static(s) => s.warning().map(|w| format!("rule `{}`: {w}", e.label)),
+                _ => None,
+            })
+            .collect()
     }
 
     async fn handle(
@@ -92,6 +109,10 @@ impl App {
                         )
                         .await;
                     }
+                    RouteAction::Static(s) => {
+                        let rest = m.params.splat().unwrap_or_default();
+                        s.respond(req, &path, rest, res, body_buf);
+                    }
                     RouteAction::Unavailable => {
                         res.error(ErrorKind::NotImplemented, Some(&entry.label), b"");
                     }
@@ -103,6 +124,28 @@ impl App {
             }
             Lookup::NotFound => res.error(ErrorKind::NotFound, None, b""),
         }
+    }
+}
+
+/// The static action's options for a rule: its settings, with the memory bound taken from
+/// the top level (the cache is shared by every rule of a worker).
+fn static_options(
+    s: &anygate_config::StaticSettings,
+    spa: bool,
+    top: &anygate_config::StaticSettings,
+) -> StaticOptions {
+    StaticOptions {
+        index: s.index.clone(),
+        spa,
+        listing: s.listing,
+        cache_html: s.cache.html.clone(),
+        cache_fingerprinted: s.cache.fingerprinted.clone(),
+        cache_default: s.cache.default.clone(),
+        compress: s.compress,
+        compress_min: s.compress_min,
+        memory_file_max: s.memory_file_max,
+        memory_total_max: top.memory_total_max,
+        revalidate: s.revalidate,
     }
 }
 

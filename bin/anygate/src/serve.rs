@@ -257,10 +257,8 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     let result = server.run_signals(path, || {
-        for label in server.live().current().unavailable_rules() {
-            log(&format!(
-                "rule `{label}`: static and proxy actions are not in this version; it answers 501"
-            ));
+        for notice in server.live().current().notices() {
+            log(&notice);
         }
         for addr in server.addrs() {
             log(&format!(

@@ -4,9 +4,10 @@
 //!   copies bytes (or, for a large body, hands a shared buffer to `writev`) and allocates
 //!   nothing.
 //! - [`Echo`]: a JSON description of the request, the body cut at a configured size.
+//! - [`Static`]: files from a directory, for sites and SPAs (see [`static_files`]).
 //!
-//! Static files and the reverse proxy come with their own issues; until then a rule using
-//! them answers 501 (`AG-ACT-5010`).
+//! The reverse proxy comes with its own issue; until then a rule using it answers 501
+//! (`AG-ACT-5010`).
 //!
 //! Dispatch is an enum match in the server's wiring, not a trait object: the hot path knows
 //! every action.
@@ -17,6 +18,8 @@
 
 mod echo;
 mod fixed;
+pub mod static_files;
 
 pub use echo::Echo;
 pub use fixed::Fixed;
+pub use static_files::{Static, StaticOptions};

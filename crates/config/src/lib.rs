@@ -55,8 +55,8 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    Listen, ProxySettings, Route, Server, ServerLimits, ServerTimeouts, StaticSettings, Target,
-    Timeouts, Upstream, Workers,
+    CacheControl, Listen, ProxySettings, Route, Server, ServerLimits, ServerTimeouts,
+    StaticSettings, Target, Timeouts, Upstream, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};

@@ -111,6 +111,22 @@ pub struct StaticSettings {
     pub spa: Option<bool>,
     /// Directory listings (default off).
     pub listing: bool,
+    /// `static.cache`: the `Cache-Control` value per kind of file.
+    pub cache: CacheControl,
+    /// `static.compress`: compress compressible files on the fly when no precompressed
+    /// sibling exists (default off).
+    pub compress: bool,
+    /// `static.compress_min`: smaller files are not compressed on the fly (default 1 KiB).
+    pub compress_min: u64,
+    /// `static.memory_file_max`: files up to this size are kept in memory (default 64 KiB;
+    /// 0 turns the memory cache off). On-the-fly compression applies up to this size too.
+    pub memory_file_max: u64,
+    /// `static.memory_total_max`: the memory cache's bound, per worker (default 64 MiB; top
+    /// level only).
+    pub memory_total_max: u64,
+    /// `static.revalidate`: how long file metadata (and cached content) is trusted before
+    /// the file is checked again (default 1 s).
+    pub revalidate: Duration,
 }
 
 impl Default for StaticSettings {
@@ -119,6 +135,34 @@ impl Default for StaticSettings {
             index: vec!["index.html".to_owned()],
             spa: None,
             listing: false,
+            cache: CacheControl::default(),
+            compress: false,
+            compress_min: 1024,
+            memory_file_max: 64 << 10,
+            memory_total_max: 64 << 20,
+            revalidate: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `static.cache`: `Cache-Control` values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheControl {
+    /// For HTML (default `no-cache`: always revalidated, so a deploy shows at once).
+    pub html: String,
+    /// For fingerprinted assets such as `app.3f9a1c.js` (default
+    /// `public, max-age=31536000, immutable`).
+    pub fingerprinted: String,
+    /// For every other file (default `public, max-age=3600`).
+    pub default: String,
+}
+
+impl Default for CacheControl {
+    fn default() -> Self {
+        Self {
+            html: "no-cache".to_owned(),
+            fingerprinted: "public, max-age=31536000, immutable".to_owned(),
+            default: "public, max-age=3600".to_owned(),
         }
     }
 }
@@ -237,7 +281,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     let mut f = Fields::new(d.diags, root, "the configuration");
     let server = d.server(f.take("server"));
     let static_settings =
-        Arc::new(d.static_settings(f.take("static"), "static", &StaticSettings::default()));
+        Arc::new(d.static_settings(f.take("static"), "static", &StaticSettings::default(), true));
     let proxy_node = f.take("proxy");
     let proxy = Arc::new(d.proxy_settings(proxy_node, true, &ProxySettings::default()));
     let upstreams = d.upstreams(proxy_node);
@@ -537,6 +581,7 @@ impl Decoder<'_> {
         node: Option<&Node>,
         section: &str,
         parent: &StaticSettings,
+        top_level: bool,
     ) -> StaticSettings {
         let mut s = parent.clone();
         let Some(node) = node else {
@@ -571,8 +616,105 @@ impl Decoder<'_> {
                 .bool(n, &format!("{section}.listing"))
                 .unwrap_or(s.listing);
         }
-        f.finish(self.diags, &["index", "spa", "listing"]);
+        if let Some(n) = f.take("cache") {
+            let sub = format!("{section}.cache");
+            let mut c = Fields::new(self.diags, n, &sub);
+            for (key, slot) in [
+                ("html", &mut s.cache.html),
+                ("fingerprinted", &mut s.cache.fingerprinted),
+                ("default", &mut s.cache.default),
+            ] {
+                let Some(n) = c.take(key) else { continue };
+                let Some(v) = self.string(n, &format!("{sub}.{key}")) else {
+                    continue;
+                };
+                if v.bytes()
+                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+                {
+                    *slot = v.trim().to_owned();
+                } else {
+                    self.value_error(
+                        n.span,
+                        format!("`{sub}.{key}` must be printable ASCII (a header value)"),
+                    );
+                }
+            }
+            c.finish(self.diags, &["html", "fingerprinted", "default"]);
+        }
+        if let Some(n) = f.take("compress") {
+            s.compress = self
+                .bool(n, &format!("{section}.compress"))
+                .unwrap_or(s.compress);
+        }
+        for (key, slot, max) in [
+            ("compress_min", &mut s.compress_min, 1u64 << 30),
+            ("memory_file_max", &mut s.memory_file_max, 1 << 30),
+        ] {
+            if let Some(n) = f.take(key)
+                && let Some(v) = self.size(n, &format!("{section}.{key}"), 0, max)
+            {
+                *slot = v;
+            }
+        }
+        if let Some((k, n)) = f.take_entry("memory_total_max") {
+            if top_level {
+                if let Some(v) = self.size(n, &format!("{section}.memory_total_max"), 0, 1 << 40) {
+                    s.memory_total_max = v;
+                }
+            } else {
+                self.value_error(
+                    k.span,
+                    "`static.memory_total_max` can only be set at the top level (the cache is shared by every rule)",
+                );
+            }
+        }
+        if let Some(n) = f.take("revalidate") {
+            let what = format!("{section}.revalidate");
+            if let Some(d) = self.duration(n, &what) {
+                s.revalidate = d;
+            }
+        }
+        f.finish(
+            self.diags,
+            &[
+                "index",
+                "spa",
+                "listing",
+                "cache",
+                "compress",
+                "compress_min",
+                "memory_file_max",
+                "memory_total_max",
+                "revalidate",
+            ],
+        );
         s
+    }
+
+    /// A size: a number of bytes or a string such as `64KiB`, within `min..=max`.
+    fn size(&mut self, n: &Node, what: &str, min: u64, max: u64) -> Option<u64> {
+        let value = match &n.kind {
+            Kind::Int(i) => u64::try_from(*i).map_err(|_| format!("`{what}` cannot be negative")),
+            Kind::Str(s) => crate::size::parse(s),
+            _ => {
+                self.type_error(n, what, "a number or a size such as `64KiB`");
+                return None;
+            }
+        };
+        match value {
+            Ok(v) if (min..=max).contains(&v) => Some(v),
+            Ok(v) => {
+                self.value_error(
+                    n.span,
+                    format!("`{what}` must be from {min} to {max}, found {v}"),
+                );
+                None
+            }
+            Err(e) => {
+                self.value_error(n.span, e);
+                None
+            }
+        }
     }
 
     fn proxy_settings(
@@ -708,9 +850,12 @@ impl Decoder<'_> {
                 }
             }
             let static_settings = match f.take("static") {
-                Some(n) => {
-                    Arc::new(self.static_settings(Some(n), "static", &parent.static_settings))
-                }
+                Some(n) => Arc::new(self.static_settings(
+                    Some(n),
+                    "static",
+                    &parent.static_settings,
+                    false,
+                )),
                 None => parent.static_settings.clone(),
             };
             let proxy = match f.take("proxy") {

@@ -56,6 +56,50 @@ pub fn format(secs: u64) -> [u8; LEN] {
     out
 }
 
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into seconds since the Unix
+/// epoch. The obsolete RFC 850 and asctime forms, and anything malformed, give `None`: a
+/// conditional header that cannot be read is ignored (RFC 9110 §13.1.3).
+pub fn parse(text: &[u8]) -> Option<u64> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let t: &[u8; LEN] = text.try_into().ok()?;
+    if &t[3..5] != b", " || t[7] != b' ' || t[11] != b' ' || t[16] != b' ' {
+        return None;
+    }
+    if t[19] != b':' || t[22] != b':' || &t[25..] != b" GMT" {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        t[r].iter().try_fold(0u64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+        })
+    };
+    let day = num(5..7)?;
+    let month = MONTHS.iter().position(|m| m[..] == t[8..11])? as u32 + 1;
+    let year = num(12..16)?;
+    let (h, mi, sec) = (num(17..19)?, num(20..22)?, num(23..25)?);
+    if !(1..=31).contains(&day) || year < 1970 || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let days = days_from_civil(year as i64, month, day as u32);
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
+/// (year, month, day) to days since 1970-01-01, H. Hinnant's algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn two(out: &mut [u8], n: u64) {
     out[0] = b'0' + (n / 10 % 10) as u8;
     out[1] = b'0' + (n % 10) as u8;
@@ -86,6 +130,25 @@ mod tests {
         assert_eq!(&format(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(&format(1_795_392_000), b"Mon, 23 Nov 2026 00:00:00 GMT");
         assert_eq!(&format(4_102_444_799), b"Thu, 31 Dec 2099 23:59:59 GMT");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_refuses_the_rest() {
+        for secs in [0, 784_111_777, 951_782_400, 1_795_392_000, 4_102_444_799] {
+            assert_eq!(parse(&format(secs)), Some(secs));
+        }
+        for bad in [
+            &b"Sunday, 06-Nov-94 08:49:37 GMT"[..],
+            b"Sun Nov  6 08:49:37 1994",
+            b"Sun, 06 Nov 1994 08:49:37 UTC",
+            b"Sun, 06 Foo 1994 08:49:37 GMT",
+            b"Sun, 36 Nov 1994 08:49:37 GMT",
+            b"Sun, 06 Nov 1994 25:49:37 GMT",
+            b"Sun, 0x Nov 1994 08:49:37 GMT",
+            b"",
+        ] {
+            assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

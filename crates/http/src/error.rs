@@ -34,6 +34,15 @@ pub enum ErrorKind {
     UriTooLong,
     /// The head is larger than `server.limits.max_head`, or has too many header fields.
     HeadersTooLarge,
+    /// A static path that tries to leave the root (`..` after decoding, an encoded slash,
+    /// a backslash, NUL, a symlink pointing outside).
+    Forbidden,
+    /// No file for this static path.
+    FileNotFound,
+    /// No range of the `Range` header overlaps the file.
+    RangeNotSatisfiable,
+    /// A static file exists but could not be read.
+    FileError,
     /// A handler failed (panicked).
     Internal,
     /// The rule's action is not available in this build.
@@ -54,13 +63,15 @@ impl ErrorKind {
             | Self::BadPath
             | Self::BadHost
             | Self::IncompleteBody => 400,
-            Self::NotFound => 404,
+            Self::Forbidden => 403,
+            Self::NotFound | Self::FileNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::HeadTimeout | Self::BodyTimeout => 408,
             Self::BodyTooLarge => 413,
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
-            Self::Internal => 500,
+            Self::RangeNotSatisfiable => 416,
+            Self::Internal | Self::FileError => 500,
             Self::NotImplemented => 501,
             Self::Overloaded => 503,
             Self::VersionNotSupported => 505,
@@ -76,6 +87,10 @@ impl ErrorKind {
             Self::BadPath => "AG-HTTP-4003",
             Self::BadHost => "AG-HTTP-4004",
             Self::IncompleteBody => "AG-HTTP-4005",
+            Self::Forbidden => "AG-STA-4030",
+            Self::FileNotFound => "AG-STA-4040",
+            Self::RangeNotSatisfiable => "AG-STA-4160",
+            Self::FileError => "AG-STA-5000",
             Self::NotFound => "AG-RTE-4040",
             Self::MethodNotAllowed => "AG-RTE-4050",
             Self::HeadTimeout => "AG-HTTP-4080",
@@ -99,6 +114,10 @@ impl ErrorKind {
             Self::BadPath => "invalid request path",
             Self::BadHost => "an HTTP/1.1 request needs exactly one Host header",
             Self::IncompleteBody => "the request body ended early",
+            Self::Forbidden => "this path is not allowed",
+            Self::FileNotFound => "no such file",
+            Self::RangeNotSatisfiable => "no requested range overlaps the file",
+            Self::FileError => "the file could not be read",
             Self::NotFound => "no route for this path",
             Self::MethodNotAllowed => "method not allowed for this path",
             Self::HeadTimeout => "the request head took too long",
@@ -117,11 +136,13 @@ impl ErrorKind {
     pub fn reason(self) -> &'static str {
         match self.status() {
             400 => "Bad Request",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
             413 => "Content Too Large",
             414 => "URI Too Long",
+            416 => "Range Not Satisfiable",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             501 => "Not Implemented",
@@ -135,12 +156,19 @@ impl ErrorKind {
     pub fn closes(self) -> bool {
         !matches!(
             self,
-            Self::NotFound | Self::MethodNotAllowed | Self::BadPath | Self::NotImplemented
+            Self::NotFound
+                | Self::MethodNotAllowed
+                | Self::BadPath
+                | Self::NotImplemented
+                | Self::Forbidden
+                | Self::FileNotFound
+                | Self::RangeNotSatisfiable
+                | Self::FileError
         )
     }
 
     /// Every kind, for tests and docs.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 21] = [
         Self::BadRequest,
         Self::BadFraming,
         Self::BadChunk,
@@ -154,6 +182,10 @@ impl ErrorKind {
         Self::BodyTooLarge,
         Self::UriTooLong,
         Self::HeadersTooLarge,
+        Self::Forbidden,
+        Self::FileNotFound,
+        Self::RangeNotSatisfiable,
+        Self::FileError,
         Self::Internal,
         Self::NotImplemented,
         Self::Overloaded,

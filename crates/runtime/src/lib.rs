@@ -66,6 +66,7 @@ mod util;
 pub mod alloc;
 pub mod buf;
 pub mod compat;
+pub mod fs;
 pub mod net;
 pub mod signal;
 pub mod sync {

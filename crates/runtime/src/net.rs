@@ -222,6 +222,21 @@ impl TcpStream {
         .await
     }
 
+    /// Polls a `sendfile(2)` of up to `count` bytes of `file` from `*offset` (advanced by
+    /// what was sent). A short transfer clears write readiness, like a short write.
+    pub fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: &mut u64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        let requested = count.min(sys::socket::SENDFILE_MAX);
+        self.reg.poll_io_sized(cx, Direction::Write, requested, || {
+            sys::socket::sendfile(&self.inner, file, offset, requested)
+        })
+    }
+
     /// Waits until the socket is readable (or closed, or in error).
     pub async fn readable(&self) -> io::Result<()> {
         poll_fn(|cx| self.reg.poll_ready(cx, Direction::Read).map(|_| Ok(()))).await

@@ -1,15 +1,17 @@
 //! Reads and writes bounded by a deadline, on the connection's one reusable timer.
 
+use std::fs::File;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anygate_runtime::net::TcpStream;
-use anygate_runtime::time::Sleep;
+use anygate_runtime::time::{self, Sleep};
 
 use crate::server::Drain;
+use crate::server::response::FileBody;
 
 /// How a bounded read ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +45,7 @@ fn expired(timer: &mut Sleep, deadline: Instant, cx: &mut std::task::Context<'_>
         if Pin::new(&mut *timer).poll(cx).is_pending() {
             return false;
         }
-        if anygate_runtime::time::now() >= deadline || timer.deadline() >= deadline {
+        if time::now() >= deadline || timer.deadline() >= deadline {
             return true;
         }
         timer.reset(deadline);
@@ -174,4 +176,66 @@ pub(crate) async fn write_all_until(
     deadline: Instant,
 ) -> bool {
     writev_all_until(stream, [buf, &[]], timer, deadline).await
+}
+
+/// Writes `head`, then `body` (its parts sent with `sendfile`), allowing `timeout` between
+/// two writes that make progress. `false` on timeout, error, or a file shorter than
+/// promised.
+pub(crate) async fn write_file_body(
+    stream: &TcpStream,
+    head: &[u8],
+    body: &FileBody,
+    timer: &mut Sleep,
+    timeout: Duration,
+) -> bool {
+    let mut head = head;
+    for part in &body.parts {
+        let deadline = time::now() + timeout;
+        if !writev_all_until(stream, [head, &part.before], timer, deadline).await {
+            return false;
+        }
+        head = &[];
+        if !sendfile_all(stream, &body.file, part.offset, part.len, timer, timeout).await {
+            return false;
+        }
+    }
+    let deadline = time::now() + timeout;
+    writev_all_until(stream, [head, &body.trailer], timer, deadline).await
+}
+
+/// Sends `len` bytes of `file` from `offset`; the deadline moves with each transfer.
+async fn sendfile_all(
+    stream: &TcpStream,
+    file: &File,
+    mut offset: u64,
+    mut len: u64,
+    timer: &mut Sleep,
+    timeout: Duration,
+) -> bool {
+    let mut deadline = time::now() + timeout;
+    arm(timer, deadline);
+    poll_fn(|cx| {
+        while len > 0 {
+            let count = usize::try_from(len).unwrap_or(usize::MAX);
+            match stream.poll_sendfile(cx, file, &mut offset, count) {
+                // The file ended early: it was truncated while being sent.
+                Poll::Ready(Ok(0)) => return Poll::Ready(false),
+                Poll::Ready(Ok(n)) => {
+                    len = len.saturating_sub(n as u64);
+                    deadline = time::now() + timeout;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Pending => {
+                    return if expired(timer, deadline, cx) {
+                        Poll::Ready(false)
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
+        Poll::Ready(true)
+    })
+    .await
 }

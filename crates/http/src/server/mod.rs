@@ -37,7 +37,8 @@ use anygate_runtime::sync::AtomicWaker;
 use anygate_runtime::time::{self, Sleep};
 
 pub use self::body::Body;
-pub use self::response::{COPY_LIMIT, Response, push_decimal};
+use self::response::Tail;
+pub use self::response::{COPY_LIMIT, FileBody, Response, push_decimal};
 use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::{self, Framing, Head, Parse, Version};
@@ -250,13 +251,13 @@ pub async fn accept_loop<S: Service>(
 
 /// Answers 503 and closes, spending at most a second on it.
 async fn reject_overloaded(stream: TcpStream, drain: Arc<Drain>) {
-    let (mut out, mut scratch, mut large) = (Vec::new(), Vec::new(), None);
+    let (mut out, mut scratch, mut tail) = (Vec::new(), Vec::new(), Tail::None);
     let id = request_id::generate();
     let date = date::now();
     let mut res = Response {
         out: &mut out,
         scratch: &mut scratch,
-        large: &mut large,
+        tail: &mut tail,
         head_only: false,
         close: true,
         http10_keep_alive: false,
@@ -296,7 +297,8 @@ struct Conn<'s, S: Service> {
     head: Option<Box<Head>>,
     out: Vec<u8>,
     scratch: Vec<u8>,
-    large: Option<Arc<[u8]>>,
+    /// What the next flush sends after `out` (a large shared body, a file).
+    tail: Tail,
     timer: Sleep,
     /// When the head being received must be complete.
     head_deadline: Option<Instant>,
@@ -328,7 +330,7 @@ pub async fn serve_connection<S: Service>(
         head: None,
         out: Vec::new(),
         scratch: Vec::new(),
-        large: None,
+        tail: Tail::None,
         timer: time::sleep_until(time::now() + limits.idle_timeout),
         head_deadline: None,
         generated_id: [0; 32],
@@ -495,7 +497,7 @@ impl<S: Service> Conn<'_, S> {
         let mut res = Response {
             out: &mut self.out,
             scratch: &mut self.scratch,
-            large: &mut self.large,
+            tail: &mut self.tail,
             head_only: false,
             close: true,
             http10_keep_alive: false,
@@ -592,7 +594,7 @@ impl<S: Service> Conn<'_, S> {
         let mut res = Response {
             out: &mut self.out,
             scratch: &mut self.scratch,
-            large: &mut self.large,
+            tail: &mut self.tail,
             head_only: req.method() == b"HEAD",
             close: !head.keep_alive || draining,
             http10_keep_alive: head.version == Version::H10 && head.keep_alive && !draining,
@@ -620,7 +622,7 @@ impl<S: Service> Conn<'_, S> {
         if panicked || !res.is_sent() {
             // Whatever the handler wrote is dropped; the client gets a clean 500.
             res.out.truncate(out_before);
-            *res.large = None;
+            *res.tail = Tail::None;
             res.status = 0;
             res.error(ErrorKind::Internal, None, b"");
         }
@@ -654,7 +656,7 @@ impl<S: Service> Conn<'_, S> {
             }
             return false;
         }
-        if self.large.is_some() || self.out.len() >= FLUSH_AT {
+        if !self.tail.is_none() || self.out.len() >= FLUSH_AT {
             return self.flush().await;
         }
         true
@@ -680,13 +682,24 @@ impl<S: Service> Conn<'_, S> {
 
     /// Writes the pending responses. `false` when the peer is gone or too slow.
     async fn flush(&mut self) -> bool {
-        if self.out.is_empty() && self.large.is_none() {
+        if self.out.is_empty() && self.tail.is_none() {
             return true;
         }
-        let deadline = time::now() + self.limits.idle_timeout;
-        let large = self.large.take();
-        let tail: &[u8] = large.as_deref().unwrap_or_default();
-        let ok = writev_all_until(&self.stream, [&self.out, tail], &mut self.timer, deadline).await;
+        let timeout = self.limits.idle_timeout;
+        let deadline = time::now() + timeout;
+        let tail = std::mem::take(&mut self.tail);
+        let ok = match &tail {
+            Tail::None => {
+                writev_all_until(&self.stream, [&self.out, &[]], &mut self.timer, deadline).await
+            }
+            Tail::Shared(body, range) => {
+                let part = body.get(range.clone()).unwrap_or_default();
+                writev_all_until(&self.stream, [&self.out, part], &mut self.timer, deadline).await
+            }
+            Tail::File(file) => {
+                io::write_file_body(&self.stream, &self.out, file, &mut self.timer, timeout).await
+            }
+        };
         self.out.clear();
         ok
     }

@@ -6,6 +6,8 @@
 //! buffer and leave in one write. Nothing here allocates once the buffers have grown to
 //! their working size.
 
+use std::fs::File;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::ErrorKind;
@@ -14,12 +16,103 @@ use crate::error::ErrorKind;
 /// written from where they are, in the same `writev` as the head.
 pub const COPY_LIMIT: usize = 16 * 1024;
 
+/// What leaves after the output buffer, in the same flush.
+#[derive(Debug, Default)]
+pub(crate) enum Tail {
+    /// Nothing: the whole response is in the buffer.
+    #[default]
+    None,
+    /// A part of a shared body, written from where it is with `writev`.
+    Shared(Arc<[u8]>, Range<usize>),
+    /// Parts of a file, sent with `sendfile`.
+    File(FileBody),
+}
+
+impl Tail {
+    pub(crate) fn is_none(&self) -> bool {
+        matches!(self, Self::None)
+    }
+}
+
+/// A response body sent from a file with `sendfile(2)`: one or more byte ranges of the file,
+/// each preceded by bytes of its own (a `multipart/byteranges` part header), then trailing
+/// bytes (the closing boundary). The file is read, never copied through user space.
+///
+/// If the file turns out shorter than promised (it was truncated while being sent), the
+/// connection is closed: the `Content-Length` already sent cannot be honoured.
+#[derive(Debug)]
+pub struct FileBody {
+    pub(crate) file: Arc<File>,
+    pub(crate) parts: Vec<FilePart>,
+    pub(crate) trailer: Vec<u8>,
+}
+
+/// One range of a [`FileBody`].
+#[derive(Debug)]
+pub(crate) struct FilePart {
+    pub(crate) before: Vec<u8>,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+impl FileBody {
+    /// `len` bytes of `file` from `offset`.
+    pub fn range(file: Arc<File>, offset: u64, len: u64) -> Self {
+        Self {
+            file,
+            parts: vec![FilePart {
+                before: Vec::new(),
+                offset,
+                len,
+            }],
+            trailer: Vec::new(),
+        }
+    }
+
+    /// An empty body to which [`FileBody::push`] adds parts.
+    pub fn parts(file: Arc<File>) -> Self {
+        Self {
+            file,
+            parts: Vec::new(),
+            trailer: Vec::new(),
+        }
+    }
+
+    /// Adds `before`, then `len` bytes of the file from `offset`.
+    pub fn push(&mut self, before: Vec<u8>, offset: u64, len: u64) {
+        self.parts.push(FilePart {
+            before,
+            offset,
+            len,
+        });
+    }
+
+    /// Sets the bytes sent after the last part.
+    pub fn set_trailer(&mut self, trailer: Vec<u8>) {
+        self.trailer = trailer;
+    }
+
+    /// The body's length on the wire.
+    pub fn len(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| p.before.len() as u64 + p.len)
+            .sum::<u64>()
+            + self.trailer.len() as u64
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The response to one request.
 #[derive(Debug)]
 pub struct Response<'c> {
     pub(crate) out: &'c mut Vec<u8>,
     pub(crate) scratch: &'c mut Vec<u8>,
-    pub(crate) large: &'c mut Option<Arc<[u8]>>,
+    pub(crate) tail: &'c mut Tail,
     pub(crate) head_only: bool,
     pub(crate) close: bool,
     pub(crate) http10_keep_alive: bool,
@@ -86,12 +179,36 @@ impl Response<'_> {
     /// Like [`Response::send_prebuilt`], for a body shared with other responses: when it is
     /// large it is not copied but written after the buffer with `writev`.
     pub fn send_prebuilt_shared(&mut self, status: u16, head: &[u8], body: &Arc<[u8]>) {
-        if body.len() <= COPY_LIMIT || self.head_only {
-            return self.send_prebuilt(status, head, body);
+        self.send_shared_range(status, head, body, 0..body.len());
+    }
+
+    /// Like [`Response::send_prebuilt_shared`], for the bytes `range` of `body` (a range
+    /// outside the body sends nothing of it).
+    pub fn send_shared_range(
+        &mut self,
+        status: u16,
+        head: &[u8],
+        body: &Arc<[u8]>,
+        range: Range<usize>,
+    ) {
+        let part = body.get(range.clone()).unwrap_or_default();
+        if part.len() <= COPY_LIMIT || self.head_only {
+            return self.send_prebuilt(status, head, part);
         }
         self.out.extend_from_slice(head);
         self.finish_head(status);
-        *self.large = Some(body.clone());
+        *self.tail = Tail::Shared(body.clone(), range);
+    }
+
+    /// Sends a prebuilt head (as for [`Response::send_prebuilt`]) and a body read from a
+    /// file with `sendfile(2)`. The connection's write timeout applies between two
+    /// successful writes, not to the whole body.
+    pub fn send_file(&mut self, status: u16, head: &[u8], body: FileBody) {
+        self.out.extend_from_slice(head);
+        self.finish_head(status);
+        if !self.head_only && !body.is_empty() {
+            *self.tail = Tail::File(body);
+        }
     }
 
     /// Sends `status` with a `content-type` (if any), extra header lines (each `name: value`

@@ -5,6 +5,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
+pub(crate) mod fs;
 pub(crate) mod signalfd;
 pub(crate) mod socket;
 

@@ -32,6 +32,9 @@ pub(crate) fn accept(listener: &impl AsRawFd) -> io::Result<(TcpStream, SocketAd
     Ok((stream, addr))
 }
 
+/// The most Linux transfers in one `sendfile(2)` call.
+pub(crate) const SENDFILE_MAX: usize = 0x7fff_f000;
+
 /// `sendfile(2)` from `file` at `*offset`, at most `count` bytes; advances `*offset`.
 pub(crate) fn sendfile(
     out: &impl AsRawFd,
@@ -41,8 +44,7 @@ pub(crate) fn sendfile(
 ) -> io::Result<usize> {
     let mut off = libc::off_t::try_from(*offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-    // Linux transfers at most 0x7ffff000 bytes per call.
-    let count = count.min(0x7fff_f000);
+    let count = count.min(SENDFILE_MAX);
     // SAFETY: both descriptors are open for the duration of the call and `off` is a valid,
     // writable off_t.
     let n = cvt(unsafe { libc::sendfile(out.as_raw_fd(), file.as_raw_fd(), &mut off, count) })?;

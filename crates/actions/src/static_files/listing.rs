@@ -1,0 +1,85 @@
+//! `static.listing: true`: a plain HTML index of a directory. Hidden names (a leading dot)
+//! are left out; names are HTML-escaped in text and percent-encoded in links.
+
+use std::path::Path;
+
+use anygate_http::{ErrorKind, Response};
+
+/// Most entries listed.
+const MAX: usize = 10_000;
+
+/// Answers with the listing of `dir`, whose request path is `path` (ending in `/`).
+pub fn respond(dir: &Path, path: &[u8], res: &mut Response<'_>, buf: &mut Vec<u8>) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return res.error(ErrorKind::FileError, None, b"");
+    };
+    let mut names: Vec<(Vec<u8>, bool)> = read
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_encoded_bytes();
+            let is_dir = e.file_type().ok()?.is_dir();
+            (!name.starts_with(b".")).then_some((name, is_dir))
+        })
+        .take(MAX)
+        .collect();
+    names.sort();
+    buf.clear();
+    buf.extend_from_slice(b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Index of ");
+    escape(buf, path);
+    buf.extend_from_slice(b"</title></head>\n<body><h1>Index of ");
+    escape(buf, path);
+    buf.extend_from_slice(b"</h1>\n<ul>\n");
+    if path != b"/" {
+        buf.extend_from_slice(b"<li><a href=\"../\">../</a></li>\n");
+    }
+    for (name, is_dir) in &names {
+        buf.extend_from_slice(b"<li><a href=\"");
+        encode(buf, name);
+        if *is_dir {
+            buf.push(b'/');
+        }
+        buf.extend_from_slice(b"\">");
+        escape(buf, name);
+        if *is_dir {
+            buf.push(b'/');
+        }
+        buf.extend_from_slice(b"</a></li>\n");
+    }
+    buf.extend_from_slice(b"</ul>\n</body></html>\n");
+    res.send(
+        200,
+        "OK",
+        Some("text/html; charset=utf-8"),
+        b"cache-control: no-cache\r\n",
+        buf,
+    );
+}
+
+/// HTML text escaping; bytes that are not UTF-8 are shown as U+FFFD.
+fn escape(out: &mut Vec<u8>, s: &[u8]) {
+    for ch in String::from_utf8_lossy(s).chars() {
+        match ch {
+            '&' => out.extend_from_slice(b"&amp;"),
+            '<' => out.extend_from_slice(b"&lt;"),
+            '>' => out.extend_from_slice(b"&gt;"),
+            '"' => out.extend_from_slice(b"&quot;"),
+            '\'' => out.extend_from_slice(b"&#39;"),
+            c => {
+                let mut tmp = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}

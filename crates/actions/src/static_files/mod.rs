@@ -1,0 +1,488 @@
+//! The static-file action (SPEC §6): safe path resolution, directory indexes and redirects,
+//! SPA fallback, validators and conditional requests, ranges, content-coding negotiation
+//! with precompressed siblings or on-the-fly compression, and `sendfile` for large files.
+//!
+//! A request goes: method check (GET and HEAD only) → [`path::relative`] (decode, refuse
+//! tricks) → [`cache::Cache::lookup`] (open beneath the root, or a cached entry still
+//! fresh) → directory handling or SPA fallback → representation choice
+//! (`Accept-Encoding`) → `If-None-Match` / `If-Modified-Since` → `Range` / `If-Range` → the
+//! head, built into the connection's buffer, and the body: from memory for small files
+//! (copied, or written in place with `writev`), with `sendfile` otherwise.
+//!
+//! Decisions a user of nginx might not expect are in `docs/STATIC.md`: dotfiles are hidden
+//! (404) except `.well-known`; ranges are served from the identity representation only; a
+//! `Range` with more than 16 parts or overlapping parts larger than the file is ignored.
+
+pub mod encoding;
+pub mod manifest;
+pub mod mime;
+
+mod cache;
+mod listing;
+mod path;
+mod range;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anygate_http::server::{FileBody, push_decimal};
+use anygate_http::{ErrorKind, Request, Response, date};
+
+use self::cache::{Found, Miss, Policy, Variant};
+use self::encoding::Accept;
+use self::manifest::Manifest;
+use self::range::Ranges;
+
+/// What the static action needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct StaticOptions {
+    /// Index file names tried for a directory, in order.
+    pub index: Vec<String>,
+    /// SPA fallback on.
+    pub spa: bool,
+    /// Directory listings on.
+    pub listing: bool,
+    /// `Cache-Control` for HTML, fingerprinted assets, the rest.
+    pub cache_html: String,
+    /// See [`StaticOptions::cache_html`].
+    pub cache_fingerprinted: String,
+    /// See [`StaticOptions::cache_html`].
+    pub cache_default: String,
+    /// On-the-fly compression.
+    pub compress: bool,
+    /// Smallest file compressed on the fly.
+    pub compress_min: u64,
+    /// Largest file kept in memory.
+    pub memory_file_max: u64,
+    /// The memory cache's bound, per worker.
+    pub memory_total_max: u64,
+    /// How long metadata is trusted.
+    pub revalidate: Duration,
+}
+
+/// A static rule: a root directory and its options.
+#[derive(Debug)]
+pub struct Static {
+    root: PathBuf,
+    /// `root` as bytes followed by a NUL: the prefix of this rule's cache keys.
+    key_prefix: Box<[u8]>,
+    options: StaticOptions,
+    manifest: Option<Manifest>,
+    label: Box<str>,
+    warning: Option<String>,
+}
+
+impl Static {
+    /// A rule serving `root` (`label` names it in error bodies). A manifest that cannot be
+    /// read is ignored, and [`Static::warning`] says why.
+    pub fn new(root: &Path, options: StaticOptions, label: &str) -> Self {
+        let (manifest, warning) = match Manifest::load(root) {
+            Ok(m) => (m, None),
+            Err(e) => (None, Some(format!("{e}; serving without it"))),
+        };
+        let mut key_prefix = root.as_os_str().as_encoded_bytes().to_vec();
+        key_prefix.push(0);
+        Self {
+            root: root.to_path_buf(),
+            key_prefix: key_prefix.into(),
+            options,
+            manifest,
+            label: label.into(),
+            warning,
+        }
+    }
+
+    /// A problem found when loading (an unreadable manifest).
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
+    }
+
+    /// Whether a pack-spa manifest is in use.
+    pub fn has_manifest(&self) -> bool {
+        self.manifest.is_some()
+    }
+
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            root: &self.root,
+            manifest: self.manifest.as_ref(),
+            revalidate: self.options.revalidate,
+            memory_file_max: self.options.memory_file_max,
+            memory_total_max: self.options.memory_total_max,
+        }
+    }
+
+    /// Answers a request. `path` is the normalised request path, `rest` the part after the
+    /// rule's prefix (the splat), `buf` a buffer kept by the connection.
+    pub fn respond(
+        &self,
+        req: &Request<'_>,
+        path: &[u8],
+        rest: &[u8],
+        res: &mut Response<'_>,
+        buf: &mut Vec<u8>,
+    ) {
+        let method = req.method();
+        if method != b"GET" && method != b"HEAD" {
+            return res.error(
+                ErrorKind::MethodNotAllowed,
+                Some(&self.label),
+                b"allow: GET, HEAD\r\n",
+            );
+        }
+        let policy = self.policy();
+        cache::with(|c| {
+            let mut key = std::mem::take(&mut c.key);
+            key.clear();
+            key.extend_from_slice(&self.key_prefix);
+            let rel_at = key.len();
+            let outcome = match path::relative(rest, &mut key) {
+                Err(path::Refusal::Forbidden) => Err(Miss::Escape),
+                Err(path::Refusal::Hidden) => Err(Miss::NotFound),
+                Ok(()) => c.lookup(&key, rel_at, &policy),
+            };
+            match outcome {
+                Ok(Found::File) => self.serve(c, &key, req, res, buf, false),
+                Ok(Found::Dir) => self.directory(c, &mut key, rel_at, req, path, res, buf),
+                Err(Miss::NotFound) => {
+                    let rel = &key[rel_at..];
+                    if self.options.spa && mime::extension(rel).is_none() {
+                        self.fallback(c, &mut key, rel_at, req, res, buf);
+                    } else {
+                        res.error(ErrorKind::FileNotFound, Some(&self.label), b"");
+                    }
+                }
+                Err(Miss::Escape) => res.error(ErrorKind::Forbidden, Some(&self.label), b""),
+                Err(Miss::Error) => res.error(ErrorKind::FileError, Some(&self.label), b""),
+            }
+            c.key = key;
+        });
+    }
+
+    /// A directory: redirect to the slash form, or its index, or a listing, or 404.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the request's parts"
+    )]
+    fn directory(
+        &self,
+        c: &mut cache::Cache,
+        key: &mut Vec<u8>,
+        rel_at: usize,
+        req: &Request<'_>,
+        path: &[u8],
+        res: &mut Response<'_>,
+        buf: &mut Vec<u8>,
+    ) {
+        if !path.ends_with(b"/") {
+            buf.clear();
+            buf.extend_from_slice(path);
+            buf.push(b'/');
+            if let Some(q) = req.query() {
+                buf.push(b'?');
+                buf.extend_from_slice(q);
+            }
+            let mut head = Vec::with_capacity(buf.len() + 64);
+            head.extend_from_slice(b"location: ");
+            head.extend_from_slice(buf);
+            head.extend_from_slice(b"\r\n");
+            return res.send(301, "Moved Permanently", None, &head, b"");
+        }
+        let dir_len = key.len();
+        for name in &self.options.index {
+            key.truncate(dir_len);
+            if key.len() > rel_at {
+                key.push(b'/');
+            }
+            key.extend_from_slice(name.as_bytes());
+            if let Ok(Found::File) = c.lookup(key, rel_at, &self.policy()) {
+                return self.serve(c, key, req, res, buf, false);
+            }
+        }
+        key.truncate(dir_len);
+        if self.options.listing {
+            let rel = Path::new(std::ffi::OsStr::from_bytes(&key[rel_at..]));
+            return listing::respond(&self.root.join(rel), path, res, buf);
+        }
+        res.error(ErrorKind::FileNotFound, Some(&self.label), b"");
+    }
+
+    /// SPA fallback: the root's index, for an unknown path without an extension.
+    fn fallback(
+        &self,
+        c: &mut cache::Cache,
+        key: &mut Vec<u8>,
+        rel_at: usize,
+        req: &Request<'_>,
+        res: &mut Response<'_>,
+        buf: &mut Vec<u8>,
+    ) {
+        for name in &self.options.index {
+            key.truncate(rel_at);
+            key.extend_from_slice(name.as_bytes());
+            if let Ok(Found::File) = c.lookup(key, rel_at, &self.policy()) {
+                return self.serve(c, key, req, res, buf, true);
+            }
+        }
+        res.error(ErrorKind::FileNotFound, Some(&self.label), b"");
+    }
+
+    /// Serves the file under `key`.
+    fn serve(
+        &self,
+        c: &mut cache::Cache,
+        key: &[u8],
+        req: &Request<'_>,
+        res: &mut Response<'_>,
+        buf: &mut Vec<u8>,
+        fallback: bool,
+    ) {
+        let rel_name = key
+            .rsplit(|&b| b == 0 || b == b'/')
+            .next()
+            .unwrap_or_default();
+        let range_header = if req.method() == b"GET" {
+            req.header(b"range")
+        } else {
+            None
+        };
+        // The representation: a coding the client accepts, for the whole file only.
+        let Some(info) = c.file(key) else {
+            return res.error(ErrorKind::FileError, Some(&self.label), b"");
+        };
+        let mut encoding = None;
+        if info.compressible && range_header.is_none() {
+            let accept = Accept::parse(
+                req.headers()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding"))
+                    .map(|(_, v)| v),
+            );
+            if accept.any() {
+                let compress = self.options.compress
+                    && info.data.is_some()
+                    && info.len >= self.options.compress_min;
+                let usable = |v: &Variant| match v {
+                    Variant::OnDisk { .. } | Variant::InMemory { .. } => true,
+                    Variant::Absent => compress,
+                    Variant::NotSmaller => false,
+                };
+                encoding = accept.choose(|e| usable(&info.variants[e.index()]));
+                if let Some(e) = encoding
+                    && matches!(info.variants[e.index()], Variant::Absent)
+                {
+                    c.compress(key, e, &self.policy());
+                }
+            }
+        }
+        let Some(info) = c.file(key) else {
+            return res.error(ErrorKind::FileError, Some(&self.label), b"");
+        };
+        // What is sent: (etag, length, in memory, on disk).
+        let (etag, len, data, file): (&str, u64, Option<&Arc<[u8]>>, &Arc<std::fs::File>) =
+            match encoding.map(|e| (e, &info.variants[e.index()])) {
+                Some((
+                    _,
+                    Variant::OnDisk {
+                        file,
+                        len,
+                        etag,
+                        data,
+                    },
+                )) => (etag, *len, data.as_ref(), file),
+                Some((_, Variant::InMemory { data, etag })) => {
+                    (etag, data.len() as u64, Some(data), &info.file)
+                }
+                _ => {
+                    encoding = None;
+                    (&info.etag, info.len, info.data.as_ref(), &info.file)
+                }
+            };
+        let cache_control = if fallback || mime::is_html(&info.content_type) {
+            &self.options.cache_html
+        } else if mime::is_fingerprinted(rel_name) {
+            &self.options.cache_fingerprinted
+        } else {
+            &self.options.cache_default
+        };
+        // The validators every response of this representation carries.
+        let mut fields = Vec::with_capacity(256);
+        fields.extend_from_slice(b"etag: ");
+        fields.extend_from_slice(etag.as_bytes());
+        fields.extend_from_slice(b"\r\nlast-modified: ");
+        fields.extend_from_slice(&info.last_modified);
+        fields.extend_from_slice(b"\r\n");
+        if !cache_control.is_empty() {
+            fields.extend_from_slice(b"cache-control: ");
+            fields.extend_from_slice(cache_control.as_bytes());
+            fields.extend_from_slice(b"\r\n");
+        }
+        if info.compressible {
+            fields.extend_from_slice(b"vary: accept-encoding\r\n");
+        }
+        if not_modified(req, etag, info.mtime) {
+            buf.clear();
+            buf.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+            buf.extend_from_slice(&fields);
+            return res.send_prebuilt(304, buf, b"");
+        }
+        fields.extend_from_slice(b"accept-ranges: bytes\r\n");
+        if let Some(e) = encoding {
+            fields.extend_from_slice(b"content-encoding: ");
+            fields.extend_from_slice(e.token().as_bytes());
+            fields.extend_from_slice(b"\r\n");
+        }
+        let ranges = match range_header {
+            Some(h) if if_range_holds(req, etag, info.mtime) => range::parse(h, len),
+            _ => Ranges::Whole,
+        };
+        let content_type: &str = &info.content_type;
+        match ranges {
+            Ranges::Whole => {
+                head(buf, 200, "OK", content_type, len, &fields);
+                match data {
+                    Some(d) => res.send_shared_range(200, buf, d, 0..d.len()),
+                    None => res.send_file(200, buf, FileBody::range(file.clone(), 0, len)),
+                }
+            }
+            Ranges::Unsatisfiable => {
+                let mut extra = Vec::with_capacity(48);
+                extra.extend_from_slice(b"content-range: bytes */");
+                push_u64(&mut extra, len);
+                extra.extend_from_slice(b"\r\n");
+                res.error(ErrorKind::RangeNotSatisfiable, Some(&self.label), &extra);
+            }
+            Ranges::Parts(parts) if parts.len() == 1 => {
+                let (a, b) = parts[0];
+                fields.extend_from_slice(b"content-range: ");
+                content_range(&mut fields, a, b, len);
+                fields.extend_from_slice(b"\r\n");
+                head(
+                    buf,
+                    206,
+                    "Partial Content",
+                    content_type,
+                    b - a + 1,
+                    &fields,
+                );
+                match data {
+                    Some(d) => res.send_shared_range(206, buf, d, a as usize..b as usize + 1),
+                    None => res.send_file(206, buf, FileBody::range(file.clone(), a, b - a + 1)),
+                }
+            }
+            Ranges::Parts(parts) => {
+                let id = anygate_http::request_id::generate();
+                let boundary = &id[..20];
+                let mut body = FileBody::parts(file.clone());
+                let mut memory = Vec::new();
+                for (i, &(a, b)) in parts.iter().enumerate() {
+                    let mut before = Vec::with_capacity(128);
+                    if i > 0 {
+                        before.extend_from_slice(b"\r\n");
+                    }
+                    before.extend_from_slice(b"--");
+                    before.extend_from_slice(boundary);
+                    before.extend_from_slice(b"\r\ncontent-type: ");
+                    before.extend_from_slice(content_type.as_bytes());
+                    before.extend_from_slice(b"\r\ncontent-range: ");
+                    content_range(&mut before, a, b, len);
+                    before.extend_from_slice(b"\r\n\r\n");
+                    if let Some(d) = data {
+                        memory.extend_from_slice(&before);
+                        memory.extend_from_slice(&d[a as usize..=b as usize]);
+                    }
+                    body.push(before, a, b - a + 1);
+                }
+                let mut trailer = Vec::with_capacity(32);
+                trailer.extend_from_slice(b"\r\n--");
+                trailer.extend_from_slice(boundary);
+                trailer.extend_from_slice(b"--\r\n");
+                let mut ct = b"multipart/byteranges; boundary=".to_vec();
+                ct.extend_from_slice(boundary);
+                let ct = String::from_utf8_lossy(&ct).into_owned();
+                if data.is_some() {
+                    memory.extend_from_slice(&trailer);
+                    head(
+                        buf,
+                        206,
+                        "Partial Content",
+                        &ct,
+                        memory.len() as u64,
+                        &fields,
+                    );
+                    res.send_prebuilt(206, buf, &memory);
+                } else {
+                    body.set_trailer(trailer);
+                    head(buf, 206, "Partial Content", &ct, body.len(), &fields);
+                    res.send_file(206, buf, body);
+                }
+            }
+        }
+    }
+}
+
+/// The status line, `content-type`, `content-length` and `fields`, into `buf`.
+fn head(buf: &mut Vec<u8>, status: u16, reason: &str, content_type: &str, len: u64, fields: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(buf, usize::from(status));
+    buf.push(b' ');
+    buf.extend_from_slice(reason.as_bytes());
+    buf.extend_from_slice(b"\r\ncontent-type: ");
+    buf.extend_from_slice(content_type.as_bytes());
+    buf.extend_from_slice(b"\r\ncontent-length: ");
+    push_u64(buf, len);
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(fields);
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));
+}
+
+/// `bytes A-B/LEN`.
+fn content_range(out: &mut Vec<u8>, a: u64, b: u64, len: u64) {
+    out.extend_from_slice(b"bytes ");
+    push_u64(out, a);
+    out.push(b'-');
+    push_u64(out, b);
+    out.push(b'/');
+    push_u64(out, len);
+}
+
+/// RFC 9110 §13.2.2: `If-None-Match` (weak comparison) decides when present; otherwise
+/// `If-Modified-Since` (second resolution).
+fn not_modified(req: &Request<'_>, etag: &str, mtime: u64) -> bool {
+    if let Some(inm) = req.header(b"if-none-match") {
+        let ours = opaque(etag.as_bytes());
+        return inm.split(|&b| b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t == b"*" || opaque(t) == ours
+        });
+    }
+    req.header(b"if-modified-since")
+        .and_then(date::parse)
+        .is_some_and(|since| mtime <= since)
+}
+
+/// `If-Range`: an entity tag that matches strongly, or the exact `Last-Modified` date.
+/// Absent, it holds.
+fn if_range_holds(req: &Request<'_>, etag: &str, mtime: u64) -> bool {
+    let Some(v) = req.header(b"if-range") else {
+        return true;
+    };
+    let v = v.trim_ascii();
+    if v.starts_with(b"\"") {
+        return v == etag.as_bytes();
+    }
+    if v.starts_with(b"W/") {
+        return false;
+    }
+    date::parse(v) == Some(mtime)
+}
+
+/// An entity tag without its weakness prefix.
+fn opaque(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
