@@ -3,9 +3,10 @@
 //! - `serve -c FILE`: run the gateway.
 //! - `check -c FILE`: validate a configuration and print the compiled route table.
 //! - `explain -c FILE METHOD PATH`: which rule answers a request, and why.
+//! - `pack-spa --from DIR --to DIR`: copy a built SPA with precompressed siblings and a
+//!   manifest.
 //! - `version`, `help`.
 //!
-//! `pack-spa` arrives with the static action (see `docs/ARCHITECTURE.md`).
 //! Exit status: 0 success, 1 invalid configuration, 2 bad usage.
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ mod args;
 mod check;
 mod describe;
 mod explain;
+mod pack;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,7 @@ commands:
   serve   [-c FILE]                  run the gateway (SIGHUP reloads, SIGTERM stops)
   check   [-c FILE]                  validate FILE and print its route table
   explain [-c FILE] METHOD PATH      show which rule answers a request, and why
+  pack-spa --from DIR --to DIR       copy a built SPA, add .br/.zst/.gz siblings and a manifest
   version                            print the version
   help                               print this help
 
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         "serve" => args::parse(rest, 0).map(|a| anygate::serve::run(&a.config)),
         "check" => args::parse(rest, 0).map(|a| check::run(&a)),
         "explain" => args::parse(rest, 2).map(|a| explain::run(&a)),
+        "pack-spa" => pack::main(rest),
         other => Err(format!("unknown command `{other}`")),
     };
     match run {

@@ -6,4 +6,5 @@
 mod http;
 mod lifecycle;
 mod scenarios;
+mod static_files;
 mod support;
