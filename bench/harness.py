@@ -249,8 +249,11 @@ def ensure_tools():
 
 
 def make_files(tmp):
+    # nginx's workers run as an unprivileged user: the tree must be world-readable
+    # (mkdtemp makes the top directory 0700).
+    os.chmod(tmp, 0o755)
     static = os.path.join(tmp, "static")
-    os.makedirs(static)
+    os.makedirs(static, mode=0o755)
     for name, size in [("1k.bin", 1024), ("1m.bin", 1 << 20), ("100m.bin", 100 << 20)]:
         with open(os.path.join(static, name), "wb") as f:
             block = bytes(range(256)) * 4096

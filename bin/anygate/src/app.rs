@@ -110,8 +110,7 @@ impl App {
                         .await;
                     }
                     RouteAction::Static(s) => {
-                        let rest = m.params.splat().unwrap_or_default();
-                        s.respond(req, &path, rest, res, body_buf);
+                        s.respond(req, &path, m.params.splat(), res, body_buf);
                     }
                     RouteAction::Unavailable => {
                         res.error(ErrorKind::NotImplemented, Some(&entry.label), b"");

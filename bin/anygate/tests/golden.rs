@@ -135,9 +135,9 @@ fn version_and_help() {
 fn readme_quickstart_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let curls: Vec<&str> = readme.lines().filter(|l| l.starts_with("curl ")).collect();
+    let lines: Vec<&str> = readme.lines().collect();
     let mut ran = 0;
-    for line in readme.lines() {
+    for (i, line) in lines.iter().enumerate() {
         let Some(args) = line.strip_prefix("cargo run --release -p anygate -- ") else {
             continue;
         };
@@ -148,6 +148,13 @@ fn readme_quickstart_runs() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anygate"));
         cmd.args(&args).current_dir(&root).env_clear();
         if args[0] == "serve" {
+            // The `curl` lines that follow it, up to the next command or the block's end.
+            let curls: Vec<&str> = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with("cargo ") && !l.starts_with("```"))
+                .filter(|l| l.starts_with("curl "))
+                .copied()
+                .collect();
             readme_serve(cmd, &curls);
         } else {
             let out = cmd.output().unwrap();
@@ -155,7 +162,7 @@ fn readme_quickstart_runs() {
         }
         ran += 1;
     }
-    assert!(ran >= 3, "the README's anygate commands were not found");
+    assert!(ran >= 5, "the README's anygate commands were not found");
 }
 
 /// Runs the README's `serve` line on a free port, then its `curl` lines against it (when

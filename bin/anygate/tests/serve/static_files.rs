@@ -66,6 +66,7 @@ static:
   memory_file_max: 64KiB
 routes:
   "/": "./site/"
+  "GET /handbook": "./site/docs/"
 groups:
   - prefix: /plain
     static: { spa: false, listing: true, revalidate: 0s }
@@ -233,6 +234,9 @@ fn directories_redirect_serve_their_index_and_list_only_when_asked() {
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("/docs/?x=1"));
     let r = get(addr, "/docs/", "");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "<h1>docs</h1>"));
+    // An exact rule naming a directory serves its index, without a redirect.
+    let r = get(addr, "/handbook", "");
     assert_eq!((r.status, r.body_str().as_str()), (200, "<h1>docs</h1>"));
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     // No index, listing off: 404; listing on (the /plain group): names, dotfiles hidden.

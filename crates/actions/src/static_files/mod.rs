@@ -19,8 +19,8 @@ pub mod mime;
 
 mod cache;
 mod listing;
-mod path;
-mod range;
+pub mod path;
+pub mod range;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -115,15 +115,18 @@ impl Static {
     }
 
     /// Answers a request. `path` is the normalised request path, `rest` the part after the
-    /// rule's prefix (the splat), `buf` a buffer kept by the connection.
+    /// rule's prefix (the splat; `None` for an exact or `:param` rule, which serves the
+    /// root's index), `buf` a buffer kept by the connection.
     pub fn respond(
         &self,
         req: &Request<'_>,
         path: &[u8],
-        rest: &[u8],
+        rest: Option<&[u8]>,
         res: &mut Response<'_>,
         buf: &mut Vec<u8>,
     ) {
+        let exact = rest.is_none();
+        let rest = rest.unwrap_or_default();
         let method = req.method();
         if method != b"GET" && method != b"HEAD" {
             return res.error(
@@ -145,7 +148,11 @@ impl Static {
             };
             match outcome {
                 Ok(Found::File) => self.serve(c, &key, req, res, buf, false),
-                Ok(Found::Dir) => self.directory(c, &mut key, rel_at, req, path, res, buf),
+                Ok(Found::Dir) => {
+                    // An exact rule names the directory itself: no slash redirect.
+                    let slash = exact || path.ends_with(b"/");
+                    self.directory(c, &mut key, rel_at, req, path, slash, res, buf);
+                }
                 Err(Miss::NotFound) => {
                     let rel = &key[rel_at..];
                     if self.options.spa && mime::extension(rel).is_none() {
@@ -173,10 +180,11 @@ impl Static {
         rel_at: usize,
         req: &Request<'_>,
         path: &[u8],
+        slash: bool,
         res: &mut Response<'_>,
         buf: &mut Vec<u8>,
     ) {
-        if !path.ends_with(b"/") {
+        if !slash {
             buf.clear();
             buf.extend_from_slice(path);
             buf.push(b'/');
