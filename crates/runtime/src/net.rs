@@ -283,6 +283,13 @@ impl TcpStream {
         self.inner.set_nodelay(on)
     }
 
+    /// `TCP_CORK`: while set, only full segments leave; clearing it sends what is queued. A
+    /// response head written before a `sendfile` body then shares the body's first segment,
+    /// and no partial segment leaves between two transfers (nginx's `tcp_nopush`).
+    pub fn set_cork(&self, on: bool) -> io::Result<()> {
+        socket2::SockRef::from(&self.inner).set_tcp_cork(on)
+    }
+
     /// Whether `TCP_NODELAY` is set.
     pub fn nodelay(&self) -> io::Result<bool> {
         self.inner.nodelay()

@@ -188,6 +188,21 @@ pub(crate) async fn write_file_body(
     timer: &mut Sleep,
     timeout: Duration,
 ) -> bool {
+    // Corked, the head joins the file's first segment and partial segments wait for the
+    // next transfer; uncorking at the end pushes the tail out.
+    let _ = stream.set_cork(true);
+    let ok = write_file_parts(stream, head, body, timer, timeout).await;
+    let _ = stream.set_cork(false);
+    ok
+}
+
+async fn write_file_parts(
+    stream: &TcpStream,
+    head: &[u8],
+    body: &FileBody,
+    timer: &mut Sleep,
+    timeout: Duration,
+) -> bool {
     let mut head = head;
     for part in &body.parts {
         let deadline = time::now() + timeout;
