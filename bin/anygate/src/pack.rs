@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -79,6 +80,29 @@ pub fn run(from: &Path, to: &Path) -> Result<String, String> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     walk(&src, Path::new(""), &mut files, &mut skipped)?;
+    // A source file named like a sibling pack-spa generates (`app.js.gz` next to a
+    // compressible `app.js`, from a bundler's compression plugin) is replaced by ours.
+    let names: std::collections::HashSet<PathBuf> = files.iter().cloned().collect();
+    files.retain(|rel| {
+        let clash = Encoding::ALL.iter().any(|e| {
+            let name = rel.as_os_str().as_encoded_bytes();
+            name.strip_suffix(e.suffix().as_bytes())
+                .is_some_and(|stem| {
+                    let stem = Path::new(std::ffi::OsStr::from_bytes(stem));
+                    names.contains(stem)
+                        && mime::compressible(mime::content_type(
+                            stem.as_os_str().as_encoded_bytes(),
+                        ))
+                })
+        });
+        if clash {
+            skipped.push(format!(
+                "{} (a sibling pack-spa writes itself)",
+                rel.display()
+            ));
+        }
+        !clash
+    });
     let mut entries = BTreeMap::new();
     let (mut bytes, mut siblings, mut saved) = (0u64, 0usize, 0u64);
     for rel in &files {

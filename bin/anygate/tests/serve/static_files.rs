@@ -72,6 +72,7 @@ groups:
     static: { spa: false, listing: true, revalidate: 0s }
     routes:
       "/": "./site/"
+      "GET /tree": "./site/assets/"
   - prefix: /gz
     static: { compress: true, compress_min: 100 }
     routes:
@@ -247,7 +248,11 @@ fn directories_redirect_serve_their_index_and_list_only_when_asked() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let body = r.body_str();
-    for name in ["app.3f9a1c.js", "img%20%3C1%3E/", "../"] {
+    for name in [
+        "/plain/assets/app.3f9a1c.js",
+        "/plain/assets/img%20%3C1%3E/",
+        "/plain/",
+    ] {
         assert!(
             body.contains(&format!("href=\"{name}\"")),
             "{name} in {body}"
@@ -578,6 +583,9 @@ fn pack_spa_is_deterministic_refuses_its_input_and_is_served_from_its_manifest()
             .output()
             .unwrap()
     };
+    // A bundler's own .gz next to a script is replaced by pack-spa's; a .gz download stays.
+    std::fs::write(from.join("assets/app.3f9a1c.js.gz"), "not gzip at all").unwrap();
+    std::fs::write(from.join("archive.tar.gz"), "a real download").unwrap();
     let (a, b) = (dir.0.join("out-a"), dir.0.join("out-b"));
     assert!(pack(&a).status.success());
     assert!(pack(&b).status.success());
@@ -624,6 +632,12 @@ fn pack_spa_is_deterministic_refuses_its_input_and_is_served_from_its_manifest()
     assert!(
         !names.contains(&"logo.png.gz".to_owned()),
         "images are not compressed"
+    );
+    assert!(names.contains(&"archive.tar.gz".to_owned()));
+    let gz = std::fs::read(a.join("assets/app.3f9a1c.js.gz")).unwrap();
+    assert_eq!(
+        gunzip(&gz),
+        std::fs::read(from.join("assets/app.3f9a1c.js")).unwrap()
     );
     // Refusals: inside --from, and a non-empty directory that is not an output.
     let inside = pack(&from.join("out"));
@@ -716,4 +730,112 @@ fn a_1_gib_file_is_sent_with_flat_memory() {
         "RSS grew by {} KiB while sending 1 GiB",
         after - before
     );
+}
+
+#[test]
+fn regression_review_exact_rule_on_a_directory_without_index_is_404_not_a_listing() {
+    let dir = site("exact-listing");
+    let s = serve(&dir.0, CONFIG);
+    let r = get(s.addrs()[0], "/plain/tree", "");
+    assert_eq!(r.status, 404, "{}", r.body_str());
+}
+
+#[test]
+fn regression_review_precompressed_siblings_are_revalidated() {
+    let dir = site("siblings");
+    let s = serve(&dir.0, CONFIG);
+    let addr = s.addrs()[0];
+    let target = "/plain/assets/app.3f9a1c.js";
+    let br = dir.0.join("site/assets/app.3f9a1c.js.br");
+    // Added after the first request: picked up.
+    assert_eq!(
+        get(addr, target, "Accept-Encoding: br\r\n").header("content-encoding"),
+        None
+    );
+    std::fs::write(&br, "first").unwrap();
+    let r = get(addr, target, "Accept-Encoding: br\r\n");
+    assert_eq!(
+        (r.header("content-encoding"), r.body_str().as_str()),
+        (Some("br"), "first")
+    );
+    // Rewritten in place with another length: the new bytes, with the right length.
+    std::fs::write(&br, "second, longer").unwrap();
+    let r = get(addr, target, "Accept-Encoding: br\r\n");
+    assert_eq!(r.body_str(), "second, longer");
+    // Deleted: back to the identity.
+    std::fs::remove_file(&br).unwrap();
+    let r = get(addr, target, "Accept-Encoding: br\r\n");
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 2000));
+}
+
+#[test]
+fn regression_review_a_fifo_in_the_root_does_not_stall_the_worker() {
+    let dir = site("fifo");
+    let fifo = dir.0.join("site/pipe.txt");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let yaml = CONFIG.replace("workers: 2", "workers: 1");
+    let s = serve(&dir.0, &yaml);
+    let addr = s.addrs()[0];
+    // With a blocking open, the single worker would wait for a writer forever.
+    assert_eq!(get(addr, "/plain/pipe.txt", "").status, 404);
+    assert_eq!(get(addr, "/docs/notes.txt", "").body_str(), "notes");
+}
+
+#[test]
+fn regression_review_the_manifest_follows_a_root_switched_back() {
+    let dir = site("rollback");
+    let bin = env!("CARGO_BIN_EXE_anygate");
+    let release = |name: &str, html: &str| {
+        let src = dir.0.join(format!("src-{name}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("index.html"), html).unwrap();
+        let out = dir.0.join(format!("release-{name}"));
+        let ok = std::process::Command::new(bin)
+            .arg("pack-spa")
+            .arg("--from")
+            .arg(&src)
+            .arg("--to")
+            .arg(&out)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(".anygate-manifest.json")).unwrap())
+                .unwrap();
+        m["files"]["index.html"]["etag"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Same size, different content: only the manifest tells them apart.
+    let etag_a = release("a", "<p>version A</p>");
+    let etag_b = release("b", "<p>version B</p>");
+    let current = dir.0.join("current");
+    std::os::unix::fs::symlink("release-b", &current).unwrap();
+    let yaml = "server:\n  listen: \"127.0.0.1:0\"\nstatic:\n  revalidate: 0s\nroutes:\n  \"/\": \"./current/\"\n";
+    let s = serve(&dir.0, yaml);
+    let addr = s.addrs()[0];
+    let r = get(addr, "/", "");
+    assert_eq!(
+        (r.body_str().as_str(), r.header("etag")),
+        ("<p>version B</p>", Some(etag_b.as_str()))
+    );
+    // Roll back: swap the symlink atomically to the older release.
+    let tmp = dir.0.join("current.tmp");
+    std::os::unix::fs::symlink("release-a", &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    let r = get(addr, "/", "");
+    assert_eq!(
+        (r.body_str().as_str(), r.header("etag")),
+        ("<p>version A</p>", Some(etag_a.as_str()))
+    );
+    let r = get(addr, "/", &format!("If-None-Match: {etag_b}\r\n"));
+    assert_eq!(r.status, 200, "B's ETag must not validate A's content");
 }

@@ -1,16 +1,20 @@
 //! `static.listing: true`: a plain HTML index of a directory. Hidden names (a leading dot)
-//! are left out; names are HTML-escaped in text and percent-encoded in links.
+//! are left out; names are HTML-escaped in text and percent-encoded in links, which are
+//! absolute (so that they also work for an exact rule's path without a trailing slash).
+//!
+//! The directory is read through the descriptor opened beneath the root, never by path.
 
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 
 use anygate_http::{ErrorKind, Response};
 
 /// Most entries listed.
 const MAX: usize = 10_000;
 
-/// Answers with the listing of `dir`, whose request path is `path` (ending in `/`).
-pub fn respond(dir: &Path, path: &[u8], res: &mut Response<'_>, buf: &mut Vec<u8>) {
-    let Ok(read) = std::fs::read_dir(dir) else {
+/// Answers with the listing of the open directory `dir`, whose request path is `path`.
+pub fn respond(dir: &File, path: &[u8], res: &mut Response<'_>, buf: &mut Vec<u8>) {
+    let Ok(read) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return res.error(ErrorKind::FileError, None, b"");
     };
     let mut names: Vec<(Vec<u8>, bool)> = read
@@ -29,11 +33,17 @@ pub fn respond(dir: &Path, path: &[u8], res: &mut Response<'_>, buf: &mut Vec<u8
     buf.extend_from_slice(b"</title></head>\n<body><h1>Index of ");
     escape(buf, path);
     buf.extend_from_slice(b"</h1>\n<ul>\n");
-    if path != b"/" {
-        buf.extend_from_slice(b"<li><a href=\"../\">../</a></li>\n");
+    let base = path.strip_suffix(b"/").unwrap_or(path);
+    if !base.is_empty() {
+        let parent = &base[..base.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1)];
+        buf.extend_from_slice(b"<li><a href=\"");
+        escape(buf, parent);
+        buf.extend_from_slice(b"\">../</a></li>\n");
     }
     for (name, is_dir) in &names {
         buf.extend_from_slice(b"<li><a href=\"");
+        escape(buf, base);
+        buf.push(b'/');
         encode(buf, name);
         if *is_dir {
             buf.push(b'/');

@@ -53,24 +53,38 @@ impl Manifest {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let bad = |why: &str| format!("{}: not a pack-spa manifest ({why})", path.display());
-        let doc: Value = serde_json::from_slice(&text).map_err(|e| bad(&e.to_string()))?;
+        Self::parse(&text, written)
+            .map(Some)
+            .map_err(|why| format!("{}: not a pack-spa manifest ({why})", path.display()))
+    }
+
+    /// Reads a manifest from an open file (the static action opens it beneath its root).
+    pub fn read(mut file: &std::fs::File) -> Result<Self, String> {
+        let written = file.metadata().and_then(|m| m.modified()).ok();
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut text).map_err(|e| e.to_string())?;
+        Self::parse(&text, written)
+    }
+
+    /// Parses a manifest's text; `written` is its modification time.
+    pub fn parse(text: &[u8], written: Option<SystemTime>) -> Result<Self, String> {
+        let doc: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
         if doc.get("anygate_manifest").and_then(Value::as_u64) != Some(VERSION) {
-            return Err(bad("unknown version"));
+            return Err("unknown version".into());
         }
         let files = doc
             .get("files")
             .and_then(Value::as_object)
-            .ok_or_else(|| bad("no `files`"))?;
+            .ok_or("no `files`")?;
         let mut out = HashMap::with_capacity(files.len());
         for (name, f) in files {
-            let entry = parse_entry(f).ok_or_else(|| bad(&format!("entry `{name}`")))?;
+            let entry = parse_entry(f).ok_or_else(|| format!("entry `{name}`"))?;
             out.insert(name.as_bytes().into(), entry);
         }
-        Ok(Some(Self {
+        Ok(Self {
             files: out,
             written,
-        }))
+        })
     }
 
     /// The entry for `rel` if it still describes the file: same size, and not modified

@@ -22,7 +22,6 @@ mod listing;
 pub mod path;
 pub mod range;
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,26 +68,24 @@ pub struct Static {
     /// `root` as bytes followed by a NUL: the prefix of this rule's cache keys.
     key_prefix: Box<[u8]>,
     options: StaticOptions,
-    manifest: Option<Manifest>,
     label: Box<str>,
     warning: Option<String>,
 }
 
 impl Static {
     /// A rule serving `root` (`label` names it in error bodies). A manifest that cannot be
-    /// read is ignored, and [`Static::warning`] says why.
+    /// read is ignored, and [`Static::warning`] says why. (Workers read the manifest
+    /// themselves, through the root's descriptor, and again when it changes.)
     pub fn new(root: &Path, options: StaticOptions, label: &str) -> Self {
-        let (manifest, warning) = match Manifest::load(root) {
-            Ok(m) => (m, None),
-            Err(e) => (None, Some(format!("{e}; serving without it"))),
-        };
+        let warning = Manifest::load(root)
+            .err()
+            .map(|e| format!("{e}; serving without it"));
         let mut key_prefix = root.as_os_str().as_encoded_bytes().to_vec();
         key_prefix.push(0);
         Self {
             root: root.to_path_buf(),
             key_prefix: key_prefix.into(),
             options,
-            manifest,
             label: label.into(),
             warning,
         }
@@ -99,15 +96,10 @@ impl Static {
         self.warning.as_deref()
     }
 
-    /// Whether a pack-spa manifest is in use.
-    pub fn has_manifest(&self) -> bool {
-        self.manifest.is_some()
-    }
-
     fn policy(&self) -> Policy<'_> {
         Policy {
             root: &self.root,
-            manifest: self.manifest.as_ref(),
+            key_prefix: &self.key_prefix,
             revalidate: self.options.revalidate,
             memory_file_max: self.options.memory_file_max,
             memory_total_max: self.options.memory_total_max,
@@ -151,7 +143,13 @@ impl Static {
                 Ok(Found::Dir) => {
                     // An exact rule names the directory itself: no slash redirect.
                     let slash = exact || path.ends_with(b"/");
-                    self.directory(c, &mut key, rel_at, req, path, slash, res, buf);
+                    let dir = Dir {
+                        rel_at,
+                        slash,
+                        exact,
+                        path,
+                    };
+                    self.directory(c, &mut key, dir, req, res, buf);
                 }
                 Err(Miss::NotFound) => {
                     let rel = &key[rel_at..];
@@ -168,19 +166,19 @@ impl Static {
         });
     }
 
-    /// A directory: redirect to the slash form, or its index, or a listing, or 404.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site; the request's parts"
-    )]
+    /// A directory: redirect to the slash form, or its index, or a listing (prefix rules
+    /// only: an exact rule's path has no room for the entries' links), or 404.
     fn directory(
         &self,
         c: &mut cache::Cache,
         key: &mut Vec<u8>,
-        rel_at: usize,
+        Dir {
+            rel_at,
+            slash,
+            exact,
+            path,
+        }: Dir<'_>,
         req: &Request<'_>,
-        path: &[u8],
-        slash: bool,
         res: &mut Response<'_>,
         buf: &mut Vec<u8>,
     ) {
@@ -210,9 +208,11 @@ impl Static {
             }
         }
         key.truncate(dir_len);
-        if self.options.listing {
-            let rel = Path::new(std::ffi::OsStr::from_bytes(&key[rel_at..]));
-            return listing::respond(&self.root.join(rel), path, res, buf);
+        if self.options.listing && !exact {
+            return match c.open_dir(&key[rel_at..], &self.policy()) {
+                Some(dir) => listing::respond(&dir, path, res, buf),
+                None => res.error(ErrorKind::FileError, Some(&self.label), b""),
+            };
         }
         res.error(ErrorKind::FileNotFound, Some(&self.label), b"");
     }
@@ -287,26 +287,26 @@ impl Static {
         let Some(info) = c.file(key) else {
             return res.error(ErrorKind::FileError, Some(&self.label), b"");
         };
-        // What is sent: (etag, length, in memory, on disk).
-        let (etag, len, data, file): (&str, u64, Option<&Arc<[u8]>>, &Arc<std::fs::File>) =
-            match encoding.map(|e| (e, &info.variants[e.index()])) {
-                Some((
-                    _,
-                    Variant::OnDisk {
-                        file,
-                        len,
-                        etag,
-                        data,
-                    },
-                )) => (etag, *len, data.as_ref(), file),
-                Some((_, Variant::InMemory { data, etag })) => {
-                    (etag, data.len() as u64, Some(data), &info.file)
-                }
-                _ => {
-                    encoding = None;
-                    (&info.etag, info.len, info.data.as_ref(), &info.file)
-                }
-            };
+        // What is sent: its ETag, its length, and where its bytes are.
+        let (etag, len, source) = match encoding.map(|e| &info.variants[e.index()]) {
+            Some(Variant::OnDisk {
+                file,
+                len,
+                etag,
+                data,
+            }) => (&**etag, *len, Source::of(data.as_ref(), file.as_ref())),
+            Some(Variant::InMemory { data, etag }) => {
+                (&**etag, data.len() as u64, Some(Source::Memory(data)))
+            }
+            _ => {
+                encoding = None;
+                let source = Source::of(info.data.as_ref(), info.file.as_ref());
+                (&*info.etag, info.len, source)
+            }
+        };
+        let Some(source) = source else {
+            return res.error(ErrorKind::FileError, Some(&self.label), b"");
+        };
         let cache_control = if fallback || mime::is_html(&info.content_type) {
             &self.options.cache_html
         } else if mime::is_fingerprinted(rel_name) {
@@ -349,9 +349,9 @@ impl Static {
         match ranges {
             Ranges::Whole => {
                 head(buf, 200, "OK", content_type, len, &fields);
-                match data {
-                    Some(d) => res.send_shared_range(200, buf, d, 0..d.len()),
-                    None => res.send_file(200, buf, FileBody::range(file.clone(), 0, len)),
+                match source {
+                    Source::Memory(d) => res.send_shared_range(200, buf, d, 0..d.len()),
+                    Source::Disk(f) => res.send_file(200, buf, FileBody::range(f.clone(), 0, len)),
                 }
             }
             Ranges::Unsatisfiable => {
@@ -374,16 +374,23 @@ impl Static {
                     b - a + 1,
                     &fields,
                 );
-                match data {
-                    Some(d) => res.send_shared_range(206, buf, d, a as usize..b as usize + 1),
-                    None => res.send_file(206, buf, FileBody::range(file.clone(), a, b - a + 1)),
+                match source {
+                    Source::Memory(d) => {
+                        res.send_shared_range(206, buf, d, a as usize..b as usize + 1);
+                    }
+                    Source::Disk(f) => {
+                        res.send_file(206, buf, FileBody::range(f.clone(), a, b - a + 1));
+                    }
                 }
             }
             Ranges::Parts(parts) => {
                 let id = anygate_http::request_id::generate();
                 let boundary = &id[..20];
-                let mut body = FileBody::parts(file.clone());
                 let mut memory = Vec::new();
+                let mut disk = match source {
+                    Source::Disk(f) => Some(FileBody::parts(f.clone())),
+                    Source::Memory(_) => None,
+                };
                 for (i, &(a, b)) in parts.iter().enumerate() {
                     let mut before = Vec::with_capacity(128);
                     if i > 0 {
@@ -396,11 +403,14 @@ impl Static {
                     before.extend_from_slice(b"\r\ncontent-range: ");
                     content_range(&mut before, a, b, len);
                     before.extend_from_slice(b"\r\n\r\n");
-                    if let Some(d) = data {
-                        memory.extend_from_slice(&before);
-                        memory.extend_from_slice(&d[a as usize..=b as usize]);
+                    match (&mut disk, source) {
+                        (Some(body), _) => body.push(before, a, b - a + 1),
+                        (None, Source::Memory(d)) => {
+                            memory.extend_from_slice(&before);
+                            memory.extend_from_slice(&d[a as usize..=b as usize]);
+                        }
+                        (None, Source::Disk(_)) => {}
                     }
-                    body.push(before, a, b - a + 1);
                 }
                 let mut trailer = Vec::with_capacity(32);
                 trailer.extend_from_slice(b"\r\n--");
@@ -409,7 +419,11 @@ impl Static {
                 let mut ct = b"multipart/byteranges; boundary=".to_vec();
                 ct.extend_from_slice(boundary);
                 let ct = String::from_utf8_lossy(&ct).into_owned();
-                if data.is_some() {
+                if let Some(mut body) = disk {
+                    body.set_trailer(trailer);
+                    head(buf, 206, "Partial Content", &ct, body.len(), &fields);
+                    res.send_file(206, buf, body);
+                } else {
                     memory.extend_from_slice(&trailer);
                     head(
                         buf,
@@ -420,13 +434,33 @@ impl Static {
                         &fields,
                     );
                     res.send_prebuilt(206, buf, &memory);
-                } else {
-                    body.set_trailer(trailer);
-                    head(buf, 206, "Partial Content", &ct, body.len(), &fields);
-                    res.send_file(206, buf, body);
                 }
             }
         }
+    }
+}
+
+/// A directory found by a lookup: where its relative path starts in the key, whether the
+/// request path ends with a slash (or needs none), whether the rule is exact, and the
+/// normalised request path.
+#[derive(Clone, Copy)]
+struct Dir<'p> {
+    rel_at: usize,
+    slash: bool,
+    exact: bool,
+    path: &'p [u8],
+}
+
+/// Where the bytes of a representation are.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Memory(&'a Arc<[u8]>),
+    Disk(&'a Arc<std::fs::File>),
+}
+
+impl<'a> Source<'a> {
+    fn of(data: Option<&'a Arc<[u8]>>, file: Option<&'a Arc<std::fs::File>>) -> Option<Self> {
+        data.map(Source::Memory).or(file.map(Source::Disk))
     }
 }
 

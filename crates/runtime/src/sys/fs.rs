@@ -1,20 +1,45 @@
-//! File FFI: opening a path without ever leaving a directory (`openat2(2)`).
+//! File FFI: opening a path without ever leaving a directory.
+//!
+//! `openat2(2)` with `RESOLVE_BENEATH` does it in one call (Linux 5.6+). Where it is missing
+//! (`ENOSYS`) or filtered (`EPERM` from a seccomp profile), the path is walked one component
+//! at a time with `openat(O_NOFOLLOW)`, which refuses every symlink, inside or not.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cvt;
 
-/// Opens `path` (relative) read-only beneath `dir`, refusing any resolution that leaves it
-/// (`..`, an absolute symlink, a symlink pointing outside) and magic links
-/// (`RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`).
+/// Set once `openat2` answered `ENOSYS`: the kernel does not have it.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Flags for every open: read-only, not inherited, no controlling terminal, and
+/// non-blocking so that a FIFO or a device node cannot stall the worker (no effect on
+/// regular files and directories).
+const FLAGS: i32 = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+
+/// Opens `path` (relative) read-only beneath `dir`, refusing any resolution that leaves it.
 pub(crate) fn open_beneath(dir: &File, path: &[u8]) -> io::Result<File> {
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        match openat2_beneath(dir, path) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                NO_OPENAT2.store(true, Ordering::Relaxed);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            other => return other,
+        }
+    }
+    open_walk(dir, path)
+}
+
+/// `openat2(dir, path, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`.
+fn openat2_beneath(dir: &File, path: &[u8]) -> io::Result<File> {
     let path = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: open_how is plain data (three integers); all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.flags = FLAGS as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `dir` is an open descriptor, `path` a NUL-terminated string and `how` a valid
     // open_how whose size is passed; all outlive the call.
@@ -30,4 +55,36 @@ pub(crate) fn open_beneath(dir: &File, path: &[u8]) -> io::Result<File> {
     let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
     // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The fallback: one `openat(O_NOFOLLOW)` per component. `.`, `..` and empty components are
+/// refused with `EXDEV`, like `RESOLVE_BENEATH` refuses an escape; so is any symlink.
+pub(crate) fn open_walk(dir: &File, path: &[u8]) -> io::Result<File> {
+    let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    let mut current: Option<File> = None;
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() || *part == b"." || *part == b".." {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        let name = CString::new(*part).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let last = i + 1 == parts.len();
+        let at = current.as_ref().unwrap_or(dir).as_raw_fd();
+        // SAFETY: `at` is an open descriptor (the directory or the previous component,
+        // alive until this iteration ends) and `name` a NUL-terminated string.
+        let fd = match cvt(unsafe { libc::openat(at, name.as_ptr(), FLAGS | libc::O_NOFOLLOW) }) {
+            Ok(fd) => fd,
+            // A symlink under O_NOFOLLOW.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(io::Error::from_raw_os_error(libc::EXDEV));
+            }
+            Err(e) => return Err(e),
+        };
+        // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        if !last && !file.metadata()?.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        current = Some(file);
+    }
+    current.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
 }

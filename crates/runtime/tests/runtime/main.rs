@@ -6,6 +6,7 @@
 #![expect(clippy::disallowed_types, reason = "test-only synchronisation")]
 
 mod echo;
+mod fs;
 mod h2;
 mod net;
 mod sched;
