@@ -1,6 +1,7 @@
 //! Zero heap allocations per request on the fixed and echo paths after warm-up (SPEC §11),
-//! counted by a global allocator over the whole process: the server runs in-process and the
-//! client uses std sockets and stack buffers, which do not allocate.
+//! and on the static path for a small cached file between two revalidations, counted by a
+//! global allocator over the whole process: the server runs in-process and the client uses
+//! std sockets and stack buffers, which do not allocate.
 //!
 //! `harness = false`: the libtest harness would allocate on its own threads meanwhile.
 
@@ -17,9 +18,11 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 const CONFIG: &str = r#"
 server: {listen: "127.0.0.1:0", workers: 1}
+static: {revalidate: 1h}
 routes:
   "GET /fixed": 'OK {"fixed":true}'
   "POST /echo/:id/*": "*"
+  "/static/": "STATIC_DIR"
 "#;
 
 /// Sends `req` `n` times on `stream`, reading each response of exactly `len` bytes.
@@ -74,7 +77,11 @@ fn check(name: &str, server: &Server, req: &[u8]) -> u64 {
 }
 
 fn main() {
-    let config = load_str("alloc.yml", CONFIG, Format::Yaml, Path::new("."), &[]).unwrap();
+    let dir = std::env::temp_dir().join(format!("anygate-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("1k.txt"), vec![b'x'; 1024]).unwrap();
+    let yaml = CONFIG.replace("STATIC_DIR", &format!("{}/", dir.display()));
+    let config = load_str("alloc.yml", &yaml, Format::Yaml, Path::new("."), &[]).unwrap();
     let server = Server::start(config).unwrap();
     let fixed = check(
         "fixed",
@@ -91,11 +98,17 @@ fn main() {
         &server,
         b"GET /fixed HTTP/1.1\r\nHost: t\r\n\r\n",
     );
+    let static_file = check(
+        "static 1 KiB file",
+        &server,
+        b"GET /static/1k.txt HTTP/1.1\r\nHost: t\r\nX-Request-Id: alloc-test\r\nAccept-Encoding: gzip, br\r\n\r\n",
+    );
     server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
-        (fixed, echo, generated_id),
-        (0, 0, 0),
+        (fixed, echo, generated_id, static_file),
+        (0, 0, 0, 0),
         "allocations per request on the hot path"
     );
-    println!("test result: ok. 3 passed; 0 failed");
+    println!("test result: ok. 4 passed; 0 failed");
 }

@@ -314,33 +314,35 @@ impl Static {
         } else {
             &self.options.cache_default
         };
-        // The validators every response of this representation carries.
-        let mut fields = Vec::with_capacity(256);
-        fields.extend_from_slice(b"etag: ");
-        fields.extend_from_slice(etag.as_bytes());
-        fields.extend_from_slice(b"\r\nlast-modified: ");
-        fields.extend_from_slice(&info.last_modified);
-        fields.extend_from_slice(b"\r\n");
+        // The fields every response of this representation carries, built at the start of
+        // `buf`; each head is then written after them and copies them in (no allocation).
+        buf.clear();
+        buf.extend_from_slice(b"etag: ");
+        buf.extend_from_slice(etag.as_bytes());
+        buf.extend_from_slice(b"\r\nlast-modified: ");
+        buf.extend_from_slice(&info.last_modified);
+        buf.extend_from_slice(b"\r\n");
         if !cache_control.is_empty() {
-            fields.extend_from_slice(b"cache-control: ");
-            fields.extend_from_slice(cache_control.as_bytes());
-            fields.extend_from_slice(b"\r\n");
+            buf.extend_from_slice(b"cache-control: ");
+            buf.extend_from_slice(cache_control.as_bytes());
+            buf.extend_from_slice(b"\r\n");
         }
         if info.compressible {
-            fields.extend_from_slice(b"vary: accept-encoding\r\n");
+            buf.extend_from_slice(b"vary: accept-encoding\r\n");
         }
         if not_modified(req, etag, info.mtime) {
-            buf.clear();
+            let fields = buf.len();
             buf.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
-            buf.extend_from_slice(&fields);
-            return res.send_prebuilt(304, buf, b"");
+            buf.extend_from_within(..fields);
+            return res.send_prebuilt(304, &buf[fields..], b"");
         }
-        fields.extend_from_slice(b"accept-ranges: bytes\r\n");
+        buf.extend_from_slice(b"accept-ranges: bytes\r\n");
         if let Some(e) = encoding {
-            fields.extend_from_slice(b"content-encoding: ");
-            fields.extend_from_slice(e.token().as_bytes());
-            fields.extend_from_slice(b"\r\n");
+            buf.extend_from_slice(b"content-encoding: ");
+            buf.extend_from_slice(e.token().as_bytes());
+            buf.extend_from_slice(b"\r\n");
         }
+        let fields = buf.len();
         let ranges = match range_header {
             Some(h) if if_range_holds(req, etag, info.mtime) => range::parse(h, len),
             _ => Ranges::Whole,
@@ -348,10 +350,11 @@ impl Static {
         let content_type: &str = &info.content_type;
         match ranges {
             Ranges::Whole => {
-                head(buf, 200, "OK", content_type, len, &fields);
+                let at = head(buf, fields, 200, "OK", content_type, len);
+                let h = &buf[at..];
                 match source {
-                    Source::Memory(d) => res.send_shared_range(200, buf, d, 0..d.len()),
-                    Source::Disk(f) => res.send_file(200, buf, FileBody::range(f.clone(), 0, len)),
+                    Source::Memory(d) => res.send_shared_range(200, h, d, 0..d.len()),
+                    Source::Disk(f) => res.send_file(200, h, FileBody::range(f.clone(), 0, len)),
                 }
             }
             Ranges::Unsatisfiable => {
@@ -363,23 +366,17 @@ impl Static {
             }
             Ranges::Parts(parts) if parts.len() == 1 => {
                 let (a, b) = parts[0];
-                fields.extend_from_slice(b"content-range: ");
-                content_range(&mut fields, a, b, len);
-                fields.extend_from_slice(b"\r\n");
-                head(
-                    buf,
-                    206,
-                    "Partial Content",
-                    content_type,
-                    b - a + 1,
-                    &fields,
-                );
+                let at = head(buf, fields, 206, "Partial Content", content_type, b - a + 1);
+                buf.extend_from_slice(b"content-range: ");
+                content_range(buf, a, b, len);
+                buf.extend_from_slice(b"\r\n");
+                let h = &buf[at..];
                 match source {
                     Source::Memory(d) => {
-                        res.send_shared_range(206, buf, d, a as usize..b as usize + 1);
+                        res.send_shared_range(206, h, d, a as usize..b as usize + 1);
                     }
                     Source::Disk(f) => {
-                        res.send_file(206, buf, FileBody::range(f.clone(), a, b - a + 1));
+                        res.send_file(206, h, FileBody::range(f.clone(), a, b - a + 1));
                     }
                 }
             }
@@ -421,19 +418,13 @@ impl Static {
                 let ct = String::from_utf8_lossy(&ct).into_owned();
                 if let Some(mut body) = disk {
                     body.set_trailer(trailer);
-                    head(buf, 206, "Partial Content", &ct, body.len(), &fields);
-                    res.send_file(206, buf, body);
+                    let at = head(buf, fields, 206, "Partial Content", &ct, body.len());
+                    res.send_file(206, &buf[at..], body);
                 } else {
                     memory.extend_from_slice(&trailer);
-                    head(
-                        buf,
-                        206,
-                        "Partial Content",
-                        &ct,
-                        memory.len() as u64,
-                        &fields,
-                    );
-                    res.send_prebuilt(206, buf, &memory);
+                    let len = memory.len() as u64;
+                    let at = head(buf, fields, 206, "Partial Content", &ct, len);
+                    res.send_prebuilt(206, &buf[at..], &memory);
                 }
             }
         }
@@ -464,9 +455,17 @@ impl<'a> Source<'a> {
     }
 }
 
-/// The status line, `content-type`, `content-length` and `fields`, into `buf`.
-fn head(buf: &mut Vec<u8>, status: u16, reason: &str, content_type: &str, len: u64, fields: &[u8]) {
-    buf.clear();
+/// Appends the status line, `content-type`, `content-length` and a copy of the fields at
+/// `buf[..fields]`; returns where the head starts.
+fn head(
+    buf: &mut Vec<u8>,
+    fields: usize,
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    len: u64,
+) -> usize {
+    let at = buf.len();
     buf.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(buf, usize::from(status));
     buf.push(b' ');
@@ -476,7 +475,8 @@ fn head(buf: &mut Vec<u8>, status: u16, reason: &str, content_type: &str, len: u
     buf.extend_from_slice(b"\r\ncontent-length: ");
     push_u64(buf, len);
     buf.extend_from_slice(b"\r\n");
-    buf.extend_from_slice(fields);
+    buf.extend_from_within(..fields);
+    at
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
