@@ -80,32 +80,36 @@ pub fn run(from: &Path, to: &Path) -> Result<String, String> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     walk(&src, Path::new(""), &mut files, &mut skipped)?;
-    // A source file named like a sibling pack-spa generates (`app.js.gz` next to a
-    // compressible `app.js`, from a bundler's compression plugin) is replaced by ours.
+    // A source file named like a sibling pack-spa may generate (`app.js.gz` next to a
+    // compressible `app.js`, from a bundler's compression plugin) is copied last, and only
+    // if pack-spa did not write that sibling itself.
     let names: std::collections::HashSet<PathBuf> = files.iter().cloned().collect();
-    files.retain(|rel| {
-        let clash = Encoding::ALL.iter().any(|e| {
-            let name = rel.as_os_str().as_encoded_bytes();
-            name.strip_suffix(e.suffix().as_bytes())
-                .is_some_and(|stem| {
-                    let stem = Path::new(std::ffi::OsStr::from_bytes(stem));
-                    names.contains(stem)
-                        && mime::compressible(mime::content_type(
-                            stem.as_os_str().as_encoded_bytes(),
-                        ))
-                })
+    let (candidates, mut files): (Vec<PathBuf>, Vec<PathBuf>) =
+        files.into_iter().partition(|rel| {
+            Encoding::ALL.iter().any(|e| {
+                let name = rel.as_os_str().as_encoded_bytes();
+                name.strip_suffix(e.suffix().as_bytes())
+                    .is_some_and(|stem| {
+                        let stem = Path::new(std::ffi::OsStr::from_bytes(stem));
+                        names.contains(stem)
+                            && mime::compressible(mime::content_type(
+                                stem.as_os_str().as_encoded_bytes(),
+                            ))
+                    })
+            })
         });
-        if clash {
-            skipped.push(format!(
-                "{} (a sibling pack-spa writes itself)",
-                rel.display()
-            ));
-        }
-        !clash
-    });
+    let mut generated = std::collections::HashSet::new();
+    files.extend(candidates);
     let mut entries = BTreeMap::new();
     let (mut bytes, mut siblings, mut saved) = (0u64, 0usize, 0u64);
     for rel in &files {
+        if generated.contains(rel) {
+            skipped.push(format!(
+                "{} (replaced by the sibling pack-spa wrote)",
+                rel.display()
+            ));
+            continue;
+        }
         let data = fs::read(src.join(rel)).map_err(|e| format!("{}: {e}", rel.display()))?;
         let out = dst.join(rel);
         if let Some(parent) = out.parent() {
@@ -123,6 +127,9 @@ pub fn run(from: &Path, to: &Path) -> Result<String, String> {
                 }
                 let mut sib = out.clone().into_os_string();
                 sib.push(e.suffix());
+                let mut sib_rel = rel.clone().into_os_string();
+                sib_rel.push(e.suffix());
+                generated.insert(PathBuf::from(sib_rel));
                 fs::write(&sib, &packed).map_err(|err| format!("{}: {err}", out.display()))?;
                 siblings += 1;
                 saved += (data.len() - packed.len()) as u64;
@@ -145,7 +152,7 @@ pub fn run(from: &Path, to: &Path) -> Result<String, String> {
     fs::write(&path, manifest::render(&entries)).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut report = format!(
         "packed {} files ({bytes} bytes) into {}: {siblings} precompressed siblings, {saved} bytes saved per full download set",
-        files.len(),
+        entries.len(),
         to.display()
     );
     for s in skipped {

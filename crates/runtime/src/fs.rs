@@ -22,5 +22,5 @@ pub fn open_beneath(dir: &File, path: &[u8]) -> io::Result<File> {
 /// The fallback of [`open_beneath`]: one `openat(O_NOFOLLOW)` per component, refusing `.`,
 /// `..`, empty components and every symlink (inside the directory or not) with `EXDEV`.
 pub fn open_beneath_no_symlinks(dir: &File, path: &[u8]) -> io::Result<File> {
-    sys::fs::open_walk(dir, path)
+    sys::fs::open_walk_normalised(dir, path)
 }

@@ -586,6 +586,9 @@ fn pack_spa_is_deterministic_refuses_its_input_and_is_served_from_its_manifest()
     // A bundler's own .gz next to a script is replaced by pack-spa's; a .gz download stays.
     std::fs::write(from.join("assets/app.3f9a1c.js.gz"), "not gzip at all").unwrap();
     std::fs::write(from.join("archive.tar.gz"), "a real download").unwrap();
+    // Too small for pack-spa to compress: the source's own sibling is kept.
+    std::fs::write(from.join("tiny.js"), "x()").unwrap();
+    std::fs::write(from.join("tiny.js.gz"), "kept as is").unwrap();
     let (a, b) = (dir.0.join("out-a"), dir.0.join("out-b"));
     assert!(pack(&a).status.success());
     assert!(pack(&b).status.success());
@@ -634,6 +637,7 @@ fn pack_spa_is_deterministic_refuses_its_input_and_is_served_from_its_manifest()
         "images are not compressed"
     );
     assert!(names.contains(&"archive.tar.gz".to_owned()));
+    assert_eq!(std::fs::read(a.join("tiny.js.gz")).unwrap(), b"kept as is");
     let gz = std::fs::read(a.join("assets/app.3f9a1c.js.gz")).unwrap();
     assert_eq!(
         gunzip(&gz),

@@ -176,8 +176,13 @@ impl Cache {
         let file = match self.open(&root, rel) {
             Ok(f) => f,
             Err(e) => {
-                self.remove(key);
-                return Err(classify(&e));
+                let miss = classify(&e);
+                // Gone or refused: forget it. Any other failure (out of descriptors, I/O)
+                // says nothing about the file; the entry stays for the next try.
+                if miss != Miss::Error {
+                    self.remove(key);
+                }
+                return Err(miss);
             }
         };
         let Ok(meta) = file.metadata() else {
@@ -251,7 +256,10 @@ impl Cache {
             return;
         };
         let out = encoding.compress(&data, false);
-        if out.is_empty() || out.len() >= data.len() {
+        // Kept only if smaller, and if the entry would still fit the bound by itself.
+        let (held, _) = info_cost(info);
+        if out.is_empty() || out.len() >= data.len() || held + out.len() as u64 > p.memory_total_max
+        {
             info.variants[i] = Variant::NotSmaller;
             return;
         }
@@ -352,26 +360,6 @@ impl Cache {
             };
             self.remove(&victim);
         }
-        if self.bytes > p.memory_total_max
-            && let Some(e) = self.files.get_mut(keep)
-            && let Kind::File(info) = &mut e.kind
-            && info.file.is_some()
-        {
-            // The one entry left is too big for the bound by itself: keep its metadata
-            // and descriptors only (a file whose content is in memory has no descriptor to
-            // fall back on, and is then served only while nothing else is cached).
-            let (bytes, _) = info_cost(info);
-            self.bytes = self.bytes.saturating_sub(bytes);
-            info.data = None;
-            for v in &mut info.variants {
-                match v {
-                    Variant::OnDisk { data, file, .. } if file.is_some() => *data = None,
-                    Variant::InMemory { .. } => *v = Variant::NotSmaller,
-                    _ => {}
-                }
-            }
-            self.bytes += info_cost(info).0;
-        }
     }
 }
 
@@ -402,9 +390,8 @@ fn info_cost(info: &FileInfo) -> (u64, usize) {
 
 fn classify(e: &io::Error) -> Miss {
     match e.kind() {
-        // RESOLVE_BENEATH refuses with EXDEV; a magic link gives ELOOP (40).
+        // RESOLVE_BENEATH refuses with EXDEV (the runtime maps a magic link's ELOOP to it).
         io::ErrorKind::CrossesDevices | io::ErrorKind::PermissionDenied => Miss::Escape,
-        _ if e.raw_os_error() == Some(40) => Miss::Escape,
         io::ErrorKind::NotFound
         | io::ErrorKind::NotADirectory
         | io::ErrorKind::InvalidFilename
@@ -473,7 +460,11 @@ fn build(
         None => metadata_etag(meta).into(),
     };
     let compressible = mime::compressible(&content_type);
-    let data = read_small(&file, len, p.memory_file_max);
+    // Content is held in memory only if it fits both bounds: an entry never exceeds the
+    // whole cache by itself (so it never empties the cache either).
+    let in_memory = p.memory_file_max.min(p.memory_total_max);
+    let data = read_small(&file, len, in_memory);
+    let mut held = data.as_ref().map_or(0, |d| d.len() as u64);
     let mut variants = [Variant::Absent, Variant::Absent, Variant::Absent];
     let mut sibling_ids = [None; 3];
     if compressible {
@@ -489,7 +480,9 @@ fn build(
                 Some((size, etag)) if *size == slen => etag.as_str().into(),
                 _ => derived_etag(&metadata_etag(&smeta), e.token()),
             };
-            let sdata = read_small(&sib, slen, p.memory_file_max);
+            let room = p.memory_total_max.saturating_sub(held).min(in_memory);
+            let sdata = read_small(&sib, slen, room);
+            held += sdata.as_ref().map_or(0, |d| d.len() as u64);
             variants[e.index()] = Variant::OnDisk {
                 file: sdata.is_none().then(|| Arc::new(sib)),
                 len: slen,
@@ -574,6 +567,33 @@ mod tests {
             assert!(c.fds <= MAX_FDS);
         }
         assert_eq!(c.fds, c.files.len());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn regression_review_an_entry_never_exceeds_the_memory_bound_alone() {
+        let root = std::env::temp_dir().join(format!("ag-cache-bound-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("big.txt"), vec![b'a'; 1000]).unwrap();
+        let mut prefix = root.as_os_str().as_encoded_bytes().to_vec();
+        prefix.push(0);
+        let mut p = policy(&root, &prefix);
+        p.memory_total_max = 500; // smaller than memory_file_max (1 MiB)
+        p.revalidate = Duration::from_secs(60);
+        let mut c = Cache::default();
+        let dir = key(&prefix, "d");
+        assert!(matches!(c.lookup(&dir, prefix.len(), &p), Ok(Found::Dir)));
+        let big = key(&prefix, "big.txt");
+        assert!(matches!(c.lookup(&big, prefix.len(), &p), Ok(Found::File)));
+        let info = c.file(&big).unwrap();
+        assert!(
+            info.data.is_none() && info.file.is_some(),
+            "served from disk"
+        );
+        c.compress(&big, Encoding::Gzip, &p);
+        assert!(c.bytes <= p.memory_total_max);
+        assert!(c.files.contains_key(&*dir), "the other entries stay");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -21,7 +21,13 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 const FLAGS: i32 = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
 
 /// Opens `path` (relative) read-only beneath `dir`, refusing any resolution that leaves it.
+/// Errors are normalised: a magic link (`ELOOP`) is an escape like `EXDEV`; a socket
+/// (`ENXIO`) is as absent as a missing file.
 pub(crate) fn open_beneath(dir: &File, path: &[u8]) -> io::Result<File> {
+    normalise(open_any(dir, path))
+}
+
+fn open_any(dir: &File, path: &[u8]) -> io::Result<File> {
     if !NO_OPENAT2.load(Ordering::Relaxed) {
         match openat2_beneath(dir, path) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
@@ -32,6 +38,19 @@ pub(crate) fn open_beneath(dir: &File, path: &[u8]) -> io::Result<File> {
         }
     }
     open_walk(dir, path)
+}
+
+/// [`open_walk`] with the errors of [`open_beneath`].
+pub(crate) fn open_walk_normalised(dir: &File, path: &[u8]) -> io::Result<File> {
+    normalise(open_walk(dir, path))
+}
+
+fn normalise(r: io::Result<File>) -> io::Result<File> {
+    r.map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => io::Error::from_raw_os_error(libc::EXDEV),
+        Some(libc::ENXIO) => io::Error::from_raw_os_error(libc::ENOENT),
+        _ => e,
+    })
 }
 
 /// `openat2(dir, path, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`.
@@ -69,9 +88,16 @@ pub(crate) fn open_walk(dir: &File, path: &[u8]) -> io::Result<File> {
         let name = CString::new(*part).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let last = i + 1 == parts.len();
         let at = current.as_ref().unwrap_or(dir).as_raw_fd();
+        // Components before the last only need to be searched: O_PATH asks for no read
+        // permission (an execute-only directory works) and opens nothing but the inode.
+        let flags = if last {
+            FLAGS | libc::O_NOFOLLOW
+        } else {
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW
+        };
         // SAFETY: `at` is an open descriptor (the directory or the previous component,
         // alive until this iteration ends) and `name` a NUL-terminated string.
-        let fd = match cvt(unsafe { libc::openat(at, name.as_ptr(), FLAGS | libc::O_NOFOLLOW) }) {
+        let fd = match cvt(unsafe { libc::openat(at, name.as_ptr(), flags) }) {
             Ok(fd) => fd,
             // A symlink under O_NOFOLLOW.
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -81,8 +107,15 @@ pub(crate) fn open_walk(dir: &File, path: &[u8]) -> io::Result<File> {
         };
         // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
         let file = unsafe { File::from_raw_fd(fd) };
-        if !last && !file.metadata()?.is_dir() {
-            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        if !last {
+            // O_PATH | O_NOFOLLOW opens a symlink itself rather than failing.
+            let kind = file.metadata()?.file_type();
+            if kind.is_symlink() {
+                return Err(io::Error::from_raw_os_error(libc::EXDEV));
+            }
+            if !kind.is_dir() {
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
         }
         current = Some(file);
     }

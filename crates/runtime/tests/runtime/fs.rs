@@ -59,6 +59,12 @@ fn open_beneath_follows_inside_links_and_refuses_escapes() {
         open_beneath(&root, b"nope").unwrap_err().kind(),
         ErrorKind::NotFound
     );
+    // A socket cannot be opened: as absent as a missing file.
+    let _socket = std::os::unix::net::UnixListener::bind(dir.join("root/sock")).unwrap();
+    assert_eq!(
+        open_beneath(&root, b"sock").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // A FIFO with no writer would block a plain open forever.
     let fifo = open_beneath(&root, b"fifo").unwrap();
     assert!(fifo.metadata().unwrap().file_type().is_fifo());
