@@ -914,3 +914,44 @@ fn spa_is_on_by_default_for_root_static_rules_only() {
     assert_eq!(spa, [true, false, true]);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn static_settings_are_read_with_positions_and_groups_override_them() {
+    let c = yaml(
+        "static:\n  cache: { default: \"public, max-age=60\" }\n  compress: true\n  memory_file_max: 16KiB\n  memory_total_max: 8MiB\n  revalidate: 250ms\nroutes:\n  \"/ok\": \"OK\"\ngroups:\n  - prefix: /g\n    static: { compress: false, cache: { html: \"no-store\" } }\n    routes:\n      \"/x\": \"OK\"\n",
+    )
+    .unwrap();
+    let top = &c.static_settings;
+    assert_eq!(top.cache.default, "public, max-age=60");
+    assert_eq!(top.cache.html, "no-cache");
+    assert!(top.compress);
+    assert_eq!(
+        (top.memory_file_max, top.memory_total_max),
+        (16 << 10, 8 << 20)
+    );
+    assert_eq!(top.revalidate, std::time::Duration::from_millis(250));
+    let g = &c.routes[1].static_settings;
+    assert!(!g.compress, "overridden");
+    assert_eq!(g.cache.html, "no-store");
+    assert_eq!(
+        g.cache.default, "public, max-age=60",
+        "inherited field by field"
+    );
+    assert_eq!(g.memory_file_max, 16 << 10);
+
+    let errs = errors(yaml(
+        "static:\n  cache: { html: \"no-cache\\r\\nx-evil: 1\" }\n  memory_file_max: -1\n  compress: yes please\nroutes:\n  \"/ok\": \"OK\"\ngroups:\n  - prefix: /g\n    static: { memory_total_max: 1MiB }\n    routes:\n      \"/x\": \"OK\"\n",
+    ));
+    let text = format!("{errs:?}");
+    assert_eq!(errs.len(), 4, "{text}");
+    assert!(
+        text.contains("t.yml:2:18") && text.contains("printable ASCII"),
+        "{text}"
+    );
+    assert!(text.contains("t.yml:3:20"), "{text}");
+    assert!(text.contains("static.compress"), "{text}");
+    assert!(
+        text.contains("t.yml:9:15") && text.contains("top level"),
+        "{text}"
+    );
+}
