@@ -929,7 +929,7 @@ fn static_settings_are_read_with_positions_and_groups_override_them() {
         (top.memory_file_max, top.memory_total_max),
         (16 << 10, 8 << 20)
     );
-    assert_eq!(top.revalidate, std::time::Duration::from_millis(250));
+    assert_eq!(top.revalidate, Duration::from_millis(250));
     let g = &c.routes[1].static_settings;
     assert!(!g.compress, "overridden");
     assert_eq!(g.cache.html, "no-store");
