@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anygate_http::Response;
-use anygate_http::server::push_decimal;
+use anygate_http::server::{push_decimal, push_status_line};
 use anygate_router::dsl;
 use anygate_router::status;
 
@@ -20,11 +20,7 @@ impl Fixed {
     /// Serializes `f` once.
     pub fn new(f: &dsl::Fixed) -> Self {
         let mut head = Vec::with_capacity(128);
-        head.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(&mut head, usize::from(f.status));
-        head.push(b' ');
-        head.extend_from_slice(status::reason(f.status).as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_status_line(&mut head, f.status, status::reason(f.status));
         if let Some(ct) = f.body_type.content_type() {
             head.extend_from_slice(b"content-type: ");
             head.extend_from_slice(ct.as_bytes());

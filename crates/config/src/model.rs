@@ -530,26 +530,9 @@ impl Decoder<'_> {
         ];
         for (key, slot, min, max) in table {
             let Some(n) = f.take(key) else { continue };
-            let what = format!("server.limits.{key}");
-            let value = match &n.kind {
-                Kind::Int(i) => {
-                    u64::try_from(*i).map_err(|_| format!("`{what}` cannot be negative"))
-                }
-                Kind::Str(s) if key != "max_headers" && key != "max_connections" => {
-                    crate::size::parse(s)
-                }
-                _ => {
-                    self.type_error(n, &what, "a number or a size such as `64KiB`");
-                    continue;
-                }
-            };
-            match value {
-                Ok(v) if (min..=max).contains(&v) => *slot = v,
-                Ok(v) => self.value_error(
-                    n.span,
-                    format!("`{what}` must be from {min} to {max}, found {v}"),
-                ),
-                Err(e) => self.value_error(n.span, e),
+            let units = key != "max_headers" && key != "max_connections";
+            if let Some(v) = self.size(n, &format!("server.limits.{key}"), min, max, units) {
+                *slot = v;
             }
         }
         f.finish(
@@ -651,14 +634,16 @@ impl Decoder<'_> {
             ("memory_file_max", &mut s.memory_file_max, 1 << 30),
         ] {
             if let Some(n) = f.take(key)
-                && let Some(v) = self.size(n, &format!("{section}.{key}"), 0, max)
+                && let Some(v) = self.size(n, &format!("{section}.{key}"), 0, max, true)
             {
                 *slot = v;
             }
         }
         if let Some((k, n)) = f.take_entry("memory_total_max") {
             if top_level {
-                if let Some(v) = self.size(n, &format!("{section}.memory_total_max"), 0, 1 << 40) {
+                if let Some(v) =
+                    self.size(n, &format!("{section}.memory_total_max"), 0, 1 << 40, true)
+                {
                     s.memory_total_max = v;
                 }
             } else {
@@ -691,11 +676,12 @@ impl Decoder<'_> {
         s
     }
 
-    /// A size: a number of bytes or a string such as `64KiB`, within `min..=max`.
-    fn size(&mut self, n: &Node, what: &str, min: u64, max: u64) -> Option<u64> {
+    /// A size: a number of bytes or (with `units`) a string such as `64KiB`, within
+    /// `min..=max`.
+    fn size(&mut self, n: &Node, what: &str, min: u64, max: u64, units: bool) -> Option<u64> {
         let value = match &n.kind {
             Kind::Int(i) => u64::try_from(*i).map_err(|_| format!("`{what}` cannot be negative")),
-            Kind::Str(s) => crate::size::parse(s),
+            Kind::Str(s) if units => crate::size::parse(s),
             _ => {
                 self.type_error(n, what, "a number or a size such as `64KiB`");
                 return None;

@@ -38,7 +38,8 @@ impl std::fmt::Display for PathError {
 
 impl std::error::Error for PathError {}
 
-fn is_unreserved(b: u8) -> bool {
+/// An unreserved character of RFC 3986 (`A-Z a-z 0-9 - . _ ~`): never needs escaping.
+pub fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
@@ -49,6 +50,14 @@ fn hex(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
+}
+
+/// The byte a percent-escape stands for: `s[at]` is the `%`, two hex digits follow. `None`
+/// for an invalid or cut escape.
+pub fn unescape_at(s: &[u8], at: usize) -> Option<u8> {
+    let hi = s.get(at + 1).copied().and_then(hex)?;
+    let lo = s.get(at + 2).copied().and_then(hex)?;
+    Some(hi << 4 | lo)
 }
 
 /// Normalises a request path (without its query). See the module docs.
@@ -91,13 +100,9 @@ fn decode(path: &[u8]) -> Result<Vec<u8>, PathError> {
             i += 1;
             continue;
         }
-        let (Some(hi), Some(lo)) = (
-            path.get(i + 1).copied().and_then(hex),
-            path.get(i + 2).copied().and_then(hex),
-        ) else {
+        let Some(v) = unescape_at(path, i) else {
             return Err(PathError::BadEscape(i));
         };
-        let v = hi << 4 | lo;
         if is_unreserved(v) {
             out.push(v);
         } else {

@@ -88,6 +88,17 @@ pub enum Variant {
     InMemory { data: Arc<[u8]>, etag: Box<str> },
 }
 
+/// Which `static.cache` value a file gets, decided when its entry is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// HTML.
+    Html,
+    /// A name carrying a content hash.
+    Fingerprinted,
+    /// Anything else.
+    Other,
+}
+
 /// A regular file, as last seen.
 #[derive(Debug)]
 pub struct FileInfo {
@@ -100,6 +111,7 @@ pub struct FileInfo {
     pub mtime: u64,
     pub last_modified: [u8; date::LEN],
     pub content_type: Box<str>,
+    pub kind: CacheKind,
     pub compressible: bool,
     pub etag: Box<str>,
     pub data: Option<Arc<[u8]>>,
@@ -460,6 +472,13 @@ fn build(
         None => metadata_etag(meta).into(),
     };
     let compressible = mime::compressible(&content_type);
+    let kind = if mime::is_html(&content_type) {
+        CacheKind::Html
+    } else if mime::is_fingerprinted(rel) {
+        CacheKind::Fingerprinted
+    } else {
+        CacheKind::Other
+    };
     // Content is held in memory only if it fits both bounds: an entry never exceeds the
     // whole cache by itself (so it never empties the cache either).
     let in_memory = p.memory_file_max.min(p.memory_total_max);
@@ -499,6 +518,7 @@ fn build(
         mtime,
         last_modified: date::format(mtime),
         content_type,
+        kind,
         compressible,
         etag,
         data,

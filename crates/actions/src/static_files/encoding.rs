@@ -65,18 +65,19 @@ impl Encoding {
                 out = zstd::bulk::compress(data, level).unwrap_or_default();
             }
             Self::Gzip => {
-                let level = flate2::Compression::new(if best { 9 } else { 6 });
-                GZIP.with(|pool| {
-                    let mut pool = pool.borrow_mut();
-                    let compress = pool.get_or_insert_with(|| flate2::Compress::new(level, false));
-                    compress.reset();
-                    gzip_with(compress, data, &mut out);
-                });
                 if best {
-                    // The pooled state has the fast level; pack-spa's call is rare.
-                    out.clear();
-                    let mut c = flate2::Compress::new(level, false);
+                    // pack-spa: a one-off state at the best level.
+                    let mut c = flate2::Compress::new(flate2::Compression::best(), false);
                     gzip_with(&mut c, data, &mut out);
+                } else {
+                    GZIP.with(|pool| {
+                        let mut pool = pool.borrow_mut();
+                        let c = pool.get_or_insert_with(|| {
+                            flate2::Compress::new(flate2::Compression::default(), false)
+                        });
+                        c.reset();
+                        gzip_with(c, data, &mut out);
+                    });
                 }
             }
         }

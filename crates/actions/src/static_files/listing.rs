@@ -8,6 +8,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 
 use anygate_http::{ErrorKind, Response};
+use anygate_router::path::is_unreserved;
 
 /// Most entries listed.
 const MAX: usize = 10_000;
@@ -86,7 +87,7 @@ fn escape(out: &mut Vec<u8>, s: &[u8]) {
 fn encode(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in s {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if is_unreserved(b) {
             out.push(b);
         } else {
             out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);

@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anygate_http::server::{FileBody, push_decimal};
+use anygate_http::server::{FileBody, push_decimal, push_status_line};
 use anygate_http::{ErrorKind, Request, Response, date};
 
-use self::cache::{Found, Miss, Policy, Variant};
+use self::cache::{CacheKind, Found, Miss, Policy, Variant};
 use self::encoding::Accept;
 use self::manifest::Manifest;
 use self::range::Ranges;
@@ -247,10 +247,6 @@ impl Static {
         buf: &mut Vec<u8>,
         fallback: bool,
     ) {
-        let rel_name = key
-            .rsplit(|&b| b == 0 || b == b'/')
-            .next()
-            .unwrap_or_default();
         let range_header = if req.method() == b"GET" {
             req.header(b"range")
         } else {
@@ -307,12 +303,11 @@ impl Static {
         let Some(source) = source else {
             return res.error(ErrorKind::FileError, Some(&self.label), b"");
         };
-        let cache_control = if fallback || mime::is_html(&info.content_type) {
-            &self.options.cache_html
-        } else if mime::is_fingerprinted(rel_name) {
-            &self.options.cache_fingerprinted
-        } else {
-            &self.options.cache_default
+        let cache_control = match info.kind {
+            _ if fallback => &self.options.cache_html,
+            CacheKind::Html => &self.options.cache_html,
+            CacheKind::Fingerprinted => &self.options.cache_fingerprinted,
+            CacheKind::Other => &self.options.cache_default,
         };
         // The fields every response of this representation carries, built at the start of
         // `buf`; each head is then written after them and copies them in (no allocation).
@@ -466,11 +461,8 @@ fn head(
     len: u64,
 ) -> usize {
     let at = buf.len();
-    buf.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(buf, usize::from(status));
-    buf.push(b' ');
-    buf.extend_from_slice(reason.as_bytes());
-    buf.extend_from_slice(b"\r\ncontent-type: ");
+    push_status_line(buf, status, reason);
+    buf.extend_from_slice(b"content-type: ");
     buf.extend_from_slice(content_type.as_bytes());
     buf.extend_from_slice(b"\r\ncontent-length: ");
     push_u64(buf, len);

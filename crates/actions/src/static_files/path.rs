@@ -11,6 +11,8 @@
 //! `RESOLVE_BENEATH` (see `anygate_runtime::fs::open_beneath`), so a symlink cannot lead out
 //! either.
 
+use anygate_router::path::unescape_at;
+
 /// Why a path is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -37,12 +39,7 @@ pub fn relative(rest: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
         while i < segment.len() {
             let mut b = segment[i];
             if b == b'%' {
-                let hi = segment.get(i + 1).copied().and_then(hex);
-                let lo = segment.get(i + 2).copied().and_then(hex);
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(Refusal::Forbidden);
-                };
-                b = hi << 4 | lo;
+                b = unescape_at(segment, i).ok_or(Refusal::Forbidden)?;
                 i += 2;
             }
             if matches!(b, b'/' | b'\\' | 0) {
@@ -61,15 +58,6 @@ pub fn relative(rest: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
         first = false;
     }
     Ok(())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

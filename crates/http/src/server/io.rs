@@ -125,6 +125,20 @@ pub(crate) async fn try_read(stream: &TcpStream, buf: &mut [u8]) -> Option<usize
     .await
 }
 
+/// A write that would block: `Ready(false)` once the deadline has passed, else `Pending`
+/// with the timer armed.
+fn write_stalled(
+    timer: &mut Sleep,
+    deadline: Instant,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<bool> {
+    if expired(timer, deadline, cx) {
+        Poll::Ready(false)
+    } else {
+        Poll::Pending
+    }
+}
+
 /// Writes all of `bufs` (in order) before the deadline; `false` on timeout or error.
 pub(crate) async fn writev_all_until(
     stream: &TcpStream,
@@ -154,13 +168,7 @@ pub(crate) async fn writev_all_until(
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(false),
-                Poll::Pending => {
-                    return if expired(timer, deadline, cx) {
-                        Poll::Ready(false)
-                    } else {
-                        Poll::Pending
-                    };
-                }
+                Poll::Pending => return write_stalled(timer, deadline, cx),
             }
         }
         Poll::Ready(true)
@@ -241,13 +249,7 @@ async fn sendfile_all(
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(false),
-                Poll::Pending => {
-                    return if expired(timer, deadline, cx) {
-                        Poll::Ready(false)
-                    } else {
-                        Poll::Pending
-                    };
-                }
+                Poll::Pending => return write_stalled(timer, deadline, cx),
             }
         }
         Poll::Ready(true)

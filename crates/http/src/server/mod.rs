@@ -38,7 +38,7 @@ use anygate_runtime::time::{self, Sleep};
 
 pub use self::body::Body;
 use self::response::Tail;
-pub use self::response::{COPY_LIMIT, FileBody, Response, push_decimal};
+pub use self::response::{COPY_LIMIT, FileBody, Response, push_decimal, push_status_line};
 use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::{self, Framing, Head, Parse, Version};

@@ -282,11 +282,7 @@ impl Response<'_> {
         len: usize,
     ) {
         let out = &mut *self.out;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(out, usize::from(status));
-        out.push(b' ');
-        out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_status_line(out, status, reason);
         if let Some(ct) = content_type {
             out.extend_from_slice(b"content-type: ");
             out.extend_from_slice(ct.as_bytes());
@@ -326,6 +322,15 @@ impl Response<'_> {
 /// forbidden for 1xx and 204; for 304 it would describe another representation).
 fn bodiless(status: u16) -> bool {
     status < 200 || status == 204 || status == 304
+}
+
+/// Appends `HTTP/1.1 STATUS REASON` and CRLF.
+pub fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, usize::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `n` in decimal.
