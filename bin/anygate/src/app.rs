@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anygate_actions::{Echo, Fixed, Static, StaticOptions};
+use anygate_actions::{
+    Echo, Fixed, HostMode, Proxy, ProxyOptions, Static, StaticOptions, Upstreams,
+};
 use anygate_config::Config;
 use anygate_http::{Body, ErrorKind, Request, Response, Service};
-use anygate_router::dsl::Action;
+use anygate_router::dsl::{Action, Scheme};
 use anygate_router::path::normalize;
 use anygate_router::{Lookup, Router};
 use arc_swap::ArcSwap;
@@ -18,7 +20,8 @@ enum RouteAction {
     Fixed(Fixed),
     Echo(Echo),
     Static(Box<Static>),
-    /// The proxy is not in this build yet: 501.
+    Proxy(Box<Proxy>),
+    /// `https://` upstreams are not in this build yet: 501.
     Unavailable,
 }
 
@@ -40,6 +43,12 @@ impl App {
     /// Compiles the actions of a validated configuration (and takes its router).
     pub fn new(config: Config) -> Self {
         let echo_body = usize::try_from(config.server.limits.echo_body).unwrap_or(usize::MAX);
+        let mut upstreams = Upstreams::default();
+        for u in &config.upstreams {
+            let targets: Vec<(String, u16)> =
+                u.targets.iter().map(|t| (t.host.clone(), t.port)).collect();
+            upstreams.define(&u.name, &targets, config.proxy.dns_ttl);
+        }
         let entries = config
             .routes
             .iter()
@@ -55,7 +64,16 @@ impl App {
                         ))),
                         None => RouteAction::Unavailable,
                     },
-                    _ => RouteAction::Unavailable,
+                    Action::Proxy(t) if t.scheme == Scheme::Http => {
+                        RouteAction::Proxy(Box::new(Proxy::new(
+                            t,
+                            &r.head.path,
+                            proxy_options(&r.proxy),
+                            &mut upstreams,
+                            &r.label(),
+                        )))
+                    }
+                    Action::Proxy(_) => RouteAction::Unavailable,
                 },
                 label: r.label().into(),
             })
@@ -73,7 +91,7 @@ impl App {
             .iter()
             .filter_map(|e| match &e.action {
                 RouteAction::Unavailable => Some(format!(
-                    "rule `{}`: the proxy action is not in this version; it answers 501",
+                    "rule `{}`: https:// upstreams are not in this version; it answers 501",
                     e.label
                 )),
                 RouteAction::Static(s) => s.warning().map(|w| format!("rule `{}`: {w}", e.label)),
@@ -112,6 +130,10 @@ impl App {
                     RouteAction::Static(s) => {
                         s.respond(req, &path, m.params.splat(), res, body_buf);
                     }
+                    RouteAction::Proxy(p) => {
+                        p.respond(req, &path, m.params.splat(), body, res, body_buf)
+                            .await;
+                    }
                     RouteAction::Unavailable => {
                         res.error(ErrorKind::NotImplemented, Some(&entry.label), b"");
                     }
@@ -145,6 +167,26 @@ fn static_options(
         memory_file_max: s.memory_file_max,
         memory_total_max: top.memory_total_max,
         revalidate: s.revalidate,
+    }
+}
+
+/// The proxy action's options for a rule.
+fn proxy_options(p: &anygate_config::ProxySettings) -> ProxyOptions {
+    ProxyOptions {
+        connect_timeout: p.timeouts.connect,
+        read_timeout: p.timeouts.read,
+        write_timeout: p.timeouts.write,
+        total_timeout: p.timeouts.total,
+        host: match &p.host {
+            anygate_config::HostHeader::Upstream => HostMode::Upstream,
+            anygate_config::HostHeader::Client => HostMode::Client,
+            anygate_config::HostHeader::Fixed(v) => HostMode::Fixed(v.as_str().into()),
+        },
+        via: p.via,
+        max_idle: p.max_idle,
+        max_conns: p.max_conns,
+        idle_timeout: p.idle_timeout,
+        dns_ttl: p.dns_ttl,
     }
 }
 

@@ -5,9 +5,9 @@
 //!   nothing.
 //! - [`Echo`]: a JSON description of the request, the body cut at a configured size.
 //! - [`Static`]: files from a directory, for sites and SPAs (see [`static_files`]).
-//!
-//! The reverse proxy comes with its own issue; until then a rule using it answers 501
-//! (`AG-ACT-5010`).
+//! - [`Proxy`]: the request relayed to an upstream over HTTP/1.1, both bodies streamed, with
+//!   pooled keep-alive connections (see [`proxy`]). `https://` upstreams are not in this
+//!   version; such a rule answers 501 (`AG-ACT-5010`).
 //!
 //! Dispatch is an enum match in the server's wiring, not a trait object: the hot path knows
 //! every action.
@@ -18,8 +18,10 @@
 
 mod echo;
 mod fixed;
+pub mod proxy;
 pub mod static_files;
 
 pub use echo::Echo;
 pub use fixed::Fixed;
+pub use proxy::{HostMode, Proxy, ProxyOptions, Upstreams};
 pub use static_files::{Static, StaticOptions};

@@ -55,7 +55,7 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    CacheControl, Listen, ProxySettings, Route, Server, ServerLimits, ServerTimeouts,
+    CacheControl, HostHeader, Listen, ProxySettings, Route, Server, ServerLimits, ServerTimeouts,
     StaticSettings, Target, Timeouts, Upstream, Workers,
 };
 pub use node::{Kind, Node};

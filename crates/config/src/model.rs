@@ -15,7 +15,7 @@ use crate::codes;
 use crate::fields::Fields;
 use crate::node::{Kind, Node};
 use crate::source::{Diagnostic, Span};
-use crate::values::{is_pool_name, parse_listen, parse_prefix, parse_target};
+use crate::values::{is_host_byte, is_pool_name, parse_listen, parse_prefix, parse_target};
 
 /// `server`: listeners and workers.
 #[derive(Clone, Debug)]
@@ -168,10 +168,50 @@ impl Default for CacheControl {
 }
 
 /// `proxy`: settings of the proxy action. Groups override them field by field.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxySettings {
     /// `proxy.timeouts`.
     pub timeouts: Timeouts,
+    /// `proxy.host`: the `Host` sent upstream.
+    pub host: HostHeader,
+    /// `proxy.via`: add `Via: 1.1 anygate` both ways (default off).
+    pub via: bool,
+    /// `proxy.max_idle`: idle keep-alive connections kept per target and worker (default
+    /// 32; 0 disables keep-alive).
+    pub max_idle: usize,
+    /// `proxy.max_conns`: open connections per target, all workers together (default 0:
+    /// unlimited).
+    pub max_conns: usize,
+    /// `proxy.idle_timeout`: how long an idle connection is kept (default 30s).
+    pub idle_timeout: Duration,
+    /// `proxy.dns_ttl`: how long a resolved host name is used before it is resolved again
+    /// (default 30s).
+    pub dns_ttl: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            timeouts: Timeouts::default(),
+            host: HostHeader::Upstream,
+            via: false,
+            max_idle: 32,
+            max_conns: 0,
+            idle_timeout: Duration::from_secs(30),
+            dns_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `proxy.host`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The upstream URI's host (and port), as nginx does (default).
+    Upstream,
+    /// The client's `Host`, unchanged.
+    Client,
+    /// This value.
+    Fixed(String),
 }
 
 /// `proxy.timeouts`.
@@ -736,6 +776,45 @@ impl Decoder<'_> {
             }
             t.finish(self.diags, &["connect", "read", "write", "total"]);
         }
+        if let Some(n) = f.take("host")
+            && let Some(v) = self.string(n, &format!("{section}.host"))
+        {
+            p.host = match v {
+                "upstream" => HostHeader::Upstream,
+                "client" => HostHeader::Client,
+                v if !v.is_empty() && v.bytes().all(is_host_byte) => {
+                    HostHeader::Fixed(v.to_owned())
+                }
+                _ => {
+                    self.value_error(
+                        n.span,
+                        "`proxy.host` must be `upstream`, `client` or a host name (with an optional port)",
+                    );
+                    p.host
+                }
+            };
+        }
+        if let Some(n) = f.take("via") {
+            p.via = self.bool(n, &format!("{section}.via")).unwrap_or(p.via);
+        }
+        for (key, slot) in [
+            ("max_idle", &mut p.max_idle),
+            ("max_conns", &mut p.max_conns),
+        ] {
+            if let Some(n) = f.take(key)
+                && let Some(v) = self.size(n, &format!("{section}.{key}"), 0, 1 << 20, false)
+            {
+                *slot = v as usize;
+            }
+        }
+        for (key, slot) in [
+            ("idle_timeout", &mut p.idle_timeout),
+            ("dns_ttl", &mut p.dns_ttl),
+        ] {
+            if let Some(n) = f.take(key) {
+                self.positive_duration(n, &format!("{section}.{key}"), slot);
+            }
+        }
         // `upstreams` is read by `upstreams()` at the top level; in a group it is an error.
         if let Some((k, _)) = f.take_entry("upstreams")
             && !top_level
@@ -745,7 +824,19 @@ impl Decoder<'_> {
                 "`proxy.upstreams` can only be defined at the top level",
             );
         }
-        f.finish(self.diags, &["timeouts", "upstreams"]);
+        f.finish(
+            self.diags,
+            &[
+                "timeouts",
+                "upstreams",
+                "host",
+                "via",
+                "max_idle",
+                "max_conns",
+                "idle_timeout",
+                "dns_ttl",
+            ],
+        );
         p
     }
 

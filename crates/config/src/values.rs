@@ -75,3 +75,8 @@ pub(crate) fn parse_target(text: &str) -> Result<(String, u16), String> {
     }
     Ok((host.to_ascii_lowercase(), port))
 }
+
+/// A byte of a `Host` value: a host name, an IP address (IPv6 in brackets), a port.
+pub(crate) fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'[' | b']')
+}

@@ -51,6 +51,26 @@ pub enum ErrorKind {
     Overloaded,
     /// An HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
+    /// The upstream refused the connection (or no address of it could be reached).
+    UpstreamRefused,
+    /// The upstream closed or reset the connection before its response was complete.
+    UpstreamReset,
+    /// The upstream's response is not valid HTTP/1.1.
+    UpstreamInvalid,
+    /// The upstream's host name does not resolve.
+    UpstreamUnresolved,
+    /// The upstream's `max_conns` connections are all busy.
+    UpstreamBusy,
+    /// The connection to the upstream took longer than `proxy.timeouts.connect`.
+    UpstreamConnectTimeout,
+    /// The upstream sent nothing for `proxy.timeouts.read`.
+    UpstreamReadTimeout,
+    /// The upstream accepted nothing for `proxy.timeouts.write`.
+    UpstreamWriteTimeout,
+    /// The exchange took longer than `proxy.timeouts.total`.
+    UpstreamTotalTimeout,
+    /// The client went away before the upstream answered (logged; never delivered).
+    ClientClosed,
 }
 
 impl ErrorKind {
@@ -73,7 +93,16 @@ impl ErrorKind {
             Self::RangeNotSatisfiable => 416,
             Self::Internal | Self::FileError => 500,
             Self::NotImplemented => 501,
-            Self::Overloaded => 503,
+            Self::Overloaded | Self::UpstreamBusy => 503,
+            Self::UpstreamRefused
+            | Self::UpstreamReset
+            | Self::UpstreamInvalid
+            | Self::UpstreamUnresolved => 502,
+            Self::UpstreamConnectTimeout
+            | Self::UpstreamReadTimeout
+            | Self::UpstreamWriteTimeout
+            | Self::UpstreamTotalTimeout => 504,
+            Self::ClientClosed => 499,
             Self::VersionNotSupported => 505,
         }
     }
@@ -102,6 +131,16 @@ impl ErrorKind {
             Self::NotImplemented => "AG-ACT-5010",
             Self::Overloaded => "AG-SRV-5030",
             Self::VersionNotSupported => "AG-HTTP-5050",
+            Self::UpstreamRefused => "AG-UPS-5021",
+            Self::UpstreamReset => "AG-UPS-5022",
+            Self::UpstreamInvalid => "AG-UPS-5023",
+            Self::UpstreamUnresolved => "AG-UPS-5024",
+            Self::UpstreamBusy => "AG-UPS-5031",
+            Self::UpstreamConnectTimeout => "AG-UPS-5041",
+            Self::UpstreamReadTimeout => "AG-UPS-5042",
+            Self::UpstreamWriteTimeout => "AG-UPS-5043",
+            Self::UpstreamTotalTimeout => "AG-UPS-5044",
+            Self::ClientClosed => "AG-UPS-4990",
         }
     }
 
@@ -129,6 +168,16 @@ impl ErrorKind {
             Self::NotImplemented => "this route's action is not available in this version",
             Self::Overloaded => "too many connections",
             Self::VersionNotSupported => "HTTP version not supported",
+            Self::UpstreamRefused => "the upstream refused the connection",
+            Self::UpstreamReset => "the upstream closed the connection early",
+            Self::UpstreamInvalid => "the upstream sent an invalid response",
+            Self::UpstreamUnresolved => "the upstream host does not resolve",
+            Self::UpstreamBusy => "the upstream connection limit is reached",
+            Self::UpstreamConnectTimeout => "the upstream did not accept the connection in time",
+            Self::UpstreamReadTimeout => "the upstream did not answer in time",
+            Self::UpstreamWriteTimeout => "the upstream did not accept the request in time",
+            Self::UpstreamTotalTimeout => "the upstream exchange took too long",
+            Self::ClientClosed => "the client closed the connection",
         }
     }
 
@@ -145,8 +194,11 @@ impl ErrorKind {
             416 => "Range Not Satisfiable",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
+            499 => "Client Closed Request",
             501 => "Not Implemented",
+            502 => "Bad Gateway",
             503 => "Service Unavailable",
+            504 => "Gateway Timeout",
             _ => "HTTP Version Not Supported",
         }
     }
@@ -164,11 +216,20 @@ impl ErrorKind {
                 | Self::FileNotFound
                 | Self::RangeNotSatisfiable
                 | Self::FileError
+                | Self::UpstreamRefused
+                | Self::UpstreamUnresolved
+                | Self::UpstreamBusy
+                | Self::UpstreamConnectTimeout
+                | Self::UpstreamReset
+                | Self::UpstreamInvalid
+                | Self::UpstreamReadTimeout
+                | Self::UpstreamWriteTimeout
+                | Self::UpstreamTotalTimeout
         )
     }
 
     /// Every kind, for tests and docs.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 31] = [
         Self::BadRequest,
         Self::BadFraming,
         Self::BadChunk,
@@ -190,6 +251,16 @@ impl ErrorKind {
         Self::NotImplemented,
         Self::Overloaded,
         Self::VersionNotSupported,
+        Self::UpstreamRefused,
+        Self::UpstreamReset,
+        Self::UpstreamInvalid,
+        Self::UpstreamUnresolved,
+        Self::UpstreamBusy,
+        Self::UpstreamConnectTimeout,
+        Self::UpstreamReadTimeout,
+        Self::UpstreamWriteTimeout,
+        Self::UpstreamTotalTimeout,
+        Self::ClientClosed,
     ];
 }
 

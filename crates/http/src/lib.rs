@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
+pub mod client;
 pub mod date;
 pub mod error;
 pub mod h1;

@@ -596,8 +596,21 @@ pub fn upstream_path_and_query(
     splat: Option<&[u8]>,
     query: Option<&[u8]>,
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(target.path.len() + request_path.len() + 16);
+    push_upstream_path_and_query(&mut out, target, pattern, request_path, splat, query);
+    out
+}
+
+/// [`upstream_path_and_query`], appended to `out` (the proxy reuses one buffer).
+pub fn push_upstream_path_and_query(
+    out: &mut Vec<u8>,
+    target: &crate::dsl::ProxyTarget,
+    pattern: &PathPattern,
+    request_path: &[u8],
+    splat: Option<&[u8]>,
+    query: Option<&[u8]>,
+) {
     let base = target.path.as_bytes();
-    let mut out = Vec::with_capacity(base.len() + request_path.len() + 16);
     let join = |out: &mut Vec<u8>, rest: &[u8]| {
         out.extend_from_slice(base);
         let rest = rest.strip_prefix(b"/").unwrap_or(rest);
@@ -610,14 +623,14 @@ pub fn upstream_path_and_query(
         out.extend_from_slice(rest);
     };
     match pattern.tail {
-        Tail::Prefix | Tail::Splat => join(&mut out, splat.unwrap_or_default()),
+        Tail::Prefix | Tail::Splat => join(out, splat.unwrap_or_default()),
         Tail::Exact
             if pattern
                 .segments
                 .iter()
                 .any(|s| matches!(s, Segment::Param(_))) =>
         {
-            join(&mut out, request_path);
+            join(out, request_path);
         }
         Tail::Exact if target.has_path => out.extend_from_slice(base),
         Tail::Exact => out.extend_from_slice(request_path),
@@ -626,5 +639,4 @@ pub fn upstream_path_and_query(
         out.push(b'?');
         out.extend_from_slice(q);
     }
-    out
 }

@@ -11,10 +11,11 @@
 //! [`ListenerOptions::reuse_port`] instead.
 
 use std::fs::File;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -254,6 +255,14 @@ impl TcpStream {
             .poll_io_sized(cx, Direction::Read, requested, || (&self.inner).read(buf))
     }
 
+    /// Polls a peek: like [`TcpStream::poll_read`], but the bytes stay queued. `Ok(0)` means
+    /// the peer closed its side. Used to notice a client that went away while its request is
+    /// pending elsewhere, and a pooled connection that the peer closed while it was idle.
+    pub fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.reg
+            .poll_io(cx, Direction::Read, || self.inner.peek(buf))
+    }
+
     /// Polls a write.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let requested = buf.len();
@@ -309,5 +318,68 @@ impl TcpStream {
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()
+    }
+}
+
+/// Resolves `host:port` with the system resolver (`getaddrinfo`, which blocks) on a thread
+/// of its own, so that no worker waits on DNS. Dropping the future abandons the answer.
+pub fn resolve(host: &str, port: u16) -> Resolve {
+    let shared = Arc::new(ResolveShared::default());
+    let theirs = shared.clone();
+    let host = host.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("anygate-dns".into())
+        .spawn(move || {
+            let result = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map(Iterator::collect);
+            theirs.complete(result);
+        });
+    if let Err(e) = spawned {
+        shared.complete(Err(e));
+    }
+    Resolve { shared }
+}
+
+/// The answer of [`resolve`].
+#[derive(Debug)]
+pub struct Resolve {
+    shared: Arc<ResolveShared>,
+}
+
+#[derive(Debug, Default)]
+struct ResolveShared {
+    #[expect(
+        clippy::disallowed_types,
+        reason = "taken once by the resolver thread and once per poll of a DNS lookup, never per request"
+    )]
+    result: std::sync::Mutex<Option<io::Result<Vec<SocketAddr>>>>,
+    waker: crate::sync::AtomicWaker,
+}
+
+impl ResolveShared {
+    fn complete(&self, result: io::Result<Vec<SocketAddr>>) {
+        *self
+            .result
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+        self.waker.wake();
+    }
+}
+
+impl Future for Resolve {
+    type Output = io::Result<Vec<SocketAddr>>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.shared.waker.register(cx.waker());
+        let taken = self
+            .shared
+            .result
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match taken {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
     }
 }

@@ -5,6 +5,7 @@
 #[allow(dead_code)] // the HTTP driver tests' client; its test service is not used here
 mod http;
 mod lifecycle;
+mod proxy;
 mod scenarios;
 mod static_files;
 mod support;

@@ -150,9 +150,9 @@ fn paths_are_normalized_before_matching() {
 }
 
 #[test]
-fn static_and_proxy_rules_answer_501_until_they_exist() {
+fn https_upstreams_answer_501_until_they_exist() {
     let s = in_process(
-        "server: {listen: \"127.0.0.1:0\"}\nroutes: {\"/p/\": \"http://127.0.0.1:9/\"}\n",
+        "server: {listen: \"127.0.0.1:0\"}\nroutes: {\"/p/\": \"https://127.0.0.1:9/\"}\n",
     );
     let resp = one(s.addrs()[0], b"GET /p/x HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(resp.status, 501);

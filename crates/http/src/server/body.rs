@@ -54,6 +54,24 @@ impl Body<'_> {
         }
     }
 
+    /// Whether the client waits for `100 Continue` before it sends the body (sent by the
+    /// first read of the body).
+    pub fn expects_continue(&self) -> bool {
+        self.send_continue
+    }
+
+    /// For a request without a body: the bytes the client sent after the head (a tunnel's
+    /// first bytes, after `Upgrade`), handed over once. The connection cannot serve another
+    /// request afterwards; the caller must close it.
+    pub fn take_buffered(&mut self) -> &[u8] {
+        if self.framing != Framing::None {
+            return &[];
+        }
+        let (from, to) = (self.start, self.end);
+        self.start = to;
+        &self.buf[from..to]
+    }
+
     /// Bytes of body data read so far.
     pub fn received(&self) -> u64 {
         self.received

@@ -32,7 +32,7 @@ pub(crate) enum ReadOutcome {
 /// (lazy re-arming): a keep-alive connection pushes its idle deadline forward on every
 /// request, and moving the timer each time would cost a wheel removal and insertion per
 /// request. [`expired`] re-arms when an early timer fires.
-fn arm(timer: &mut Sleep, deadline: Instant) {
+pub(crate) fn arm(timer: &mut Sleep, deadline: Instant) {
     if timer.deadline() > deadline || timer.is_elapsed() {
         timer.reset(deadline);
     }
@@ -40,7 +40,11 @@ fn arm(timer: &mut Sleep, deadline: Instant) {
 
 /// Polls `timer` for `deadline`: ready only once the deadline itself has passed (a timer
 /// left at an earlier deadline by [`arm`] is moved to the real one when it fires).
-fn expired(timer: &mut Sleep, deadline: Instant, cx: &mut std::task::Context<'_>) -> bool {
+pub(crate) fn expired(
+    timer: &mut Sleep,
+    deadline: Instant,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
     loop {
         if Pin::new(&mut *timer).poll(cx).is_pending() {
             return false;
@@ -146,6 +150,27 @@ pub(crate) async fn writev_all_until(
     timer: &mut Sleep,
     deadline: Instant,
 ) -> bool {
+    writev_all(stream, bufs, timer, deadline, None).await
+}
+
+/// Writes all of `bufs` (in order), allowing `timeout` between two writes that make
+/// progress (a long body to a slow but live peer is fine); `false` on timeout or error.
+pub(crate) async fn writev_progress(
+    stream: &TcpStream,
+    bufs: [&[u8]; 2],
+    timer: &mut Sleep,
+    timeout: Duration,
+) -> bool {
+    writev_all(stream, bufs, timer, time::now() + timeout, Some(timeout)).await
+}
+
+async fn writev_all(
+    stream: &TcpStream,
+    bufs: [&[u8]; 2],
+    timer: &mut Sleep,
+    mut deadline: Instant,
+    progress: Option<Duration>,
+) -> bool {
     arm(timer, deadline);
     let (mut first, mut second) = (bufs[0], bufs[1]);
     poll_fn(|cx| {
@@ -165,6 +190,9 @@ pub(crate) async fn writev_all_until(
                     first = &first[a..];
                     n -= a;
                     second = &second[n.min(second.len())..];
+                    if let Some(t) = progress {
+                        deadline = time::now() + t;
+                    }
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(false),

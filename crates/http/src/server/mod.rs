@@ -90,6 +90,7 @@ pub struct Request<'a> {
     buf: &'a [u8],
     head: &'a Head,
     request_id: &'a [u8],
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl<'a> Request<'a> {
@@ -141,6 +142,11 @@ impl<'a> Request<'a> {
     /// How the body is framed.
     pub fn framing(&self) -> Framing {
         self.head.framing
+    }
+
+    /// The client's address (`None` if the socket could not tell).
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer
     }
 }
 
@@ -227,7 +233,7 @@ pub async fn accept_loop<S: Service>(
         };
         match accepted {
             None => return,
-            Some(Ok((stream, _peer))) => {
+            Some(Ok((stream, peer))) => {
                 if drain.open_connections() >= limits.max_connections {
                     anygate_runtime::spawn(reject_overloaded(stream, drain.clone()));
                     continue;
@@ -237,7 +243,7 @@ pub async fn accept_loop<S: Service>(
                 let (service, limits, drain) = (service.clone(), limits.clone(), drain.clone());
                 anygate_runtime::spawn(async move {
                     let _guard = guard;
-                    serve_connection(stream, &*service, &limits, &drain).await;
+                    serve_connection(stream, Some(peer), &*service, &limits, &drain).await;
                 });
             }
             Some(Err(_)) => {
@@ -255,6 +261,7 @@ async fn reject_overloaded(stream: TcpStream, drain: Arc<Drain>) {
     let id = request_id::generate();
     let date = date::now();
     let mut res = Response {
+        stream: &stream,
         out: &mut out,
         scratch: &mut scratch,
         tail: &mut tail,
@@ -286,6 +293,7 @@ async fn reject_overloaded(stream: TcpStream, drain: Arc<Drain>) {
 /// A connection's buffers and state, allocated once.
 struct Conn<'s, S: Service> {
     stream: TcpStream,
+    peer: Option<std::net::SocketAddr>,
     service: &'s S,
     state: S::Conn,
     limits: &'s Limits,
@@ -314,12 +322,14 @@ struct Conn<'s, S: Service> {
 /// Serves one connection until it closes.
 pub async fn serve_connection<S: Service>(
     stream: TcpStream,
+    peer: Option<std::net::SocketAddr>,
     service: &S,
     limits: &Limits,
     drain: &Drain,
 ) {
     let mut conn = Conn {
         stream,
+        peer,
         service,
         state: service.connect(),
         limits,
@@ -495,6 +505,7 @@ impl<S: Service> Conn<'_, S> {
         self.generated_id = request_id::generate();
         let date = date::now();
         let mut res = Response {
+            stream: &self.stream,
             out: &mut self.out,
             scratch: &mut self.scratch,
             tail: &mut self.tail,
@@ -567,6 +578,7 @@ impl<S: Service> Conn<'_, S> {
             buf: head_bytes,
             head,
             request_id,
+            peer: self.peer,
         };
         let mut body = Body {
             stream: &self.stream,
@@ -592,6 +604,7 @@ impl<S: Service> Conn<'_, S> {
         };
         let out_before = self.out.len();
         let mut res = Response {
+            stream: &self.stream,
             out: &mut self.out,
             scratch: &mut self.scratch,
             tail: &mut self.tail,

@@ -110,6 +110,8 @@ impl FileBody {
 /// The response to one request.
 #[derive(Debug)]
 pub struct Response<'c> {
+    /// The client connection, for streamed responses and tunnels.
+    pub(crate) stream: &'c anygate_runtime::net::TcpStream,
     pub(crate) out: &'c mut Vec<u8>,
     pub(crate) scratch: &'c mut Vec<u8>,
     pub(crate) tail: &'c mut Tail,
@@ -209,6 +211,57 @@ impl Response<'_> {
         if !self.head_only && !body.is_empty() {
             *self.tail = Tail::File(body);
         }
+    }
+
+    /// Starts a streamed response: `head` is the status line and the handler's own fields
+    /// (each ending in CRLF, framing fields included); the driver adds its fields and the
+    /// empty line. The body then goes out with [`Response::write_body`]; for a `HEAD` request
+    /// it is dropped.
+    pub fn start_stream(&mut self, status: u16, head: &[u8]) {
+        self.out.extend_from_slice(head);
+        self.finish_head(status);
+    }
+
+    /// Writes what is pending in the output buffer (earlier pipelined responses, the head
+    /// of [`Response::start_stream`]) and then `data`, straight to the client, allowing
+    /// `timeout` between two writes that make progress. `false` when the client is gone or
+    /// too slow: the connection then closes.
+    pub async fn write_body(
+        &mut self,
+        data: &[u8],
+        timer: &mut anygate_runtime::time::Sleep,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let data = if self.head_only { &[][..] } else { data };
+        if self.out.is_empty() && data.is_empty() {
+            return true;
+        }
+        let ok =
+            crate::server::io::writev_progress(self.stream, [self.out, data], timer, timeout).await;
+        self.out.clear();
+        if !ok {
+            self.close = true;
+        }
+        ok
+    }
+
+    /// Appends `data` to the body of a response started with [`Response::start_stream`],
+    /// in the output buffer (sent with the next write or flush; dropped for `HEAD`).
+    pub fn push_body(&mut self, data: &[u8]) {
+        if !self.head_only {
+            self.out.extend_from_slice(data);
+        }
+    }
+
+    /// The client connection, for a tunnel after `101 Switching Protocols` (write the
+    /// pending output first with [`Response::write_body`]).
+    pub fn connection(&self) -> &anygate_runtime::net::TcpStream {
+        self.stream
+    }
+
+    /// Whether the request was `HEAD` (a body is never sent).
+    pub fn is_head(&self) -> bool {
+        self.head_only
     }
 
     /// Sends `status` with a `content-type` (if any), extra header lines (each `name: value`

@@ -1,0 +1,769 @@
+//! The proxy action end to end, against upstreams written here over raw TCP (so that they
+//! can misbehave on purpose): URL building, forwarding headers, keep-alive, bodies both
+//! ways, errors and timeouts, Expect, cancellation.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use crate::http::{LIMIT, Reader, Resp, connect, one};
+use crate::support::in_process;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The head, as text (request line and fields).
+    pub head: String,
+    /// The body, decoded.
+    pub body: Vec<u8>,
+    /// The raw chunked framing's trailer section, if the body was chunked.
+    pub trailers: Option<String>,
+}
+
+impl Seen {
+    pub fn request_line(&self) -> &str {
+        self.head.split("\r\n").next().unwrap_or_default()
+    }
+
+    /// Every value of field `name` (lower-case names are compared case-insensitively).
+    pub fn fields(&self, name: &str) -> Vec<&str> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+}
+
+/// What an upstream does with a request: write to the stream; return whether to keep the
+/// connection.
+type Handler = dyn Fn(&Seen, &mut TcpStream) -> bool + Send + Sync;
+
+/// A raw upstream on a free loopback port, stopped on drop.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Connections accepted.
+    pub accepted: Arc<AtomicUsize>,
+    /// Requests, in arrival order.
+    pub seen: mpsc::Receiver<Seen>,
+    /// Connections that ended (the peer closed, or it was reset).
+    pub closed: mpsc::Receiver<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Starts an upstream that answers each request with `handler`.
+pub fn upstream(
+    handler: impl Fn(&Seen, &mut TcpStream) -> bool + Send + Sync + 'static,
+) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen_tx, seen) = mpsc::channel();
+    let (closed_tx, closed) = mpsc::channel();
+    let handler: Arc<Handler> = Arc::new(handler);
+    {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (handler, seen_tx, closed_tx) =
+                    (handler.clone(), seen_tx.clone(), closed_tx.clone());
+                std::thread::spawn(move || {
+                    stream.set_read_timeout(Some(LIMIT)).unwrap();
+                    let mut buf = Vec::new();
+                    while let Some(seen) = read_request(&mut stream, &mut buf) {
+                        let _ = seen_tx.send(seen.clone());
+                        if !handler(&seen, &mut stream) {
+                            break;
+                        }
+                    }
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+    }
+    Upstream {
+        addr,
+        accepted,
+        seen,
+        closed,
+        stop,
+    }
+}
+
+/// Reads one request (head and body) from `stream`; `None` at the end of the stream.
+fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        if !fill(stream, buf) {
+            return None;
+        }
+    };
+    let head = String::from_utf8(buf.drain(..end).collect()).unwrap();
+    let mut seen = Seen {
+        head,
+        body: Vec::new(),
+        trailers: None,
+    };
+    if let Some(len) = seen.fields("content-length").first() {
+        let len: usize = len.parse().unwrap();
+        while buf.len() < len {
+            assert!(fill(stream, buf), "upstream: body cut short");
+        }
+        seen.body = buf.drain(..len).collect();
+    } else if seen
+        .fields("transfer-encoding")
+        .first()
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        let (body, trailers) = read_chunked(stream, buf);
+        seen.body = body;
+        seen.trailers = Some(trailers);
+    }
+    Some(seen)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 64 * 1024];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// Decodes a chunked body from `buf` (filled from `stream`): the data and the trailer
+/// section as text.
+fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (Vec<u8>, String) {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = find(buf, b"\r\n") {
+                break i;
+            }
+            assert!(fill(stream, buf), "chunked: size line cut short");
+        };
+        let line = String::from_utf8(buf.drain(..line_end + 2).collect()).unwrap();
+        let size = usize::from_str_radix(line.trim_end().split(';').next().unwrap(), 16).unwrap();
+        if size == 0 {
+            let end = loop {
+                if buf.starts_with(b"\r\n") {
+                    break 2;
+                }
+                if let Some(i) = find(buf, b"\r\n\r\n") {
+                    break i + 4;
+                }
+                assert!(fill(stream, buf), "chunked: trailers cut short");
+            };
+            let trailers = String::from_utf8(buf.drain(..end).collect()).unwrap();
+            return (body, trailers);
+        }
+        while buf.len() < size + 2 {
+            assert!(fill(stream, buf), "chunked: data cut short");
+        }
+        body.extend(buf.drain(..size));
+        assert_eq!(buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+    }
+}
+
+/// Answers 200 with `body`.
+pub fn reply(stream: &mut TcpStream, extra: &str, body: &[u8]) -> bool {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\n{extra}content-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body).is_ok()
+}
+
+/// An upstream answering every request with its request line as the body.
+fn request_line_echo() -> Upstream {
+    upstream(|seen, s| reply(s, "", seen.request_line().as_bytes()))
+}
+
+fn gateway(routes: &str, upstream: &Upstream, proxy: &str) -> anygate::serve::Server {
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nproxy:\n  upstreams:\n    up:\n      targets: [\"{}\"]\n{proxy}routes:\n{routes}",
+        upstream.addr
+    );
+    in_process(&yaml)
+}
+
+fn get(addr: SocketAddr, target: &str, fields: &str) -> Resp {
+    one(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nhost: gw.test\r\n{fields}\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn urls_follow_spec_section_5() {
+    let up = request_line_echo();
+    let port = up.addr.port();
+    let routes = format!(
+        r#"  "/v1/": "http://up/"
+  "/base/": "http://up/inner/"
+  "/noslash/": "http://up/inner"
+  "/users/:id": "http://up/api/"
+  "/files/*": "http://up/store"
+  "/ping": "http://up/pong"
+  "/bare": "http://up"
+  "/direct/": "http://127.0.0.1:{port}/d/"
+"#
+    );
+    let s = gateway(&routes, &up, "");
+    let addr = s.addrs()[0];
+    for (target, expected) in [
+        ("/v1", "GET / HTTP/1.1"),
+        ("/v1/", "GET / HTTP/1.1"),
+        ("/v1/a/b?x=1", "GET /a/b?x=1 HTTP/1.1"),
+        ("/base/a", "GET /inner/a HTTP/1.1"),
+        ("/base", "GET /inner/ HTTP/1.1"),
+        ("/noslash/a/b", "GET /inner/a/b HTTP/1.1"),
+        ("/users/7", "GET /api/users/7 HTTP/1.1"),
+        ("/users/7?full=1", "GET /api/users/7?full=1 HTTP/1.1"),
+        ("/files/x/y.txt", "GET /store/x/y.txt HTTP/1.1"),
+        ("/files/", "GET /store HTTP/1.1"),
+        ("/ping", "GET /pong HTTP/1.1"),
+        ("/ping?a=%20b&c", "GET /pong?a=%20b&c HTTP/1.1"),
+        ("/bare", "GET /bare HTTP/1.1"),
+        ("/bare?q=%2F", "GET /bare?q=%2F HTTP/1.1"),
+        ("/direct/z", "GET /d/z HTTP/1.1"),
+        // Normalised before matching and forwarding: dot segments gone, %2F kept.
+        ("/v1/a/../b/%2F/c", "GET /b/%2F/c HTTP/1.1"),
+    ] {
+        let resp = get(addr, target, "");
+        assert_eq!(resp.status, 200, "{target}");
+        assert_eq!(resp.body_str(), expected, "{target}");
+    }
+}
+
+#[test]
+fn spec_example_ping_goes_to_the_auth_pool() {
+    let up = request_line_echo();
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\"}}\nproxy:\n  upstreams:\n    auth:\n      targets: [\"{}\"]\nroutes:\n  \"/ping\": \"http://auth/ping\"\n  \"GET /fastest/ever/ok\": \"OK\"\n",
+        up.addr
+    );
+    let s = in_process(&yaml);
+    let resp = get(s.addrs()[0], "/ping", "");
+    assert_eq!(
+        (resp.status, resp.body_str().as_str()),
+        (200, "GET /ping HTTP/1.1")
+    );
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.fields("host"), ["auth"]);
+}
+
+#[test]
+fn forwarding_headers_and_hop_by_hop_stripping() {
+    let up = upstream(|_, s| {
+        reply(
+            s,
+            "connection: x-secret\r\nx-secret: 1\r\nkeep-alive: timeout=5\r\nx-kept: yes\r\ndate: Mon, 01 Jan 2001 00:00:00 GMT\r\n",
+            b"ok",
+        )
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let resp = get(
+        s.addrs()[0],
+        "/x",
+        "x-forwarded-for: 10.0.0.1, 10.0.0.2\r\nforwarded: for=10.0.0.1\r\nx-request-id: req-12345678\r\n\
+         connection: keep-alive, x-drop\r\nx-drop: 1\r\nkeep-alive: timeout=9\r\nte: trailers\r\n\
+         proxy-connection: keep-alive\r\nupgrade: h2c\r\nx-custom: kept\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(
+        seen.fields("x-forwarded-for"),
+        ["10.0.0.1, 10.0.0.2, 127.0.0.1"]
+    );
+    assert_eq!(seen.fields("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.fields("x-forwarded-host"), ["gw.test"]);
+    assert_eq!(
+        seen.fields("forwarded"),
+        ["for=10.0.0.1, for=127.0.0.1;host=\"gw.test\";proto=http"]
+    );
+    assert_eq!(seen.fields("x-request-id"), ["req-12345678"]);
+    assert_eq!(seen.fields("host"), ["up"]);
+    assert_eq!(seen.fields("x-custom"), ["kept"]);
+    for gone in [
+        "connection",
+        "x-drop",
+        "keep-alive",
+        "te",
+        "proxy-connection",
+        "upgrade",
+        "via",
+    ] {
+        assert!(
+            seen.fields(gone).is_empty(),
+            "{gone} went upstream: {}",
+            seen.head
+        );
+    }
+    // And on the way back.
+    assert_eq!(resp.header("x-kept"), Some("yes"));
+    assert_eq!(resp.header("x-request-id"), Some("req-12345678"));
+    for gone in ["x-secret", "keep-alive", "connection"] {
+        assert!(resp.header(gone).is_none(), "{gone} came back: {resp:?}");
+    }
+    let dates: Vec<_> = resp
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+        .collect();
+    assert_eq!(dates.len(), 1, "one Date: {resp:?}");
+    assert_ne!(dates[0].1, "Mon, 01 Jan 2001 00:00:00 GMT");
+}
+
+#[test]
+fn host_header_options_and_via() {
+    let up = upstream(|_, s| reply(s, "", b"ok"));
+    for (setting, expected) in [
+        ("", "up"),
+        ("  host: client\n", "gw.test"),
+        ("  host: \"api.internal:8443\"\n", "api.internal:8443"),
+    ] {
+        let s = gateway(
+            "  \"/\": \"http://up/\"\n",
+            &up,
+            &format!("  via: true\n{setting}"),
+        );
+        let resp = get(s.addrs()[0], "/", "via: 1.0 edge\r\n");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("via"), Some("1.1 anygate"));
+        let seen = up.seen.recv_timeout(LIMIT).unwrap();
+        assert_eq!(seen.fields("host"), [expected], "{setting}");
+        assert_eq!(seen.fields("via"), ["1.0 edge", "1.1 anygate"]);
+    }
+}
+
+#[test]
+fn keep_alive_reuses_one_upstream_connection() {
+    let up = upstream(|seen, s| reply(s, "", seen.request_line().as_bytes()));
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let mut client = Reader::new(connect(s.addrs()[0]));
+    for i in 0..20 {
+        client.send(format!("GET /n{i} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+        let resp = client.response(false).unwrap();
+        assert_eq!(resp.body_str(), format!("GET /n{i} HTTP/1.1"));
+    }
+    // New client connections reuse it too.
+    for _ in 0..5 {
+        assert_eq!(get(s.addrs()[0], "/", "").status, 200);
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_pooled_connection_closed_by_the_upstream_is_replaced() {
+    // Each connection serves one request, then the upstream closes it (without saying so).
+    let up = upstream(|_, s| {
+        reply(s, "", b"once");
+        false
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    for _ in 0..5 {
+        let resp = get(s.addrs()[0], "/", "");
+        assert_eq!((resp.status, resp.body_str().as_str()), (200, "once"));
+        up.closed.recv_timeout(LIMIT).unwrap();
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_dead_pooled_connection_is_retried_once_on_a_fresh_one() {
+    // The upstream reads the second request of a connection and closes without answering:
+    // the gateway may not have seen the close when it reused the connection; the request
+    // (no body yet sent) goes again on a new connection.
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let up = upstream(move |_, s| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        if n % 2 == 1 {
+            return false;
+        }
+        reply(s, "", b"fine")
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    for _ in 0..4 {
+        let resp = get(s.addrs()[0], "/", "");
+        assert_eq!((resp.status, resp.body_str().as_str()), (200, "fine"));
+    }
+}
+
+#[test]
+fn bodies_stream_both_ways_chunked_and_fixed() {
+    let up = upstream(|seen, s| {
+        if seen.request_line().starts_with("POST /chunked-back") {
+            let mut out =
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n".to_vec();
+            for piece in seen.body.chunks(1000) {
+                out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                out.extend_from_slice(piece);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\nx-sum: 42\r\n\r\n");
+            s.write_all(&out).is_ok()
+        } else {
+            reply(s, "", &seen.body)
+        }
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let addr = s.addrs()[0];
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+
+    // Content-Length up, Content-Length down.
+    let mut raw = format!(
+        "POST /fixed HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&data);
+    let resp = one(addr, &raw);
+    assert_eq!(resp.body, data);
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.fields("content-length"), [data.len().to_string()]);
+    assert_eq!(seen.body, data);
+
+    // Chunked up (re-framed), chunked down with its trailer, relayed as it came.
+    let mut raw =
+        b"POST /chunked-back HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for piece in data.chunks(7000) {
+        raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        raw.extend_from_slice(piece);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let mut client = connect(addr);
+    client.write_all(&raw).unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        assert!(fill(&mut client, &mut buf));
+    };
+    let head = String::from_utf8(buf.drain(..end).collect()).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    let (body, trailers) = read_chunked(&mut client, &mut buf);
+    assert_eq!(body, data);
+    assert_eq!(trailers, "x-sum: 42\r\n\r\n");
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.fields("transfer-encoding"), ["chunked"]);
+    assert_eq!(seen.body, data);
+
+    // An HTTP/1.0 client cannot take chunked: the body comes decoded, ended by the close.
+    let mut raw = format!(
+        "POST /chunked-back HTTP/1.0\r\ncontent-length: {}\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&data);
+    let mut client = connect(addr);
+    client.write_all(&raw).unwrap();
+    let mut all = Vec::new();
+    client.read_to_end(&mut all).unwrap();
+    let end = find(&all, b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&all[..end]).into_owned();
+    assert!(!head.contains("chunked"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(&all[end..], &data[..]);
+}
+
+#[test]
+fn head_and_bodiless_statuses_relay_no_body() {
+    let up = upstream(|seen, s| {
+        let line = seen.request_line();
+        let out: &[u8] = if line.starts_with("HEAD") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"
+        } else if line.contains("/nc") {
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        } else {
+            b"HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n"
+        };
+        s.write_all(out).is_ok()
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let mut client = Reader::new(connect(s.addrs()[0]));
+    client.send(b"HEAD /h HTTP/1.1\r\nhost: t\r\n\r\n");
+    let r = client.response(true).unwrap();
+    assert_eq!((r.status, r.header("content-length")), (200, Some("1234")));
+    client.send(b"GET /nc HTTP/1.1\r\nhost: t\r\n\r\n");
+    assert_eq!(client.response(false).unwrap().status, 204);
+    client.send(b"GET /nm HTTP/1.1\r\nhost: t\r\n\r\n");
+    let r = client.response(false).unwrap();
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"x\"")));
+    // The same client connection and the same upstream connection served all three.
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
+
+fn error_code(resp: &Resp) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn refused_reset_and_garbage_are_502() {
+    let free = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let reset = upstream(|_, s| {
+        socket2::SockRef::from(&*s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        false
+    });
+    let garbage = upstream(|_, s| {
+        let _ = s.write_all(b"SPDY/9 ok\r\n\r\n");
+        false
+    });
+    let cut = upstream(|_, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort");
+        false
+    });
+    let routes = format!(
+        "  \"/refused\": \"http://{free}/\"\n  \"/reset\": \"http://{}/\"\n  \"/garbage\": \"http://{}/\"\n  \"/cut\": \"http://{}/\"\n",
+        reset.addr, garbage.addr, cut.addr
+    );
+    let s = gateway(&routes, &reset, "");
+    let addr = s.addrs()[0];
+    for (path, code) in [
+        ("/refused", "AG-UPS-5021"),
+        ("/reset", "AG-UPS-5022"),
+        ("/garbage", "AG-UPS-5023"),
+    ] {
+        let resp = get(addr, path, "");
+        assert_eq!(resp.status, 502, "{path}");
+        assert_eq!(error_code(&resp), code, "{path}");
+        let body = resp.body_str();
+        assert!(
+            !body.contains("127.0.0.1") && !body.contains(&format!(":{}", free.port())),
+            "{body}"
+        );
+        assert!(body.contains(&format!("\"route\":\"* {path}\"")), "{body}");
+    }
+    // A response cut short after its head: the client connection closes before the
+    // announced length.
+    let mut client = connect(addr);
+    client
+        .write_all(b"GET /cut HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    client.read_to_end(&mut all).unwrap();
+    assert!(all.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        all.ends_with(b"\r\n\r\nshort"),
+        "{:?}",
+        String::from_utf8_lossy(&all)
+    );
+}
+
+#[test]
+fn connect_read_and_total_timeouts_are_504() {
+    // A listener whose accept queue is full drops further SYNs: connecting hangs.
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    full.listen(0).unwrap();
+    let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&full_addr.into());
+        fillers.push(s);
+    }
+    let silent = upstream(|_, s| {
+        // Never answers; holds the connection until the gateway gives up.
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b);
+        false
+    });
+    let routes = format!(
+        "  \"/connect\": \"http://{full_addr}/\"\n  \"/read\": \"http://{}/\"\n",
+        silent.addr
+    );
+    let proxy = "  timeouts: {connect: 300ms, read: 300ms}\n";
+    let s = gateway(&routes, &silent, proxy);
+    let resp = get(s.addrs()[0], "/connect", "");
+    assert_eq!(
+        (resp.status, error_code(&resp).as_str()),
+        (504, "AG-UPS-5041")
+    );
+    let resp = get(s.addrs()[0], "/read", "");
+    assert_eq!(
+        (resp.status, error_code(&resp).as_str()),
+        (504, "AG-UPS-5042")
+    );
+
+    let proxy = "  timeouts: {read: 10s, total: 300ms}\n";
+    let s = gateway(&routes, &silent, proxy);
+    let resp = get(s.addrs()[0], "/read", "");
+    assert_eq!(
+        (resp.status, error_code(&resp).as_str()),
+        (504, "AG-UPS-5044")
+    );
+}
+
+#[test]
+fn max_conns_bounds_a_target_with_503() {
+    let release = Arc::new(std::sync::Barrier::new(2));
+    let held = release.clone();
+    let up = upstream(move |_, s| {
+        held.wait();
+        reply(s, "", b"late")
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "  max_conns: 1\n");
+    let addr = s.addrs()[0];
+    let mut first = Reader::new(connect(addr));
+    first.send(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n");
+    up.seen.recv_timeout(LIMIT).unwrap();
+    let resp = get(addr, "/", "");
+    assert_eq!(
+        (resp.status, error_code(&resp).as_str()),
+        (503, "AG-UPS-5031")
+    );
+    release.wait();
+    assert_eq!(first.response(false).unwrap().body_str(), "late");
+}
+
+#[test]
+fn a_client_that_leaves_cancels_the_upstream_request() {
+    let up = upstream(|_, s| {
+        // Wait for the gateway to give up on us: the read ends (EOF) when it closes.
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b);
+        false
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let mut client = connect(s.addrs()[0]);
+    client
+        .write_all(b"GET /wait HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    up.seen.recv_timeout(LIMIT).unwrap();
+    client.shutdown(Shutdown::Both).unwrap();
+    drop(client);
+    up.closed
+        .recv_timeout(LIMIT)
+        .expect("the upstream connection closes when the client leaves");
+}
+
+#[test]
+fn expect_100_continue_is_passed_through() {
+    let up = upstream(|_, s| reply(s, "", b"ok"));
+    // A raw upstream that answers 100 first, then reads the body.
+    let continuing = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(LIMIT)).unwrap();
+            let mut buf = Vec::new();
+            while find(&buf, b"\r\n\r\n").is_none() {
+                assert!(fill(&mut s, &mut buf));
+            }
+            let head = String::from_utf8_lossy(&buf).to_lowercase();
+            assert!(head.contains("expect: 100-continue"), "{head}");
+            s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+            let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
+            while buf.len() < end + 5 {
+                assert!(fill(&mut s, &mut buf));
+            }
+            assert_eq!(&buf[end..], b"hello");
+            s.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+                .unwrap();
+        });
+        addr
+    };
+    // And one that refuses the body: it answers as soon as it has the head, and reports
+    // whatever else it received before the gateway closed the connection.
+    let (body_tx, body_rx) = mpsc::channel();
+    let refusing = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(LIMIT)).unwrap();
+            let mut buf = Vec::new();
+            while find(&buf, b"\r\n\r\n").is_none() {
+                assert!(fill(&mut s, &mut buf));
+            }
+            s.write_all(b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            while fill(&mut s, &mut buf) {}
+            let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
+            body_tx.send(buf[end..].to_vec()).unwrap();
+        });
+        addr
+    };
+    let routes = format!(
+        "  \"/c\": \"http://{continuing}/\"\n  \"/r\": \"http://{refusing}/\"\n  \"/\": \"http://up/\"\n"
+    );
+    let s = gateway(&routes, &up, "");
+    let addr = s.addrs()[0];
+
+    let mut client = Reader::new(connect(addr));
+    client
+        .send(b"POST /c HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n");
+    let interim = client.response(false).unwrap();
+    assert_eq!(interim.status, 100);
+    client.send(b"hello");
+    let resp = client.response(false).unwrap();
+    assert_eq!((resp.status, resp.body_str().as_str()), (201, "ok"));
+
+    let mut client = Reader::new(connect(addr));
+    client
+        .send(b"POST /r HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n");
+    let resp = client.response(false).unwrap();
+    assert_eq!(resp.status, 417);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(client.closed());
+    let upstream_got = body_rx.recv_timeout(LIMIT).unwrap();
+    assert!(
+        upstream_got.is_empty(),
+        "the body was not sent: {upstream_got:?}"
+    );
+}
+
+#[test]
+fn a_host_name_target_is_resolved() {
+    let up = request_line_echo();
+    let routes = format!("  \"/l/\": \"http://localhost:{}/\"\n", up.addr.port());
+    // `localhost` may resolve to ::1 first, where nothing listens: the next address is tried.
+    let s = gateway(&routes, &up, "  dns_ttl: 1s\n");
+    for _ in 0..3 {
+        let resp = get(s.addrs()[0], "/l/x", "");
+        assert_eq!(
+            (resp.status, resp.body_str().as_str()),
+            (200, "GET /x HTTP/1.1")
+        );
+    }
+}

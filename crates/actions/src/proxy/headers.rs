@@ -1,0 +1,260 @@
+//! The heads the proxy writes: the request sent upstream and the response relayed back.
+//!
+//! Both drop the hop-by-hop fields (RFC 9110 §7.6.1: `Connection`, `Keep-Alive`,
+//! `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, and RFC 2616's
+//! `Proxy-Authenticate`/`Proxy-Authorization`) and every field named in `Connection`; the
+//! framing fields are written again for the hop they describe.
+//!
+//! Upstream, the gateway adds what a backend needs to know about the client:
+//! `X-Forwarded-For` (the incoming chain, then the client's address), `X-Forwarded-Proto`,
+//! `X-Forwarded-Host`, `Forwarded` (RFC 7239, appended to an incoming one), `X-Request-Id`,
+//! optionally `Via`, and `Host` as `proxy.host` says.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use anygate_http::client::ResponseHead;
+use anygate_http::h1::parse::Version;
+use anygate_http::{Body, Request};
+
+use super::ProxyOptions;
+
+/// `proxy.host`: the `Host` sent upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMode {
+    /// The proxy URI's authority (`host[:port]`, or the pool's name).
+    Upstream,
+    /// The client's `Host`.
+    Client,
+    /// A fixed value.
+    Fixed(Box<str>),
+}
+
+const HOP_BY_HOP: [&[u8]; 9] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+];
+
+/// Fields the gateway writes itself in the request sent upstream.
+const REWRITTEN_UP: [&[u8]; 8] = [
+    b"host",
+    b"content-length",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"forwarded",
+    b"x-request-id",
+];
+
+fn is_one_of(name: &[u8], list: &[&[u8]]) -> bool {
+    list.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Whether `name` is one of the tokens of the `Connection` values in `values`.
+fn named_in_connection<'a>(name: &[u8], mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values.any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+    })
+}
+
+/// The `Upgrade` value of a request that asks for one (`Connection: upgrade` and
+/// `Upgrade`, HTTP/1.1 only).
+pub(super) fn upgrade_requested<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
+    if req.version() != Version::H11 {
+        return None;
+    }
+    let upgrade = req.header(b"upgrade")?;
+    let connection = req
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .map(|(_, v)| v);
+    named_in_connection(b"upgrade", connection).then_some(upgrade)
+}
+
+/// Appends the rest of the upstream request head to `out` (which holds `METHOD target`).
+pub(super) fn request_head(
+    out: &mut Vec<u8>,
+    req: &Request<'_>,
+    options: &ProxyOptions,
+    authority: &str,
+    body: &Body<'_>,
+    upgrade: Option<&[u8]>,
+) {
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    let client_host = req.header(b"host");
+    match (&options.host, client_host) {
+        (HostMode::Client, Some(h)) => out.extend_from_slice(h),
+        (HostMode::Fixed(v), _) => out.extend_from_slice(v.as_bytes()),
+        _ => out.extend_from_slice(authority.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    let connection = || {
+        req.headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            .map(|(_, v)| v)
+    };
+    for (name, value) in req.headers() {
+        if is_one_of(name, &HOP_BY_HOP)
+            || is_one_of(name, &REWRITTEN_UP)
+            || named_in_connection(name, connection())
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // Incoming chains are kept, joined in one field each, and extended.
+    let mut forwarded_for = false;
+    for (name, value) in req.headers() {
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            out.extend_from_slice(if forwarded_for {
+                b", "
+            } else {
+                b"x-forwarded-for: "
+            });
+            out.extend_from_slice(value);
+            forwarded_for = true;
+        }
+    }
+    let ip = req.peer().map(|p| p.ip().to_canonical());
+    if let Some(ip) = ip {
+        out.extend_from_slice(if forwarded_for {
+            b", "
+        } else {
+            b"x-forwarded-for: "
+        });
+        let _ = write!(out, "{ip}");
+        forwarded_for = true;
+    }
+    if forwarded_for {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    if let Some(h) = client_host {
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(h);
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut forwarded = false;
+    for (name, value) in req.headers() {
+        if name.eq_ignore_ascii_case(b"forwarded") {
+            out.extend_from_slice(if forwarded { b", " } else { b"forwarded: " });
+            out.extend_from_slice(value);
+            forwarded = true;
+        }
+    }
+    out.extend_from_slice(if forwarded { b", " } else { b"forwarded: " });
+    push_forwarded_element(out, ip, client_host);
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(req.request_id());
+    out.extend_from_slice(b"\r\n");
+    if options.via {
+        // After an incoming `Via` field: a later field continues the list.
+        out.extend_from_slice(b"via: 1.1 anygate\r\n");
+    }
+    if body.is_present() {
+        match body.length() {
+            Some(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        if body.expects_continue() {
+            out.extend_from_slice(b"expect: 100-continue\r\n");
+        }
+    }
+    if let Some(u) = upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        out.extend_from_slice(u);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `for=...;host="...";proto=http` (RFC 7239 §4; IPv6 and host quoted).
+fn push_forwarded_element(out: &mut Vec<u8>, ip: Option<IpAddr>, host: Option<&[u8]>) {
+    match ip {
+        Some(IpAddr::V4(v4)) => {
+            let _ = write!(out, "for={v4}");
+        }
+        Some(IpAddr::V6(v6)) => {
+            let _ = write!(out, "for=\"[{v6}]\"");
+        }
+        None => out.extend_from_slice(b"for=unknown"),
+    }
+    if let Some(h) = host.filter(|h| !h.iter().any(|&b| b == b'"' || b == b'\\')) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(h);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b";proto=http");
+}
+
+/// Writes the relayed response head (status line and fields, without the empty line: the
+/// server adds `Date`, `X-Request-Id`, `Connection` and ends it). `bytes` is the upstream's
+/// head; `chunked` says the body is relayed chunked.
+pub(super) fn response_head(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    head: &ResponseHead,
+    chunked: bool,
+    via: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let _ = write!(out, "{} ", head.status);
+    out.extend_from_slice(&bytes[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    let connection = || {
+        head.fields
+            .iter()
+            .filter(|(n, _)| bytes[n.clone()].eq_ignore_ascii_case(b"connection"))
+            .map(|(_, v)| &bytes[v.clone()])
+    };
+    let bodiless = head.status < 200 || head.status == 204;
+    let mut upgrade = None;
+    for (n, v) in &head.fields {
+        let (name, value) = (&bytes[n.clone()], &bytes[v.clone()]);
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = Some(value);
+        }
+        if is_one_of(name, &HOP_BY_HOP)
+            || named_in_connection(name, connection())
+            || name.eq_ignore_ascii_case(b"date")
+            || name.eq_ignore_ascii_case(b"x-request-id")
+            || (name.eq_ignore_ascii_case(b"content-length")
+                && (head.content_length.is_none() || bodiless))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if head.status == 101 {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        if let Some(u) = upgrade {
+            out.extend_from_slice(b"upgrade: ");
+            out.extend_from_slice(u);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if via {
+        out.extend_from_slice(b"via: 1.1 anygate\r\n");
+    }
+}

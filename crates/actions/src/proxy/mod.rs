@@ -1,0 +1,638 @@
+//! The proxy action: a request relayed to an upstream over HTTP/1.1, streamed both ways.
+//!
+//! # One exchange
+//! ```text
+//! pick a target (round robin) ─► its addresses (DNS cache) ─► idle connection (LIFO, peeked)
+//!                                                            or connect (each address in turn)
+//! request head ─► [Expect: 100-continue: wait for the upstream's 100 or its final answer]
+//!              ─► body, streamed (chunked re-framed, Content-Length copied)
+//! response head (the client's socket watched: a client that leaves cancels)
+//!   ├─ 101 to an Upgrade request ─► tunnel bytes both ways until both close or idle
+//!   └─ otherwise ─► head relayed (hop-by-hop removed) ─► body streamed as it comes
+//! connection back to the pool if the exchange ended cleanly and both sides allow it
+//! ```
+//!
+//! # Invariants
+//! - Nothing is buffered beyond one read of each side: a body of any size passes in
+//!   constant memory, and a slow reader slows the writer (backpressure).
+//! - A request is sent again (once, on a fresh connection) only when a reused connection
+//!   failed before any response byte and no byte of the request body was consumed.
+//! - Errors follow SPEC §6: refused, reset or garbage → 502, timeouts → 504, each with
+//!   its `AG-UPS-…` code and no internal detail. Once the response head has gone to the
+//!   client an upstream failure can only cut the response short: the client connection
+//!   closes.
+//!
+//! # Non-goals (next issue)
+//! Retries beyond the one above, weights and other balancers, health checks, circuit
+//! breaking, TLS and HTTP/2 upstreams.
+
+mod dns;
+mod headers;
+mod pool;
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use anygate_http::client::{ResponseFraming, UpstreamConn, UpstreamError};
+use anygate_http::{Body, ErrorKind, Request, Response};
+use anygate_router::dsl::PathPattern;
+use anygate_router::dsl::ProxyTarget;
+use anygate_runtime::time;
+
+use self::dns::HostEntry;
+use self::pool::{Leased, Target};
+
+pub use self::headers::HostMode;
+
+/// How long an `Expect: 100-continue` request waits for the upstream's `100 Continue`
+/// before sending its body anyway (curl's and RFC 9110 §10.1.1's advice).
+const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+/// A response body piece this small, when it ends the body, joins the client's output
+/// buffer instead of being written at once (pipelined responses leave together).
+const BUFFER_LAST_PIECE: usize = 16 * 1024;
+
+/// Settings of one proxy rule (`proxy.*` in effect for it).
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// `proxy.timeouts.connect`.
+    pub connect_timeout: Duration,
+    /// `proxy.timeouts.read`: between two reads from the upstream; also a tunnel's idle
+    /// timeout.
+    pub read_timeout: Duration,
+    /// `proxy.timeouts.write`: between two writes to the upstream (and to the client).
+    pub write_timeout: Duration,
+    /// `proxy.timeouts.total`.
+    pub total_timeout: Option<Duration>,
+    /// `proxy.host`.
+    pub host: HostMode,
+    /// `proxy.via`.
+    pub via: bool,
+    /// `proxy.max_idle`.
+    pub max_idle: usize,
+    /// `proxy.max_conns`.
+    pub max_conns: usize,
+    /// `proxy.idle_timeout`.
+    pub idle_timeout: Duration,
+    /// `proxy.dns_ttl`.
+    pub dns_ttl: Duration,
+}
+
+/// The targets of one pool, and where round robin is.
+#[derive(Debug)]
+pub struct Pool {
+    targets: Vec<Arc<Target>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn pick(&self) -> Option<&Arc<Target>> {
+        if self.targets.len() <= 1 {
+            return self.targets.first();
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        self.targets.get(i)
+    }
+}
+
+/// Every upstream of one configuration: named pools, and targets shared by host and port
+/// (so that `max_conns` counts a target once, whichever rules name it).
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    pools: HashMap<String, Arc<Pool>>,
+    targets: HashMap<(String, u16), Arc<Target>>,
+}
+
+impl Upstreams {
+    /// Defines the pool `name` over `targets` (`host`, `port`).
+    pub fn define(&mut self, name: &str, targets: &[(String, u16)], dns_ttl: Duration) {
+        let targets = targets
+            .iter()
+            .map(|(h, p)| self.target(h, *p, dns_ttl))
+            .collect();
+        self.pools.insert(
+            name.to_ascii_lowercase(),
+            Arc::new(Pool {
+                targets,
+                next: AtomicUsize::new(0),
+            }),
+        );
+    }
+
+    fn target(&mut self, host: &str, port: u16, dns_ttl: Duration) -> Arc<Target> {
+        self.targets
+            .entry((host.to_ascii_lowercase(), port))
+            .or_insert_with(|| {
+                Arc::new(Target {
+                    host: HostEntry::new(host, port, dns_ttl),
+                    open: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// The pool for a proxy URI: the named pool if its host names one (and it has no
+    /// port), else a one-target pool resolved by DNS.
+    fn pool_for(&mut self, target: &ProxyTarget, dns_ttl: Duration) -> Arc<Pool> {
+        if target.port.is_none()
+            && let Some(p) = self.pools.get(&target.host)
+        {
+            return p.clone();
+        }
+        let t = self.target(&target.host, target.port.unwrap_or(80), dns_ttl);
+        Arc::new(Pool {
+            targets: vec![t],
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// A compiled proxy rule.
+#[derive(Debug)]
+pub struct Proxy {
+    pool: Arc<Pool>,
+    target: ProxyTarget,
+    pattern: PathPattern,
+    /// The `Host` sent for [`HostMode::Upstream`]: the URI's authority.
+    authority: Box<str>,
+    options: ProxyOptions,
+    label: Box<str>,
+}
+
+/// Deadlines of one exchange.
+struct Clock<'a> {
+    total: Option<Instant>,
+    options: &'a ProxyOptions,
+    /// Whether the last deadline handed out was the total one.
+    capped: std::sync::atomic::AtomicBool,
+}
+
+impl Clock<'_> {
+    fn cap(&self, d: Instant) -> Instant {
+        match self.total {
+            Some(t) if t <= d => {
+                self.capped.store(true, Ordering::Relaxed);
+                t
+            }
+            _ => {
+                self.capped.store(false, Ordering::Relaxed);
+                d
+            }
+        }
+    }
+    fn read(&self) -> Instant {
+        self.cap(time::now() + self.options.read_timeout)
+    }
+    fn write(&self) -> Instant {
+        self.cap(time::now() + self.options.write_timeout)
+    }
+    fn connect(&self) -> Instant {
+        self.cap(time::now() + self.options.connect_timeout)
+    }
+    /// The client-facing error, a timeout past the total deadline being the total's.
+    fn kind(&self, e: UpstreamError) -> ErrorKind {
+        let timed_out = matches!(
+            e,
+            UpstreamError::ConnectTimeout
+                | UpstreamError::ReadTimeout
+                | UpstreamError::WriteTimeout
+        );
+        if timed_out && self.capped.load(Ordering::Relaxed) {
+            ErrorKind::UpstreamTotalTimeout
+        } else {
+            e.kind()
+        }
+    }
+}
+
+/// How an exchange ended, before the response is relayed.
+enum Sent {
+    /// The response head is in; relay it.
+    Response(ResponseFraming),
+    /// The upstream answered before the body (an `Expect` refusal): relay it; the
+    /// connection cannot be reused.
+    Early(ResponseFraming),
+}
+
+impl Proxy {
+    /// Compiles a rule: `target` is its URI, `pattern` its path (for URL building).
+    pub fn new(
+        target: &ProxyTarget,
+        pattern: &PathPattern,
+        options: ProxyOptions,
+        upstreams: &mut Upstreams,
+        label: &str,
+    ) -> Self {
+        let authority = match target.port {
+            Some(p) => format!("{}:{p}", target.host),
+            None => target.host.clone(),
+        };
+        Self {
+            pool: upstreams.pool_for(target, options.dns_ttl),
+            target: target.clone(),
+            pattern: pattern.clone(),
+            authority: authority.into(),
+            options,
+            label: label.into(),
+        }
+    }
+
+    /// Relays the request. `scratch` is the connection's reusable buffer; `path` the
+    /// normalised request path, `splat` what the rule's prefix or `*` matched.
+    pub async fn respond(
+        &self,
+        req: &Request<'_>,
+        path: &[u8],
+        splat: Option<&[u8]>,
+        body: &mut Body<'_>,
+        res: &mut Response<'_>,
+        scratch: &mut Vec<u8>,
+    ) {
+        let clock = Clock {
+            total: self.options.total_timeout.map(|t| time::now() + t),
+            options: &self.options,
+            capped: std::sync::atomic::AtomicBool::new(false),
+        };
+        let upgrade = headers::upgrade_requested(req);
+        scratch.clear();
+        scratch.extend_from_slice(req.method());
+        scratch.push(b' ');
+        anygate_router::tree::push_upstream_path_and_query(
+            scratch,
+            &self.target,
+            &self.pattern,
+            path,
+            splat,
+            req.query(),
+        );
+        headers::request_head(scratch, req, &self.options, &self.authority, body, upgrade);
+        let outcome = self
+            .exchange(req, scratch, body, res, &clock, upgrade.is_some())
+            .await;
+        scratch.clear();
+        let (mut leased, sent) = match outcome {
+            Ok(v) => v,
+            Err(kind) => return self.fail(res, kind),
+        };
+        let (reusable, mut framing) = match sent {
+            Sent::Response(f) => (true, f),
+            Sent::Early(f) => (false, f),
+        };
+        let status = leased.conn.head.status;
+        if status == 101 {
+            if upgrade.is_none() {
+                return self.fail(res, ErrorKind::UpstreamInvalid);
+            }
+            return self.tunnel(leased, body, res, scratch).await;
+        }
+        let client_h11 = req.version() == anygate_http::h1::parse::Version::H11;
+        let pass_chunked = client_h11 && matches!(framing, ResponseFraming::Chunked(_));
+        if matches!(framing, ResponseFraming::UntilClose)
+            || (matches!(framing, ResponseFraming::Chunked(_)) && !pass_chunked)
+        {
+            res.close();
+        }
+        headers::response_head(
+            scratch,
+            leased.conn.head_bytes(),
+            &leased.conn.head,
+            pass_chunked,
+            self.options.via,
+        );
+        res.start_stream(status, scratch);
+        scratch.clear();
+        loop {
+            let piece = match leased.conn.body_piece(&mut framing, clock.read()).await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(_) => {
+                    // The head is gone: all that is left is to cut the response short.
+                    res.close();
+                    return;
+                }
+            };
+            let finished = match &framing {
+                ResponseFraming::Length(0) | ResponseFraming::None => true,
+                ResponseFraming::Chunked(d) => d.is_done(),
+                _ => false,
+            };
+            let span = if pass_chunked { piece.0 } else { piece.1 };
+            let (bytes, timer) = leased.conn.piece(span);
+            if finished && bytes.len() <= BUFFER_LAST_PIECE {
+                res.push_body(bytes);
+                break;
+            }
+            if !res
+                .write_body(bytes, timer, self.options.write_timeout)
+                .await
+            {
+                // The client went away: dropping the connection cancels the upstream's work.
+                return;
+            }
+        }
+        if reusable && !leased.conn.head.close && !leased.conn.has_extra() && body.is_done() {
+            leased.conn.reset();
+            leased.conn.exchanges += 1;
+            pool::checkin(leased, self.options.max_idle, self.options.idle_timeout);
+        }
+    }
+
+    fn fail(&self, res: &mut Response<'_>, kind: ErrorKind) {
+        if kind == ErrorKind::ClientClosed {
+            res.close();
+        }
+        res.error(kind, Some(&self.label), b"");
+    }
+
+    /// Sends the request (again on a fresh connection, once, if a reused one turns out
+    /// dead before anything irreversible happened) and reads the response head.
+    async fn exchange(
+        &self,
+        req: &Request<'_>,
+        head: &[u8],
+        body: &mut Body<'_>,
+        res: &mut Response<'_>,
+        clock: &Clock<'_>,
+        upgrade: bool,
+    ) -> Result<(Leased, Sent), ErrorKind> {
+        let target = self
+            .pool
+            .pick()
+            .ok_or(ErrorKind::UpstreamUnresolved)?
+            .clone();
+        let mut fresh_only = false;
+        loop {
+            let (mut leased, reused) = self.connection(&target, clock, fresh_only).await?;
+            match self
+                .send(&mut leased, req, head, body, res, clock, upgrade)
+                .await
+            {
+                Ok(sent) => return Ok((leased, sent)),
+                Err(e) => {
+                    let replayable = body.received() == 0;
+                    if reused
+                        && replayable
+                        && matches!(
+                            e,
+                            Failure::Upstream(
+                                UpstreamError::ClosedBeforeResponse | UpstreamError::Reset
+                            )
+                        )
+                    {
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(match e {
+                        Failure::Upstream(e) => clock.kind(e),
+                        Failure::Client(k) => k,
+                    });
+                }
+            }
+        }
+    }
+
+    /// An idle connection to the target (checked alive), or a new one.
+    async fn connection(
+        &self,
+        target: &Arc<Target>,
+        clock: &Clock<'_>,
+        fresh_only: bool,
+    ) -> Result<(Leased, bool), ErrorKind> {
+        let resolved = {
+            let lookup = pin!(target.host.addrs());
+            let deadline = clock.connect();
+            let mut timer = time::sleep_until(deadline);
+            let mut lookup = lookup;
+            poll_fn(|cx| {
+                if let Poll::Ready(r) = lookup.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if std::pin::Pin::new(&mut timer).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await
+            .ok_or(ErrorKind::UpstreamConnectTimeout)?
+        };
+        if resolved.addrs.is_empty() {
+            return Err(ErrorKind::UpstreamUnresolved);
+        }
+        if !fresh_only && self.options.max_idle > 0 {
+            for &addr in &resolved.addrs {
+                while let Some(leased) = pool::checkout(addr, self.options.idle_timeout) {
+                    if leased.conn.is_reusable().await {
+                        return Ok((leased, true));
+                    }
+                }
+            }
+        }
+        let reservation =
+            Leased::reserve(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
+        let deadline = clock.connect();
+        let mut last = UpstreamError::Refused;
+        for &addr in &resolved.addrs {
+            match UpstreamConn::connect(addr, deadline).await {
+                Ok(conn) => return Ok((reservation.fill(conn), false)),
+                Err(UpstreamError::ConnectTimeout) => {
+                    return Err(clock.kind(UpstreamError::ConnectTimeout));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(clock.kind(last))
+    }
+
+    /// Writes the request and its body, reads the response head.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        leased: &mut Leased,
+        req: &Request<'_>,
+        head: &[u8],
+        body: &mut Body<'_>,
+        res: &mut Response<'_>,
+        clock: &Clock<'_>,
+        upgrade: bool,
+    ) -> Result<Sent, Failure> {
+        let conn = &mut leased.conn;
+        let head_request = req.method() == b"HEAD";
+        conn.write(head, &[], clock.write()).await?;
+        if body.is_present() && body.expects_continue() {
+            // Pass the expectation on: the upstream decides whether the body is wanted.
+            let wait = clock.cap(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
+            match conn.read_head(head_request, usize::MAX, wait).await {
+                Ok(f) if conn.head.status >= 200 => return Ok(Sent::Early(f)),
+                // 100 (or another interim answer): the body is wanted. No answer in time:
+                // send it anyway (RFC 9110 §10.1.1).
+                Ok(_) | Err(UpstreamError::ReadTimeout) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        send_body(conn, body, clock).await?;
+        loop {
+            let framing =
+                watch_client(res, conn.read_head(head_request, usize::MAX, clock.read())).await?;
+            let status = conn.head.status;
+            if status == 101 && upgrade {
+                return Ok(Sent::Response(framing));
+            }
+            if (100..200).contains(&status) && status != 101 {
+                // 100 without an expectation, 102, 103: interim, not relayed.
+                continue;
+            }
+            return Ok(Sent::Response(framing));
+        }
+    }
+
+    /// Relays `101 Switching Protocols`, then bytes both ways.
+    async fn tunnel(
+        &self,
+        mut leased: Leased,
+        body: &mut Body<'_>,
+        res: &mut Response<'_>,
+        scratch: &mut Vec<u8>,
+    ) {
+        headers::response_head(
+            scratch,
+            leased.conn.head_bytes(),
+            &leased.conn.head,
+            false,
+            self.options.via,
+        );
+        res.start_stream(101, scratch);
+        scratch.clear();
+        res.close();
+        if !res
+            .write_body(&[], leased.conn.relay_timer(), self.options.write_timeout)
+            .await
+        {
+            return;
+        }
+        let pending = body.take_buffered();
+        leased
+            .conn
+            .tunnel(res.connection(), pending, self.options.read_timeout)
+            .await;
+    }
+}
+
+/// A failure of one attempt.
+enum Failure {
+    Upstream(UpstreamError),
+    /// The client's side failed (its body broke off or it left): answer with this.
+    Client(ErrorKind),
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(e: UpstreamError) -> Self {
+        Self::Upstream(e)
+    }
+}
+
+/// Streams the request body: `Content-Length` bodies as they are, chunked ones re-framed.
+async fn send_body(
+    conn: &mut UpstreamConn,
+    body: &mut Body<'_>,
+    clock: &Clock<'_>,
+) -> Result<(), Failure> {
+    if !body.is_present() {
+        return Ok(());
+    }
+    let chunked = body.length().is_none();
+    let mut frame = [0u8; 20];
+    loop {
+        let data = match body.chunk().await {
+            Ok(Some(d)) => d,
+            Ok(None) => break,
+            Err(k) => return Err(Failure::Client(k)),
+        };
+        if chunked {
+            let n = chunk_size_line(&mut frame, data.len());
+            conn.write(&frame[..n], data, clock.write()).await?;
+            conn.write(b"\r\n", &[], clock.write()).await?;
+        } else {
+            conn.write(data, &[], clock.write()).await?;
+        }
+    }
+    if chunked {
+        conn.write(b"0\r\n\r\n", &[], clock.write()).await?;
+    }
+    Ok(())
+}
+
+/// Writes `HEX(len)\r\n` into `out`; returns its length.
+fn chunk_size_line(out: &mut [u8; 20], len: usize) -> usize {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    out[..d.len()].copy_from_slice(d);
+    out[d.len()..d.len() + 2].copy_from_slice(b"\r\n");
+    d.len() + 2
+}
+
+/// Runs `fut` (waiting for the upstream) while watching the client's socket: if the client
+/// closes, the exchange is abandoned (the upstream connection is then dropped, which
+/// cancels the upstream's work).
+async fn watch_client<F>(res: &Response<'_>, fut: F) -> Result<ResponseFraming, Failure>
+where
+    F: Future<Output = Result<ResponseFraming, UpstreamError>>,
+{
+    let mut fut = pin!(fut);
+    let client = res.connection();
+    let mut watching = true;
+    let mut byte = [0u8; 1];
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(r.map_err(Failure::from));
+        }
+        if watching {
+            match client.poll_peek(cx, &mut byte) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Failure::Client(ErrorKind::ClientClosed)));
+                }
+                Poll::Ready(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                    return Poll::Ready(Err(Failure::Client(ErrorKind::ClientClosed)));
+                }
+                // Bytes of a next request: the client is there; stop looking (the data
+                // would keep the socket readable).
+                Poll::Ready(_) => watching = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_lower_hex() {
+        let mut out = [0u8; 20];
+        for (len, line) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (0xabcdef, "abcdef\r\n"),
+        ] {
+            let n = chunk_size_line(&mut out, len);
+            assert_eq!(&out[..n], line.as_bytes());
+        }
+    }
+}

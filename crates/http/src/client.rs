@@ -1,0 +1,631 @@
+//! The client side of HTTP/1.1: one connection to an upstream, its response heads and
+//! bodies, and the byte tunnel used after `101 Switching Protocols`.
+//!
+//! # Design
+//! - An [`UpstreamConn`] owns its socket, one input buffer and one timer, all reused for
+//!   every exchange while the connection sits in a pool. Every read and write is bounded by
+//!   a deadline the caller computes (the operation's timeout, capped by the whole
+//!   exchange's), so no call can hang.
+//! - Response heads are parsed with `httparse` into spans of the input buffer; fields stay
+//!   where they arrived. Framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304;
+//!   `Transfer-Encoding` ending in `chunked` is chunked; otherwise `Content-Length`; else the
+//!   body runs to the end of the connection. Conflicting lengths are an invalid response.
+//! - Body bytes are handed out as they arrive, in raw form (framing included, so chunked
+//!   bodies and their trailers can be relayed as they are) and as data.
+//!
+//! # Non-goals
+//! TLS and HTTP/2 upstreams (next issue); the request head is built by the caller.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use anygate_runtime::net::TcpStream;
+use anygate_runtime::time::{self, Sleep};
+
+use crate::error::ErrorKind;
+use crate::h1::chunked::ChunkedDecoder;
+use crate::server::io::{ReadOutcome, arm, expired, read_until, writev_all_until};
+
+/// Size of a connection's input buffer (a response head must fit in it).
+pub const UPSTREAM_BUFFER: usize = 64 * 1024;
+/// Most header fields accepted in a response head.
+const MAX_FIELDS: usize = 128;
+
+/// Why an exchange with an upstream failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The connection was refused (or could not be made).
+    Refused,
+    /// Connecting took too long.
+    ConnectTimeout,
+    /// The connection ended before any byte of a response came: on a reused connection the
+    /// request may be sent again on a fresh one.
+    ClosedBeforeResponse,
+    /// The connection ended or failed in the middle of a response, or while writing.
+    Reset,
+    /// The response is not valid HTTP/1.1.
+    Invalid,
+    /// Nothing came for the read timeout.
+    ReadTimeout,
+    /// Nothing could be written for the write timeout.
+    WriteTimeout,
+}
+
+impl UpstreamError {
+    /// The client-facing error.
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Self::Refused => ErrorKind::UpstreamRefused,
+            Self::ConnectTimeout => ErrorKind::UpstreamConnectTimeout,
+            Self::ClosedBeforeResponse | Self::Reset => ErrorKind::UpstreamReset,
+            Self::Invalid => ErrorKind::UpstreamInvalid,
+            Self::ReadTimeout => ErrorKind::UpstreamReadTimeout,
+            Self::WriteTimeout => ErrorKind::UpstreamWriteTimeout,
+        }
+    }
+}
+
+/// How a response body is delimited.
+#[derive(Clone, Debug)]
+pub enum ResponseFraming {
+    /// No body.
+    None,
+    /// `Content-Length`; bytes left.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(ChunkedDecoder),
+    /// Until the upstream closes.
+    UntilClose,
+}
+
+/// A parsed response head; spans are into [`UpstreamConn::head_bytes`].
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: u16,
+    /// `HTTP/1.0` (minor version 0) or `HTTP/1.1`.
+    pub minor_version: u8,
+    /// The reason phrase.
+    pub reason: Range<usize>,
+    /// Field name and value spans, in order.
+    pub fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The upstream will close after this response (`Connection: close`, HTTP/1.0, or a
+    /// framing that needs it).
+    pub close: bool,
+    /// `Content-Length`, if given (and valid).
+    pub content_length: Option<u64>,
+    /// Whether the body is chunked.
+    pub chunked: bool,
+    /// Length of the head in the buffer.
+    pub len: usize,
+}
+
+/// One connection to an upstream.
+#[derive(Debug)]
+pub struct UpstreamConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Where the head being relayed starts in `buf`.
+    head_at: usize,
+    /// The timer of reads and writes on this connection, reset in place for each deadline.
+    timer: Sleep,
+    /// A second timer, for writes to the client while a response is relayed.
+    relay_timer: Sleep,
+    /// The last response head read.
+    pub head: ResponseHead,
+    /// Exchanges completed on this connection.
+    pub exchanges: u32,
+    /// When the connection was last put to rest in a pool.
+    pub idle_since: Instant,
+    /// Where it goes.
+    pub addr: SocketAddr,
+}
+
+impl UpstreamConn {
+    /// Connects to `addr` before `deadline`.
+    pub async fn connect(addr: SocketAddr, deadline: Instant) -> Result<Self, UpstreamError> {
+        let mut timer = time::sleep_until(deadline);
+        let connected = {
+            let mut connect = pin!(TcpStream::connect(addr));
+            poll_fn(|cx| {
+                if let Poll::Ready(r) = connect.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if expired(&mut timer, deadline, cx) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        };
+        let stream = match connected {
+            Some(Ok(s)) => s,
+            Some(Err(_)) => return Err(UpstreamError::Refused),
+            None => return Err(UpstreamError::ConnectTimeout),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream,
+            buf: vec![0; UPSTREAM_BUFFER],
+            start: 0,
+            end: 0,
+            head_at: 0,
+            timer,
+            relay_timer: time::sleep_until(deadline),
+            head: ResponseHead::default(),
+            exchanges: 0,
+            idle_since: time::now(),
+            addr,
+        })
+    }
+
+    /// The socket (for a tunnel).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Whether the connection still looks usable after resting in a pool: nothing to read
+    /// (a close, a reset or stray bytes all make it unusable). One non-blocking peek.
+    pub async fn is_reusable(&self) -> bool {
+        let mut byte = [0u8; 1];
+        poll_fn(|cx| {
+            Poll::Ready(match self.stream.poll_peek(cx, &mut byte) {
+                Poll::Pending => true,
+                Poll::Ready(Err(e)) => e.kind() == io::ErrorKind::WouldBlock,
+                Poll::Ready(Ok(_)) => false,
+            })
+        })
+        .await
+    }
+
+    /// Prepares for a new exchange (the previous one was read to its end).
+    pub fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.head_at = 0;
+    }
+
+    /// Writes all of `first` then `second` before `deadline`.
+    pub async fn write(
+        &mut self,
+        first: &[u8],
+        second: &[u8],
+        deadline: Instant,
+    ) -> Result<(), UpstreamError> {
+        if writev_all_until(&self.stream, [first, second], &mut self.timer, deadline).await {
+            return Ok(());
+        }
+        if time::now() >= deadline {
+            Err(UpstreamError::WriteTimeout)
+        } else {
+            Err(UpstreamError::Reset)
+        }
+    }
+
+    /// Reads a response head (of at most `max_head` bytes), before `deadline`.
+    /// `head_request` says the request was `HEAD` (the response then has no body).
+    pub async fn read_head(
+        &mut self,
+        head_request: bool,
+        max_head: usize,
+        deadline: Instant,
+    ) -> Result<ResponseFraming, UpstreamError> {
+        let max_head = max_head.min(self.buf.len());
+        let mut received_any = self.end > self.start;
+        loop {
+            if self.start < self.end {
+                match parse_head(&self.buf[self.start..self.end], &mut self.head)? {
+                    Some(n) => {
+                        self.head_at = self.start;
+                        self.start += n;
+                        return framing(&self.head, head_request);
+                    }
+                    None if self.end - self.start >= max_head => {
+                        return Err(UpstreamError::Invalid);
+                    }
+                    None => {}
+                }
+            }
+            if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            match self.read(deadline).await {
+                Ok(0) if received_any => return Err(UpstreamError::Reset),
+                Ok(0) => return Err(UpstreamError::ClosedBeforeResponse),
+                Ok(_) => received_any = true,
+                Err(UpstreamError::Reset) if !received_any => {
+                    return Err(UpstreamError::ClosedBeforeResponse);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The bytes of the head last read by [`UpstreamConn::read_head`]
+    /// ([`UpstreamConn::head`]'s spans index into them).
+    pub fn head_bytes(&self) -> &[u8] {
+        &self.buf[self.head_at..self.head_at + self.head.len]
+    }
+
+    /// The next piece of the body: `(raw, data)` spans for [`UpstreamConn::piece`], where
+    /// `raw` is the bytes as they came (chunk framing included) and `data` the body data in
+    /// them. `None` at the end.
+    pub async fn body_piece(
+        &mut self,
+        framing: &mut ResponseFraming,
+        deadline: Instant,
+    ) -> Result<Option<(Range<usize>, Range<usize>)>, UpstreamError> {
+        loop {
+            match framing {
+                ResponseFraming::None | ResponseFraming::Length(0) => return Ok(None),
+                ResponseFraming::Chunked(d) if d.is_done() => return Ok(None),
+                _ => {}
+            }
+            if self.start < self.end {
+                let at = self.start;
+                let avail = self.end - at;
+                match framing {
+                    ResponseFraming::Length(left) => {
+                        let n = avail.min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= n as u64;
+                        self.start += n;
+                        return Ok(Some((at..at + n, at..at + n)));
+                    }
+                    ResponseFraming::UntilClose => {
+                        self.start = self.end;
+                        return Ok(Some((at..at + avail, at..at + avail)));
+                    }
+                    ResponseFraming::Chunked(d) => {
+                        let r = d
+                            .decode(&self.buf[at..self.end])
+                            .map_err(|_| UpstreamError::Invalid)?;
+                        self.start += r.consumed;
+                        let data = at + r.data.start..at + r.data.end;
+                        return Ok(Some((at..at + r.consumed, data)));
+                    }
+                    ResponseFraming::None => return Ok(None),
+                }
+            }
+            self.start = 0;
+            self.end = 0;
+            match self.read(deadline).await? {
+                0 if matches!(framing, ResponseFraming::UntilClose) => {
+                    *framing = ResponseFraming::Length(0);
+                    return Ok(None);
+                }
+                0 => return Err(UpstreamError::Reset),
+                _ => {}
+            }
+        }
+    }
+
+    /// The bytes of a span returned by [`UpstreamConn::body_piece`], with the relay timer
+    /// (for writing them to the client).
+    pub fn piece(&mut self, span: Range<usize>) -> (&[u8], &mut Sleep) {
+        (&self.buf[span], &mut self.relay_timer)
+    }
+
+    /// The relay timer alone (for writing to the client).
+    pub fn relay_timer(&mut self) -> &mut Sleep {
+        &mut self.relay_timer
+    }
+
+    /// Relays bytes both ways between `client` and this connection (after `101 Switching
+    /// Protocols`), starting with `client_pending` (sent by the client after its head) and
+    /// whatever the upstream sent after its head, until both sides close, either fails or
+    /// nothing moves for `idle`.
+    pub async fn tunnel(&mut self, client: &TcpStream, client_pending: &[u8], idle: Duration) {
+        let (from, to) = (self.start, self.end);
+        self.start = to;
+        let mut client_buf = vec![0u8; 16 * 1024];
+        let upstream_pending = &self.buf[from..to];
+        let upstream_pending = upstream_pending.to_vec();
+        tunnel(
+            client,
+            &self.stream,
+            client_pending,
+            &upstream_pending,
+            &mut client_buf,
+            &mut self.buf,
+            &mut self.timer,
+            idle,
+        )
+        .await;
+    }
+
+    /// Whether bytes beyond the response are buffered (the upstream sent more than it
+    /// announced: the connection cannot be reused).
+    pub fn has_extra(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// Reads into the free end of the buffer. `Ok(0)` at the end of the stream.
+    async fn read(&mut self, deadline: Instant) -> Result<usize, UpstreamError> {
+        let end = self.end;
+        match read_until(
+            &self.stream,
+            &mut self.buf[end..],
+            &mut self.timer,
+            deadline,
+            None,
+        )
+        .await
+        {
+            ReadOutcome::Data(n) => {
+                self.end += n;
+                Ok(n)
+            }
+            ReadOutcome::Eof => Ok(0),
+            ReadOutcome::Timeout => Err(UpstreamError::ReadTimeout),
+            ReadOutcome::Error | ReadOutcome::Draining => Err(UpstreamError::Reset),
+        }
+    }
+}
+
+/// Parses a response head at the start of `input`: `Some(len)` when complete.
+fn parse_head(input: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, UpstreamError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut fields);
+    let n = match res.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(UpstreamError::Invalid),
+    };
+    let base = input.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        at..at + s.len()
+    };
+    head.status = res.code.ok_or(UpstreamError::Invalid)?;
+    if !(100..=599).contains(&head.status) {
+        return Err(UpstreamError::Invalid);
+    }
+    head.minor_version = res.version.ok_or(UpstreamError::Invalid)?;
+    head.reason = span(res.reason.unwrap_or("").as_bytes());
+    if head.reason.is_empty() {
+        head.reason = 0..0;
+    }
+    head.fields.clear();
+    head.close = head.minor_version == 0;
+    head.content_length = None;
+    head.chunked = false;
+    let mut transfer_encoding = false;
+    for f in res.headers.iter() {
+        let (name, value) = (f.name.as_bytes(), f.value);
+        head.fields.push((span(name), span(value)));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let len = parse_length(value).ok_or(UpstreamError::Invalid)?;
+            if head.content_length.is_some_and(|l| l != len) {
+                return Err(UpstreamError::Invalid);
+            }
+            head.content_length = Some(len);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+            // Only the last coding matters: chunked must be last to delimit the body.
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            head.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && head.minor_version == 0 {
+                    head.close = false;
+                }
+            }
+        }
+    }
+    if transfer_encoding {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a message with
+        // both must not be trusted to keep the connection in sync.
+        if head.content_length.take().is_some() {
+            head.close = true;
+        }
+        if !head.chunked {
+            head.close = true;
+        }
+    }
+    head.len = n;
+    Ok(Some(n))
+}
+
+fn framing(head: &ResponseHead, head_request: bool) -> Result<ResponseFraming, UpstreamError> {
+    if head_request || head.status < 200 || head.status == 204 || head.status == 304 {
+        return Ok(ResponseFraming::None);
+    }
+    if head.chunked {
+        return Ok(ResponseFraming::Chunked(ChunkedDecoder::new()));
+    }
+    match head.content_length {
+        Some(n) => Ok(ResponseFraming::Length(n)),
+        None => Ok(ResponseFraming::UntilClose),
+    }
+}
+
+/// A `Content-Length` value: digits only, at most 19 of them.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// One direction of a tunnel.
+struct Half<'a> {
+    buf: &'a mut [u8],
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+/// Relays bytes both ways between `a` and `b` until both sides have closed (a close is
+/// passed on as a half-close), either fails, or nothing moves for `idle`. `a_buf` and
+/// `b_buf` hold what each side reads; `a_pending`/`b_pending` are bytes already received
+/// from `a` (for `b`) and from `b` (for `a`).
+#[allow(clippy::too_many_arguments)]
+async fn tunnel(
+    a: &TcpStream,
+    b: &TcpStream,
+    a_pending: &[u8],
+    b_pending: &[u8],
+    a_buf: &mut [u8],
+    b_buf: &mut [u8],
+    timer: &mut Sleep,
+    idle: Duration,
+) {
+    let mut deadline = time::now() + idle;
+    if !writev_all_until(b, [a_pending, &[]], timer, deadline).await
+        || !writev_all_until(a, [b_pending, &[]], timer, deadline).await
+    {
+        return;
+    }
+    let mut from_a = Half {
+        buf: a_buf,
+        start: 0,
+        end: 0,
+        eof: false,
+    };
+    let mut from_b = Half {
+        buf: b_buf,
+        start: 0,
+        end: 0,
+        eof: false,
+    };
+    arm(timer, deadline);
+    poll_fn(|cx| {
+        loop {
+            let mut moved = false;
+            for (half, src, dst) in [(&mut from_a, a, b), (&mut from_b, b, a)] {
+                match pump(half, src, dst, cx) {
+                    Pump::Failed => return Poll::Ready(()),
+                    Pump::Moved => moved = true,
+                    Pump::Waiting => {}
+                }
+            }
+            if from_a.eof && from_b.eof && from_a.start == from_a.end && from_b.start == from_b.end
+            {
+                return Poll::Ready(());
+            }
+            if moved {
+                deadline = time::now() + idle;
+                continue;
+            }
+            return if expired(timer, deadline, cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+    })
+    .await;
+}
+
+enum Pump {
+    Moved,
+    Waiting,
+    Failed,
+}
+
+/// Moves what it can from `src` to `dst` without waiting.
+fn pump(
+    half: &mut Half<'_>,
+    src: &TcpStream,
+    dst: &TcpStream,
+    cx: &mut std::task::Context<'_>,
+) -> Pump {
+    let mut moved = false;
+    if half.start == half.end && !half.eof {
+        match src.poll_read(cx, half.buf) {
+            Poll::Ready(Ok(0)) => {
+                half.eof = true;
+                let _ = dst.shutdown(std::net::Shutdown::Write);
+                moved = true;
+            }
+            Poll::Ready(Ok(n)) => {
+                half.start = 0;
+                half.end = n;
+                moved = true;
+            }
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => moved = true,
+            Poll::Ready(Err(_)) => return Pump::Failed,
+            Poll::Pending => {}
+        }
+    }
+    if half.start < half.end {
+        match dst.poll_write(cx, &half.buf[half.start..half.end]) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Pump::Failed,
+            Poll::Ready(Ok(n)) => {
+                half.start += n;
+                moved = true;
+            }
+            Poll::Pending => {}
+        }
+    }
+    if moved { Pump::Moved } else { Pump::Waiting }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(input: &[u8]) -> Result<Option<ResponseHead>, UpstreamError> {
+        let mut head = ResponseHead::default();
+        Ok(parse_head(input, &mut head)?.map(|_| head))
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(framing(&h, false), Ok(ResponseFraming::Length(5))));
+        assert!(matches!(framing(&h, true), Ok(ResponseFraming::None)));
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            framing(&h, false),
+            Ok(ResponseFraming::Chunked(_))
+        ));
+        assert!(h.close, "both framings: never reuse the connection");
+        let h = parse(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(framing(&h, false), Ok(ResponseFraming::None)));
+        let h = parse(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(matches!(
+            framing(&h, false),
+            Ok(ResponseFraming::UntilClose)
+        ));
+        assert!(h.close);
+        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_heads_are_invalid() {
+        for bad in [
+            &b"garbage\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 700 Odd\r\n\r\n",
+        ] {
+            assert_eq!(parse(bad).err(), Some(UpstreamError::Invalid), "{bad:?}");
+        }
+    }
+}
