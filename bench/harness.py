@@ -286,7 +286,7 @@ def self_test():
     values = dict(port=1, tmp="/tmp/x", static_dir="/tmp/s", backend_port=2)
     for t in sorted(os.listdir(os.path.join(BENCH, "peers"))):
         text = render(t, **values)
-        assert "$" not in text.replace("$uri", ""), f"{t} has an unreplaced placeholder"
+        assert "$" not in text.replace("$uri", "").replace("$request_method", ""), f"{t} has an unreplaced placeholder"
     ka = parse_wrk(open(os.path.join(BENCH, "testdata", "wrk-keepalive.txt")).read())
     assert ka == dict(requests=1262354, rps=126197.43, mbps=14.2, p50=443.0, p99=920.0, errors=0), ka
     bad = parse_wrk(open(os.path.join(BENCH, "testdata", "wrk-errors.txt")).read())

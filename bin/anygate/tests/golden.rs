@@ -137,9 +137,16 @@ fn readme_quickstart_runs() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let lines: Vec<&str> = readme.lines().collect();
     let mut ran = 0;
+    // A `serve ... &` line: a backend kept running for the next `serve` of its block, whose
+    // pool `backend` is pointed at it.
+    let mut backend: Option<(std::process::Child, String)> = None;
     for (i, line) in lines.iter().enumerate() {
         let Some(args) = line.strip_prefix("cargo run --release -p anygate -- ") else {
             continue;
+        };
+        let (args, in_background) = match args.strip_suffix(" &") {
+            Some(a) => (a, true),
+            None => (args, false),
         };
         let args: Vec<String> = args
             .split_whitespace()
@@ -147,7 +154,12 @@ fn readme_quickstart_runs() {
             .collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anygate"));
         cmd.args(&args).current_dir(&root).env_clear();
-        if args[0] == "serve" {
+        if in_background {
+            backend = Some(start_serve(cmd));
+        } else if args[0] == "serve" {
+            if let Some((_, addr)) = &backend {
+                cmd.env("ANYGATE__PROXY__UPSTREAMS__BACKEND__TARGETS", addr);
+            }
             // The `curl` lines that follow it, up to the next command or the block's end.
             let curls: Vec<&str> = lines[i + 1..]
                 .iter()
@@ -156,6 +168,9 @@ fn readme_quickstart_runs() {
                 .copied()
                 .collect();
             readme_serve(cmd, &curls);
+            if let Some((child, _)) = backend.take() {
+                stop(child);
+            }
         } else {
             let out = cmd.output().unwrap();
             assert!(out.status.success(), "{line}: {out:?}");
@@ -167,20 +182,8 @@ fn readme_quickstart_runs() {
 
 /// Runs the README's `serve` line on a free port, then its `curl` lines against it (when
 /// curl is installed), then stops it with SIGTERM.
-fn readme_serve(mut cmd: Command, curls: &[&str]) {
-    use std::io::{BufRead, BufReader};
-    let mut child = cmd
-        .env("ANYGATE__SERVER__LISTEN", "127.0.0.1:0")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = stderr.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.strip_prefix("anygate: listening on http://") {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
+fn readme_serve(cmd: Command, curls: &[&str]) {
+    let (child, addr) = start_serve(cmd);
     let have_curl = Command::new("sh")
         .args(["-c", "command -v curl"])
         .output()
@@ -197,6 +200,31 @@ fn readme_serve(mut cmd: Command, curls: &[&str]) {
             "{line}: {text}"
         );
     }
+    stop(child);
+}
+
+/// Starts a `serve` command on a free port; returns it and its address.
+fn start_serve(mut cmd: Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .env("ANYGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = stderr.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.strip_prefix("anygate: listening on http://") {
+            break rest.split(' ').next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stderr so that the server never blocks on a full pipe.
+    std::thread::spawn(move || stderr.for_each(drop));
+    (child, addr)
+}
+
+/// Stops a server with SIGTERM; it must exit cleanly.
+fn stop(mut child: std::process::Child) {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -177,7 +177,7 @@ pub struct ProxySettings {
     /// `proxy.via`: add `Via: 1.1 anygate` both ways (default off).
     pub via: bool,
     /// `proxy.max_idle`: idle keep-alive connections kept per target and worker (default
-    /// 32; 0 disables keep-alive).
+    /// 64; 0 disables keep-alive).
     pub max_idle: usize,
     /// `proxy.max_conns`: open connections per target, all workers together (default 0:
     /// unlimited).
@@ -195,7 +195,7 @@ impl Default for ProxySettings {
             timeouts: Timeouts::default(),
             host: HostHeader::Upstream,
             via: false,
-            max_idle: 32,
+            max_idle: 64,
             max_conns: 0,
             idle_timeout: Duration::from_secs(30),
             dns_ttl: Duration::from_secs(30),

@@ -955,3 +955,51 @@ fn static_settings_are_read_with_positions_and_groups_override_them() {
         "{text}"
     );
 }
+
+#[test]
+fn proxy_connection_and_header_keys() {
+    use anygate_config::HostHeader;
+    let c = yaml("routes: {\"/\": OK}\n").unwrap();
+    assert_eq!(c.proxy.host, HostHeader::Upstream);
+    assert!(!c.proxy.via);
+    assert_eq!((c.proxy.max_idle, c.proxy.max_conns), (64, 0));
+    assert_eq!(c.proxy.idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.proxy.dns_ttl, Duration::from_secs(30));
+
+    let c = yaml(
+        "proxy: {host: client, via: true, max_idle: 4, max_conns: 100, idle_timeout: 5s, dns_ttl: 1m}\n\
+         groups:\n  - prefix: /g\n    proxy: {host: \"api.internal:8443\", max_idle: 0}\n    routes: {\"/\": \"http://u/\"}\n\
+         routes: {\"/\": OK}\n",
+    )
+    .unwrap();
+    assert_eq!(c.proxy.host, HostHeader::Client);
+    assert!(c.proxy.via);
+    assert_eq!((c.proxy.max_idle, c.proxy.max_conns), (4, 100));
+    assert_eq!(c.proxy.idle_timeout, Duration::from_secs(5));
+    assert_eq!(c.proxy.dns_ttl, Duration::from_secs(60));
+    let g = c.routes.iter().find(|r| r.group.is_some()).unwrap();
+    assert_eq!(g.proxy.host, HostHeader::Fixed("api.internal:8443".into()));
+    assert_eq!(g.proxy.max_idle, 0);
+    assert!(g.proxy.via, "inherited field by field");
+    assert_eq!(g.proxy.max_conns, 100);
+
+    for (section, code, why) in [
+        (
+            "proxy: {host: \"a b\"}",
+            "AG-CFG-1005",
+            "`proxy.host` must be",
+        ),
+        ("proxy: {host: \"\"}", "AG-CFG-1005", "`proxy.host` must be"),
+        ("proxy: {via: 1}", "AG-CFG-1004", "true or false"),
+        ("proxy: {max_idle: -1}", "AG-CFG-1005", "cannot be negative"),
+        ("proxy: {max_conns: \"many\"}", "AG-CFG-1004", "a number"),
+        ("proxy: {idle_timeout: 0s}", "AG-CFG-1005", "more than 0"),
+        ("proxy: {dns_ttl: soon}", "AG-CFG-1005", ""),
+    ] {
+        let text = format!("{section}\nroutes: {{\"/\": OK}}\n");
+        let (at, c, msg) = only_error(yaml(&text));
+        assert_eq!(c, code, "{section}: {msg}");
+        assert!(msg.contains(why), "{section}: {msg}");
+        assert!(at.starts_with("t.yml:1:"), "{section}: {at}");
+    }
+}

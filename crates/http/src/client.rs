@@ -31,8 +31,12 @@ use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
 use crate::server::io::{ReadOutcome, arm, expired, read_until, writev_all_until};
 
-/// Size of a connection's input buffer (a response head must fit in it).
+/// Largest input buffer of a connection: a response head must fit in it, and large bodies
+/// are read this much at a time.
 pub const UPSTREAM_BUFFER: usize = 64 * 1024;
+/// Input buffer of a new connection (most heads and bodies are small; the buffer grows to
+/// [`UPSTREAM_BUFFER`] for a larger head or once a body fills it).
+const INITIAL_BUFFER: usize = 16 * 1024;
 /// Most header fields accepted in a response head.
 const MAX_FIELDS: usize = 128;
 
@@ -154,7 +158,7 @@ impl UpstreamConn {
         let _ = stream.set_nodelay(true);
         Ok(Self {
             stream,
-            buf: vec![0; UPSTREAM_BUFFER],
+            buf: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
             head_at: 0,
@@ -218,7 +222,7 @@ impl UpstreamConn {
         max_head: usize,
         deadline: Instant,
     ) -> Result<ResponseFraming, UpstreamError> {
-        let max_head = max_head.min(self.buf.len());
+        let max_head = max_head.min(UPSTREAM_BUFFER);
         let mut received_any = self.end > self.start;
         loop {
             if self.start < self.end {
@@ -235,9 +239,14 @@ impl UpstreamConn {
                 }
             }
             if self.end == self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    let size = (self.buf.len() * 2).min(UPSTREAM_BUFFER);
+                    self.buf.resize(size, 0);
+                }
             }
             match self.read(deadline).await {
                 Ok(0) if received_any => return Err(UpstreamError::Reset),
@@ -304,6 +313,10 @@ impl UpstreamConn {
                     return Ok(None);
                 }
                 0 => return Err(UpstreamError::Reset),
+                n if n == self.buf.len() && n < UPSTREAM_BUFFER => {
+                    // A large body: read it in larger pieces from now on.
+                    self.buf.resize(UPSTREAM_BUFFER, 0);
+                }
                 _ => {}
             }
         }

@@ -880,7 +880,7 @@ fn pattern() -> Vec<u8> {
 fn read_pattern(stream: &mut TcpStream, already: &[u8], len: u64) -> u64 {
     let block = pattern();
     let mut offset = 0u64;
-    let mut check = |data: &[u8], offset: &mut u64| -> bool {
+    let check = |data: &[u8], offset: &mut u64| -> bool {
         let mut data = data;
         while !data.is_empty() {
             let at = (*offset % block.len() as u64) as usize;

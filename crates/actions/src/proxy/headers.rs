@@ -213,7 +213,8 @@ pub(super) fn response_head(
 ) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(out, "{} ", head.status);
+    anygate_http::server::push_decimal(out, usize::from(head.status));
+    out.push(b' ');
     out.extend_from_slice(&bytes[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     let connection = || {

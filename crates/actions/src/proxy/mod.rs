@@ -403,21 +403,26 @@ impl Proxy {
         fresh_only: bool,
     ) -> Result<(Leased, bool), ErrorKind> {
         let resolved = {
-            let lookup = pin!(target.host.addrs());
-            let deadline = clock.connect();
-            let mut timer = time::sleep_until(deadline);
-            let mut lookup = lookup;
-            poll_fn(|cx| {
-                if let Poll::Ready(r) = lookup.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
+            // Almost always ready at once (cached): a timer only for a real lookup.
+            let mut lookup = pin!(target.host.addrs());
+            match poll_fn(|cx| Poll::Ready(lookup.as_mut().poll(cx))).await {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    let deadline = clock.connect();
+                    let mut timer = time::sleep_until(deadline);
+                    poll_fn(|cx| {
+                        if let Poll::Ready(r) = lookup.as_mut().poll(cx) {
+                            return Poll::Ready(Some(r));
+                        }
+                        if std::pin::Pin::new(&mut timer).poll(cx).is_ready() {
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                    .ok_or_else(|| clock.kind(UpstreamError::ConnectTimeout))?
                 }
-                if std::pin::Pin::new(&mut timer).poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await
-            .ok_or(ErrorKind::UpstreamConnectTimeout)?
+            }
         };
         if resolved.addrs.is_empty() {
             return Err(ErrorKind::UpstreamUnresolved);
