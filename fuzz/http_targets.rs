@@ -2,6 +2,7 @@
 //! (`crates/http/tests/fuzz_corpus.rs` replays the corpora through them).
 
 use anygate_http::Limits;
+use anygate_http::client::{ResponseFraming, ResponseHead, parse_response_head};
 use anygate_http::h1::chunked::ChunkedDecoder;
 use anygate_http::h1::parse::{Head, Parse, parse};
 
@@ -54,4 +55,42 @@ fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, bool), ()> {
         }
     }
     Ok((out, d.is_done()))
+}
+
+/// The upstream response head parser must never panic, must keep every span inside the
+/// head, must find a proper prefix of a complete head incomplete, must give no body to
+/// `HEAD`, 1xx, 204 and 304, and the body framing it picks must decode the rest without
+/// panicking. The first byte chooses whether the request was `HEAD`.
+pub fn response_head(data: &[u8]) {
+    let Some((&flags, input)) = data.split_first() else {
+        return;
+    };
+    let head_request = flags & 1 == 1;
+    let mut head = ResponseHead::default();
+    let Ok(Some((n, framing))) = parse_response_head(input, &mut head, head_request) else {
+        return;
+    };
+    assert!(n <= input.len() && head.len == n);
+    assert!(head.reason.end <= n);
+    for (name, value) in &head.fields {
+        assert!(name.end <= n && value.end <= n);
+    }
+    assert!((100..=599).contains(&head.status));
+    if head_request || head.status < 200 || head.status == 204 || head.status == 304 {
+        assert!(matches!(framing, ResponseFraming::None));
+    }
+    let mut h2 = ResponseHead::default();
+    assert!(matches!(
+        parse_response_head(&input[..n / 2], &mut h2, head_request),
+        Ok(None)
+    ));
+    if let ResponseFraming::Chunked(mut d) = framing {
+        let mut rest = &input[n..];
+        while !rest.is_empty() && !d.is_done() {
+            match d.decode(rest) {
+                Ok(r) if r.consumed > 0 => rest = &rest[r.consumed..],
+                _ => break,
+            }
+        }
+    }
 }

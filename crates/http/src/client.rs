@@ -385,6 +385,20 @@ impl UpstreamConn {
     }
 }
 
+/// Parses a response head at the start of `input` (sans I/O, as [`UpstreamConn::read_head`]
+/// does): `Some((len, framing))` when complete, `None` when more bytes are needed.
+/// `head_request` says the request was `HEAD`.
+pub fn parse_response_head(
+    input: &[u8],
+    head: &mut ResponseHead,
+    head_request: bool,
+) -> Result<Option<(usize, ResponseFraming)>, UpstreamError> {
+    match parse_head(input, head)? {
+        Some(n) => Ok(Some((n, framing(head, head_request)?))),
+        None => Ok(None),
+    }
+}
+
 /// Parses a response head at the start of `input`: `Some(len)` when complete.
 fn parse_head(input: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, UpstreamError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
@@ -394,20 +408,27 @@ fn parse_head(input: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, Up
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(UpstreamError::Invalid),
     };
+    // httparse hands out slices of `input`, except for a reason phrase that is not UTF-8
+    // (obs-text), which it replaces by a static "": a span is only taken of a slice that
+    // lies inside the input, and the reason is cut from the status line directly.
     let base = input.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let at = s.as_ptr() as usize - base;
-        at..at + s.len()
+    let span = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(base) {
+        Some(at) if at + s.len() <= n => at..at + s.len(),
+        _ => 0..0,
     };
     head.status = res.code.ok_or(UpstreamError::Invalid)?;
     if !(100..=599).contains(&head.status) {
         return Err(UpstreamError::Invalid);
     }
     head.minor_version = res.version.ok_or(UpstreamError::Invalid)?;
-    head.reason = span(res.reason.unwrap_or("").as_bytes());
-    if head.reason.is_empty() {
-        head.reason = 0..0;
-    }
+    // `HTTP/1.1 200 ` is 13 bytes; the reason runs to the end of the line.
+    let line_end = memchr::memchr(b'\n', &input[..n]).unwrap_or(0);
+    let line_end = if line_end > 0 && input[line_end - 1] == b'\r' {
+        line_end - 1
+    } else {
+        line_end
+    };
+    head.reason = if line_end > 13 { 13..line_end } else { 0..0 };
     head.fields.clear();
     head.close = head.minor_version == 0;
     head.content_length = None;
@@ -627,6 +648,17 @@ mod tests {
         ));
         assert!(h.close);
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent").unwrap().is_none());
+    }
+
+    #[test]
+    fn reason_phrase_with_obs_text_does_not_panic() {
+        // Found by the response_head fuzzer: httparse replaces a non-UTF-8 reason by a
+        // static "", whose address is outside the input.
+        let input = b"HTTP/1.0 101 Switching Protoco\xff\xff\r\nupgrade: x\r\n\r\n";
+        let h = parse(input).unwrap().unwrap();
+        assert_eq!(&input[h.reason.clone()], b"Switching Protoco\xff\xff");
+        let h = parse(b"HTTP/1.1 200 \r\n\r\n").unwrap().unwrap();
+        assert!(h.reason.is_empty());
     }
 
     #[test]

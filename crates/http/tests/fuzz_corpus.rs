@@ -1,4 +1,4 @@
-//! Replays the HTTP fuzz corpora (`fuzz/corpus/{request_head,chunked}/`) through the
+//! Replays the HTTP fuzz corpora (`fuzz/corpus/{request_head,chunked,response_head}/`) through the
 //! targets' bodies.
 
 #[path = "../../../fuzz/http_targets.rs"]
@@ -24,5 +24,15 @@ fn chunked_corpus() {
         "chunked",
         5,
         http_targets::chunked,
+    );
+}
+
+#[test]
+fn response_head_corpus() {
+    replay::replay(
+        env!("CARGO_MANIFEST_DIR"),
+        "response_head",
+        5,
+        http_targets::response_head,
     );
 }

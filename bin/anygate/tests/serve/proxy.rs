@@ -989,8 +989,12 @@ fn two_gib_up_and_down_stream_in_bounded_memory() {
         "server: {{listen: \"127.0.0.1:0\", limits: {{max_body: 0}}}}\nroutes:\n  \"/\": \"http://{up_addr}/\"\n"
     ));
 
-    // Upload: Content-Length, written while the gateway streams it on.
+    // Upload: Content-Length, written while the gateway streams it on. The response comes
+    // after the whole body: allow a second per 128 MiB for it.
     let mut client = connect(gw.addr);
+    client
+        .set_read_timeout(Some(LIMIT.max(Duration::from_secs(len >> 27))))
+        .unwrap();
     let writer = {
         let mut w = client.try_clone().unwrap();
         std::thread::spawn(move || {
