@@ -179,7 +179,7 @@ pub struct ProxySettings {
     /// `proxy.max_idle`: idle keep-alive connections kept per target and worker (default
     /// 64; 0 disables keep-alive).
     pub max_idle: usize,
-    /// `proxy.max_conns`: open connections per target, all workers together (default 0:
+    /// `proxy.max_conns`: connections in use per target, all workers together (default 0:
     /// unlimited).
     pub max_conns: usize,
     /// `proxy.idle_timeout`: how long an idle connection is kept (default 30s).

@@ -178,16 +178,11 @@ impl UpstreamConn {
 
     /// Whether the connection still looks usable after resting in a pool: nothing to read
     /// (a close, a reset or stray bytes all make it unusable). One non-blocking peek.
-    pub async fn is_reusable(&self) -> bool {
+    /// The peek is a real `recv(MSG_PEEK)`, not the reactor's cached readiness: a close that
+    /// arrived since the worker last looked must be seen.
+    pub fn is_reusable(&self) -> bool {
         let mut byte = [0u8; 1];
-        poll_fn(|cx| {
-            Poll::Ready(match self.stream.poll_peek(cx, &mut byte) {
-                Poll::Pending => true,
-                Poll::Ready(Err(e)) => e.kind() == io::ErrorKind::WouldBlock,
-                Poll::Ready(Ok(_)) => false,
-            })
-        })
-        .await
+        matches!(self.stream.peek_now(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Prepares for a new exchange (the previous one was read to its end).
@@ -430,6 +425,8 @@ fn parse_head(input: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, Up
     };
     head.reason = if line_end > 13 { 13..line_end } else { 0..0 };
     head.fields.clear();
+    // HTTP/1.0 upstreams are never reused, `keep-alive` or not: a 1.0 server would not
+    // understand the chunked bodies sent on that connection.
     head.close = head.minor_version == 0;
     head.content_length = None;
     head.chunked = false;
@@ -444,17 +441,18 @@ fn parse_head(input: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, Up
             }
             head.content_length = Some(len);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only `chunked` alone is relayed: another coding (gzip, ...) would reach the
+            // client undeclared once the hop-by-hop field is rewritten.
+            if transfer_encoding || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(UpstreamError::Invalid);
+            }
             transfer_encoding = true;
-            // Only the last coding matters: chunked must be last to delimit the body.
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            head.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            head.chunked = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     head.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && head.minor_version == 0 {
-                    head.close = false;
                 }
             }
         }
@@ -463,9 +461,6 @@ fn parse_head(input: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, Up
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a message with
         // both must not be trusted to keep the connection in sync.
         if head.content_length.take().is_some() {
-            head.close = true;
-        }
-        if !head.chunked {
             head.close = true;
         }
     }
@@ -484,6 +479,12 @@ fn framing(head: &ResponseHead, head_request: bool) -> Result<ResponseFraming, U
         Some(n) => Ok(ResponseFraming::Length(n)),
         None => Ok(ResponseFraming::UntilClose),
     }
+}
+
+/// Whether the connection can serve another exchange after this response (the caller
+/// also checks that the body was read to its end and nothing more came).
+pub fn keeps_connection(head: &ResponseHead, framing: &ResponseFraming) -> bool {
+    !head.close && !matches!(framing, ResponseFraming::UntilClose)
 }
 
 /// A `Content-Length` value: digits only, at most 19 of them.
@@ -627,11 +628,10 @@ mod tests {
             .unwrap();
         assert!(matches!(framing(&h, false), Ok(ResponseFraming::Length(5))));
         assert!(matches!(framing(&h, true), Ok(ResponseFraming::None)));
-        let h = parse(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n",
-        )
-        .unwrap()
-        .unwrap();
+        let h =
+            parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert!(matches!(
             framing(&h, false),
             Ok(ResponseFraming::Chunked(_))
@@ -669,6 +669,9 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
             b"HTTP/1.1 700 Odd\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(parse(bad).err(), Some(UpstreamError::Invalid), "{bad:?}");
         }

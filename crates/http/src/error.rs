@@ -59,7 +59,7 @@ pub enum ErrorKind {
     UpstreamInvalid,
     /// The upstream's host name does not resolve.
     UpstreamUnresolved,
-    /// The upstream's `max_conns` connections are all busy.
+    /// The target already has `max_conns` connections in use.
     UpstreamBusy,
     /// The connection to the upstream took longer than `proxy.timeouts.connect`.
     UpstreamConnectTimeout,

@@ -263,6 +263,13 @@ impl TcpStream {
             .poll_io(cx, Direction::Read, || self.inner.peek(buf))
     }
 
+    /// Peeks without waiting and without the reactor's cached readiness: one
+    /// `recv(MSG_PEEK)` on the (non-blocking) socket. `Ok(0)` means the peer closed;
+    /// `WouldBlock` means nothing is there.
+    pub fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.peek(buf)
+    }
+
     /// Polls a write.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let requested = buf.len();
@@ -322,7 +329,9 @@ impl AsRawFd for TcpStream {
 }
 
 /// Resolves `host:port` with the system resolver (`getaddrinfo`, which blocks) on a thread
-/// of its own, so that no worker waits on DNS. Dropping the future abandons the answer.
+/// of its own, so that no worker waits on DNS. The answer can be awaited by any number of
+/// clones of the returned future; the lookup runs to its end even if all of them are
+/// dropped.
 pub fn resolve(host: &str, port: u16) -> Resolve {
     let shared = Arc::new(ResolveShared::default());
     let theirs = shared.clone();
@@ -331,55 +340,64 @@ pub fn resolve(host: &str, port: u16) -> Resolve {
         .name("anygate-dns".into())
         .spawn(move || {
             let result = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                .map(Iterator::collect);
+                .map(Iterator::collect)
+                .map_err(|e| e.kind());
             theirs.complete(result);
         });
     if let Err(e) = spawned {
-        shared.complete(Err(e));
+        shared.complete(Err(e.kind()));
     }
     Resolve { shared }
 }
 
-/// The answer of [`resolve`].
-#[derive(Debug)]
+/// The answer of [`resolve`]: the addresses in the resolver's order, or why there are none.
+#[derive(Clone, Debug)]
 pub struct Resolve {
     shared: Arc<ResolveShared>,
 }
+
+type Answer = Result<Vec<SocketAddr>, io::ErrorKind>;
 
 #[derive(Debug, Default)]
 struct ResolveShared {
     #[expect(
         clippy::disallowed_types,
-        reason = "taken once by the resolver thread and once per poll of a DNS lookup, never per request"
+        reason = "taken by the resolver thread once and by each poll of a DNS lookup, never per request"
     )]
-    result: std::sync::Mutex<Option<io::Result<Vec<SocketAddr>>>>,
-    waker: crate::sync::AtomicWaker,
+    state: std::sync::Mutex<(Option<Answer>, Vec<std::task::Waker>)>,
 }
 
 impl ResolveShared {
-    fn complete(&self, result: io::Result<Vec<SocketAddr>>) {
-        *self
-            .result
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Answer>, Vec<std::task::Waker>)> {
+        // Nothing panics while the lock is held; recover the data if something did.
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
-        self.waker.wake();
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn complete(&self, answer: Answer) {
+        let wakers = {
+            let mut state = self.lock();
+            state.0 = Some(answer);
+            std::mem::take(&mut state.1)
+        };
+        for w in wakers {
+            w.wake();
+        }
     }
 }
 
 impl Future for Resolve {
-    type Output = io::Result<Vec<SocketAddr>>;
+    type Output = Answer;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.shared.waker.register(cx.waker());
-        let taken = self
-            .shared
-            .result
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        match taken {
-            Some(r) => Poll::Ready(r),
-            None => Poll::Pending,
+        let mut state = self.shared.lock();
+        if let Some(answer) = &state.0 {
+            return Poll::Ready(answer.clone());
         }
+        if !state.1.iter().any(|w| w.will_wake(cx.waker())) {
+            state.1.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }

@@ -1032,3 +1032,163 @@ fn two_gib_up_and_down_stream_in_bounded_memory() {
     eprintln!("two_gib_up_and_down: {len} bytes each way, gateway peak RSS {peak} KiB");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
 }
+
+#[test]
+fn a_content_length_named_in_connection_still_frames_the_response() {
+    // Review finding: the relayed Content-Length was copied from the fields, so an upstream
+    // naming it in `Connection` left the client with no framing on a keep-alive connection.
+    let up = upstream(|_, s| {
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nconnection: keep-alive, content-length\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello",
+        )
+        .is_ok()
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let mut client = Reader::new(connect(s.addrs()[0]));
+    for _ in 0..2 {
+        client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+        let resp = client.response(false).unwrap();
+        assert_eq!(resp.body_str(), "hello");
+        let lengths = resp
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "content-length")
+            .count();
+        assert_eq!(lengths, 1, "{resp:?}");
+    }
+}
+
+#[test]
+fn http10_upstream_connections_are_not_reused() {
+    let up = upstream(|_, s| {
+        s.write_all(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok")
+            .is_ok()
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    for _ in 0..3 {
+        assert_eq!(get(s.addrs()[0], "/", "").body_str(), "ok");
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_non_idempotent_request_is_not_sent_twice() {
+    // The upstream answers the first request of each connection, then reads the second and
+    // closes without answering: a GET is sent again on a new connection, a POST is not.
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let up = upstream(move |_, s| {
+        if c.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+            return false;
+        }
+        reply(s, "", b"fine")
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let addr = s.addrs()[0];
+    assert_eq!(get(addr, "/warm", "").status, 200);
+    let resp = one(
+        addr,
+        b"POST /once HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert_eq!(
+        (resp.status, error_code(&resp).as_str()),
+        (502, "AG-UPS-5022")
+    );
+    let posts: Vec<_> = up
+        .seen
+        .try_iter()
+        .filter(|s| s.request_line().starts_with("POST"))
+        .collect();
+    assert_eq!(posts.len(), 1, "the POST reached the upstream once");
+    assert_eq!(posts[0].fields("content-length"), ["0"]);
+}
+
+#[test]
+fn an_expect_that_timed_out_never_reuses_the_connection() {
+    // The upstream never sends 100: after a second the body goes anyway, and the
+    // connection is not reused (the upstream could have taken the body for a request).
+    let up = upstream(|seen, s| reply(s, "", format!("{}", seen.body.len()).as_bytes()));
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let mut client = Reader::new(connect(s.addrs()[0]));
+    client.send(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\nexpect: 100-continue\r\n\r\n");
+    assert_eq!(client.response(false).unwrap().status, 100);
+    client.send(b"abc");
+    assert_eq!(client.response(false).unwrap().body_str(), "3");
+    client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+    assert_eq!(client.response(false).unwrap().body_str(), "0");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn an_upstream_that_answers_before_the_body_is_relayed() {
+    // Review finding: an upstream refusing a large body (413) and closing gave the client
+    // a 502; its answer is relayed.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = Vec::new();
+        while find(&buf, b"\r\n\r\n").is_none() {
+            assert!(fill(&mut s, &mut buf));
+        }
+        s.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
+        )
+        .unwrap();
+        // Closing with the body unread resets the connection.
+    });
+    let s = in_process(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/\": \"http://{up_addr}/\"\n"
+    ));
+    let len = 64 << 20;
+    let client = connect(s.addrs()[0]);
+    let writer = {
+        let mut w = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let head = format!("POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {len}\r\n\r\n");
+            let _ = w.write_all(head.as_bytes());
+            // The gateway stops reading once it has the answer: this write may fail.
+            let _ = write_pattern(&mut w, len);
+        })
+    };
+    let mut reader = Reader::new(client.try_clone().unwrap());
+    let resp = reader.response(false).unwrap();
+    assert_eq!((resp.status, resp.body_str().as_str()), (413, "big"));
+    let _ = client.shutdown(Shutdown::Both);
+    writer.join().unwrap();
+}
+
+#[test]
+fn h2c_upgrades_are_not_tunnelled() {
+    let up = request_line_echo();
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let resp = get(
+        s.addrs()[0],
+        "/x",
+        "connection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n",
+    );
+    assert_eq!(
+        (resp.status, resp.body_str().as_str()),
+        (200, "GET /x HTTP/1.1")
+    );
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    for gone in ["upgrade", "connection", "http2-settings"] {
+        assert!(seen.fields(gone).is_empty(), "{gone}: {}", seen.head);
+    }
+}
+
+#[test]
+fn transfer_codings_other_than_chunked_are_refused() {
+    let up = upstream(|_, s| {
+        let _ =
+            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+        false
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let resp = get(s.addrs()[0], "/", "");
+    assert_eq!(
+        (resp.status, error_code(&resp).as_str()),
+        (502, "AG-UPS-5023")
+    );
+}

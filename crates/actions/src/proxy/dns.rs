@@ -2,27 +2,32 @@
 //!
 //! `getaddrinfo` blocks and reports no TTL, so a lookup runs on a thread of its own
 //! ([`anygate_runtime::net::resolve`]) and its answer is kept for the configured TTL
-//! (nginx's `resolver ... valid=`). When it expires, the next request starts a lookup in
-//! the background and goes on with the old addresses meanwhile; only a request that finds
-//! no address at all waits for a lookup. A failed lookup is remembered for a second, so a
-//! missing name costs one lookup per second, not one per request. IP literals never expire
-//! and never touch a resolver.
+//! (nginx's `resolver ... valid=`).
+//!
+//! - At most one lookup per host is in flight; every request that needs it awaits the same
+//!   one, and a detached task stores its answer even if they all give up.
+//! - An expired answer is used while the next lookup runs in the background (stale while
+//!   revalidate); a failed lookup keeps the previous addresses (stale if error) and is tried
+//!   again a second later.
+//! - Only a request that finds no address at all waits, bounded by the connect timeout.
+//! - IP literals never expire and never touch a resolver.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use anygate_runtime::net::Resolve;
 use anygate_runtime::time;
 use arc_swap::ArcSwapOption;
 
-/// How long a failed lookup is remembered.
+/// How long a failed lookup is remembered before the next one.
 const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 
 /// Addresses of a host, valid until `expires`.
 #[derive(Debug)]
 pub struct Resolved {
-    /// In the resolver's order; empty when the name did not resolve.
+    /// In the resolver's order; empty when the name did not resolve (and nothing was known
+    /// before).
     pub addrs: Vec<SocketAddr>,
     expires: Option<Instant>,
 }
@@ -40,7 +45,8 @@ pub struct HostEntry {
     port: u16,
     ttl: Duration,
     current: ArcSwapOption<Resolved>,
-    refreshing: AtomicBool,
+    /// The lookup in flight, if any.
+    inflight: ArcSwapOption<Resolve>,
 }
 
 impl HostEntry {
@@ -61,46 +67,76 @@ impl HostEntry {
                     expires: None,
                 })
             })),
-            refreshing: AtomicBool::new(false),
+            inflight: ArcSwapOption::empty(),
         })
     }
 
     /// The addresses to use now. Waits only when nothing usable is known (first use, or a
     /// failure that has expired); an expired success is used while it is refreshed.
     pub async fn addrs(self: &Arc<Self>) -> Arc<Resolved> {
-        if let Some(r) = self.current.load_full() {
+        let current = self.current.load_full();
+        if let Some(r) = &current {
             if r.is_fresh(time::now()) {
-                return r;
+                return r.clone();
             }
+            let lookup = self.lookup();
             if !r.addrs.is_empty() {
-                if !self.refreshing.swap(true, Ordering::AcqRel) {
-                    let entry = self.clone();
-                    anygate_runtime::spawn(async move {
-                        entry.lookup().await;
-                        entry.refreshing.store(false, Ordering::Release);
-                    });
-                }
-                return r;
+                return r.clone();
             }
+            self.store(lookup.await.unwrap_or_default());
+        } else {
+            self.store(self.lookup().await.unwrap_or_default());
         }
-        self.lookup().await
+        self.current.load_full().unwrap_or_else(|| {
+            Arc::new(Resolved {
+                addrs: Vec::new(),
+                expires: Some(time::now()),
+            })
+        })
     }
 
-    async fn lookup(&self) -> Arc<Resolved> {
-        let addrs = anygate_runtime::net::resolve(&self.host, self.port)
-            .await
-            .unwrap_or_default();
-        let ttl = if addrs.is_empty() {
-            NEGATIVE_TTL.min(self.ttl)
-        } else {
-            self.ttl
-        };
-        let resolved = Arc::new(Resolved {
-            addrs,
-            expires: Some(time::now() + ttl),
+    /// The lookup in flight, started if there is none (with a task that stores its answer).
+    fn lookup(self: &Arc<Self>) -> Resolve {
+        if let Some(r) = self.inflight.load_full() {
+            return (*r).clone();
+        }
+        let lookup = anygate_runtime::net::resolve(&self.host, self.port);
+        let previous = self
+            .inflight
+            .compare_and_swap(&None::<Arc<Resolve>>, Some(Arc::new(lookup.clone())));
+        if let Some(other) = &*previous {
+            // Another request started one at the same moment: share it.
+            return (**other).clone();
+        }
+        let entry = self.clone();
+        let mine = lookup.clone();
+        anygate_runtime::spawn(async move {
+            let answer = mine.await;
+            entry.store(answer.unwrap_or_default());
+            entry.inflight.store(None);
         });
-        self.current.store(Some(resolved.clone()));
-        resolved
+        lookup
+    }
+
+    /// Stores a lookup's addresses; an empty answer keeps the previous addresses if any.
+    fn store(&self, addrs: Vec<SocketAddr>) {
+        let now = time::now();
+        if addrs.is_empty() {
+            let kept = self
+                .current
+                .load_full()
+                .map(|r| r.addrs.clone())
+                .unwrap_or_default();
+            self.current.store(Some(Arc::new(Resolved {
+                addrs: kept,
+                expires: Some(now + NEGATIVE_TTL.min(self.ttl)),
+            })));
+        } else {
+            self.current.store(Some(Arc::new(Resolved {
+                addrs,
+                expires: Some(now + self.ttl),
+            })));
+        }
     }
 }
 

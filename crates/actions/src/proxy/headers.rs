@@ -73,6 +73,11 @@ pub(super) fn upgrade_requested<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
         return None;
     }
     let upgrade = req.header(b"upgrade")?;
+    // `h2c` would turn the upstream connection into HTTP/2 behind the gateway's back (the
+    // h2c smuggling class): such a request goes as a plain request.
+    if upgrade.trim_ascii().eq_ignore_ascii_case(b"h2c") {
+        return None;
+    }
     let connection = req
         .headers()
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
@@ -163,6 +168,10 @@ pub(super) fn request_head(
         // After an incoming `Via` field: a later field continues the list.
         out.extend_from_slice(b"via: 1.1 anygate\r\n");
     }
+    if !body.is_present() && req.header(b"content-length").is_some() {
+        // `Content-Length: 0`: some upstreams want a length on POST and PUT.
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
     if body.is_present() {
         match body.length() {
             Some(n) => {
@@ -234,14 +243,20 @@ pub(super) fn response_head(
             || named_in_connection(name, connection())
             || name.eq_ignore_ascii_case(b"date")
             || name.eq_ignore_ascii_case(b"x-request-id")
-            || (name.eq_ignore_ascii_case(b"content-length")
-                && (head.content_length.is_none() || bodiless))
+            || name.eq_ignore_ascii_case(b"content-length")
         {
             continue;
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // The length is written from the parsed value, never copied: a field named in
+    // `Connection`, or a duplicate, must not change the framing the client sees.
+    if let Some(n) = head.content_length.filter(|_| !bodiless) {
+        out.extend_from_slice(b"content-length: ");
+        anygate_http::server::push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));
         out.extend_from_slice(b"\r\n");
     }
     if chunked {

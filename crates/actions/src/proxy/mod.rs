@@ -38,14 +38,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use anygate_http::client::{ResponseFraming, UpstreamConn, UpstreamError};
+use anygate_http::client::{ResponseFraming, UpstreamConn, UpstreamError, keeps_connection};
 use anygate_http::{Body, ErrorKind, Request, Response};
 use anygate_router::dsl::PathPattern;
 use anygate_router::dsl::ProxyTarget;
 use anygate_runtime::time;
 
 use self::dns::HostEntry;
-use self::pool::{Leased, Target};
+use self::pool::{Slot, Target};
 
 pub use self::headers::HostMode;
 
@@ -129,7 +129,7 @@ impl Upstreams {
             .or_insert_with(|| {
                 Arc::new(Target {
                     host: HostEntry::new(host, port, dns_ttl),
-                    open: AtomicUsize::new(0),
+                    busy: AtomicUsize::new(0),
                 })
             })
             .clone()
@@ -209,13 +209,27 @@ impl Clock<'_> {
     }
 }
 
-/// How an exchange ended, before the response is relayed.
-enum Sent {
-    /// The response head is in; relay it.
-    Response(ResponseFraming),
-    /// The upstream answered before the body (an `Expect` refusal): relay it; the
-    /// connection cannot be reused.
-    Early(ResponseFraming),
+/// A connection in use, with its share of `max_conns`.
+struct Leased {
+    conn: UpstreamConn,
+    _slot: Slot,
+}
+
+/// The response head is in: relay it.
+struct Sent {
+    framing: ResponseFraming,
+    /// False when the exchange left the connection in doubt: the upstream answered before
+    /// the whole request body was sent, or the body went without the `100 Continue` that
+    /// was asked for.
+    reusable: bool,
+}
+
+/// Methods whose request may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
 }
 
 impl Proxy {
@@ -278,10 +292,10 @@ impl Proxy {
             Ok(v) => v,
             Err(kind) => return self.fail(res, kind),
         };
-        let (reusable, mut framing) = match sent {
-            Sent::Response(f) => (true, f),
-            Sent::Early(f) => (false, f),
-        };
+        let Sent {
+            mut framing,
+            reusable,
+        } = sent;
         let status = leased.conn.head.status;
         if status == 101 {
             if upgrade.is_none() {
@@ -334,10 +348,15 @@ impl Proxy {
                 return;
             }
         }
-        if reusable && !leased.conn.head.close && !leased.conn.has_extra() && body.is_done() {
-            leased.conn.reset();
-            leased.conn.exchanges += 1;
-            pool::checkin(leased, self.options.max_idle, self.options.idle_timeout);
+        if reusable
+            && keeps_connection(&leased.conn.head, &framing)
+            && !leased.conn.has_extra()
+            && body.is_done()
+        {
+            let mut conn = leased.conn;
+            conn.reset();
+            conn.exchanges += 1;
+            pool::checkin(conn, self.options.max_idle, self.options.idle_timeout);
         }
     }
 
@@ -373,21 +392,24 @@ impl Proxy {
             {
                 Ok(sent) => return Ok((leased, sent)),
                 Err(e) => {
-                    let replayable = body.received() == 0;
-                    if reused
-                        && replayable
-                        && matches!(
-                            e,
-                            Failure::Upstream(
-                                UpstreamError::ClosedBeforeResponse | UpstreamError::Reset
-                            )
-                        )
-                    {
+                    // A reused connection that turns out dead: the upstream closed it as we
+                    // took it. Send again, once, on a new one, if nothing irreversible
+                    // happened: no byte of the body was read from the client, and either
+                    // the head could not even be written or the method is idempotent.
+                    let retry = match e {
+                        Failure::HeadNotSent => true,
+                        Failure::Upstream(UpstreamError::ClosedBeforeResponse) => {
+                            idempotent(req.method())
+                        }
+                        _ => false,
+                    };
+                    if reused && !fresh_only && retry && body.received() == 0 {
                         fresh_only = true;
                         continue;
                     }
                     return Err(match e {
                         Failure::Upstream(e) => clock.kind(e),
+                        Failure::HeadNotSent => ErrorKind::UpstreamReset,
                         Failure::Client(k) => k,
                     });
                 }
@@ -427,22 +449,21 @@ impl Proxy {
         if resolved.addrs.is_empty() {
             return Err(ErrorKind::UpstreamUnresolved);
         }
+        let slot = Slot::take(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
         if !fresh_only && self.options.max_idle > 0 {
             for &addr in &resolved.addrs {
-                while let Some(leased) = pool::checkout(addr, self.options.idle_timeout) {
-                    if leased.conn.is_reusable().await {
-                        return Ok((leased, true));
+                while let Some(conn) = pool::checkout(addr, self.options.idle_timeout) {
+                    if conn.is_reusable() {
+                        return Ok((Leased { conn, _slot: slot }, true));
                     }
                 }
             }
         }
-        let reservation =
-            Leased::reserve(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
         let deadline = clock.connect();
         let mut last = UpstreamError::Refused;
         for &addr in &resolved.addrs {
             match UpstreamConn::connect(addr, deadline).await {
-                Ok(conn) => return Ok((reservation.fill(conn), false)),
+                Ok(conn) => return Ok((Leased { conn, _slot: slot }, false)),
                 Err(UpstreamError::ConnectTimeout) => {
                     return Err(clock.kind(UpstreamError::ConnectTimeout));
                 }
@@ -466,31 +487,64 @@ impl Proxy {
     ) -> Result<Sent, Failure> {
         let conn = &mut leased.conn;
         let head_request = req.method() == b"HEAD";
-        conn.write(head, &[], clock.write()).await?;
+        conn.write(head, &[], clock.write())
+            .await
+            .map_err(|e| match e {
+                UpstreamError::Reset => Failure::HeadNotSent,
+                e => Failure::Upstream(e),
+            })?;
+        let mut reusable = true;
         if body.is_present() && body.expects_continue() {
             // Pass the expectation on: the upstream decides whether the body is wanted.
             let wait = clock.cap(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
             match conn.read_head(head_request, usize::MAX, wait).await {
-                Ok(f) if conn.head.status >= 200 => return Ok(Sent::Early(f)),
-                // 100 (or another interim answer): the body is wanted. No answer in time:
-                // send it anyway (RFC 9110 §10.1.1).
-                Ok(_) | Err(UpstreamError::ReadTimeout) => {}
+                Ok(framing) if conn.head.status >= 200 => {
+                    return Ok(Sent {
+                        framing,
+                        reusable: false,
+                    });
+                }
+                // 100 (or another interim answer): the body is wanted.
+                Ok(_) => {}
+                // No answer in time: send the body anyway (RFC 9110 §10.1.1), but never
+                // reuse the connection: an upstream that answers without reading it would
+                // take the body for a next request.
+                Err(UpstreamError::ReadTimeout) => reusable = false,
                 Err(e) => return Err(e.into()),
             }
         }
-        send_body(conn, body, clock).await?;
+        if let Err(e) = send_body(conn, body, clock).await {
+            // The upstream may have answered already (413, 401, ...) and stopped reading or
+            // closed: relay its answer if there is one.
+            if let Failure::Upstream(UpstreamError::Reset | UpstreamError::WriteTimeout) = e {
+                let wait = clock.cap(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
+                if let Ok(framing) = conn.read_head(head_request, usize::MAX, wait).await
+                    && conn.head.status >= 200
+                {
+                    return Ok(Sent {
+                        framing,
+                        reusable: false,
+                    });
+                }
+            }
+            return Err(e);
+        }
         loop {
             let framing =
                 watch_client(res, conn.read_head(head_request, usize::MAX, clock.read())).await?;
             let status = conn.head.status;
-            if status == 101 && upgrade {
-                return Ok(Sent::Response(framing));
-            }
-            if (100..200).contains(&status) && status != 101 {
-                // 100 without an expectation, 102, 103: interim, not relayed.
+            if (100..200).contains(&status) && !(status == 101 && upgrade) {
+                // 100 without an expectation, 102, 103 (and a 101 nobody asked for is
+                // refused by the caller): interim, not relayed.
+                if status == 101 {
+                    return Ok(Sent {
+                        framing,
+                        reusable: false,
+                    });
+                }
                 continue;
             }
-            return Ok(Sent::Response(framing));
+            return Ok(Sent { framing, reusable });
         }
     }
 
@@ -529,6 +583,9 @@ impl Proxy {
 /// A failure of one attempt.
 enum Failure {
     Upstream(UpstreamError),
+    /// The connection failed while the request head was written: nothing reached the
+    /// upstream's application.
+    HeadNotSent,
     /// The client's side failed (its body broke off or it left): answer with this.
     Client(ErrorKind),
 }

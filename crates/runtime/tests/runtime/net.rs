@@ -141,3 +141,49 @@ fn io_outside_a_runtime_is_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn resolve_answers_every_clone_off_the_worker() {
+    let rt = runtime(1);
+    run(&rt, async {
+        let lookup = anygate_runtime::net::resolve("localhost", 8080);
+        let other = lookup.clone();
+        let waiter = spawn(other);
+        let addrs = lookup.await.expect("localhost resolves");
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8080),
+            "{addrs:?}"
+        );
+        assert_eq!(waiter.await.unwrap().unwrap(), addrs);
+        let literal = anygate_runtime::net::resolve("127.0.0.1", 1).await.unwrap();
+        assert_eq!(literal, vec!["127.0.0.1:1".parse().unwrap()]);
+    });
+}
+
+#[test]
+fn peek_now_sees_data_and_the_close() {
+    let rt = runtime(1);
+    run(&rt, async {
+        let (a, b) = pair().await;
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            a.peek_now(&mut byte).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        b.write_all(b"x").await.unwrap();
+        drop(b);
+        a.readable().await.unwrap();
+        assert_eq!(a.peek_now(&mut byte).unwrap(), 1, "peeked, not consumed");
+        assert_eq!(read_exact(&a, 1).await, b"x");
+        let mut rest = [0u8; 1];
+        assert_eq!(a.read(&mut rest).await.unwrap(), 0);
+        assert_eq!(
+            a.peek_now(&mut byte).unwrap(),
+            0,
+            "the close, seen by a peek"
+        );
+    });
+}
