@@ -126,8 +126,8 @@ pub struct UpstreamConn {
     pub head: ResponseHead,
     /// Exchanges completed on this connection.
     pub exchanges: u32,
-    /// When the connection was last put to rest in a pool.
-    pub idle_since: Instant,
+    /// Until when the connection may rest in a pool (set by the pool at checkin).
+    pub idle_until: Instant,
     /// Where it goes.
     pub addr: SocketAddr,
 }
@@ -166,7 +166,7 @@ impl UpstreamConn {
             relay_timer: time::sleep_until(deadline),
             head: ResponseHead::default(),
             exchanges: 0,
-            idle_since: time::now(),
+            idle_until: time::now(),
             addr,
         })
     }

@@ -1,6 +1,6 @@
 //! The sans-I/O codec: heads and chunked bodies, whole and split at every byte.
 
-use anygate_http::h1::chunked::{ChunkedDecoder, encode_chunk, encode_end};
+use anygate_http::h1::chunked::{ChunkedDecoder, chunk_size_line, encode_chunk, encode_end};
 use anygate_http::h1::parse::{Framing, Head, Parse, Version, parse};
 use anygate_http::{ErrorKind, Limits};
 use proptest::prelude::*;
@@ -154,6 +154,21 @@ fn bad_chunked_bodies() {
             "{:?}",
             String::from_utf8_lossy(bad)
         );
+    }
+}
+
+#[test]
+fn chunk_size_lines_are_lower_hex() {
+    let mut out = [0u8; 18];
+    for (len, line) in [
+        (0, "0\r\n"),
+        (10, "a\r\n"),
+        (4096, "1000\r\n"),
+        (0xabcdef, "abcdef\r\n"),
+        (usize::MAX, "ffffffffffffffff\r\n"),
+    ] {
+        let n = chunk_size_line(len, &mut out);
+        assert_eq!(&out[..n], line.as_bytes());
     }
 }
 

@@ -329,46 +329,54 @@ impl AsRawFd for TcpStream {
 }
 
 /// Resolves `host:port` with the system resolver (`getaddrinfo`, which blocks) on a thread
-/// of its own, so that no worker waits on DNS. The answer can be awaited by any number of
-/// clones of the returned future; the lookup runs to its end even if all of them are
-/// dropped.
+/// of its own, so that no worker waits on DNS. Shorthand for [`Resolve::new`] and
+/// [`Resolve::start`].
 pub fn resolve(host: &str, port: u16) -> Resolve {
-    let shared = Arc::new(ResolveShared::default());
-    let theirs = shared.clone();
-    let host = host.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("anygate-dns".into())
-        .spawn(move || {
-            let result = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                .map(Iterator::collect)
-                .map_err(|e| e.kind());
-            theirs.complete(result);
-        });
-    if let Err(e) = spawned {
-        shared.complete(Err(e.kind()));
-    }
-    Resolve { shared }
+    let r = Resolve::new(host, port);
+    r.start();
+    r
 }
 
-/// The answer of [`resolve`]: the addresses in the resolver's order, or why there are none.
-#[derive(Clone, Debug)]
+/// A DNS lookup: the addresses in the resolver's order, or why there are none. Any number
+/// of clones can await it (each keeps its own waker slot, replaced in place, released on
+/// drop); the lookup runs to its end even if all of them are dropped.
+#[derive(Debug)]
 pub struct Resolve {
     shared: Arc<ResolveShared>,
+    /// This clone's slot in the waker list, once it has polled.
+    slot: Option<usize>,
+}
+
+impl Clone for Resolve {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            slot: None,
+        }
+    }
 }
 
 type Answer = Result<Vec<SocketAddr>, io::ErrorKind>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ResolveShared {
+    host: String,
+    port: u16,
     #[expect(
         clippy::disallowed_types,
         reason = "taken by the resolver thread once and by each poll of a DNS lookup, never per request"
     )]
-    state: std::sync::Mutex<(Option<Answer>, Vec<std::task::Waker>)>,
+    state: std::sync::Mutex<ResolveState>,
+}
+
+#[derive(Debug, Default)]
+struct ResolveState {
+    answer: Option<Answer>,
+    wakers: Vec<Option<std::task::Waker>>,
 }
 
 impl ResolveShared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Answer>, Vec<std::task::Waker>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ResolveState> {
         // Nothing panics while the lock is held; recover the data if something did.
         self.state
             .lock()
@@ -378,11 +386,44 @@ impl ResolveShared {
     fn complete(&self, answer: Answer) {
         let wakers = {
             let mut state = self.lock();
-            state.0 = Some(answer);
-            std::mem::take(&mut state.1)
+            state.answer = Some(answer);
+            std::mem::take(&mut state.wakers)
         };
-        for w in wakers {
+        for w in wakers.into_iter().flatten() {
             w.wake();
+        }
+    }
+}
+
+impl Resolve {
+    /// A lookup of `host:port`, not started yet (so that a caller racing others can decide
+    /// first whether it is the one to start it).
+    pub fn new(host: &str, port: u16) -> Self {
+        Self {
+            shared: Arc::new(ResolveShared {
+                host: host.to_owned(),
+                port,
+                state: Default::default(),
+            }),
+            slot: None,
+        }
+    }
+
+    /// Starts the lookup on its own thread (once per lookup: call it on one clone).
+    pub fn start(&self) {
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("anygate-dns".into())
+            .spawn(move || {
+                let lookup = std::panic::catch_unwind(|| {
+                    std::net::ToSocketAddrs::to_socket_addrs(&(shared.host.as_str(), shared.port))
+                        .map(Iterator::collect)
+                        .map_err(|e| e.kind())
+                });
+                shared.complete(lookup.unwrap_or(Err(io::ErrorKind::Other)));
+            });
+        if let Err(e) = spawned {
+            self.shared.complete(Err(e.kind()));
         }
     }
 }
@@ -391,13 +432,29 @@ impl Future for Resolve {
     type Output = Answer;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.shared.lock();
-        if let Some(answer) = &state.0 {
+        let this = self.get_mut();
+        let mut state = this.shared.lock();
+        if let Some(answer) = &state.answer {
             return Poll::Ready(answer.clone());
         }
-        if !state.1.iter().any(|w| w.will_wake(cx.waker())) {
-            state.1.push(cx.waker().clone());
+        match this.slot {
+            Some(i) if i < state.wakers.len() => state.wakers[i] = Some(cx.waker().clone()),
+            _ => {
+                this.slot = Some(state.wakers.len());
+                state.wakers.push(Some(cx.waker().clone()));
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Resolve {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            let mut state = self.shared.lock();
+            if let Some(w) = state.wakers.get_mut(i) {
+                *w = None;
+            }
+        }
     }
 }

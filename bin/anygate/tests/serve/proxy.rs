@@ -395,20 +395,36 @@ fn a_pooled_connection_closed_by_the_upstream_is_replaced() {
     assert_eq!(up.accepted.load(Ordering::SeqCst), 5);
 }
 
+/// An upstream that answers "fine" to the first request of each connection, then reads the
+/// second and closes without answering.
+fn second_request_unanswered() -> Upstream {
+    let count = Arc::new(AtomicUsize::new(0));
+    upstream(move |_, s| {
+        if count.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+            return false;
+        }
+        reply(s, "", b"fine")
+    })
+}
+
+/// Accepts one connection on `listener` and reads until the end of a request head; returns
+/// the stream and what was read (the head, and any body bytes that came with it).
+fn accept_head(listener: &TcpListener) -> (TcpStream, Vec<u8>) {
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = Vec::new();
+    while find(&buf, b"\r\n\r\n").is_none() {
+        assert!(fill(&mut s, &mut buf), "the head was cut short");
+    }
+    (s, buf)
+}
+
 #[test]
 fn a_dead_pooled_connection_is_retried_once_on_a_fresh_one() {
     // The upstream reads the second request of a connection and closes without answering:
     // the gateway may not have seen the close when it reused the connection; the request
     // (no body yet sent) goes again on a new connection.
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    let up = upstream(move |_, s| {
-        let n = c.fetch_add(1, Ordering::SeqCst);
-        if n % 2 == 1 {
-            return false;
-        }
-        reply(s, "", b"fine")
-    });
+    let up = second_request_unanswered();
     let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
     for _ in 0..4 {
         let resp = get(s.addrs()[0], "/", "");
@@ -684,12 +700,7 @@ fn expect_100_continue_is_passed_through() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            s.set_read_timeout(Some(LIMIT)).unwrap();
-            let mut buf = Vec::new();
-            while find(&buf, b"\r\n\r\n").is_none() {
-                assert!(fill(&mut s, &mut buf));
-            }
+            let (mut s, mut buf) = accept_head(&l);
             let head = String::from_utf8_lossy(&buf).to_lowercase();
             assert!(head.contains("expect: 100-continue"), "{head}");
             s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
@@ -710,12 +721,7 @@ fn expect_100_continue_is_passed_through() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            s.set_read_timeout(Some(LIMIT)).unwrap();
-            let mut buf = Vec::new();
-            while find(&buf, b"\r\n\r\n").is_none() {
-                assert!(fill(&mut s, &mut buf));
-            }
+            let (mut s, mut buf) = accept_head(&l);
             s.write_all(b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n")
                 .unwrap();
             while fill(&mut s, &mut buf) {}
@@ -1075,14 +1081,7 @@ fn http10_upstream_connections_are_not_reused() {
 fn a_non_idempotent_request_is_not_sent_twice() {
     // The upstream answers the first request of each connection, then reads the second and
     // closes without answering: a GET is sent again on a new connection, a POST is not.
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    let up = upstream(move |_, s| {
-        if c.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
-            return false;
-        }
-        reply(s, "", b"fine")
-    });
+    let up = second_request_unanswered();
     let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
     let addr = s.addrs()[0];
     assert_eq!(get(addr, "/warm", "").status, 200);
@@ -1126,12 +1125,7 @@ fn an_upstream_that_answers_before_the_body_is_relayed() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut buf = Vec::new();
-        while find(&buf, b"\r\n\r\n").is_none() {
-            assert!(fill(&mut s, &mut buf));
-        }
+        let (mut s, _) = accept_head(&listener);
         s.write_all(
             b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
         )
@@ -1155,6 +1149,11 @@ fn an_upstream_that_answers_before_the_body_is_relayed() {
     let mut reader = Reader::new(client.try_clone().unwrap());
     let resp = reader.response(false).unwrap();
     assert_eq!((resp.status, resp.body_str().as_str()), (413, "big"));
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "the rest of the body is not read"
+    );
     let _ = client.shutdown(Shutdown::Both);
     writer.join().unwrap();
 }
@@ -1190,5 +1189,83 @@ fn transfer_codings_other_than_chunked_are_refused() {
     assert_eq!(
         (resp.status, error_code(&resp).as_str()),
         (502, "AG-UPS-5023")
+    );
+}
+
+#[test]
+fn an_early_answer_after_an_interim_one_is_relayed() {
+    // Second review: a 100 in front of the early 413 turned it into a 502.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = accept_head(&listener);
+        s.write_all(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
+        )
+        .unwrap();
+    });
+    let s = in_process(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/\": \"http://{up_addr}/\"\n"
+    ));
+    let len = 64 << 20;
+    let client = connect(s.addrs()[0]);
+    let writer = {
+        let mut w = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let head = format!("POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {len}\r\n\r\n");
+            let _ = w.write_all(head.as_bytes());
+            let _ = write_pattern(&mut w, len);
+        })
+    };
+    let resp = Reader::new(client.try_clone().unwrap())
+        .response(false)
+        .unwrap();
+    assert_eq!((resp.status, resp.body_str().as_str()), (413, "big"));
+    let _ = client.shutdown(Shutdown::Both);
+    writer.join().unwrap();
+}
+
+#[test]
+fn endless_interim_answers_are_a_bad_gateway() {
+    let up = upstream(|_, s| {
+        for _ in 0..100 {
+            if s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n")
+                .is_err()
+            {
+                break;
+            }
+        }
+        false
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let resp = get(s.addrs()[0], "/", "");
+    assert_eq!(
+        (resp.status, error_code(&resp).as_str()),
+        (502, "AG-UPS-5023")
+    );
+}
+
+#[test]
+fn a_rule_idle_timeout_does_not_close_another_rule_connections() {
+    // Second review: the worker's sweep applied the calling rule's idle_timeout to every
+    // idle connection. Rule /a keeps connections 1s, rule /b the default 30s.
+    let a = upstream(|_, s| reply(s, "", b"a"));
+    let b = upstream(|_, s| reply(s, "", b"b"));
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/b/\": \"http://{}/\"\ngroups:\n  - proxy: {{idle_timeout: 1s}}\n    routes:\n      \"/a/\": \"http://{}/\"\n",
+        b.addr, a.addr
+    );
+    let s = in_process(&yaml);
+    let addr = s.addrs()[0];
+    assert_eq!(get(addr, "/b/", "").body_str(), "b");
+    // Let the rest outlast rule /a's timeout (and the sweep's once-a-second pace): time has
+    // to pass here, nothing is being waited for.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(get(addr, "/a/", "").body_str(), "a");
+    assert_eq!(get(addr, "/b/", "").body_str(), "b");
+    assert_eq!(
+        b.accepted.load(Ordering::SeqCst),
+        1,
+        "rule /b's connection was kept"
     );
 }

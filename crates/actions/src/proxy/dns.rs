@@ -83,15 +83,14 @@ impl HostEntry {
             if !r.addrs.is_empty() {
                 return r.clone();
             }
-            self.store(lookup.await.unwrap_or_default());
-        } else {
-            self.store(self.lookup().await.unwrap_or_default());
+            drop(lookup);
         }
-        self.current.load_full().unwrap_or_else(|| {
-            Arc::new(Resolved {
-                addrs: Vec::new(),
-                expires: Some(time::now()),
-            })
+        // Nothing usable: wait for the lookup. Its task stores the answer; this request
+        // uses the answer it got (a later lookup may already have replaced it).
+        let answer = self.lookup().await.unwrap_or_default();
+        Arc::new(Resolved {
+            addrs: answer,
+            expires: Some(time::now()),
         })
     }
 
@@ -100,7 +99,7 @@ impl HostEntry {
         if let Some(r) = self.inflight.load_full() {
             return (*r).clone();
         }
-        let lookup = anygate_runtime::net::resolve(&self.host, self.port);
+        let lookup = Resolve::new(&self.host, self.port);
         let previous = self
             .inflight
             .compare_and_swap(&None::<Arc<Resolve>>, Some(Arc::new(lookup.clone())));
@@ -108,6 +107,7 @@ impl HostEntry {
             // Another request started one at the same moment: share it.
             return (**other).clone();
         }
+        lookup.start();
         let entry = self.clone();
         let mine = lookup.clone();
         anygate_runtime::spawn(async move {

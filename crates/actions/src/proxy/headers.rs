@@ -75,7 +75,10 @@ pub(super) fn upgrade_requested<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
     let upgrade = req.header(b"upgrade")?;
     // `h2c` would turn the upstream connection into HTTP/2 behind the gateway's back (the
     // h2c smuggling class): such a request goes as a plain request.
-    if upgrade.trim_ascii().eq_ignore_ascii_case(b"h2c") {
+    if upgrade
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+    {
         return None;
     }
     let connection = req

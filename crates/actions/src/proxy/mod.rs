@@ -39,6 +39,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anygate_http::client::{ResponseFraming, UpstreamConn, UpstreamError, keeps_connection};
+use anygate_http::h1::chunked::chunk_size_line;
 use anygate_http::{Body, ErrorKind, Request, Response};
 use anygate_router::dsl::PathPattern;
 use anygate_router::dsl::ProxyTarget;
@@ -52,6 +53,8 @@ pub use self::headers::HostMode;
 /// How long an `Expect: 100-continue` request waits for the upstream's `100 Continue`
 /// before sending its body anyway (curl's and RFC 9110 §10.1.1's advice).
 const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+/// Most interim (1xx) responses read before the final one.
+const MAX_INTERIM: usize = 16;
 /// A response body piece this small, when it ends the body, joins the client's output
 /// buffer instead of being written at once (pipelined responses leave together).
 const BUFFER_LAST_PIECE: usize = 16 * 1024;
@@ -172,6 +175,12 @@ struct Clock<'a> {
 }
 
 impl Clock<'_> {
+    /// `d`, no later than the total deadline, without marking the total as the one in
+    /// force (for a grace wait whose failure reports an earlier error).
+    fn cap_quiet(&self, d: Instant) -> Instant {
+        self.total.map_or(d, |t| t.min(d))
+    }
+
     fn cap(&self, d: Instant) -> Instant {
         match self.total {
             Some(t) if t <= d => {
@@ -307,7 +316,10 @@ impl Proxy {
         let pass_chunked = client_h11 && matches!(framing, ResponseFraming::Chunked(_));
         if matches!(framing, ResponseFraming::UntilClose)
             || (matches!(framing, ResponseFraming::Chunked(_)) && !pass_chunked)
+            || !body.is_done()
         {
+            // The body ends with the connection, or the upstream answered before the
+            // request body was all read (the rest is not worth reading).
             res.close();
         }
         headers::response_head(
@@ -424,13 +436,14 @@ impl Proxy {
         clock: &Clock<'_>,
         fresh_only: bool,
     ) -> Result<(Leased, bool), ErrorKind> {
+        // One deadline for the name lookup and the connect together.
+        let deadline = clock.connect();
         let resolved = {
             // Almost always ready at once (cached): a timer only for a real lookup.
             let mut lookup = pin!(target.host.addrs());
             match poll_fn(|cx| Poll::Ready(lookup.as_mut().poll(cx))).await {
                 Poll::Ready(r) => r,
                 Poll::Pending => {
-                    let deadline = clock.connect();
                     let mut timer = time::sleep_until(deadline);
                     poll_fn(|cx| {
                         if let Poll::Ready(r) = lookup.as_mut().poll(cx) {
@@ -452,14 +465,13 @@ impl Proxy {
         let slot = Slot::take(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
         if !fresh_only && self.options.max_idle > 0 {
             for &addr in &resolved.addrs {
-                while let Some(conn) = pool::checkout(addr, self.options.idle_timeout) {
+                while let Some(conn) = pool::checkout(addr) {
                     if conn.is_reusable() {
                         return Ok((Leased { conn, _slot: slot }, true));
                     }
                 }
             }
         }
-        let deadline = clock.connect();
         let mut last = UpstreamError::Refused;
         for &addr in &resolved.addrs {
             match UpstreamConn::connect(addr, deadline).await {
@@ -515,21 +527,26 @@ impl Proxy {
         }
         if let Err(e) = send_body(conn, body, clock).await {
             // The upstream may have answered already (413, 401, ...) and stopped reading or
-            // closed: relay its answer if there is one.
+            // closed: relay its answer if there is one (after any interim ones).
             if let Failure::Upstream(UpstreamError::Reset | UpstreamError::WriteTimeout) = e {
-                let wait = clock.cap(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
-                if let Ok(framing) = conn.read_head(head_request, usize::MAX, wait).await
-                    && conn.head.status >= 200
-                {
-                    return Ok(Sent {
-                        framing,
-                        reusable: false,
-                    });
+                let wait =
+                    clock.cap_quiet(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
+                for _ in 0..MAX_INTERIM {
+                    match conn.read_head(head_request, usize::MAX, wait).await {
+                        Ok(_) if conn.head.status < 200 => continue,
+                        Ok(framing) => {
+                            return Ok(Sent {
+                                framing,
+                                reusable: false,
+                            });
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
             return Err(e);
         }
-        loop {
+        for _ in 0..MAX_INTERIM {
             let framing =
                 watch_client(res, conn.read_head(head_request, usize::MAX, clock.read())).await?;
             let status = conn.head.status;
@@ -546,6 +563,8 @@ impl Proxy {
             }
             return Ok(Sent { framing, reusable });
         }
+        // An upstream that keeps sending interim answers never gets to its response.
+        Err(Failure::Upstream(UpstreamError::Invalid))
     }
 
     /// Relays `101 Switching Protocols`, then bytes both ways.
@@ -606,7 +625,7 @@ async fn send_body(
         return Ok(());
     }
     let chunked = body.length().is_none();
-    let mut frame = [0u8; 20];
+    let mut frame = [0u8; 18];
     loop {
         let data = match body.chunk().await {
             Ok(Some(d)) => d,
@@ -614,7 +633,7 @@ async fn send_body(
             Err(k) => return Err(Failure::Client(k)),
         };
         if chunked {
-            let n = chunk_size_line(&mut frame, data.len());
+            let n = chunk_size_line(data.len(), &mut frame);
             conn.write(&frame[..n], data, clock.write()).await?;
             conn.write(b"\r\n", &[], clock.write()).await?;
         } else {
@@ -625,25 +644,6 @@ async fn send_body(
         conn.write(b"0\r\n\r\n", &[], clock.write()).await?;
     }
     Ok(())
-}
-
-/// Writes `HEX(len)\r\n` into `out`; returns its length.
-fn chunk_size_line(out: &mut [u8; 20], len: usize) -> usize {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    let d = &digits[i..];
-    out[..d.len()].copy_from_slice(d);
-    out[d.len()..d.len() + 2].copy_from_slice(b"\r\n");
-    d.len() + 2
 }
 
 /// Runs `fut` (waiting for the upstream) while watching the client's socket: if the client
@@ -678,23 +678,4 @@ where
         Poll::Pending
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_size_lines_are_lower_hex() {
-        let mut out = [0u8; 20];
-        for (len, line) in [
-            (0, "0\r\n"),
-            (10, "a\r\n"),
-            (4096, "1000\r\n"),
-            (0xabcdef, "abcdef\r\n"),
-        ] {
-            let n = chunk_size_line(&mut out, len);
-            assert_eq!(&out[..n], line.as_bytes());
-        }
-    }
 }

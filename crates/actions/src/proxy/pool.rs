@@ -77,33 +77,36 @@ thread_local! {
     });
 }
 
-fn fresh(c: &UpstreamConn, now: Instant, idle_timeout: Duration) -> bool {
-    now.saturating_duration_since(c.idle_since) < idle_timeout
+/// Whether an idle connection may still be used: `idle_until` is the end of its rest,
+/// set at checkin from the rule's own `idle_timeout` (rules sharing an address, or a
+/// worker's sweep, never apply another rule's timeout).
+fn fresh(c: &UpstreamConn, now: Instant) -> bool {
+    now < c.idle_until
 }
 
 impl Idle {
     /// Drops what is too old everywhere, at most once per [`SWEEP_EVERY`].
-    fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+    fn sweep(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_sweep) < SWEEP_EVERY {
             return;
         }
         self.last_sweep = now;
         self.map.retain(|_, stack| {
-            stack.retain(|c| fresh(c, now, idle_timeout));
+            stack.retain(|c| fresh(c, now));
             !stack.is_empty()
         });
     }
 }
 
-/// The most recently idled connection to `addr` still within `idle_timeout`, if any (not
+/// The most recently idled connection to `addr` still within its idle timeout, if any (not
 /// yet checked for liveness).
-pub fn checkout(addr: SocketAddr, idle_timeout: Duration) -> Option<UpstreamConn> {
+pub fn checkout(addr: SocketAddr) -> Option<UpstreamConn> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let now = time::now();
-        idle.sweep(now, idle_timeout);
+        idle.sweep(now);
         let stack = idle.map.get_mut(&addr)?;
-        stack.retain(|c| fresh(c, now, idle_timeout));
+        stack.retain(|c| fresh(c, now));
         let conn = stack.pop();
         if stack.is_empty() {
             idle.map.remove(&addr);
@@ -118,12 +121,12 @@ pub fn checkin(mut conn: UpstreamConn, max_idle: usize, idle_timeout: Duration) 
         return;
     }
     let now = time::now();
-    conn.idle_since = now;
+    conn.idle_until = now + idle_timeout;
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.sweep(now, idle_timeout);
+        idle.sweep(now);
         let stack = idle.map.entry(conn.addr).or_default();
-        stack.retain(|c| fresh(c, now, idle_timeout));
+        stack.retain(|c| fresh(c, now));
         if stack.len() >= max_idle {
             stack.remove(0);
         }

@@ -224,13 +224,11 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Appends `data` as one chunk (nothing for empty data: an empty chunk would end the body).
-pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
-    if data.is_empty() {
-        return;
-    }
+/// Writes the size line of a chunk of `len` bytes (`HEX\r\n`, lower-case hex) into `out`;
+/// returns its length.
+pub fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> usize {
     let mut digits = [0u8; 16];
-    let mut n = data.len();
+    let mut n = len;
     let mut i = digits.len();
     loop {
         i -= 1;
@@ -240,8 +238,20 @@ pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
+    let d = &digits[i..];
+    out[..d.len()].copy_from_slice(d);
+    out[d.len()..d.len() + 2].copy_from_slice(b"\r\n");
+    d.len() + 2
+}
+
+/// Appends `data` as one chunk (nothing for empty data: an empty chunk would end the body).
+pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let mut line = [0u8; 18];
+    let n = chunk_size_line(data.len(), &mut line);
+    out.extend_from_slice(&line[..n]);
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
