@@ -39,10 +39,11 @@ SCENARIOS = {
     "static-1k": dict(path="/static/1k.bin", body="1k.bin", servers=["anygate", "nginx"]),
     "static-1m": dict(path="/static/1m.bin", body="1m.bin", servers=["anygate", "nginx"]),
     "proxy": dict(path="/proxy", body=b"", backend=True, servers=["anygate", "nginx", "haproxy"]),
+    # 100 MiB per request: wrk's default 2 s timeout would count a slow one as an error.
     "download-100m": dict(path="/proxy-body", body="100m.bin", backend=True, connections=4,
-                          servers=["anygate", "nginx", "haproxy"]),
+                          timeout=30, servers=["anygate", "nginx", "haproxy"]),
     "upload-100m": dict(path="/proxy-body", body="100m.bin", backend=True, connections=4,
-                        upload=True, servers=["anygate", "nginx", "haproxy"]),
+                        upload=True, timeout=30, servers=["anygate", "nginx", "haproxy"]),
     # 9 000, not 10 000: this machine's hard descriptor limit is 20 000 per process, and
     # HAProxy reserves two descriptors per connection (docs/BENCH.md).
     "idle-10k": dict(path="/fixed", body=b"", idle=9_000, servers=["anygate", "nginx", "haproxy"]),
@@ -192,6 +193,8 @@ def sample(port, path, upload=None):
 def run_wrk(port, sc, seconds, warmup=False):
     argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{sc.get('connections', 64)}",
             f"-d{1 if warmup else seconds}s", "--latency"]
+    if sc.get("timeout"):
+        argv += ["--timeout", f"{sc['timeout']}s"]
     if sc.get("pipelined"):
         argv += ["-s", os.path.join(BENCH, "pipeline.lua")]
     if sc.get("upload"):
