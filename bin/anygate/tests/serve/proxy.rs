@@ -1269,3 +1269,24 @@ fn a_rule_idle_timeout_does_not_close_another_rule_connections() {
         "rule /b's connection was kept"
     );
 }
+
+#[test]
+fn a_pool_round_robins_across_its_targets() {
+    let a = upstream(|_, s| reply(s, "", b"a"));
+    let b = upstream(|_, s| reply(s, "", b"b"));
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nproxy:\n  upstreams:\n    both:\n      targets: [\"{}\", \"{}\"]\nroutes:\n  \"/\": \"http://both/\"\n",
+        a.addr, b.addr
+    );
+    let s = in_process(&yaml);
+    let mut client = Reader::new(connect(s.addrs()[0]));
+    let mut answers = String::new();
+    for _ in 0..6 {
+        client.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+        answers.push_str(&client.response(false).unwrap().body_str());
+    }
+    assert!(answers == "ababab" || answers == "bababa", "{answers}");
+    // Each target kept its one connection.
+    assert_eq!(a.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
