@@ -1118,19 +1118,15 @@ fn an_expect_that_timed_out_never_reuses_the_connection() {
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
 
-#[test]
-fn an_upstream_that_answers_before_the_body_is_relayed() {
-    // Review finding: an upstream refusing a large body (413) and closing gave the client
-    // a 502; its answer is relayed.
+/// Uploads 64 MiB through the gateway to an upstream that, once it has the request head,
+/// writes `answer` and closes (with the body unread, which resets the connection); returns
+/// the response the client got.
+fn upload_to_an_early_answer(answer: &'static [u8]) -> Resp {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let (mut s, _) = accept_head(&listener);
-        s.write_all(
-            b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
-        )
-        .unwrap();
-        // Closing with the body unread resets the connection.
+        s.write_all(answer).unwrap();
     });
     let s = in_process(&format!(
         "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/\": \"http://{up_addr}/\"\n"
@@ -1146,16 +1142,27 @@ fn an_upstream_that_answers_before_the_body_is_relayed() {
             let _ = write_pattern(&mut w, len);
         })
     };
-    let mut reader = Reader::new(client.try_clone().unwrap());
-    let resp = reader.response(false).unwrap();
+    let resp = Reader::new(client.try_clone().unwrap())
+        .response(false)
+        .unwrap();
+    let _ = client.shutdown(Shutdown::Both);
+    writer.join().unwrap();
+    resp
+}
+
+#[test]
+fn an_upstream_that_answers_before_the_body_is_relayed() {
+    // Review finding: an upstream refusing a large body (413) and closing gave the client
+    // a 502; its answer is relayed.
+    let resp = upload_to_an_early_answer(
+        b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
+    );
     assert_eq!((resp.status, resp.body_str().as_str()), (413, "big"));
     assert_eq!(
         resp.header("connection"),
         Some("close"),
         "the rest of the body is not read"
     );
-    let _ = client.shutdown(Shutdown::Both);
-    writer.join().unwrap();
 }
 
 #[test]
@@ -1177,15 +1184,27 @@ fn h2c_upgrades_are_not_tunnelled() {
     }
 }
 
-#[test]
-fn transfer_codings_other_than_chunked_are_refused() {
-    let up = upstream(|_, s| {
-        let _ =
-            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n");
+/// The response to a GET through the gateway to an upstream that answers with `bytes`
+/// (written `times` times) and closes.
+fn through_an_upstream_sending(bytes: &'static [u8], times: usize) -> Resp {
+    let up = upstream(move |_, s| {
+        for _ in 0..times {
+            if s.write_all(bytes).is_err() {
+                break;
+            }
+        }
         false
     });
     let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
-    let resp = get(s.addrs()[0], "/", "");
+    get(s.addrs()[0], "/", "")
+}
+
+#[test]
+fn transfer_codings_other_than_chunked_are_refused() {
+    let resp = through_an_upstream_sending(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        1,
+    );
     assert_eq!(
         (resp.status, error_code(&resp).as_str()),
         (502, "AG-UPS-5023")
@@ -1195,50 +1214,16 @@ fn transfer_codings_other_than_chunked_are_refused() {
 #[test]
 fn an_early_answer_after_an_interim_one_is_relayed() {
     // Second review: a 100 in front of the early 413 turned it into a 502.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let up_addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut s, _) = accept_head(&listener);
-        s.write_all(
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
-        )
-        .unwrap();
-    });
-    let s = in_process(&format!(
-        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/\": \"http://{up_addr}/\"\n"
-    ));
-    let len = 64 << 20;
-    let client = connect(s.addrs()[0]);
-    let writer = {
-        let mut w = client.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let head = format!("POST / HTTP/1.1\r\nhost: t\r\ncontent-length: {len}\r\n\r\n");
-            let _ = w.write_all(head.as_bytes());
-            let _ = write_pattern(&mut w, len);
-        })
-    };
-    let resp = Reader::new(client.try_clone().unwrap())
-        .response(false)
-        .unwrap();
+    let resp = upload_to_an_early_answer(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig",
+    );
     assert_eq!((resp.status, resp.body_str().as_str()), (413, "big"));
-    let _ = client.shutdown(Shutdown::Both);
-    writer.join().unwrap();
 }
 
 #[test]
 fn endless_interim_answers_are_a_bad_gateway() {
-    let up = upstream(|_, s| {
-        for _ in 0..100 {
-            if s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n")
-                .is_err()
-            {
-                break;
-            }
-        }
-        false
-    });
-    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
-    let resp = get(s.addrs()[0], "/", "");
+    let resp =
+        through_an_upstream_sending(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n", 100);
     assert_eq!(
         (resp.status, error_code(&resp).as_str()),
         (502, "AG-UPS-5023")
