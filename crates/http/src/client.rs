@@ -20,7 +20,6 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -87,6 +86,18 @@ pub enum ResponseFraming {
     UntilClose,
 }
 
+impl ResponseFraming {
+    /// Whether the whole body has been read (a body delimited by the close is finished only
+    /// once the close came, when it turns into `Length(0)`).
+    pub fn is_finished(&self) -> bool {
+        match self {
+            Self::None | Self::Length(0) => true,
+            Self::Chunked(d) => d.is_done(),
+            Self::Length(_) | Self::UntilClose => false,
+        }
+    }
+}
+
 /// A parsed response head; spans are into [`UpstreamConn::head_bytes`].
 #[derive(Debug, Default)]
 pub struct ResponseHead {
@@ -124,8 +135,6 @@ pub struct UpstreamConn {
     relay_timer: Sleep,
     /// The last response head read.
     pub head: ResponseHead,
-    /// Exchanges completed on this connection.
-    pub exchanges: u32,
     /// Until when the connection may rest in a pool (set by the pool at checkin).
     pub idle_until: Instant,
     /// Where it goes.
@@ -135,25 +144,10 @@ pub struct UpstreamConn {
 impl UpstreamConn {
     /// Connects to `addr` before `deadline`.
     pub async fn connect(addr: SocketAddr, deadline: Instant) -> Result<Self, UpstreamError> {
-        let mut timer = time::sleep_until(deadline);
-        let connected = {
-            let mut connect = pin!(TcpStream::connect(addr));
-            poll_fn(|cx| {
-                if let Poll::Ready(r) = connect.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if expired(&mut timer, deadline, cx) {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await
-        };
-        let stream = match connected {
-            Some(Ok(s)) => s,
-            Some(Err(_)) => return Err(UpstreamError::Refused),
-            None => return Err(UpstreamError::ConnectTimeout),
+        let stream = match time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => return Err(UpstreamError::Refused),
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
         };
         let _ = stream.set_nodelay(true);
         Ok(Self {
@@ -162,18 +156,12 @@ impl UpstreamConn {
             start: 0,
             end: 0,
             head_at: 0,
-            timer,
+            timer: time::sleep_until(deadline),
             relay_timer: time::sleep_until(deadline),
             head: ResponseHead::default(),
-            exchanges: 0,
             idle_until: time::now(),
             addr,
         })
-    }
-
-    /// The socket (for a tunnel).
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
     }
 
     /// Whether the connection still looks usable after resting in a pool: nothing to read
@@ -209,15 +197,13 @@ impl UpstreamConn {
         }
     }
 
-    /// Reads a response head (of at most `max_head` bytes), before `deadline`.
+    /// Reads a response head (of at most [`UPSTREAM_BUFFER`] bytes), before `deadline`.
     /// `head_request` says the request was `HEAD` (the response then has no body).
     pub async fn read_head(
         &mut self,
         head_request: bool,
-        max_head: usize,
         deadline: Instant,
     ) -> Result<ResponseFraming, UpstreamError> {
-        let max_head = max_head.min(UPSTREAM_BUFFER);
         let mut received_any = self.end > self.start;
         loop {
             if self.start < self.end {
@@ -227,7 +213,7 @@ impl UpstreamConn {
                         self.start += n;
                         return framing(&self.head, head_request);
                     }
-                    None if self.end - self.start >= max_head => {
+                    None if self.end - self.start >= UPSTREAM_BUFFER => {
                         return Err(UpstreamError::Invalid);
                     }
                     None => {}
@@ -270,10 +256,8 @@ impl UpstreamConn {
         deadline: Instant,
     ) -> Result<Option<(Range<usize>, Range<usize>)>, UpstreamError> {
         loop {
-            match framing {
-                ResponseFraming::None | ResponseFraming::Length(0) => return Ok(None),
-                ResponseFraming::Chunked(d) if d.is_done() => return Ok(None),
-                _ => {}
+            if framing.is_finished() {
+                return Ok(None);
             }
             if self.start < self.end {
                 let at = self.start;
@@ -333,16 +317,24 @@ impl UpstreamConn {
     /// whatever the upstream sent after its head, until both sides close, either fails or
     /// nothing moves for `idle`.
     pub async fn tunnel(&mut self, client: &TcpStream, client_pending: &[u8], idle: Duration) {
-        let (from, to) = (self.start, self.end);
-        self.start = to;
+        let deadline = time::now() + idle;
+        let upstream_pending = &self.buf[self.start..self.end];
+        if !writev_all_until(
+            &self.stream,
+            [client_pending, &[]],
+            &mut self.timer,
+            deadline,
+        )
+        .await
+            || !writev_all_until(client, [upstream_pending, &[]], &mut self.timer, deadline).await
+        {
+            return;
+        }
+        self.start = self.end;
         let mut client_buf = vec![0u8; 16 * 1024];
-        let upstream_pending = &self.buf[from..to];
-        let upstream_pending = upstream_pending.to_vec();
         tunnel(
             client,
             &self.stream,
-            client_pending,
-            &upstream_pending,
             &mut client_buf,
             &mut self.buf,
             &mut self.timer,
@@ -508,25 +500,16 @@ struct Half<'a> {
 
 /// Relays bytes both ways between `a` and `b` until both sides have closed (a close is
 /// passed on as a half-close), either fails, or nothing moves for `idle`. `a_buf` and
-/// `b_buf` hold what each side reads; `a_pending`/`b_pending` are bytes already received
-/// from `a` (for `b`) and from `b` (for `a`).
-#[allow(clippy::too_many_arguments)]
+/// `b_buf` hold what each side reads.
 async fn tunnel(
     a: &TcpStream,
     b: &TcpStream,
-    a_pending: &[u8],
-    b_pending: &[u8],
     a_buf: &mut [u8],
     b_buf: &mut [u8],
     timer: &mut Sleep,
     idle: Duration,
 ) {
     let mut deadline = time::now() + idle;
-    if !writev_all_until(b, [a_pending, &[]], timer, deadline).await
-        || !writev_all_until(a, [b_pending, &[]], timer, deadline).await
-    {
-        return;
-    }
     let mut from_a = Half {
         buf: a_buf,
         start: 0,

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use anygate_http::client::ResponseHead;
 use anygate_http::h1::parse::Version;
+use anygate_http::server::push_decimal;
 use anygate_http::{Body, Request};
 
 use super::ProxyOptions;
@@ -123,29 +124,13 @@ pub(super) fn request_head(
         out.extend_from_slice(b"\r\n");
     }
     // Incoming chains are kept, joined in one field each, and extended.
-    let mut forwarded_for = false;
-    for (name, value) in req.headers() {
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            out.extend_from_slice(if forwarded_for {
-                b", "
-            } else {
-                b"x-forwarded-for: "
-            });
-            out.extend_from_slice(value);
-            forwarded_for = true;
-        }
-    }
     let ip = req.peer().map(|p| p.ip().to_canonical());
+    let chain = push_chain(out, req, b"x-forwarded-for: ");
     if let Some(ip) = ip {
-        out.extend_from_slice(if forwarded_for {
-            b", "
-        } else {
-            b"x-forwarded-for: "
-        });
+        out.extend_from_slice(if chain { b", " } else { b"x-forwarded-for: " });
         let _ = write!(out, "{ip}");
-        forwarded_for = true;
     }
-    if forwarded_for {
+    if chain || ip.is_some() {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-forwarded-proto: http\r\n");
@@ -154,15 +139,8 @@ pub(super) fn request_head(
         out.extend_from_slice(h);
         out.extend_from_slice(b"\r\n");
     }
-    let mut forwarded = false;
-    for (name, value) in req.headers() {
-        if name.eq_ignore_ascii_case(b"forwarded") {
-            out.extend_from_slice(if forwarded { b", " } else { b"forwarded: " });
-            out.extend_from_slice(value);
-            forwarded = true;
-        }
-    }
-    out.extend_from_slice(if forwarded { b", " } else { b"forwarded: " });
+    let chain = push_chain(out, req, b"forwarded: ");
+    out.extend_from_slice(if chain { b", " } else { b"forwarded: " });
     push_forwarded_element(out, ip, client_host);
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(req.request_id());
@@ -178,7 +156,9 @@ pub(super) fn request_head(
     if body.is_present() {
         match body.length() {
             Some(n) => {
-                let _ = write!(out, "content-length: {n}\r\n");
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));
+                out.extend_from_slice(b"\r\n");
             }
             None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
@@ -192,6 +172,21 @@ pub(super) fn request_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `label` (`name: `) and the values of every request field of that name, joined
+/// with `, ` (one field, without its CRLF); `false`, and nothing written, when there is none.
+fn push_chain(out: &mut Vec<u8>, req: &Request<'_>, label: &[u8]) -> bool {
+    let name = &label[..label.len() - 2];
+    let mut any = false;
+    for (n, value) in req.headers() {
+        if n.eq_ignore_ascii_case(name) {
+            out.extend_from_slice(if any { b", " } else { label });
+            out.extend_from_slice(value);
+            any = true;
+        }
+    }
+    any
 }
 
 /// `for=...;host="...";proto=http` (RFC 7239 §4; IPv6 and host quoted).
@@ -225,7 +220,7 @@ pub(super) fn response_head(
 ) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    anygate_http::server::push_decimal(out, usize::from(head.status));
+    push_decimal(out, usize::from(head.status));
     out.push(b' ');
     out.extend_from_slice(&bytes[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
@@ -259,7 +254,7 @@ pub(super) fn response_head(
     // `Connection`, or a duplicate, must not change the framing the client sees.
     if let Some(n) = head.content_length.filter(|_| !bodiless) {
         out.extend_from_slice(b"content-length: ");
-        anygate_http::server::push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));
+        push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));
         out.extend_from_slice(b"\r\n");
     }
     if chunked {

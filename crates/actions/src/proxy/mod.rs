@@ -341,11 +341,7 @@ impl Proxy {
                     return;
                 }
             };
-            let finished = match &framing {
-                ResponseFraming::Length(0) | ResponseFraming::None => true,
-                ResponseFraming::Chunked(d) => d.is_done(),
-                _ => false,
-            };
+            let finished = framing.is_finished();
             let span = if pass_chunked { piece.0 } else { piece.1 };
             let (bytes, timer) = leased.conn.piece(span);
             if finished && bytes.len() <= BUFFER_LAST_PIECE {
@@ -367,7 +363,6 @@ impl Proxy {
         {
             let mut conn = leased.conn;
             conn.reset();
-            conn.exchanges += 1;
             pool::checkin(conn, self.options.max_idle, self.options.idle_timeout);
         }
     }
@@ -438,27 +433,10 @@ impl Proxy {
     ) -> Result<(Leased, bool), ErrorKind> {
         // One deadline for the name lookup and the connect together.
         let deadline = clock.connect();
-        let resolved = {
-            // Almost always ready at once (cached): a timer only for a real lookup.
-            let mut lookup = pin!(target.host.addrs());
-            match poll_fn(|cx| Poll::Ready(lookup.as_mut().poll(cx))).await {
-                Poll::Ready(r) => r,
-                Poll::Pending => {
-                    let mut timer = time::sleep_until(deadline);
-                    poll_fn(|cx| {
-                        if let Poll::Ready(r) = lookup.as_mut().poll(cx) {
-                            return Poll::Ready(Some(r));
-                        }
-                        if std::pin::Pin::new(&mut timer).poll(cx).is_ready() {
-                            return Poll::Ready(None);
-                        }
-                        Poll::Pending
-                    })
-                    .await
-                    .ok_or_else(|| clock.kind(UpstreamError::ConnectTimeout))?
-                }
-            }
-        };
+        // Almost always ready at once (cached): `timeout_at` sets no timer then.
+        let resolved = time::timeout_at(deadline, target.host.addrs())
+            .await
+            .map_err(|_| clock.kind(UpstreamError::ConnectTimeout))?;
         if resolved.addrs.is_empty() {
             return Err(ErrorKind::UpstreamUnresolved);
         }
@@ -509,7 +487,7 @@ impl Proxy {
         if body.is_present() && body.expects_continue() {
             // Pass the expectation on: the upstream decides whether the body is wanted.
             let wait = clock.cap(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
-            match conn.read_head(head_request, usize::MAX, wait).await {
+            match conn.read_head(head_request, wait).await {
                 Ok(framing) if conn.head.status >= 200 => {
                     return Ok(Sent {
                         framing,
@@ -532,7 +510,7 @@ impl Proxy {
                 let wait =
                     clock.cap_quiet(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
                 for _ in 0..MAX_INTERIM {
-                    match conn.read_head(head_request, usize::MAX, wait).await {
+                    match conn.read_head(head_request, wait).await {
                         Ok(_) if conn.head.status < 200 => continue,
                         Ok(framing) => {
                             return Ok(Sent {
@@ -547,8 +525,7 @@ impl Proxy {
             return Err(e);
         }
         for _ in 0..MAX_INTERIM {
-            let framing =
-                watch_client(res, conn.read_head(head_request, usize::MAX, clock.read())).await?;
+            let framing = watch_client(res, conn.read_head(head_request, clock.read())).await?;
             let status = conn.head.status;
             if (100..200).contains(&status) && !(status == 101 && upgrade) {
                 // 100 without an expectation, 102, 103 (and a 101 nobody asked for is
@@ -625,7 +602,9 @@ async fn send_body(
         return Ok(());
     }
     let chunked = body.length().is_none();
-    let mut frame = [0u8; 18];
+    // A chunk's closing CRLF leaves with the next chunk's size line: one write per chunk.
+    let (mut frame, mut line) = ([0u8; 20], [0u8; 18]);
+    let mut first = true;
     loop {
         let data = match body.chunk().await {
             Ok(Some(d)) => d,
@@ -633,15 +612,23 @@ async fn send_body(
             Err(k) => return Err(Failure::Client(k)),
         };
         if chunked {
-            let n = chunk_size_line(data.len(), &mut frame);
-            conn.write(&frame[..n], data, clock.write()).await?;
-            conn.write(b"\r\n", &[], clock.write()).await?;
+            let at = if first { 0 } else { 2 };
+            frame[..2].copy_from_slice(b"\r\n");
+            let n = chunk_size_line(data.len(), &mut line);
+            frame[at..at + n].copy_from_slice(&line[..n]);
+            conn.write(&frame[..at + n], data, clock.write()).await?;
+            first = false;
         } else {
             conn.write(data, &[], clock.write()).await?;
         }
     }
     if chunked {
-        conn.write(b"0\r\n\r\n", &[], clock.write()).await?;
+        let end: &[u8] = if first {
+            b"0\r\n\r\n"
+        } else {
+            b"\r\n0\r\n\r\n"
+        };
+        conn.write(end, &[], clock.write()).await?;
     }
     Ok(())
 }

@@ -259,11 +259,6 @@ impl Response<'_> {
         self.stream
     }
 
-    /// Whether the request was `HEAD` (a body is never sent).
-    pub fn is_head(&self) -> bool {
-        self.head_only
-    }
-
     /// Sends `status` with a `content-type` (if any), extra header lines (each `name: value`
     /// ending in CRLF), and `body`.
     pub fn send(

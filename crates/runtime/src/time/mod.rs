@@ -334,13 +334,21 @@ impl std::error::Error for Elapsed {}
 /// Runs `future` for at most `duration`. The future is polled first, so one that is ready
 /// at once wins even with a zero duration.
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    timeout_at(now() + duration, future).await
+}
+
+/// Runs `future` until `deadline` at most. The future is polled first, and the timer is
+/// only created once it is pending: a future that is ready at once (a cached answer) costs
+/// no timer at all.
+pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
     let mut future = pin!(future);
-    let mut sleep = sleep(duration);
+    let mut sleep: Option<Sleep> = None;
     poll_fn(|cx| {
         if let Poll::Ready(v) = future.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        match Pin::new(&mut sleep).poll(cx) {
+        let sleep = sleep.get_or_insert_with(|| sleep_until(deadline));
+        match Pin::new(sleep).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
             Poll::Pending => Poll::Pending,
         }
