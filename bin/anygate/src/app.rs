@@ -8,7 +8,7 @@ use anygate_actions::{
     Echo, Fixed, HostMode, Proxy, ProxyOptions, Static, StaticOptions, Upstreams,
 };
 use anygate_config::Config;
-use anygate_http::{Body, ErrorKind, Request, Response, Service};
+use anygate_http::{ErrorKind, Exchange, Request, Service};
 use anygate_router::dsl::{Action, Scheme};
 use anygate_router::path::normalize;
 use anygate_router::{Lookup, Router};
@@ -100,13 +100,7 @@ impl App {
             .collect()
     }
 
-    async fn handle(
-        &self,
-        req: &Request<'_>,
-        body: &mut Body<'_>,
-        res: &mut Response<'_>,
-        body_buf: &mut Vec<u8>,
-    ) {
+    async fn handle(&self, req: &Request<'_>, res: &mut Exchange<'_>, body_buf: &mut Vec<u8>) {
         let Ok(path) = normalize(req.path()) else {
             return res.error(ErrorKind::BadPath, None, b"");
         };
@@ -116,16 +110,8 @@ impl App {
                 match &entry.action {
                     RouteAction::Fixed(f) => f.respond(res),
                     RouteAction::Echo(e) => {
-                        e.respond(
-                            req,
-                            &path,
-                            m.params.iter(),
-                            m.params.splat(),
-                            body,
-                            body_buf,
-                            res,
-                        )
-                        .await;
+                        e.respond(req, &path, m.params.iter(), m.params.splat(), res, body_buf)
+                            .await;
                     }
                     RouteAction::Static(s) => {
                         s.respond(req, &path, m.params.splat(), res, body_buf);
@@ -134,8 +120,7 @@ impl App {
                         // Boxed: the proxy's state machine is large, and inline it would
                         // grow every connection's task, idle ones included (one allocation
                         // per proxied request instead; measured by the idle-10k bench).
-                        Box::pin(p.respond(req, &path, m.params.splat(), body, res, body_buf))
-                            .await;
+                        Box::pin(p.respond(req, &path, m.params.splat(), res, body_buf)).await;
                     }
                     RouteAction::Unavailable => {
                         res.error(ErrorKind::NotImplemented, Some(&entry.label), b"");
@@ -250,14 +235,13 @@ impl Service for Live {
         &'a self,
         conn: &'a mut ConnState,
         req: &'a Request<'b>,
-        body: &'a mut Body<'b>,
-        res: &'a mut Response<'b>,
+        res: &'a mut Exchange<'b>,
     ) {
         let generation = self.generation.load(Ordering::Acquire);
         if generation != conn.generation {
             conn.app = self.current.load_full();
             conn.generation = generation;
         }
-        conn.app.handle(req, body, res, &mut conn.body_buf).await;
+        conn.app.handle(req, res, &mut conn.body_buf).await;
     }
 }

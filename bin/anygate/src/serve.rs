@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anygate_config::{Config, Workers};
 use anygate_http::server::accept_loop;
-use anygate_http::{Drain, Limits};
+use anygate_http::{Acceptor, Drain, Limits, Plain};
 use anygate_runtime::net::ListenerOptions;
 use anygate_runtime::signal::{Signal, Signals};
 use anygate_runtime::{Handle, Runtime, time};
@@ -53,8 +53,14 @@ pub fn limits(config: &Config) -> Limits {
 }
 
 impl Server {
-    /// Binds the listeners and starts serving `config`.
+    /// Binds the listeners and starts serving `config` over plain TCP.
     pub fn start(config: Config) -> io::Result<Self> {
+        Self::start_with(config, Arc::new(Plain))
+    }
+
+    /// Binds the listeners and starts serving `config`, each accepted connection prepared
+    /// by `acceptor` (a TLS handshake, or a test's transport).
+    pub fn start_with<A: Acceptor>(config: Config, acceptor: Arc<A>) -> io::Result<Self> {
         let workers = match config.server.workers {
             Workers::Count(n) => n,
             Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -86,6 +92,7 @@ impl Server {
                     }
                     rt.spawn(accept_loop(
                         listener,
+                        acceptor.clone(),
                         live.clone(),
                         limits.clone(),
                         drain.clone(),

@@ -13,7 +13,7 @@
 use anygate_http::h1::parse::Version;
 use anygate_http::json::{push_contents, push_string};
 use anygate_http::server::push_decimal;
-use anygate_http::{Body, Request, Response};
+use anygate_http::{Exchange, Request};
 use anygate_router::status;
 
 /// The echo action.
@@ -31,20 +31,18 @@ impl Echo {
 
     /// Reads the body (keeping its prefix in `body_buf`) and writes the JSON response.
     /// `path` is the normalised path; `params` and `splat` come from the route match.
-    #[allow(clippy::too_many_arguments)]
     pub async fn respond<'p>(
         &self,
         req: &Request<'_>,
         path: &[u8],
         params: impl Iterator<Item = (&'p str, &'p [u8])>,
         splat: Option<&[u8]>,
-        body: &mut Body<'_>,
+        res: &mut Exchange<'_>,
         body_buf: &mut Vec<u8>,
-        res: &mut Response<'_>,
     ) {
         body_buf.clear();
         loop {
-            match body.chunk().await {
+            match res.body_chunk().await {
                 Ok(Some(data)) => {
                     let room = self.max_body.saturating_sub(body_buf.len());
                     body_buf.extend_from_slice(&data[..data.len().min(room)]);
@@ -53,7 +51,7 @@ impl Echo {
                 Err(kind) => return res.error(kind, None, b""),
             }
         }
-        let total = body.received();
+        let total = res.body_received();
         let out = res.scratch();
         out.extend_from_slice(b"{\"method\":");
         push_string(out, req.method());

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anygate_http::Response;
+use anygate_http::Exchange;
 use anygate_http::server::{push_decimal, push_status_line};
 use anygate_router::dsl;
 use anygate_router::status;
@@ -52,7 +52,7 @@ impl Fixed {
     }
 
     /// Writes the response.
-    pub fn respond(&self, res: &mut Response<'_>) {
+    pub fn respond(&self, res: &mut Exchange<'_>) {
         res.send_prebuilt_shared(self.status, &self.head, &self.body);
     }
 }

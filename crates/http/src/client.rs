@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anygate_runtime::net::TcpStream;
 use anygate_runtime::time::{self, Sleep};
+use anygate_runtime::transport::Transport;
 
 use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
@@ -120,10 +121,10 @@ pub struct ResponseHead {
     pub len: usize,
 }
 
-/// One connection to an upstream.
+/// One connection to an upstream, over any [`Transport`] (plain TCP by default).
 #[derive(Debug)]
-pub struct UpstreamConn {
-    stream: TcpStream,
+pub struct UpstreamConn<T = TcpStream> {
+    stream: T,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -141,7 +142,7 @@ pub struct UpstreamConn {
     pub addr: SocketAddr,
 }
 
-impl UpstreamConn {
+impl UpstreamConn<TcpStream> {
     /// Connects to `addr` before `deadline`.
     pub async fn connect(addr: SocketAddr, deadline: Instant) -> Result<Self, UpstreamError> {
         let stream = match time::timeout_at(deadline, TcpStream::connect(addr)).await {
@@ -150,27 +151,38 @@ impl UpstreamConn {
             Err(_) => return Err(UpstreamError::ConnectTimeout),
         };
         let _ = stream.set_nodelay(true);
-        Ok(Self {
+        Ok(Self::new(stream, addr))
+    }
+}
+
+impl<T: Transport> UpstreamConn<T> {
+    /// A connection over `stream`, already connected to `addr` (a TLS stream after its
+    /// handshake, say).
+    pub fn new(stream: T, addr: SocketAddr) -> Self {
+        let now = time::now();
+        Self {
             stream,
             buf: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
             head_at: 0,
-            timer: time::sleep_until(deadline),
-            relay_timer: time::sleep_until(deadline),
+            timer: time::sleep_until(now),
+            relay_timer: time::sleep_until(now),
             head: ResponseHead::default(),
             idle_until: time::now(),
             addr,
-        })
+        }
     }
 
     /// Whether the connection still looks usable after resting in a pool: nothing to read
     /// (a close, a reset or stray bytes all make it unusable). One non-blocking peek.
     /// The peek is a real `recv(MSG_PEEK)`, not the reactor's cached readiness: a close that
-    /// arrived since the worker last looked must be seen.
-    pub fn is_reusable(&self) -> bool {
+    /// arrived since the worker last looked must be seen. A transport that cannot peek is
+    /// taken as usable (the one retry on a dead reused connection covers it).
+    pub fn is_reusable(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(self.stream.peek_now(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(self.stream.peek_now(&mut byte), Err(e)
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported))
     }
 
     /// Prepares for a new exchange (the previous one was read to its end).
@@ -187,7 +199,7 @@ impl UpstreamConn {
         second: &[u8],
         deadline: Instant,
     ) -> Result<(), UpstreamError> {
-        if writev_all_until(&self.stream, [first, second], &mut self.timer, deadline).await {
+        if writev_all_until(&mut self.stream, [first, second], &mut self.timer, deadline).await {
             return Ok(());
         }
         if time::now() >= deadline {
@@ -316,11 +328,16 @@ impl UpstreamConn {
     /// Protocols`), starting with `client_pending` (sent by the client after its head) and
     /// whatever the upstream sent after its head, until both sides close, either fails or
     /// nothing moves for `idle`.
-    pub async fn tunnel(&mut self, client: &TcpStream, client_pending: &[u8], idle: Duration) {
+    pub async fn tunnel<C: Transport + ?Sized>(
+        &mut self,
+        client: &mut C,
+        client_pending: &[u8],
+        idle: Duration,
+    ) {
         let deadline = time::now() + idle;
         let upstream_pending = &self.buf[self.start..self.end];
         if !writev_all_until(
-            &self.stream,
+            &mut self.stream,
             [client_pending, &[]],
             &mut self.timer,
             deadline,
@@ -334,7 +351,7 @@ impl UpstreamConn {
         let mut client_buf = vec![0u8; 16 * 1024];
         tunnel(
             client,
-            &self.stream,
+            &mut self.stream,
             &mut client_buf,
             &mut self.buf,
             &mut self.timer,
@@ -353,7 +370,7 @@ impl UpstreamConn {
     async fn read(&mut self, deadline: Instant) -> Result<usize, UpstreamError> {
         let end = self.end;
         match read_until(
-            &self.stream,
+            &mut self.stream,
             &mut self.buf[end..],
             &mut self.timer,
             deadline,
@@ -501,9 +518,9 @@ struct Half<'a> {
 /// Relays bytes both ways between `a` and `b` until both sides have closed (a close is
 /// passed on as a half-close), either fails, or nothing moves for `idle`. `a_buf` and
 /// `b_buf` hold what each side reads.
-async fn tunnel(
-    a: &TcpStream,
-    b: &TcpStream,
+async fn tunnel<A: Transport + ?Sized, B: Transport + ?Sized>(
+    a: &mut A,
+    b: &mut B,
     a_buf: &mut [u8],
     b_buf: &mut [u8],
     timer: &mut Sleep,
@@ -526,8 +543,11 @@ async fn tunnel(
     poll_fn(|cx| {
         loop {
             let mut moved = false;
-            for (half, src, dst) in [(&mut from_a, a, b), (&mut from_b, b, a)] {
-                match pump(half, src, dst, cx) {
+            for pumped in [
+                pump(&mut from_a, &mut *a, &mut *b, cx),
+                pump(&mut from_b, &mut *b, &mut *a, cx),
+            ] {
+                match pumped {
                     Pump::Failed => return Poll::Ready(()),
                     Pump::Moved => moved = true,
                     Pump::Waiting => {}
@@ -558,10 +578,10 @@ enum Pump {
 }
 
 /// Moves what it can from `src` to `dst` without waiting.
-fn pump(
+fn pump<S: Transport + ?Sized, D: Transport + ?Sized>(
     half: &mut Half<'_>,
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &mut S,
+    dst: &mut D,
     cx: &mut std::task::Context<'_>,
 ) -> Pump {
     let mut moved = false;
@@ -569,7 +589,9 @@ fn pump(
         match src.poll_read(cx, half.buf) {
             Poll::Ready(Ok(0)) => {
                 half.eof = true;
-                let _ = dst.shutdown(std::net::Shutdown::Write);
+                // A half-close passed on; a transport that needs more (a TLS close_notify
+                // still to flush) finishes it with its later polls.
+                let _ = dst.poll_shutdown(cx);
                 moved = true;
             }
             Poll::Ready(Ok(n)) => {
@@ -590,6 +612,9 @@ fn pump(
                 moved = true;
             }
             Poll::Pending => {}
+        }
+        if half.start == half.end && matches!(dst.poll_flush(cx), Poll::Ready(Err(_))) {
+            return Pump::Failed;
         }
     }
     if moved { Pump::Moved } else { Pump::Waiting }

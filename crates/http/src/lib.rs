@@ -40,4 +40,4 @@ pub mod server;
 
 pub use error::ErrorKind;
 pub use limits::Limits;
-pub use server::{Body, Drain, Request, Response, Service};
+pub use server::{Acceptor, Drain, Exchange, Plain, Request, Service};

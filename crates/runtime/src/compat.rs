@@ -2,62 +2,20 @@
 //!
 //! `h2` drives its connection through tokio's `AsyncRead`/`AsyncWrite` traits and needs
 //! nothing else from tokio: no executor, no reactor, no timers. [`TokioIo`] implements those
-//! two traits over any [`AsyncStream`] of this runtime (today [`TcpStream`]; the TLS stream
-//! later), so the rest of AnyGate never names a tokio type. The `tokio` dependency is built
+//! two traits over any [`Transport`] of this runtime (today [`TcpStream`](crate::net::TcpStream); the
+//! TLS stream later), so the rest of AnyGate never names a tokio type. The `tokio` dependency is built
 //! with default features off: it contributes the trait definitions and `ReadBuf`, and no
 //! runtime.
 //!
 //! Readiness, wake-ups and `WouldBlock` handling are the runtime's own (see
-//! [`crate::reactor`]); the adapter only translates calls. `poll_flush` is a no-op because
-//! runtime streams do not buffer writes.
+//! [`crate::reactor`]); the adapter only translates calls, `poll_flush` included (a TLS stream
+//! buffers its records).
 
 use std::io::{self, IoSlice};
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use crate::net::TcpStream;
-
-/// A byte stream of this runtime: what [`TokioIo`] needs.
-pub trait AsyncStream {
-    /// Polls a read into `buf`.
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
-    /// Polls a write of `buf`.
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
-    /// Polls a vectored write.
-    fn poll_writev(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>>;
-    /// Closes the write side.
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-}
-
-impl AsyncStream for TcpStream {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        TcpStream::poll_read(self, cx, buf)
-    }
-
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        TcpStream::poll_write(self, cx, buf)
-    }
-
-    fn poll_writev(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        TcpStream::poll_writev(self, cx, bufs)
-    }
-
-    fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(match self.shutdown(Shutdown::Write) {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        })
-    }
-}
+use crate::transport::Transport;
 
 /// A runtime stream seen through tokio's I/O traits.
 #[derive(Debug)]
@@ -82,7 +40,7 @@ impl<T> TokioIo<T> {
     }
 }
 
-impl<T: AsyncStream + Unpin> tokio::io::AsyncRead for TokioIo<T> {
+impl<T: Transport> tokio::io::AsyncRead for TokioIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -95,7 +53,7 @@ impl<T: AsyncStream + Unpin> tokio::io::AsyncRead for TokioIo<T> {
     }
 }
 
-impl<T: AsyncStream + Unpin> tokio::io::AsyncWrite for TokioIo<T> {
+impl<T: Transport> tokio::io::AsyncWrite for TokioIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -116,8 +74,8 @@ impl<T: AsyncStream + Unpin> tokio::io::AsyncWrite for TokioIo<T> {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().inner.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -74,6 +74,7 @@ pub mod sync {
     pub use crate::util::atomic_waker::AtomicWaker;
 }
 pub mod time;
+pub mod transport;
 
 pub use runtime::{Builder, Handle, Runtime, spawn, worker_index};
 pub use sys::raise_fd_limit;

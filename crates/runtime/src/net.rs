@@ -240,7 +240,12 @@ impl TcpStream {
 
     /// Waits until the socket is readable (or closed, or in error).
     pub async fn readable(&self) -> io::Result<()> {
-        poll_fn(|cx| self.reg.poll_ready(cx, Direction::Read).map(|_| Ok(()))).await
+        poll_fn(|cx| self.poll_read_ready(cx)).await
+    }
+
+    /// Polls until the socket is readable (or closed, or in error).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.reg.poll_ready(cx, Direction::Read).map(|_| Ok(()))
     }
 
     /// Waits until the socket is writable (or closed, or in error).

@@ -9,3 +9,4 @@ mod proxy;
 mod scenarios;
 mod static_files;
 mod support;
+mod transport;

@@ -141,11 +141,11 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
     Some(seen)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+pub fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 64 * 1024];
     match stream.read(&mut chunk) {
         Ok(0) | Err(_) => false,

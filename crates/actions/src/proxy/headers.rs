@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use anygate_http::client::ResponseHead;
 use anygate_http::h1::parse::Version;
 use anygate_http::server::push_decimal;
-use anygate_http::{Body, Request};
+use anygate_http::{Exchange, Request};
 
 use super::ProxyOptions;
 
@@ -95,7 +95,7 @@ pub(super) fn request_head(
     req: &Request<'_>,
     options: &ProxyOptions,
     authority: &str,
-    body: &Body<'_>,
+    body: &Exchange<'_>,
     upgrade: Option<&[u8]>,
 ) {
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
@@ -149,12 +149,12 @@ pub(super) fn request_head(
         // After an incoming `Via` field: a later field continues the list.
         out.extend_from_slice(b"via: 1.1 anygate\r\n");
     }
-    if !body.is_present() && req.header(b"content-length").is_some() {
+    if !body.body_present() && req.header(b"content-length").is_some() {
         // `Content-Length: 0`: some upstreams want a length on POST and PUT.
         out.extend_from_slice(b"content-length: 0\r\n");
     }
-    if body.is_present() {
-        match body.length() {
+    if body.body_present() {
+        match body.body_length() {
             Some(n) => {
                 out.extend_from_slice(b"content-length: ");
                 push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));

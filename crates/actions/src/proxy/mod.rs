@@ -31,16 +31,14 @@ mod headers;
 mod pool;
 
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anygate_http::client::{ResponseFraming, UpstreamConn, UpstreamError, keeps_connection};
 use anygate_http::h1::chunked::chunk_size_line;
-use anygate_http::{Body, ErrorKind, Request, Response};
+use anygate_http::{ErrorKind, Exchange, Request};
 use anygate_router::dsl::PathPattern;
 use anygate_router::dsl::ProxyTarget;
 use anygate_runtime::time;
@@ -271,8 +269,7 @@ impl Proxy {
         req: &Request<'_>,
         path: &[u8],
         splat: Option<&[u8]>,
-        body: &mut Body<'_>,
-        res: &mut Response<'_>,
+        res: &mut Exchange<'_>,
         scratch: &mut Vec<u8>,
     ) {
         let clock = Clock {
@@ -292,9 +289,9 @@ impl Proxy {
             splat,
             req.query(),
         );
-        headers::request_head(scratch, req, &self.options, &self.authority, body, upgrade);
+        headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
         let outcome = self
-            .exchange(req, scratch, body, res, &clock, upgrade.is_some())
+            .exchange(req, scratch, res, &clock, upgrade.is_some())
             .await;
         scratch.clear();
         let (mut leased, sent) = match outcome {
@@ -310,13 +307,13 @@ impl Proxy {
             if upgrade.is_none() {
                 return self.fail(res, ErrorKind::UpstreamInvalid);
             }
-            return self.tunnel(leased, body, res, scratch).await;
+            return self.tunnel(leased, res, scratch).await;
         }
         let client_h11 = req.version() == anygate_http::h1::parse::Version::H11;
         let pass_chunked = client_h11 && matches!(framing, ResponseFraming::Chunked(_));
         if matches!(framing, ResponseFraming::UntilClose)
             || (matches!(framing, ResponseFraming::Chunked(_)) && !pass_chunked)
-            || !body.is_done()
+            || !res.body_done()
         {
             // The body ends with the connection, or the upstream answered before the
             // request body was all read (the rest is not worth reading).
@@ -359,7 +356,7 @@ impl Proxy {
         if reusable
             && keeps_connection(&leased.conn.head, &framing)
             && !leased.conn.has_extra()
-            && body.is_done()
+            && res.body_done()
         {
             let mut conn = leased.conn;
             conn.reset();
@@ -367,7 +364,7 @@ impl Proxy {
         }
     }
 
-    fn fail(&self, res: &mut Response<'_>, kind: ErrorKind) {
+    fn fail(&self, res: &mut Exchange<'_>, kind: ErrorKind) {
         if kind == ErrorKind::ClientClosed {
             res.close();
         }
@@ -380,8 +377,7 @@ impl Proxy {
         &self,
         req: &Request<'_>,
         head: &[u8],
-        body: &mut Body<'_>,
-        res: &mut Response<'_>,
+        res: &mut Exchange<'_>,
         clock: &Clock<'_>,
         upgrade: bool,
     ) -> Result<(Leased, Sent), ErrorKind> {
@@ -393,10 +389,7 @@ impl Proxy {
         let mut fresh_only = false;
         loop {
             let (mut leased, reused) = self.connection(&target, clock, fresh_only).await?;
-            match self
-                .send(&mut leased, req, head, body, res, clock, upgrade)
-                .await
-            {
+            match self.send(&mut leased, req, head, res, clock, upgrade).await {
                 Ok(sent) => return Ok((leased, sent)),
                 Err(e) => {
                     // A reused connection that turns out dead: the upstream closed it as we
@@ -410,7 +403,7 @@ impl Proxy {
                         }
                         _ => false,
                     };
-                    if reused && !fresh_only && retry && body.received() == 0 {
+                    if reused && !fresh_only && retry && res.body_received() == 0 {
                         fresh_only = true;
                         continue;
                     }
@@ -443,7 +436,7 @@ impl Proxy {
         let slot = Slot::take(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
         if !fresh_only && self.options.max_idle > 0 {
             for &addr in &resolved.addrs {
-                while let Some(conn) = pool::checkout(addr) {
+                while let Some(mut conn) = pool::checkout(addr) {
                     if conn.is_reusable() {
                         return Ok((Leased { conn, _slot: slot }, true));
                     }
@@ -464,14 +457,12 @@ impl Proxy {
     }
 
     /// Writes the request and its body, reads the response head.
-    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         leased: &mut Leased,
         req: &Request<'_>,
         head: &[u8],
-        body: &mut Body<'_>,
-        res: &mut Response<'_>,
+        res: &mut Exchange<'_>,
         clock: &Clock<'_>,
         upgrade: bool,
     ) -> Result<Sent, Failure> {
@@ -484,7 +475,7 @@ impl Proxy {
                 e => Failure::Upstream(e),
             })?;
         let mut reusable = true;
-        if body.is_present() && body.expects_continue() {
+        if res.body_present() && res.expects_continue() {
             // Pass the expectation on: the upstream decides whether the body is wanted.
             let wait = clock.cap(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
             match conn.read_head(head_request, wait).await {
@@ -503,7 +494,7 @@ impl Proxy {
                 Err(e) => return Err(e.into()),
             }
         }
-        if let Err(e) = send_body(conn, body, clock).await {
+        if let Err(e) = send_body(conn, res, clock).await {
             // The upstream may have answered already (413, 401, ...) and stopped reading or
             // closed: relay its answer if there is one (after any interim ones).
             if let Failure::Upstream(UpstreamError::Reset | UpstreamError::WriteTimeout) = e {
@@ -545,13 +536,7 @@ impl Proxy {
     }
 
     /// Relays `101 Switching Protocols`, then bytes both ways.
-    async fn tunnel(
-        &self,
-        mut leased: Leased,
-        body: &mut Body<'_>,
-        res: &mut Response<'_>,
-        scratch: &mut Vec<u8>,
-    ) {
+    async fn tunnel(&self, mut leased: Leased, res: &mut Exchange<'_>, scratch: &mut Vec<u8>) {
         headers::response_head(
             scratch,
             leased.conn.head_bytes(),
@@ -561,17 +546,15 @@ impl Proxy {
         );
         res.start_stream(101, scratch);
         scratch.clear();
-        res.close();
-        if !res
-            .write_body(&[], leased.conn.relay_timer(), self.options.write_timeout)
+        let Some(client) = res
+            .upgrade(leased.conn.relay_timer(), self.options.write_timeout)
             .await
-        {
+        else {
             return;
-        }
-        let pending = body.take_buffered();
+        };
         leased
             .conn
-            .tunnel(res.connection(), pending, self.options.read_timeout)
+            .tunnel(client.io, client.pending, self.options.read_timeout)
             .await;
     }
 }
@@ -595,18 +578,18 @@ impl From<UpstreamError> for Failure {
 /// Streams the request body: `Content-Length` bodies as they are, chunked ones re-framed.
 async fn send_body(
     conn: &mut UpstreamConn,
-    body: &mut Body<'_>,
+    body: &mut Exchange<'_>,
     clock: &Clock<'_>,
 ) -> Result<(), Failure> {
-    if !body.is_present() {
+    if !body.body_present() {
         return Ok(());
     }
-    let chunked = body.length().is_none();
+    let chunked = body.body_length().is_none();
     // A chunk's closing CRLF leaves with the next chunk's size line: one write per chunk.
     let (mut frame, mut line) = ([0u8; 20], [0u8; 18]);
     let mut first = true;
     loop {
-        let data = match body.chunk().await {
+        let data = match body.body_chunk().await {
             Ok(Some(d)) => d,
             Ok(None) => break,
             Err(k) => return Err(Failure::Client(k)),
@@ -633,36 +616,15 @@ async fn send_body(
     Ok(())
 }
 
-/// Runs `fut` (waiting for the upstream) while watching the client's socket: if the client
-/// closes, the exchange is abandoned (the upstream connection is then dropped, which
-/// cancels the upstream's work).
-async fn watch_client<F>(res: &Response<'_>, fut: F) -> Result<ResponseFraming, Failure>
+/// Runs `fut` (waiting for the upstream) while watching the client: if the client closes,
+/// the exchange is abandoned (the upstream connection is then dropped, which cancels the
+/// upstream's work).
+async fn watch_client<F>(res: &mut Exchange<'_>, fut: F) -> Result<ResponseFraming, Failure>
 where
     F: Future<Output = Result<ResponseFraming, UpstreamError>>,
 {
-    let mut fut = pin!(fut);
-    let client = res.connection();
-    let mut watching = true;
-    let mut byte = [0u8; 1];
-    poll_fn(|cx| {
-        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-            return Poll::Ready(r.map_err(Failure::from));
-        }
-        if watching {
-            match client.poll_peek(cx, &mut byte) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(Failure::Client(ErrorKind::ClientClosed)));
-                }
-                Poll::Ready(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                    return Poll::Ready(Err(Failure::Client(ErrorKind::ClientClosed)));
-                }
-                // Bytes of a next request: the client is there; stop looking (the data
-                // would keep the socket readable).
-                Poll::Ready(_) => watching = false,
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await
+    match res.unless_client_gone(fut).await {
+        Some(r) => r.map_err(Failure::from),
+        None => Err(Failure::Client(ErrorKind::ClientClosed)),
+    }
 }

@@ -7,14 +7,14 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use anygate_http::{ErrorKind, Response};
+use anygate_http::{ErrorKind, Exchange};
 use anygate_router::path::is_unreserved;
 
 /// Most entries listed.
 const MAX: usize = 10_000;
 
 /// Answers with the listing of the open directory `dir`, whose request path is `path`.
-pub fn respond(dir: &File, path: &[u8], res: &mut Response<'_>, buf: &mut Vec<u8>) {
+pub fn respond(dir: &File, path: &[u8], res: &mut Exchange<'_>, buf: &mut Vec<u8>) {
     let Ok(read) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return res.error(ErrorKind::FileError, None, b"");
     };

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anygate_http::server::{FileBody, push_decimal, push_status_line};
-use anygate_http::{ErrorKind, Request, Response, date};
+use anygate_http::{ErrorKind, Exchange, Request, date};
 
 use self::cache::{CacheKind, Found, Miss, Policy, Variant};
 use self::encoding::Accept;
@@ -114,7 +114,7 @@ impl Static {
         req: &Request<'_>,
         path: &[u8],
         rest: Option<&[u8]>,
-        res: &mut Response<'_>,
+        res: &mut Exchange<'_>,
         buf: &mut Vec<u8>,
     ) {
         let exact = rest.is_none();
@@ -179,7 +179,7 @@ impl Static {
             path,
         }: Dir<'_>,
         req: &Request<'_>,
-        res: &mut Response<'_>,
+        res: &mut Exchange<'_>,
         buf: &mut Vec<u8>,
     ) {
         if !slash {
@@ -224,7 +224,7 @@ impl Static {
         key: &mut Vec<u8>,
         rel_at: usize,
         req: &Request<'_>,
-        res: &mut Response<'_>,
+        res: &mut Exchange<'_>,
         buf: &mut Vec<u8>,
     ) {
         for name in &self.options.index {
@@ -243,7 +243,7 @@ impl Static {
         c: &mut cache::Cache,
         key: &[u8],
         req: &Request<'_>,
-        res: &mut Response<'_>,
+        res: &mut Exchange<'_>,
         buf: &mut Vec<u8>,
         fallback: bool,
     ) {

@@ -1,4 +1,6 @@
-//! Reads and writes bounded by a deadline, on the connection's one reusable timer.
+//! Reads and writes bounded by a deadline, on the connection's one reusable timer, over any
+//! [`Transport`]. Every write helper flushes before it reports success (a transport may
+//! buffer), and a file body falls back to reads and writes where `sendfile` is missing.
 
 use std::fs::File;
 use std::future::{Future, poll_fn};
@@ -7,8 +9,8 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use anygate_runtime::net::TcpStream;
 use anygate_runtime::time::{self, Sleep};
+use anygate_runtime::transport::Transport;
 
 use crate::server::Drain;
 use crate::server::response::FileBody;
@@ -57,8 +59,8 @@ pub(crate) fn expired(
 }
 
 /// Reads into `buf` until data, end of stream, the deadline or (with `drain`) a shutdown.
-pub(crate) async fn read_until(
-    stream: &TcpStream,
+pub(crate) async fn read_until<T: Transport + ?Sized>(
+    stream: &mut T,
     buf: &mut [u8],
     timer: &mut Sleep,
     deadline: Instant,
@@ -89,19 +91,18 @@ pub(crate) async fn read_until(
 
 /// Waits until the socket is readable (`Data(0)`), the deadline passes or a shutdown
 /// begins, without a buffer: an idle connection holds none.
-pub(crate) async fn readable_until(
-    stream: &TcpStream,
+pub(crate) async fn readable_until<T: Transport + ?Sized>(
+    stream: &mut T,
     timer: &mut Sleep,
     deadline: Instant,
     drain: &Drain,
 ) -> ReadOutcome {
     arm(timer, deadline);
-    let mut ready = std::pin::pin!(stream.readable());
     poll_fn(|cx| {
         if drain.is_draining() {
             return Poll::Ready(ReadOutcome::Draining);
         }
-        match ready.as_mut().poll(cx) {
+        match stream.poll_read_ready(cx) {
             Poll::Ready(Ok(())) => return Poll::Ready(ReadOutcome::Data(0)),
             Poll::Ready(Err(_)) => return Poll::Ready(ReadOutcome::Error),
             Poll::Pending => {}
@@ -117,7 +118,10 @@ pub(crate) async fn readable_until(
 
 /// One read that does not wait: `Some(n)` (0 at the end of the stream or on an error), or
 /// `None` when it would block (the socket's readiness is then cleared).
-pub(crate) async fn try_read(stream: &TcpStream, buf: &mut [u8]) -> Option<usize> {
+pub(crate) async fn try_read<T: Transport + ?Sized>(
+    stream: &mut T,
+    buf: &mut [u8],
+) -> Option<usize> {
     poll_fn(|cx| {
         Poll::Ready(match stream.poll_read(cx, buf) {
             Poll::Ready(Ok(n)) => Some(n),
@@ -144,8 +148,8 @@ fn write_stalled(
 }
 
 /// Writes all of `bufs` (in order) before the deadline; `false` on timeout or error.
-pub(crate) async fn writev_all_until(
-    stream: &TcpStream,
+pub(crate) async fn writev_all_until<T: Transport + ?Sized>(
+    stream: &mut T,
     bufs: [&[u8]; 2],
     timer: &mut Sleep,
     deadline: Instant,
@@ -155,8 +159,8 @@ pub(crate) async fn writev_all_until(
 
 /// Writes all of `bufs` (in order), allowing `timeout` between two writes that make
 /// progress (a long body to a slow but live peer is fine); `false` on timeout or error.
-pub(crate) async fn writev_progress(
-    stream: &TcpStream,
+pub(crate) async fn writev_progress<T: Transport + ?Sized>(
+    stream: &mut T,
     bufs: [&[u8]; 2],
     timer: &mut Sleep,
     timeout: Duration,
@@ -164,8 +168,8 @@ pub(crate) async fn writev_progress(
     writev_all(stream, bufs, timer, time::now() + timeout, Some(timeout)).await
 }
 
-async fn writev_all(
-    stream: &TcpStream,
+async fn writev_all<T: Transport + ?Sized>(
+    stream: &mut T,
     bufs: [&[u8]; 2],
     timer: &mut Sleep,
     mut deadline: Instant,
@@ -199,14 +203,46 @@ async fn writev_all(
                 Poll::Pending => return write_stalled(timer, deadline, cx),
             }
         }
-        Poll::Ready(true)
+        poll_flushed(stream, timer, deadline, cx)
+    })
+    .await
+}
+
+/// Polls a flush: `Ready(true)` once everything written has left, `Ready(false)` on an
+/// error or once the deadline has passed.
+fn poll_flushed<T: Transport + ?Sized>(
+    stream: &mut T,
+    timer: &mut Sleep,
+    deadline: Instant,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<bool> {
+    match stream.poll_flush(cx) {
+        Poll::Ready(r) => Poll::Ready(r.is_ok()),
+        Poll::Pending => write_stalled(timer, deadline, cx),
+    }
+}
+
+/// Closes the write side of `stream` (after a flush), within `deadline`; `false` when that
+/// failed or timed out.
+pub(crate) async fn shutdown_until<T: Transport + ?Sized>(
+    stream: &mut T,
+    timer: &mut Sleep,
+    deadline: Instant,
+) -> bool {
+    arm(timer, deadline);
+    poll_fn(|cx| match poll_flushed(stream, timer, deadline, cx) {
+        Poll::Ready(true) => match stream.poll_shutdown(cx) {
+            Poll::Ready(r) => Poll::Ready(r.is_ok()),
+            Poll::Pending => write_stalled(timer, deadline, cx),
+        },
+        other => other,
     })
     .await
 }
 
 /// Writes all of `buf` before the deadline; `false` on timeout or error.
-pub(crate) async fn write_all_until(
-    stream: &TcpStream,
+pub(crate) async fn write_all_until<T: Transport + ?Sized>(
+    stream: &mut T,
     buf: &[u8],
     timer: &mut Sleep,
     deadline: Instant,
@@ -214,16 +250,19 @@ pub(crate) async fn write_all_until(
     writev_all_until(stream, [buf, &[]], timer, deadline).await
 }
 
-/// Writes `head`, then `body` (its parts sent with `sendfile`), allowing `timeout` between
-/// two writes that make progress. `false` on timeout, error, or a file shorter than
-/// promised.
-pub(crate) async fn write_file_body(
-    stream: &TcpStream,
+/// Writes `head`, then `body` (its parts sent with `sendfile`, or read and written where the
+/// transport has no `sendfile`), allowing `timeout` between two writes that make progress.
+/// `false` on timeout, error, or a file shorter than promised.
+pub(crate) async fn write_file_body<T: Transport + ?Sized>(
+    stream: &mut T,
     head: &[u8],
     body: &FileBody,
     timer: &mut Sleep,
     timeout: Duration,
 ) -> bool {
+    if !stream.can_sendfile() {
+        return copy_file_parts(stream, head, body, timer, timeout).await;
+    }
     // Corked, the head joins the file's first segment and partial segments wait for the
     // next transfer; uncorking at the end pushes the tail out.
     let _ = stream.set_cork(true);
@@ -232,8 +271,8 @@ pub(crate) async fn write_file_body(
     ok
 }
 
-async fn write_file_parts(
-    stream: &TcpStream,
+async fn write_file_parts<T: Transport + ?Sized>(
+    stream: &mut T,
     head: &[u8],
     body: &FileBody,
     timer: &mut Sleep,
@@ -254,9 +293,50 @@ async fn write_file_parts(
     writev_all_until(stream, [head, &body.trailer], timer, deadline).await
 }
 
+/// The fallback of [`write_file_body`]: each part read from the file into a pooled buffer
+/// and written (page-cache reads: the file is already open, as for `sendfile`).
+async fn copy_file_parts<T: Transport + ?Sized>(
+    stream: &mut T,
+    head: &[u8],
+    body: &FileBody,
+    timer: &mut Sleep,
+    timeout: Duration,
+) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut buf = super::pool::take_input(COPY_CHUNK);
+    let ok = 'parts: {
+        let mut head = head;
+        for part in &body.parts {
+            if !writev_progress(stream, [head, &part.before], timer, timeout).await {
+                break 'parts false;
+            }
+            head = &[];
+            let (mut offset, mut left) = (part.offset, part.len);
+            while left > 0 {
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let n = match body.file.read_at(&mut buf[..want], offset) {
+                    Ok(0) | Err(_) => break 'parts false,
+                    Ok(n) => n,
+                };
+                if !writev_progress(stream, [&buf[..n], &[]], timer, timeout).await {
+                    break 'parts false;
+                }
+                offset += n as u64;
+                left -= n as u64;
+            }
+        }
+        writev_progress(stream, [head, &body.trailer], timer, timeout).await
+    };
+    super::pool::give_input(buf);
+    ok
+}
+
+/// What [`copy_file_parts`] reads at a time.
+const COPY_CHUNK: usize = 16 * 1024;
+
 /// Sends `len` bytes of `file` from `offset`; the deadline moves with each transfer.
-async fn sendfile_all(
-    stream: &TcpStream,
+async fn sendfile_all<T: Transport + ?Sized>(
+    stream: &mut T,
     file: &File,
     mut offset: u64,
     mut len: u64,

@@ -17,10 +17,19 @@
 //! their responses leave in one `write`. A connection owns everything it uses: its buffers
 //! and its one timer (reset in place for each deadline) are allocated when it opens and
 //! reused for every request.
+//!
+//! # Transports and acceptors
+//!
+//! The driver runs over any [`Transport`]: [`accept_loop`] hands each accepted TCP
+//! connection to an [`Acceptor`] (in the connection's own task, so a slow handshake never
+//! holds the accept loop), which returns the stream to serve and what it learnt (TLS facts,
+//! the protocol chosen). [`Plain`] serves the TCP stream as it is. A handler sees the
+//! connection only through its [`Exchange`].
 
 mod body;
+mod exchange;
 pub(crate) mod io;
-mod pool;
+pub(crate) mod pool;
 mod response;
 
 use std::future::{Future, poll_fn};
@@ -35,16 +44,18 @@ use anygate_runtime::Handle;
 use anygate_runtime::net::{TcpListener, TcpStream};
 use anygate_runtime::sync::AtomicWaker;
 use anygate_runtime::time::{self, Sleep};
+use anygate_runtime::transport::Transport;
 
-pub use self::body::Body;
+use self::body::BodyState;
+pub use self::exchange::{Exchange, Upgraded};
 use self::response::Tail;
-pub use self::response::{COPY_LIMIT, FileBody, Response, push_decimal, push_status_line};
+pub use self::response::{COPY_LIMIT, FileBody, push_decimal, push_status_line};
 use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::{self, Framing, Head, Parse, Version};
 use crate::limits::Limits;
 use crate::{date, request_id};
-use io::{ReadOutcome, read_until, readable_until, try_read, writev_all_until};
+use io::{ReadOutcome, read_until, readable_until, shutdown_until, try_read, writev_all_until};
 
 /// Initial size of a connection's input buffer; it grows (up to `max_head`) only for a
 /// larger request head.
@@ -77,15 +88,79 @@ pub trait Service: Send + Sync + 'static {
     /// Called when a connection opens.
     fn connect(&self) -> Self::Conn;
 
-    /// Answers one request: must write exactly one response into `res` (the driver sends a
-    /// 500 if it does not). It may read `body`; what it leaves is discarded.
+    /// Answers one request: must write exactly one response into `ex` (the driver sends a
+    /// 500 if it does not). It may read the body; what it leaves is discarded.
     fn call<'a, 'b: 'a>(
         &'a self,
         conn: &'a mut Self::Conn,
         req: &'a Request<'b>,
-        body: &'a mut Body<'b>,
-        res: &'a mut Response<'b>,
+        ex: &'a mut Exchange<'b>,
     ) -> impl Future<Output = ()> + Send + 'a;
+}
+
+/// What a TLS handshake established about a connection (filled by the TLS acceptor; `None`
+/// on a plain connection).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The server name the client asked for (SNI).
+    pub server_name: Option<Box<str>>,
+    /// The application protocol agreed by ALPN.
+    pub alpn: Option<Box<[u8]>>,
+    /// The verified client certificate's subject (mTLS).
+    pub client_subject: Option<Box<str>>,
+}
+
+/// The protocol to speak on an accepted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// HTTP/1.x.
+    Http1,
+}
+
+/// An accepted connection, ready to serve.
+#[derive(Debug)]
+pub struct Accepted<T> {
+    /// The stream to serve.
+    pub stream: T,
+    /// The protocol to speak.
+    pub protocol: Protocol,
+    /// TLS facts, for a TLS connection.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// Turns an accepted TCP connection into a stream to serve (a TLS handshake, say). Runs in
+/// the connection's task; an error closes the connection.
+pub trait Acceptor: Send + Sync + 'static {
+    /// The stream served.
+    type Stream: Transport + 'static;
+
+    /// Prepares `tcp` from `peer`.
+    fn accept(
+        &self,
+        tcp: TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> impl Future<Output = std::io::Result<Accepted<Self::Stream>>> + Send;
+}
+
+/// Plain TCP: the stream is served as it is, as HTTP/1.x.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plain;
+
+impl Acceptor for Plain {
+    type Stream = TcpStream;
+
+    async fn accept(
+        &self,
+        tcp: TcpStream,
+        _peer: std::net::SocketAddr,
+    ) -> std::io::Result<Accepted<TcpStream>> {
+        Ok(Accepted {
+            stream: tcp,
+            protocol: Protocol::Http1,
+            tls: None,
+        })
+    }
 }
 
 /// A request head, as the handler sees it.
@@ -95,6 +170,7 @@ pub struct Request<'a> {
     head: &'a Head,
     request_id: &'a [u8],
     peer: Option<std::net::SocketAddr>,
+    tls: Option<&'a TlsInfo>,
 }
 
 impl<'a> Request<'a> {
@@ -151,6 +227,11 @@ impl<'a> Request<'a> {
     /// The client's address (`None` if the socket could not tell).
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
         self.peer
+    }
+
+    /// What the TLS handshake established, on a TLS connection.
+    pub fn tls(&self) -> Option<&'a TlsInfo> {
+        self.tls
     }
 }
 
@@ -216,10 +297,11 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Accepts connections until shutdown begins, one task each. Past `max_connections` a
-/// connection gets a 503 and is closed at once.
-pub async fn accept_loop<S: Service>(
+/// Accepts connections until shutdown begins, one task each, each prepared by `acceptor`.
+/// Past `max_connections` a connection gets a 503 and is closed at once.
+pub async fn accept_loop<A: Acceptor, S: Service>(
     listener: TcpListener,
+    acceptor: Arc<A>,
     service: Arc<S>,
     limits: Arc<Limits>,
     drain: Arc<Drain>,
@@ -244,10 +326,19 @@ pub async fn accept_loop<S: Service>(
                 }
                 let _ = stream.set_nodelay(true);
                 let guard = drain.enter();
-                let (service, limits, drain) = (service.clone(), limits.clone(), drain.clone());
+                let (acceptor, service) = (acceptor.clone(), service.clone());
+                let (limits, drain) = (limits.clone(), drain.clone());
                 anygate_runtime::spawn(async move {
                     let _guard = guard;
-                    serve_connection(stream, Some(peer), &*service, &limits, &drain).await;
+                    let Ok(accepted) = acceptor.accept(stream, peer).await else {
+                        return;
+                    };
+                    let Protocol::Http1 = accepted.protocol;
+                    let conn = Connection {
+                        peer: Some(peer),
+                        tls: accepted.tls,
+                    };
+                    serve_connection(accepted.stream, conn, &*service, &limits, &drain).await;
                 });
             }
             Some(Err(_)) => {
@@ -260,12 +351,16 @@ pub async fn accept_loop<S: Service>(
 }
 
 /// Answers 503 and closes, spending at most a second on it.
-async fn reject_overloaded(stream: TcpStream, drain: Arc<Drain>) {
+async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
     let (mut out, mut scratch, mut tail) = (Vec::new(), Vec::new(), Tail::None);
     let id = request_id::generate();
     let date = date::now();
-    let mut res = Response {
-        stream: &stream,
+    let mut timer = time::sleep(REJECT_TIME);
+    let deadline = timer.deadline();
+    let mut ex = Exchange {
+        io: &mut stream,
+        body: BodyState::none(),
+        timer: &mut timer,
         out: &mut out,
         scratch: &mut scratch,
         tail: &mut tail,
@@ -275,29 +370,36 @@ async fn reject_overloaded(stream: TcpStream, drain: Arc<Drain>) {
         request_id: &id,
         date: &date,
         drain: &drain,
-        expecting: &AtomicBool::new(false),
+        expecting: false,
         status: 0,
         error: None,
     };
-    res.error(ErrorKind::Overloaded, None, b"retry-after: 1\r\n");
-    let mut timer = time::sleep(REJECT_TIME);
-    let deadline = timer.deadline();
-    if io::write_all_until(&stream, &out, &mut timer, deadline).await
-        && stream.shutdown(std::net::Shutdown::Write).is_ok()
+    ex.error(ErrorKind::Overloaded, None, b"retry-after: 1\r\n");
+    if io::write_all_until(&mut stream, &out, &mut timer, deadline).await
+        && shutdown_until(&mut stream, &mut timer, deadline).await
     {
         // Read what the client sends until it closes, so that its request does not reset
         // the connection before the 503 arrives.
         let mut sink = [0u8; 1024];
         while let ReadOutcome::Data(_) =
-            read_until(&stream, &mut sink, &mut timer, deadline, None).await
+            read_until(&mut stream, &mut sink, &mut timer, deadline, None).await
         {}
     }
 }
 
+/// What the driver knows about a connection besides its stream.
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// The client's address (`None` if the socket could not tell).
+    pub peer: Option<std::net::SocketAddr>,
+    /// What the TLS handshake established, on a TLS connection.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
 /// A connection's buffers and state, allocated once.
-struct Conn<'s, S: Service> {
-    stream: TcpStream,
-    peer: Option<std::net::SocketAddr>,
+struct Conn<'s, S: Service, T> {
+    stream: T,
+    facts: Connection,
     service: &'s S,
     state: S::Conn,
     limits: &'s Limits,
@@ -315,25 +417,23 @@ struct Conn<'s, S: Service> {
     /// When the head being received must be complete.
     head_deadline: Option<Instant>,
     generated_id: [u8; 32],
-    /// The client waits for `100 Continue`.
-    expecting: AtomicBool,
     /// Whether closing should linger (an error was sent, or input may still come).
     linger: bool,
     /// Requests answered since the task last yielded.
     streak: u32,
 }
 
-/// Serves one connection until it closes.
-pub async fn serve_connection<S: Service>(
-    stream: TcpStream,
-    peer: Option<std::net::SocketAddr>,
+/// Serves one connection over `stream` until it closes.
+pub async fn serve_connection<S: Service, T: Transport>(
+    stream: T,
+    facts: Connection,
     service: &S,
     limits: &Limits,
     drain: &Drain,
 ) {
     let mut conn = Conn {
         stream,
-        peer,
+        facts,
         service,
         state: service.connect(),
         limits,
@@ -348,14 +448,13 @@ pub async fn serve_connection<S: Service>(
         timer: time::sleep_until(time::now() + limits.idle_timeout),
         head_deadline: None,
         generated_id: [0; 32],
-        expecting: AtomicBool::new(false),
         linger: false,
         streak: 0,
     };
     conn.run().await;
 }
 
-impl<S: Service> Conn<'_, S> {
+impl<S: Service, T: Transport> Conn<'_, S, T> {
     /// Takes the per-request buffers from the thread's pools (no allocation once warm).
     fn acquire(&mut self) {
         if self.buf.is_empty() {
@@ -452,11 +551,12 @@ impl<S: Service> Conn<'_, S> {
             let deadline = time::now() + self.limits.idle_timeout;
             loop {
                 self.release();
-                match readable_until(&self.stream, &mut self.timer, deadline, self.drain).await {
+                match readable_until(&mut self.stream, &mut self.timer, deadline, self.drain).await
+                {
                     ReadOutcome::Data(_) => self.acquire(),
                     _ => return false,
                 }
-                match try_read(&self.stream, &mut self.buf).await {
+                match try_read(&mut self.stream, &mut self.buf).await {
                     Some(0) => return false,
                     Some(n) => {
                         self.end = n;
@@ -479,7 +579,7 @@ impl<S: Service> Conn<'_, S> {
         let drain = idle.then_some(self.drain);
         let end = self.end;
         match read_until(
-            &self.stream,
+            &mut self.stream,
             &mut self.buf[end..],
             &mut self.timer,
             deadline,
@@ -508,8 +608,10 @@ impl<S: Service> Conn<'_, S> {
         self.linger = true;
         self.generated_id = request_id::generate();
         let date = date::now();
-        let mut res = Response {
-            stream: &self.stream,
+        let mut ex = Exchange {
+            io: &mut self.stream,
+            body: BodyState::none(),
+            timer: &mut self.timer,
             out: &mut self.out,
             scratch: &mut self.scratch,
             tail: &mut self.tail,
@@ -519,11 +621,11 @@ impl<S: Service> Conn<'_, S> {
             request_id: &self.generated_id,
             date: &date,
             drain: self.drain,
-            expecting: &self.expecting,
+            expecting: false,
             status: 0,
             error: None,
         };
-        res.error(kind, None, b"");
+        ex.error(kind, None, b"");
     }
 
     /// Handles the request whose head is the first `n` bytes of the window. `false` when
@@ -567,7 +669,6 @@ impl<S: Service> Conn<'_, S> {
                 self.buf.resize(head_end + room, 0);
             }
         }
-        self.expecting.store(expect_continue, Ordering::Relaxed);
         let Some(head) = self.head.as_deref() else {
             return false;
         };
@@ -589,33 +690,32 @@ impl<S: Service> Conn<'_, S> {
             buf: head_bytes,
             head,
             request_id,
-            peer: self.peer,
-        };
-        let mut body = Body {
-            stream: &self.stream,
-            buf: rest,
-            start: 0,
-            end: self.end - head_end,
-            framing: head.framing,
-            remaining: match head.framing {
-                Framing::Length(n) => n,
-                _ => 0,
-            },
-            decoder: ChunkedDecoder::new(),
-            received: 0,
-            limit: limits.max_body,
-            timer: &mut self.timer,
-            timeout: limits.body_timeout,
-            send_continue: expect_continue,
-            expecting: &self.expecting,
-            done: false,
-            failed: None,
-            fills: 0,
-            wire: 0,
+            peer: self.facts.peer,
+            tls: self.facts.tls.as_deref(),
         };
         let out_before = self.out.len();
-        let mut res = Response {
-            stream: &self.stream,
+        let mut ex = Exchange {
+            io: &mut self.stream,
+            body: BodyState {
+                buf: rest,
+                start: 0,
+                end: self.end - head_end,
+                framing: head.framing,
+                remaining: match head.framing {
+                    Framing::Length(n) => n,
+                    _ => 0,
+                },
+                decoder: ChunkedDecoder::new(),
+                received: 0,
+                limit: limits.max_body,
+                timeout: limits.body_timeout,
+                send_continue: expect_continue,
+                done: false,
+                failed: None,
+                fills: 0,
+                wire: 0,
+            },
+            timer: &mut self.timer,
             out: &mut self.out,
             scratch: &mut self.scratch,
             tail: &mut self.tail,
@@ -625,15 +725,12 @@ impl<S: Service> Conn<'_, S> {
             request_id,
             date: &date,
             drain: self.drain,
-            expecting: &self.expecting,
+            expecting: expect_continue,
             status: 0,
             error: None,
         };
         let panicked = {
-            let mut call = pin!(
-                self.service
-                    .call(&mut self.state, &req, &mut body, &mut res)
-            );
+            let mut call = pin!(self.service.call(&mut self.state, &req, &mut ex));
             poll_fn(
                 |cx| match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
                     Ok(Poll::Ready(())) => Poll::Ready(false),
@@ -643,39 +740,40 @@ impl<S: Service> Conn<'_, S> {
             )
             .await
         };
-        if panicked || !res.is_sent() {
+        if panicked || !ex.is_sent() {
             // Whatever the handler wrote is dropped; the client gets a clean 500.
-            res.out.truncate(out_before);
-            *res.tail = Tail::None;
-            res.status = 0;
-            res.error(ErrorKind::Internal, None, b"");
+            ex.out.truncate(out_before);
+            *ex.tail = Tail::None;
+            ex.status = 0;
+            ex.error(ErrorKind::Internal, None, b"");
         }
         // A response written while the client still waited for `100 Continue` said
-        // `connection: close` (see `Response::finish_head`): the body will not come.
-        let mut close = res.close;
-        if res.error_kind().is_some() {
+        // `connection: close` (see `Exchange::finish_head`): the body will not come.
+        let mut close = ex.close;
+        if ex.error_kind().is_some() {
             self.linger = true;
         }
-        if !close && !body.is_done() {
+        if !close && !ex.body_done() {
             // Drop a small unread body to keep the connection; close on a large one. A
             // failure here comes after the response was written: it is sent, then the
             // connection closes.
-            if !matches!(body.discard_up_to(DISCARD_LIMIT).await, Ok(true)) {
+            if !matches!(ex.discard_body_up_to(DISCARD_LIMIT).await, Ok(true)) {
                 close = true;
                 self.linger = true;
             }
         }
-        if body.failed.is_some() {
+        if ex.body.failed.is_some() {
             close = true;
             self.linger = true;
         }
-        let unread_body = !body.is_done();
-        let (body_start, body_end) = (body.start, body.end);
+        let unread_body = !ex.body_done();
+        let still_expecting = ex.expecting;
+        let (body_start, body_end) = (ex.body.start, ex.body.end);
         self.start = head_end + body_start;
         self.end = head_end + body_end;
         if close {
             // Input may still be on its way: close without resetting the response.
-            if unread_body || self.start < self.end || self.expecting.load(Ordering::Relaxed) {
+            if unread_body || self.start < self.end || still_expecting {
                 self.linger = true;
             }
             return false;
@@ -690,14 +788,22 @@ impl<S: Service> Conn<'_, S> {
     /// for a moment, so that closing with unread input does not reset the connection and
     /// destroy the response in flight (nginx's lingering close).
     async fn linger(&mut self) {
-        if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+        let deadline = time::now() + LINGER_TIME;
+        if !shutdown_until(&mut self.stream, &mut self.timer, deadline).await {
             return;
         }
         self.acquire();
-        let deadline = time::now() + LINGER_TIME;
         let mut budget = LINGER_BYTES;
         while budget > 0 {
-            match read_until(&self.stream, &mut self.buf, &mut self.timer, deadline, None).await {
+            match read_until(
+                &mut self.stream,
+                &mut self.buf,
+                &mut self.timer,
+                deadline,
+                None,
+            )
+            .await
+            {
                 ReadOutcome::Data(n) => budget = budget.saturating_sub(n),
                 _ => return,
             }
@@ -714,14 +820,27 @@ impl<S: Service> Conn<'_, S> {
         let tail = std::mem::take(&mut self.tail);
         let ok = match &tail {
             Tail::None => {
-                writev_all_until(&self.stream, [&self.out, &[]], &mut self.timer, deadline).await
+                writev_all_until(
+                    &mut self.stream,
+                    [&self.out, &[]],
+                    &mut self.timer,
+                    deadline,
+                )
+                .await
             }
             Tail::Shared(body, range) => {
                 let part = body.get(range.clone()).unwrap_or_default();
-                writev_all_until(&self.stream, [&self.out, part], &mut self.timer, deadline).await
+                writev_all_until(
+                    &mut self.stream,
+                    [&self.out, part],
+                    &mut self.timer,
+                    deadline,
+                )
+                .await
             }
             Tail::File(file) => {
-                io::write_file_body(&self.stream, &self.out, file, &mut self.timer, timeout).await
+                io::write_file_body(&mut self.stream, &self.out, file, &mut self.timer, timeout)
+                    .await
             }
         };
         self.out.clear();

@@ -1,6 +1,6 @@
 //! Writing a response into the connection's output buffer.
 //!
-//! A handler writes exactly one response per request through [`Response`]. The head's fixed
+//! A handler writes exactly one response per request through its [`Exchange`]. The head's fixed
 //! part comes from the handler (often pre-serialized at load time); `Date`, `X-Request-Id`
 //! and `Connection` are appended here. Responses of pipelined requests accumulate in the
 //! buffer and leave in one write. Nothing here allocates once the buffers have grown to
@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::ErrorKind;
+use crate::server::Exchange;
 
 /// Bodies up to this size are copied into the output buffer; larger shared bodies are
 /// written from where they are, in the same `writev` as the head.
@@ -107,29 +108,8 @@ impl FileBody {
     }
 }
 
-/// The response to one request.
-#[derive(Debug)]
-pub struct Response<'c> {
-    /// The client connection, for streamed responses and tunnels.
-    pub(crate) stream: &'c anygate_runtime::net::TcpStream,
-    pub(crate) out: &'c mut Vec<u8>,
-    pub(crate) scratch: &'c mut Vec<u8>,
-    pub(crate) tail: &'c mut Tail,
-    pub(crate) head_only: bool,
-    pub(crate) close: bool,
-    pub(crate) http10_keep_alive: bool,
-    pub(crate) request_id: &'c [u8],
-    pub(crate) date: &'c [u8],
-    /// A drain that starts while the handler runs still closes the connection after it.
-    pub(crate) drain: &'c crate::server::Drain,
-    /// Set while the client waits for `100 Continue` (cleared when the body is read): a
-    /// response written then ends the connection, and says so.
-    pub(crate) expecting: &'c std::sync::atomic::AtomicBool,
-    pub(crate) status: u16,
-    pub(crate) error: Option<ErrorKind>,
-}
-
-impl Response<'_> {
+/// The response.
+impl Exchange<'_> {
     /// Whether a response has been written.
     pub fn is_sent(&self) -> bool {
         self.status != 0
@@ -161,7 +141,7 @@ impl Response<'_> {
     }
 
     /// A buffer the handler may use to build a body (kept between requests); pass it back
-    /// with [`Response::send_scratch`].
+    /// with [`Exchange::send_scratch`].
     pub fn scratch(&mut self) -> &mut Vec<u8> {
         self.scratch.clear();
         self.scratch
@@ -178,13 +158,13 @@ impl Response<'_> {
         }
     }
 
-    /// Like [`Response::send_prebuilt`], for a body shared with other responses: when it is
+    /// Like [`Exchange::send_prebuilt`], for a body shared with other responses: when it is
     /// large it is not copied but written after the buffer with `writev`.
     pub fn send_prebuilt_shared(&mut self, status: u16, head: &[u8], body: &Arc<[u8]>) {
         self.send_shared_range(status, head, body, 0..body.len());
     }
 
-    /// Like [`Response::send_prebuilt_shared`], for the bytes `range` of `body` (a range
+    /// Like [`Exchange::send_prebuilt_shared`], for the bytes `range` of `body` (a range
     /// outside the body sends nothing of it).
     pub fn send_shared_range(
         &mut self,
@@ -202,9 +182,9 @@ impl Response<'_> {
         *self.tail = Tail::Shared(body.clone(), range);
     }
 
-    /// Sends a prebuilt head (as for [`Response::send_prebuilt`]) and a body read from a
-    /// file with `sendfile(2)`. The connection's write timeout applies between two
-    /// successful writes, not to the whole body.
+    /// Sends a prebuilt head (as for [`Exchange::send_prebuilt`]) and a body read from a
+    /// file (with `sendfile(2)` where the transport has it). The connection's write timeout
+    /// applies between two successful writes, not to the whole body.
     pub fn send_file(&mut self, status: u16, head: &[u8], body: FileBody) {
         self.out.extend_from_slice(head);
         self.finish_head(status);
@@ -215,48 +195,19 @@ impl Response<'_> {
 
     /// Starts a streamed response: `head` is the status line and the handler's own fields
     /// (each ending in CRLF, framing fields included); the driver adds its fields and the
-    /// empty line. The body then goes out with [`Response::write_body`]; for a `HEAD` request
+    /// empty line. The body then goes out with [`Exchange::write_body`]; for a `HEAD` request
     /// it is dropped.
     pub fn start_stream(&mut self, status: u16, head: &[u8]) {
         self.out.extend_from_slice(head);
         self.finish_head(status);
     }
 
-    /// Writes what is pending in the output buffer (earlier pipelined responses, the head
-    /// of [`Response::start_stream`]) and then `data`, straight to the client, allowing
-    /// `timeout` between two writes that make progress. `false` when the client is gone or
-    /// too slow: the connection then closes.
-    pub async fn write_body(
-        &mut self,
-        data: &[u8],
-        timer: &mut anygate_runtime::time::Sleep,
-        timeout: std::time::Duration,
-    ) -> bool {
-        let data = if self.head_only { &[][..] } else { data };
-        if self.out.is_empty() && data.is_empty() {
-            return true;
-        }
-        let ok =
-            crate::server::io::writev_progress(self.stream, [self.out, data], timer, timeout).await;
-        self.out.clear();
-        if !ok {
-            self.close = true;
-        }
-        ok
-    }
-
-    /// Appends `data` to the body of a response started with [`Response::start_stream`],
+    /// Appends `data` to the body of a response started with [`Exchange::start_stream`],
     /// in the output buffer (sent with the next write or flush; dropped for `HEAD`).
     pub fn push_body(&mut self, data: &[u8]) {
         if !self.head_only {
             self.out.extend_from_slice(data);
         }
-    }
-
-    /// The client connection, for a tunnel after `101 Switching Protocols` (write the
-    /// pending output first with [`Response::write_body`]).
-    pub fn connection(&self) -> &anygate_runtime::net::TcpStream {
-        self.stream
     }
 
     /// Sends `status` with a `content-type` (if any), extra header lines (each `name: value`
@@ -276,7 +227,7 @@ impl Response<'_> {
         }
     }
 
-    /// Sends the scratch buffer (see [`Response::scratch`]) as the body.
+    /// Sends the scratch buffer (see [`Exchange::scratch`]) as the body.
     pub fn send_scratch(&mut self, status: u16, reason: &str, content_type: Option<&str>) {
         self.status_line(status, reason, content_type, b"", self.scratch.len());
         self.finish_head(status);
@@ -348,7 +299,7 @@ impl Response<'_> {
     fn finish_head(&mut self, status: u16) {
         debug_assert!(self.status == 0, "two responses to one request");
         self.status = status;
-        if self.drain.is_draining() || self.expecting.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.drain.is_draining() || self.expecting {
             self.close = true;
         }
         let out = &mut *self.out;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anygate_http::server::accept_loop;
-use anygate_http::{Body, Drain, ErrorKind, Limits, Request, Response, Service};
+use anygate_http::{Drain, ErrorKind, Exchange, Limits, Plain, Request, Service};
 use anygate_runtime::Runtime;
 use anygate_runtime::net::TcpListener;
 
@@ -28,15 +28,14 @@ impl Service for TestService {
         &'a self,
         buf: &'a mut Vec<u8>,
         req: &'a Request<'b>,
-        body: &'a mut Body<'b>,
-        res: &'a mut Response<'b>,
+        res: &'a mut Exchange<'b>,
     ) {
         match req.path() {
             b"/panic" => panic!("handler panic (expected by the test)"),
             b"/echo" => {
                 buf.clear();
                 loop {
-                    match body.chunk().await {
+                    match res.body_chunk().await {
                         Ok(Some(d)) => buf.extend_from_slice(d),
                         Ok(None) => break,
                         Err(kind) => return res.error(kind, None, b""),
@@ -80,6 +79,7 @@ pub fn server_with(limits: Limits, workers: usize) -> TestServer {
         let addr = listener.local_addr().unwrap();
         rt.spawn(accept_loop(
             listener,
+            Arc::new(Plain),
             Arc::new(TestService),
             Arc::new(limits),
             drain.clone(),

@@ -1,0 +1,149 @@
+//! One request's exchange with the client: the one value a handler reads the body from,
+//! writes the response into, and (for the proxy) watches the client and takes the
+//! connection over after `101 Switching Protocols`.
+//!
+//! The driver owns the connection's transport and lends it to the exchange for the
+//! duration of one request; a handler never sees the transport itself, only what the
+//! exchange offers: [`Exchange::body_chunk`], the `send_*` family, [`Exchange::write_body`],
+//! [`Exchange::unless_client_gone`] and [`Exchange::upgrade`]. One owner, so a transport
+//! that needs `&mut` access (TLS) fits, and nothing reaches past the driver into a socket.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use anygate_runtime::time::Sleep;
+use anygate_runtime::transport::Transport;
+
+use crate::error::ErrorKind;
+use crate::server::Drain;
+use crate::server::body::BodyState;
+use crate::server::io::writev_progress;
+use crate::server::response::Tail;
+
+/// The exchange of one request: its body, its response, and the client connection under
+/// the driver's control.
+pub struct Exchange<'c> {
+    /// The client connection.
+    pub(crate) io: &'c mut dyn Transport,
+    /// The request body, read through [`Exchange::body_chunk`].
+    pub(crate) body: BodyState<'c>,
+    /// The connection's timer (body reads, `100 Continue`).
+    pub(crate) timer: &'c mut Sleep,
+    pub(crate) out: &'c mut Vec<u8>,
+    pub(crate) scratch: &'c mut Vec<u8>,
+    pub(crate) tail: &'c mut Tail,
+    pub(crate) head_only: bool,
+    pub(crate) close: bool,
+    pub(crate) http10_keep_alive: bool,
+    pub(crate) request_id: &'c [u8],
+    pub(crate) date: &'c [u8],
+    /// A drain that starts while the handler runs still closes the connection after it.
+    pub(crate) drain: &'c Drain,
+    /// Set while the client waits for `100 Continue` (cleared when the body is read): a
+    /// response written then ends the connection, and says so.
+    pub(crate) expecting: bool,
+    pub(crate) status: u16,
+    pub(crate) error: Option<ErrorKind>,
+}
+
+impl std::fmt::Debug for Exchange<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("status", &self.status)
+            .field("close", &self.close)
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client connection after `101 Switching Protocols`: the bytes it sent after its
+/// request head, and the transport, for a tunnel. The connection closes afterwards.
+pub struct Upgraded<'e> {
+    /// What the client sent after its head (a tunnel's first bytes).
+    pub pending: &'e [u8],
+    /// The client connection.
+    pub io: &'e mut dyn Transport,
+}
+
+impl std::fmt::Debug for Upgraded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client connection.
+impl Exchange<'_> {
+    /// Writes what is pending in the output buffer (earlier pipelined responses, the head
+    /// of [`Exchange::start_stream`]) and then `data`, straight to the client, allowing
+    /// `timeout` between two writes that make progress. `false` when the client is gone or
+    /// too slow: the connection then closes.
+    pub async fn write_body(&mut self, data: &[u8], timer: &mut Sleep, timeout: Duration) -> bool {
+        let data = if self.head_only { &[][..] } else { data };
+        if self.out.is_empty() && data.is_empty() {
+            return true;
+        }
+        let ok = writev_progress(&mut *self.io, [self.out, data], timer, timeout).await;
+        self.out.clear();
+        if !ok {
+            self.close = true;
+        }
+        ok
+    }
+
+    /// Runs `fut` while watching the client: `None` when the client closed its connection
+    /// (or it failed) first, and `fut` was dropped. Bytes of a next request show the client
+    /// is there, and end the watch. A transport that cannot peek is not watched.
+    pub async fn unless_client_gone<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        let io = &mut *self.io;
+        let mut watching = true;
+        let mut byte = [0u8; 1];
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if watching {
+                match io.poll_peek(cx, &mut byte) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(None),
+                    Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                        watching = false;
+                    }
+                    Poll::Ready(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                        return Poll::Ready(None);
+                    }
+                    // Data (a next request) keeps the socket readable: stop looking.
+                    Poll::Ready(_) => watching = false,
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Takes the connection over after a `101` response started with
+    /// [`Exchange::start_stream`]: the head (and anything pending) is written first, within
+    /// `timeout` between writes. `None` when the client is gone. The connection closes once
+    /// the handler returns.
+    pub async fn upgrade(&mut self, timer: &mut Sleep, timeout: Duration) -> Option<Upgraded<'_>> {
+        self.close = true;
+        if !self.write_body(&[], timer, timeout).await {
+            return None;
+        }
+        let pending = if self.body.framing == crate::h1::parse::Framing::None {
+            let (from, to) = (self.body.start, self.body.end);
+            self.body.start = to;
+            &self.body.buf[from..to]
+        } else {
+            &[]
+        };
+        Some(Upgraded {
+            pending,
+            io: &mut *self.io,
+        })
+    }
+}
