@@ -102,7 +102,7 @@ impl App {
 
     async fn handle(&self, req: &Request<'_>, res: &mut Exchange<'_>, body_buf: &mut Vec<u8>) {
         let Ok(path) = normalize(req.path()) else {
-            return res.error(ErrorKind::BadPath, None, b"");
+            return res.error(ErrorKind::BadPath, None);
         };
         match self.router.lookup(req.method(), &path) {
             Lookup::Found(m) => {
@@ -123,15 +123,19 @@ impl App {
                         Box::pin(p.respond(req, &path, m.params.splat(), res, body_buf)).await;
                     }
                     RouteAction::Unavailable => {
-                        res.error(ErrorKind::NotImplemented, Some(&entry.label), b"");
+                        res.error(ErrorKind::NotImplemented, Some(&entry.label));
                     }
                 }
             }
             Lookup::MethodNotAllowed(mask) => {
-                let allow = format!("allow: {}\r\n", self.router.allow_header(mask));
-                res.error(ErrorKind::MethodNotAllowed, None, allow.as_bytes());
+                let allow = self.router.allow_header(mask);
+                res.error_with(
+                    ErrorKind::MethodNotAllowed,
+                    None,
+                    &[(b"allow", allow.as_bytes())],
+                );
             }
-            Lookup::NotFound => res.error(ErrorKind::NotFound, None, b""),
+            Lookup::NotFound => res.error(ErrorKind::NotFound, None),
         }
     }
 }

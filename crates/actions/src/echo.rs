@@ -10,7 +10,6 @@
 //! read to its end (so the connection stays usable) but only its first `max_body` bytes are
 //! kept and shown, as UTF-8 (invalid sequences become U+FFFD).
 
-use anygate_http::h1::parse::Version;
 use anygate_http::json::{push_contents, push_string};
 use anygate_http::server::push_decimal;
 use anygate_http::{Exchange, Request};
@@ -48,7 +47,7 @@ impl Echo {
                     body_buf.extend_from_slice(&data[..data.len().min(room)]);
                 }
                 Ok(None) => break,
-                Err(kind) => return res.error(kind, None, b""),
+                Err(kind) => return res.error(kind, None),
             }
         }
         let total = res.body_received();
@@ -64,10 +63,9 @@ impl Echo {
             Some(q) => push_string(out, q),
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(match req.version() {
-            Version::H10 => b",\"version\":\"HTTP/1.0\"",
-            Version::H11 => b",\"version\":\"HTTP/1.1\"",
-        });
+        out.extend_from_slice(b",\"version\":\"");
+        out.extend_from_slice(req.version().as_str().as_bytes());
+        out.push(b'"');
         out.extend_from_slice(b",\"headers\":{");
         let mut first = true;
         for (i, (name, _)) in req.headers().enumerate() {

@@ -6,10 +6,8 @@
 //!   every exchange while the connection sits in a pool. Every read and write is bounded by
 //!   a deadline the caller computes (the operation's timeout, capped by the whole
 //!   exchange's), so no call can hang.
-//! - Response heads are parsed with `httparse` into spans of the input buffer; fields stay
-//!   where they arrived. Framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304;
-//!   `Transfer-Encoding` ending in `chunked` is chunked; otherwise `Content-Length`; else the
-//!   body runs to the end of the connection. Conflicting lengths are an invalid response.
+//! - Response heads are parsed by the codec ([`crate::h1::response`]) into the same
+//!   [`ResponseHead`] the server sends, so the proxy relays one by editing it in place.
 //! - Body bytes are handed out as they arrive, in raw form (framing included, so chunked
 //!   bodies and their trailers can be relayed as they are) and as data.
 //!
@@ -28,7 +26,9 @@ use anygate_runtime::time::{self, Sleep};
 use anygate_runtime::transport::Transport;
 
 use crate::error::ErrorKind;
-use crate::h1::chunked::ChunkedDecoder;
+use crate::h1::response::parse;
+pub use crate::h1::response::{ResponseFraming, ResponseInfo, keeps_connection};
+use crate::message::ResponseHead;
 use crate::server::io::{ReadOutcome, arm, expired, read_until, writev_all_until};
 
 /// Largest input buffer of a connection: a response head must fit in it, and large bodies
@@ -37,8 +37,6 @@ pub const UPSTREAM_BUFFER: usize = 64 * 1024;
 /// Input buffer of a new connection (most heads and bodies are small; the buffer grows to
 /// [`UPSTREAM_BUFFER`] for a larger head or once a body fills it).
 const INITIAL_BUFFER: usize = 16 * 1024;
-/// Most header fields accepted in a response head.
-const MAX_FIELDS: usize = 128;
 
 /// Why an exchange with an upstream failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,53 +72,6 @@ impl UpstreamError {
     }
 }
 
-/// How a response body is delimited.
-#[derive(Clone, Debug)]
-pub enum ResponseFraming {
-    /// No body.
-    None,
-    /// `Content-Length`; bytes left.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked(ChunkedDecoder),
-    /// Until the upstream closes.
-    UntilClose,
-}
-
-impl ResponseFraming {
-    /// Whether the whole body has been read (a body delimited by the close is finished only
-    /// once the close came, when it turns into `Length(0)`).
-    pub fn is_finished(&self) -> bool {
-        match self {
-            Self::None | Self::Length(0) => true,
-            Self::Chunked(d) => d.is_done(),
-            Self::Length(_) | Self::UntilClose => false,
-        }
-    }
-}
-
-/// A parsed response head; spans are into [`UpstreamConn::head_bytes`].
-#[derive(Debug, Default)]
-pub struct ResponseHead {
-    /// The status code.
-    pub status: u16,
-    /// `HTTP/1.0` (minor version 0) or `HTTP/1.1`.
-    pub minor_version: u8,
-    /// The reason phrase.
-    pub reason: Range<usize>,
-    /// Field name and value spans, in order.
-    pub fields: Vec<(Range<usize>, Range<usize>)>,
-    /// The upstream will close after this response (`Connection: close`, HTTP/1.0, or a
-    /// framing that needs it).
-    pub close: bool,
-    /// `Content-Length`, if given (and valid).
-    pub content_length: Option<u64>,
-    /// Whether the body is chunked.
-    pub chunked: bool,
-    /// Length of the head in the buffer.
-    pub len: usize,
-}
-
 /// One connection to an upstream, over any [`Transport`] (plain TCP by default).
 #[derive(Debug)]
 pub struct UpstreamConn<T = TcpStream> {
@@ -128,14 +79,14 @@ pub struct UpstreamConn<T = TcpStream> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// Where the head being relayed starts in `buf`.
-    head_at: usize,
     /// The timer of reads and writes on this connection, reset in place for each deadline.
     timer: Sleep,
     /// A second timer, for writes to the client while a response is relayed.
     relay_timer: Sleep,
-    /// The last response head read.
+    /// The last response head read (a proxy may swap it out to relay it).
     pub head: ResponseHead,
+    /// What the last head said about its framing and the connection.
+    pub info: ResponseInfo,
     /// Until when the connection may rest in a pool (set by the pool at checkin).
     pub idle_until: Instant,
     /// Where it goes.
@@ -165,10 +116,10 @@ impl<T: Transport> UpstreamConn<T> {
             buf: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
-            head_at: 0,
             timer: time::sleep_until(now),
             relay_timer: time::sleep_until(now),
             head: ResponseHead::default(),
+            info: ResponseInfo::default(),
             idle_until: time::now(),
             addr,
         }
@@ -189,7 +140,6 @@ impl<T: Transport> UpstreamConn<T> {
     pub fn reset(&mut self) {
         self.start = 0;
         self.end = 0;
-        self.head_at = 0;
     }
 
     /// Writes all of `first` then `second` before `deadline`.
@@ -219,11 +169,13 @@ impl<T: Transport> UpstreamConn<T> {
         let mut received_any = self.end > self.start;
         loop {
             if self.start < self.end {
-                match parse_head(&self.buf[self.start..self.end], &mut self.head)? {
-                    Some(n) => {
-                        self.head_at = self.start;
-                        self.start += n;
-                        return framing(&self.head, head_request);
+                match parse(&self.buf[self.start..self.end], &mut self.head)
+                    .map_err(|_| UpstreamError::Invalid)?
+                {
+                    Some(info) => {
+                        self.start += info.len;
+                        self.info = info;
+                        return Ok(ResponseFraming::of(&info, self.head.status(), head_request));
                     }
                     None if self.end - self.start >= UPSTREAM_BUFFER => {
                         return Err(UpstreamError::Invalid);
@@ -251,12 +203,6 @@ impl<T: Transport> UpstreamConn<T> {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// The bytes of the head last read by [`UpstreamConn::read_head`]
-    /// ([`UpstreamConn::head`]'s spans index into them).
-    pub fn head_bytes(&self) -> &[u8] {
-        &self.buf[self.head_at..self.head_at + self.head.len]
     }
 
     /// The next piece of the body: `(raw, data)` spans for [`UpstreamConn::piece`], where
@@ -389,124 +335,6 @@ impl<T: Transport> UpstreamConn<T> {
     }
 }
 
-/// Parses a response head at the start of `input` (sans I/O, as [`UpstreamConn::read_head`]
-/// does): `Some((len, framing))` when complete, `None` when more bytes are needed.
-/// `head_request` says the request was `HEAD`.
-pub fn parse_response_head(
-    input: &[u8],
-    head: &mut ResponseHead,
-    head_request: bool,
-) -> Result<Option<(usize, ResponseFraming)>, UpstreamError> {
-    match parse_head(input, head)? {
-        Some(n) => Ok(Some((n, framing(head, head_request)?))),
-        None => Ok(None),
-    }
-}
-
-/// Parses a response head at the start of `input`: `Some(len)` when complete.
-fn parse_head(input: &[u8], head: &mut ResponseHead) -> Result<Option<usize>, UpstreamError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut res = httparse::Response::new(&mut fields);
-    let n = match res.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(UpstreamError::Invalid),
-    };
-    // httparse hands out slices of `input`, except for a reason phrase that is not UTF-8
-    // (obs-text), which it replaces by a static "": a span is only taken of a slice that
-    // lies inside the input, and the reason is cut from the status line directly.
-    let base = input.as_ptr() as usize;
-    let span = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(base) {
-        Some(at) if at + s.len() <= n => at..at + s.len(),
-        _ => 0..0,
-    };
-    head.status = res.code.ok_or(UpstreamError::Invalid)?;
-    if !(100..=599).contains(&head.status) {
-        return Err(UpstreamError::Invalid);
-    }
-    head.minor_version = res.version.ok_or(UpstreamError::Invalid)?;
-    // `HTTP/1.1 200 ` is 13 bytes; the reason runs to the end of the line.
-    let line_end = memchr::memchr(b'\n', &input[..n]).unwrap_or(0);
-    let line_end = if line_end > 0 && input[line_end - 1] == b'\r' {
-        line_end - 1
-    } else {
-        line_end
-    };
-    head.reason = if line_end > 13 { 13..line_end } else { 0..0 };
-    head.fields.clear();
-    // HTTP/1.0 upstreams are never reused, `keep-alive` or not: a 1.0 server would not
-    // understand the chunked bodies sent on that connection.
-    head.close = head.minor_version == 0;
-    head.content_length = None;
-    head.chunked = false;
-    let mut transfer_encoding = false;
-    for f in res.headers.iter() {
-        let (name, value) = (f.name.as_bytes(), f.value);
-        head.fields.push((span(name), span(value)));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let len = parse_length(value).ok_or(UpstreamError::Invalid)?;
-            if head.content_length.is_some_and(|l| l != len) {
-                return Err(UpstreamError::Invalid);
-            }
-            head.content_length = Some(len);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only `chunked` alone is relayed: another coding (gzip, ...) would reach the
-            // client undeclared once the hop-by-hop field is rewritten.
-            if transfer_encoding || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(UpstreamError::Invalid);
-            }
-            transfer_encoding = true;
-            head.chunked = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    head.close = true;
-                }
-            }
-        }
-    }
-    if transfer_encoding {
-        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a message with
-        // both must not be trusted to keep the connection in sync.
-        if head.content_length.take().is_some() {
-            head.close = true;
-        }
-    }
-    head.len = n;
-    Ok(Some(n))
-}
-
-fn framing(head: &ResponseHead, head_request: bool) -> Result<ResponseFraming, UpstreamError> {
-    if head_request || head.status < 200 || head.status == 204 || head.status == 304 {
-        return Ok(ResponseFraming::None);
-    }
-    if head.chunked {
-        return Ok(ResponseFraming::Chunked(ChunkedDecoder::new()));
-    }
-    match head.content_length {
-        Some(n) => Ok(ResponseFraming::Length(n)),
-        None => Ok(ResponseFraming::UntilClose),
-    }
-}
-
-/// Whether the connection can serve another exchange after this response (the caller
-/// also checks that the body was read to its end and nothing more came).
-pub fn keeps_connection(head: &ResponseHead, framing: &ResponseFraming) -> bool {
-    !head.close && !matches!(framing, ResponseFraming::UntilClose)
-}
-
-/// A `Content-Length` value: digits only, at most 19 of them.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
 /// One direction of a tunnel.
 struct Half<'a> {
     buf: &'a mut [u8],
@@ -618,70 +446,4 @@ fn pump<S: Transport + ?Sized, D: Transport + ?Sized>(
         }
     }
     if moved { Pump::Moved } else { Pump::Waiting }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(input: &[u8]) -> Result<Option<ResponseHead>, UpstreamError> {
-        let mut head = ResponseHead::default();
-        Ok(parse_head(input, &mut head)?.map(|_| head))
-    }
-
-    #[test]
-    fn framing_follows_rfc_9112() {
-        let h = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(matches!(framing(&h, false), Ok(ResponseFraming::Length(5))));
-        assert!(matches!(framing(&h, true), Ok(ResponseFraming::None)));
-        let h =
-            parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n")
-                .unwrap()
-                .unwrap();
-        assert!(matches!(
-            framing(&h, false),
-            Ok(ResponseFraming::Chunked(_))
-        ));
-        assert!(h.close, "both framings: never reuse the connection");
-        let h = parse(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(matches!(framing(&h, false), Ok(ResponseFraming::None)));
-        let h = parse(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
-        assert!(matches!(
-            framing(&h, false),
-            Ok(ResponseFraming::UntilClose)
-        ));
-        assert!(h.close);
-        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent").unwrap().is_none());
-    }
-
-    #[test]
-    fn reason_phrase_with_obs_text_does_not_panic() {
-        // Found by the response_head fuzzer: httparse replaces a non-UTF-8 reason by a
-        // static "", whose address is outside the input.
-        let input = b"HTTP/1.0 101 Switching Protoco\xff\xff\r\nupgrade: x\r\n\r\n";
-        let h = parse(input).unwrap().unwrap();
-        assert_eq!(&input[h.reason.clone()], b"Switching Protoco\xff\xff");
-        let h = parse(b"HTTP/1.1 200 \r\n\r\n").unwrap().unwrap();
-        assert!(h.reason.is_empty());
-    }
-
-    #[test]
-    fn bad_heads_are_invalid() {
-        for bad in [
-            &b"garbage\r\n\r\n"[..],
-            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
-            b"HTTP/1.1 700 Odd\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
-        ] {
-            assert_eq!(parse(bad).err(), Some(UpstreamError::Invalid), "{bad:?}");
-        }
-    }
 }

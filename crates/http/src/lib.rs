@@ -35,6 +35,7 @@ pub mod error;
 pub mod h1;
 pub mod json;
 pub mod limits;
+pub mod message;
 pub mod request_id;
 pub mod server;
 

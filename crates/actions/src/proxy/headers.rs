@@ -13,9 +13,8 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use anygate_http::client::ResponseHead;
-use anygate_http::h1::parse::Version;
-use anygate_http::server::push_decimal;
+use anygate_http::h1::encode::{field, push_u64};
+use anygate_http::message::{ResponseHead, Version};
 use anygate_http::{Exchange, Request};
 
 use super::ProxyOptions;
@@ -70,7 +69,7 @@ fn named_in_connection<'a>(name: &[u8], mut values: impl Iterator<Item = &'a [u8
 /// The `Upgrade` value of a request that asks for one (`Connection: upgrade` and
 /// `Upgrade`, HTTP/1.1 only).
 pub(super) fn upgrade_requested<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
-    if req.version() != Version::H11 {
+    if req.version() != Version::Http11 {
         return None;
     }
     let upgrade = req.header(b"upgrade")?;
@@ -89,7 +88,8 @@ pub(super) fn upgrade_requested<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
     named_in_connection(b"upgrade", connection).then_some(upgrade)
 }
 
-/// Appends the rest of the upstream request head to `out` (which holds `METHOD target`).
+/// Appends the fields of the upstream request head to `out` (which holds the request line)
+/// and the empty line.
 pub(super) fn request_head(
     out: &mut Vec<u8>,
     req: &Request<'_>,
@@ -98,7 +98,7 @@ pub(super) fn request_head(
     body: &Exchange<'_>,
     upgrade: Option<&[u8]>,
 ) {
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(b"host: ");
     let client_host = req.header(b"host");
     match (&options.host, client_host) {
         (HostMode::Client, Some(h)) => out.extend_from_slice(h),
@@ -118,10 +118,7 @@ pub(super) fn request_head(
         {
             continue;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        field(out, name, value);
     }
     // Incoming chains are kept, joined in one field each, and extended.
     let ip = req.peer().map(|p| p.ip().to_canonical());
@@ -157,7 +154,7 @@ pub(super) fn request_head(
         match body.body_length() {
             Some(n) => {
                 out.extend_from_slice(b"content-length: ");
-                push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));
+                push_u64(out, n);
                 out.extend_from_slice(b"\r\n");
             }
             None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -208,67 +205,38 @@ fn push_forwarded_element(out: &mut Vec<u8>, ip: Option<IpAddr>, host: Option<&[
     out.extend_from_slice(b";proto=http");
 }
 
-/// Writes the relayed response head (status line and fields, without the empty line: the
-/// server adds `Date`, `X-Request-Id`, `Connection` and ends it). `bytes` is the upstream's
-/// head; `chunked` says the body is relayed chunked.
-pub(super) fn response_head(
-    out: &mut Vec<u8>,
-    bytes: &[u8],
-    head: &ResponseHead,
-    chunked: bool,
-    via: bool,
-) {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, usize::from(head.status));
-    out.push(b' ');
-    out.extend_from_slice(&bytes[head.reason.clone()]);
-    out.extend_from_slice(b"\r\n");
-    let connection = || {
-        head.fields
-            .iter()
-            .filter(|(n, _)| bytes[n.clone()].eq_ignore_ascii_case(b"connection"))
-            .map(|(_, v)| &bytes[v.clone()])
-    };
-    let bodiless = head.status < 200 || head.status == 204;
-    let mut upgrade = None;
-    for (n, v) in &head.fields {
-        let (name, value) = (&bytes[n.clone()], &bytes[v.clone()]);
-        if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = Some(value);
-        }
-        if is_one_of(name, &HOP_BY_HOP)
-            || named_in_connection(name, connection())
+/// Turns the upstream's response head into the one relayed to the client, in place:
+/// hop-by-hop fields, fields named in `Connection`, and the ones the driver writes itself
+/// (`Date`, `X-Request-Id`, the framing) are removed; a `101` keeps its upgrade; `Via` is
+/// added if asked for. `scratch` holds the `Connection` and `Upgrade` values meanwhile.
+pub(super) fn relay_head(head: &mut ResponseHead, via: bool, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    for v in head.fields.get_all(b"connection") {
+        scratch.extend_from_slice(v);
+        scratch.push(b',');
+    }
+    let connection_end = scratch.len();
+    let switching = head.status() == 101;
+    if switching && let Some(u) = head.fields.get(b"upgrade") {
+        scratch.extend_from_slice(u);
+    }
+    let (connection, upgrade) = scratch.split_at(connection_end);
+    // The length is written by the driver from the parsed value, never copied: a field
+    // named in `Connection`, or a duplicate, must not change the framing the client sees.
+    head.fields.retain(|name, _| {
+        !(is_one_of(name, &HOP_BY_HOP)
+            || named_in_connection(name, std::iter::once(connection))
             || name.eq_ignore_ascii_case(b"date")
             || name.eq_ignore_ascii_case(b"x-request-id")
-            || name.eq_ignore_ascii_case(b"content-length")
-        {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    // The length is written from the parsed value, never copied: a field named in
-    // `Connection`, or a duplicate, must not change the framing the client sees.
-    if let Some(n) = head.content_length.filter(|_| !bodiless) {
-        out.extend_from_slice(b"content-length: ");
-        push_decimal(out, usize::try_from(n).unwrap_or(usize::MAX));
-        out.extend_from_slice(b"\r\n");
-    }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if head.status == 101 {
-        out.extend_from_slice(b"connection: upgrade\r\n");
-        if let Some(u) = upgrade {
-            out.extend_from_slice(b"upgrade: ");
-            out.extend_from_slice(u);
-            out.extend_from_slice(b"\r\n");
+            || name.eq_ignore_ascii_case(b"content-length"))
+    });
+    if switching {
+        head.fields.append(b"connection", b"upgrade");
+        if !upgrade.is_empty() {
+            head.fields.append(b"upgrade", upgrade);
         }
     }
     if via {
-        out.extend_from_slice(b"via: 1.1 anygate\r\n");
+        head.fields.append(b"via", b"1.1 anygate");
     }
 }

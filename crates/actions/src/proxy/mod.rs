@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use anygate_http::client::{ResponseFraming, UpstreamConn, UpstreamError, keeps_connection};
 use anygate_http::h1::chunked::chunk_size_line;
+use anygate_http::h1::encode;
+use anygate_http::message::{BodyFraming, Version};
 use anygate_http::{ErrorKind, Exchange, Request};
 use anygate_router::dsl::PathPattern;
 use anygate_router::dsl::ProxyTarget;
@@ -279,16 +281,16 @@ impl Proxy {
         };
         let upgrade = headers::upgrade_requested(req);
         scratch.clear();
-        scratch.extend_from_slice(req.method());
-        scratch.push(b' ');
-        anygate_router::tree::push_upstream_path_and_query(
-            scratch,
-            &self.target,
-            &self.pattern,
-            path,
-            splat,
-            req.query(),
-        );
+        encode::request_line(scratch, req.method(), |out| {
+            anygate_router::tree::push_upstream_path_and_query(
+                out,
+                &self.target,
+                &self.pattern,
+                path,
+                splat,
+                req.query(),
+            );
+        });
         headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
         let outcome = self
             .exchange(req, scratch, res, &clock, upgrade.is_some())
@@ -302,14 +304,14 @@ impl Proxy {
             mut framing,
             reusable,
         } = sent;
-        let status = leased.conn.head.status;
+        let status = leased.conn.head.status();
         if status == 101 {
             if upgrade.is_none() {
                 return self.fail(res, ErrorKind::UpstreamInvalid);
             }
             return self.tunnel(leased, res, scratch).await;
         }
-        let client_h11 = req.version() == anygate_http::h1::parse::Version::H11;
+        let client_h11 = req.version() == Version::Http11;
         let pass_chunked = client_h11 && matches!(framing, ResponseFraming::Chunked(_));
         if matches!(framing, ResponseFraming::UntilClose)
             || (matches!(framing, ResponseFraming::Chunked(_)) && !pass_chunked)
@@ -319,14 +321,17 @@ impl Proxy {
             // request body was all read (the rest is not worth reading).
             res.close();
         }
-        headers::response_head(
-            scratch,
-            leased.conn.head_bytes(),
-            &leased.conn.head,
-            pass_chunked,
-            self.options.via,
-        );
-        res.start_stream(status, scratch);
+        // 1xx and 204 have no length; a 304 or a response to `HEAD` keeps the one that
+        // describes the representation.
+        let bodiless = status < 200 || status == 204;
+        let framing_field = match leased.conn.info.content_length {
+            Some(n) if !bodiless => BodyFraming::Length(n),
+            _ if pass_chunked => BodyFraming::Chunked,
+            _ => BodyFraming::Unframed,
+        };
+        headers::relay_head(&mut leased.conn.head, self.options.via, scratch);
+        std::mem::swap(res.head(), &mut leased.conn.head);
+        res.start_stream(framing_field);
         scratch.clear();
         loop {
             let piece = match leased.conn.body_piece(&mut framing, clock.read()).await {
@@ -354,7 +359,7 @@ impl Proxy {
             }
         }
         if reusable
-            && keeps_connection(&leased.conn.head, &framing)
+            && keeps_connection(&leased.conn.info, &framing)
             && !leased.conn.has_extra()
             && res.body_done()
         {
@@ -368,7 +373,7 @@ impl Proxy {
         if kind == ErrorKind::ClientClosed {
             res.close();
         }
-        res.error(kind, Some(&self.label), b"");
+        res.error(kind, Some(&self.label));
     }
 
     /// Sends the request (again on a fresh connection, once, if a reused one turns out
@@ -479,7 +484,7 @@ impl Proxy {
             // Pass the expectation on: the upstream decides whether the body is wanted.
             let wait = clock.cap(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
             match conn.read_head(head_request, wait).await {
-                Ok(framing) if conn.head.status >= 200 => {
+                Ok(framing) if conn.head.status() >= 200 => {
                     return Ok(Sent {
                         framing,
                         reusable: false,
@@ -502,7 +507,7 @@ impl Proxy {
                     clock.cap_quiet(time::now() + CONTINUE_WAIT.min(self.options.read_timeout));
                 for _ in 0..MAX_INTERIM {
                     match conn.read_head(head_request, wait).await {
-                        Ok(_) if conn.head.status < 200 => continue,
+                        Ok(_) if conn.head.status() < 200 => continue,
                         Ok(framing) => {
                             return Ok(Sent {
                                 framing,
@@ -517,7 +522,7 @@ impl Proxy {
         }
         for _ in 0..MAX_INTERIM {
             let framing = watch_client(res, conn.read_head(head_request, clock.read())).await?;
-            let status = conn.head.status;
+            let status = conn.head.status();
             if (100..200).contains(&status) && !(status == 101 && upgrade) {
                 // 100 without an expectation, 102, 103 (and a 101 nobody asked for is
                 // refused by the caller): interim, not relayed.
@@ -537,14 +542,9 @@ impl Proxy {
 
     /// Relays `101 Switching Protocols`, then bytes both ways.
     async fn tunnel(&self, mut leased: Leased, res: &mut Exchange<'_>, scratch: &mut Vec<u8>) {
-        headers::response_head(
-            scratch,
-            leased.conn.head_bytes(),
-            &leased.conn.head,
-            false,
-            self.options.via,
-        );
-        res.start_stream(101, scratch);
+        headers::relay_head(&mut leased.conn.head, self.options.via, scratch);
+        std::mem::swap(res.head(), &mut leased.conn.head);
+        res.start_stream(BodyFraming::Unframed);
         scratch.clear();
         let Some(client) = res
             .upgrade(leased.conn.relay_timer(), self.options.write_timeout)

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
+use anygate_http::server::ResponseBody;
 use anygate_http::{ErrorKind, Exchange};
 use anygate_router::path::is_unreserved;
 
@@ -16,7 +17,7 @@ const MAX: usize = 10_000;
 /// Answers with the listing of the open directory `dir`, whose request path is `path`.
 pub fn respond(dir: &File, path: &[u8], res: &mut Exchange<'_>, buf: &mut Vec<u8>) {
     let Ok(read) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
-        return res.error(ErrorKind::FileError, None, b"");
+        return res.error(ErrorKind::FileError, None);
     };
     let mut names: Vec<(Vec<u8>, bool)> = read
         .filter_map(Result::ok)
@@ -57,13 +58,11 @@ pub fn respond(dir: &File, path: &[u8], res: &mut Exchange<'_>, buf: &mut Vec<u8
         buf.extend_from_slice(b"</a></li>\n");
     }
     buf.extend_from_slice(b"</ul>\n</body></html>\n");
-    res.send(
-        200,
-        "OK",
-        Some("text/html; charset=utf-8"),
-        b"cache-control: no-cache\r\n",
-        buf,
-    );
+    let head = res.respond(200, "OK");
+    head.fields
+        .append(b"content-type", b"text/html; charset=utf-8");
+    head.fields.append(b"cache-control", b"no-cache");
+    res.send(ResponseBody::Bytes(buf));
 }
 
 /// HTML text escaping; bytes that are not UTF-8 are shown as U+FFFD.

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anygate_http::server::{FileBody, push_decimal, push_status_line};
+use anygate_http::server::{FileBody, ResponseBody, push_decimal};
 use anygate_http::{ErrorKind, Exchange, Request, date};
 
 use self::cache::{CacheKind, Found, Miss, Policy, Variant};
@@ -121,10 +121,10 @@ impl Static {
         let rest = rest.unwrap_or_default();
         let method = req.method();
         if method != b"GET" && method != b"HEAD" {
-            return res.error(
+            return res.error_with(
                 ErrorKind::MethodNotAllowed,
                 Some(&self.label),
-                b"allow: GET, HEAD\r\n",
+                &[(b"allow", b"GET, HEAD")],
             );
         }
         let policy = self.policy();
@@ -156,11 +156,11 @@ impl Static {
                     if self.options.spa && mime::extension(rel).is_none() {
                         self.fallback(c, &mut key, rel_at, req, res, buf);
                     } else {
-                        res.error(ErrorKind::FileNotFound, Some(&self.label), b"");
+                        res.error(ErrorKind::FileNotFound, Some(&self.label));
                     }
                 }
-                Err(Miss::Escape) => res.error(ErrorKind::Forbidden, Some(&self.label), b""),
-                Err(Miss::Error) => res.error(ErrorKind::FileError, Some(&self.label), b""),
+                Err(Miss::Escape) => res.error(ErrorKind::Forbidden, Some(&self.label)),
+                Err(Miss::Error) => res.error(ErrorKind::FileError, Some(&self.label)),
             }
             c.key = key;
         });
@@ -190,11 +190,10 @@ impl Static {
                 buf.push(b'?');
                 buf.extend_from_slice(q);
             }
-            let mut head = Vec::with_capacity(buf.len() + 64);
-            head.extend_from_slice(b"location: ");
-            head.extend_from_slice(buf);
-            head.extend_from_slice(b"\r\n");
-            return res.send(301, "Moved Permanently", None, &head, b"");
+            res.respond(301, "Moved Permanently")
+                .fields
+                .append(b"location", buf);
+            return res.send(ResponseBody::Empty);
         }
         let dir_len = key.len();
         for name in &self.options.index {
@@ -211,10 +210,10 @@ impl Static {
         if self.options.listing && !exact {
             return match c.open_dir(&key[rel_at..], &self.policy()) {
                 Some(dir) => listing::respond(&dir, path, res, buf),
-                None => res.error(ErrorKind::FileError, Some(&self.label), b""),
+                None => res.error(ErrorKind::FileError, Some(&self.label)),
             };
         }
-        res.error(ErrorKind::FileNotFound, Some(&self.label), b"");
+        res.error(ErrorKind::FileNotFound, Some(&self.label));
     }
 
     /// SPA fallback: the root's index, for an unknown path without an extension.
@@ -234,7 +233,7 @@ impl Static {
                 return self.serve(c, key, req, res, buf, true);
             }
         }
-        res.error(ErrorKind::FileNotFound, Some(&self.label), b"");
+        res.error(ErrorKind::FileNotFound, Some(&self.label));
     }
 
     /// Serves the file under `key`.
@@ -254,7 +253,7 @@ impl Static {
         };
         // The representation: a coding the client accepts, for the whole file only.
         let Some(info) = c.file(key) else {
-            return res.error(ErrorKind::FileError, Some(&self.label), b"");
+            return res.error(ErrorKind::FileError, Some(&self.label));
         };
         let mut encoding = None;
         if info.compressible && range_header.is_none() {
@@ -281,7 +280,7 @@ impl Static {
             }
         }
         let Some(info) = c.file(key) else {
-            return res.error(ErrorKind::FileError, Some(&self.label), b"");
+            return res.error(ErrorKind::FileError, Some(&self.label));
         };
         // What is sent: its ETag, its length, and where its bytes are.
         let (etag, len, source) = match encoding.map(|e| &info.variants[e.index()]) {
@@ -301,7 +300,7 @@ impl Static {
             }
         };
         let Some(source) = source else {
-            return res.error(ErrorKind::FileError, Some(&self.label), b"");
+            return res.error(ErrorKind::FileError, Some(&self.label));
         };
         let cache_control = match info.kind {
             _ if fallback => &self.options.cache_html,
@@ -309,35 +308,26 @@ impl Static {
             CacheKind::Fingerprinted => &self.options.cache_fingerprinted,
             CacheKind::Other => &self.options.cache_default,
         };
-        // The fields every response of this representation carries, built at the start of
-        // `buf`; each head is then written after them and copies them in (no allocation).
-        buf.clear();
-        buf.extend_from_slice(b"etag: ");
-        buf.extend_from_slice(etag.as_bytes());
-        buf.extend_from_slice(b"\r\nlast-modified: ");
-        buf.extend_from_slice(&info.last_modified);
-        buf.extend_from_slice(b"\r\n");
+        // The fields every response of this representation carries.
+        let head = res.respond(200, "OK");
+        head.fields.append(b"etag", etag.as_bytes());
+        head.fields.append(b"last-modified", &info.last_modified);
         if !cache_control.is_empty() {
-            buf.extend_from_slice(b"cache-control: ");
-            buf.extend_from_slice(cache_control.as_bytes());
-            buf.extend_from_slice(b"\r\n");
+            head.fields
+                .append(b"cache-control", cache_control.as_bytes());
         }
         if info.compressible {
-            buf.extend_from_slice(b"vary: accept-encoding\r\n");
+            head.fields.append(b"vary", b"accept-encoding");
         }
         if not_modified(req, etag, info.mtime) {
-            let fields = buf.len();
-            buf.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
-            buf.extend_from_within(..fields);
-            return res.send_prebuilt(304, &buf[fields..], b"");
+            head.set_status(304, "Not Modified");
+            return res.send(ResponseBody::Empty);
         }
-        buf.extend_from_slice(b"accept-ranges: bytes\r\n");
+        head.fields.append(b"accept-ranges", b"bytes");
         if let Some(e) = encoding {
-            buf.extend_from_slice(b"content-encoding: ");
-            buf.extend_from_slice(e.token().as_bytes());
-            buf.extend_from_slice(b"\r\n");
+            head.fields
+                .append(b"content-encoding", e.token().as_bytes());
         }
-        let fields = buf.len();
         let ranges = match range_header {
             Some(h) if if_range_holds(req, etag, info.mtime) => range::parse(h, len),
             _ => Ranges::Whole,
@@ -345,33 +335,37 @@ impl Static {
         let content_type: &str = &info.content_type;
         match ranges {
             Ranges::Whole => {
-                let at = head(buf, fields, 200, "OK", content_type, len);
-                let h = &buf[at..];
+                head.fields.append(b"content-type", content_type.as_bytes());
                 match source {
-                    Source::Memory(d) => res.send_shared_range(200, h, d, 0..d.len()),
-                    Source::Disk(f) => res.send_file(200, h, FileBody::range(f.clone(), 0, len)),
+                    Source::Memory(d) => res.send(ResponseBody::Shared(d, 0..d.len())),
+                    Source::Disk(f) => {
+                        res.send(ResponseBody::File(FileBody::range(f.clone(), 0, len)));
+                    }
                 }
             }
             Ranges::Unsatisfiable => {
-                let mut extra = Vec::with_capacity(48);
-                extra.extend_from_slice(b"content-range: bytes */");
-                push_u64(&mut extra, len);
-                extra.extend_from_slice(b"\r\n");
-                res.error(ErrorKind::RangeNotSatisfiable, Some(&self.label), &extra);
+                buf.clear();
+                buf.extend_from_slice(b"bytes */");
+                push_u64(buf, len);
+                res.error_with(
+                    ErrorKind::RangeNotSatisfiable,
+                    Some(&self.label),
+                    &[(b"content-range", buf)],
+                );
             }
             Ranges::Parts(parts) if parts.len() == 1 => {
                 let (a, b) = parts[0];
-                let at = head(buf, fields, 206, "Partial Content", content_type, b - a + 1);
-                buf.extend_from_slice(b"content-range: ");
+                head.set_status(206, "Partial Content");
+                head.fields.append(b"content-type", content_type.as_bytes());
+                buf.clear();
                 content_range(buf, a, b, len);
-                buf.extend_from_slice(b"\r\n");
-                let h = &buf[at..];
+                head.fields.append(b"content-range", buf);
                 match source {
                     Source::Memory(d) => {
-                        res.send_shared_range(206, h, d, a as usize..b as usize + 1);
+                        res.send(ResponseBody::Shared(d, a as usize..b as usize + 1));
                     }
                     Source::Disk(f) => {
-                        res.send_file(206, h, FileBody::range(f.clone(), a, b - a + 1));
+                        res.send(ResponseBody::File(FileBody::range(f.clone(), a, b - a + 1)));
                     }
                 }
             }
@@ -408,18 +402,17 @@ impl Static {
                 trailer.extend_from_slice(b"\r\n--");
                 trailer.extend_from_slice(boundary);
                 trailer.extend_from_slice(b"--\r\n");
-                let mut ct = b"multipart/byteranges; boundary=".to_vec();
-                ct.extend_from_slice(boundary);
-                let ct = String::from_utf8_lossy(&ct).into_owned();
+                head.set_status(206, "Partial Content");
+                buf.clear();
+                buf.extend_from_slice(b"multipart/byteranges; boundary=");
+                buf.extend_from_slice(boundary);
+                head.fields.append(b"content-type", buf);
                 if let Some(mut body) = disk {
                     body.set_trailer(trailer);
-                    let at = head(buf, fields, 206, "Partial Content", &ct, body.len());
-                    res.send_file(206, &buf[at..], body);
+                    res.send(ResponseBody::File(body));
                 } else {
                     memory.extend_from_slice(&trailer);
-                    let len = memory.len() as u64;
-                    let at = head(buf, fields, 206, "Partial Content", &ct, len);
-                    res.send_prebuilt(206, &buf[at..], &memory);
+                    res.send(ResponseBody::Bytes(&memory));
                 }
             }
         }
@@ -448,27 +441,6 @@ impl<'a> Source<'a> {
     fn of(data: Option<&'a Arc<[u8]>>, file: Option<&'a Arc<std::fs::File>>) -> Option<Self> {
         data.map(Source::Memory).or(file.map(Source::Disk))
     }
-}
-
-/// Appends the status line, `content-type`, `content-length` and a copy of the fields at
-/// `buf[..fields]`; returns where the head starts.
-fn head(
-    buf: &mut Vec<u8>,
-    fields: usize,
-    status: u16,
-    reason: &str,
-    content_type: &str,
-    len: u64,
-) -> usize {
-    let at = buf.len();
-    push_status_line(buf, status, reason);
-    buf.extend_from_slice(b"content-type: ");
-    buf.extend_from_slice(content_type.as_bytes());
-    buf.extend_from_slice(b"\r\ncontent-length: ");
-    push_u64(buf, len);
-    buf.extend_from_slice(b"\r\n");
-    buf.extend_from_within(..fields);
-    at
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {

@@ -120,6 +120,7 @@ impl Exchange<'_> {
                     Framing::Length(_) => {
                         let n = (self.body.end - self.body.start).min(self.body.remaining as usize);
                         self.body.remaining -= n as u64;
+                        self.ctx.bytes_in += n as u64;
                         self.body.done = self.body.remaining == 0;
                         (self.body.start, self.body.start + n)
                     }
@@ -131,6 +132,7 @@ impl Exchange<'_> {
                             .map_err(|_| self.body.fail(ErrorKind::BadChunk))?;
                         let at = self.body.start;
                         self.body.start += d.consumed;
+                        self.ctx.bytes_in += d.consumed as u64;
                         self.body.done = self.body.decoder.is_done();
                         if d.data.is_empty() {
                             if self.body.done {
@@ -189,7 +191,7 @@ impl Exchange<'_> {
             let deadline = time::now() + self.body.timeout;
             if !write_all_until(
                 &mut *self.io,
-                b"HTTP/1.1 100 Continue\r\n\r\n",
+                crate::h1::encode::CONTINUE,
                 self.timer,
                 deadline,
             )

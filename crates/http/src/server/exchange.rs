@@ -9,18 +9,68 @@
 //! that needs `&mut` access (TLS) fits, and nothing reaches past the driver into a socket.
 
 use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anygate_runtime::time::Sleep;
 use anygate_runtime::transport::Transport;
 
 use crate::error::ErrorKind;
+use crate::message::ResponseHead;
 use crate::server::Drain;
 use crate::server::body::BodyState;
 use crate::server::io::writev_progress;
-use crate::server::response::Tail;
+use crate::server::response::{HeadHook, Tail};
+
+/// What is known of one request as it goes, protocol-neutral: the driver fills timing,
+/// sizes, status and error; the pipeline and the actions fill route, action, upstream and
+/// attempt. It reaches the end of the request ([`crate::Service::finish`]), where access
+/// logs and metrics read it.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The matched rule's id (its index in the configuration), if one matched.
+    pub route: Option<u32>,
+    /// The action kind (`fixed`, `echo`, `static`, `proxy`), once dispatched.
+    pub action: Option<&'static str>,
+    /// The upstream address of the last attempt (proxy).
+    pub upstream: Option<SocketAddr>,
+    /// Attempts made at the upstream (proxy; 0 when none).
+    pub attempt: u8,
+    /// When the request head was complete.
+    pub start: Instant,
+    /// When the response head was encoded.
+    pub first_byte: Option<Instant>,
+    /// Bytes of the request read from the connection: the head and the body (framing
+    /// included) as far as it was read.
+    pub bytes_in: u64,
+    /// Bytes of the response produced for the connection: head, fields and body.
+    pub bytes_out: u64,
+    /// The response status (0 until sent).
+    pub status: u16,
+    /// The error, when the response is an error.
+    pub error: Option<ErrorKind>,
+}
+
+impl Ctx {
+    /// A context for a request whose head was complete at `start`.
+    pub fn new(start: Instant) -> Self {
+        Self {
+            route: None,
+            action: None,
+            upstream: None,
+            attempt: 0,
+            start,
+            first_byte: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            status: 0,
+            error: None,
+        }
+    }
+}
 
 /// The exchange of one request: its body, its response, and the client connection under
 /// the driver's control.
@@ -46,6 +96,11 @@ pub struct Exchange<'c> {
     pub(crate) expecting: bool,
     pub(crate) status: u16,
     pub(crate) error: Option<ErrorKind>,
+    /// The response head being built (the connection's, reused).
+    pub(crate) head: &'c mut ResponseHead,
+    /// Sees the head before it is encoded.
+    pub(crate) hook: Option<Arc<dyn HeadHook>>,
+    pub(crate) ctx: Ctx,
 }
 
 impl std::fmt::Debug for Exchange<'_> {
@@ -54,7 +109,21 @@ impl std::fmt::Debug for Exchange<'_> {
             .field("status", &self.status)
             .field("close", &self.close)
             .field("body", &self.body)
+            .field("ctx", &self.ctx)
             .finish_non_exhaustive()
+    }
+}
+
+/// The request's context.
+impl Exchange<'_> {
+    /// What is known of the request so far.
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// The context, for the pipeline and the actions to fill in.
+    pub fn ctx_mut(&mut self) -> &mut Ctx {
+        &mut self.ctx
     }
 }
 
@@ -137,6 +206,7 @@ impl Exchange<'_> {
         let pending = if self.body.framing == crate::h1::parse::Framing::None {
             let (from, to) = (self.body.start, self.body.end);
             self.body.start = to;
+            self.ctx.bytes_in += (to - from) as u64;
             &self.body.buf[from..to]
         } else {
             &[]

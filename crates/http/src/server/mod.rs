@@ -47,13 +47,14 @@ use anygate_runtime::time::{self, Sleep};
 use anygate_runtime::transport::Transport;
 
 use self::body::BodyState;
-pub use self::exchange::{Exchange, Upgraded};
+pub use self::exchange::{Ctx, Exchange, Upgraded};
 use self::response::Tail;
-pub use self::response::{COPY_LIMIT, FileBody, push_decimal, push_status_line};
+pub use self::response::{COPY_LIMIT, FileBody, HeadHook, ResponseBody, push_decimal};
 use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::{self, Framing, Head, Parse, Version};
 use crate::limits::Limits;
+use crate::message::ResponseHead;
 use crate::{date, request_id};
 use io::{ReadOutcome, read_until, readable_until, shutdown_until, try_read, writev_all_until};
 
@@ -96,6 +97,10 @@ pub trait Service: Send + Sync + 'static {
         req: &'a Request<'b>,
         ex: &'a mut Exchange<'b>,
     ) -> impl Future<Output = ()> + Send + 'a;
+
+    /// Called once the request is over (its response produced, its body read or dropped),
+    /// with everything known about it: the observe phase (access log, metrics).
+    fn finish(&self, _conn: &mut Self::Conn, _ctx: &Ctx) {}
 }
 
 /// What a TLS handshake established about a connection (filled by the TLS acceptor; `None`
@@ -195,8 +200,11 @@ impl<'a> Request<'a> {
     }
 
     /// The protocol version.
-    pub fn version(&self) -> Version {
-        self.head.version
+    pub fn version(&self) -> crate::message::Version {
+        match self.head.version {
+            Version::H10 => crate::message::Version::Http10,
+            Version::H11 => crate::message::Version::Http11,
+        }
     }
 
     /// Header fields, in order, names as sent.
@@ -353,6 +361,7 @@ pub async fn accept_loop<A: Acceptor, S: Service>(
 /// Answers 503 and closes, spending at most a second on it.
 async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
     let (mut out, mut scratch, mut tail) = (Vec::new(), Vec::new(), Tail::None);
+    let mut head = ResponseHead::default();
     let id = request_id::generate();
     let date = date::now();
     let mut timer = time::sleep(REJECT_TIME);
@@ -373,8 +382,11 @@ async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
         expecting: false,
         status: 0,
         error: None,
+        head: &mut head,
+        hook: None,
+        ctx: Ctx::new(time::now()),
     };
-    ex.error(ErrorKind::Overloaded, None, b"retry-after: 1\r\n");
+    ex.error_with(ErrorKind::Overloaded, None, &[(b"retry-after", b"1")]);
     if io::write_all_until(&mut stream, &out, &mut timer, deadline).await
         && shutdown_until(&mut stream, &mut timer, deadline).await
     {
@@ -409,6 +421,8 @@ struct Conn<'s, S: Service, T> {
     end: usize,
     /// Taken from the thread's pool while the connection has a request; `None` when idle.
     head: Option<Box<Head>>,
+    /// The response head being built; pooled like `head`.
+    response: Option<Box<ResponseHead>>,
     out: Vec<u8>,
     scratch: Vec<u8>,
     /// What the next flush sends after `out` (a large shared body, a file).
@@ -442,6 +456,7 @@ pub async fn serve_connection<S: Service, T: Transport>(
         start: 0,
         end: 0,
         head: None,
+        response: None,
         out: Vec::new(),
         scratch: Vec::new(),
         tail: Tail::None,
@@ -469,6 +484,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         if self.head.is_none() {
             self.head = Some(pool::take_head());
         }
+        if self.response.is_none() {
+            self.response = Some(pool::take_response_head());
+        }
     }
 
     /// Gives the per-request buffers back while the connection waits for its next request.
@@ -478,6 +496,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         pool::give_output(std::mem::take(&mut self.scratch));
         if let Some(head) = self.head.take() {
             pool::give_head(head);
+        }
+        if let Some(head) = self.response.take() {
+            pool::give_response_head(head);
         }
         self.start = 0;
         self.end = 0;
@@ -608,6 +629,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         self.linger = true;
         self.generated_id = request_id::generate();
         let date = date::now();
+        let Some(head) = self.response.as_deref_mut() else {
+            return;
+        };
         let mut ex = Exchange {
             io: &mut self.stream,
             body: BodyState::none(),
@@ -624,8 +648,11 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             expecting: false,
             status: 0,
             error: None,
+            head,
+            hook: None,
+            ctx: Ctx::new(time::now()),
         };
-        ex.error(kind, None, b"");
+        ex.error(kind, None);
     }
 
     /// Handles the request whose head is the first `n` bytes of the window. `false` when
@@ -694,6 +721,11 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             tls: self.facts.tls.as_deref(),
         };
         let out_before = self.out.len();
+        let Some(response) = self.response.as_deref_mut() else {
+            return false;
+        };
+        let mut ctx = Ctx::new(time::now());
+        ctx.bytes_in = (head_end - self.start) as u64;
         let mut ex = Exchange {
             io: &mut self.stream,
             body: BodyState {
@@ -728,6 +760,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             expecting: expect_continue,
             status: 0,
             error: None,
+            head: response,
+            hook: None,
+            ctx,
         };
         let panicked = {
             let mut call = pin!(self.service.call(&mut self.state, &req, &mut ex));
@@ -745,7 +780,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             ex.out.truncate(out_before);
             *ex.tail = Tail::None;
             ex.status = 0;
-            ex.error(ErrorKind::Internal, None, b"");
+            ex.ctx.bytes_out = 0;
+            ex.hook = None;
+            ex.error(ErrorKind::Internal, None);
         }
         // A response written while the client still waited for `100 Continue` said
         // `connection: close` (see `Exchange::finish_head`): the body will not come.
@@ -769,6 +806,11 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         let unread_body = !ex.body_done();
         let still_expecting = ex.expecting;
         let (body_start, body_end) = (ex.body.start, ex.body.end);
+        let (status, error) = (ex.status, ex.error);
+        let Exchange { mut ctx, .. } = ex;
+        ctx.status = status;
+        ctx.error = error;
+        self.service.finish(&mut self.state, &ctx);
         self.start = head_end + body_start;
         self.end = head_end + body_end;
         if close {

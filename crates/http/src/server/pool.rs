@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 
 use crate::h1::parse::Head;
+use crate::message::ResponseHead;
 
 /// Most free entries kept per pool and thread.
 const KEEP: usize = 128;
@@ -26,6 +27,8 @@ struct Pools {
         reason = "the boxes move in and out whole; a Head is 2 KiB"
     )]
     heads: Vec<Box<Head>>,
+    #[allow(clippy::vec_box, reason = "the boxes move in and out whole")]
+    responses: Vec<Box<ResponseHead>>,
 }
 
 thread_local! {
@@ -86,6 +89,23 @@ pub(crate) fn give_head(head: Box<Head>) {
         let mut p = p.borrow_mut();
         if p.heads.len() < KEEP {
             p.heads.push(head);
+        }
+    });
+}
+
+/// A response head (its buffers warm).
+pub(crate) fn take_response_head() -> Box<ResponseHead> {
+    POOLS
+        .with(|p| p.borrow_mut().responses.pop())
+        .unwrap_or_default()
+}
+
+/// Gives a response head back (one that grew large is freed).
+pub(crate) fn give_response_head(head: Box<ResponseHead>) {
+    POOLS.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.responses.len() < KEEP {
+            p.responses.push(head);
         }
     });
 }

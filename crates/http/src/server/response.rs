@@ -1,16 +1,21 @@
 //! Writing a response into the connection's output buffer.
 //!
-//! A handler writes exactly one response per request through its [`Exchange`]. The head's fixed
-//! part comes from the handler (often pre-serialized at load time); `Date`, `X-Request-Id`
-//! and `Connection` are appended here. Responses of pipelined requests accumulate in the
-//! buffer and leave in one write. Nothing here allocates once the buffers have grown to
-//! their working size.
+//! A handler writes exactly one response per request through its [`Exchange`]: it fills
+//! the head ([`Exchange::head`], or [`Exchange::respond`]) and sends it with a body
+//! ([`Exchange::send`] and its shorthands), or starts a streamed body
+//! ([`Exchange::start_stream`]). At that moment, and only then, the head hook (the
+//! pipeline's `post` filters) may edit the head, and the h1 codec encodes it, followed by
+//! `Date`, `X-Request-Id` and `Connection`. A [`Prebuilt`] response skips the encoding when
+//! there is no hook. Responses of pipelined requests accumulate in the buffer and leave in
+//! one write. Nothing here allocates once the buffers have grown to their working size.
 
 use std::fs::File;
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::ErrorKind;
+use crate::h1::encode::{self, Persistence};
+use crate::message::{BodyFraming, Prebuilt, ResponseHead, bodiless, framing_of};
 use crate::server::Exchange;
 
 /// Bodies up to this size are copied into the output buffer; larger shared bodies are
@@ -108,6 +113,36 @@ impl FileBody {
     }
 }
 
+/// A response body, as a handler hands it over.
+#[derive(Debug)]
+pub enum ResponseBody<'a> {
+    /// No body bytes (`Content-Length: 0`, or nothing for a bodiless status).
+    Empty,
+    /// Bytes copied into the output buffer.
+    Bytes(&'a [u8]),
+    /// A part of a shared body: copied when small, else written from where it is.
+    Shared(&'a Arc<[u8]>, Range<usize>),
+    /// Parts of a file (`sendfile` where the transport has it).
+    File(FileBody),
+}
+
+impl ResponseBody<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Empty => 0,
+            Self::Bytes(b) => b.len() as u64,
+            Self::Shared(b, r) => b.get(r.clone()).map_or(0, |p| p.len() as u64),
+            Self::File(f) => f.len(),
+        }
+    }
+}
+
+/// Called with each response head before it is encoded (the pipeline's `post` filters).
+pub trait HeadHook: Send + Sync {
+    /// May edit `head`; `ctx` says what is known of the request so far.
+    fn on_head(&self, ctx: &super::Ctx, head: &mut ResponseHead);
+}
+
 /// The response.
 impl Exchange<'_> {
     /// Whether a response has been written.
@@ -140,6 +175,17 @@ impl Exchange<'_> {
         self.close
     }
 
+    /// Installs the hook that sees (and may edit) the response head before it is encoded.
+    pub fn set_head_hook(&mut self, hook: Arc<dyn HeadHook>) {
+        self.hook = Some(hook);
+    }
+
+    /// Whether a head hook is installed (a [`Prebuilt`] response then goes through the
+    /// structured head).
+    pub fn has_head_hook(&self) -> bool {
+        self.hook.is_some()
+    }
+
     /// A buffer the handler may use to build a body (kept between requests); pass it back
     /// with [`Exchange::send_scratch`].
     pub fn scratch(&mut self) -> &mut Vec<u8> {
@@ -147,98 +193,115 @@ impl Exchange<'_> {
         self.scratch
     }
 
-    /// Sends a response whose head (status line and the handler's own fields, each ending
-    /// in CRLF, `content-length` included) was built in advance, and its body. For a `HEAD`
-    /// request the body is left out.
-    pub fn send_prebuilt(&mut self, status: u16, head: &[u8], body: &[u8]) {
-        self.out.extend_from_slice(head);
-        self.finish_head(status);
-        if !self.head_only {
-            self.out.extend_from_slice(body);
+    /// The head of the response being built (edit it, then send).
+    pub fn head(&mut self) -> &mut ResponseHead {
+        self.head
+    }
+
+    /// Starts the response over with `status` and `reason`, and returns its head.
+    pub fn respond(&mut self, status: u16, reason: &'static str) -> &mut ResponseHead {
+        self.head.reset(status, reason);
+        self.head
+    }
+
+    /// Sends the head built so far with `body`, framed by its length (none for a bodiless
+    /// status). For a `HEAD` request the body bytes are left out.
+    pub fn send(&mut self, body: ResponseBody<'_>) {
+        let status = self.head.status();
+        let len = body.len();
+        let framing = framing_of(status, len as usize);
+        self.commit(framing);
+        if self.head_only || bodiless(status) {
+            return;
+        }
+        self.ctx.bytes_out += len;
+        match body {
+            ResponseBody::Empty => {}
+            ResponseBody::Bytes(b) => self.out.extend_from_slice(b),
+            ResponseBody::Shared(b, range) => {
+                let part = b.get(range.clone()).unwrap_or_default();
+                if part.len() <= COPY_LIMIT {
+                    self.out.extend_from_slice(part);
+                } else {
+                    *self.tail = Tail::Shared(b.clone(), range);
+                }
+            }
+            ResponseBody::File(f) if f.is_empty() => {}
+            ResponseBody::File(f) => *self.tail = Tail::File(f),
         }
     }
 
-    /// Like [`Exchange::send_prebuilt`], for a body shared with other responses: when it is
-    /// large it is not copied but written after the buffer with `writev`.
-    pub fn send_prebuilt_shared(&mut self, status: u16, head: &[u8], body: &Arc<[u8]>) {
-        self.send_shared_range(status, head, body, 0..body.len());
-    }
-
-    /// Like [`Exchange::send_prebuilt_shared`], for the bytes `range` of `body` (a range
-    /// outside the body sends nothing of it).
-    pub fn send_shared_range(
-        &mut self,
-        status: u16,
-        head: &[u8],
-        body: &Arc<[u8]>,
-        range: Range<usize>,
-    ) {
-        let part = body.get(range.clone()).unwrap_or_default();
-        if part.len() <= COPY_LIMIT || self.head_only {
-            return self.send_prebuilt(status, head, part);
+    /// Sends a response fixed at load time: its encoded bytes as they are, or, when a head
+    /// hook is installed, its head through the hook.
+    pub fn send_prebuilt(&mut self, p: &Prebuilt) {
+        if self.hook.is_some() {
+            self.head.copy_from(&p.head);
+            let len = p.body.len();
+            return self.send(ResponseBody::Shared(&p.body, 0..len));
         }
-        self.out.extend_from_slice(head);
-        self.finish_head(status);
-        *self.tail = Tail::Shared(body.clone(), range);
-    }
-
-    /// Sends a prebuilt head (as for [`Exchange::send_prebuilt`]) and a body read from a
-    /// file (with `sendfile(2)` where the transport has it). The connection's write timeout
-    /// applies between two successful writes, not to the whole body.
-    pub fn send_file(&mut self, status: u16, head: &[u8], body: FileBody) {
-        self.out.extend_from_slice(head);
-        self.finish_head(status);
-        if !self.head_only && !body.is_empty() {
-            *self.tail = Tail::File(body);
+        let at = self.out.len();
+        self.out.extend_from_slice(&p.wire);
+        self.head_committed(p.status(), at);
+        if !self.head_only && !p.body.is_empty() {
+            self.ctx.bytes_out += p.body.len() as u64;
+            if p.body.len() <= COPY_LIMIT {
+                self.out.extend_from_slice(&p.body);
+            } else {
+                *self.tail = Tail::Shared(p.body.clone(), 0..p.body.len());
+            }
         }
     }
 
-    /// Starts a streamed response: `head` is the status line and the handler's own fields
-    /// (each ending in CRLF, framing fields included); the driver adds its fields and the
-    /// empty line. The body then goes out with [`Exchange::write_body`]; for a `HEAD` request
-    /// it is dropped.
-    pub fn start_stream(&mut self, status: u16, head: &[u8]) {
-        self.out.extend_from_slice(head);
-        self.finish_head(status);
+    /// Starts a streamed response with the head built so far and `framing`; the body then
+    /// goes out with [`Exchange::write_body`] and [`Exchange::push_body`] (already chunked
+    /// for [`BodyFraming::Chunked`]); for a `HEAD` request it is dropped.
+    pub fn start_stream(&mut self, framing: BodyFraming) {
+        self.commit(framing);
     }
 
     /// Appends `data` to the body of a response started with [`Exchange::start_stream`],
     /// in the output buffer (sent with the next write or flush; dropped for `HEAD`).
     pub fn push_body(&mut self, data: &[u8]) {
         if !self.head_only {
+            self.ctx.bytes_out += data.len() as u64;
             self.out.extend_from_slice(data);
         }
     }
 
-    /// Sends `status` with a `content-type` (if any), extra header lines (each `name: value`
-    /// ending in CRLF), and `body`.
-    pub fn send(
+    /// Sends `status` with a `content-type` (if any) and `body`.
+    pub fn send_bytes(
         &mut self,
         status: u16,
-        reason: &str,
+        reason: &'static str,
         content_type: Option<&str>,
-        extra: &[u8],
         body: &[u8],
     ) {
-        self.status_line(status, reason, content_type, extra, body.len());
-        self.finish_head(status);
-        if !self.head_only && !bodiless(status) {
-            self.out.extend_from_slice(body);
+        let head = self.respond(status, reason);
+        if let Some(ct) = content_type {
+            head.fields.append(b"content-type", ct.as_bytes());
         }
+        self.send(ResponseBody::Bytes(body));
     }
 
     /// Sends the scratch buffer (see [`Exchange::scratch`]) as the body.
-    pub fn send_scratch(&mut self, status: u16, reason: &str, content_type: Option<&str>) {
-        self.status_line(status, reason, content_type, b"", self.scratch.len());
-        self.finish_head(status);
-        if !self.head_only && !bodiless(status) {
-            self.out.extend_from_slice(self.scratch);
+    pub fn send_scratch(&mut self, status: u16, reason: &'static str, content_type: Option<&str>) {
+        self.head.reset(status, reason);
+        if let Some(ct) = content_type {
+            self.head.fields.append(b"content-type", ct.as_bytes());
         }
+        let scratch = std::mem::take(self.scratch);
+        self.send(ResponseBody::Bytes(&scratch));
+        *self.scratch = scratch;
     }
 
-    /// Sends the JSON error body of SPEC §6 for `kind`, with `extra` header lines (`allow:`
-    /// for a 405). `route` names the rule, when one matched.
-    pub fn error(&mut self, kind: ErrorKind, route: Option<&str>, extra: &[u8]) {
+    /// Sends the JSON error body of SPEC §6 for `kind`. `route` names the rule, when one
+    /// matched.
+    pub fn error(&mut self, kind: ErrorKind, route: Option<&str>) {
+        self.error_with(kind, route, &[]);
+    }
+
+    /// Like [`Exchange::error`], with extra fields (`allow` for a 405, say).
+    pub fn error_with(&mut self, kind: ErrorKind, route: Option<&str>, extra: &[(&[u8], &[u8])]) {
         if kind.closes() {
             self.close = true;
         }
@@ -259,90 +322,51 @@ impl Exchange<'_> {
             None => body.extend_from_slice(b"null"),
         }
         body.extend_from_slice(b"}}");
-        self.status_line(
-            kind.status(),
-            kind.reason(),
-            Some("application/json; charset=utf-8"),
-            extra,
-            self.scratch.len(),
-        );
-        self.finish_head(kind.status());
-        if !self.head_only {
-            self.out.extend_from_slice(self.scratch);
+        self.head.reset(kind.status(), kind.reason());
+        self.head
+            .fields
+            .append(b"content-type", b"application/json; charset=utf-8");
+        for (name, value) in extra {
+            self.head.fields.append(name, value);
         }
+        let scratch = std::mem::take(self.scratch);
+        self.send(ResponseBody::Bytes(&scratch));
+        *self.scratch = scratch;
     }
 
-    fn status_line(
-        &mut self,
-        status: u16,
-        reason: &str,
-        content_type: Option<&str>,
-        extra: &[u8],
-        len: usize,
-    ) {
-        let out = &mut *self.out;
-        push_status_line(out, status, reason);
-        if let Some(ct) = content_type {
-            out.extend_from_slice(b"content-type: ");
-            out.extend_from_slice(ct.as_bytes());
-            out.extend_from_slice(b"\r\n");
+    /// Runs the hook on the head and encodes it with `framing`, then the connection's
+    /// fields.
+    fn commit(&mut self, framing: BodyFraming) {
+        if let Some(hook) = &self.hook {
+            hook.on_head(&self.ctx, self.head);
         }
-        out.extend_from_slice(extra);
-        if !bodiless(status) {
-            out.extend_from_slice(b"content-length: ");
-            push_decimal(out, len);
-            out.extend_from_slice(b"\r\n");
-        }
+        let at = self.out.len();
+        encode::response_head(self.out, self.head, framing);
+        self.head_committed(self.head.status(), at);
     }
 
-    /// The fields every response carries, and the empty line.
-    fn finish_head(&mut self, status: u16) {
+    /// The head's own bytes are in `out[at..]`: adds the fields every response carries and
+    /// the empty line, and records the response.
+    fn head_committed(&mut self, status: u16, at: usize) {
         debug_assert!(self.status == 0, "two responses to one request");
         self.status = status;
         if self.drain.is_draining() || self.expecting {
             self.close = true;
         }
-        let out = &mut *self.out;
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(self.date);
-        out.extend_from_slice(b"\r\nx-request-id: ");
-        out.extend_from_slice(self.request_id);
-        out.extend_from_slice(b"\r\n");
-        if self.close {
-            out.extend_from_slice(b"connection: close\r\n");
+        let persistence = if self.close {
+            Persistence::Close
         } else if self.http10_keep_alive {
-            out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+            Persistence::KeepAlive10
+        } else {
+            Persistence::KeepAlive
+        };
+        encode::connection_fields(self.out, self.date, self.request_id, persistence);
+        self.ctx.bytes_out += (self.out.len() - at) as u64;
+        self.ctx.first_byte = Some(anygate_runtime::time::now());
     }
-}
-
-/// 1xx, 204 and 304 responses have no body, and here no `Content-Length` (RFC 9110 §8.6:
-/// forbidden for 1xx and 204; for 304 it would describe another representation).
-fn bodiless(status: u16) -> bool {
-    status < 200 || status == 204 || status == 304
-}
-
-/// Appends `HTTP/1.1 STATUS REASON` and CRLF.
-pub fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, usize::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `n` in decimal.
-pub fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+pub fn push_decimal(out: &mut Vec<u8>, n: usize) {
+    encode::push_u64(out, n as u64);
 }

@@ -38,24 +38,20 @@ impl Service for TestService {
                     match res.body_chunk().await {
                         Ok(Some(d)) => buf.extend_from_slice(d),
                         Ok(None) => break,
-                        Err(kind) => return res.error(kind, None, b""),
+                        Err(kind) => return res.error(kind, None),
                     }
                 }
-                res.send(200, "OK", Some("application/octet-stream"), b"", buf);
+                res.send_bytes(200, "OK", Some("application/octet-stream"), buf);
             }
             b"/id" => {
                 let id = req.request_id().to_vec();
-                res.send(200, "OK", Some("text/plain"), b"", &id);
+                res.send_bytes(200, "OK", Some("text/plain"), &id);
             }
-            b"/missing" => res.error(ErrorKind::NotFound, Some("GET /x"), b""),
-            b"/nocontent" => res.send(
-                204,
-                "No Content",
-                None,
-                b"",
-                b"a body that must not be sent",
-            ),
-            _ => res.send(200, "OK", Some("text/plain"), b"", b"ok"),
+            b"/missing" => res.error(ErrorKind::NotFound, Some("GET /x")),
+            b"/nocontent" => {
+                res.send_bytes(204, "No Content", None, b"a body that must not be sent");
+            }
+            _ => res.send_bytes(200, "OK", Some("text/plain"), b"ok"),
         }
     }
 }
