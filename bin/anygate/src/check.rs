@@ -3,12 +3,14 @@
 use std::process::ExitCode;
 
 use anygate_config::{Config, Failure, Workers};
+use anygate_plugins::Registry;
 
 use crate::args::Args;
 use crate::describe;
 
+/// `anygate check -c FILE`.
 pub fn run(args: &Args) -> ExitCode {
-    match anygate_config::load(&args.config, &anygate_config::env_overrides()) {
+    match load(&args.config) {
         Ok(config) => {
             for w in &config.warnings {
                 eprint!("{}", w.render(&config.sources));
@@ -23,6 +25,19 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
+/// Loads and validates `path` completely: the configuration, then its filter chains with
+/// the kinds this build has.
+pub fn load(path: &std::path::Path) -> Result<Config, Failure> {
+    let config = anygate_config::load(path, &anygate_config::env_overrides())?;
+    match anygate_plugins::compile(&config, &Registry::builtin()) {
+        Ok(_) => Ok(config),
+        Err(diagnostics) => Err(Failure {
+            sources: config.sources,
+            diagnostics,
+        }),
+    }
+}
+
 /// Prints every diagnostic and a count to stderr.
 pub fn report_failure(name: &str, failure: &Failure) {
     eprint!("{failure}");
@@ -33,7 +48,8 @@ pub fn report_failure(name: &str, failure: &Failure) {
     );
 }
 
-fn report(name: &str, config: &Config) -> String {
+/// The report printed by `check` for a valid configuration.
+pub fn report(name: &str, config: &Config) -> String {
     let n = config.routes.len();
     let w = config.warnings.len();
     let mut out = format!(
@@ -64,16 +80,21 @@ fn report(name: &str, config: &Config) -> String {
             .collect();
         out.push_str(&format!("upstream {}: {}\n", u.name, targets.join(", ")));
     }
+    out.push_str(&format!(
+        "filters (global): {}\n",
+        describe::chain(config, &config.global_plugins)
+    ));
     out.push_str("\nroutes, in the order the router tries them:\n");
     let mut rows = String::new();
     for rule in config.router.in_priority_order() {
         let route = &config.routes[rule.value];
         rows.push_str(&format!(
-            "{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\n",
             route.head.path.display(),
             route.methods_label(),
             describe::action(config, route),
-            describe::location(config, route)
+            describe::location(config, route),
+            describe::route_chain(config, route),
         ));
     }
     out.push_str(&describe::align(&rows, "  "));

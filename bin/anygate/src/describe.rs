@@ -49,6 +49,28 @@ pub fn action(config: &Config, route: &Route) -> String {
     }
 }
 
+/// A filter chain: `none`, or its kinds in the order `pre` runs them
+/// (`rate_limit → ip (group /admin)`); `post` runs them the other way.
+pub fn chain(config: &Config, chain: &[usize]) -> String {
+    if chain.is_empty() {
+        return "none".to_owned();
+    }
+    let kinds: Vec<String> = chain
+        .iter()
+        .filter_map(|&i| config.plugins.get(i))
+        .map(|p| match &p.group {
+            Some(g) => format!("{} (group {g})", p.kind),
+            None => p.kind.clone(),
+        })
+        .collect();
+    kinds.join(" → ")
+}
+
+/// A rule's chain, for the route table: `filters: ...`.
+pub fn route_chain(config: &Config, route: &Route) -> String {
+    format!("filters: {}", chain(config, &route.plugins))
+}
+
 /// `file:line:column` of the rule's key.
 pub fn location(config: &Config, route: &Route) -> String {
     config.sources.location(route.key)

@@ -15,6 +15,7 @@ use anygate_router::tree::upstream_path_and_query;
 use crate::args::Args;
 use crate::{check, describe};
 
+/// `anygate explain -c FILE METHOD TARGET`.
 pub fn run(args: &Args) -> ExitCode {
     let (method, target) = (&args.positional[0], &args.positional[1]);
     if !is_token(method) {
@@ -26,7 +27,7 @@ pub fn run(args: &Args) -> ExitCode {
         eprintln!("anygate: the request target must start with `/` (or be an absolute URL)");
         return ExitCode::from(2);
     }
-    match anygate_config::load(&args.config, &anygate_config::env_overrides()) {
+    match check::load(&args.config) {
         Ok(config) => {
             print!("{}", report(&config, method, &path_and_query));
             ExitCode::SUCCESS
@@ -54,7 +55,8 @@ fn strip_origin(target: &str) -> String {
     target.to_owned()
 }
 
-fn report(config: &Config, method: &str, target: &str) -> String {
+/// The report printed by `explain` for `METHOD TARGET`.
+pub fn report(config: &Config, method: &str, target: &str) -> String {
     let mut out = String::new();
     let (raw_path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -97,6 +99,11 @@ fn report(config: &Config, method: &str, target: &str) -> String {
             if let Some(group) = &route.group {
                 let _ = writeln!(out, "  group: {group}");
             }
+            let _ = writeln!(
+                out,
+                "  filters: {}",
+                describe::chain(config, &route.plugins)
+            );
             for (name, value) in &winner.params {
                 let _ = writeln!(out, "  param {name} = {value:?}");
             }
@@ -126,6 +133,8 @@ fn report(config: &Config, method: &str, target: &str) -> String {
                 status::reason(405),
                 config.router.allow_header(mask)
             );
+            let global = describe::chain(config, &config.global_plugins);
+            let _ = writeln!(out, "  filters: {global}");
         }
         Outcome::NotFound => {
             let _ = writeln!(
@@ -133,6 +142,8 @@ fn report(config: &Config, method: &str, target: &str) -> String {
                 "answer: 404 {} (no rule's path matches)",
                 status::reason(404)
             );
+            let global = describe::chain(config, &config.global_plugins);
+            let _ = writeln!(out, "  filters: {global}");
         }
     }
     if e.candidates.is_empty() {

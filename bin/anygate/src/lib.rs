@@ -1,8 +1,11 @@
-//! The `anygate` binary's library half: the application that answers requests ([`app`]) and
-//! the server around it ([`serve`]). The command line (`main.rs`) and the integration tests
-//! both use it.
+//! The `anygate` binary's library half: the server around the request pipeline
+//! ([`serve`]), and the reports of `check` and `explain`. The command line (`main.rs`) and
+//! the integration tests both use it; the request path itself is `anygate-pipeline`.
 
 #![forbid(unsafe_code)]
 
-pub mod app;
+pub mod args;
+pub mod check;
+mod describe;
+pub mod explain;
 pub mod serve;

@@ -11,11 +11,9 @@
 
 #![forbid(unsafe_code)]
 
-mod args;
-mod check;
-mod describe;
-mod explain;
 mod pack;
+
+use anygate::{args, check, explain};
 
 use std::process::ExitCode;
 

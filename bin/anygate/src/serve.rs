@@ -3,8 +3,9 @@
 //!
 //! Each listening address is bound once per worker with `SO_REUSEPORT`, so the kernel spreads
 //! new connections over the workers' accept loops. A reload parses and validates the new
-//! file completely, then swaps the application atomically ([`Live::swap`]); a failed reload
-//! leaves the running one untouched. Settings under `server` (addresses, workers, limits)
+//! file completely (filter chains included), then swaps the application atomically
+//! ([`Live::swap`]) and wakes idle connections so that they let go of the old one
+//! ([`Drain::reconfigured`]); a failed reload leaves the running one untouched. Settings under `server` (addresses, workers, limits)
 //! take effect at the next start; a reload that changes them says so.
 
 use std::io;
@@ -15,14 +16,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anygate_config::{Config, Workers};
+use anygate_config::{Config, Failure, Workers};
 use anygate_http::server::accept_loop;
 use anygate_http::{Acceptor, Drain, Limits, Plain};
+use anygate_pipeline::{App, Live};
+use anygate_plugins::Registry;
 use anygate_runtime::net::ListenerOptions;
 use anygate_runtime::signal::{Signal, Signals};
 use anygate_runtime::{Handle, Runtime, time};
-
-use crate::app::{App, Live};
 
 /// A running server.
 #[derive(Debug)]
@@ -33,6 +34,31 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     shutdown_timeout: Duration,
     server_settings: anygate_config::Server,
+    registry: Arc<Registry>,
+}
+
+/// Why a server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration's filter chains do not compile.
+    Config(Failure),
+    /// A listener could not be bound, or the runtime not started.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(failure) => write!(f, "{failure}"),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// The HTTP limits of a configuration.
@@ -53,14 +79,20 @@ pub fn limits(config: &Config) -> Limits {
 }
 
 impl Server {
-    /// Binds the listeners and starts serving `config` over plain TCP.
-    pub fn start(config: Config) -> io::Result<Self> {
-        Self::start_with(config, Arc::new(Plain))
+    /// Binds the listeners and starts serving `config` over plain TCP, with the built-in
+    /// filter kinds.
+    pub fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with(config, Arc::new(Plain), Registry::builtin())
     }
 
     /// Binds the listeners and starts serving `config`, each accepted connection prepared
-    /// by `acceptor` (a TLS handshake, or a test's transport).
-    pub fn start_with<A: Acceptor>(config: Config, acceptor: Arc<A>) -> io::Result<Self> {
+    /// by `acceptor` (a TLS handshake, or a test's transport), with the filter kinds of
+    /// `registry` (also used by reloads).
+    pub fn start_with<A: Acceptor>(
+        config: Config,
+        acceptor: Arc<A>,
+        registry: Registry,
+    ) -> Result<Self, StartError> {
         let workers = match config.server.workers {
             Workers::Count(n) => n,
             Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -74,7 +106,8 @@ impl Server {
         let server_settings = config.server.clone();
         let shutdown_timeout = config.server.shutdown_timeout;
         let listen: Vec<SocketAddr> = config.server.listen.iter().map(|l| l.addr).collect();
-        let live = Arc::new(Live::new(App::new(config)));
+        let app = App::new(config, &registry).map_err(StartError::Config)?;
+        let live = Arc::new(Live::new(app));
         let drain = Drain::new();
         let addrs = rt.block_on(async {
             let mut addrs = Vec::new();
@@ -108,6 +141,7 @@ impl Server {
             addrs,
             shutdown_timeout,
             server_settings,
+            registry: Arc::new(registry),
         })
     }
 
@@ -127,8 +161,9 @@ impl Server {
     }
 
     /// Serves `config` from now on. Returns the `server` settings that differ from the
-    /// running ones (they need a restart).
-    pub fn reload(&self, config: Config) -> Vec<&'static str> {
+    /// running ones (they need a restart), or why its filter chains do not compile (the
+    /// running configuration then stays).
+    pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, Failure> {
         let mut restart = Vec::new();
         let new = &config.server;
         let old = &self.server_settings;
@@ -144,8 +179,9 @@ impl Server {
         if new.limits != old.limits || new.timeouts != old.timeouts {
             restart.push("server.limits/server.timeouts");
         }
-        self.live.swap(App::new(config));
-        restart
+        self.live.swap(App::new(config, &self.registry)?);
+        self.drain.reconfigured(self.rt.handle());
+        Ok(restart)
     }
 
     /// Stops accepting, lets in-flight requests finish (at most `server.shutdown_timeout`),
@@ -199,25 +235,31 @@ impl Server {
                     eprint!("{}", w.render(&config.sources));
                 }
                 let n = config.routes.len();
-                let restart = self.reload(config);
-                log(&format!("reloaded {}: {n} rules", path.display()));
-                if !restart.is_empty() {
-                    log(&format!(
-                        "changes to {} take effect after a restart",
-                        restart.join(", ")
-                    ));
+                match self.reload(config) {
+                    Ok(restart) => {
+                        log(&format!("reloaded {}: {n} rules", path.display()));
+                        if !restart.is_empty() {
+                            log(&format!(
+                                "changes to {} take effect after a restart",
+                                restart.join(", ")
+                            ));
+                        }
+                    }
+                    Err(failure) => reload_failed(path, &failure),
                 }
             }
-            Err(failure) => {
-                eprint!("{failure}");
-                log(&format!(
-                    "reload of {} failed ({} errors); still serving the previous configuration",
-                    path.display(),
-                    failure.errors().count()
-                ));
-            }
+            Err(failure) => reload_failed(path, &failure),
         }
     }
+}
+
+fn reload_failed(path: &Path, failure: &Failure) {
+    eprint!("{failure}");
+    log(&format!(
+        "reload of {} failed ({} errors); still serving the previous configuration",
+        path.display(),
+        failure.errors().count()
+    ));
 }
 
 /// Completes with `true` when `a` does, `false` when `b` does first.
@@ -258,7 +300,16 @@ pub fn run(path: &Path) -> ExitCode {
     let rules = config.routes.len();
     let server = match Server::start(config) {
         Ok(s) => s,
-        Err(e) => {
+        Err(StartError::Config(failure)) => {
+            eprint!("{failure}");
+            log(&format!(
+                "{} is not valid ({} errors); not starting",
+                path.display(),
+                failure.errors().count()
+            ));
+            return ExitCode::from(1);
+        }
+        Err(StartError::Io(e)) => {
             log(&format!("cannot start: {e}"));
             return ExitCode::from(1);
         }

@@ -9,18 +9,20 @@
 //!   pooled keep-alive connections (see [`proxy`]). `https://` upstreams are not in this
 //!   version; such a rule answers 501 (`AG-ACT-5010`).
 //!
-//! Dispatch is an enum match in the server's wiring, not a trait object: the hot path knows
-//! every action.
+//! [`Action`] holds any of them; the pipeline dispatches with a `match` on it, not a trait
+//! object: the hot path knows every action.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod action;
 mod echo;
 mod fixed;
 pub mod proxy;
 pub mod static_files;
 
+pub use action::{Action, Matched};
 pub use echo::Echo;
 pub use fixed::Fixed;
 pub use proxy::{HostMode, Proxy, ProxyOptions, Upstreams};

@@ -32,3 +32,7 @@ pub const GROUP_PREFIX: &str = "AG-CFG-1105";
 pub const SHADOWED: &str = "AG-CFG-1201";
 /// Warning: two rules share some methods and a path shape; declaration order decides.
 pub const OVERLAP: &str = "AG-CFG-1202";
+/// A `plugins` entry names a kind this build does not have.
+pub const PLUGIN_KIND: &str = "AG-CFG-1106";
+/// A plugin's `args` are not valid for its kind.
+pub const PLUGIN_ARGS: &str = "AG-CFG-1107";

@@ -55,8 +55,8 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    CacheControl, HostHeader, Listen, ProxySettings, Route, Server, ServerLimits, ServerTimeouts,
-    StaticSettings, Target, Timeouts, Upstream, Workers,
+    CacheControl, HostHeader, Listen, PluginSpec, ProxySettings, Route, Server, ServerLimits,
+    ServerTimeouts, StaticSettings, Target, Timeouts, Upstream, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};
@@ -103,6 +103,10 @@ pub struct Config {
     pub router: Router<usize>,
     /// Warnings (shadowed and overlapping rules).
     pub warnings: Vec<Diagnostic>,
+    /// Every `plugins` entry, global and in groups, in declaration order.
+    pub plugins: Vec<PluginSpec>,
+    /// The global chain (for requests no rule matches): indexes into `plugins`.
+    pub global_plugins: Arc<[usize]>,
 }
 
 impl Config {
@@ -238,6 +242,8 @@ pub fn load_str(
             upstreams: model.upstreams,
             routes: model.routes,
             router,
+            plugins: model.plugins,
+            global_plugins: model.global_plugins,
         }),
         built => {
             if let Err(errors) = built {

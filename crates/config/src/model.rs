@@ -284,6 +284,9 @@ pub struct Route {
     pub spa: bool,
     /// Proxy settings in effect for this rule.
     pub proxy: Arc<ProxySettings>,
+    /// The rule's filter chain: indexes into [`crate::Config::plugins`], the global list
+    /// first, then each enclosing group's, in declaration order.
+    pub plugins: Arc<[usize]>,
 }
 
 impl Route {
@@ -301,6 +304,10 @@ impl Route {
     }
 }
 
+mod plugins;
+
+pub use self::plugins::PluginSpec;
+
 /// The decoded sections, before the router is built.
 #[derive(Debug)]
 pub(crate) struct Model {
@@ -309,6 +316,8 @@ pub(crate) struct Model {
     pub proxy: Arc<ProxySettings>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    pub plugins: Vec<PluginSpec>,
+    pub global_plugins: Arc<[usize]>,
 }
 
 /// Decodes the root node. Problems go to `diags`; the model is partial when there are any.
@@ -317,6 +326,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         diags,
         base_dir,
         routes: Vec::new(),
+        plugins: Vec::new(),
     };
     let mut f = Fields::new(d.diags, root, "the configuration");
     let server = d.server(f.take("server"));
@@ -325,12 +335,14 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     let proxy_node = f.take("proxy");
     let proxy = Arc::new(d.proxy_settings(proxy_node, true, &ProxySettings::default()));
     let upstreams = d.upstreams(proxy_node);
-    d.not_yet(&mut f, &["plugins", "tls"]);
+    let global_plugins = d.plugins(f.take("plugins"), &Arc::from([]), None);
+    d.not_yet(&mut f, &["tls"]);
     let scope = Scope {
         prefix: Vec::new(),
         label: None,
         static_settings: static_settings.clone(),
         proxy: proxy.clone(),
+        plugins: global_plugins.clone(),
     };
     d.routes_and_groups(&mut f, &scope);
     f.finish(
@@ -346,12 +358,15 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         );
     }
     let routes = std::mem::take(&mut d.routes);
+    let plugins = std::mem::take(&mut d.plugins);
     Model {
         server,
         static_settings,
         proxy,
         upstreams,
         routes,
+        plugins,
+        global_plugins,
     }
 }
 
@@ -361,12 +376,15 @@ struct Scope {
     label: Option<String>,
     static_settings: Arc<StaticSettings>,
     proxy: Arc<ProxySettings>,
+    /// The chain so far (global, then enclosing groups).
+    plugins: Arc<[usize]>,
 }
 
 struct Decoder<'a> {
     diags: &'a mut Vec<Diagnostic>,
     base_dir: &'a Path,
     routes: Vec<Route>,
+    plugins: Vec<PluginSpec>,
 }
 
 impl Decoder<'_> {
@@ -939,12 +957,13 @@ impl Decoder<'_> {
                 Some(n) => Arc::new(self.proxy_settings(Some(n), false, &parent.proxy)),
                 None => parent.proxy.clone(),
             };
-            self.not_yet(&mut f, &["plugins"]);
+            let plugins = self.plugins(f.take("plugins"), &parent.plugins, label.as_deref());
             let scope = Scope {
                 prefix,
                 label,
                 static_settings,
                 proxy,
+                plugins,
             };
             if prefix_ok {
                 self.routes_and_groups(&mut f, &scope);
@@ -1028,6 +1047,7 @@ impl Decoder<'_> {
                     static_settings: scope.static_settings.clone(),
                     spa,
                     proxy: scope.proxy.clone(),
+                    plugins: scope.plugins.clone(),
                 });
             }
         }

@@ -362,7 +362,18 @@ fn types_and_values_are_checked() {
             "pool name",
         ),
         ("groups: {prefix: /a}", "AG-CFG-1004", "a list of groups"),
-        ("plugins: []", "AG-CFG-1007", "not implemented"),
+        (
+            "plugins: {kind: x}",
+            "AG-CFG-1004",
+            "a list of `{ kind, args }`",
+        ),
+        ("plugins: [{args: {}}]", "AG-CFG-1005", "needs a `kind`"),
+        (
+            "plugins: [{kind: x, args: [1]}]",
+            "AG-CFG-1004",
+            "`args` must be a map",
+        ),
+        ("plugins: [{kind: x, arg: {}}]", "AG-CFG-1002", "arg"),
         ("tls: {}", "AG-CFG-1007", "not implemented"),
     ];
     for (section, code, why) in cases {
@@ -479,9 +490,9 @@ fn group_errors() {
             "AG-CFG-1101",
         ),
         (
-            "groups:\n  - plugins: []\n    routes: {\"/\": OK}",
-            "t.yml:2:5",
-            "AG-CFG-1007",
+            "groups:\n  - plugins: [{kind: 7}]\n    routes: {\"/\": OK}",
+            "t.yml:2:22",
+            "AG-CFG-1004",
         ),
         (
             "groups:\n  - proxy: {upstreams: {}}\n    routes: {\"/\": OK}",
@@ -1002,4 +1013,37 @@ fn proxy_connection_and_header_keys() {
         assert!(msg.contains(why), "{section}: {msg}");
         assert!(at.starts_with("t.yml:1:"), "{section}: {at}");
     }
+}
+
+#[test]
+fn plugin_chains_are_global_then_each_enclosing_group_in_order() {
+    let c = yaml(
+        "plugins: [{kind: g1}, {kind: g2, args: {n: 1}}]\n\
+         routes: {\"/top\": OK}\n\
+         groups:\n\
+         \x20 - prefix: /a\n\
+         \x20   plugins: [{kind: a}]\n\
+         \x20   routes: {\"/x\": OK}\n\
+         \x20   groups:\n\
+         \x20     - prefix: /b\n\
+         \x20       plugins: [{kind: b}]\n\
+         \x20       routes: {\"/y\": OK}\n\
+         \x20 - prefix: /c\n\
+         \x20   routes: {\"/z\": OK}\n",
+    )
+    .unwrap();
+    let kinds = |route: usize| -> Vec<&str> {
+        c.routes[route]
+            .plugins
+            .iter()
+            .map(|&i| c.plugins[i].kind.as_str())
+            .collect()
+    };
+    assert_eq!(kinds(0), ["g1", "g2"]);
+    assert_eq!(kinds(1), ["g1", "g2", "a"]);
+    assert_eq!(kinds(2), ["g1", "g2", "a", "b"]);
+    assert_eq!(kinds(3), ["g1", "g2"]);
+    assert_eq!(&*c.global_plugins, [0, 1]);
+    assert_eq!(c.plugins[2].group.as_deref(), Some("/a"));
+    assert!(c.plugins[1].args.is_some() && c.plugins[0].args.is_none());
 }

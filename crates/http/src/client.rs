@@ -330,7 +330,9 @@ impl<T: Transport> UpstreamConn<T> {
             }
             ReadOutcome::Eof => Ok(0),
             ReadOutcome::Timeout => Err(UpstreamError::ReadTimeout),
-            ReadOutcome::Error | ReadOutcome::Draining => Err(UpstreamError::Reset),
+            ReadOutcome::Error | ReadOutcome::Draining | ReadOutcome::Reconfigured => {
+                Err(UpstreamError::Reset)
+            }
         }
     }
 }

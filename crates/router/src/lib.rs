@@ -14,7 +14,6 @@
 //! - [`tree`]: the compiled [`Router`], generic over what the caller attaches to each rule.
 //! - [`explain`]: scores every rule independently (the slow, obvious way) to say why a rule
 //!   wins; it is also the reference the trie is property-tested against.
-//! - [`shared`]: RCU publication of a new router (`arc-swap`).
 //!
 //! # Invariants
 //!
@@ -49,10 +48,8 @@ pub mod dsl;
 pub mod explain;
 pub mod method;
 pub mod path;
-pub mod shared;
 pub mod status;
 pub mod tree;
 
 pub use dsl::{Action, DslError, Head, parse_action, parse_head};
-pub use shared::SharedRouter;
 pub use tree::{BuildError, Lookup, Params, RouteMatch, Router, Rule};

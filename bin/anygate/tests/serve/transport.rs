@@ -136,7 +136,11 @@ fn gateway(yaml: &str) -> (Server, Arc<AtomicUsize>) {
     let acceptor = Arc::new(BufferedAcceptor {
         flushes: flushes.clone(),
     });
-    (Server::start_with(config, acceptor).unwrap(), flushes)
+    let registry = anygate_plugins::Registry::builtin();
+    (
+        Server::start_with(config, acceptor, registry).unwrap(),
+        flushes,
+    )
 }
 
 /// A pattern that shows a misplaced or repeated piece of a large body.

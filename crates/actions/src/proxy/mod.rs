@@ -394,6 +394,9 @@ impl Proxy {
         let mut fresh_only = false;
         loop {
             let (mut leased, reused) = self.connection(&target, clock, fresh_only).await?;
+            let ctx = res.ctx_mut();
+            ctx.upstream = Some(leased.conn.addr);
+            ctx.attempt = ctx.attempt.saturating_add(1);
             match self.send(&mut leased, req, head, res, clock, upgrade).await {
                 Ok(sent) => return Ok((leased, sent)),
                 Err(e) => {

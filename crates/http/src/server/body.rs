@@ -224,9 +224,10 @@ impl Exchange<'_> {
                 Ok(())
             }
             ReadOutcome::Timeout => Err(self.body.fail(ErrorKind::BodyTimeout)),
-            ReadOutcome::Eof | ReadOutcome::Error | ReadOutcome::Draining => {
-                Err(self.body.fail(ErrorKind::IncompleteBody))
-            }
+            ReadOutcome::Eof
+            | ReadOutcome::Error
+            | ReadOutcome::Draining
+            | ReadOutcome::Reconfigured => Err(self.body.fail(ErrorKind::IncompleteBody)),
         }
     }
 }

@@ -26,6 +26,8 @@ pub(crate) enum ReadOutcome {
     Timeout,
     /// The server is shutting down (only asked for while the connection is idle).
     Draining,
+    /// A new configuration was announced (only while idle: see `Drain::reconfigured`).
+    Reconfigured,
     /// Any I/O error (reset, ...).
     Error,
 }
@@ -98,9 +100,13 @@ pub(crate) async fn readable_until<T: Transport + ?Sized>(
     drain: &Drain,
 ) -> ReadOutcome {
     arm(timer, deadline);
+    let epoch = drain.epoch();
     poll_fn(|cx| {
         if drain.is_draining() {
             return Poll::Ready(ReadOutcome::Draining);
+        }
+        if drain.epoch() != epoch {
+            return Poll::Ready(ReadOutcome::Reconfigured);
         }
         match stream.poll_read_ready(cx) {
             Poll::Ready(Ok(())) => return Poll::Ready(ReadOutcome::Data(0)),

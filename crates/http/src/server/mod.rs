@@ -101,6 +101,10 @@ pub trait Service: Send + Sync + 'static {
     /// Called once the request is over (its response produced, its body read or dropped),
     /// with everything known about it: the observe phase (access log, metrics).
     fn finish(&self, _conn: &mut Self::Conn, _ctx: &Ctx) {}
+
+    /// Called when the connection goes idle, and again whenever it is woken while idle by
+    /// [`Drain::reconfigured`]: state that would pin an old configuration is dropped here.
+    fn idle(&self, _conn: &mut Self::Conn) {}
 }
 
 /// What a TLS handshake established about a connection (filled by the TLS acceptor; `None`
@@ -250,6 +254,8 @@ pub struct Drain {
     draining: AtomicBool,
     open: AtomicUsize,
     waiter: AtomicWaker,
+    /// Bumped by every reload, so that idle connections look at their state again.
+    epoch: AtomicUsize,
 }
 
 impl Drain {
@@ -274,6 +280,18 @@ impl Drain {
     pub fn start(&self, handle: &Handle) {
         self.draining.store(true, Ordering::Release);
         handle.wake_all();
+    }
+
+    /// Announces a new configuration: every idle connection is woken once and calls
+    /// [`Service::idle`] (so that none keeps the old configuration alive).
+    pub fn reconfigured(&self, handle: &Handle) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        handle.wake_all();
+    }
+
+    /// The reload counter (see [`Drain::reconfigured`]).
+    pub(crate) fn epoch(&self) -> usize {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Completes when shutdown has begun and no connection is open.
@@ -572,9 +590,11 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             let deadline = time::now() + self.limits.idle_timeout;
             loop {
                 self.release();
+                self.service.idle(&mut self.state);
                 match readable_until(&mut self.stream, &mut self.timer, deadline, self.drain).await
                 {
                     ReadOutcome::Data(_) => self.acquire(),
+                    ReadOutcome::Reconfigured => continue,
                     _ => return false,
                 }
                 match try_read(&mut self.stream, &mut self.buf).await {

@@ -1,0 +1,253 @@
+//! `anygate-pipeline`: one request, from the router to the end of its response.
+//!
+//! # The request path
+//!
+//! ```text
+//! Service::call ─► normalize the path ─► Router::lookup ─┬─ Found ──► chain.pre ─► Action::respond
+//!                                                        ├─ 405 / 404 / bad path ─► global chain.pre ─► error
+//!   (every response head, before it is encoded) ─► chain.post (HeadHook)
+//! Service::finish (body read or dropped) ─► chain.observe(ctx)
+//! ```
+//!
+//! - [`App`] is one configuration compiled: the router, one [`Action`] and one filter
+//!   [`Chain`] per rule, and the global chain for requests no rule answers.
+//! - [`Live`] is the application being served, replaced whole by a reload (arc-swap). A
+//!   connection keeps the `Arc<App>` it last used while it has requests, checked against
+//!   the live one at each request (one load, no reference count change while unchanged),
+//!   and drops it when it goes idle on a stale one: an idle keep-alive connection never
+//!   pins an old configuration (the reload wakes idle connections).
+//!
+//! # Invariants
+//! - An empty chain costs nothing: no hook is installed, no filter called.
+//! - The context ([`anygate_http::server::Ctx`]) carries the rule's id and the action kind
+//!   from here; the driver adds sizes and timing, the proxy its upstream and attempts.
+//!
+//! # Non-goals
+//! Host routing (a later issue), the built-in filters (`anygate-plugins`).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod build;
+
+use std::sync::Arc;
+
+use anygate_actions::{Action, Matched};
+use anygate_config::{Config, Failure};
+use anygate_http::server::Ctx;
+use anygate_http::{ErrorKind, Exchange, Request, Service};
+use anygate_plugins::{Chain, Flow, Registry};
+use anygate_router::path::normalize;
+use anygate_router::{Lookup, Router};
+use arc_swap::ArcSwap;
+
+#[derive(Debug)]
+struct Entry {
+    action: Action,
+    /// `GET /api/*`, for error bodies.
+    label: Box<str>,
+    chain: Arc<Chain>,
+}
+
+/// One configuration, ready to serve.
+#[derive(Debug)]
+pub struct App {
+    router: Router<usize>,
+    entries: Vec<Entry>,
+    global: Arc<Chain>,
+}
+
+impl App {
+    /// Compiles a validated configuration: its actions, and its filter chains with the
+    /// kinds `registry` knows (an unknown kind or bad `args` fails, with positions).
+    pub fn new(config: Config, registry: &Registry) -> Result<Self, Failure> {
+        let chains = match anygate_plugins::compile(&config, registry) {
+            Ok(c) => c,
+            Err(diagnostics) => {
+                return Err(Failure {
+                    sources: config.sources,
+                    diagnostics,
+                });
+            }
+        };
+        let actions = build::actions(&config);
+        let entries = config
+            .routes
+            .iter()
+            .zip(actions)
+            .zip(chains.routes)
+            .map(|((r, action), chain)| Entry {
+                action,
+                label: r.label().into(),
+                chain,
+            })
+            .collect();
+        Ok(Self {
+            router: config.router,
+            entries,
+            global: chains.global,
+        })
+    }
+
+    /// What the operator should know about this configuration: rules that answer 501 in
+    /// this build, static manifests that could not be read.
+    pub fn notices(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.action {
+                Action::Unavailable => Some(format!(
+                    "rule `{}`: https:// upstreams are not in this version; it answers 501",
+                    e.label
+                )),
+                Action::Static(s) => s.warning().map(|w| format!("rule `{}`: {w}", e.label)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The filter chain of rule `route` (its index in the configuration), or the global
+    /// one for `None`.
+    pub fn chain(&self, route: Option<usize>) -> &Chain {
+        route
+            .and_then(|i| self.entries.get(i))
+            .map_or(&self.global, |e| &e.chain)
+    }
+
+    /// Answers one request: route, `pre`, action (the chain's `post` runs on the head).
+    pub async fn handle(&self, req: &Request<'_>, ex: &mut Exchange<'_>, buf: &mut Vec<u8>) {
+        let Ok(path) = normalize(req.path()) else {
+            if self.unrouted(req, ex) == Flow::Continue {
+                ex.error(ErrorKind::BadPath, None);
+            }
+            return;
+        };
+        match self.router.lookup(req.method(), &path) {
+            Lookup::Found(m) => {
+                let id = m.rule.value;
+                let Some(entry) = self.entries.get(id) else {
+                    return ex.error(ErrorKind::Internal, None);
+                };
+                ex.ctx_mut().route = u32::try_from(id).ok();
+                if !entry.chain.is_empty() {
+                    ex.set_head_hook(entry.chain.clone());
+                    if entry.chain.pre(req, ex) == Flow::Answered {
+                        return;
+                    }
+                }
+                ex.ctx_mut().action = Some(entry.action.kind());
+                let matched = Matched {
+                    path: &path,
+                    params: &m.params,
+                    label: &entry.label,
+                };
+                entry.action.respond(req, &matched, ex, buf).await;
+            }
+            Lookup::MethodNotAllowed(mask) => {
+                if self.unrouted(req, ex) == Flow::Continue {
+                    let allow = self.router.allow_header(mask);
+                    ex.error_with(
+                        ErrorKind::MethodNotAllowed,
+                        None,
+                        &[(b"allow", allow.as_bytes())],
+                    );
+                }
+            }
+            Lookup::NotFound => {
+                if self.unrouted(req, ex) == Flow::Continue {
+                    ex.error(ErrorKind::NotFound, None);
+                }
+            }
+        }
+    }
+
+    /// The global chain, for a request no rule answers.
+    fn unrouted(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        if self.global.is_empty() {
+            return Flow::Continue;
+        }
+        ex.set_head_hook(self.global.clone());
+        self.global.pre(req, ex)
+    }
+
+    /// The observe phase of the request's chain.
+    pub fn observe(&self, ctx: &Ctx) {
+        let chain = self.chain(ctx.route.map(|r| r as usize));
+        if !chain.is_empty() {
+            chain.observe(ctx);
+        }
+    }
+}
+
+/// The application currently served, replaced whole by a reload.
+#[derive(Debug)]
+pub struct Live {
+    current: ArcSwap<App>,
+}
+
+impl Live {
+    /// Serves `app`.
+    pub fn new(app: App) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(app),
+        }
+    }
+
+    /// Replaces the application: requests that started keep the old one, the next ones get
+    /// the new one. Idle connections let go of the old one when woken (see
+    /// `anygate_http::Drain::reconfigured`).
+    pub fn swap(&self, app: App) {
+        self.current.store(Arc::new(app));
+    }
+
+    /// The application now.
+    pub fn current(&self) -> Arc<App> {
+        self.current.load_full()
+    }
+}
+
+/// A connection's view of [`Live`].
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// The application the connection's last request used (`None` while idle after a
+    /// reload).
+    app: Option<Arc<App>>,
+    /// The echo action's body prefix, kept between requests.
+    body_buf: Vec<u8>,
+}
+
+impl Service for Live {
+    type Conn = ConnState;
+
+    fn connect(&self) -> ConnState {
+        ConnState::default()
+    }
+
+    async fn call<'a, 'b: 'a>(
+        &'a self,
+        conn: &'a mut ConnState,
+        req: &'a Request<'b>,
+        ex: &'a mut Exchange<'b>,
+    ) {
+        let now = self.current.load();
+        if !conn.app.as_ref().is_some_and(|a| Arc::ptr_eq(a, &now)) {
+            conn.app = Some(arc_swap::Guard::into_inner(now));
+        }
+        if let Some(app) = &conn.app {
+            app.handle(req, ex, &mut conn.body_buf).await;
+        }
+    }
+
+    fn finish(&self, conn: &mut ConnState, ctx: &Ctx) {
+        if let Some(app) = &conn.app {
+            app.observe(ctx);
+        }
+    }
+
+    fn idle(&self, conn: &mut ConnState) {
+        let now = self.current.load();
+        if conn.app.as_ref().is_some_and(|a| !Arc::ptr_eq(a, &now)) {
+            conn.app = None;
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `anygate-plugins`: the filter contract of SPEC §7, and the compilation of each rule's
+//! filter chain from the configuration.
+//!
+//! # The contract
+//!
+//! A filter has three phases, each optional:
+//!
+//! ```text
+//!            ┌──────────── pre ────────────┐      ┌──── post ────┐    ┌─ observe ─┐
+//! request ─► │ global → group → nested     │ ─► action ─► head ─► │ nested → … → global │ ─► encode … end ─► │ every filter │
+//!            └─ any may answer: Flow::Answered ┘      └──────────────┘    └───────────┘
+//! ```
+//!
+//! - `pre` runs before the action, in chain order (global, then each enclosing group's, in
+//!   declaration order). It may answer the request itself (write a response into the
+//!   exchange and return [`Flow::Answered`]): the action and the rest of `pre` are skipped.
+//! - `post` runs on every response head of the rule (an early answer from `pre` and error
+//!   responses included), right before the head is encoded, in reverse chain order (the
+//!   outermost filter sees the final head, like middleware layers). It may edit the head
+//!   and sees the request's context so far (route, status, timing).
+//! - `observe` runs once the request is over, in chain order, with the final context
+//!   (sizes, status, error code): access logs and metrics.
+//!
+//! # Design
+//!
+//! - [`Filter`] is an enum: the built-in kinds (with the plugins issue) are variants with
+//!   typed configurations, dispatched by `match`. [`Filter::Custom`] holds filters defined
+//!   outside this crate ([`Hooks`], a trait object): the tests' filters today, Wasm modules
+//!   later. An empty chain is never called: the pipeline skips it (no allocation, no
+//!   dynamic dispatch).
+//! - [`Registry`] maps a `kind` to a constructor; [`compile`] turns every `plugins` entry
+//!   of a configuration into one filter (shared by every rule whose chain names it) and
+//!   each rule's chain into a [`Chain`], reporting an unknown kind or bad `args` with the
+//!   entry's `file:line:column`.
+//!
+//! # Non-goals
+//!
+//! The built-in filters themselves (rate_limit, headers, cors, ip, auth: the plugins
+//! issue; log: the observability issue); asynchronous `pre` phases (forward-auth will add
+//! one as an enum variant).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::fmt;
+use std::sync::Arc;
+
+use anygate_config::{Config, Diagnostic, PluginSpec, codes};
+use anygate_http::message::ResponseHead;
+use anygate_http::server::{Ctx, HeadHook};
+use anygate_http::{Exchange, Request};
+
+/// What `pre` decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on with the next filter, then the action.
+    Continue,
+    /// The filter wrote a response: stop here.
+    Answered,
+}
+
+/// The phases of a filter defined outside this crate. Each has a default that does
+/// nothing.
+pub trait Hooks: Send + Sync + fmt::Debug {
+    /// Before the action; may answer the request.
+    fn pre(&self, _req: &Request<'_>, _ex: &mut Exchange<'_>) -> Flow {
+        Flow::Continue
+    }
+
+    /// Before a response head is encoded; may edit it.
+    fn post(&self, _ctx: &Ctx, _head: &mut ResponseHead) {}
+
+    /// Once the request is over.
+    fn observe(&self, _ctx: &Ctx) {}
+}
+
+/// One compiled filter.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Filter {
+    /// A filter defined outside this crate, with the kind it was registered under.
+    Custom(Box<str>, Arc<dyn Hooks>),
+}
+
+impl Filter {
+    /// The `kind` it was configured with.
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Custom(kind, _) => kind,
+        }
+    }
+
+    fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        match self {
+            Self::Custom(_, f) => f.pre(req, ex),
+        }
+    }
+
+    fn post(&self, ctx: &Ctx, head: &mut ResponseHead) {
+        match self {
+            Self::Custom(_, f) => f.post(ctx, head),
+        }
+    }
+
+    fn observe(&self, ctx: &Ctx) {
+        match self {
+            Self::Custom(_, f) => f.observe(ctx),
+        }
+    }
+}
+
+/// The filters of one rule, in chain order.
+#[derive(Debug, Default)]
+pub struct Chain {
+    filters: Box<[Filter]>,
+}
+
+impl Chain {
+    /// Whether the chain has no filter (the pipeline then skips it entirely).
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// The filters, in chain order.
+    pub fn filters(&self) -> &[Filter] {
+        &self.filters
+    }
+
+    /// Runs `pre` in chain order until a filter answers.
+    pub fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        for f in self.filters.iter() {
+            if f.pre(req, ex) == Flow::Answered {
+                return Flow::Answered;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Runs `observe` in chain order.
+    pub fn observe(&self, ctx: &Ctx) {
+        for f in self.filters.iter() {
+            f.observe(ctx);
+        }
+    }
+}
+
+impl HeadHook for Chain {
+    /// `post`, in reverse chain order.
+    fn on_head(&self, ctx: &Ctx, head: &mut ResponseHead) {
+        for f in self.filters.iter().rev() {
+            f.post(ctx, head);
+        }
+    }
+}
+
+/// Builds a filter from its `plugins` entry, or says what is wrong with its `args`.
+pub type Constructor = Box<dyn Fn(&PluginSpec) -> Result<Filter, String> + Send + Sync>;
+
+/// The kinds a build knows.
+#[derive(Default)]
+pub struct Registry {
+    kinds: Vec<(Box<str>, Constructor)>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.kinds()).finish()
+    }
+}
+
+impl Registry {
+    /// The built-in kinds (none in this version: they come with the plugins issue).
+    pub fn builtin() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) `kind`.
+    pub fn register(&mut self, kind: &str, constructor: Constructor) {
+        self.kinds.retain(|(k, _)| &**k != kind);
+        self.kinds.push((kind.into(), constructor));
+    }
+
+    /// Adds a kind whose filter is always `hooks`, whatever its `args`.
+    pub fn register_hooks(&mut self, kind: &str, hooks: Arc<dyn Hooks>) {
+        let name: Box<str> = kind.into();
+        self.register(
+            kind,
+            Box::new(move |_| Ok(Filter::Custom(name.clone(), hooks.clone()))),
+        );
+    }
+
+    /// The kinds, in registration order.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.kinds.iter().map(|(k, _)| &**k)
+    }
+
+    /// Compiles one `plugins` entry.
+    pub fn compile(&self, spec: &PluginSpec) -> Result<Filter, Diagnostic> {
+        let Some((_, build)) = self.kinds.iter().find(|(k, _)| **k == *spec.kind) else {
+            let known: Vec<&str> = self.kinds().collect();
+            let help = if known.is_empty() {
+                "this version has no plugin kinds yet; remove the entry".to_owned()
+            } else {
+                format!("known kinds: {}", known.join(", "))
+            };
+            return Err(Diagnostic::error(
+                codes::PLUGIN_KIND,
+                spec.kind_span,
+                format!("unknown plugin kind `{}`", spec.kind),
+            )
+            .help(help));
+        };
+        build(spec).map_err(|why| {
+            let span = spec.args.as_ref().map_or(spec.span, |a| a.span);
+            Diagnostic::error(codes::PLUGIN_ARGS, span, format!("`{}`: {why}", spec.kind))
+        })
+    }
+}
+
+/// Every chain of a configuration.
+#[derive(Debug)]
+pub struct Chains {
+    /// Per rule, in the order of `Config::routes`.
+    pub routes: Vec<Arc<Chain>>,
+    /// For requests no rule matches (404, 405, an invalid path).
+    pub global: Arc<Chain>,
+}
+
+/// Compiles every `plugins` entry of `config` once, then each rule's chain. Every error is
+/// reported, each with its position.
+pub fn compile(config: &Config, registry: &Registry) -> Result<Chains, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let filters: Vec<Option<Filter>> = config
+        .plugins
+        .iter()
+        .map(|spec| registry.compile(spec).map_err(|e| errors.push(e)).ok())
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let chain = |indexes: &[usize]| -> Arc<Chain> {
+        Arc::new(Chain {
+            filters: indexes
+                .iter()
+                .filter_map(|&i| filters.get(i).cloned().flatten())
+                .collect(),
+        })
+    };
+    Ok(Chains {
+        routes: config.routes.iter().map(|r| chain(&r.plugins)).collect(),
+        global: chain(&config.global_plugins),
+    })
+}
