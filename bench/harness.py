@@ -10,6 +10,12 @@ answers a sample request correctly before timing; a server that cannot serve a s
 (AnyGate answers 501 for actions it does not have) leaves that scenario out, with the reason.
 
     bench/run [--quick] [--rounds N] [--seconds S] [--scenario NAME]... [--self-test]
+              [--baseline BIN] [--servers anygate,baseline,...]
+
+`--baseline BIN` adds a server "baseline": the AnyGate binary BIN (built from an earlier
+commit) on the same configuration, interleaved with this tree's binary in every scenario
+AnyGate runs, so that a change's cost is read from one invocation. `--servers` keeps only the
+named servers (for example `anygate,baseline` for a change's own comparison).
 
 See docs/BENCH.md. Loopback only; every process started is stopped by PID at the end.
 """
@@ -267,12 +273,13 @@ def make_files(tmp):
     return static
 
 
-def start(name, port, tmp, static, backend_port, reference):
+def start(name, port, tmp, static, backend_port, reference, baseline=None):
     values = dict(port=port, tmp=tmp, static_dir=static, backend_port=backend_port)
-    if name == "anygate":
+    if name in ("anygate", "baseline"):
         cfg = os.path.join(tmp, f"anygate-{port}.yml")
         open(cfg, "w").write(render("anygate.yml.tmpl", **values))
-        return Server(name, [os.path.join(ROOT, "target/release/anygate"), "serve", "-c", cfg], port)
+        binary = baseline if name == "baseline" else os.path.join(ROOT, "target/release/anygate")
+        return Server(name, [binary, "serve", "-c", cfg], port)
     if name == "nginx":
         cfg = os.path.join(tmp, f"nginx-{port}.conf")
         open(cfg, "w").write(render("nginx.conf.tmpl", **values))
@@ -294,6 +301,11 @@ def self_test():
     assert ka == dict(requests=1262354, rps=126197.43, mbps=14.2, p50=443.0, p99=920.0, errors=0), ka
     bad = parse_wrk(open(os.path.join(BENCH, "testdata", "wrk-errors.txt")).read())
     assert bad["errors"] == 37 + 3 and bad["p99"] == 1_210_000.0, bad
+    class A:
+        baseline, servers = "/bin/true", None
+    assert servers_of(SCENARIOS["proxy"], A) == ["anygate", "baseline", "nginx", "haproxy"]
+    A.servers = "anygate,baseline"
+    assert servers_of(SCENARIOS["fixed"], A) == ["anygate", "baseline"]
     print("bench self-test: ok")
 
 
@@ -304,7 +316,13 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     ap.add_argument("--self-test", action="store_true")
+    ap.add_argument("--baseline", help="an earlier anygate binary, run as the server `baseline`")
+    ap.add_argument("--servers", help="comma-separated servers to keep (default: all)")
     args = ap.parse_args()
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.access(args.baseline, os.X_OK):
+            ap.error(f"--baseline {args.baseline}: not an executable")
     if args.self_test:
         return self_test()
     if args.quick:
@@ -334,20 +352,33 @@ def main():
     print(report)
 
 
+def servers_of(sc, args):
+    """The servers of a scenario: its own, plus `baseline` after `anygate` when asked for,
+    filtered by `--servers`."""
+    names = list(sc["servers"])
+    if args.baseline and "anygate" in names:
+        names.insert(names.index("anygate") + 1, "baseline")
+    if args.servers:
+        keep = args.servers.split(",")
+        names = [n for n in names if n in keep]
+    return names
+
+
 def run_all(args, tmp, static, backend_port, reference):
     info = machine()
     scenarios = args.scenario or list(SCENARIOS)
     results, skipped = {}, {}
     upload = open(os.path.join(static, "100m.bin"), "rb").read(1 << 16)
     for name in scenarios:
-        sc = SCENARIOS[name]
+        sc = dict(SCENARIOS[name], servers=servers_of(SCENARIOS[name], args))
+        SCENARIOS[name] = sc
         expected = sc["body"] if isinstance(sc["body"], bytes) else open(os.path.join(static, sc["body"]), "rb").read()
         for rnd in range(args.rounds):
             for server in sc["servers"]:
                 if name in skipped:
                     break
                 port = free_port()
-                srv = start(server, port, tmp, static, backend_port, reference)
+                srv = start(server, port, tmp, static, backend_port, reference, args.baseline)
                 try:
                     status, body = sample(port, sc["path"], upload if sc.get("upload") else None)
                     if status != 200 or (not sc.get("upload") and body != expected):
@@ -386,7 +417,9 @@ def write_report(args, info, scenarios, results, skipped):
              f"- machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}",
              f"- peers: {info['nginx']}; {info['haproxy']}; {info['wrk']}",
              f"- command: `bench/run --rounds {args.rounds} --seconds {args.seconds}"
-             + "".join(f" --scenario {s}" for s in (args.scenario or [])) + "`",
+             + "".join(f" --scenario {s}" for s in (args.scenario or []))
+             + (f" --baseline {args.baseline}" if args.baseline else "")
+             + (f" --servers {args.servers}" if args.servers else "") + "`",
              "- method: one worker per server pinned to CPU 0, `wrk -t1` pinned to CPU 1, servers "
              "interleaved per round; each row is the run with the median requests/s. CPU per request "
              "is the user + system time of the server's processes over the run divided by the "
@@ -412,6 +445,8 @@ def write_report(args, info, scenarios, results, skipped):
         for s, r in med.items():
             lines.append(f"| {s} | {r['rps']:,.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['mbps']:.1f} | "
                          f"{r['errors']} | {r['peak_rss_mib']:.1f} | {r['cpu_us']:.2f} |")
+        if "anygate" not in med:
+            continue
         a = med["anygate"]
         ratios = []
         for peer in [s for s in sc["servers"] if s != "anygate"]:

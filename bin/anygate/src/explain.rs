@@ -4,13 +4,13 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use anygate_actions::proxy::upstream_path_and_query;
 use anygate_config::Config;
 use anygate_router::dsl::Action;
 use anygate_router::explain::{Outcome, explain, reason};
 use anygate_router::method::is_token;
 use anygate_router::path::normalize;
 use anygate_router::status;
-use anygate_router::tree::upstream_path_and_query;
 
 use crate::args::Args;
 use crate::{check, describe};

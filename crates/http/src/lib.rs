@@ -1,29 +1,43 @@
-//! `anygate-http`: HTTP/1.1 for AnyGate.
+//! `anygate-http`: the exchange model, the HTTP/1.1 codec, the connection driver and the
+//! upstream client.
 //!
 //! # Design
 //!
-//! - [`h1`] is sans-I/O: [`h1::parse::parse`] turns the bytes at the start of a buffer into
-//!   a [`h1::parse::Head`] of offsets (Complete / Partial / Invalid), on `httparse` plus the
-//!   checks it leaves to us; [`h1::chunked`] decodes and encodes the chunked coding as an
-//!   explicit state machine. Both are fuzzed and fed every input split at every byte.
-//! - [`server`] drives a connection on `anygate-runtime`: keep-alive, pipelining, `HEAD`,
-//!   `Expect: 100-continue`, HTTP/1.0, limits and deadlines, graceful drain, a 500 for a
-//!   panicking handler. Handlers implement [`Service`].
+//! - [`message`] is the exchange model, independent of the wire version: [`message::Version`],
+//!   [`message::ResponseHead`] (status and an ordered [`message::Fields`] list that filters
+//!   may edit until it is encoded), [`message::BodyFraming`], and [`message::Prebuilt`] (a
+//!   response encoded once at load time). Sans-I/O.
+//! - [`h1`] is the HTTP/1.1 codec, sans-I/O and the only code that reads or writes HTTP/1.1
+//!   syntax: [`h1::parse::parse`] (request heads, as offsets: Complete / Partial /
+//!   Invalid, on `httparse` plus the checks it leaves to us), [`h1::response`] (upstream
+//!   response heads, into the same [`message::ResponseHead`]), [`h1::encode`], and
+//!   [`h1::chunked`]. All fuzzed and fed every input split at every byte.
+//! - [`server`] drives a connection over any [`anygate_runtime::transport::Transport`]:
+//!   keep-alive, pipelining, `HEAD`, `Expect: 100-continue`, HTTP/1.0, limits and deadlines,
+//!   graceful drain, a 500 for a panicking handler. An [`server::Acceptor`] prepares each
+//!   accepted socket (plain today, TLS later). Handlers implement [`Service`]; each request
+//!   is one [`Exchange`], which owns the client connection for its duration: the body, the
+//!   response, the head hook (`post` filters), the per-request [`server::Ctx`], and the
+//!   driver-owned ways to watch the client and take the connection over after `101`.
+//! - [`client`] is one upstream connection over any transport: request writes, response
+//!   heads and bodies (raw and decoded), the tunnel.
 //! - [`error`] is the catalog of what can go wrong, each kind with its status and `AG-…`
-//!   code; [`Response::error`] is the one place that turns a kind into a response.
+//!   code; [`Exchange::error`] is the one place that turns a kind into a response.
 //!
 //! # Invariants
 //!
 //! - No panic on any input; a request the parser cannot trust is answered with 400 and the
 //!   connection closed (request smuggling: see [`h1::parse::parse`]).
 //! - After a connection's buffers have grown to their working size, serving a request
-//!   allocates nothing in this crate.
+//!   allocates nothing in this crate (the counting-allocator tests in `bin/anygate`).
 //! - Every response carries `Date` and `X-Request-Id`.
+//! - The codec and the message model use nothing from the runtime.
 //!
 //! # Non-goals
 //!
-//! HTTP/2 (the `h2` crate, behind `anygate_runtime::compat`, comes separately); responses
-//! compressed on the fly; client-side HTTP (the proxy's upstream client lives with it).
+//! HTTP/2 (the `h2` crate, behind `anygate_runtime::compat`, maps onto [`message`] in its
+//! own driver, later); TLS (an [`server::Acceptor`] and a transport, in `anygate-tls`);
+//! compression (the static action's business).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -5,13 +5,13 @@
 //! A gateway's hot path is "readiness event → parse → route → write". This crate gives it
 //! exactly what it needs and nothing else: per-worker edge-triggered epoll reactors, a
 //! work-stealing scheduler, per-worker timer wheels with a cached clock, TCP with
-//! `writev`/`sendfile`, bounded buffer pools, signals, and an adapter so `h2` can run on it.
-//! It knows nothing about HTTP.
+//! `writev`/`sendfile`, the [`transport::Transport`] seam every byte stream implements,
+//! signals, and an adapter so `h2` can run on it. It knows nothing about HTTP.
 //!
 //! # Design
 //!
 //! - **Workers** ([`Builder::workers`], default one per core) each own a FIFO run queue, an
-//!   epoll instance, a timer wheel and a buffer pool. Tasks woken on a worker run there;
+//!   epoll instance and a timer wheel. Tasks woken on a worker run there;
 //!   idle workers take from the global injector and steal from busy ones
 //!   (`crossbeam-deque`). The idle and shutdown protocols are written in `sched`'s docs.
 //! - **The reactor** (`reactor`) registers each descriptor once, edge-triggered, for both
@@ -21,8 +21,11 @@
 //!   its output. Panics are caught per poll; the worker goes on.
 //! - **Time** ([`time`]): hierarchical wheel, millisecond ticks, O(1) insert and cancel,
 //!   cancel on drop, never early.
-//! - **FFI** lives in `sys`; it is the only module with `unsafe`, apart from the task cell,
-//!   the atomic waker and the reactor's token, each with a `// SAFETY:` argument.
+//! - **FFI** lives in `sys` (epoll, eventfd, signalfd, `openat2`/`fstat`, the `syscall!`
+//!   helper); sockets go through socket2. Outside `sys`, `unsafe` appears in four places,
+//!   each with a `// SAFETY:` argument: the task cell (`task`), the atomic waker
+//!   (`util::atomic_waker`), the reactor's registration token (`reactor`), and the counting
+//!   allocator for tests (`alloc`).
 //!
 //! # Invariants
 //!
@@ -64,7 +67,6 @@ mod task;
 mod util;
 
 pub mod alloc;
-pub mod buf;
 pub mod compat;
 pub mod fs;
 pub mod net;

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use crossbeam_deque::Worker;
 
-use crate::buf::BufPool;
 use crate::loom::sync::Arc;
 use crate::loom::sync::atomic::Ordering::*;
 use crate::sched::worker::{self, Local};
@@ -27,8 +26,6 @@ pub struct Builder {
     thread_name: String,
     pin_workers: bool,
     max_events: usize,
-    buf_size: usize,
-    bufs_per_worker: usize,
     on_thread_start: Option<Hook>,
     on_thread_stop: Option<Hook>,
 }
@@ -58,8 +55,6 @@ impl Builder {
             thread_name: "anygate-worker".into(),
             pin_workers: false,
             max_events: 1024,
-            buf_size: 16 * 1024,
-            bufs_per_worker: 4096,
             on_thread_start: None,
             on_thread_stop: None,
         }
@@ -86,13 +81,6 @@ impl Builder {
     /// Most events taken from epoll per reactor turn.
     pub fn max_events(mut self, n: usize) -> Self {
         self.max_events = n.max(1);
-        self
-    }
-
-    /// Size and count of each worker's buffer pool (see [`crate::buf`]).
-    pub fn buffers(mut self, size: usize, per_worker: usize) -> Self {
-        self.buf_size = size;
-        self.bufs_per_worker = per_worker;
         self
     }
 
@@ -124,7 +112,6 @@ impl Builder {
         let spawned = crate::signal::with_handled_signals_blocked(|| {
             for (index, queue) in queues.into_iter().enumerate() {
                 let worker_shared = shared.clone();
-                let bufs = BufPool::new(self.buf_size, self.bufs_per_worker);
                 let (start, stop) = (self.on_thread_start.clone(), self.on_thread_stop.clone());
                 let (pin, max_events) = (self.pin_workers, self.max_events);
                 let t = thread::Builder::new()
@@ -136,7 +123,7 @@ impl Builder {
                         if let Some(f) = &start {
                             f(index);
                         }
-                        let local = Rc::new(Local::new(index, worker_shared, queue, bufs));
+                        let local = Rc::new(Local::new(index, worker_shared, queue));
                         worker::run(local, max_events);
                         if let Some(f) = &stop {
                             f(index);

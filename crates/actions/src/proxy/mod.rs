@@ -29,6 +29,7 @@
 mod dns;
 mod headers;
 mod pool;
+mod url;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +50,7 @@ use self::dns::HostEntry;
 use self::pool::{Slot, Target};
 
 pub use self::headers::HostMode;
+pub use self::url::{push_upstream_path_and_query, upstream_path_and_query};
 
 /// How long an `Expect: 100-continue` request waits for the upstream's `100 Continue`
 /// before sending its body anyway (curl's and RFC 9110 §10.1.1's advice).
@@ -171,7 +173,7 @@ struct Clock<'a> {
     total: Option<Instant>,
     options: &'a ProxyOptions,
     /// Whether the last deadline handed out was the total one.
-    capped: std::sync::atomic::AtomicBool,
+    capped: bool,
 }
 
 impl Clock<'_> {
@@ -181,25 +183,25 @@ impl Clock<'_> {
         self.total.map_or(d, |t| t.min(d))
     }
 
-    fn cap(&self, d: Instant) -> Instant {
+    fn cap(&mut self, d: Instant) -> Instant {
         match self.total {
             Some(t) if t <= d => {
-                self.capped.store(true, Ordering::Relaxed);
+                self.capped = true;
                 t
             }
             _ => {
-                self.capped.store(false, Ordering::Relaxed);
+                self.capped = false;
                 d
             }
         }
     }
-    fn read(&self) -> Instant {
+    fn read(&mut self) -> Instant {
         self.cap(time::now() + self.options.read_timeout)
     }
-    fn write(&self) -> Instant {
+    fn write(&mut self) -> Instant {
         self.cap(time::now() + self.options.write_timeout)
     }
-    fn connect(&self) -> Instant {
+    fn connect(&mut self) -> Instant {
         self.cap(time::now() + self.options.connect_timeout)
     }
     /// The client-facing error, a timeout past the total deadline being the total's.
@@ -210,7 +212,7 @@ impl Clock<'_> {
                 | UpstreamError::ReadTimeout
                 | UpstreamError::WriteTimeout
         );
-        if timed_out && self.capped.load(Ordering::Relaxed) {
+        if timed_out && self.capped {
             ErrorKind::UpstreamTotalTimeout
         } else {
             e.kind()
@@ -274,15 +276,15 @@ impl Proxy {
         res: &mut Exchange<'_>,
         scratch: &mut Vec<u8>,
     ) {
-        let clock = Clock {
+        let mut clock = Clock {
             total: self.options.total_timeout.map(|t| time::now() + t),
             options: &self.options,
-            capped: std::sync::atomic::AtomicBool::new(false),
+            capped: false,
         };
         let upgrade = headers::upgrade_requested(req);
         scratch.clear();
         encode::request_line(scratch, req.method(), |out| {
-            anygate_router::tree::push_upstream_path_and_query(
+            push_upstream_path_and_query(
                 out,
                 &self.target,
                 &self.pattern,
@@ -293,7 +295,7 @@ impl Proxy {
         });
         headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
         let outcome = self
-            .exchange(req, scratch, res, &clock, upgrade.is_some())
+            .exchange(req, scratch, res, &mut clock, upgrade.is_some())
             .await;
         scratch.clear();
         let (mut leased, sent) = match outcome {
@@ -383,7 +385,7 @@ impl Proxy {
         req: &Request<'_>,
         head: &[u8],
         res: &mut Exchange<'_>,
-        clock: &Clock<'_>,
+        clock: &mut Clock<'_>,
         upgrade: bool,
     ) -> Result<(Leased, Sent), ErrorKind> {
         let target = self
@@ -429,7 +431,7 @@ impl Proxy {
     async fn connection(
         &self,
         target: &Arc<Target>,
-        clock: &Clock<'_>,
+        clock: &mut Clock<'_>,
         fresh_only: bool,
     ) -> Result<(Leased, bool), ErrorKind> {
         // One deadline for the name lookup and the connect together.
@@ -471,7 +473,7 @@ impl Proxy {
         req: &Request<'_>,
         head: &[u8],
         res: &mut Exchange<'_>,
-        clock: &Clock<'_>,
+        clock: &mut Clock<'_>,
         upgrade: bool,
     ) -> Result<Sent, Failure> {
         let conn = &mut leased.conn;
@@ -582,7 +584,7 @@ impl From<UpstreamError> for Failure {
 async fn send_body(
     conn: &mut UpstreamConn,
     body: &mut Exchange<'_>,
-    clock: &Clock<'_>,
+    clock: &mut Clock<'_>,
 ) -> Result<(), Failure> {
     if !body.body_present() {
         return Ok(());

@@ -236,27 +236,23 @@ impl Static {
         res.error(ErrorKind::FileNotFound, Some(&self.label));
     }
 
-    /// Serves the file under `key`.
-    fn serve(
+    /// The content coding to send `key` in: one the client accepts (`Accept-Encoding`) and
+    /// the file has (a precompressed sibling, or compressed now when allowed); never for a
+    /// range request. `None` (outer) when the file's entry is gone.
+    #[allow(
+        clippy::option_option,
+        reason = "outer: the entry exists; inner: a coding"
+    )]
+    fn choose_encoding(
         &self,
         c: &mut cache::Cache,
         key: &[u8],
         req: &Request<'_>,
-        res: &mut Exchange<'_>,
-        buf: &mut Vec<u8>,
-        fallback: bool,
-    ) {
-        let range_header = if req.method() == b"GET" {
-            req.header(b"range")
-        } else {
-            None
-        };
-        // The representation: a coding the client accepts, for the whole file only.
-        let Some(info) = c.file(key) else {
-            return res.error(ErrorKind::FileError, Some(&self.label));
-        };
+        ranged: bool,
+    ) -> Option<Option<encoding::Encoding>> {
+        let info = c.file(key)?;
         let mut encoding = None;
-        if info.compressible && range_header.is_none() {
+        if info.compressible && !ranged {
             let accept = Accept::parse(
                 req.headers()
                     .filter(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding"))
@@ -279,6 +275,28 @@ impl Static {
                 }
             }
         }
+        Some(encoding)
+    }
+
+    /// Serves the file under `key`.
+    fn serve(
+        &self,
+        c: &mut cache::Cache,
+        key: &[u8],
+        req: &Request<'_>,
+        res: &mut Exchange<'_>,
+        buf: &mut Vec<u8>,
+        fallback: bool,
+    ) {
+        let range_header = if req.method() == b"GET" {
+            req.header(b"range")
+        } else {
+            None
+        };
+        // The representation: a coding the client accepts, for the whole file only.
+        let Some(mut encoding) = self.choose_encoding(c, key, req, range_header.is_some()) else {
+            return res.error(ErrorKind::FileError, Some(&self.label));
+        };
         let Some(info) = c.file(key) else {
             return res.error(ErrorKind::FileError, Some(&self.label));
         };
@@ -370,50 +388,8 @@ impl Static {
                 }
             }
             Ranges::Parts(parts) => {
-                let id = anygate_http::request_id::generate();
-                let boundary = &id[..20];
-                let mut memory = Vec::new();
-                let mut disk = match source {
-                    Source::Disk(f) => Some(FileBody::parts(f.clone())),
-                    Source::Memory(_) => None,
-                };
-                for (i, &(a, b)) in parts.iter().enumerate() {
-                    let mut before = Vec::with_capacity(128);
-                    if i > 0 {
-                        before.extend_from_slice(b"\r\n");
-                    }
-                    before.extend_from_slice(b"--");
-                    before.extend_from_slice(boundary);
-                    before.extend_from_slice(b"\r\ncontent-type: ");
-                    before.extend_from_slice(content_type.as_bytes());
-                    before.extend_from_slice(b"\r\ncontent-range: ");
-                    content_range(&mut before, a, b, len);
-                    before.extend_from_slice(b"\r\n\r\n");
-                    match (&mut disk, source) {
-                        (Some(body), _) => body.push(before, a, b - a + 1),
-                        (None, Source::Memory(d)) => {
-                            memory.extend_from_slice(&before);
-                            memory.extend_from_slice(&d[a as usize..=b as usize]);
-                        }
-                        (None, Source::Disk(_)) => {}
-                    }
-                }
-                let mut trailer = Vec::with_capacity(32);
-                trailer.extend_from_slice(b"\r\n--");
-                trailer.extend_from_slice(boundary);
-                trailer.extend_from_slice(b"--\r\n");
                 head.set_status(206, "Partial Content");
-                buf.clear();
-                buf.extend_from_slice(b"multipart/byteranges; boundary=");
-                buf.extend_from_slice(boundary);
-                head.fields.append(b"content-type", buf);
-                if let Some(mut body) = disk {
-                    body.set_trailer(trailer);
-                    res.send(ResponseBody::File(body));
-                } else {
-                    memory.extend_from_slice(&trailer);
-                    res.send(ResponseBody::Bytes(&memory));
-                }
+                send_multipart(res, &parts, source, content_type, len, buf);
             }
         }
     }
@@ -440,6 +416,61 @@ enum Source<'a> {
 impl<'a> Source<'a> {
     fn of(data: Option<&'a Arc<[u8]>>, file: Option<&'a Arc<std::fs::File>>) -> Option<Self> {
         data.map(Source::Memory).or(file.map(Source::Disk))
+    }
+}
+
+/// `multipart/byteranges` (RFC 9110 §14.6): each part with its own type and range, from
+/// the file (sendfile) or from memory.
+fn send_multipart(
+    res: &mut Exchange<'_>,
+    parts: &[(u64, u64)],
+    source: Source<'_>,
+    content_type: &str,
+    len: u64,
+    buf: &mut Vec<u8>,
+) {
+    let id = anygate_http::request_id::generate();
+    let boundary = &id[..20];
+    let mut memory = Vec::new();
+    let mut disk = match source {
+        Source::Disk(f) => Some(FileBody::parts(f.clone())),
+        Source::Memory(_) => None,
+    };
+    for (i, &(a, b)) in parts.iter().enumerate() {
+        let mut before = Vec::with_capacity(128);
+        if i > 0 {
+            before.extend_from_slice(b"\r\n");
+        }
+        before.extend_from_slice(b"--");
+        before.extend_from_slice(boundary);
+        before.extend_from_slice(b"\r\ncontent-type: ");
+        before.extend_from_slice(content_type.as_bytes());
+        before.extend_from_slice(b"\r\ncontent-range: ");
+        content_range(&mut before, a, b, len);
+        before.extend_from_slice(b"\r\n\r\n");
+        match (&mut disk, source) {
+            (Some(body), _) => body.push(before, a, b - a + 1),
+            (None, Source::Memory(d)) => {
+                memory.extend_from_slice(&before);
+                memory.extend_from_slice(&d[a as usize..=b as usize]);
+            }
+            (None, Source::Disk(_)) => {}
+        }
+    }
+    let mut trailer = Vec::with_capacity(32);
+    trailer.extend_from_slice(b"\r\n--");
+    trailer.extend_from_slice(boundary);
+    trailer.extend_from_slice(b"--\r\n");
+    buf.clear();
+    buf.extend_from_slice(b"multipart/byteranges; boundary=");
+    buf.extend_from_slice(boundary);
+    res.head().fields.append(b"content-type", buf);
+    if let Some(mut body) = disk {
+        body.set_trailer(trailer);
+        res.send(ResponseBody::File(body));
+    } else {
+        memory.extend_from_slice(&trailer);
+        res.send(ResponseBody::Bytes(&memory));
     }
 }
 

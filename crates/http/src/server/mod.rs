@@ -426,6 +426,22 @@ pub struct Connection {
     pub tls: Option<Arc<TlsInfo>>,
 }
 
+/// How a request ended, for [`Conn::settle`].
+struct Ended {
+    /// The response asked for the connection to close.
+    close: bool,
+    /// The response is an error.
+    error: bool,
+    /// The request body was read to its end.
+    body_done: bool,
+    /// Reading the body failed, or it was too large to drop.
+    body_failed: bool,
+    /// The client still waits for `100 Continue` (the body was never asked for).
+    still_expecting: bool,
+    /// Unread bytes after the head: `(start, end)` relative to the head's end.
+    body: (usize, usize),
+}
+
 /// A connection's buffers and state, allocated once.
 struct Conn<'s, S: Service, T> {
     stream: T,
@@ -697,25 +713,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         if expect_continue && !self.flush().await {
             return false;
         }
-        let mut head_end = head_end;
-        let room = match framing {
-            Framing::None => 0,
-            Framing::Length(n) => usize::try_from(n)
-                .unwrap_or(usize::MAX)
-                .clamp(MIN_BODY_ROOM, LARGE_BODY_ROOM),
-            Framing::Chunked => LARGE_BODY_ROOM,
-        };
-        if framing != Framing::None && self.buf.len() - head_end < room {
-            // The head ends near the end of the buffer: move the window to the front (its
-            // spans are relative to it), and grow if that is not enough.
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            head_end -= self.start;
-            self.start = 0;
-            if self.buf.len() - head_end < room {
-                self.buf.resize(head_end + room, 0);
-            }
-        }
+        let head_end = self.make_room_for_body(head_end, framing);
         let Some(head) = self.head.as_deref() else {
             return false;
         };
@@ -804,38 +802,73 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             ex.hook = None;
             ex.error(ErrorKind::Internal, None);
         }
-        // A response written while the client still waited for `100 Continue` said
-        // `connection: close` (see `Exchange::finish_head`): the body will not come.
-        let mut close = ex.close;
-        if ex.error_kind().is_some() {
-            self.linger = true;
-        }
-        if !close && !ex.body_done() {
+        let mut ended = Ended {
+            close: ex.close,
+            error: ex.error_kind().is_some(),
+            body_done: ex.body_done(),
+            body_failed: false,
+            still_expecting: false,
+            body: (0, 0),
+        };
+        if !ended.close && !ended.body_done {
             // Drop a small unread body to keep the connection; close on a large one. A
             // failure here comes after the response was written: it is sent, then the
             // connection closes.
             if !matches!(ex.discard_body_up_to(DISCARD_LIMIT).await, Ok(true)) {
-                close = true;
-                self.linger = true;
+                ended.close = true;
+                ended.body_failed = true;
             }
         }
-        if ex.body.failed.is_some() {
-            close = true;
-            self.linger = true;
-        }
-        let unread_body = !ex.body_done();
-        let still_expecting = ex.expecting;
-        let (body_start, body_end) = (ex.body.start, ex.body.end);
+        ended.body_failed |= ex.body.failed.is_some();
+        ended.body_done = ex.body_done();
+        ended.still_expecting = ex.expecting;
+        ended.body = (ex.body.start, ex.body.end);
         let (status, error) = (ex.status, ex.error);
         let Exchange { mut ctx, .. } = ex;
         ctx.status = status;
         ctx.error = error;
         self.service.finish(&mut self.state, &ctx);
-        self.start = head_end + body_start;
-        self.end = head_end + body_end;
+        self.settle(head_end, ended).await
+    }
+
+    /// Room after the head (at `head_end`) for reading a body framed by `framing`: the
+    /// window moves to the front of the buffer (its spans are relative to it) when the head
+    /// ends near the end, and the buffer grows if that is not enough. Returns where the head
+    /// now ends.
+    fn make_room_for_body(&mut self, mut head_end: usize, framing: Framing) -> usize {
+        let room = match framing {
+            Framing::None => return head_end,
+            Framing::Length(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .clamp(MIN_BODY_ROOM, LARGE_BODY_ROOM),
+            Framing::Chunked => LARGE_BODY_ROOM,
+        };
+        if self.buf.len() - head_end < room {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            head_end -= self.start;
+            self.start = 0;
+            if self.buf.len() - head_end < room {
+                self.buf.resize(head_end + room, 0);
+            }
+        }
+        head_end
+    }
+
+    /// After a response: where the next request starts, whether the connection goes on
+    /// (`false`: close), and whether closing must linger.
+    async fn settle(&mut self, head_end: usize, ended: Ended) -> bool {
+        // A response written while the client still waited for `100 Continue` said
+        // `connection: close` (see `Exchange::head_committed`): the body will not come.
+        let close = ended.close || ended.body_failed;
+        if ended.error || ended.body_failed {
+            self.linger = true;
+        }
+        self.start = head_end + ended.body.0;
+        self.end = head_end + ended.body.1;
         if close {
             // Input may still be on its way: close without resetting the response.
-            if unread_body || self.start < self.end || still_expecting {
+            if !ended.body_done || self.start < self.end || ended.still_expecting {
                 self.linger = true;
             }
             return false;

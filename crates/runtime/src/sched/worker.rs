@@ -22,7 +22,6 @@ use std::time::Duration;
 use crossbeam_deque::{Steal, Worker};
 
 use super::Shared;
-use crate::buf::BufPool;
 use crate::loom::sync::Arc;
 use crate::sys::epoll::Events;
 use crate::task::Task;
@@ -41,16 +40,10 @@ pub(crate) struct Local {
     pub(crate) wheel: RefCell<Wheel<Arc<crate::time::Entry>>>,
     /// Milliseconds since `Shared::epoch`, refreshed at each reactor turn.
     pub(crate) now_ms: Cell<u64>,
-    pub(crate) bufs: BufPool,
 }
 
 impl Local {
-    pub(crate) fn new(
-        index: usize,
-        shared: Arc<Shared>,
-        queue: Worker<Task>,
-        bufs: BufPool,
-    ) -> Self {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>, queue: Worker<Task>) -> Self {
         let now = crate::time::clock_ms(shared.epoch);
         Self {
             index,
@@ -58,7 +51,6 @@ impl Local {
             queue,
             wheel: RefCell::new(Wheel::new(now)),
             now_ms: Cell::new(now),
-            bufs,
         }
     }
 
