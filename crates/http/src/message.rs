@@ -8,6 +8,10 @@
 //! - [`Fields`] keep their order; names are compared case-insensitively.
 //! - Clearing a head keeps its buffers: a head reused for every response of a connection
 //!   allocates nothing once warm.
+//! - [`Fields`] keeps each field as the line HTTP/1.1 sends (`name: value` and CRLF), so
+//!   that the h1 encoder copies runs of contiguous fields at once, usually the whole list
+//!   in one copy: an encoding cache, as [`Prebuilt`] is for whole responses. Names and
+//!   values are read back as pairs; an HTTP/2 driver reads them the same way.
 //! - Field names and values are not checked here (the codec writes them as they are):
 //!   whoever fills a head passes validated bytes (parsed by httparse, or checked when the
 //!   configuration was loaded); [`is_field_value`] and [`is_token`] are the checks.
@@ -36,12 +40,25 @@ impl Version {
     }
 }
 
-/// One field: offsets into [`Fields`]' byte store.
+/// One field: offsets into [`Fields`]' byte store, where it is `name: value` and CRLF.
 #[derive(Clone, Copy, Debug)]
 struct Span {
+    /// Where the name (and the line) starts.
     name: u32,
+    /// Where the name ends.
+    name_end: u32,
+    /// Where the value starts.
     value: u32,
+    /// Where the value ends.
     end: u32,
+    /// Where the line ends (after its CRLF).
+    line_end: u32,
+}
+
+impl Span {
+    fn line_end(self) -> u32 {
+        self.line_end
+    }
 }
 
 /// An ordered list of header fields, stored in one byte buffer.
@@ -79,14 +96,48 @@ impl Fields {
             is_token(name) && is_field_value(value),
             "{name:?}: {value:?}"
         );
-        let at = self.bytes.len() as u32;
+        let at = self.bytes.len();
+        self.bytes.reserve(name.len() + value.len() + 4);
         self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(b": ");
         self.bytes.extend_from_slice(value);
+        self.bytes.extend_from_slice(b"\r\n");
+        let value_at = at + name.len() + 2;
         self.spans.push(Span {
-            name: at,
-            value: at + name.len() as u32,
-            end: self.bytes.len() as u32,
+            name: at as u32,
+            name_end: (at + name.len()) as u32,
+            value: value_at as u32,
+            end: (value_at + value.len()) as u32,
+            line_end: self.bytes.len() as u32,
         });
+    }
+
+    /// Replaces the list by the field lines `block` (a received head's fields, each line
+    /// ending in CRLF, copied at once); `fields` gives each field's name and value as
+    /// offsets into `block`, in order. Lines are kept as they came (for relaying); a span
+    /// out of the block's bounds, or out of order, ends the list there.
+    pub fn set_lines(&mut self, block: &[u8], fields: impl Iterator<Item = FieldOffsets>) {
+        self.clear();
+        self.bytes.extend_from_slice(block);
+        let mut fields = fields.peekable();
+        while let Some(f) = fields.next() {
+            let line_end = fields.peek().map_or(block.len(), |next| next.name);
+            if !(f.name <= f.name_end
+                && f.name_end <= f.value
+                && f.value <= f.end
+                && f.end <= line_end)
+                || line_end > block.len()
+            {
+                break;
+            }
+            self.spans.push(Span {
+                name: f.name as u32,
+                name_end: f.name_end as u32,
+                value: f.value as u32,
+                end: f.end as u32,
+                line_end: line_end as u32,
+            });
+        }
     }
 
     /// Appends `name: n` (decimal).
@@ -146,11 +197,40 @@ impl Fields {
             self.append(n, v);
         }
     }
+
+    /// The fields as HTTP/1.1 field lines, in runs of contiguous lines (one run unless
+    /// fields were removed): what the h1 encoder copies.
+    pub(crate) fn line_runs(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            let first = *self.spans.get(i)?;
+            let mut end = first.line_end();
+            i += 1;
+            while let Some(next) = self.spans.get(i).filter(|s| s.name == end) {
+                end = next.line_end();
+                i += 1;
+            }
+            self.bytes.get(first.name as usize..end as usize)
+        })
+    }
+}
+
+/// Where one field of a block of field lines is (see [`Fields::set_lines`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldOffsets {
+    /// The name's start (the line's start).
+    pub name: usize,
+    /// The name's end.
+    pub name_end: usize,
+    /// The value's start.
+    pub value: usize,
+    /// The value's end.
+    pub end: usize,
 }
 
 fn field<'a>(bytes: &'a [u8], s: &Span) -> (&'a [u8], &'a [u8]) {
     let name = bytes
-        .get(s.name as usize..s.value as usize)
+        .get(s.name as usize..s.name_end as usize)
         .unwrap_or_default();
     let value = bytes
         .get(s.value as usize..s.end as usize)
@@ -348,6 +428,55 @@ mod tests {
         f.append_u64(b"n", 1234);
         assert_eq!(f.get(b"n"), Some(&b"1234"[..]));
         assert_eq!(f.len(), 2);
+        // Removed fields split the lines into runs; the order stays.
+        let runs: Vec<&[u8]> = f.line_runs().collect();
+        assert_eq!(runs, [&b"x-one: 2\r\nn: 1234\r\n"[..]]);
+        f.append(b"last", b"z");
+        f.remove(b"n");
+        let runs: Vec<&[u8]> = f.line_runs().collect();
+        assert_eq!(runs, [&b"x-one: 2\r\n"[..], b"last: z\r\n"]);
+        let mut g = Fields::new();
+        assert_eq!(g.line_runs().count(), 0);
+        g.append(b"a", b"");
+        assert_eq!(g.line_runs().collect::<Vec<_>>(), [&b"a: \r\n"[..]]);
+        assert_eq!(g.get(b"a"), Some(&b""[..]));
+        // Received lines are kept as they came.
+        let block = b"A:1\r\nb:  two \r\n";
+        let offsets = [
+            FieldOffsets {
+                name: 0,
+                name_end: 1,
+                value: 2,
+                end: 3,
+            },
+            FieldOffsets {
+                name: 5,
+                name_end: 6,
+                value: 9,
+                end: 12,
+            },
+        ];
+        g.set_lines(block, offsets.into_iter());
+        assert_eq!(
+            g.iter().collect::<Vec<_>>(),
+            [(&b"A"[..], &b"1"[..]), (b"b", b"two")]
+        );
+        assert_eq!(g.line_runs().collect::<Vec<_>>(), [&block[..]]);
+        g.remove(b"a");
+        g.append(b"c", b"3");
+        assert_eq!(
+            g.line_runs().collect::<Vec<_>>(),
+            [&b"b:  two \r\nc: 3\r\n"[..]]
+        );
+        // Offsets that do not fit end the list.
+        let bad = [FieldOffsets {
+            name: 0,
+            name_end: 9,
+            value: 2,
+            end: 3,
+        }];
+        g.set_lines(block, bad.into_iter());
+        assert!(g.is_empty());
     }
 
     #[test]

@@ -11,11 +11,13 @@
 //!
 //! - [`App`] is one configuration compiled: the router, one [`Action`] and one filter
 //!   [`Chain`] per rule, and the global chain for requests no rule answers.
-//! - [`Live`] is the application being served, replaced whole by a reload (arc-swap). A
-//!   connection keeps the `Arc<App>` it last used while it has requests, checked against
-//!   the live one at each request (one load, no reference count change while unchanged),
-//!   and drops it when it goes idle on a stale one: an idle keep-alive connection never
-//!   pins an old configuration (the reload wakes idle connections).
+//! - [`Live`] is the application being served, replaced whole by a reload (`ArcSwap`).
+//!   Each connection reads it through an `arc_swap::Cache`: one relaxed load per request
+//!   while it is unchanged, no reference count touched. When the connection goes idle, and
+//!   when a reload wakes it there, it refreshes the cache, which lets go of a replaced
+//!   configuration: an idle keep-alive connection never pins an old one.
+//! - The observe phase runs with the chain the request used, handed from `call` to
+//!   `finish` (only when the chain is not empty), so a reload in between changes nothing.
 //!
 //! # Invariants
 //! - An empty chain costs nothing: no hook is installed, no filter called.
@@ -40,7 +42,7 @@ use anygate_http::{ErrorKind, Exchange, Request, Service};
 use anygate_plugins::{Chain, Flow, Registry};
 use anygate_router::path::normalize;
 use anygate_router::{Lookup, Router};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 
 #[derive(Debug)]
 struct Entry {
@@ -115,11 +117,20 @@ impl App {
     }
 
     /// Answers one request: route, `pre`, action (the chain's `post` runs on the head).
-    pub async fn handle(&self, req: &Request<'_>, ex: &mut Exchange<'_>, buf: &mut Vec<u8>) {
+    /// Leaves in `observe` the chain whose `observe` phase is to run when the request is
+    /// over (`None` when it is empty).
+    pub async fn handle(
+        &self,
+        req: &Request<'_>,
+        ex: &mut Exchange<'_>,
+        buf: &mut Vec<u8>,
+        observe: &mut Option<Arc<Chain>>,
+    ) {
         let Ok(path) = normalize(req.path()) else {
             if self.unrouted(req, ex) == Flow::Continue {
                 ex.error(ErrorKind::BadPath, None);
             }
+            *observe = self.observer(&self.global);
             return;
         };
         match self.router.lookup(req.method(), &path) {
@@ -130,7 +141,9 @@ impl App {
                 };
                 ex.ctx_mut().route = u32::try_from(id).ok();
                 if !entry.chain.is_empty() {
+                    ex.ctx_mut().start = Some(anygate_runtime::time::now());
                     ex.set_head_hook(entry.chain.clone());
+                    *observe = Some(entry.chain.clone());
                     if entry.chain.pre(req, ex) == Flow::Answered {
                         return;
                     }
@@ -152,11 +165,13 @@ impl App {
                         &[(b"allow", allow.as_bytes())],
                     );
                 }
+                *observe = self.observer(&self.global);
             }
             Lookup::NotFound => {
                 if self.unrouted(req, ex) == Flow::Continue {
                     ex.error(ErrorKind::NotFound, None);
                 }
+                *observe = self.observer(&self.global);
             }
         }
     }
@@ -166,30 +181,28 @@ impl App {
         if self.global.is_empty() {
             return Flow::Continue;
         }
+        ex.ctx_mut().start = Some(anygate_runtime::time::now());
         ex.set_head_hook(self.global.clone());
         self.global.pre(req, ex)
     }
 
-    /// The observe phase of the request's chain.
-    pub fn observe(&self, ctx: &Ctx) {
-        let chain = self.chain(ctx.route.map(|r| r as usize));
-        if !chain.is_empty() {
-            chain.observe(ctx);
-        }
+    /// `chain`, if it has anything to observe.
+    fn observer(&self, chain: &Arc<Chain>) -> Option<Arc<Chain>> {
+        (!chain.is_empty()).then(|| chain.clone())
     }
 }
 
 /// The application currently served, replaced whole by a reload.
 #[derive(Debug)]
 pub struct Live {
-    current: ArcSwap<App>,
+    current: Arc<ArcSwap<App>>,
 }
 
 impl Live {
     /// Serves `app`.
     pub fn new(app: App) -> Self {
         Self {
-            current: ArcSwap::from_pointee(app),
+            current: Arc::new(ArcSwap::from_pointee(app)),
         }
     }
 
@@ -207,47 +220,56 @@ impl Live {
 }
 
 /// A connection's view of [`Live`].
-#[derive(Debug, Default)]
 pub struct ConnState {
-    /// The application the connection's last request used (`None` while idle after a
-    /// reload).
-    app: Option<Arc<App>>,
+    /// The application, as last seen by this connection.
+    app: Cache<Arc<ArcSwap<App>>, Arc<App>>,
+    /// The chain whose `observe` phase runs when the request is over.
+    observe: Option<Arc<Chain>>,
     /// The echo action's body prefix, kept between requests.
     body_buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for ConnState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnState")
+            .field("observe", &self.observe.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Service for Live {
     type Conn = ConnState;
 
     fn connect(&self) -> ConnState {
-        ConnState::default()
+        ConnState {
+            app: Cache::new(self.current.clone()),
+            observe: None,
+            body_buf: Vec::new(),
+        }
     }
 
-    async fn call<'a, 'b: 'a>(
+    fn call<'a, 'b: 'a>(
         &'a self,
         conn: &'a mut ConnState,
         req: &'a Request<'b>,
         ex: &'a mut Exchange<'b>,
-    ) {
-        let now = self.current.load();
-        if !conn.app.as_ref().is_some_and(|a| Arc::ptr_eq(a, &now)) {
-            conn.app = Some(arc_swap::Guard::into_inner(now));
-        }
-        if let Some(app) = &conn.app {
-            app.handle(req, ex, &mut conn.body_buf).await;
-        }
+    ) -> impl Future<Output = ()> + Send + 'a {
+        let ConnState {
+            app,
+            observe,
+            body_buf,
+        } = conn;
+        app.load().handle(req, ex, body_buf, observe)
     }
 
     fn finish(&self, conn: &mut ConnState, ctx: &Ctx) {
-        if let Some(app) = &conn.app {
-            app.observe(ctx);
+        if let Some(chain) = conn.observe.take() {
+            chain.observe(ctx);
         }
     }
 
     fn idle(&self, conn: &mut ConnState) {
-        let now = self.current.load();
-        if conn.app.as_ref().is_some_and(|a| !Arc::ptr_eq(a, &now)) {
-            conn.app = None;
-        }
+        // A reload since the last request: this drops the old configuration.
+        conn.app.load();
     }
 }

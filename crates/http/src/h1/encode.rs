@@ -7,8 +7,8 @@ use crate::message::{BodyFraming, ResponseHead, decimal};
 /// [`connection_fields`]).
 pub fn response_head(out: &mut Vec<u8>, head: &ResponseHead, framing: BodyFraming) {
     status_line(out, head.status(), head.reason());
-    for (name, value) in head.fields.iter() {
-        field(out, name, value);
+    for lines in head.fields.line_runs() {
+        out.extend_from_slice(lines);
     }
     match framing {
         BodyFraming::Unframed => {}
@@ -23,9 +23,20 @@ pub fn response_head(out: &mut Vec<u8>, head: &ResponseHead, framing: BodyFramin
 
 /// Appends `HTTP/1.1 STATUS REASON` and CRLF.
 pub fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(status));
-    out.push(b' ');
+    if (100..1000).contains(&status) {
+        let digits = [
+            b'0' + (status / 100) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+            b' ',
+        ];
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&digits);
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_u64(out, u64::from(status));
+        out.push(b' ');
+    }
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
 }

@@ -5,7 +5,7 @@
 //! connection. Conflicting lengths, other codings and statuses outside 100–599 are invalid.
 
 use crate::h1::chunked::ChunkedDecoder;
-use crate::message::ResponseHead;
+use crate::message::{FieldOffsets, ResponseHead};
 
 /// Most header fields accepted in a response head.
 const MAX_FIELDS: usize = 128;
@@ -126,9 +126,39 @@ pub fn parse(
         content_length: None,
         chunked: false,
     };
+    // The field lines are copied at once and indexed: the offsets of httparse's slices in
+    // `input` (they all lie inside it: names and values are never replaced).
+    let base = input.as_ptr() as usize;
+    let fields_start = res
+        .headers
+        .first()
+        .map_or(0, |f| f.name.as_ptr() as usize - base);
+    let fields_end = n.saturating_sub(2).max(fields_start);
+    let block = input.get(fields_start..fields_end).unwrap_or_default();
+    let offset = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(base + fields_start);
+    head.fields.set_lines(
+        block,
+        res.headers.iter().map(|f| {
+            let name = offset(f.name.as_bytes());
+            let value = offset(f.value);
+            FieldOffsets {
+                name,
+                name_end: name + f.name.len(),
+                value,
+                end: value + f.value.len(),
+            }
+        }),
+    );
+    if head.fields.len() != res.headers.len() {
+        // A slice that is not where the offsets say (never seen; httparse hands out
+        // slices of its input for fields): copy field by field instead.
+        head.fields.clear();
+        for f in res.headers.iter() {
+            head.fields.append(f.name.as_bytes(), f.value);
+        }
+    }
     for f in res.headers.iter() {
         let (name, value) = (f.name.as_bytes(), f.value);
-        head.fields.append(name, value);
         if name.eq_ignore_ascii_case(b"content-length") {
             let len = parse_length(value).ok_or(InvalidResponse)?;
             if info.content_length.is_some_and(|l| l != len) {

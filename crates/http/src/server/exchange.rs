@@ -39,9 +39,11 @@ pub struct Ctx {
     pub upstream: Option<SocketAddr>,
     /// Attempts made at the upstream (proxy; 0 when none).
     pub attempt: u8,
-    /// When the request head was complete.
-    pub start: Instant,
-    /// When the response head was encoded.
+    /// When the request was routed (the worker's cached clock). Timing is recorded only for
+    /// requests that something observes (a rule with filters): reading the clock costs the
+    /// bare path nothing then.
+    pub start: Option<Instant>,
+    /// When the response head was encoded (recorded with a head hook installed).
     pub first_byte: Option<Instant>,
     /// Bytes of the request read from the connection: the head and the body (framing
     /// included) as far as it was read.
@@ -54,15 +56,21 @@ pub struct Ctx {
     pub error: Option<ErrorKind>,
 }
 
+impl Default for Ctx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Ctx {
-    /// A context for a request whose head was complete at `start`.
-    pub fn new(start: Instant) -> Self {
+    /// An empty context.
+    pub const fn new() -> Self {
         Self {
             route: None,
             action: None,
             upstream: None,
             attempt: 0,
-            start,
+            start: None,
             first_byte: None,
             bytes_in: 0,
             bytes_out: 0,

@@ -402,7 +402,7 @@ async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
         error: None,
         head: &mut head,
         hook: None,
-        ctx: Ctx::new(time::now()),
+        ctx: Ctx::new(),
     };
     ex.error_with(ErrorKind::Overloaded, None, &[(b"retry-after", b"1")]);
     if io::write_all_until(&mut stream, &out, &mut timer, deadline).await
@@ -453,10 +453,9 @@ struct Conn<'s, S: Service, T> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// Taken from the thread's pool while the connection has a request; `None` when idle.
-    head: Option<Box<Head>>,
-    /// The response head being built; pooled like `head`.
-    response: Option<Box<ResponseHead>>,
+    /// The request head being parsed and the response head being built: taken from the
+    /// thread's pool while the connection has a request; `None` when idle.
+    heads: Option<Box<pool::Heads>>,
     out: Vec<u8>,
     scratch: Vec<u8>,
     /// What the next flush sends after `out` (a large shared body, a file).
@@ -489,8 +488,7 @@ pub async fn serve_connection<S: Service, T: Transport>(
         buf: Vec::new(),
         start: 0,
         end: 0,
-        head: None,
-        response: None,
+        heads: None,
         out: Vec::new(),
         scratch: Vec::new(),
         tail: Tail::None,
@@ -515,11 +513,8 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         if self.scratch.capacity() == 0 {
             self.scratch = pool::take_output();
         }
-        if self.head.is_none() {
-            self.head = Some(pool::take_head());
-        }
-        if self.response.is_none() {
-            self.response = Some(pool::take_response_head());
+        if self.heads.is_none() {
+            self.heads = Some(pool::take_heads());
         }
     }
 
@@ -528,11 +523,8 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         pool::give_input(std::mem::take(&mut self.buf));
         pool::give_output(std::mem::take(&mut self.out));
         pool::give_output(std::mem::take(&mut self.scratch));
-        if let Some(head) = self.head.take() {
-            pool::give_head(head);
-        }
-        if let Some(head) = self.response.take() {
-            pool::give_response_head(head);
+        if let Some(heads) = self.heads.take() {
+            pool::give_heads(heads);
         }
         self.start = 0;
         self.end = 0;
@@ -549,7 +541,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
     async fn run(&mut self) {
         loop {
             self.acquire();
-            let parsed = match self.head.as_deref_mut() {
+            let parsed = match self.heads.as_deref_mut().map(|h| &mut h.request) {
                 Some(head) if self.start < self.end => {
                     parse::parse(&self.buf[self.start..self.end], self.limits, head)
                 }
@@ -665,7 +657,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         self.linger = true;
         self.generated_id = request_id::generate();
         let date = date::now();
-        let Some(head) = self.response.as_deref_mut() else {
+        let Some(head) = self.heads.as_deref_mut().map(|h| &mut h.response) else {
             return;
         };
         let mut ex = Exchange {
@@ -686,7 +678,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             error: None,
             head,
             hook: None,
-            ctx: Ctx::new(time::now()),
+            ctx: Ctx::new(),
         };
         ex.error(kind, None);
     }
@@ -698,7 +690,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         self.linger = false;
         let head_end = self.start + n;
         let limits = self.limits;
-        let Some(head) = self.head.as_deref() else {
+        let Some(head) = self.heads.as_deref().map(|h| &h.request) else {
             return false;
         };
         let framing = head.framing;
@@ -714,9 +706,14 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             return false;
         }
         let head_end = self.make_room_for_body(head_end, framing);
-        let Some(head) = self.head.as_deref() else {
+        let Some(pool::Heads {
+            request: head,
+            response,
+        }) = self.heads.as_deref_mut()
+        else {
             return false;
         };
+        let head = &*head;
         let id_span = head
             .request_id
             .filter(|s| request_id::is_sane(s.get(&self.buf[self.start..])));
@@ -739,10 +736,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             tls: self.facts.tls.as_deref(),
         };
         let out_before = self.out.len();
-        let Some(response) = self.response.as_deref_mut() else {
-            return false;
-        };
-        let mut ctx = Ctx::new(time::now());
+        let mut ctx = Ctx::new();
         ctx.bytes_in = (head_end - self.start) as u64;
         let mut ex = Exchange {
             io: &mut self.stream,
@@ -823,11 +817,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         ended.body_done = ex.body_done();
         ended.still_expecting = ex.expecting;
         ended.body = (ex.body.start, ex.body.end);
-        let (status, error) = (ex.status, ex.error);
-        let Exchange { mut ctx, .. } = ex;
-        ctx.status = status;
-        ctx.error = error;
-        self.service.finish(&mut self.state, &ctx);
+        ex.ctx.status = ex.status;
+        ex.ctx.error = ex.error;
+        self.service.finish(&mut self.state, &ex.ctx);
         self.settle(head_end, ended).await
     }
 

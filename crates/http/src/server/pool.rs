@@ -26,9 +26,7 @@ struct Pools {
         clippy::vec_box,
         reason = "the boxes move in and out whole; a Head is 2 KiB"
     )]
-    heads: Vec<Box<Head>>,
-    #[allow(clippy::vec_box, reason = "the boxes move in and out whole")]
-    responses: Vec<Box<ResponseHead>>,
+    heads: Vec<Box<Heads>>,
 }
 
 thread_local! {
@@ -76,36 +74,26 @@ pub(crate) fn give_output(mut buf: Vec<u8>) {
     });
 }
 
-/// A request-head table.
-pub(crate) fn take_head() -> Box<Head> {
+/// A request-head table and a response head, pooled together (one trip per request).
+#[derive(Debug, Default)]
+pub(crate) struct Heads {
+    pub(crate) request: Head,
+    pub(crate) response: ResponseHead,
+}
+
+/// A pair of heads (the response head's buffers warm).
+pub(crate) fn take_heads() -> Box<Heads> {
     POOLS
         .with(|p| p.borrow_mut().heads.pop())
         .unwrap_or_default()
 }
 
-/// Gives a request-head table back.
-pub(crate) fn give_head(head: Box<Head>) {
+/// Gives a pair of heads back.
+pub(crate) fn give_heads(heads: Box<Heads>) {
     POOLS.with(|p| {
         let mut p = p.borrow_mut();
         if p.heads.len() < KEEP {
-            p.heads.push(head);
-        }
-    });
-}
-
-/// A response head (its buffers warm).
-pub(crate) fn take_response_head() -> Box<ResponseHead> {
-    POOLS
-        .with(|p| p.borrow_mut().responses.pop())
-        .unwrap_or_default()
-}
-
-/// Gives a response head back (one that grew large is freed).
-pub(crate) fn give_response_head(head: Box<ResponseHead>) {
-    POOLS.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.responses.len() < KEEP {
-            p.responses.push(head);
+            p.heads.push(heads);
         }
     });
 }

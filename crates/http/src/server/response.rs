@@ -362,7 +362,9 @@ impl Exchange<'_> {
         };
         encode::connection_fields(self.out, self.date, self.request_id, persistence);
         self.ctx.bytes_out += (self.out.len() - at) as u64;
-        self.ctx.first_byte = Some(anygate_runtime::time::now());
+        if self.hook.is_some() {
+            self.ctx.first_byte = Some(anygate_runtime::time::now());
+        }
     }
 }
 

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Instructions per request of two AnyGate binaries under `valgrind --tool=callgrind`.
+
+Wall-clock CPU time on this 2-core machine drifts by more than the 3 % a change is allowed to
+cost; instruction counts do not (the same binary, inputs and environment give the same
+total). For each scenario and binary the server runs twice under callgrind, serving N1 and
+then N2 keep-alive requests from one client connection; the instructions per request are
+(I(N2) - I(N1)) / (N2 - N1), so startup, configuration loading and shutdown cancel out.
+
+    bench/callgrind.py --baseline OLD_BIN [--binary NEW_BIN] [--n1 2000] [--n2 12000]
+
+Scenarios: fixed (`GET /fixed`), fixed-pipelined (16 requests per write), static-1k (a
+cached 1 KiB file), proxy (`GET /proxy`, to a backend run natively: the baseline binary
+answering `OK`). Prints a Markdown table. Loopback only; every process is stopped.
+"""
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, limit=60.0):
+    end = time.time() + limit
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def read_response(sock, buf):
+    """Reads one response (Content-Length framed) from sock; returns the rest of buf."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected response: {head[:80]!r}")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    n = int(m[1]) if m else 0
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed in a body")
+        rest += chunk
+    return rest[n:]
+
+
+def drive(port, path, n, pipelined):
+    req = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    s = socket.create_connection(("127.0.0.1", port), 30)
+    buf = b""
+    batch = 16 if pipelined else 1
+    done = 0
+    while done < n:
+        k = min(batch, n - done)
+        s.sendall(req * k)
+        for _ in range(k):
+            buf = read_response(s, buf)
+        done += k
+    s.close()
+
+
+def instructions(binary, config, port, path, n, pipelined, tmp):
+    out = os.path.join(tmp, f"cg-{port}-{n}.out")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve", "-c", config],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, proc)
+        drive(port, path, n, pipelined)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    text = open(out).read()
+    m = re.search(r"(?m)^summary:\s+(\d+)", text) or re.search(r"(?m)^totals:\s+(\d+)", text)
+    if not m:
+        raise RuntimeError(f"no totals in {out}")
+    return int(m[1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", required=True)
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/anygate"))
+    ap.add_argument("--n1", type=int, default=2000)
+    ap.add_argument("--n2", type=int, default=12000)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="anygate-callgrind-")
+    static = os.path.join(tmp, "static")
+    os.makedirs(static)
+    open(os.path.join(static, "1k.bin"), "wb").write(bytes(range(256)) * 4)
+    backend_port = free_port()
+    backend_cfg = os.path.join(tmp, "backend.yml")
+    open(backend_cfg, "w").write(
+        f'server: {{listen: "127.0.0.1:{backend_port}", workers: 1}}\nroutes: {{"GET /fixed": "OK"}}\n')
+    backend = subprocess.Popen([args.baseline, "serve", "-c", backend_cfg],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scenarios = [("fixed", "/fixed", False), ("fixed-pipelined", "/fixed", True),
+                 ("static-1k", "/static/1k.bin", False), ("proxy", "/proxy", False)]
+    rows = []
+    try:
+        wait_ready(backend_port, backend)
+        for name, path, pipelined in scenarios:
+            per = {}
+            for label, binary in [("baseline", args.baseline), ("this", args.binary)]:
+                port = free_port()
+                cfg = os.path.join(tmp, f"{label}-{name}.yml")
+                open(cfg, "w").write(
+                    f'server: {{listen: "127.0.0.1:{port}", workers: 1}}\n'
+                    f'routes:\n  "GET /fixed": "OK"\n  "/static/": "{static}/"\n'
+                    f'  "/proxy": "http://127.0.0.1:{backend_port}/fixed"\n')
+                i1 = instructions(binary, cfg, port, path, args.n1, pipelined, tmp)
+                i2 = instructions(binary, cfg, port, path, args.n2, pipelined, tmp)
+                per[label] = (i2 - i1) / (args.n2 - args.n1)
+                print(f"{name} {label}: {per[label]:,.0f} instructions/request", file=sys.stderr)
+            rows.append((name, per["baseline"], per["this"]))
+    finally:
+        backend.send_signal(signal.SIGTERM)
+        backend.wait(30)
+    print(f"| scenario | baseline (instructions/request) | this change | ratio |")
+    print("|---|---|---|---|")
+    for name, b, t in rows:
+        print(f"| {name} | {b:,.0f} | {t:,.0f} | {t / b:.3f}× |")
+
+
+if __name__ == "__main__":
+    main()

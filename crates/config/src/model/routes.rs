@@ -1,0 +1,231 @@
+//! `routes` and `groups`, flattened in the order written, each rule with its scope's
+//! settings and filter chain.
+
+use super::*;
+
+impl Decoder<'_> {
+    /// `routes` and `groups` of one map, flattened in the order they are written
+    /// (declaration order breaks ties between rules).
+    pub(super) fn routes_and_groups(&mut self, f: &mut Fields<'_>, scope: &Scope) {
+        let mut parts = [
+            (f.take_entry("routes"), true),
+            (f.take_entry("groups"), false),
+        ];
+        parts.sort_by_key(|(e, _)| e.map(|(k, _)| k.span.sort_key()));
+        for (entry, is_routes) in parts {
+            match (entry, is_routes) {
+                (Some((_, v)), true) => self.routes(v, scope),
+                (Some((_, v)), false) => self.groups(v, scope),
+                (None, _) => {}
+            }
+        }
+    }
+
+    pub(super) fn groups(&mut self, node: &Node, parent: &Scope) {
+        let Kind::Seq(items) = &node.kind else {
+            if !matches!(node.kind, Kind::Null) {
+                self.type_error(node, "groups", "a list of groups");
+            }
+            return;
+        };
+        for group in items {
+            let mut f = Fields::new(self.diags, group, "group");
+            let mut prefix = parent.prefix.clone();
+            let mut label = parent.label.clone();
+            let mut prefix_ok = true;
+            if let Some(n) = f.take("prefix") {
+                match self.string(n, "prefix").map(|t| (t, parse_prefix(t))) {
+                    Some((text, Ok(segments))) => {
+                        prefix.extend(segments);
+                        let mut l = label.unwrap_or_default();
+                        l.push_str(text.trim_end_matches('/'));
+                        label = Some(l);
+                    }
+                    Some((_, Err(e))) => {
+                        self.diags.push(dsl_diagnostic(codes::GROUP_PREFIX, n, &e));
+                        prefix_ok = false;
+                    }
+                    None => prefix_ok = false,
+                }
+            }
+            let static_settings = match f.take("static") {
+                Some(n) => Arc::new(self.static_settings(
+                    Some(n),
+                    "static",
+                    &parent.static_settings,
+                    false,
+                )),
+                None => parent.static_settings.clone(),
+            };
+            let proxy = match f.take("proxy") {
+                Some(n) => Arc::new(self.proxy_settings(Some(n), false, &parent.proxy)),
+                None => parent.proxy.clone(),
+            };
+            let plugins = self.plugins(f.take("plugins"), &parent.plugins, label.as_deref());
+            let scope = Scope {
+                prefix,
+                label,
+                static_settings,
+                proxy,
+                plugins,
+            };
+            if prefix_ok {
+                self.routes_and_groups(&mut f, &scope);
+            } else {
+                // Without its prefix the group's rules would be checked against the wrong
+                // paths (false conflicts): leave them out until the prefix is fixed.
+                f.take_entry("routes");
+                f.take_entry("groups");
+            }
+            f.finish(
+                self.diags,
+                &["prefix", "routes", "groups", "static", "proxy", "plugins"],
+            );
+        }
+    }
+
+    pub(super) fn routes(&mut self, node: &Node, scope: &Scope) {
+        if matches!(node.kind, Kind::Null) {
+            return;
+        }
+        let mut f = Fields::new(self.diags, node, "routes");
+        for (k, v) in f.unique_entries() {
+            let Some(key_text) = k.as_str() else {
+                self.type_error(k, "a route key", "a string `[METHOD ...] /path`");
+                continue;
+            };
+            let head = dsl::parse_head(key_text)
+                .map_err(|e| self.diags.push(dsl_diagnostic(codes::ROUTE_HEAD, k, &e)))
+                .ok();
+            // SPA by default for a rule whose own path (before a group prefix) is the root.
+            let own_path_is_root = head
+                .as_ref()
+                .is_some_and(|h| h.path.segments.is_empty() && h.path.tail != Tail::Exact);
+            let head = head.and_then(|head| self.join_prefix(head, &scope.prefix, k));
+            let int_text;
+            let action_text = match &v.kind {
+                Kind::Str(s) => Some(s.as_str()),
+                Kind::Null => Some(""),
+                Kind::Int(i) => {
+                    int_text = i.to_string();
+                    Some(int_text.as_str())
+                }
+                _ => {
+                    self.type_error(v, key_text, "an action string");
+                    None
+                }
+            };
+            let action = action_text.and_then(|t| match dsl::parse_action(t) {
+                Ok(action) => Some(action),
+                // An absent value has no position of its own: point at the key.
+                Err(e) if matches!(v.kind, Kind::Null) => {
+                    let why = e.message.trim_start_matches("empty action: ");
+                    let msg = format!("`{key_text}` has no action: {why}");
+                    self.diags
+                        .push(Diagnostic::error(codes::ROUTE_ACTION, k.span, msg));
+                    None
+                }
+                Err(e) => {
+                    self.diags.push(dsl_diagnostic(codes::ROUTE_ACTION, v, &e));
+                    None
+                }
+            });
+            let static_root = match &action {
+                Some(Action::Static(dir)) => self.static_root(dir, v),
+                _ => None,
+            };
+            if let (Some(head), Some(action)) = (head, action) {
+                if matches!(action, Action::Static(_)) && static_root.is_none() {
+                    continue;
+                }
+                let spa = matches!(action, Action::Static(_))
+                    && scope.static_settings.spa.unwrap_or(own_path_is_root);
+                self.routes.push(Route {
+                    head,
+                    action,
+                    key_text: key_text.to_owned(),
+                    key: k.span,
+                    value: v.span,
+                    group: scope.label.clone(),
+                    static_root,
+                    static_settings: scope.static_settings.clone(),
+                    spa,
+                    proxy: scope.proxy.clone(),
+                    plugins: scope.plugins.clone(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn join_prefix(
+        &mut self,
+        mut head: Head,
+        prefix: &[Segment],
+        key: &Node,
+    ) -> Option<Head> {
+        if prefix.is_empty() {
+            return Some(head);
+        }
+        let mut segments = prefix.to_vec();
+        segments.append(&mut head.path.segments);
+        let mut names: Vec<&str> = Vec::new();
+        for s in &segments {
+            if let Segment::Param(p) = s {
+                if names.contains(&p.as_str()) {
+                    self.diags.push(Diagnostic::error(
+                        codes::ROUTE_HEAD,
+                        key.span,
+                        format!("parameter `:{p}` is already used by the group prefix"),
+                    ));
+                    return None;
+                }
+                names.push(p);
+            }
+        }
+        if segments.len() > dsl::MAX_SEGMENTS || names.len() > dsl::MAX_PARAMS {
+            self.diags.push(Diagnostic::error(
+                codes::ROUTE_HEAD,
+                key.span,
+                "with the group prefix, this path has too many segments or parameters",
+            ));
+            return None;
+        }
+        head.path = PathPattern {
+            segments,
+            tail: head.path.tail,
+        };
+        Some(head)
+    }
+
+    pub(super) fn static_root(&mut self, dir: &str, value: &Node) -> Option<PathBuf> {
+        let path = Path::new(dir);
+        let resolved = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        };
+        let problem = match std::fs::metadata(&resolved) {
+            Ok(m) if m.is_dir() => return Some(resolved),
+            Ok(_) => "is not a directory",
+            Err(_) => "does not exist",
+        };
+        let mut d = Diagnostic::error(
+            codes::STATIC_DIR,
+            value.span,
+            format!("static directory `{dir}` {problem}"),
+        );
+        if !path.is_absolute() {
+            d = d.help(format!(
+                "relative directories are resolved against the config file's directory: {}",
+                resolved.display()
+            ));
+        }
+        self.diags.push(d);
+        None
+    }
+}
+
+/// A DSL error inside a key or value, pointed at the exact characters when possible.
+fn dsl_diagnostic(code: &'static str, node: &Node, e: &DslError) -> Diagnostic {
+    Diagnostic::error(code, node.sub_span(e.offset, e.len), e.message.clone())
+}

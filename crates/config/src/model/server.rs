@@ -1,0 +1,142 @@
+//! `server`: listeners, workers, limits and timeouts.
+
+use super::*;
+
+impl Decoder<'_> {
+    pub(super) fn server(&mut self, node: Option<&Node>) -> Server {
+        let mut server = Server {
+            listen: vec![Listen {
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+                span: None,
+            }],
+            workers: Workers::Auto,
+            limits: ServerLimits::default(),
+            timeouts: ServerTimeouts::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        };
+        let Some(node) = node else {
+            return server;
+        };
+        let mut f = Fields::new(self.diags, node, "server");
+        if let Some(n) = f.take("limits") {
+            server.limits = self.server_limits(n);
+        }
+        if let Some(n) = f.take("timeouts") {
+            let mut t = Fields::new(self.diags, n, "server.timeouts");
+            let timeouts = &mut server.timeouts;
+            for (key, slot) in [
+                ("head", &mut timeouts.head),
+                ("idle", &mut timeouts.idle),
+                ("body", &mut timeouts.body),
+            ] {
+                if let Some(n) = t.take(key) {
+                    self.positive_duration(n, &format!("server.timeouts.{key}"), slot);
+                }
+            }
+            t.finish(self.diags, &["head", "idle", "body"]);
+        }
+        if let Some(n) = f.take("shutdown_timeout") {
+            self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
+        }
+        if let Some(n) = f.take("listen") {
+            let mut seen: HashMap<SocketAddr, Span> = HashMap::new();
+            let mut listen = Vec::new();
+            for (text, n) in self.strings(n, "server.listen") {
+                match parse_listen(text) {
+                    Ok(addr) => {
+                        if let Some(&first) = seen.get(&addr) {
+                            self.diags.push(
+                                Diagnostic::error(
+                                    codes::VALUE,
+                                    n.span,
+                                    format!("`{addr}` is listed twice"),
+                                )
+                                .note(first, "first listed here"),
+                            );
+                        } else {
+                            seen.insert(addr, n.span);
+                            listen.push(Listen {
+                                addr,
+                                span: Some(n.span),
+                            });
+                        }
+                    }
+                    Err(e) => self.value_error(n.span, e),
+                }
+            }
+            if matches!(&n.kind, Kind::Seq(items) if items.is_empty()) {
+                self.value_error(n.span, "`server.listen` needs at least one address");
+            }
+            server.listen = listen;
+        }
+        if let Some(n) = f.take("workers") {
+            match &n.kind {
+                Kind::Str(s) if s == "auto" => server.workers = Workers::Auto,
+                Kind::Int(i) if (1..=1024).contains(i) => {
+                    server.workers = Workers::Count(usize::try_from(*i).unwrap_or(1));
+                }
+                Kind::Int(_) => self.value_error(n.span, "`server.workers` must be 1 to 1024"),
+                _ => self.type_error(n, "server.workers", "a number or \"auto\""),
+            }
+        }
+        f.finish(
+            self.diags,
+            &[
+                "listen",
+                "workers",
+                "limits",
+                "timeouts",
+                "shutdown_timeout",
+            ],
+        );
+        server
+    }
+
+    pub(super) fn server_limits(&mut self, node: &Node) -> ServerLimits {
+        let mut limits = ServerLimits::default();
+        let mut f = Fields::new(self.diags, node, "server.limits");
+        // (key, slot, smallest, largest)
+        let table: [(&str, &mut u64, u64, u64); 6] = [
+            ("max_head", &mut limits.max_head, 1024, 1 << 24),
+            ("max_uri", &mut limits.max_uri, 64, 1 << 24),
+            ("max_headers", &mut limits.max_headers, 1, 128),
+            ("max_body", &mut limits.max_body, 0, u64::MAX),
+            (
+                "max_connections",
+                &mut limits.max_connections,
+                1,
+                10_000_000,
+            ),
+            ("echo_body", &mut limits.echo_body, 0, 1 << 30),
+        ];
+        for (key, slot, min, max) in table {
+            let Some(n) = f.take(key) else { continue };
+            let units = key != "max_headers" && key != "max_connections";
+            if let Some(v) = self.size(n, &format!("server.limits.{key}"), min, max, units) {
+                *slot = v;
+            }
+        }
+        f.finish(
+            self.diags,
+            &[
+                "max_head",
+                "max_uri",
+                "max_headers",
+                "max_body",
+                "max_connections",
+                "echo_body",
+            ],
+        );
+        limits
+    }
+
+    pub(super) fn positive_duration(&mut self, node: &Node, what: &str, slot: &mut Duration) {
+        if let Some(d) = self.duration(node, what) {
+            if d.is_zero() {
+                self.value_error(node.span, format!("`{what}` must be more than 0"));
+            } else {
+                *slot = d;
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! `static` and `proxy` settings (groups override them field by field) and `proxy.upstreams`.
+
+use super::*;
+
+impl Decoder<'_> {
+    pub(super) fn static_settings(
+        &mut self,
+        node: Option<&Node>,
+        section: &str,
+        parent: &StaticSettings,
+        top_level: bool,
+    ) -> StaticSettings {
+        let mut s = parent.clone();
+        let Some(node) = node else {
+            return s;
+        };
+        let mut f = Fields::new(self.diags, node, section);
+        if let Some(n) = f.take("index") {
+            let what = format!("{section}.index");
+            let names = self.strings(n, &what);
+            let mut index = Vec::new();
+            for (name, n) in names {
+                if name.is_empty()
+                    || name.contains(['/', '\\', '\0'])
+                    || name == "."
+                    || name == ".."
+                {
+                    self.value_error(
+                        n.span,
+                        format!("`{name}` is not a file name (no `/`, not `.` or `..`)"),
+                    );
+                } else {
+                    index.push(name.to_owned());
+                }
+            }
+            s.index = index;
+        }
+        if let Some(n) = f.take("spa") {
+            s.spa = self.bool(n, &format!("{section}.spa")).or(s.spa);
+        }
+        if let Some(n) = f.take("listing") {
+            s.listing = self
+                .bool(n, &format!("{section}.listing"))
+                .unwrap_or(s.listing);
+        }
+        if let Some(n) = f.take("cache") {
+            let sub = format!("{section}.cache");
+            let mut c = Fields::new(self.diags, n, &sub);
+            for (key, slot) in [
+                ("html", &mut s.cache.html),
+                ("fingerprinted", &mut s.cache.fingerprinted),
+                ("default", &mut s.cache.default),
+            ] {
+                let Some(n) = c.take(key) else { continue };
+                let Some(v) = self.string(n, &format!("{sub}.{key}")) else {
+                    continue;
+                };
+                if v.bytes()
+                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+                {
+                    *slot = v.trim().to_owned();
+                } else {
+                    self.value_error(
+                        n.span,
+                        format!("`{sub}.{key}` must be printable ASCII (a header value)"),
+                    );
+                }
+            }
+            c.finish(self.diags, &["html", "fingerprinted", "default"]);
+        }
+        if let Some(n) = f.take("compress") {
+            s.compress = self
+                .bool(n, &format!("{section}.compress"))
+                .unwrap_or(s.compress);
+        }
+        for (key, slot, max) in [
+            ("compress_min", &mut s.compress_min, 1u64 << 30),
+            ("memory_file_max", &mut s.memory_file_max, 1 << 30),
+        ] {
+            if let Some(n) = f.take(key)
+                && let Some(v) = self.size(n, &format!("{section}.{key}"), 0, max, true)
+            {
+                *slot = v;
+            }
+        }
+        if let Some((k, n)) = f.take_entry("memory_total_max") {
+            if top_level {
+                if let Some(v) =
+                    self.size(n, &format!("{section}.memory_total_max"), 0, 1 << 40, true)
+                {
+                    s.memory_total_max = v;
+                }
+            } else {
+                self.value_error(
+                    k.span,
+                    "`static.memory_total_max` can only be set at the top level (the cache is shared by every rule)",
+                );
+            }
+        }
+        if let Some(n) = f.take("revalidate") {
+            let what = format!("{section}.revalidate");
+            if let Some(d) = self.duration(n, &what) {
+                s.revalidate = d;
+            }
+        }
+        f.finish(
+            self.diags,
+            &[
+                "index",
+                "spa",
+                "listing",
+                "cache",
+                "compress",
+                "compress_min",
+                "memory_file_max",
+                "memory_total_max",
+                "revalidate",
+            ],
+        );
+        s
+    }
+
+    pub(super) fn proxy_settings(
+        &mut self,
+        node: Option<&Node>,
+        top_level: bool,
+        parent: &ProxySettings,
+    ) -> ProxySettings {
+        let section = "proxy";
+        let mut p = parent.clone();
+        let Some(node) = node else {
+            return p;
+        };
+        let mut f = Fields::new(self.diags, node, section);
+        if let Some(n) = f.take("timeouts") {
+            let sub = format!("{section}.timeouts");
+            let mut t = Fields::new(self.diags, n, &sub);
+            for (key, slot) in [
+                ("connect", &mut p.timeouts.connect),
+                ("read", &mut p.timeouts.read),
+                ("write", &mut p.timeouts.write),
+            ] {
+                if let Some(n) = t.take(key) {
+                    self.positive_duration(n, &format!("{sub}.{key}"), slot);
+                }
+            }
+            if let Some(n) = t.take("total") {
+                if n.as_str() == Some("off") {
+                    p.timeouts.total = None;
+                } else if let Some(d) = self.duration(n, &format!("{sub}.total")) {
+                    p.timeouts.total = (!d.is_zero()).then_some(d);
+                }
+            }
+            t.finish(self.diags, &["connect", "read", "write", "total"]);
+        }
+        if let Some(n) = f.take("host")
+            && let Some(v) = self.string(n, &format!("{section}.host"))
+        {
+            p.host = match v {
+                "upstream" => HostHeader::Upstream,
+                "client" => HostHeader::Client,
+                v if !v.is_empty() && v.bytes().all(is_host_byte) => {
+                    HostHeader::Fixed(v.to_owned())
+                }
+                _ => {
+                    self.value_error(
+                        n.span,
+                        "`proxy.host` must be `upstream`, `client` or a host name (with an optional port)",
+                    );
+                    p.host
+                }
+            };
+        }
+        if let Some(n) = f.take("via") {
+            p.via = self.bool(n, &format!("{section}.via")).unwrap_or(p.via);
+        }
+        for (key, slot) in [
+            ("max_idle", &mut p.max_idle),
+            ("max_conns", &mut p.max_conns),
+        ] {
+            if let Some(n) = f.take(key)
+                && let Some(v) = self.size(n, &format!("{section}.{key}"), 0, 1 << 20, false)
+            {
+                *slot = v as usize;
+            }
+        }
+        for (key, slot) in [
+            ("idle_timeout", &mut p.idle_timeout),
+            ("dns_ttl", &mut p.dns_ttl),
+        ] {
+            if let Some(n) = f.take(key) {
+                self.positive_duration(n, &format!("{section}.{key}"), slot);
+            }
+        }
+        // `upstreams` is read by `upstreams()` at the top level; in a group it is an error.
+        if let Some((k, _)) = f.take_entry("upstreams")
+            && !top_level
+        {
+            self.value_error(
+                k.span,
+                "`proxy.upstreams` can only be defined at the top level",
+            );
+        }
+        f.finish(
+            self.diags,
+            &[
+                "timeouts",
+                "upstreams",
+                "host",
+                "via",
+                "max_idle",
+                "max_conns",
+                "idle_timeout",
+                "dns_ttl",
+            ],
+        );
+        p
+    }
+
+    pub(super) fn upstreams(&mut self, proxy: Option<&Node>) -> Vec<Upstream> {
+        let Some(Kind::Map(entries)) = proxy.map(|n| &n.kind) else {
+            return Vec::new();
+        };
+        let Some((_, node)) = entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("upstreams"))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut pools = Fields::new(self.diags, node, "proxy.upstreams");
+        for (k, v) in pools.unique_entries() {
+            let Some(name) = k.as_str() else { continue };
+            // Host names are case-insensitive, and the DSL lower-cases proxy hosts.
+            let name = name.to_ascii_lowercase();
+            if out.iter().any(|u: &Upstream| u.name == name) {
+                self.value_error(
+                    k.span,
+                    format!("pool `{name}` is defined twice (names ignore case)"),
+                );
+                continue;
+            }
+            let name = name.as_str();
+            if !is_pool_name(name) {
+                self.value_error(
+                    k.span,
+                    format!("`{name}` is not a valid pool name (letters, digits, `-`, `_`, `.`)"),
+                );
+                continue;
+            }
+            let what = format!("proxy.upstreams.{name}");
+            let mut f = Fields::new(self.diags, v, &what);
+            let mut targets = Vec::new();
+            match f.take("targets") {
+                Some(n) => {
+                    for (text, n) in self.strings(n, &format!("{what}.targets")) {
+                        match parse_target(text) {
+                            Ok((host, port)) => targets.push(Target {
+                                host,
+                                port,
+                                span: n.span,
+                            }),
+                            Err(e) => self.value_error(n.span, e),
+                        }
+                    }
+                }
+                None => self.value_error(k.span, format!("`{what}` needs `targets`")),
+            }
+            f.finish(self.diags, &["targets"]);
+            out.push(Upstream {
+                name: name.to_owned(),
+                targets,
+                span: k.span,
+            });
+        }
+        out
+    }
+}
