@@ -91,6 +91,7 @@ impl Fields {
     }
 
     /// Appends `name: value`.
+    #[inline(always)]
     pub fn append(&mut self, name: &[u8], value: &[u8]) {
         debug_assert!(
             is_token(name) && is_field_value(value),
