@@ -1047,3 +1047,34 @@ fn plugin_chains_are_global_then_each_enclosing_group_in_order() {
     assert_eq!(c.plugins[2].group.as_deref(), Some("/a"));
     assert!(c.plugins[1].args.is_some() && c.plugins[0].args.is_none());
 }
+
+#[test]
+fn fixed_bodies_that_are_json_documents_are_json() {
+    // Moved from the router's DSL tests when JSON validation moved to the loader.
+    let c = yaml(
+        "routes:\n  \"/a\": 'FORBIDDEN {\"msg\":\"GO PATCH UR MUM!\"}'\n  \"/b\": \"201 42\"\n  \"/c\": \"200 key: value:more\"\n  \"/d\": OK\n",
+    )
+    .unwrap();
+    let types: Vec<_> = c
+        .routes
+        .iter()
+        .map(|r| match &r.action {
+            Action::Fixed(f) => (f.status, f.body_type),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    use anygate_router::dsl::BodyType;
+    assert_eq!(
+        types,
+        [
+            (403, BodyType::Json),
+            (201, BodyType::Json), // a JSON scalar is a JSON document
+            (200, BodyType::Text),
+            (200, BodyType::None),
+        ]
+    );
+    // Starts like JSON, does not parse: an error pointing into the body.
+    let (loc, code, msg) = only_error(yaml("routes:\n  \"/x\": 'OK {\"a\":}'\n"));
+    assert_eq!((loc.as_str(), code), ("t.yml:2:18", "AG-CFG-1102"), "{msg}");
+    assert!(msg.contains("not valid JSON"), "{msg}");
+}

@@ -36,7 +36,8 @@ pub struct DslError {
 }
 
 impl DslError {
-    fn new(part: Part, offset: usize, len: usize, message: impl Into<String>) -> Self {
+    /// An error of `len` bytes at `offset` in the `part`.
+    pub fn new(part: Part, offset: usize, len: usize, message: impl Into<String>) -> Self {
         Self {
             part,
             offset,
@@ -396,7 +397,9 @@ pub struct Fixed {
     pub status: u16,
     /// The body (empty for redirects, whose text is the `Location`).
     pub body: String,
-    /// How the body is typed.
+    /// How the body is typed: `None` without a body, `Text` as parsed here; the loader
+    /// (`anygate-config`) makes it `Json` when the body is a valid JSON document and rejects
+    /// a body that starts like JSON (`{`, `[`) but does not parse.
     pub body_type: BodyType,
     /// For 301/302/303/307/308: the `Location`.
     pub location: Option<String>,
@@ -549,34 +552,14 @@ pub fn parse_action(text: &str) -> Result<Action, DslError> {
             format!("status {code} cannot have a body"),
         );
     }
-    let body_type = match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(_) => BodyType::Json,
-        Err(e) if body.trim_start().starts_with(['{', '[']) => {
-            let at = line_col_to_offset(body, e.line(), e.column());
-            return err(
-                body_off + at,
-                1,
-                format!("the body looks like JSON but is not valid JSON: {e}"),
-            );
-        }
-        Err(_) => BodyType::Text,
-    };
+    // Whether the body is a JSON document is the loader's question (`anygate-config`,
+    // which parses JSON with positions): here a body is text.
     Ok(Action::Fixed(Fixed {
         status: code,
         body: body.to_owned(),
-        body_type,
+        body_type: BodyType::Text,
         location: None,
     }))
-}
-
-/// serde_json's 1-based line and column (of the byte after the error) to a byte offset.
-fn line_col_to_offset(text: &str, line: usize, col: usize) -> usize {
-    let start: usize = text
-        .split_inclusive('\n')
-        .take(line.saturating_sub(1))
-        .map(str::len)
-        .sum();
-    (start + col.saturating_sub(1)).min(text.len().saturating_sub(1))
 }
 
 fn parse_target(scheme: Scheme, rest: &str, base: usize) -> Result<ProxyTarget, DslError> {

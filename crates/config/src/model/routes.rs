@@ -116,6 +116,13 @@ impl Decoder<'_> {
                 }
             };
             let action = action_text.and_then(|t| match dsl::parse_action(t) {
+                Ok(Action::Fixed(mut f)) => match classify_body(&mut f, t) {
+                    Ok(()) => Some(Action::Fixed(f)),
+                    Err(e) => {
+                        self.diags.push(dsl_diagnostic(codes::ROUTE_ACTION, v, &e));
+                        None
+                    }
+                },
                 Ok(action) => Some(action),
                 // An absent value has no position of its own: point at the key.
                 Err(e) if matches!(v.kind, Kind::Null) => {
@@ -228,4 +235,34 @@ impl Decoder<'_> {
 /// A DSL error inside a key or value, pointed at the exact characters when possible.
 fn dsl_diagnostic(code: &'static str, node: &Node, e: &DslError) -> Diagnostic {
     Diagnostic::error(code, node.sub_span(e.offset, e.len), e.message.clone())
+}
+
+/// A fixed body that is a valid JSON document is sent as JSON (SPEC §5); one that starts
+/// like JSON (`{`, `[`) but does not parse is an error pointing into the body. `action` is
+/// the rule's action text (`STATUS BODY`: the body follows the first space).
+fn classify_body(f: &mut dsl::Fixed, action: &str) -> Result<(), DslError> {
+    if f.body.is_empty() || f.location.is_some() {
+        return Ok(());
+    }
+    let body_at = action.find(' ').map_or(0, |i| i + 1);
+    let mut scratch = crate::source::Sources::default();
+    let src = scratch.add("body", f.body.as_str());
+    match crate::json::parse(src, &f.body) {
+        Ok(_) => f.body_type = dsl::BodyType::Json,
+        Err(e) if f.body.trim_start().starts_with(['{', '[']) => {
+            let at = e
+                .span
+                .map_or(0, |s| s.start)
+                .min(f.body.len().saturating_sub(1));
+            let why = e.message.trim_start_matches("invalid JSON: ");
+            return Err(DslError::new(
+                dsl::Part::Action,
+                body_at + at,
+                1,
+                format!("the body looks like JSON but is not valid JSON: {why}"),
+            ));
+        }
+        Err(_) => {}
+    }
+    Ok(())
 }
