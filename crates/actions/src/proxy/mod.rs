@@ -32,7 +32,7 @@ mod pool;
 mod url;
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -526,7 +526,15 @@ impl Proxy {
             return Err(e);
         }
         for _ in 0..MAX_INTERIM {
-            let framing = watch_client(res, conn.read_head(head_request, clock.read())).await?;
+            // The client is watched while the upstream thinks: if it leaves, the exchange is
+            // abandoned (dropping the upstream connection cancels the upstream's work).
+            let framing = {
+                let read = pin!(conn.read_head(head_request, clock.read()));
+                match res.unless_client_gone(read).await {
+                    Some(r) => r?,
+                    None => return Err(Failure::Client(ErrorKind::ClientClosed)),
+                }
+            };
             let status = conn.head.status();
             if (100..200).contains(&status) && !(status == 101 && upgrade) {
                 // 100 without an expectation, 102, 103 (and a 101 nobody asked for is
@@ -619,17 +627,4 @@ async fn send_body(
         conn.write(end, &[], clock.write()).await?;
     }
     Ok(())
-}
-
-/// Runs `fut` (waiting for the upstream) while watching the client: if the client closes,
-/// the exchange is abandoned (the upstream connection is then dropped, which cancels the
-/// upstream's work).
-async fn watch_client<F>(res: &mut Exchange<'_>, fut: F) -> Result<ResponseFraming, Failure>
-where
-    F: Future<Output = Result<ResponseFraming, UpstreamError>>,
-{
-    match res.unless_client_gone(fut).await {
-        Some(r) => r.map_err(Failure::from),
-        None => Err(Failure::Client(ErrorKind::ClientClosed)),
-    }
 }

@@ -10,7 +10,6 @@
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -171,11 +170,14 @@ impl Exchange<'_> {
         ok
     }
 
-    /// Runs `fut` while watching the client: `None` when the client closed its connection
-    /// (or it failed) first, and `fut` was dropped. Bytes of a next request show the client
-    /// is there, and end the watch. A transport that cannot peek is not watched.
-    pub async fn unless_client_gone<F: Future>(&mut self, fut: F) -> Option<F::Output> {
-        let mut fut = pin!(fut);
+    /// Runs `fut` (pinned by the caller, so that it is stored once) while watching the
+    /// client: `None` when the client closed its connection (or it failed) first; the
+    /// caller then drops `fut`. Bytes of a next request show the client is there, and end
+    /// the watch. A transport that cannot peek is not watched.
+    pub async fn unless_client_gone<F: Future>(
+        &mut self,
+        mut fut: std::pin::Pin<&mut F>,
+    ) -> Option<F::Output> {
         let io = &mut *self.io;
         let mut watching = true;
         let mut byte = [0u8; 1];
