@@ -280,19 +280,22 @@ fn log(message: &str) {
     eprintln!("anygate: {message}");
 }
 
+/// Reports an invalid configuration at start: every diagnostic, then a count.
+fn not_starting(path: &Path, failure: &Failure) -> ExitCode {
+    eprint!("{failure}");
+    log(&format!(
+        "{} is not valid ({} errors); not starting",
+        path.display(),
+        failure.errors().count()
+    ));
+    ExitCode::from(1)
+}
+
 /// `anygate serve -c FILE`.
 pub fn run(path: &Path) -> ExitCode {
     let config = match anygate_config::load(path, &anygate_config::env_overrides()) {
         Ok(c) => c,
-        Err(failure) => {
-            eprint!("{failure}");
-            log(&format!(
-                "{} is not valid ({} errors); not starting",
-                path.display(),
-                failure.errors().count()
-            ));
-            return ExitCode::from(1);
-        }
+        Err(failure) => return not_starting(path, &failure),
     };
     for w in &config.warnings {
         eprint!("{}", w.render(&config.sources));
@@ -300,15 +303,7 @@ pub fn run(path: &Path) -> ExitCode {
     let rules = config.routes.len();
     let server = match Server::start(config) {
         Ok(s) => s,
-        Err(StartError::Config(failure)) => {
-            eprint!("{failure}");
-            log(&format!(
-                "{} is not valid ({} errors); not starting",
-                path.display(),
-                failure.errors().count()
-            ));
-            return ExitCode::from(1);
-        }
+        Err(StartError::Config(failure)) => return not_starting(path, &failure),
         Err(StartError::Io(e)) => {
             log(&format!("cannot start: {e}"));
             return ExitCode::from(1);
