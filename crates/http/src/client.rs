@@ -342,7 +342,18 @@ struct Half<'a> {
     buf: &'a mut [u8],
     start: usize,
     end: usize,
+    /// The source closed its side.
     eof: bool,
+    /// The destination holds nothing unflushed of what was written to it.
+    flushed: bool,
+    /// The close was passed on to the destination (after a flush).
+    shut: bool,
+}
+
+impl Half<'_> {
+    fn done(&self) -> bool {
+        self.eof && self.start == self.end && self.shut
+    }
 }
 
 /// Relays bytes both ways between `a` and `b` until both sides have closed (a close is
@@ -362,12 +373,16 @@ async fn tunnel<A: Transport + ?Sized, B: Transport + ?Sized>(
         start: 0,
         end: 0,
         eof: false,
+        flushed: true,
+        shut: false,
     };
     let mut from_b = Half {
         buf: b_buf,
         start: 0,
         end: 0,
         eof: false,
+        flushed: true,
+        shut: false,
     };
     arm(timer, deadline);
     poll_fn(|cx| {
@@ -383,8 +398,7 @@ async fn tunnel<A: Transport + ?Sized, B: Transport + ?Sized>(
                     Pump::Waiting => {}
                 }
             }
-            if from_a.eof && from_b.eof && from_a.start == from_a.end && from_b.start == from_b.end
-            {
+            if from_a.done() && from_b.done() {
                 return Poll::Ready(());
             }
             if moved {
@@ -419,9 +433,6 @@ fn pump<S: Transport + ?Sized, D: Transport + ?Sized>(
         match src.poll_read(cx, half.buf) {
             Poll::Ready(Ok(0)) => {
                 half.eof = true;
-                // A half-close passed on; a transport that needs more (a TLS close_notify
-                // still to flush) finishes it with its later polls.
-                let _ = dst.poll_shutdown(cx);
                 moved = true;
             }
             Poll::Ready(Ok(n)) => {
@@ -439,12 +450,30 @@ fn pump<S: Transport + ?Sized, D: Transport + ?Sized>(
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Pump::Failed,
             Poll::Ready(Ok(n)) => {
                 half.start += n;
+                half.flushed = false;
                 moved = true;
             }
             Poll::Pending => {}
         }
-        if half.start == half.end && matches!(dst.poll_flush(cx), Poll::Ready(Err(_))) {
-            return Pump::Failed;
+    }
+    // Everything read so far was handed over: make it leave (a buffering transport, TLS,
+    // holds it until flushed; plain TCP answers at once), then pass a close on.
+    if half.start == half.end {
+        if !half.flushed {
+            match dst.poll_flush(cx) {
+                Poll::Ready(Ok(())) => half.flushed = true,
+                Poll::Ready(Err(_)) => return Pump::Failed,
+                Poll::Pending => {}
+            }
+        }
+        if half.eof && half.flushed && !half.shut {
+            match dst.poll_shutdown(cx) {
+                Poll::Ready(_) => {
+                    half.shut = true;
+                    moved = true;
+                }
+                Poll::Pending => {}
+            }
         }
     }
     if moved { Pump::Moved } else { Pump::Waiting }

@@ -16,8 +16,9 @@
 //!   exchange and return [`Flow::Answered`]): the action and the rest of `pre` are skipped.
 //! - `post` runs on every response head of the rule (an early answer from `pre` and error
 //!   responses included), right before the head is encoded, in reverse chain order (the
-//!   outermost filter sees the final head, like middleware layers). It may edit the head
-//!   and sees the request's context so far (route, status, timing).
+//!   outermost filter sees the final head, like middleware layers). It may edit the head's
+//!   fields and sees the request's context so far (route, status, timing); the status
+//!   itself stays (the body is framed for it).
 //! - `observe` runs once the request is over, in chain order, with the final context
 //!   (sizes, status, error code): access logs and metrics.
 //!
@@ -47,7 +48,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use anygate_config::{Config, Diagnostic, PluginSpec, codes};
-use anygate_http::message::ResponseHead;
+use anygate_http::message::Fields;
 use anygate_http::server::{Ctx, HeadHook};
 use anygate_http::{Exchange, Request};
 
@@ -68,8 +69,9 @@ pub trait Hooks: Send + Sync + fmt::Debug {
         Flow::Continue
     }
 
-    /// Before a response head is encoded; may edit it.
-    fn post(&self, _ctx: &Ctx, _head: &mut ResponseHead) {}
+    /// Before a response head is encoded; may edit its fields (the status is
+    /// `ctx.status`, and stays).
+    fn post(&self, _ctx: &Ctx, _fields: &mut Fields) {}
 
     /// Once the request is over.
     fn observe(&self, _ctx: &Ctx) {}
@@ -97,9 +99,9 @@ impl Filter {
         }
     }
 
-    fn post(&self, ctx: &Ctx, head: &mut ResponseHead) {
+    fn post(&self, ctx: &Ctx, fields: &mut Fields) {
         match self {
-            Self::Custom(_, f) => f.post(ctx, head),
+            Self::Custom(_, f) => f.post(ctx, fields),
         }
     }
 
@@ -147,9 +149,9 @@ impl Chain {
 
 impl HeadHook for Chain {
     /// `post`, in reverse chain order.
-    fn on_head(&self, ctx: &Ctx, head: &mut ResponseHead) {
+    fn on_head(&self, ctx: &Ctx, fields: &mut Fields) {
         for f in self.filters.iter().rev() {
-            f.post(ctx, head);
+            f.post(ctx, fields);
         }
     }
 }

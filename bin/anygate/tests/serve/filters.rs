@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 
 use anygate::serve::{Server, StartError};
 use anygate_config::{Format, Kind, PluginSpec, load_str};
-use anygate_http::message::ResponseHead;
+use anygate_http::message::Fields;
 use anygate_http::server::Ctx;
 use anygate_http::{Exchange, Plain, Request};
 use anygate_plugins::{Filter, Flow, Hooks, Registry};
@@ -55,14 +55,17 @@ impl Hooks for Tag {
         Flow::Continue
     }
 
-    fn post(&self, _ctx: &Ctx, head: &mut ResponseHead) {
+    fn post(&self, ctx: &Ctx, fields: &mut Fields) {
         let name = format!("x-tag-{}", self.name);
-        head.fields.append(name.as_bytes(), b"1");
-        let chain = match head.fields.get(b"x-chain") {
+        fields.append(name.as_bytes(), b"1");
+        let chain = match fields.get(b"x-chain") {
             Some(v) => format!("{},{}", String::from_utf8_lossy(v), self.name),
             None => self.name.clone(),
         };
-        head.fields.set(b"x-chain", chain.as_bytes());
+        fields.set(b"x-chain", chain.as_bytes());
+        // What post sees of the status, and a framing field it may not add.
+        fields.set(b"x-seen-status", ctx.status.to_string().as_bytes());
+        fields.append(b"content-length", b"999");
     }
 
     fn observe(&self, ctx: &Ctx) {
@@ -281,6 +284,16 @@ fn post_edits_the_head_of_every_action_kind() {
     };
     let fixed = check(b"GET /fixed HTTP/1.1\r\nhost: t\r\n\r\n", 200);
     assert_eq!(fixed.body_str(), "{\"a\":1}");
+    // Regression (review): post sees the status, and cannot add a framing field (the
+    // `content-length: 999` the filter appends is dropped: the body keeps its own length).
+    assert_eq!(fixed.header("x-seen-status"), Some("200"));
+    let lengths: Vec<_> = fixed
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .collect();
+    assert_eq!(lengths.len(), 1, "{:?}", fixed.headers);
+    assert_eq!(fixed.header("content-length"), Some("7"));
     check(b"HEAD /fixed HTTP/1.1\r\nhost: t\r\n\r\n", 200);
     let echo = check(
         b"POST /echo/e HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi",
@@ -454,8 +467,8 @@ struct Probe {
 }
 
 impl Hooks for Probe {
-    fn post(&self, _ctx: &Ctx, head: &mut ResponseHead) {
-        head.fields.append(b"x-probe", self.name.as_bytes());
+    fn post(&self, _ctx: &Ctx, fields: &mut Fields) {
+        fields.append(b"x-probe", self.name.as_bytes());
     }
 }
 

@@ -217,7 +217,8 @@ pub(super) fn relay_head(head: &mut ResponseHead, via: bool, scratch: &mut Vec<u
     }
     let connection_end = scratch.len();
     let switching = head.status() == 101;
-    if switching && let Some(u) = head.fields.get(b"upgrade") {
+    // The last `Upgrade` value, as the protocol switched to.
+    if switching && let Some(u) = head.fields.get_all(b"upgrade").last() {
         scratch.extend_from_slice(u);
     }
     let (connection, upgrade) = scratch.split_at(connection_end);

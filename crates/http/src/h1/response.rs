@@ -127,7 +127,10 @@ pub fn parse(
         chunked: false,
     };
     // The field lines are copied at once and indexed: the offsets of httparse's slices in
-    // `input` (they all lie inside it: names and values are never replaced).
+    // `input` (they all lie inside it: names and values are never replaced). Only a head
+    // whose every line ends in CRLF is copied so: httparse accepts bare LFs (the final empty
+    // line included), and those lines are written again, field by field, with CRLF.
+    let crlf_only = memchr::memchr_iter(b'\n', &input[..n]).all(|i| i > 0 && input[i - 1] == b'\r');
     let base = input.as_ptr() as usize;
     let fields_start = res
         .headers
@@ -149,7 +152,7 @@ pub fn parse(
             }
         }),
     );
-    if head.fields.len() != res.headers.len() {
+    if !crlf_only || head.fields.len() != res.headers.len() {
         // A slice that is not where the offsets say (never seen; httparse hands out
         // slices of its input for fields): copy field by field instead.
         head.fields.clear();
@@ -257,6 +260,45 @@ mod tests {
         assert_eq!(h.fields.get(b"upgrade"), Some(&b"x"[..]));
         let (h, _) = parse_one(b"HTTP/1.1 200 \r\n\r\n").unwrap().unwrap();
         assert!(h.reason().is_empty());
+    }
+
+    /// Encodes a parsed head the way the proxy relays it.
+    fn relayed(input: &[u8]) -> Vec<u8> {
+        let (head, _) = parse_one(input).unwrap().unwrap();
+        let mut out = Vec::new();
+        crate::h1::encode::response_head(&mut out, &head, crate::message::BodyFraming::Length(5));
+        out
+    }
+
+    #[test]
+    fn regression_review_a_bare_lf_head_is_relayed_with_crlf_lines() {
+        // httparse accepts a bare LF as the final empty line: copying the field block whole
+        // glued the last field to the framing field that follows it.
+        for input in [
+            &b"HTTP/1.1 200 OK\r\nX-A: 1\n\n"[..],
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\n",
+            b"HTTP/1.1 200 OK\nX-A: 1\nX-B: 2\r\n\r\n",
+        ] {
+            let out = relayed(input);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert!(text.contains("X-A: 1\r\n"), "{input:?}: {text:?}");
+            assert!(
+                text.ends_with("\r\ncontent-length: 5\r\n"),
+                "{input:?}: {text:?}"
+            );
+            assert!(
+                !out.windows(2)
+                    .enumerate()
+                    .any(|(i, w)| w[1] == b'\n' && (i == 0 || w[0] != b'\r')),
+                "a bare LF left: {text:?}"
+            );
+        }
+        // A CRLF head is relayed as it came (one copy), odd spacing included.
+        let out = relayed(b"HTTP/1.1 200 OK\r\nX-A:1\r\nX-B:  two \r\n\r\n");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nX-A:1\r\nX-B:  two \r\ncontent-length: 5\r\n"
+        );
     }
 
     #[test]

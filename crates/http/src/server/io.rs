@@ -91,16 +91,17 @@ pub(crate) async fn read_until<T: Transport + ?Sized>(
     .await
 }
 
-/// Waits until the socket is readable (`Data(0)`), the deadline passes or a shutdown
-/// begins, without a buffer: an idle connection holds none.
+/// Waits until the socket is readable (`Data(0)`), the deadline passes, a shutdown begins,
+/// or the reload counter is no longer `epoch`, without a buffer: an idle connection holds
+/// none.
 pub(crate) async fn readable_until<T: Transport + ?Sized>(
     stream: &mut T,
     timer: &mut Sleep,
     deadline: Instant,
     drain: &Drain,
+    epoch: usize,
 ) -> ReadOutcome {
     arm(timer, deadline);
-    let epoch = drain.epoch();
     poll_fn(|cx| {
         if drain.is_draining() {
             return Poll::Ready(ReadOutcome::Draining);

@@ -598,8 +598,18 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             let deadline = time::now() + self.limits.idle_timeout;
             loop {
                 self.release();
+                // The reload counter is read before the service lets go of its state: a
+                // reload in between still wakes the wait below.
+                let epoch = self.drain.epoch();
                 self.service.idle(&mut self.state);
-                match readable_until(&mut self.stream, &mut self.timer, deadline, self.drain).await
+                match readable_until(
+                    &mut self.stream,
+                    &mut self.timer,
+                    deadline,
+                    self.drain,
+                    epoch,
+                )
+                .await
                 {
                     ReadOutcome::Data(_) => self.acquire(),
                     ReadOutcome::Reconfigured => continue,

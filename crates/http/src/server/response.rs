@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use crate::error::ErrorKind;
 use crate::h1::encode::{self, Persistence};
-use crate::message::{BodyFraming, Prebuilt, ResponseHead, bodiless, framing_of};
+use crate::message::{
+    BodyFraming, Fields, Prebuilt, ResponseHead, bodiless, framing_of, is_field_value, is_token,
+};
 use crate::server::Exchange;
 
 /// Bodies up to this size are copied into the output buffer; larger shared bodies are
@@ -138,9 +140,26 @@ impl ResponseBody<'_> {
 }
 
 /// Called with each response head before it is encoded (the pipeline's `post` filters).
+///
+/// The hook edits the head's fields; the status is read from `ctx.status` and cannot be
+/// changed (the body is already framed for it). Afterwards the driver drops the fields it
+/// writes itself (`Content-Length`, `Transfer-Encoding`, `Date`, `X-Request-Id`) and any
+/// field whose name is not a token or whose value holds CR, LF or NUL.
 pub trait HeadHook: Send + Sync {
-    /// May edit `head`; `ctx` says what is known of the request so far.
-    fn on_head(&self, ctx: &super::Ctx, head: &mut ResponseHead);
+    /// May edit `fields`; `ctx` says what is known of the request so far.
+    fn on_head(&self, ctx: &super::Ctx, fields: &mut Fields);
+}
+
+/// Fields the driver writes itself: a hook cannot add them.
+fn driver_owned(name: &[u8]) -> bool {
+    [
+        &b"content-length"[..],
+        b"transfer-encoding",
+        b"date",
+        b"x-request-id",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// The response.
@@ -338,7 +357,11 @@ impl Exchange<'_> {
     /// fields.
     fn commit(&mut self, framing: BodyFraming) {
         if let Some(hook) = &self.hook {
-            hook.on_head(&self.ctx, self.head);
+            self.ctx.status = self.head.status();
+            hook.on_head(&self.ctx, &mut self.head.fields);
+            self.head
+                .fields
+                .retain(|n, v| is_token(n) && is_field_value(v) && !driver_owned(n));
         }
         let at = self.out.len();
         encode::response_head(self.out, self.head, framing);
