@@ -130,8 +130,16 @@ pub fn parse(
     // `input` (they all lie inside it: names and values are never replaced). Only a head
     // whose every line ends in CRLF is copied so: httparse accepts bare LFs (the final empty
     // line included), and those lines are written again, field by field, with CRLF.
-    let crlf_only = memchr::memchr_iter(b'\n', &input[..n]).all(|i| i > 0 && input[i - 1] == b'\r');
     let base = input.as_ptr() as usize;
+    // Each line ends right before the next one starts (httparse ends a field's line at its
+    // LF), so checking the two bytes before every field's name, and the head's last four,
+    // checks every line ending without a scan.
+    let ends_in_crlf = |at: usize| at >= 2 && input.get(at - 2..at) == Some(&b"\r\n"[..]);
+    let crlf_only = input.get(..n).is_some_and(|h| h.ends_with(b"\r\n\r\n"))
+        && res
+            .headers
+            .iter()
+            .all(|f| ends_in_crlf((f.name.as_ptr() as usize).wrapping_sub(base)));
     let fields_start = res
         .headers
         .first()
