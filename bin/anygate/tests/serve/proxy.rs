@@ -821,13 +821,13 @@ fn a_websocket_echo_passes_through_the_tunnel() {
     assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "ok");
 }
 
-#[test]
-fn an_idle_tunnel_is_closed_after_the_read_timeout() {
-    let up = upstream(|_, s| {
+/// An upstream that switches to a raw protocol (`101`, then `first`) and echoes what comes
+/// until the gateway closes the tunnel.
+pub fn raw_upgrade_echo() -> Upstream {
+    upstream(|_, s| {
         let _ = s.write_all(
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: raw\r\nconnection: upgrade\r\n\r\nfirst",
         );
-        // Echo what comes until the gateway closes the tunnel.
         let mut b = [0u8; 64];
         while let Ok(n @ 1..) = s.read(&mut b) {
             if s.write_all(&b[..n]).is_err() {
@@ -835,7 +835,12 @@ fn an_idle_tunnel_is_closed_after_the_read_timeout() {
             }
         }
         false
-    });
+    })
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_after_the_read_timeout() {
+    let up = raw_upgrade_echo();
     let s = gateway(
         "  \"/\": \"http://up/\"\n",
         &up,

@@ -4,7 +4,7 @@
 //! included; a driver that forgot a flush would leave a response in the buffer (the client
 //! times out), and a file body needs the read-and-write fallback.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use anygate_runtime::net::TcpStream;
 use anygate_runtime::transport::Transport;
 
 use crate::http::{LIMIT, Reader, connect};
-use crate::proxy::{fill, find, reply, upstream};
+use crate::proxy::{fill, find, raw_upgrade_echo, reply, upstream};
 use crate::support::TempDir;
 
 /// Writes wait in `pending` until a flush; past `LIMIT_PENDING` a write is refused until
@@ -217,18 +217,7 @@ fn every_action_answers_over_a_buffering_transport_without_sendfile() {
 
 #[test]
 fn a_tunnel_runs_over_a_buffering_transport() {
-    let up = upstream(|_, s| {
-        let _ = s.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: raw\r\nconnection: upgrade\r\n\r\nfirst",
-        );
-        let mut b = [0u8; 64];
-        while let Ok(n @ 1..) = s.read(&mut b) {
-            if s.write_all(&b[..n]).is_err() {
-                break;
-            }
-        }
-        false
-    });
+    let up = raw_upgrade_echo();
     let yaml = format!(
         "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/\": \"http://{}/\"\n",
         up.addr

@@ -268,22 +268,29 @@ pub(crate) async fn write_file_body<T: Transport + ?Sized>(
     timeout: Duration,
 ) -> bool {
     if !stream.can_sendfile() {
-        return copy_file_parts(stream, head, body, timer, timeout).await;
+        let mut buf = super::pool::take_input(COPY_CHUNK);
+        let ok = write_file_parts(stream, head, body, timer, timeout, Some(&mut buf)).await;
+        super::pool::give_input(buf);
+        return ok;
     }
     // Corked, the head joins the file's first segment and partial segments wait for the
     // next transfer; uncorking at the end pushes the tail out.
     let _ = stream.set_cork(true);
-    let ok = write_file_parts(stream, head, body, timer, timeout).await;
+    let ok = write_file_parts(stream, head, body, timer, timeout, None).await;
     let _ = stream.set_cork(false);
     ok
 }
 
+/// Each part: the bytes before it, then its range of the file, with `sendfile`, or, given
+/// a buffer, read from the file and written (page-cache reads: the file is already open, as
+/// for `sendfile`); then the trailer.
 async fn write_file_parts<T: Transport + ?Sized>(
     stream: &mut T,
     head: &[u8],
     body: &FileBody,
     timer: &mut Sleep,
     timeout: Duration,
+    mut copy: Option<&mut Vec<u8>>,
 ) -> bool {
     let mut head = head;
     for part in &body.parts {
@@ -292,7 +299,22 @@ async fn write_file_parts<T: Transport + ?Sized>(
             return false;
         }
         head = &[];
-        if !sendfile_all(stream, &body.file, part.offset, part.len, timer, timeout).await {
+        let sent = match copy.as_deref_mut() {
+            Some(buf) => {
+                copy_range(
+                    stream,
+                    &body.file,
+                    part.offset,
+                    part.len,
+                    buf,
+                    timer,
+                    timeout,
+                )
+                .await
+            }
+            None => sendfile_all(stream, &body.file, part.offset, part.len, timer, timeout).await,
+        };
+        if !sent {
             return false;
         }
     }
@@ -300,45 +322,34 @@ async fn write_file_parts<T: Transport + ?Sized>(
     writev_all_until(stream, [head, &body.trailer], timer, deadline).await
 }
 
-/// The fallback of [`write_file_body`]: each part read from the file into a pooled buffer
-/// and written (page-cache reads: the file is already open, as for `sendfile`).
-async fn copy_file_parts<T: Transport + ?Sized>(
+/// Reads `len` bytes of `file` from `offset` into `buf`, piece by piece, and writes them;
+/// `false` on a write failure or a file shorter than promised.
+async fn copy_range<T: Transport + ?Sized>(
     stream: &mut T,
-    head: &[u8],
-    body: &FileBody,
+    file: &File,
+    mut offset: u64,
+    mut left: u64,
+    buf: &mut [u8],
     timer: &mut Sleep,
     timeout: Duration,
 ) -> bool {
     use std::os::unix::fs::FileExt;
-    let mut buf = super::pool::take_input(COPY_CHUNK);
-    let ok = 'parts: {
-        let mut head = head;
-        for part in &body.parts {
-            if !writev_progress(stream, [head, &part.before], timer, timeout).await {
-                break 'parts false;
-            }
-            head = &[];
-            let (mut offset, mut left) = (part.offset, part.len);
-            while left > 0 {
-                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                let n = match body.file.read_at(&mut buf[..want], offset) {
-                    Ok(0) | Err(_) => break 'parts false,
-                    Ok(n) => n,
-                };
-                if !writev_progress(stream, [&buf[..n], &[]], timer, timeout).await {
-                    break 'parts false;
-                }
-                offset += n as u64;
-                left -= n as u64;
-            }
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let n = match file.read_at(&mut buf[..want], offset) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if !writev_progress(stream, [&buf[..n], &[]], timer, timeout).await {
+            return false;
         }
-        writev_progress(stream, [head, &body.trailer], timer, timeout).await
-    };
-    super::pool::give_input(buf);
-    ok
+        offset += n as u64;
+        left -= n as u64;
+    }
+    true
 }
 
-/// What [`copy_file_parts`] reads at a time.
+/// What the read-and-write fallback of [`write_file_body`] reads at a time.
 const COPY_CHUNK: usize = 16 * 1024;
 
 /// Sends `len` bytes of `file` from `offset`; the deadline moves with each transfer.
