@@ -6,7 +6,8 @@
 //! - Aged: a connection idle longer than `idle_timeout` is closed when its address is next
 //!   used, and by a sweep of the whole map at most once a second while the worker proxies
 //!   anything (so addresses no longer used, after a reload or a DNS change, do not keep
-//!   descriptors). An address with no idle connection left is removed from the map.
+//!   descriptors). An address whose stack is empty stays in the map until the next sweep,
+//!   so the stack's buffer is reused: a proxied request allocates nothing in the pool.
 //! - Checked: a connection is peeked before reuse; one the upstream closed (or that has
 //!   stray bytes) is dropped.
 //!
@@ -15,7 +16,6 @@
 //! make another refuse requests.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anygate_http::client::UpstreamConn;
 use anygate_runtime::time;
+use foldhash::{HashMap, HashMapExt};
 
 use super::dns::HostEntry;
 
@@ -107,11 +108,9 @@ pub fn checkout(addr: SocketAddr) -> Option<UpstreamConn> {
         idle.sweep(now);
         let stack = idle.map.get_mut(&addr)?;
         stack.retain(|c| fresh(c, now));
-        let conn = stack.pop();
-        if stack.is_empty() {
-            idle.map.remove(&addr);
-        }
-        conn
+        // An emptied stack stays (with its buffer) for the checkin that follows; the
+        // sweep removes it if none comes.
+        stack.pop()
     })
 }
 
@@ -124,12 +123,14 @@ pub fn checkin(mut conn: UpstreamConn, max_idle: usize, idle_timeout: Duration) 
     conn.idle_until = now + idle_timeout;
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.sweep(now);
         let stack = idle.map.entry(conn.addr).or_default();
         stack.retain(|c| fresh(c, now));
         if stack.len() >= max_idle {
             stack.remove(0);
         }
         stack.push(conn);
+        // After the push: the stack this connection came from (emptied by its checkout)
+        // is not empty now, so the sweep keeps it and its buffer.
+        idle.sweep(now);
     });
 }
