@@ -1,27 +1,33 @@
 //! The `Date` header value, formatted once per second per thread.
 
 use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub const LEN: usize = 29;
 
 thread_local! {
-    static CACHE: Cell<(u64, [u8; LEN])> = const { Cell::new((u64::MAX, [0; LEN])) };
+    /// The text, and until when (on the worker's cached clock) it holds.
+    static CACHE: Cell<(Option<Instant>, [u8; LEN])> = const { Cell::new((None, [0; LEN])) };
 }
 
-/// The current time as an IMF-fixdate (RFC 9110 §5.6.7), cached per thread for a second.
+/// The current time as an IMF-fixdate (RFC 9110 §5.6.7), cached per thread until the
+/// second ends. The end is measured on the runtime's cached clock (refreshed every reactor
+/// turn, as nginx caches its time per event-loop iteration): a request reads no clock but
+/// that one, and the text is at most a reactor turn late, never early.
 pub fn now() -> [u8; LEN] {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let at = anygate_runtime::time::now();
     CACHE.with(|c| {
-        let (cached, text) = c.get();
-        if cached == secs {
+        let (until, text) = c.get();
+        if until.is_some_and(|u| at < u) {
             return text;
         }
-        let text = format(secs);
-        c.set((secs, text));
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = Duration::from_secs(1) - Duration::from_nanos(u64::from(wall.subsec_nanos()));
+        let text = format(wall.as_secs());
+        c.set((at.checked_add(left), text));
         text
     })
 }
@@ -159,5 +165,30 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(&d)
         );
+    }
+
+    fn wall_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// The cached text follows the wall clock into the next second (off a worker the
+    /// cached clock is the real one): never a second behind, never ahead.
+    #[test]
+    fn now_follows_the_wall_clock_across_seconds() {
+        let first = wall_secs();
+        let mut seen = Vec::new();
+        while wall_secs() < first + 2 {
+            let before = wall_secs();
+            let d = parse(&now()).expect("a date");
+            let after = wall_secs();
+            assert!(before <= d && d <= after, "{before} <= {d} <= {after}");
+            if seen.last() != Some(&d) {
+                seen.push(d);
+            }
+        }
+        assert!(seen.len() >= 2, "the text never changed: {seen:?}");
     }
 }

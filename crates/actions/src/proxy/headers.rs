@@ -11,7 +11,7 @@
 //! optionally `Via`, and `Host` as `proxy.host` says.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anygate_http::h1::encode::{field, push_u64};
 use anygate_http::message::{ResponseHead, Version};
@@ -125,7 +125,7 @@ pub(super) fn request_head(
     let chain = push_chain(out, req, b"x-forwarded-for: ");
     if let Some(ip) = ip {
         out.extend_from_slice(if chain { b", " } else { b"x-forwarded-for: " });
-        let _ = write!(out, "{ip}");
+        push_ip(out, ip);
     }
     if chain || ip.is_some() {
         out.extend_from_slice(b"\r\n");
@@ -186,11 +186,39 @@ fn push_chain(out: &mut Vec<u8>, req: &Request<'_>, label: &[u8]) -> bool {
     any
 }
 
+/// `ip` as `Display` writes it; IPv4, the usual case, without `core::fmt` (which costs
+/// about a thousand instructions per address, a tenth of a proxied request).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => push_ipv4(out, v4),
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Dotted decimal, as `Ipv4Addr`'s `Display` writes it.
+fn push_ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
+    for (i, &o) in ip.octets().iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if o >= 100 {
+            out.push(b'0' + o / 100);
+        }
+        if o >= 10 {
+            out.push(b'0' + o / 10 % 10);
+        }
+        out.push(b'0' + o % 10);
+    }
+}
+
 /// `for=...;host="...";proto=http` (RFC 7239 §4; IPv6 and host quoted).
 fn push_forwarded_element(out: &mut Vec<u8>, ip: Option<IpAddr>, host: Option<&[u8]>) {
     match ip {
         Some(IpAddr::V4(v4)) => {
-            let _ = write!(out, "for={v4}");
+            out.extend_from_slice(b"for=");
+            push_ipv4(out, v4);
         }
         Some(IpAddr::V6(v6)) => {
             let _ = write!(out, "for=\"[{v6}]\"");
@@ -239,5 +267,41 @@ pub(super) fn relay_head(head: &mut ResponseHead, via: bool, scratch: &mut Vec<u
     }
     if via {
         head.fields.append(b"via", b"1.1 anygate");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::push_ip;
+
+    fn written(ip: IpAddr) -> String {
+        let mut out = Vec::new();
+        push_ip(&mut out, ip);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn ip_edges_match_display() {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+            IpAddr::V4(Ipv4Addr::new(9, 10, 99, 100)),
+            IpAddr::V4(Ipv4Addr::new(255, 199, 101, 1)),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        ] {
+            assert_eq!(written(ip), ip.to_string());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ipv4_matches_display(bits in any::<u32>()) {
+            let ip = IpAddr::V4(Ipv4Addr::from(bits));
+            prop_assert_eq!(written(ip), ip.to_string());
+        }
     }
 }

@@ -166,12 +166,20 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
     if len > max_head {
         return Parse::Invalid(ErrorKind::HeadersTooLarge);
     }
-    if let Some(kind) = check_line_endings(&buf[..len]) {
-        return Parse::Invalid(kind);
-    }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parse::Invalid(ErrorKind::BadRequest);
     };
+    let line_starts = req
+        .headers
+        .iter()
+        .map(|h| Span::of(buf, h.name.as_bytes()).start);
+    if !crlf_lines(
+        &buf[..len],
+        Span::of(buf, method.as_bytes()).start,
+        line_starts,
+    ) {
+        return Parse::Invalid(ErrorKind::BadRequest);
+    }
     if target.len() > limits.max_uri {
         return Parse::Invalid(ErrorKind::UriTooLong);
     }
@@ -211,11 +219,33 @@ fn version_error(buf: &[u8]) -> ErrorKind {
     }
 }
 
-/// Every LF must follow a CR (httparse tolerates bare LF; a proxy behind us may not).
-fn check_line_endings(head: &[u8]) -> Option<ErrorKind> {
-    memchr::memchr_iter(b'\n', head)
-        .any(|i| i == 0 || head[i - 1] != b'\r')
-        .then_some(ErrorKind::BadRequest)
+/// Whether every line of a head httparse accepted ends in CRLF (httparse tolerates a bare
+/// LF; a proxy behind us may not). `method_at` is where the request line starts and
+/// `line_starts` where each field line does.
+///
+/// Within a parsed head an LF only ends a line: httparse refuses control bytes inside the
+/// request line and field values, and folded lines in requests. So the LFs are those of the
+/// empty lines it skips before the request line, the one before each field line, and the
+/// last two; checking the two bytes before each line start costs a few instructions per
+/// field instead of a scan of the head ([`bare_lf_scan`] is that scan, the reference).
+pub(crate) fn crlf_lines(
+    head: &[u8],
+    method_at: u32,
+    line_starts: impl Iterator<Item = u32>,
+) -> bool {
+    let leading = head.get(..method_at as usize).unwrap_or_default();
+    leading.chunks(2).all(|pair| pair == b"\r\n")
+        && head.ends_with(b"\r\n\r\n")
+        && line_starts.into_iter().all(|at| {
+            let at = at as usize;
+            at >= 2 && head.get(at - 2..at) == Some(b"\r\n")
+        })
+}
+
+/// Whether some LF of `head` does not follow a CR, by a scan of every LF.
+#[cfg(test)]
+pub(crate) fn bare_lf_scan(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// Splits an origin-form or absolute-form target into path and query.
@@ -232,12 +262,15 @@ fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
             break;
         }
     }
-    let rest = match memchr::memchr(b'#', rest) {
-        Some(i) => &rest[..i],
-        None => rest,
-    };
-    match memchr::memchr(b'?', rest) {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+    // One scan for the path's end; a fragment (never sent by clients, but tolerated) ends
+    // the query too.
+    match memchr::memchr2(b'?', b'#', rest).map(|i| (i, rest[i])) {
+        Some((i, b'?')) => {
+            let query = &rest[i + 1..];
+            let query = memchr::memchr(b'#', query).map_or(query, |j| &query[..j]);
+            (&rest[..i], Some(query))
+        }
+        Some((i, _)) => (&rest[..i], None),
         None => (rest, None),
     }
 }
@@ -321,4 +354,113 @@ fn trim(v: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(start, |i| i + 1);
     &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{Span, bare_lf_scan, crlf_lines, split_target};
+
+    /// The split as two scans: the fragment cut first, then the query.
+    fn split_reference(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+        let rest = target
+            .iter()
+            .position(|&b| b == b'#')
+            .map_or(target, |i| &target[..i]);
+        match rest.iter().position(|&b| b == b'?') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        }
+    }
+
+    /// Both checks on `raw`, when httparse accepts it: (by line starts, by scan).
+    fn verdicts(raw: &[u8]) -> Option<(bool, bool)> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(len)) = req.parse(raw) else {
+            return None;
+        };
+        let method = req.method?;
+        let starts = req
+            .headers
+            .iter()
+            .map(|h| Span::of(raw, h.name.as_bytes()).start);
+        let by_starts = crlf_lines(&raw[..len], Span::of(raw, method.as_bytes()).start, starts);
+        Some((by_starts, !bare_lf_scan(&raw[..len])))
+    }
+
+    #[test]
+    fn line_endings_known_heads() {
+        for (raw, ok) in [
+            (&b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"[..], true),
+            (b"\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", true),
+            (b"GET / HTTP/1.0\r\n\r\n", true),
+            (b"\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", false),
+            (b"\r\n\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", false),
+            (b"GET / HTTP/1.1\nHost: t\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: t\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: t\r\n\n", false),
+            (b"GET / HTTP/1.0\n\n", false),
+            (b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\nC: 3\r\n\r\n", false),
+        ] {
+            let got = verdicts(raw);
+            assert_eq!(got, Some((ok, ok)), "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    fn line_end() -> impl Strategy<Value = &'static str> {
+        prop_oneof![4 => Just("\r\n"), 1 => Just("\n")]
+    }
+
+    proptest! {
+        #[test]
+        fn target_split_matches_two_scans(target in "/[a/?#]{0,12}") {
+            prop_assert_eq!(
+                split_target(target.as_bytes()),
+                split_reference(target.as_bytes())
+            );
+        }
+
+        /// The check by line starts agrees with a scan of every LF on every head httparse
+        /// accepts, with CRLF and bare LF mixed anywhere a line may end.
+        #[test]
+        fn line_start_check_matches_the_scan(
+            leading in prop::collection::vec(line_end(), 0..3),
+            request_end in line_end(),
+            fields in prop::collection::vec(
+                ("[A-Za-z-]{1,8}", "[ \t]{0,2}", "[ -~]{0,12}", line_end()),
+                0..6,
+            ),
+            last in line_end(),
+            tail in "[a-z\r\n]{0,4}",
+        ) {
+            let mut raw = leading.concat();
+            raw.push_str("GET /x?y HTTP/1.1");
+            raw.push_str(request_end);
+            for (name, ws, value, end) in &fields {
+                raw.push_str(&format!("{name}:{ws}{value}{end}"));
+            }
+            raw.push_str(last);
+            raw.push_str(&tail);
+            if let Some((by_starts, by_scan)) = verdicts(raw.as_bytes()) {
+                prop_assert_eq!(by_starts, by_scan, "{:?}", raw);
+            }
+        }
+
+        #[test]
+        fn line_start_check_matches_the_scan_on_any_bytes(
+            raw in prop::collection::vec(
+                prop_oneof![
+                    Just(b'\r'), Just(b'\n'), Just(b' '), Just(b':'), Just(b'a'), Just(b'/'),
+                    Just(b'\t'), any::<u8>()
+                ],
+                0..80,
+            ).prop_map(|tail| [&b"GET / HTTP/1.1\r\nHost: h\r\n"[..], &tail].concat())
+        ) {
+            if let Some((by_starts, by_scan)) = verdicts(&raw) {
+                prop_assert_eq!(by_starts, by_scan, "{:?}", String::from_utf8_lossy(&raw));
+            }
+        }
+    }
 }
