@@ -61,15 +61,15 @@ pub(crate) fn expired(
 }
 
 /// Reads into `buf` until data, end of stream, the deadline or (with `drain`) a shutdown.
-pub(crate) async fn read_until<T: Transport + ?Sized>(
-    stream: &mut T,
-    buf: &mut [u8],
-    timer: &mut Sleep,
+pub(crate) fn read_until<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    buf: &'a mut [u8],
+    timer: &'a mut Sleep,
     deadline: Instant,
-    drain: Option<&Drain>,
-) -> ReadOutcome {
+    drain: Option<&'a Drain>,
+) -> impl Future<Output = ReadOutcome> + 'a {
     arm(timer, deadline);
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         if drain.is_some_and(Drain::is_draining) {
             return Poll::Ready(ReadOutcome::Draining);
         }
@@ -88,21 +88,20 @@ pub(crate) async fn read_until<T: Transport + ?Sized>(
             Poll::Pending
         }
     })
-    .await
 }
 
 /// Waits until the socket is readable (`Data(0)`), the deadline passes, a shutdown begins,
 /// or the reload counter is no longer `epoch`, without a buffer: an idle connection holds
 /// none.
-pub(crate) async fn readable_until<T: Transport + ?Sized>(
-    stream: &mut T,
-    timer: &mut Sleep,
+pub(crate) fn readable_until<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    timer: &'a mut Sleep,
     deadline: Instant,
-    drain: &Drain,
+    drain: &'a Drain,
     epoch: usize,
-) -> ReadOutcome {
+) -> impl Future<Output = ReadOutcome> + 'a {
     arm(timer, deadline);
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         if drain.is_draining() {
             return Poll::Ready(ReadOutcome::Draining);
         }
@@ -120,16 +119,15 @@ pub(crate) async fn readable_until<T: Transport + ?Sized>(
             Poll::Pending
         }
     })
-    .await
 }
 
 /// One read that does not wait: `Some(n)` (0 at the end of the stream or on an error), or
 /// `None` when it would block (the socket's readiness is then cleared).
-pub(crate) async fn try_read<T: Transport + ?Sized>(
-    stream: &mut T,
-    buf: &mut [u8],
-) -> Option<usize> {
-    poll_fn(|cx| {
+pub(crate) fn try_read<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    buf: &'a mut [u8],
+) -> impl Future<Output = Option<usize>> + 'a {
+    poll_fn(move |cx| {
         Poll::Ready(match stream.poll_read(cx, buf) {
             Poll::Ready(Ok(n)) => Some(n),
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => None,
@@ -137,7 +135,6 @@ pub(crate) async fn try_read<T: Transport + ?Sized>(
             Poll::Pending => None,
         })
     })
-    .await
 }
 
 /// A write that would block: `Ready(false)` once the deadline has passed, else `Pending`
@@ -155,36 +152,40 @@ fn write_stalled(
 }
 
 /// Writes all of `bufs` (in order) before the deadline; `false` on timeout or error.
-pub(crate) async fn writev_all_until<T: Transport + ?Sized>(
-    stream: &mut T,
-    bufs: [&[u8]; 2],
-    timer: &mut Sleep,
+pub(crate) fn writev_all_until<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    bufs: [&'a [u8]; 2],
+    timer: &'a mut Sleep,
     deadline: Instant,
-) -> bool {
-    writev_all(stream, bufs, timer, deadline, None).await
+) -> impl Future<Output = bool> + 'a {
+    writev_all(stream, bufs, timer, deadline, None)
 }
 
 /// Writes all of `bufs` (in order), allowing `timeout` between two writes that make
 /// progress (a long body to a slow but live peer is fine); `false` on timeout or error.
-pub(crate) async fn writev_progress<T: Transport + ?Sized>(
-    stream: &mut T,
-    bufs: [&[u8]; 2],
-    timer: &mut Sleep,
+pub(crate) fn writev_progress<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    bufs: [&'a [u8]; 2],
+    timer: &'a mut Sleep,
     timeout: Duration,
-) -> bool {
-    writev_all(stream, bufs, timer, time::now() + timeout, Some(timeout)).await
+) -> impl Future<Output = bool> + 'a {
+    writev_all(stream, bufs, timer, time::now() + timeout, Some(timeout))
 }
 
-async fn writev_all<T: Transport + ?Sized>(
-    stream: &mut T,
-    bufs: [&[u8]; 2],
-    timer: &mut Sleep,
+/// The write loop behind the helpers above. These are plain functions returning the
+/// `poll_fn` (the timer armed when called; every caller awaits at once), not `async fn`s
+/// wrapping one another: each async layer would keep its own copy of the arguments, and the
+/// largest of these futures sets the size of every connection's task, idle ones included.
+fn writev_all<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    bufs: [&'a [u8]; 2],
+    timer: &'a mut Sleep,
     mut deadline: Instant,
     progress: Option<Duration>,
-) -> bool {
+) -> impl Future<Output = bool> + 'a {
     arm(timer, deadline);
     let (mut first, mut second) = (bufs[0], bufs[1]);
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         while !first.is_empty() || !second.is_empty() {
             let slices = [IoSlice::new(first), IoSlice::new(second)];
             let parts = if first.is_empty() {
@@ -212,7 +213,6 @@ async fn writev_all<T: Transport + ?Sized>(
         }
         poll_flushed(stream, timer, deadline, cx)
     })
-    .await
 }
 
 /// Polls a flush: `Ready(true)` once everything written has left, `Ready(false)` on an
@@ -231,30 +231,29 @@ fn poll_flushed<T: Transport + ?Sized>(
 
 /// Closes the write side of `stream` (after a flush), within `deadline`; `false` when that
 /// failed or timed out.
-pub(crate) async fn shutdown_until<T: Transport + ?Sized>(
-    stream: &mut T,
-    timer: &mut Sleep,
+pub(crate) fn shutdown_until<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    timer: &'a mut Sleep,
     deadline: Instant,
-) -> bool {
+) -> impl Future<Output = bool> + 'a {
     arm(timer, deadline);
-    poll_fn(|cx| match poll_flushed(stream, timer, deadline, cx) {
+    poll_fn(move |cx| match poll_flushed(stream, timer, deadline, cx) {
         Poll::Ready(true) => match stream.poll_shutdown(cx) {
             Poll::Ready(r) => Poll::Ready(r.is_ok()),
             Poll::Pending => write_stalled(timer, deadline, cx),
         },
         other => other,
     })
-    .await
 }
 
 /// Writes all of `buf` before the deadline; `false` on timeout or error.
-pub(crate) async fn write_all_until<T: Transport + ?Sized>(
-    stream: &mut T,
-    buf: &[u8],
-    timer: &mut Sleep,
+pub(crate) fn write_all_until<'a, T: Transport + ?Sized>(
+    stream: &'a mut T,
+    buf: &'a [u8],
+    timer: &'a mut Sleep,
     deadline: Instant,
-) -> bool {
-    writev_all_until(stream, [buf, &[]], timer, deadline).await
+) -> impl Future<Output = bool> + 'a {
+    writev_all_until(stream, [buf, &[]], timer, deadline)
 }
 
 /// Writes `head`, then `body` (its parts sent with `sendfile`, or read and written where the

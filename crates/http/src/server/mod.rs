@@ -471,13 +471,17 @@ struct Conn<'s, S: Service, T> {
 }
 
 /// Serves one connection over `stream` until it closes.
-pub async fn serve_connection<S: Service, T: Transport>(
+///
+/// Not an `async fn`: its arguments would stay in the future beside the [`Conn`] they are
+/// moved into (an async fn keeps its parameters for its whole life), and every idle
+/// connection's task would carry them twice. The returned future holds the `Conn` only.
+pub fn serve_connection<'a, S: Service, T: Transport + 'a>(
     stream: T,
     facts: Connection,
-    service: &S,
-    limits: &Limits,
-    drain: &Drain,
-) {
+    service: &'a S,
+    limits: &'a Limits,
+    drain: &'a Drain,
+) -> impl Future<Output = ()> + 'a {
     let mut conn = Conn {
         stream,
         facts,
@@ -498,7 +502,7 @@ pub async fn serve_connection<S: Service, T: Transport>(
         linger: false,
         streak: 0,
     };
-    conn.run().await;
+    async move { conn.run().await }
 }
 
 impl<S: Service, T: Transport> Conn<'_, S, T> {
