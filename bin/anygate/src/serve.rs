@@ -61,6 +61,26 @@ impl From<io::Error> for StartError {
     }
 }
 
+/// Fails when another process listens on `addr`. The workers' listeners share the address
+/// with `SO_REUSEPORT`, which would let a second `anygate serve` on the same port start
+/// and silently take a share of its connections; a probe bound without it fails instead
+/// while anyone listens there (nginx refuses to start in that case too). Port 0 is never
+/// taken. The probe closes before the workers bind: a process starting in that gap is not
+/// caught.
+fn not_held_elsewhere(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_probe) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!("{addr}: address already in use (another process listens on it)"),
+        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{addr}: {e}"))),
+    }
+}
+
 /// The HTTP limits of a configuration.
 pub fn limits(config: &Config) -> Limits {
     let l = &config.server.limits;
@@ -75,6 +95,7 @@ pub fn limits(config: &Config) -> Limits {
         head_timeout: t.head,
         idle_timeout: t.idle,
         body_timeout: t.body,
+        allow_underscores: config.server.allow_underscores_in_headers,
     }
 }
 
@@ -112,13 +133,15 @@ impl Server {
         let addrs = rt.block_on(async {
             let mut addrs = Vec::new();
             for addr in listen {
+                not_held_elsewhere(addr)?;
                 // Port 0 picks a port with the first bind; the other workers join it.
                 let mut actual = addr;
                 for i in 0..workers {
                     let listener = ListenerOptions::default()
                         .reuse_port(true)
                         .backlog(4096)
-                        .bind(actual)?;
+                        .bind(actual)
+                        .map_err(|e| io::Error::new(e.kind(), format!("{actual}: {e}")))?;
                     if i == 0 {
                         actual = listener.local_addr()?;
                         addrs.push(actual);

@@ -31,6 +31,10 @@ pub struct Server {
     /// `server.shutdown_timeout`: how long a graceful shutdown waits for in-flight requests
     /// (default 30s).
     pub shutdown_timeout: Duration,
+    /// `server.allow_underscores_in_headers` (default false): request fields whose names
+    /// contain `_` are dropped unless this is set (nginx's `underscores_in_headers off`), since
+    /// CGI-style backends read `X_Forwarded_For` as `X-Forwarded-For`.
+    pub allow_underscores_in_headers: bool,
 }
 
 /// `server.limits` (SPEC §9 defaults).

@@ -331,6 +331,11 @@ fn types_and_values_are_checked() {
         ("server: [1]", "AG-CFG-1004", "`server` must be a map"),
         ("static: {spa: yes}", "AG-CFG-1004", "true or false"),
         (
+            "server: {allow_underscores_in_headers: 1}",
+            "AG-CFG-1004",
+            "`server.allow_underscores_in_headers` must be true or false",
+        ),
+        (
             "static: {index: [\"a/b.html\"]}",
             "AG-CFG-1005",
             "not a file name",

@@ -26,6 +26,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest pause between two reads of a request body (408 after it).
     pub body_timeout: Duration,
+    /// Whether request fields whose names contain `_` are kept; by default they are dropped
+    /// when the head is parsed, so that no action, filter or upstream sees them (nginx's
+    /// `underscores_in_headers off`): CGI-style backends map `X_Forwarded_For` and
+    /// `X-Forwarded-For` onto the same variable, and `Transfer_Encoding` onto the framing.
+    pub allow_underscores: bool,
 }
 
 impl Default for Limits {
@@ -39,6 +44,7 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            allow_underscores: false,
         }
     }
 }

@@ -36,6 +36,29 @@ fn every_prefix_of_a_valid_head_is_partial_and_the_whole_is_complete() {
 }
 
 #[test]
+fn underscored_field_names_are_dropped_unless_allowed() {
+    let raw =
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer_Encoding: chunked\r\nX_A: 1\r\nX-B: 2\r\n\r\n";
+    let (p, h) = head(raw);
+    assert_eq!(p, Parse::Complete(raw.len()));
+    let names: Vec<&[u8]> = h.fields().iter().map(|f| f.name.get(raw)).collect();
+    assert_eq!(names, [&b"Host"[..], b"X-B"]);
+    assert_eq!(
+        h.framing,
+        Framing::None,
+        "an underscored name is not the framing"
+    );
+    let allow = Limits {
+        allow_underscores: true,
+        ..Limits::default()
+    };
+    let mut h = Head::default();
+    assert_eq!(parse(raw, &allow, &mut h), Parse::Complete(raw.len()));
+    assert_eq!(h.fields().len(), 4);
+    assert_eq!(h.framing, Framing::None);
+}
+
+#[test]
 fn parsed_fields() {
     let raw = CORPUS[1];
     let (_, h) = head(raw);

@@ -90,7 +90,8 @@ fn sigterm_lets_requests_in_flight_finish() {
         .collect();
     gw.signal("TERM");
     gw.wait_line("shutting down");
-    assert!(idle.closed(), "idle connections are closed");
+    // Idle connections are closed.
+    idle.assert_closed();
     for r in &mut busy {
         r.send(b"helloworld");
         let resp = r.response(false).expect("the in-flight request completes");
@@ -120,4 +121,59 @@ fn a_second_signal_during_the_drain_stops_at_once() {
     // Well before the 10 minutes of `shutdown_timeout`.
     let status = gw.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn regression_a_second_instance_on_a_busy_port_fails_to_start() {
+    // SO_REUSEPORT let a second `anygate serve` bind a port another instance listens on and
+    // take a share of its connections.
+    use std::process::{Command, Stdio};
+    let first = Gateway::start(&config("first"));
+    let dir = crate::support::TempDir::new("busy-port");
+    let path = dir.0.join("second.yml");
+    std::fs::write(
+        &path,
+        config("second").replace("127.0.0.1:0", &first.addr.to_string()),
+    )
+    .unwrap();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["serve", "-c"])
+        .arg(&path)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = crate::support::forward(second.stderr.take().unwrap());
+    // Its stderr ends when it exits; a "listening" line means it started.
+    let mut said = Vec::new();
+    loop {
+        match lines.recv_timeout(crate::http::LIMIT) {
+            Ok(line) if line.contains("listening on") => {
+                let _ = second.kill();
+                let _ = second.wait();
+                panic!("the second instance started: {line}");
+            }
+            Ok(line) => said.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = second.kill();
+                let _ = second.wait();
+                panic!("the second instance neither started nor exited: {said:?}");
+            }
+        }
+    }
+    let status = second.wait().unwrap();
+    let said = said.join("\n");
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("{}: address already in use", first.addr)),
+        "{said}"
+    );
+    // The first instance still answers every request alone.
+    for _ in 0..20 {
+        let mut r = Reader::new(connect(first.addr));
+        r.send(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.response(false).unwrap().body_str(), "first");
+    }
 }

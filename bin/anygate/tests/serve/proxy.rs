@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::{LIMIT, Reader, Resp, connect, one};
 use crate::support::in_process;
@@ -751,7 +751,7 @@ fn expect_100_continue_is_passed_through() {
     let resp = client.response(false).unwrap();
     assert_eq!(resp.status, 417);
     assert_eq!(resp.header("connection"), Some("close"));
-    assert!(client.closed());
+    client.assert_closed();
     let upstream_got = body_rx.recv_timeout(LIMIT).unwrap();
     assert!(
         upstream_got.is_empty(),
@@ -1236,6 +1236,10 @@ fn endless_interim_answers_are_a_bad_gateway() {
 }
 
 #[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test measures how long the connection rested"
+)]
 fn a_rule_idle_timeout_does_not_close_another_rule_connections() {
     // Second review: the worker's sweep applied the calling rule's idle_timeout to every
     // idle connection. Rule /a keeps connections 1s, rule /b the default 30s.
@@ -1248,11 +1252,28 @@ fn a_rule_idle_timeout_does_not_close_another_rule_connections() {
     let s = in_process(&yaml);
     let addr = s.addrs()[0];
     assert_eq!(get(addr, "/b/", "").body_str(), "b");
-    // Let the rest outlast rule /a's timeout (and the sweep's once-a-second pace): time has
-    // to pass here, nothing is being waited for.
-    std::thread::sleep(Duration::from_millis(2100));
+    let rested_from = Instant::now();
     assert_eq!(get(addr, "/a/", "").body_str(), "a");
-    assert_eq!(get(addr, "/b/", "").body_str(), "b");
+    // Keep the worker proxying (its sweep runs while it does) until the gateway closes
+    // rule /a's resting connection: not before the second, and not much after it.
+    let closed_at = loop {
+        assert_eq!(get(addr, "/b/", "").body_str(), "b");
+        if a.closed.recv_timeout(Duration::from_millis(20)).is_ok() {
+            break Instant::now();
+        }
+        assert!(
+            rested_from.elapsed() < Duration::from_secs(5),
+            "rule /a's idle connection was never closed"
+        );
+    };
+    let rested = closed_at - rested_from;
+    assert!(
+        rested >= Duration::from_secs(1),
+        "closed after {rested:?}, before its idle_timeout"
+    );
+    // A new request to /a needs a new connection; /b's was kept all along.
+    assert_eq!(get(addr, "/a/", "").body_str(), "a");
+    assert_eq!(a.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(
         b.accepted.load(Ordering::SeqCst),
         1,
@@ -1279,4 +1300,37 @@ fn a_pool_round_robins_across_its_targets() {
     // Each target kept its one connection.
     assert_eq!(a.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn regression_underscore_header_names_reach_the_upstream() {
+    // CGI/WSGI-style backends read `X_Forwarded_Host` as `X-Forwarded-Host` (and
+    // `Transfer_Encoding` as the framing): such fields are dropped unless allowed.
+    let fields = "x_forwarded_host: evil.test\r\nX_Forwarded_Proto: https\r\n\
+                  transfer_encoding: chunked\r\nx_custom: 1\r\nx-plain: 2\r\n";
+    let up = upstream(|_, s| reply(s, "", b"ok"));
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    assert_eq!(get(s.addrs()[0], "/x", fields).status, 200);
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    let lower = seen.head.to_ascii_lowercase();
+    assert!(
+        !lower.contains('_'),
+        "underscored fields went upstream:\n{}",
+        seen.head
+    );
+    assert_eq!(seen.fields("x-plain"), ["2"]);
+    assert_eq!(seen.fields("x-forwarded-host"), ["gw.test"]);
+    assert_eq!(seen.fields("x-forwarded-proto"), ["http"]);
+
+    // Opted in: kept, as they came.
+    let up = upstream(|_, s| reply(s, "", b"ok"));
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1, allow_underscores_in_headers: true}}\nroutes:\n  \"/\": \"http://{}/\"\n",
+        up.addr
+    );
+    let s = in_process(&yaml);
+    assert_eq!(get(s.addrs()[0], "/x", fields).status, 200);
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.fields("x_custom"), ["1"]);
+    assert_eq!(seen.fields("x_forwarded_host"), ["evil.test"]);
 }

@@ -112,7 +112,7 @@ impl Drop for Gateway {
     }
 }
 
-fn forward(stderr: ChildStderr) -> mpsc::Receiver<String> {
+pub fn forward(stderr: ChildStderr) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {

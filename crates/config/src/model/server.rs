@@ -13,6 +13,7 @@ impl Decoder<'_> {
             limits: ServerLimits::default(),
             timeouts: ServerTimeouts::default(),
             shutdown_timeout: Duration::from_secs(30),
+            allow_underscores_in_headers: false,
         };
         let Some(node) = node else {
             return server;
@@ -34,6 +35,11 @@ impl Decoder<'_> {
                 }
             }
             t.finish(self.diags, &["head", "idle", "body"]);
+        }
+        if let Some(n) = f.take("allow_underscores_in_headers")
+            && let Some(b) = self.bool(n, "server.allow_underscores_in_headers")
+        {
+            server.allow_underscores_in_headers = b;
         }
         if let Some(n) = f.take("shutdown_timeout") {
             self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
@@ -87,6 +93,7 @@ impl Decoder<'_> {
                 "limits",
                 "timeouts",
                 "shutdown_timeout",
+                "allow_underscores_in_headers",
             ],
         );
         server

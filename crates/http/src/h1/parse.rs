@@ -200,7 +200,7 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
     let (path, query) = split_target(target.as_bytes());
     head.path = Span::of(buf, path);
     head.query = query.map(|q| Span::of(buf, q));
-    match fields(buf, req.headers, head) {
+    match fields(buf, req.headers, head, limits.allow_underscores) {
         Ok(()) => Parse::Complete(len),
         Err(kind) => Parse::Invalid(kind),
     }
@@ -275,13 +275,22 @@ fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-fn fields(buf: &[u8], headers: &[httparse::Header<'_>], head: &mut Head) -> Result<(), ErrorKind> {
+fn fields(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+    head: &mut Head,
+    allow_underscores: bool,
+) -> Result<(), ErrorKind> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut te_seen = false;
     let mut hosts = 0;
     for h in headers {
         let name = h.name.as_bytes();
+        if !allow_underscores && name.contains(&b'_') {
+            // Dropped, as nginx does by default: see `Limits::allow_underscores`.
+            continue;
+        }
         let value = trim(h.value);
         head.fields[head.count] = Field {
             name: Span::of(buf, name),

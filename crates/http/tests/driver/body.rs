@@ -65,7 +65,7 @@ fn expect_100_continue_is_answered_before_the_body_is_read() {
     r.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     let resp = r.response(false).unwrap();
     assert_eq!(resp.status, 200);
-    assert!(r.closed());
+    r.assert_closed();
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn a_stalled_body_gets_408() {
     let resp = r.response(false).unwrap();
     assert_eq!(resp.status, 408);
     assert!(resp.body_str().contains("AG-HTTP-4081"));
-    assert!(r.closed());
+    r.assert_closed();
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn a_body_cut_short_by_the_client_closes_quietly() {
     let resp = r.response(false).unwrap();
     assert_eq!(resp.status, 400);
     assert!(resp.body_str().contains("AG-HTTP-4005"));
-    assert!(r.closed());
+    r.assert_closed();
     // The server is fine.
     assert_eq!(
         one(s.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,

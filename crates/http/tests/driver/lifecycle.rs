@@ -16,7 +16,7 @@ fn a_panicking_handler_gets_a_500_and_the_worker_goes_on() {
         let resp = r.response(false).unwrap();
         assert_eq!(resp.status, 500);
         assert!(resp.body_str().contains("AG-INT-5000"));
-        assert!(r.closed());
+        r.assert_closed();
     }
     // One worker: the same worker still serves the connection opened before, and new ones.
     keep.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -70,13 +70,13 @@ fn draining_closes_idle_connections_and_finishes_busy_ones() {
     busy.send(b"hello");
     s.drain.start(s.rt.handle());
     for r in &mut idle {
-        assert!(r.closed());
+        r.assert_closed();
     }
     busy.send(b"world");
     let resp = busy.response(false).unwrap();
     assert_eq!(resp.body_str(), "helloworld");
     assert_eq!(resp.header("connection"), Some("close"));
-    assert!(busy.closed());
+    busy.assert_closed();
     s.rt.block_on(s.drain.closed());
     assert_eq!(s.drain.open_connections(), 0);
 }

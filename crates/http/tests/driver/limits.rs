@@ -103,7 +103,7 @@ fn a_slow_head_is_cut_off_while_other_clients_are_served() {
     assert_eq!(resp.status, 408);
     assert!(resp.body_str().contains("AG-HTTP-4080"));
     assert!(started.elapsed() >= Duration::from_millis(250));
-    assert!(slow.closed());
+    slow.assert_closed();
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn a_head_dribbled_byte_by_byte_does_not_reset_the_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert!(slow.closed());
+    slow.assert_closed();
     dribble.join().unwrap();
 }
 
@@ -149,7 +149,7 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.response(false).unwrap().status, 200);
     let started = Instant::now();
-    assert!(r.closed());
+    r.assert_closed();
     assert!(started.elapsed() >= Duration::from_millis(150));
 }
 
@@ -183,6 +183,6 @@ fn connections_past_the_limit_get_503_and_are_closed() {
     let resp = extra.response(false).expect("a 503");
     assert_eq!(resp.status, 503);
     assert_eq!(resp.header("retry-after"), Some("1"));
-    assert!(extra.closed());
+    extra.assert_closed();
     drop(held);
 }

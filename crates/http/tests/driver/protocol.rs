@@ -80,7 +80,7 @@ fn every_request_of_a_corpus_split_at_every_byte() {
                 assert_eq!(resp.body_str(), "abc");
             }
             if !keep_alive {
-                assert!(r.closed());
+                r.assert_closed();
             }
         }
     }
@@ -107,7 +107,7 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
     r.send(b"GET / HTTP/1.0\r\n\r\n");
     let resp = r.response(false).unwrap();
     assert_eq!(resp.header("connection"), Some("close"));
-    assert!(r.closed());
+    r.assert_closed();
     let mut r = Reader::new(connect(s.addr));
     r.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(
@@ -127,7 +127,7 @@ fn connection_close_is_honoured() {
         r.response(false).unwrap().header("connection"),
         Some("close")
     );
-    assert!(r.closed());
+    r.assert_closed();
 }
 
 #[test]

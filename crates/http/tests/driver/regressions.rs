@@ -32,7 +32,7 @@ fn regression_a_response_before_100_continue_says_close() {
     let resp = r.response(false).unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("connection"), Some("close"));
-    assert!(r.closed());
+    r.assert_closed();
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn regression_a_large_unread_body_closes_instead_of_being_drained() {
     let resp = r.response(false).unwrap();
     assert_eq!(resp.status, 200);
     r.stream.shutdown(std::net::Shutdown::Write).unwrap();
-    assert!(r.closed());
+    r.assert_closed();
     // A small unread body is drained and the connection kept.
     let mut r = Reader::new(connect(s.addr));
     r.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n");

@@ -16,7 +16,7 @@ fn rejected(raw: &str, code: &str) {
         resp.body_str()
     );
     assert_eq!(resp.header("connection"), Some("close"));
-    assert!(r.closed());
+    r.assert_closed();
 }
 
 #[test]

@@ -184,10 +184,23 @@ impl Reader {
         })
     }
 
-    /// Whether the server closed the connection (after reading everything left).
-    pub fn closed(&mut self) -> bool {
+    /// Reads until the server closes the connection (a hang fails on the read timeout) and
+    /// returns what came after the responses read so far.
+    pub fn rest_until_closed(&mut self) -> Vec<u8> {
         while self.fill() {}
-        true
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Asserts that the server closes the connection with nothing after the responses read
+    /// so far: no second response to a smuggled request, no stray bytes.
+    #[track_caller]
+    pub fn assert_closed(&mut self) {
+        let rest = self.rest_until_closed();
+        assert!(
+            rest.is_empty(),
+            "bytes after the last response, before the close: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     }
 }
 
