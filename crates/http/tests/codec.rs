@@ -1,7 +1,7 @@
 //! The sans-I/O codec: heads and chunked bodies, whole and split at every byte.
 
 use anygate_http::h1::chunked::{ChunkedDecoder, chunk_size_line, encode_chunk, encode_end};
-use anygate_http::h1::parse::{Framing, Head, Parse, Version, parse};
+use anygate_http::h1::parse::{Framing, Head, Parse, Version, is_host, parse};
 use anygate_http::{ErrorKind, Limits};
 use proptest::prelude::*;
 
@@ -125,6 +125,76 @@ fn invalid_heads() {
     }
 }
 
+#[test]
+fn host_syntax() {
+    for good in [
+        "a.example",
+        "A.Example:8080",
+        "127.0.0.1",
+        "127.0.0.1:1",
+        "[::1]",
+        "[2001:db8::1]:443",
+        "a_b.example",
+        "xn--bcher-kva.example",
+        "%41.example",
+        "a.example:",
+        "",
+    ] {
+        assert!(is_host(good.as_bytes()), "{good:?}");
+    }
+    for bad in [
+        "a b/#@x",
+        "user@a.example",
+        "a.example/x",
+        "a.example?x",
+        "a.example#x",
+        "a.example:99999",
+        "a.example:123456",
+        "a.example:8o",
+        "a.example:80:80",
+        "[::1",
+        "[zz]",
+        "[::1]x",
+        "::1",
+        "%4",
+        "%zz.example",
+        "a\\b",
+        "a\"b",
+    ] {
+        assert!(!is_host(bad.as_bytes()), "{bad:?}");
+    }
+}
+
+#[test]
+fn an_absolute_form_authority_is_the_host() {
+    let raw = b"GET http://A.example:8080/x?y HTTP/1.1\r\nHost: a.example:8080\r\n\r\n";
+    let (p, h) = head(raw);
+    assert_eq!(p, Parse::Complete(raw.len()));
+    assert_eq!(h.host.unwrap().get(raw), b"A.example:8080");
+    assert_eq!(h.path.get(raw), b"/x");
+    // HTTP/1.0 needs no Host: the authority is the host.
+    let raw = b"GET http://a.example/ HTTP/1.0\r\n\r\n";
+    let (p, h) = head(raw);
+    assert_eq!(p, Parse::Complete(raw.len()));
+    assert_eq!(h.host.unwrap().get(raw), b"a.example");
+    let raw = b"GET / HTTP/1.1\r\nHost: b.example\r\n\r\n";
+    assert_eq!(head(raw).1.host.unwrap().get(raw), b"b.example");
+    for bad in [
+        &b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n"[..],
+        b"GET http://a.example:81/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        b"GET http://user@a.example/x HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
+        b"GET http://a%zz/x HTTP/1.1\r\nHost: a%zz\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b/#@x\r\n\r\n",
+    ] {
+        assert_eq!(
+            head(bad).0,
+            Parse::Invalid(ErrorKind::BadHost),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
 fn decode(input: &[u8], step: usize) -> Result<(Vec<u8>, bool, usize), ()> {
     let mut d = ChunkedDecoder::new();
     let mut out = Vec::new();
@@ -210,6 +280,11 @@ fn encoder_round_trips() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn host_validation_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+        let _ = is_host(&bytes);
+    }
 
     #[test]
     fn the_head_parser_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {

@@ -1334,3 +1334,17 @@ fn regression_underscore_header_names_reach_the_upstream() {
     assert_eq!(seen.fields("x_custom"), ["1"]);
     assert_eq!(seen.fields("x_forwarded_host"), ["evil.test"]);
 }
+
+#[test]
+fn an_absolute_form_authority_is_the_forwarded_host() {
+    let up = upstream(|_, s| reply(s, "", b"ok"));
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    let resp = one(
+        s.addrs()[0],
+        b"GET http://Site.example:8080/x HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.request_line(), "GET /x HTTP/1.1");
+    assert_eq!(seen.fields("x-forwarded-host"), ["Site.example:8080"]);
+}

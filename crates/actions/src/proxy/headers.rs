@@ -99,7 +99,7 @@ pub(super) fn request_head(
     upgrade: Option<&[u8]>,
 ) {
     out.extend_from_slice(b"host: ");
-    let client_host = req.header(b"host");
+    let client_host = req.host();
     match (&options.host, client_host) {
         (HostMode::Client, Some(h)) => out.extend_from_slice(h),
         (HostMode::Fixed(v), _) => out.extend_from_slice(v.as_bytes()),

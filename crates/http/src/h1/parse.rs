@@ -89,6 +89,9 @@ pub struct Head {
     pub expect_continue: bool,
     /// The `X-Request-Id` value, if present.
     pub request_id: Option<Span>,
+    /// The request's authority: an absolute-form target's (RFC 9112 §3.2.2), else the
+    /// `Host` field's value; validated (reg-name, IPv4 or `[IPv6]`, optional port).
+    pub host: Option<Span>,
 }
 
 impl Default for Head {
@@ -106,6 +109,7 @@ impl Default for Head {
             keep_alive: true,
             expect_continue: false,
             request_id: None,
+            host: None,
         }
     }
 }
@@ -197,13 +201,82 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
     head.framing = Framing::None;
     head.expect_continue = false;
     head.request_id = None;
-    let (path, query) = split_target(target.as_bytes());
+    head.host = None;
+    let (authority, path, query) = split_target(target.as_bytes());
     head.path = Span::of(buf, path);
     head.query = query.map(|q| Span::of(buf, q));
-    match fields(buf, req.headers, head, limits.allow_underscores) {
-        Ok(()) => Parse::Complete(len),
-        Err(kind) => Parse::Invalid(kind),
+    if let Err(kind) = fields(buf, req.headers, head, limits.allow_underscores) {
+        return Parse::Invalid(kind);
     }
+    if let Some(authority) = authority {
+        // The target's authority is the request's; a `Host` saying otherwise is refused
+        // rather than ignored (a proxy in front may have routed on it).
+        let agrees = head
+            .host
+            .is_none_or(|h| h.get(buf).eq_ignore_ascii_case(authority));
+        if !is_host(authority) || !agrees {
+            return Parse::Invalid(ErrorKind::BadHost);
+        }
+        head.host = Some(Span::of(buf, authority));
+    }
+    Parse::Complete(len)
+}
+
+/// Whether `v` is a valid `Host` (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name (letters,
+/// digits, `-._~!$&'()*+,;=` and `%XX`; IPv4 is one), or an IPv6 literal in brackets,
+/// then optionally `:` and a port of at most 5 digits up to 65535. Empty is valid (a
+/// target without an authority). No userinfo, no spaces, no `/`, `?`, `#`.
+pub fn is_host(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        let Some(end) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&v[1..end]).ok();
+        if literal
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return false;
+        }
+        match &v[end + 1..] {
+            [] => (&v[..0], None),
+            [b':', port @ ..] => (&v[..0], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && (p.is_empty() || std::str::from_utf8(p).is_ok_and(|p| p.parse::<u16>().is_ok()))
+    });
+    port_ok && is_reg_name(host)
+}
+
+fn is_reg_name(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'%' => {
+                if !(i + 2 < v.len()
+                    && v[i + 1].is_ascii_hexdigit()
+                    && v[i + 2].is_ascii_hexdigit())
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// `HTTP/2.0` and friends get 505; anything else that is not a version, 400.
@@ -248,16 +321,19 @@ pub(crate) fn bare_lf_scan(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// Splits an origin-form or absolute-form target into path and query.
-fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+/// Splits an origin-form or absolute-form target into its authority (absolute-form only),
+/// path and query.
+fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8], Option<&[u8]>) {
     let mut rest = target;
+    let mut authority = None;
     for scheme in [&b"http://"[..], b"https://"] {
         if rest.len() > scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
             let after = &rest[scheme.len()..];
             let cut = after
                 .iter()
-                .position(|&b| b == b'/' || b == b'?')
+                .position(|&b| b == b'/' || b == b'?' || b == b'#')
                 .unwrap_or(after.len());
+            authority = Some(&after[..cut]);
             rest = &after[cut..];
             break;
         }
@@ -268,10 +344,10 @@ fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
         Some((i, b'?')) => {
             let query = &rest[i + 1..];
             let query = memchr::memchr(b'#', query).map_or(query, |j| &query[..j]);
-            (&rest[..i], Some(query))
+            (authority, &rest[..i], Some(query))
         }
-        Some((i, _)) => (&rest[..i], None),
-        None => (rest, None),
+        Some((i, _)) => (authority, &rest[..i], None),
+        None => (authority, rest, None),
     }
 }
 
@@ -322,6 +398,10 @@ fn fields(
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !is_host(value) {
+                return Err(ErrorKind::BadHost);
+            }
+            head.host = Some(Span::of(buf, value));
         } else if name.eq_ignore_ascii_case(b"expect") {
             head.expect_continue =
                 value.eq_ignore_ascii_case(b"100-continue") && head.version == Version::H11;
@@ -425,10 +505,9 @@ mod tests {
     proptest! {
         #[test]
         fn target_split_matches_two_scans(target in "/[a/?#]{0,12}") {
-            prop_assert_eq!(
-                split_target(target.as_bytes()),
-                split_reference(target.as_bytes())
-            );
+            let (authority, path, query) = split_target(target.as_bytes());
+            prop_assert_eq!(authority, None);
+            prop_assert_eq!((path, query), split_reference(target.as_bytes()));
         }
 
         /// The check by line starts agrees with a scan of every LF on every head httparse

@@ -219,6 +219,14 @@ impl<'a> Request<'a> {
             .map(|f| (f.name.get(self.buf), f.value.get(self.buf)))
     }
 
+    /// The request's authority: an absolute-form target's (`GET http://a.example/x`), else
+    /// the `Host` field's value; `None` for an HTTP/1.0 request with neither. Validated
+    /// when the head was parsed (a bad one is a 400), and a `Host` that disagrees with the
+    /// target's authority is refused, so the two never differ but in letter case.
+    pub fn host(&self) -> Option<&'a [u8]> {
+        self.head.host.map(|h| h.get(self.buf))
+    }
+
     /// The first field named `name` (case-insensitive).
     pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
         self.headers()

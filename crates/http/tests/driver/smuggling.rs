@@ -101,6 +101,21 @@ fn bad_chunk_framing() {
 }
 
 #[test]
+fn regression_an_invalid_host_is_forwarded() {
+    // RFC 9112 §3.2: a 400 for an invalid Host; it used to reach the handler (and upstreams).
+    rejected("GET / HTTP/1.1\r\nHost: a b/#@x\r\n\r\n", "AG-HTTP-4004");
+    rejected(
+        "GET / HTTP/1.1\r\nHost: evil@good.example\r\n\r\n",
+        "AG-HTTP-4004",
+    );
+    // An absolute-form target's authority is the request's: a Host saying otherwise is refused.
+    rejected(
+        "GET http://a.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n",
+        "AG-HTTP-4004",
+    );
+}
+
+#[test]
 fn host_is_required_once_in_http_1_1() {
     rejected("GET / HTTP/1.1\r\n\r\n", "AG-HTTP-4004");
     rejected(
