@@ -202,6 +202,9 @@ impl Server {
         if new.limits != old.limits || new.timeouts != old.timeouts {
             restart.push("server.limits/server.timeouts");
         }
+        if new.allow_underscores_in_headers != old.allow_underscores_in_headers {
+            restart.push("server.allow_underscores_in_headers");
+        }
         self.live.swap(App::new(config, &self.registry)?);
         self.drain.reconfigured(self.rt.handle());
         Ok(restart)

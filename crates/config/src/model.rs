@@ -35,6 +35,10 @@ pub struct Server {
     /// contain `_` are dropped unless this is set (nginx's `underscores_in_headers off`), since
     /// CGI-style backends read `X_Forwarded_For` as `X-Forwarded-For`.
     pub allow_underscores_in_headers: bool,
+    /// `server.trusted_proxies` (default none): peers whose `X-Forwarded-*`, `Forwarded` and
+    /// `X-Real-IP` fields are believed. From any other peer those fields are removed and
+    /// written again from the connection; see docs/PROXY.md.
+    pub trusted_proxies: Vec<crate::cidr::Cidr>,
 }
 
 /// `server.limits` (SPEC §9 defaults).

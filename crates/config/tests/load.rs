@@ -331,6 +331,16 @@ fn types_and_values_are_checked() {
         ("server: [1]", "AG-CFG-1004", "`server` must be a map"),
         ("static: {spa: yes}", "AG-CFG-1004", "true or false"),
         (
+            "server: {trusted_proxies: [10.0.0.0/8, 10.0.0.1/8]}",
+            "AG-CFG-1005",
+            "`10.0.0.1/8` has bits set past its /8 (the range starts at 10.0.0.0)",
+        ),
+        (
+            "server: {trusted_proxies: [proxy.internal]}",
+            "AG-CFG-1005",
+            "not an IP address or range",
+        ),
+        (
             "server: {allow_underscores_in_headers: 1}",
             "AG-CFG-1004",
             "`server.allow_underscores_in_headers` must be true or false",

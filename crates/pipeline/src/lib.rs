@@ -32,6 +32,7 @@
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod build;
+mod client;
 
 use std::sync::Arc;
 
@@ -58,6 +59,8 @@ pub struct App {
     router: Router<usize>,
     entries: Vec<Entry>,
     global: Arc<Chain>,
+    /// `server.trusted_proxies`.
+    trusted: Box<[anygate_config::cidr::Cidr]>,
 }
 
 impl App {
@@ -89,6 +92,7 @@ impl App {
             router: config.router,
             entries,
             global: chains.global,
+            trusted: config.server.trusted_proxies.into(),
         })
     }
 
@@ -126,6 +130,7 @@ impl App {
         buf: &mut Vec<u8>,
         observe: &mut Option<Arc<Chain>>,
     ) {
+        client::note(req, &self.trusted, ex.ctx_mut());
         let Ok(path) = normalize(req.path()) else {
             if self.unrouted(req, ex) == Flow::Continue {
                 ex.error(ErrorKind::BadPath, None);

@@ -15,7 +15,7 @@ use anygate_http::server::Ctx;
 use anygate_http::{Exchange, Plain, Request};
 use anygate_plugins::{Filter, Flow, Hooks, Registry};
 
-use crate::http::{LIMIT, Reader, connect};
+use crate::http::{LIMIT, Reader, connect, one};
 use crate::proxy::{fill, find, reply, upstream};
 use crate::support::TempDir;
 
@@ -36,6 +36,7 @@ struct Observed {
     bytes_out: u64,
     upstream: bool,
     attempt: u8,
+    client: Option<std::net::IpAddr>,
 }
 
 /// `tag`: records its `pre`, adds `x-tag-NAME: 1` and its name to `x-chain` in `post`,
@@ -78,6 +79,7 @@ impl Hooks for Tag {
             bytes_out: ctx.bytes_out,
             upstream: ctx.upstream.is_some(),
             attempt: ctx.attempt,
+            client: ctx.client,
         }));
     }
 }
@@ -513,4 +515,51 @@ fn regression_an_idle_keep_alive_connection_does_not_pin_an_old_configuration() 
     );
     r.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
     assert_eq!(r.response(false).unwrap().header("x-probe"), Some("v2"));
+}
+
+#[test]
+fn the_client_address_is_the_right_most_untrusted_hop() {
+    let yaml = "server: {listen: \"127.0.0.1:0\", workers: 1, trusted_proxies: [127.0.0.1, 10.0.0.0/8]}\n\
+                plugins: [{kind: tag, args: {name: g}}]\n\
+                routes: {\"GET /c\": \"OK\"}\n";
+    let (tx, events) = channel();
+    let (pre_tx, _pres) = channel();
+    let s = start(yaml, tx, pre_tx).unwrap();
+    let client_for = |xff: &str| {
+        let fields = if xff.is_empty() {
+            String::new()
+        } else {
+            format!("x-forwarded-for: {xff}\r\n")
+        };
+        let raw = format!("GET /c HTTP/1.1\r\nhost: t\r\n{fields}\r\n");
+        assert_eq!(one(s.addrs()[0], raw.as_bytes()).status, 200);
+        observed(&events, "g").client.map(|ip| ip.to_string())
+    };
+    let ip = |s: &str| Some(s.to_owned());
+    // The peer (127.0.0.1) is trusted: walk the chain from the right past trusted hops.
+    assert_eq!(client_for("1.1.1.1, 2.2.2.2, 10.0.0.5"), ip("2.2.2.2"));
+    assert_eq!(client_for("1.1.1.1, [2001:db8::7]:443"), ip("2001:db8::7"));
+    assert_eq!(
+        client_for("10.0.0.9"),
+        ip("10.0.0.9"),
+        "all trusted: the left-most"
+    );
+    assert_eq!(
+        client_for("1.1.1.1, unknown, 10.0.0.5"),
+        ip("10.0.0.5"),
+        "garbage stops the walk"
+    );
+    assert_eq!(client_for(""), ip("127.0.0.1"));
+
+    // Without trusted proxies the chain says nothing.
+    let yaml = yaml.replace(", trusted_proxies: [127.0.0.1, 10.0.0.0/8]", "");
+    let (tx, events) = channel();
+    let (pre_tx, _pres) = channel();
+    let s = start(&yaml, tx, pre_tx).unwrap();
+    let raw = b"GET /c HTTP/1.1\r\nhost: t\r\nx-forwarded-for: 2.2.2.2\r\n\r\n";
+    assert_eq!(one(s.addrs()[0], raw).status, 200);
+    assert_eq!(
+        observed(&events, "g").client.map(|ip| ip.to_string()),
+        ip("127.0.0.1")
+    );
 }

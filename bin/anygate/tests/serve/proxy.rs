@@ -205,8 +205,18 @@ fn request_line_echo() -> Upstream {
 }
 
 fn gateway(routes: &str, upstream: &Upstream, proxy: &str) -> anygate::serve::Server {
+    gateway_with("", routes, upstream, proxy)
+}
+
+/// [`gateway`] with more `server` settings (`server_extra`: `, key: value`).
+fn gateway_with(
+    server_extra: &str,
+    routes: &str,
+    upstream: &Upstream,
+    proxy: &str,
+) -> anygate::serve::Server {
     let yaml = format!(
-        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nproxy:\n  upstreams:\n    up:\n      targets: [\"{}\"]\n{proxy}routes:\n{routes}",
+        "server: {{listen: \"127.0.0.1:0\", workers: 1{server_extra}}}\nproxy:\n  upstreams:\n    up:\n      targets: [\"{}\"]\n{proxy}routes:\n{routes}",
         upstream.addr
     );
     in_process(&yaml)
@@ -287,7 +297,13 @@ fn forwarding_headers_and_hop_by_hop_stripping() {
             b"ok",
         )
     });
-    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    // The test client is a trusted proxy here: its chains are kept and extended.
+    let s = gateway_with(
+        ", trusted_proxies: [127.0.0.1]",
+        "  \"/\": \"http://up/\"\n",
+        &up,
+        "",
+    );
     let resp = get(
         s.addrs()[0],
         "/x",
@@ -1347,4 +1363,42 @@ fn an_absolute_form_authority_is_the_forwarded_host() {
     let seen = up.seen.recv_timeout(LIMIT).unwrap();
     assert_eq!(seen.request_line(), "GET /x HTTP/1.1");
     assert_eq!(seen.fields("x-forwarded-host"), ["Site.example:8080"]);
+}
+
+#[test]
+fn regression_a_client_chooses_the_address_a_backend_sees() {
+    // Incoming forwarding fields were appended to or passed through from any peer.
+    let spoof = "x-forwarded-for: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\n\
+                 x-forwarded-proto: https\r\nx-forwarded-host: evil.test\r\nx-real-ip: 6.6.6.6\r\n";
+    let up = upstream(|_, s| reply(s, "", b"ok"));
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    assert_eq!(get(s.addrs()[0], "/x", spoof).status, 200);
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.fields("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(
+        seen.fields("forwarded"),
+        ["for=127.0.0.1;host=\"gw.test\";proto=http"]
+    );
+    assert_eq!(seen.fields("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.fields("x-forwarded-host"), ["gw.test"]);
+    assert!(seen.fields("x-real-ip").is_empty(), "{}", seen.head);
+
+    // From a trusted proxy they are believed: chains extended, the rest passed on.
+    let up = upstream(|_, s| reply(s, "", b"ok"));
+    let s = gateway_with(
+        ", trusted_proxies: [\"127.0.0.0/8\"]",
+        "  \"/\": \"http://up/\"\n",
+        &up,
+        "",
+    );
+    assert_eq!(get(s.addrs()[0], "/x", spoof).status, 200);
+    let seen = up.seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.fields("x-forwarded-for"), ["6.6.6.6, 127.0.0.1"]);
+    assert_eq!(
+        seen.fields("forwarded"),
+        ["for=6.6.6.6, for=127.0.0.1;host=\"gw.test\";proto=http"]
+    );
+    assert_eq!(seen.fields("x-forwarded-proto"), ["https"]);
+    assert_eq!(seen.fields("x-forwarded-host"), ["evil.test"]);
+    assert_eq!(seen.fields("x-real-ip"), ["6.6.6.6"]);
 }

@@ -6,9 +6,12 @@
 //! framing fields are written again for the hop they describe.
 //!
 //! Upstream, the gateway adds what a backend needs to know about the client:
-//! `X-Forwarded-For` (the incoming chain, then the client's address), `X-Forwarded-Proto`,
-//! `X-Forwarded-Host`, `Forwarded` (RFC 7239, appended to an incoming one), `X-Request-Id`,
-//! optionally `Via`, and `Host` as `proxy.host` says.
+//! `X-Forwarded-For` (the peer's address), `X-Forwarded-Proto`, `X-Forwarded-Host`,
+//! `Forwarded` (RFC 7239), `X-Request-Id`, optionally `Via`, and `Host` as `proxy.host`
+//! says. Incoming forwarding fields (and `X-Real-IP`) are believed only from a peer in
+//! `server.trusted_proxies`: its chains are kept and extended, its `X-Forwarded-Proto` and
+//! `X-Forwarded-Host` passed on. From anyone else they are dropped, so a client cannot pick
+//! the address a backend sees.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -111,18 +114,22 @@ pub(super) fn request_head(
             .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
             .map(|(_, v)| v)
     };
+    // A trusted proxy's forwarding fields are believed and extended; anyone else's are
+    // replaced by what this connection shows (`server.trusted_proxies`).
+    let trusted = body.ctx().peer_trusted;
     for (name, value) in req.headers() {
         if is_one_of(name, &HOP_BY_HOP)
             || is_one_of(name, &REWRITTEN_UP)
+            || (!trusted && name.eq_ignore_ascii_case(b"x-real-ip"))
             || named_in_connection(name, connection())
         {
             continue;
         }
         field(out, name, value);
     }
-    // Incoming chains are kept, joined in one field each, and extended.
+    // A trusted peer's chains are kept, joined in one field each, and extended.
     let ip = req.peer().map(|p| p.ip().to_canonical());
-    let chain = push_chain(out, req, b"x-forwarded-for: ");
+    let chain = trusted && push_chain(out, req, b"x-forwarded-for: ");
     if let Some(ip) = ip {
         out.extend_from_slice(if chain { b", " } else { b"x-forwarded-for: " });
         push_ip(out, ip);
@@ -130,13 +137,16 @@ pub(super) fn request_head(
     if chain || ip.is_some() {
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
-    if let Some(h) = client_host {
+    let from_proxy = |name: &[u8]| if trusted { req.header(name) } else { None };
+    out.extend_from_slice(b"x-forwarded-proto: ");
+    out.extend_from_slice(from_proxy(b"x-forwarded-proto").unwrap_or(b"http"));
+    out.extend_from_slice(b"\r\n");
+    if let Some(h) = from_proxy(b"x-forwarded-host").or(client_host) {
         out.extend_from_slice(b"x-forwarded-host: ");
         out.extend_from_slice(h);
         out.extend_from_slice(b"\r\n");
     }
-    let chain = push_chain(out, req, b"forwarded: ");
+    let chain = trusted && push_chain(out, req, b"forwarded: ");
     out.extend_from_slice(if chain { b", " } else { b"forwarded: " });
     push_forwarded_element(out, ip, client_host);
     out.extend_from_slice(b"\r\nx-request-id: ");

@@ -14,6 +14,7 @@ impl Decoder<'_> {
             timeouts: ServerTimeouts::default(),
             shutdown_timeout: Duration::from_secs(30),
             allow_underscores_in_headers: false,
+            trusted_proxies: Vec::new(),
         };
         let Some(node) = node else {
             return server;
@@ -40,6 +41,14 @@ impl Decoder<'_> {
             && let Some(b) = self.bool(n, "server.allow_underscores_in_headers")
         {
             server.allow_underscores_in_headers = b;
+        }
+        if let Some(n) = f.take("trusted_proxies") {
+            for (text, n) in self.strings(n, "server.trusted_proxies") {
+                match crate::cidr::Cidr::parse(text) {
+                    Ok(c) => server.trusted_proxies.push(c),
+                    Err(e) => self.value_error(n.span, e),
+                }
+            }
         }
         if let Some(n) = f.take("shutdown_timeout") {
             self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
@@ -94,6 +103,7 @@ impl Decoder<'_> {
                 "timeouts",
                 "shutdown_timeout",
                 "allow_underscores_in_headers",
+                "trusted_proxies",
             ],
         );
         server

@@ -9,7 +9,7 @@
 //! that needs `&mut` access (TLS) fits, and nothing reaches past the driver into a socket.
 
 use std::future::{Future, poll_fn};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -53,6 +53,13 @@ pub struct Ctx {
     pub status: u16,
     /// The error, when the response is an error.
     pub error: Option<ErrorKind>,
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the
+    /// right-most untrusted hop of its `X-Forwarded-For` chain (set by the pipeline; what
+    /// logs, rate limits and IP rules read).
+    pub client: Option<IpAddr>,
+    /// Whether the peer is a trusted proxy (`server.trusted_proxies`): then its forwarding
+    /// fields are kept and extended, otherwise replaced.
+    pub peer_trusted: bool,
 }
 
 impl Default for Ctx {
@@ -75,6 +82,8 @@ impl Ctx {
             bytes_out: 0,
             status: 0,
             error: None,
+            client: None,
+            peer_trusted: false,
         }
     }
 }

@@ -212,7 +212,7 @@ impl<'a> Request<'a> {
     }
 
     /// Header fields, in order, names as sent.
-    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+    pub fn headers(&self) -> impl DoubleEndedIterator<Item = (&'a [u8], &'a [u8])> + '_ {
         self.head
             .fields()
             .iter()
