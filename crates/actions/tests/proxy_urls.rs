@@ -52,3 +52,30 @@ fn proxy_urls_never_double_a_slash() {
     assert_eq!(upstream(&r, "/users/7", None), "http://users/api/users/7");
     assert_eq!(upstream(&r, "/raw", None), "http://raw/raw");
 }
+
+#[test]
+fn encoded_separators_that_would_climb() {
+    use anygate_actions::proxy::encoded_traversal;
+    for path in [
+        "/public/..%2Fadmin",
+        "/public/..%5Cadmin",
+        "/public/..%2fadmin",
+        "/public/a%2F..%2F..%2Fetc",
+        "/public/..\\admin",
+        "/public/x%2F..",
+        "/public/.%2Fa",
+    ] {
+        assert!(encoded_traversal(path.as_bytes()), "{path}");
+    }
+    for path in [
+        "/public/a%2Fb",
+        "/public/..a%2Fb",
+        "/public/a..%2Fb",
+        "/public/%2F",
+        "/public/100%25",
+        "/public/plain",
+        "/",
+    ] {
+        assert!(!encoded_traversal(path.as_bytes()), "{path}");
+    }
+}

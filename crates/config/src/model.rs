@@ -195,6 +195,10 @@ pub struct ProxySettings {
     /// `proxy.dns_ttl`: how long a resolved host name is used before it is resolved again
     /// (default 30s).
     pub dns_ttl: Duration,
+    /// `proxy.allow_encoded_traversal` (default false): a path whose segments would hold
+    /// `..` once `%2F` and `%5C` are decoded (`/public/..%2Fadmin`) is refused with a 400
+    /// unless this is set.
+    pub allow_encoded_traversal: bool,
 }
 
 impl Default for ProxySettings {
@@ -207,6 +211,7 @@ impl Default for ProxySettings {
             max_conns: 0,
             idle_timeout: Duration::from_secs(30),
             dns_ttl: Duration::from_secs(30),
+            allow_encoded_traversal: false,
         }
     }
 }

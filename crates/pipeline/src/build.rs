@@ -83,5 +83,6 @@ fn proxy_options(p: &anygate_config::ProxySettings) -> ProxyOptions {
         max_conns: p.max_conns,
         idle_timeout: p.idle_timeout,
         dns_ttl: p.dns_ttl,
+        allow_encoded_traversal: p.allow_encoded_traversal,
     }
 }

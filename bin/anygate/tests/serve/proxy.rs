@@ -1402,3 +1402,37 @@ fn regression_a_client_chooses_the_address_a_backend_sees() {
     assert_eq!(seen.fields("x-forwarded-host"), ["evil.test"]);
     assert_eq!(seen.fields("x-real-ip"), ["6.6.6.6"]);
 }
+
+#[test]
+fn regression_encoded_separators_climb_out_of_a_proxied_prefix() {
+    // `/public/..%2Fadmin` matched `/public/*` and reached the backend still encoded; one
+    // that decodes %2F or %5C walked to /admin.
+    let up = request_line_echo();
+    let routes = "  \"/public/\": \"http://up/public/\"\n";
+    let s = gateway(routes, &up, "");
+    for path in [
+        "/public/..%2Fadmin",
+        "/public/..%5Cadmin",
+        "/public/a%2F..%2F..%2Fadmin",
+    ] {
+        let resp = get(s.addrs()[0], path, "");
+        assert_eq!(
+            (resp.status, error_code(&resp).as_str()),
+            (400, "AG-HTTP-4003"),
+            "{path}"
+        );
+    }
+    // An encoded slash that climbs nothing is data, forwarded as it came.
+    let resp = get(s.addrs()[0], "/public/a%2Fb", "");
+    assert_eq!(
+        (resp.status, resp.body_str().as_str()),
+        (200, "GET /public/a%2Fb HTTP/1.1")
+    );
+    // A rule may opt in.
+    let s = gateway(routes, &up, "  allow_encoded_traversal: true\n");
+    let resp = get(s.addrs()[0], "/public/..%2Fadmin", "");
+    assert_eq!(
+        (resp.status, resp.body_str().as_str()),
+        (200, "GET /public/..%2Fadmin HTTP/1.1")
+    );
+}

@@ -50,7 +50,7 @@ use self::dns::HostEntry;
 use self::pool::{Slot, Target};
 
 pub use self::headers::HostMode;
-pub use self::url::{push_upstream_path_and_query, upstream_path_and_query};
+pub use self::url::{encoded_traversal, push_upstream_path_and_query, upstream_path_and_query};
 
 /// How long an `Expect: 100-continue` request waits for the upstream's `100 Continue`
 /// before sending its body anyway (curl's and RFC 9110 §10.1.1's advice).
@@ -85,6 +85,8 @@ pub struct ProxyOptions {
     pub idle_timeout: Duration,
     /// `proxy.dns_ttl`.
     pub dns_ttl: Duration,
+    /// `proxy.allow_encoded_traversal`.
+    pub allow_encoded_traversal: bool,
 }
 
 /// The targets of one pool, and where round robin is.
@@ -281,6 +283,9 @@ impl Proxy {
             options: &self.options,
             capped: false,
         };
+        if !self.options.allow_encoded_traversal && encoded_traversal(path) {
+            return self.fail(res, ErrorKind::BadPath);
+        }
         let upgrade = headers::upgrade_requested(req);
         scratch.clear();
         encode::request_line(scratch, req.method(), |out| {

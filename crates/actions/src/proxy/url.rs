@@ -63,3 +63,47 @@ pub fn push_upstream_path_and_query(
         out.extend_from_slice(q);
     }
 }
+
+/// Whether a normalised path would climb once `%2F` and `%5C` (and `\`) are decoded as
+/// separators: a segment like `..%2Fadmin` is `..` then `admin` to a backend that decodes
+/// them, and `/public/..%2Fadmin` reaches `/admin` behind a `/public/*` rule. The router
+/// keeps `%2F` encoded (it is data), so the check is the proxy's: refused unless
+/// `proxy.allow_encoded_traversal`.
+pub fn encoded_traversal(path: &[u8]) -> bool {
+    if !path.iter().any(|&b| b == b'%' || b == b'\\') {
+        return false;
+    }
+    path.split(|&b| b == b'/').any(|segment| {
+        let mut piece_start = 0;
+        let mut split = false;
+        let mut i = 0;
+        while i < segment.len() {
+            let sep = if segment[i] == b'\\' {
+                1
+            } else if segment[i] == b'%'
+                && segment
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.eq_ignore_ascii_case(b"2f") || h.eq_ignore_ascii_case(b"5c"))
+            {
+                3
+            } else {
+                0
+            };
+            if sep == 0 {
+                i += 1;
+                continue;
+            }
+            if is_dots(&segment[piece_start..i]) {
+                return true;
+            }
+            split = true;
+            i += sep;
+            piece_start = i;
+        }
+        split && is_dots(&segment[piece_start..])
+    })
+}
+
+fn is_dots(piece: &[u8]) -> bool {
+    piece == b"." || piece == b".."
+}

@@ -174,6 +174,11 @@ impl Decoder<'_> {
         if let Some(n) = f.take("via") {
             p.via = self.bool(n, &format!("{section}.via")).unwrap_or(p.via);
         }
+        if let Some(n) = f.take("allow_encoded_traversal") {
+            p.allow_encoded_traversal = self
+                .bool(n, &format!("{section}.allow_encoded_traversal"))
+                .unwrap_or(p.allow_encoded_traversal);
+        }
         for (key, slot) in [
             ("max_idle", &mut p.max_idle),
             ("max_conns", &mut p.max_conns),
@@ -208,6 +213,7 @@ impl Decoder<'_> {
                 "upstreams",
                 "host",
                 "via",
+                "allow_encoded_traversal",
                 "max_idle",
                 "max_conns",
                 "idle_timeout",
