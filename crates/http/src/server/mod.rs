@@ -476,6 +476,10 @@ struct Conn<'s, S: Service, T> {
     linger: bool,
     /// Requests answered since the task last yielded.
     streak: u32,
+    /// Bytes of the pending partial head that have been parsed (or scanned) without finding
+    /// its end: a head that arrives in pieces is parsed again only once a piece brings a
+    /// line end that may close it, so its cost stays linear in its size.
+    head_scanned: usize,
 }
 
 /// Serves one connection over `stream` until it closes.
@@ -509,8 +513,25 @@ pub fn serve_connection<'a, S: Service, T: Transport + 'a>(
         generated_id: [0; 32],
         linger: false,
         streak: 0,
+        head_scanned: 0,
     };
     async move { conn.run().await }
+}
+
+/// Whether `pending` (a partial head of which the first `scanned` bytes held no end) may
+/// now hold the empty line that ends a head (`LF CR LF` or `LF LF`; a bare LF is refused
+/// by the parser, so it must see it too). A head never looked at is parsed straight away:
+/// the usual head arrives whole, and parsing it costs less than scanning it first.
+fn may_end_head(pending: &[u8], scanned: usize) -> bool {
+    if scanned == 0 {
+        return true;
+    }
+    // The new bytes, and the two before them (an end split across two reads).
+    let from = scanned.saturating_sub(2).min(pending.len());
+    memchr::memchr_iter(b'\n', &pending[from..]).any(|i| {
+        let rest = &pending[from + i + 1..];
+        rest.first() == Some(&b'\n') || rest.starts_with(b"\r\n")
+    })
 }
 
 impl<S: Service, T: Transport> Conn<'_, S, T> {
@@ -555,9 +576,20 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             self.acquire();
             let parsed = match self.heads.as_deref_mut().map(|h| &mut h.request) {
                 Some(head) if self.start < self.end => {
-                    parse::parse(&self.buf[self.start..self.end], self.limits, head)
+                    let pending = &self.buf[self.start..self.end];
+                    if may_end_head(pending, self.head_scanned)
+                        || pending.len() >= self.limits.max_head
+                    {
+                        parse::parse(pending, self.limits, head)
+                    } else {
+                        Parse::Partial
+                    }
                 }
                 _ => Parse::Partial,
+            };
+            self.head_scanned = match parsed {
+                Parse::Partial => self.end - self.start,
+                _ => 0,
             };
             let keep_going = match parsed {
                 Parse::Complete(n) => {
@@ -954,5 +986,49 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         };
         self.out.clear();
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_end_head;
+
+    /// How many times a head arriving `step` bytes at a time would be parsed, following the
+    /// driver's bookkeeping (`scanned` is what the last look covered).
+    fn parses(head: &[u8], step: usize) -> usize {
+        let (mut scanned, mut parses) = (0, 0);
+        for end in (step..head.len() + step).step_by(step) {
+            let pending = &head[..end.min(head.len())];
+            if may_end_head(pending, scanned) {
+                parses += 1;
+                let ended = pending.windows(3).any(|w| w == b"\n\r\n")
+                    || pending.windows(2).any(|w| w == b"\n\n");
+                if ended {
+                    return parses;
+                }
+            }
+            scanned = pending.len();
+        }
+        panic!("the end of the head was never seen");
+    }
+
+    #[test]
+    fn regression_a_trickled_head_is_parsed_again_on_every_read() {
+        // 60 KiB in one field, one byte per read: parsed on the first byte and at its end,
+        // not 61 440 times.
+        let mut head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+        head.resize(60 * 1024, b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parses(&head, 1), 2);
+        // An end split at every place between two reads is still found.
+        for step in 1..8 {
+            assert!(parses(&head, step) <= 3, "step {step}");
+        }
+        let short = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        for step in 1..short.len() {
+            assert!(parses(short, step) <= 3, "step {step}");
+        }
+        // Bare-LF heads end too (the parser refuses them).
+        assert_eq!(parses(b"GET / HTTP/1.1\nHost: t\n\n", 1), 2);
     }
 }

@@ -87,6 +87,39 @@ fn every_request_of_a_corpus_split_at_every_byte() {
 }
 
 #[test]
+fn two_pipelined_requests_split_at_every_byte() {
+    let s = server(Limits::default());
+    let pair: &[u8] = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc\
+                        GET /?q=2 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut r = Reader::new(connect(s.addr));
+    for cut in 1..pair.len() {
+        r.send(&pair[..cut]);
+        r.send(&pair[cut..]);
+        let first = r.response(false).unwrap();
+        let second = r.response(false).unwrap();
+        assert_eq!(
+            (first.status, first.body_str().as_str(), second.status),
+            (200, "abc", 200),
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn a_large_head_trickled_a_byte_at_a_time_is_answered() {
+    let s = server(Limits::default());
+    let mut head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    head.resize(16 * 1024, b'a');
+    head.extend_from_slice(b"\r\n\r\n");
+    let mut r = Reader::new(connect(s.addr));
+    r.stream.set_nodelay(true).unwrap();
+    for b in &head {
+        r.send(std::slice::from_ref(b));
+    }
+    assert_eq!(r.response(false).unwrap().status, 200);
+}
+
+#[test]
 fn head_gets_the_headers_without_the_body() {
     let s = server(Limits::default());
     let resp = one(s.addr, b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
