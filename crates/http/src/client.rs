@@ -72,6 +72,24 @@ impl UpstreamError {
     }
 }
 
+/// Where one piece of a response body is in an [`UpstreamConn`]'s buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// Body data (empty when this piece was framing only).
+    pub data: Range<usize>,
+    /// Trailer field lines, each with its CRLF (chunked bodies only).
+    pub trailer: Range<usize>,
+}
+
+impl Piece {
+    fn data(data: Range<usize>) -> Self {
+        Self {
+            data,
+            trailer: 0..0,
+        }
+    }
+}
+
 /// One connection to an upstream, over any [`Transport`] (plain TCP by default).
 #[derive(Debug)]
 pub struct UpstreamConn<T = TcpStream> {
@@ -205,14 +223,14 @@ impl<T: Transport> UpstreamConn<T> {
         }
     }
 
-    /// The next piece of the body: `(raw, data)` spans for [`UpstreamConn::piece`], where
-    /// `raw` is the bytes as they came (chunk framing included) and `data` the body data in
-    /// them. `None` at the end.
+    /// The next piece of the body: spans for [`UpstreamConn::piece`] of the body data and,
+    /// in a chunked body, of trailer field lines (the framing itself is not relayed: a
+    /// proxy frames what it sends). `None` at the end.
     pub async fn body_piece(
         &mut self,
         framing: &mut ResponseFraming,
         deadline: Instant,
-    ) -> Result<Option<(Range<usize>, Range<usize>)>, UpstreamError> {
+    ) -> Result<Option<Piece>, UpstreamError> {
         loop {
             if framing.is_finished() {
                 return Ok(None);
@@ -225,19 +243,21 @@ impl<T: Transport> UpstreamConn<T> {
                         let n = avail.min(usize::try_from(*left).unwrap_or(usize::MAX));
                         *left -= n as u64;
                         self.start += n;
-                        return Ok(Some((at..at + n, at..at + n)));
+                        return Ok(Some(Piece::data(at..at + n)));
                     }
                     ResponseFraming::UntilClose => {
                         self.start = self.end;
-                        return Ok(Some((at..at + avail, at..at + avail)));
+                        return Ok(Some(Piece::data(at..at + avail)));
                     }
                     ResponseFraming::Chunked(d) => {
                         let r = d
                             .decode(&self.buf[at..self.end])
                             .map_err(|_| UpstreamError::Invalid)?;
                         self.start += r.consumed;
-                        let data = at + r.data.start..at + r.data.end;
-                        return Ok(Some((at..at + r.consumed, data)));
+                        return Ok(Some(Piece {
+                            data: at + r.data.start..at + r.data.end,
+                            trailer: at + r.trailer.start..at + r.trailer.end,
+                        }));
                     }
                     ResponseFraming::None => return Ok(None),
                 }

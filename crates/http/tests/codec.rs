@@ -1,6 +1,8 @@
 //! The sans-I/O codec: heads and chunked bodies, whole and split at every byte.
 
-use anygate_http::h1::chunked::{ChunkedDecoder, chunk_size_line, encode_chunk, encode_end};
+use anygate_http::h1::chunked::{
+    ChunkedDecoder, chunk_size_line, encode_chunk, encode_end, valid_trailers,
+};
 use anygate_http::h1::parse::{Framing, Head, Parse, Version, is_host, parse};
 use anygate_http::{ErrorKind, Limits};
 use proptest::prelude::*;
@@ -192,6 +194,41 @@ fn an_absolute_form_authority_is_the_host() {
             "{:?}",
             String::from_utf8_lossy(bad)
         );
+    }
+}
+
+#[test]
+fn trailer_sections_are_checked_as_fields() {
+    for good in [
+        &b""[..],
+        b"x-sum: 42\r\n",
+        b"a: 1\r\nb:\t2 3\r\n",
+        b"c:\r\n",
+    ] {
+        assert!(valid_trailers(good), "{:?}", String::from_utf8_lossy(good));
+    }
+    for bad in [
+        &b"x: a\0b\r\n"[..],
+        b"no colon\r\n",
+        b"bad name: 1\r\n",
+        b": 1\r\n",
+        b"x: 1",
+        b"x: \x07\r\n",
+    ] {
+        assert!(!valid_trailers(bad), "{:?}", String::from_utf8_lossy(bad));
+    }
+    // The decoder says where they are, across any split.
+    let body = b"3\r\nabc\r\n0\r\nx-a: 1\r\nx-b: 2\r\n\r\n";
+    for step in 1..body.len() {
+        let mut d = ChunkedDecoder::new();
+        let (mut at, mut trailers) = (0, Vec::new());
+        while !d.is_done() {
+            let end = (at + step).min(body.len());
+            let r = d.decode(&body[at..end]).unwrap();
+            trailers.extend_from_slice(&body[at + r.trailer.start..at + r.trailer.end]);
+            at += r.consumed;
+        }
+        assert_eq!(trailers, b"x-a: 1\r\nx-b: 2\r\n", "step {step}");
     }
 }
 

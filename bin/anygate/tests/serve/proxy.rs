@@ -1436,3 +1436,48 @@ fn regression_encoded_separators_climb_out_of_a_proxied_prefix() {
         (200, "GET /public/..%2Fadmin HTTP/1.1")
     );
 }
+
+#[test]
+fn regression_upstream_chunk_extensions_and_trailers_are_relayed_raw() {
+    // The chunked framing came through byte for byte: extensions, and trailer lines with
+    // NUL or control bytes.
+    let up = upstream(|seen, s| {
+        let trailer = if seen.request_line().contains("/bad") {
+            "x-evil: a\0b\r\n"
+        } else {
+            "x-sum: 42\r\n"
+        };
+        let out = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+             5;name=\"v\"\r\nhello\r\n6 ; x\r\n world\r\n0;last\r\n{trailer}\r\n"
+        );
+        s.write_all(out.as_bytes()).is_ok()
+    });
+    let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
+    for (path, trailers) in [("/good", "x-sum: 42\r\n\r\n"), ("/bad", "\r\n")] {
+        let mut client = connect(s.addrs()[0]);
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(fill(&mut client, &mut buf));
+        };
+        buf.drain(..end);
+        // The whole body, framing included: it ends with the last chunk and the trailers.
+        let tail = format!("0\r\n{trailers}");
+        while !buf.ends_with(tail.as_bytes()) {
+            assert!(fill(&mut client, &mut buf), "{path}: {buf:?}");
+        }
+        let framing = String::from_utf8_lossy(&buf).into_owned();
+        assert!(!framing.contains(';'), "{path}: {framing:?}");
+        let (body, got) = read_chunked(&mut client, &mut buf);
+        assert_eq!(
+            (body.as_slice(), got.as_str()),
+            (&b"hello world"[..], trailers)
+        );
+    }
+}

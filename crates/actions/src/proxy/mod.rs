@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anygate_http::client::{ResponseFraming, UpstreamConn, UpstreamError, keeps_connection};
-use anygate_http::h1::chunked::chunk_size_line;
+use anygate_http::h1::chunked::{chunk_size_line, valid_trailers};
 use anygate_http::h1::encode;
 use anygate_http::message::{BodyFraming, Version};
 use anygate_http::{ErrorKind, Exchange, Request};
@@ -351,8 +351,38 @@ impl Proxy {
                 }
             };
             let finished = framing.is_finished();
-            let span = if pass_chunked { piece.0 } else { piece.1 };
-            let (bytes, timer) = leased.conn.piece(span);
+            if pass_chunked {
+                // Chunked both ways: the body is framed again here, so the upstream's
+                // chunk extensions never reach the client, and its trailer section is
+                // collected (bounded by the decoder), checked, and written again.
+                let (trailer, _) = leased.conn.piece(piece.trailer.clone());
+                scratch.extend_from_slice(trailer);
+                let (bytes, timer) = leased.conn.piece(piece.data);
+                if !bytes.is_empty() {
+                    let mut line = [0u8; 18];
+                    let n = chunk_size_line(bytes.len(), &mut line);
+                    res.push_body(&line[..n]);
+                    if !res
+                        .write_body(bytes, timer, self.options.write_timeout)
+                        .await
+                    {
+                        return;
+                    }
+                    res.push_body(b"\r\n");
+                }
+                if finished {
+                    res.push_body(b"0\r\n");
+                    // A malformed trailer section (a control byte, a line that is no
+                    // field) is dropped whole; the body is still complete.
+                    if valid_trailers(scratch) {
+                        res.push_body(scratch);
+                    }
+                    res.push_body(b"\r\n");
+                    break;
+                }
+                continue;
+            }
+            let (bytes, timer) = leased.conn.piece(piece.data);
             if finished && bytes.len() <= BUFFER_LAST_PIECE {
                 res.push_body(bytes);
                 break;

@@ -52,6 +52,10 @@ pub struct Decoded {
     pub consumed: usize,
     /// Where body data is in the input (empty when there is none in this call).
     pub data: Range<usize>,
+    /// Where trailer field lines (each with its CRLF) are in the input: the trailer section
+    /// as far as this call read it (empty when there is none). A relay collects them across
+    /// calls, checks them, and writes them again.
+    pub trailer: Range<usize>,
 }
 
 /// A chunked-body decoder.
@@ -88,6 +92,7 @@ impl ChunkedDecoder {
     /// can use it before the next call), at the end of the input, or when the body is done.
     pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, ChunkError> {
         let mut i = 0;
+        let mut trailer = 0..0;
         while i < input.len() {
             let b = input[i];
             match self.state {
@@ -145,6 +150,7 @@ impl ChunkedDecoder {
                     return Ok(Decoded {
                         consumed: i + n,
                         data: i..i + n,
+                        trailer: 0..0,
                     });
                 }
                 State::DataCr => {
@@ -164,11 +170,15 @@ impl ChunkedDecoder {
                     self.state = match b {
                         b'\r' => State::EndLf,
                         b'\n' => return Err(ChunkError),
-                        _ => State::Trailer,
+                        _ => {
+                            extend(&mut trailer, i);
+                            State::Trailer
+                        }
                     };
                 }
                 State::Trailer => {
                     self.count_trailer()?;
+                    extend(&mut trailer, i);
                     match b {
                         b'\r' => self.state = State::TrailerLf,
                         b'\n' => return Err(ChunkError),
@@ -179,6 +189,7 @@ impl ChunkedDecoder {
                     if b != b'\n' {
                         return Err(ChunkError);
                     }
+                    extend(&mut trailer, i);
                     self.state = State::TrailerStart;
                 }
                 State::EndLf => {
@@ -189,12 +200,14 @@ impl ChunkedDecoder {
                     return Ok(Decoded {
                         consumed: i + 1,
                         data: 0..0,
+                        trailer,
                     });
                 }
                 State::Done => {
                     return Ok(Decoded {
                         consumed: i,
                         data: 0..0,
+                        trailer,
                     });
                 }
             }
@@ -203,6 +216,7 @@ impl ChunkedDecoder {
         Ok(Decoded {
             consumed: i,
             data: 0..0,
+            trailer,
         })
     }
 
@@ -213,6 +227,35 @@ impl ChunkedDecoder {
         }
         Ok(())
     }
+}
+
+/// Grows `range` (empty: not started) to take in byte `i` (trailer bytes are contiguous).
+fn extend(range: &mut Range<usize>, i: usize) {
+    if range.start == range.end {
+        *range = i..i + 1;
+    } else {
+        range.end = i + 1;
+    }
+}
+
+/// Whether `lines` (trailer field lines, each ending in CRLF) are all well-formed fields:
+/// a token, `:`, and a value of visible characters, spaces and tabs. A relay drops a
+/// trailer section that is not (NUL or control bytes, a line without a colon).
+pub fn valid_trailers(lines: &[u8]) -> bool {
+    let Some(body) = lines.strip_suffix(b"\r\n") else {
+        return lines.is_empty();
+    };
+    body.split(|&b| b == b'\n').all(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        crate::message::is_token(name)
+            && value
+                .iter()
+                .all(|&b| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80)
+    })
 }
 
 fn hex(b: u8) -> Option<u8> {
