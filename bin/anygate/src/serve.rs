@@ -96,6 +96,10 @@ pub fn limits(config: &Config) -> Limits {
         idle_timeout: t.idle,
         body_timeout: t.body,
         allow_underscores: config.server.allow_underscores_in_headers,
+        min_body_rate: anygate_http::MinRate {
+            bytes_per_sec: u32::try_from(l.min_body_rate).unwrap_or(u32::MAX),
+            grace: t.body_grace,
+        },
     }
 }
 

@@ -56,6 +56,9 @@ pub struct ServerLimits {
     pub max_connections: u64,
     /// Bytes of the request body an echo response shows (default 64 KiB).
     pub echo_body: u64,
+    /// The slowest average rate a request body may arrive at, bytes per second, once
+    /// `server.timeouts.body_grace` has passed (default 512; 0 = no minimum; 408 below).
+    pub min_body_rate: u64,
 }
 
 impl Default for ServerLimits {
@@ -67,6 +70,7 @@ impl Default for ServerLimits {
             max_body: 1 << 30,
             max_connections: 10_000,
             echo_body: 64 << 10,
+            min_body_rate: 512,
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct ServerTimeouts {
     pub idle: Duration,
     /// Longest pause while reading a request body (default 60s; 408 after).
     pub body: Duration,
+    /// How long a request body may take before `server.limits.min_body_rate` counts
+    /// (default 10s).
+    pub body_grace: Duration,
 }
 
 impl Default for ServerTimeouts {
@@ -88,6 +95,7 @@ impl Default for ServerTimeouts {
             head: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             body: Duration::from_secs(60),
+            body_grace: Duration::from_secs(10),
         }
     }
 }

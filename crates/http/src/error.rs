@@ -24,6 +24,8 @@ pub enum ErrorKind {
     HeadTimeout,
     /// The request body stalled longer than the body timeout.
     BodyTimeout,
+    /// The request body arrived slower than the minimum average rate.
+    BodyTooSlow,
     /// No rule matches the path.
     NotFound,
     /// A rule matches the path, but not the method.
@@ -86,7 +88,7 @@ impl ErrorKind {
             Self::Forbidden => 403,
             Self::NotFound | Self::FileNotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::HeadTimeout | Self::BodyTimeout => 408,
+            Self::HeadTimeout | Self::BodyTimeout | Self::BodyTooSlow => 408,
             Self::BodyTooLarge => 413,
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
@@ -124,6 +126,7 @@ impl ErrorKind {
             Self::MethodNotAllowed => "AG-RTE-4050",
             Self::HeadTimeout => "AG-HTTP-4080",
             Self::BodyTimeout => "AG-HTTP-4081",
+            Self::BodyTooSlow => "AG-HTTP-4082",
             Self::BodyTooLarge => "AG-HTTP-4130",
             Self::UriTooLong => "AG-HTTP-4140",
             Self::HeadersTooLarge => "AG-HTTP-4310",
@@ -161,6 +164,7 @@ impl ErrorKind {
             Self::MethodNotAllowed => "method not allowed for this path",
             Self::HeadTimeout => "the request head took too long",
             Self::BodyTimeout => "the request body stalled",
+            Self::BodyTooSlow => "the request body arrived too slowly",
             Self::BodyTooLarge => "request body too large",
             Self::UriTooLong => "request target too long",
             Self::HeadersTooLarge => "request header fields too large",
@@ -229,7 +233,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests and docs.
-    pub const ALL: [ErrorKind; 31] = [
+    pub const ALL: [ErrorKind; 32] = [
         Self::BadRequest,
         Self::BadFraming,
         Self::BadChunk,
@@ -238,6 +242,7 @@ impl ErrorKind {
         Self::IncompleteBody,
         Self::HeadTimeout,
         Self::BodyTimeout,
+        Self::BodyTooSlow,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::BodyTooLarge,

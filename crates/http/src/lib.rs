@@ -54,5 +54,5 @@ pub mod request_id;
 pub mod server;
 
 pub use error::ErrorKind;
-pub use limits::Limits;
+pub use limits::{Limits, MinRate};
 pub use server::{Acceptor, Drain, Exchange, Plain, Request, Service};

@@ -31,6 +31,40 @@ pub struct Limits {
     /// `underscores_in_headers off`): CGI-style backends map `X_Forwarded_For` and
     /// `X-Forwarded-For` onto the same variable, and `Transfer_Encoding` onto the framing.
     pub allow_underscores: bool,
+    /// The slowest a request body may arrive, on average, once its grace has passed; below
+    /// it the request gets 408 and the connection closes. Each read must also come within
+    /// `body_timeout` of the last.
+    pub min_body_rate: MinRate,
+}
+
+/// A minimum average transfer rate: after `grace`, at least `bytes_per_sec` on average
+/// since the transfer began (Apache's `mod_reqtimeout` `MinRate`: every `bytes_per_sec`
+/// bytes received buy one more second). `bytes_per_sec == 0` turns it off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinRate {
+    /// Bytes per second (0: no minimum).
+    pub bytes_per_sec: u32,
+    /// Time allowed before the rate counts.
+    pub grace: Duration,
+}
+
+impl MinRate {
+    /// No minimum.
+    pub const OFF: Self = Self {
+        bytes_per_sec: 0,
+        grace: Duration::ZERO,
+    };
+
+    /// When a transfer that began at `start` and has moved `bytes` falls below the rate;
+    /// `None` when there is no minimum.
+    pub fn deadline(&self, start: std::time::Instant, bytes: u64) -> Option<std::time::Instant> {
+        if self.bytes_per_sec == 0 {
+            return None;
+        }
+        let earned =
+            Duration::from_millis(bytes.saturating_mul(1000) / u64::from(self.bytes_per_sec));
+        start.checked_add(self.grace.saturating_add(earned))
+    }
 }
 
 impl Default for Limits {
@@ -45,6 +79,10 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             allow_underscores: false,
+            min_body_rate: MinRate {
+                bytes_per_sec: 512,
+                grace: Duration::from_secs(10),
+            },
         }
     }
 }

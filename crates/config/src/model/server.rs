@@ -30,12 +30,13 @@ impl Decoder<'_> {
                 ("head", &mut timeouts.head),
                 ("idle", &mut timeouts.idle),
                 ("body", &mut timeouts.body),
+                ("body_grace", &mut timeouts.body_grace),
             ] {
                 if let Some(n) = t.take(key) {
                     self.positive_duration(n, &format!("server.timeouts.{key}"), slot);
                 }
             }
-            t.finish(self.diags, &["head", "idle", "body"]);
+            t.finish(self.diags, &["head", "idle", "body", "body_grace"]);
         }
         if let Some(n) = f.take("allow_underscores_in_headers")
             && let Some(b) = self.bool(n, "server.allow_underscores_in_headers")
@@ -113,7 +114,7 @@ impl Decoder<'_> {
         let mut limits = ServerLimits::default();
         let mut f = Fields::new(self.diags, node, "server.limits");
         // (key, slot, smallest, largest)
-        let table: [(&str, &mut u64, u64, u64); 6] = [
+        let table: [(&str, &mut u64, u64, u64); 7] = [
             ("max_head", &mut limits.max_head, 1024, 1 << 24),
             ("max_uri", &mut limits.max_uri, 64, 1 << 24),
             ("max_headers", &mut limits.max_headers, 1, 128),
@@ -125,6 +126,12 @@ impl Decoder<'_> {
                 10_000_000,
             ),
             ("echo_body", &mut limits.echo_body, 0, 1 << 30),
+            (
+                "min_body_rate",
+                &mut limits.min_body_rate,
+                0,
+                u64::from(u32::MAX),
+            ),
         ];
         for (key, slot, min, max) in table {
             let Some(n) = f.take(key) else { continue };
@@ -142,6 +149,7 @@ impl Decoder<'_> {
                 "max_body",
                 "max_connections",
                 "echo_body",
+                "min_body_rate",
             ],
         );
         limits

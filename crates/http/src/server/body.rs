@@ -1,6 +1,8 @@
 //! The request body as the handler reads it through its [`Exchange`]: streamed from the
 //! connection's buffer, never gathered whole.
 
+use std::time::Instant;
+
 use anygate_runtime::time;
 
 use crate::error::ErrorKind;
@@ -32,6 +34,9 @@ pub(crate) struct BodyState<'c> {
     pub(crate) fills: u32,
     /// Bytes read from the socket for this body (framing included).
     pub(crate) wire: u64,
+    /// The minimum average rate, and when the first read of the body began.
+    pub(crate) rate: crate::limits::MinRate,
+    pub(crate) started: Option<Instant>,
 }
 
 impl BodyState<'_> {
@@ -52,6 +57,8 @@ impl BodyState<'_> {
             failed: None,
             fills: 0,
             wire: 0,
+            rate: crate::limits::MinRate::OFF,
+            started: None,
         }
     }
 
@@ -208,7 +215,12 @@ impl Exchange<'_> {
             Framing::Length(_) => (self.body.remaining as usize).min(self.body.buf.len()),
             _ => self.body.buf.len(),
         };
-        let deadline = time::now() + self.body.timeout;
+        // The pause allowed between two reads, and the average rate since the first.
+        let now = time::now();
+        let started = *self.body.started.get_or_insert(now);
+        let pause = now + self.body.timeout;
+        let slow = self.body.rate.deadline(started, self.body.wire);
+        let deadline = slow.map_or(pause, |s| s.min(pause));
         match read_until(
             &mut *self.io,
             &mut self.body.buf[..room],
@@ -222,6 +234,9 @@ impl Exchange<'_> {
                 self.body.end = n;
                 self.body.wire += n as u64;
                 Ok(())
+            }
+            ReadOutcome::Timeout if slow.is_some_and(|s| s < pause) => {
+                Err(self.body.fail(ErrorKind::BodyTooSlow))
             }
             ReadOutcome::Timeout => Err(self.body.fail(ErrorKind::BodyTimeout)),
             ReadOutcome::Eof

@@ -812,6 +812,8 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                 failed: None,
                 fills: 0,
                 wire: 0,
+                rate: limits.min_body_rate,
+                started: None,
             },
             timer: &mut self.timer,
             out: &mut self.out,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anygate_http::Limits;
+use anygate_http::{Limits, MinRate};
 
 use crate::support::{Reader, connect, one, server};
 
@@ -137,6 +137,56 @@ fn a_head_dribbled_byte_by_byte_does_not_reset_the_deadline() {
     );
     slow.assert_closed();
     dribble.join().unwrap();
+}
+
+#[test]
+fn regression_a_body_dribbled_under_the_pause_timeout_holds_the_connection_forever() {
+    // Each body read reset the deadline: a byte every 59 s kept a worker slot for ever.
+    // Now the body must also average `min_body_rate` once its grace has passed.
+    let s = server(Limits {
+        body_timeout: Duration::from_secs(30),
+        min_body_rate: MinRate {
+            bytes_per_sec: 512,
+            grace: Duration::from_millis(300),
+        },
+        ..Limits::default()
+    });
+    let mut slow = Reader::new(connect(s.addr));
+    slow.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+    let mut writer = slow.stream.try_clone().unwrap();
+    let started = Instant::now();
+    // A byte every 20 ms (50 B/s): far under the rate, far inside the pause timeout (the
+    // pacing is the behaviour under test, not a synchronisation).
+    let dribble = std::thread::spawn(move || {
+        use std::io::Write;
+        for _ in 0..1000 {
+            if writer.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let resp = slow.response(false).expect("a 408");
+    assert_eq!(resp.status, 408);
+    assert!(
+        resp.body_str().contains("AG-HTTP-4082"),
+        "{}",
+        resp.body_str()
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    slow.assert_closed();
+    dribble.join().unwrap();
+
+    // A body at a normal pace is not affected.
+    let mut r = Reader::new(connect(s.addr));
+    r.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n");
+    r.send(b"hello");
+    let resp = r.response(false).unwrap();
+    assert_eq!((resp.status, resp.body_str().as_str()), (200, "hello"));
 }
 
 #[test]
