@@ -54,6 +54,8 @@ pub struct ServerLimits {
     pub max_body: u64,
     /// Open connections (default 10 000; 503 above).
     pub max_connections: u64,
+    /// Open connections from one client address (default 256; 0 = no cap; 503 above).
+    pub max_connections_per_ip: u64,
     /// Bytes of the request body an echo response shows (default 64 KiB).
     pub echo_body: u64,
     /// The slowest average rate a request body may arrive at, bytes per second, once
@@ -69,6 +71,7 @@ impl Default for ServerLimits {
             max_headers: 100,
             max_body: 1 << 30,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             echo_body: 64 << 10,
             min_body_rate: 512,
         }

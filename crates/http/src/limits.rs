@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_body: u64,
     /// Open connections; past it a new connection gets 503 and is closed.
     pub max_connections: usize,
+    /// Open connections from one client address (0: no cap); past it, the same.
+    pub max_connections_per_ip: usize,
     /// From the first byte of a request head to its end (408 after it: slowloris).
     pub head_timeout: Duration,
     /// How long an idle keep-alive connection is kept.
@@ -75,6 +77,7 @@ impl Default for Limits {
             max_headers: 100,
             max_body: 1 << 30,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),

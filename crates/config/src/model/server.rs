@@ -114,7 +114,7 @@ impl Decoder<'_> {
         let mut limits = ServerLimits::default();
         let mut f = Fields::new(self.diags, node, "server.limits");
         // (key, slot, smallest, largest)
-        let table: [(&str, &mut u64, u64, u64); 7] = [
+        let table: [(&str, &mut u64, u64, u64); 8] = [
             ("max_head", &mut limits.max_head, 1024, 1 << 24),
             ("max_uri", &mut limits.max_uri, 64, 1 << 24),
             ("max_headers", &mut limits.max_headers, 1, 128),
@@ -123,6 +123,12 @@ impl Decoder<'_> {
                 "max_connections",
                 &mut limits.max_connections,
                 1,
+                10_000_000,
+            ),
+            (
+                "max_connections_per_ip",
+                &mut limits.max_connections_per_ip,
+                0,
                 10_000_000,
             ),
             ("echo_body", &mut limits.echo_body, 0, 1 << 30),
@@ -135,7 +141,10 @@ impl Decoder<'_> {
         ];
         for (key, slot, min, max) in table {
             let Some(n) = f.take(key) else { continue };
-            let units = key != "max_headers" && key != "max_connections";
+            let units = !matches!(
+                key,
+                "max_headers" | "max_connections" | "max_connections_per_ip"
+            );
             if let Some(v) = self.size(n, &format!("server.limits.{key}"), min, max, units) {
                 *slot = v;
             }
@@ -148,6 +157,7 @@ impl Decoder<'_> {
                 "max_headers",
                 "max_body",
                 "max_connections",
+                "max_connections_per_ip",
                 "echo_body",
                 "min_body_rate",
             ],

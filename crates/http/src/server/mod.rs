@@ -33,10 +33,11 @@ pub(crate) mod pool;
 mod response;
 
 use std::future::{Future, poll_fn};
+use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -256,7 +257,7 @@ impl<'a> Request<'a> {
 }
 
 /// Shared between the server's tasks and whoever stops it: a shutdown flag and the count of
-/// open connections.
+/// open connections (in all, and per client address).
 #[derive(Debug, Default)]
 pub struct Drain {
     draining: AtomicBool,
@@ -264,6 +265,74 @@ pub struct Drain {
     waiter: AtomicWaker,
     /// Bumped by every reload, so that idle connections look at their state again.
     epoch: AtomicUsize,
+    per_ip: PerIp,
+    /// Connections refused by a cap (`max_connections`, `max_connections_per_ip`).
+    refused: AtomicU64,
+}
+
+/// Open connections per client address, without a lock: a count-min sketch of two rows of
+/// counters, each address counted in one counter of each row (chosen by a hash seeded per
+/// process), its count read as the smaller of the two. Unrelated addresses can share one
+/// counter but rarely both, so the count can only err upwards and only when two busy
+/// addresses collide twice; accepting costs two atomic adds, and the memory is fixed
+/// (256 KiB) whatever the number of clients.
+#[derive(Debug)]
+struct PerIp {
+    seed: u64,
+    counts: Box<[AtomicU32]>,
+}
+
+/// Counters per row of [`PerIp`].
+const PER_IP_ROW: usize = 1 << 15;
+
+impl Default for PerIp {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        Self {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
+            counts: (0..2 * PER_IP_ROW).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+}
+
+impl PerIp {
+    fn slots(&self, ip: IpAddr) -> [usize; 2] {
+        let bits = match ip.to_canonical() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => {
+                let b = u128::from(v6);
+                (b as u64) ^ ((b >> 64) as u64).rotate_left(29)
+            }
+        };
+        // A 64-bit finaliser (splitmix64's): every input bit moves every output bit.
+        let mut h = bits ^ self.seed;
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        let mask = PER_IP_ROW as u64 - 1;
+        [
+            (h & mask) as usize,
+            PER_IP_ROW + ((h >> 32) & mask) as usize,
+        ]
+    }
+
+    /// Counts a connection from `ip`, unless `cap` (0: none) are open from it already.
+    fn enter(&self, ip: IpAddr, cap: usize) -> Option<[usize; 2]> {
+        let slots = self.slots(ip);
+        let a = self.counts[slots[0]].fetch_add(1, Ordering::AcqRel);
+        let b = self.counts[slots[1]].fetch_add(1, Ordering::AcqRel);
+        if cap != 0 && a.min(b) as usize >= cap {
+            self.leave(slots);
+            return None;
+        }
+        Some(slots)
+    }
+
+    fn leave(&self, slots: [usize; 2]) {
+        for s in slots {
+            self.counts[s].fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Drain {
@@ -315,16 +384,32 @@ impl Drain {
         .await;
     }
 
-    fn enter(self: &Arc<Self>) -> ConnGuard {
+    /// Connections refused so far by `max_connections` or `max_connections_per_ip`.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection from `ip`; `None` (and counted as refused) past either cap.
+    fn enter(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<ConnGuard> {
+        let slots = if self.open_connections() >= limits.max_connections {
+            None
+        } else {
+            self.per_ip.enter(ip, limits.max_connections_per_ip)
+        };
+        let Some(slots) = slots else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         self.open.fetch_add(1, Ordering::AcqRel);
-        ConnGuard(self.clone())
+        Some(ConnGuard(self.clone(), slots))
     }
 }
 
-struct ConnGuard(Arc<Drain>);
+struct ConnGuard(Arc<Drain>, [usize; 2]);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        self.0.per_ip.leave(self.1);
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.is_draining() {
             self.0.waiter.wake();
         }
@@ -354,12 +439,11 @@ pub async fn accept_loop<A: Acceptor, S: Service>(
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
-                if drain.open_connections() >= limits.max_connections {
+                let Some(guard) = drain.enter(peer.ip(), &limits) else {
                     anygate_runtime::spawn(reject_overloaded(stream, drain.clone()));
                     continue;
-                }
+                };
                 let _ = stream.set_nodelay(true);
-                let guard = drain.enter();
                 let (acceptor, service) = (acceptor.clone(), service.clone());
                 let (limits, drain) = (limits.clone(), drain.clone());
                 anygate_runtime::spawn(async move {
@@ -993,7 +1077,33 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::may_end_head;
+    use super::{PerIp, may_end_head};
+
+    #[test]
+    fn per_ip_counts_cap_one_address_and_leave_the_others_alone() {
+        let p = PerIp::default();
+        let ip = |i: u32| std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        let one: Vec<_> = (0..256).map(|_| p.enter(ip(1), 256).unwrap()).collect();
+        assert!(p.enter(ip(1), 256).is_none(), "the 257th");
+        // 2 000 other addresses with 4 connections each are all let in meanwhile.
+        let others: Vec<_> = (2..2002)
+            .flat_map(|i| (0..4).map(move |_| i))
+            .map(|i| p.enter(ip(i), 256).expect("another address"))
+            .collect();
+        // The mapped form of an IPv4 address is the same address.
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(p.enter(mapped, 256).is_none());
+        for s in one.into_iter().chain(others) {
+            p.leave(s);
+        }
+        assert!(
+            p.counts
+                .iter()
+                .all(|c| c.load(std::sync::atomic::Ordering::Relaxed) == 0)
+        );
+        assert!(p.enter(ip(1), 256).is_some());
+        assert!(p.enter(ip(1), 0).is_some(), "0 means no cap");
+    }
 
     /// How many times a head arriving `step` bytes at a time would be parsed, following the
     /// driver's bookkeeping (`scanned` is what the last look covered).

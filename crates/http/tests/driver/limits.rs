@@ -217,6 +217,45 @@ fn unsupported_versions_get_505() {
 }
 
 #[test]
+fn regression_one_client_takes_every_connection_slot() {
+    // max_connections was the only cap: one address could hold all of them.
+    let s = server(Limits {
+        max_connections_per_ip: 2,
+        ..Limits::default()
+    });
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut r = Reader::new(connect(s.addr));
+        r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(r.response(false).unwrap().status, 200);
+        held.push(r);
+    }
+    let mut extra = Reader::new(connect(s.addr));
+    let resp = extra.response(false).expect("a 503");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    extra.assert_closed();
+    assert_eq!(s.drain.refused_connections(), 1);
+    // Once one closes, its slot is free again.
+    held.pop()
+        .unwrap()
+        .stream
+        .shutdown(std::net::Shutdown::Both)
+        .unwrap();
+    let deadline = Instant::now() + crate::support::LIMIT;
+    while s.drain.open_connections() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection was never released"
+        );
+        std::thread::yield_now();
+    }
+    let mut r = Reader::new(connect(s.addr));
+    r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.response(false).unwrap().status, 200);
+}
+
+#[test]
 fn connections_past_the_limit_get_503_and_are_closed() {
     let s = server(Limits {
         max_connections: 3,
