@@ -247,7 +247,8 @@ pub struct Timeouts {
     pub read: Duration,
     /// Between two writes to the upstream (default 60s).
     pub write: Duration,
-    /// The whole exchange (default off).
+    /// The whole exchange (default 1h; `off` for none): on by default so that nothing a
+    /// client or an upstream does holds an upstream connection for ever.
     pub total: Option<Duration>,
 }
 
@@ -257,7 +258,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             read: Duration::from_secs(60),
             write: Duration::from_secs(60),
-            total: None,
+            total: Some(Duration::from_secs(3600)),
         }
     }
 }

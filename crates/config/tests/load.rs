@@ -1093,3 +1093,19 @@ fn fixed_bodies_that_are_json_documents_are_json() {
     assert_eq!((loc.as_str(), code), ("t.yml:2:18", "AG-CFG-1102"), "{msg}");
     assert!(msg.contains("not valid JSON"), "{msg}");
 }
+
+#[test]
+fn edge_defaults_are_safe() {
+    // SECURITY.md lists these; a change here is a change of the threat model.
+    let c = yaml("routes: {\"/\": \"OK\"}\n").unwrap();
+    assert_eq!(c.server.limits.max_connections, 10_000);
+    assert_eq!(c.server.limits.max_connections_per_ip, 256);
+    assert_eq!(c.server.limits.min_body_rate, 512);
+    assert_eq!(c.server.timeouts.body_grace, Duration::from_secs(10));
+    assert!(!c.server.allow_underscores_in_headers);
+    assert!(c.server.trusted_proxies.is_empty());
+    assert!(!c.proxy.allow_encoded_traversal);
+    assert_eq!(c.proxy.timeouts.total, Some(Duration::from_secs(3600)));
+    let off = yaml("proxy: {timeouts: {total: off}}\nroutes: {\"/\": \"OK\"}\n").unwrap();
+    assert_eq!(off.proxy.timeouts.total, None);
+}
