@@ -177,3 +177,50 @@ fn regression_a_second_instance_on_a_busy_port_fails_to_start() {
         assert_eq!(r.response(false).unwrap().body_str(), "first");
     }
 }
+
+#[test]
+fn twenty_reloads_under_keep_alive_and_new_connection_traffic_fail_no_request() {
+    let gw = Gateway::start(&config("v0"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    // Two clients on one keep-alive connection each, two opening a connection per request.
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, served, addr) = (stop.clone(), served.clone(), gw.addr);
+            std::thread::spawn(move || {
+                let keep_alive = i < 2;
+                let mut r = Reader::new(connect(addr));
+                while !stop.load(Ordering::SeqCst) {
+                    if !keep_alive {
+                        r = Reader::new(connect(addr));
+                    }
+                    r.send(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n");
+                    let resp = r.response(false).expect("no failed request");
+                    assert_eq!(resp.status, 200);
+                    let body = resp.body_str();
+                    assert!(body.starts_with('v'), "unexpected body {body:?}");
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for n in 1..=20 {
+        // Some traffic between two reloads.
+        let target = served.load(Ordering::SeqCst) + 50;
+        while served.load(Ordering::SeqCst) < target {
+            std::thread::yield_now();
+        }
+        std::fs::write(&gw.config, config(&format!("v{n}"))).unwrap();
+        gw.signal("HUP");
+        gw.wait_line("reloaded");
+    }
+    // The last configuration answers.
+    let mut r = Reader::new(connect(gw.addr));
+    r.send(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.response(false).unwrap().body_str(), "v20");
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("a client saw a failure");
+    }
+    assert!(served.load(Ordering::SeqCst) >= 20 * 50);
+}
