@@ -8,6 +8,7 @@ mod http;
 mod lifecycle;
 mod proxy;
 mod scenarios;
+mod slowloris;
 mod static_files;
 mod support;
 mod transport;
