@@ -3,6 +3,10 @@
 //! Every normal request succeeds and every slow connection is closed by its deadline (a
 //! 408 each). The normal client's p99, without and with the slow load, is printed for the
 //! bench report (`bench/reports/*-slowloris.md`), never asserted.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the test measures latencies and bounds its own run with the real clock"
+)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -77,10 +81,6 @@ impl Slow {
 }
 
 #[test]
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the test measures latencies and bounds its own run"
-)]
 fn slow_heads_and_bodies_are_cut_off_while_a_normal_client_is_served() {
     let s = in_process(
         "server:\n  listen: \"127.0.0.1:0\"\n  workers: 2\n\
