@@ -843,3 +843,32 @@ fn regression_review_the_manifest_follows_a_root_switched_back() {
     let r = get(addr, "/", &format!("If-None-Match: {etag_b}\r\n"));
     assert_eq!(r.status, 200, "B's ETag must not validate A's content");
 }
+
+#[test]
+fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
+    // A client that requests a large file and never reads it holds nothing for ever: the
+    // writes stop making progress and the connection closes after `server.timeouts.idle`.
+    let dir = TempDir::new("slow-reader");
+    std::fs::write(dir.0.join("big.bin"), vec![7u8; 64 << 20]).unwrap();
+    let s = serve(
+        &dir.0,
+        "server: {listen: \"127.0.0.1:0\", workers: 1, timeouts: {idle: 500ms}}\n\
+         routes: {\"/\": \"./\"}\n",
+    );
+    let mut stream = connect(s.addrs()[0]);
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    // Not reading: once the socket buffers are full the server's writes stall. Then read
+    // what was sent: the connection ends (EOF or reset) long before 64 MiB.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    // The first read comes after the stall has begun: the kernel buffers are a few MiB.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got > 0 && got < 64 << 20, "{got} bytes");
+}
