@@ -101,6 +101,10 @@ pub fn limits(config: &Config) -> Limits {
             bytes_per_sec: u32::try_from(l.min_body_rate).unwrap_or(u32::MAX),
             grace: t.body_grace,
         },
+        min_send_rate: anygate_http::MinRate {
+            bytes_per_sec: u32::try_from(l.min_send_rate).unwrap_or(u32::MAX),
+            grace: t.send_grace,
+        },
     }
 }
 

@@ -61,6 +61,9 @@ pub struct ServerLimits {
     /// The slowest average rate a request body may arrive at, bytes per second, once
     /// `server.timeouts.body_grace` has passed (default 512; 0 = no minimum; 408 below).
     pub min_body_rate: u64,
+    /// The slowest average rate a streamed or file response may be written at, bytes per
+    /// second, once `server.timeouts.send_grace` has passed (default 512; 0 = no minimum).
+    pub min_send_rate: u64,
 }
 
 impl Default for ServerLimits {
@@ -74,6 +77,7 @@ impl Default for ServerLimits {
             max_connections_per_ip: 256,
             echo_body: 64 << 10,
             min_body_rate: 512,
+            min_send_rate: 512,
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct ServerTimeouts {
     /// How long a request body may take before `server.limits.min_body_rate` counts
     /// (default 10s).
     pub body_grace: Duration,
+    /// How long a response may take before `server.limits.min_send_rate` counts (default
+    /// 10s).
+    pub send_grace: Duration,
 }
 
 impl Default for ServerTimeouts {
@@ -99,6 +106,7 @@ impl Default for ServerTimeouts {
             idle: Duration::from_secs(60),
             body: Duration::from_secs(60),
             body_grace: Duration::from_secs(10),
+            send_grace: Duration::from_secs(10),
         }
     }
 }

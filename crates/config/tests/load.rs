@@ -1102,6 +1102,8 @@ fn edge_defaults_are_safe() {
     assert_eq!(c.server.limits.max_connections_per_ip, 256);
     assert_eq!(c.server.limits.min_body_rate, 512);
     assert_eq!(c.server.timeouts.body_grace, Duration::from_secs(10));
+    assert_eq!(c.server.limits.min_send_rate, 512);
+    assert_eq!(c.server.timeouts.send_grace, Duration::from_secs(10));
     assert!(!c.server.allow_underscores_in_headers);
     assert!(c.server.trusted_proxies.is_empty());
     assert!(!c.proxy.allow_encoded_traversal);

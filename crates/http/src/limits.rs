@@ -37,6 +37,10 @@ pub struct Limits {
     /// it the request gets 408 and the connection closes. Each read must also come within
     /// `body_timeout` of the last.
     pub min_body_rate: MinRate,
+    /// The slowest a streamed or file response may be written to the client, on average,
+    /// once its grace has passed; below it the connection closes (the response is cut
+    /// short). Each write must also make progress within its own timeout.
+    pub min_send_rate: MinRate,
 }
 
 /// A minimum average transfer rate: after `grace`, at least `bytes_per_sec` on average
@@ -83,6 +87,10 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(60),
             allow_underscores: false,
             min_body_rate: MinRate {
+                bytes_per_sec: 512,
+                grace: Duration::from_secs(10),
+            },
+            min_send_rate: MinRate {
                 bytes_per_sec: 512,
                 grace: Duration::from_secs(10),
             },

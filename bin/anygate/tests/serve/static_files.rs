@@ -872,3 +872,48 @@ fn a_reader_that_stops_reading_is_cut_off_by_the_write_timeout() {
     }
     assert!(got > 0 && got < 64 << 20, "{got} bytes");
 }
+
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test bounds its own run with the real clock"
+)]
+fn regression_a_reader_that_keeps_taking_a_little_holds_the_connection_forever() {
+    // Each write made progress within its timeout, so a reader taking a few KiB at a time
+    // held the connection as long as it liked. Now the response must also average
+    // `server.limits.min_send_rate` once `send_grace` has passed.
+    let dir = TempDir::new("trickle-reader");
+    std::fs::write(dir.0.join("big.bin"), vec![7u8; 64 << 20]).unwrap();
+    let s = serve(
+        &dir.0,
+        "server:\n  listen: \"127.0.0.1:0\"\n  workers: 1\n\
+         \x20 limits: {min_send_rate: 8MiB}\n  timeouts: {idle: 30s, send_grace: 500ms}\n\
+         routes: {\"/\": \"./\"}\n",
+    );
+    let mut stream = connect(s.addrs()[0]);
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    // For 3 s, 16 KiB every 50 ms (about 320 KiB/s, far under the rate; the pace is the
+    // behaviour under test). The socket buffers hold megabytes, so the server sees this as
+    // writes that take long; with the minimum rate it gives up after about a second, with
+    // only the 30 s stall timeout it would go on.
+    let started = std::time::Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 16 << 10];
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Then as fast as possible: what the server had sent before it gave up, and the end.
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 64 << 20, "{got} bytes");
+}

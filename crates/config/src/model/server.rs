@@ -31,12 +31,16 @@ impl Decoder<'_> {
                 ("idle", &mut timeouts.idle),
                 ("body", &mut timeouts.body),
                 ("body_grace", &mut timeouts.body_grace),
+                ("send_grace", &mut timeouts.send_grace),
             ] {
                 if let Some(n) = t.take(key) {
                     self.positive_duration(n, &format!("server.timeouts.{key}"), slot);
                 }
             }
-            t.finish(self.diags, &["head", "idle", "body", "body_grace"]);
+            t.finish(
+                self.diags,
+                &["head", "idle", "body", "body_grace", "send_grace"],
+            );
         }
         if let Some(n) = f.take("allow_underscores_in_headers")
             && let Some(b) = self.bool(n, "server.allow_underscores_in_headers")
@@ -114,7 +118,7 @@ impl Decoder<'_> {
         let mut limits = ServerLimits::default();
         let mut f = Fields::new(self.diags, node, "server.limits");
         // (key, slot, smallest, largest)
-        let table: [(&str, &mut u64, u64, u64); 8] = [
+        let table: [(&str, &mut u64, u64, u64); 9] = [
             ("max_head", &mut limits.max_head, 1024, 1 << 24),
             ("max_uri", &mut limits.max_uri, 64, 1 << 24),
             ("max_headers", &mut limits.max_headers, 1, 128),
@@ -135,6 +139,12 @@ impl Decoder<'_> {
             (
                 "min_body_rate",
                 &mut limits.min_body_rate,
+                0,
+                u64::from(u32::MAX),
+            ),
+            (
+                "min_send_rate",
+                &mut limits.min_send_rate,
                 0,
                 u64::from(u32::MAX),
             ),
@@ -160,6 +170,7 @@ impl Decoder<'_> {
                 "max_connections_per_ip",
                 "echo_body",
                 "min_body_rate",
+                "min_send_rate",
             ],
         );
         limits

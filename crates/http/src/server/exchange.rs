@@ -21,7 +21,7 @@ use crate::error::ErrorKind;
 use crate::message::ResponseHead;
 use crate::server::Drain;
 use crate::server::body::BodyState;
-use crate::server::io::writev_progress;
+use crate::server::io::{Pace, writev_progress};
 use crate::server::response::{HeadHook, Tail};
 
 /// What is known of one request as it goes, protocol-neutral: the driver fills timing,
@@ -117,6 +117,10 @@ pub struct Exchange<'c> {
     /// Sees the head before it is encoded.
     pub(crate) hook: Option<Arc<dyn HeadHook>>,
     pub(crate) ctx: Ctx,
+    /// The slowest average rate a streamed response may be written at, and when its first
+    /// write began.
+    pub(crate) send_rate: crate::limits::MinRate,
+    pub(crate) send_started: Option<Instant>,
 }
 
 impl std::fmt::Debug for Exchange<'_> {
@@ -171,7 +175,24 @@ impl Exchange<'_> {
         if self.out.is_empty() && data.is_empty() {
             return true;
         }
-        let ok = writev_progress(&mut *self.io, [self.out, data], timer, timeout).await;
+        self.ctx.bytes_out += data.len() as u64;
+        // The average rate counts from the first write of the response; what went before
+        // this call was `bytes_out` less what is being written now.
+        let started = *self
+            .send_started
+            .get_or_insert_with(anygate_runtime::time::now);
+        let mut pace = Pace {
+            stall: timeout,
+            rate: self.send_rate,
+            started,
+            // (`out` may also hold an earlier pipelined response, counted in its own
+            // request's context.)
+            sent: self
+                .ctx
+                .bytes_out
+                .saturating_sub((self.out.len() + data.len()) as u64),
+        };
+        let ok = writev_progress(&mut *self.io, [self.out, data], timer, &mut pace).await;
         self.out.clear();
         if !ok {
             self.close = true;

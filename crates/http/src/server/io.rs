@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anygate_runtime::time::{self, Sleep};
 use anygate_runtime::transport::Transport;
 
+use crate::limits::MinRate;
 use crate::server::Drain;
 use crate::server::response::FileBody;
 
@@ -161,15 +162,49 @@ pub(crate) fn writev_all_until<'a, T: Transport + ?Sized>(
     writev_all(stream, bufs, timer, deadline, None)
 }
 
-/// Writes all of `bufs` (in order), allowing `timeout` between two writes that make
-/// progress (a long body to a slow but live peer is fine); `false` on timeout or error.
+/// How slowly a response may be written: each write must make progress within `stall`,
+/// and once the rate's grace has passed the response must average the minimum rate since
+/// `started` (a reader that takes a few bytes a minute keeps each write progressing, but
+/// not the average).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    pub(crate) stall: Duration,
+    pub(crate) rate: MinRate,
+    pub(crate) started: Instant,
+    /// Bytes written since `started`.
+    pub(crate) sent: u64,
+}
+
+impl Pace {
+    /// A response starting now.
+    pub(crate) fn new(stall: Duration, rate: MinRate) -> Self {
+        Self {
+            stall,
+            rate,
+            started: time::now(),
+            sent: 0,
+        }
+    }
+
+    /// When the next write must have made progress.
+    fn deadline(&self) -> Instant {
+        let pause = time::now() + self.stall;
+        self.rate
+            .deadline(self.started, self.sent)
+            .map_or(pause, |d| d.min(pause))
+    }
+}
+
+/// Writes all of `bufs` (in order) at `pace` (a long body to a slow but live peer is fine);
+/// `false` on timeout or error. `pace.sent` counts what was written.
 pub(crate) fn writev_progress<'a, T: Transport + ?Sized>(
     stream: &'a mut T,
     bufs: [&'a [u8]; 2],
     timer: &'a mut Sleep,
-    timeout: Duration,
+    pace: &'a mut Pace,
 ) -> impl Future<Output = bool> + 'a {
-    writev_all(stream, bufs, timer, time::now() + timeout, Some(timeout))
+    let deadline = pace.deadline();
+    writev_all(stream, bufs, timer, deadline, Some(pace))
 }
 
 /// The write loop behind the helpers above. These are plain functions returning the
@@ -181,7 +216,7 @@ fn writev_all<'a, T: Transport + ?Sized>(
     bufs: [&'a [u8]; 2],
     timer: &'a mut Sleep,
     mut deadline: Instant,
-    progress: Option<Duration>,
+    mut pace: Option<&'a mut Pace>,
 ) -> impl Future<Output = bool> + 'a {
     arm(timer, deadline);
     let (mut first, mut second) = (bufs[0], bufs[1]);
@@ -198,12 +233,15 @@ fn writev_all<'a, T: Transport + ?Sized>(
             match stream.poll_writev(cx, parts) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(false),
                 Poll::Ready(Ok(mut n)) => {
+                    if let Some(p) = pace.as_deref_mut() {
+                        p.sent += n as u64;
+                    }
                     let a = n.min(first.len());
                     first = &first[a..];
                     n -= a;
                     second = &second[n.min(second.len())..];
-                    if let Some(t) = progress {
-                        deadline = time::now() + t;
+                    if let Some(p) = pace.as_deref() {
+                        deadline = p.deadline();
                     }
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -264,18 +302,18 @@ pub(crate) async fn write_file_body<T: Transport + ?Sized>(
     head: &[u8],
     body: &FileBody,
     timer: &mut Sleep,
-    timeout: Duration,
+    pace: &mut Pace,
 ) -> bool {
     if !stream.can_sendfile() {
         let mut buf = super::pool::take_input(COPY_CHUNK);
-        let ok = write_file_parts(stream, head, body, timer, timeout, Some(&mut buf)).await;
+        let ok = write_file_parts(stream, head, body, timer, pace, Some(&mut buf)).await;
         super::pool::give_input(buf);
         return ok;
     }
     // Corked, the head joins the file's first segment and partial segments wait for the
     // next transfer; uncorking at the end pushes the tail out.
     let _ = stream.set_cork(true);
-    let ok = write_file_parts(stream, head, body, timer, timeout, None).await;
+    let ok = write_file_parts(stream, head, body, timer, pace, None).await;
     let _ = stream.set_cork(false);
     ok
 }
@@ -288,37 +326,26 @@ async fn write_file_parts<T: Transport + ?Sized>(
     head: &[u8],
     body: &FileBody,
     timer: &mut Sleep,
-    timeout: Duration,
+    pace: &mut Pace,
     mut copy: Option<&mut Vec<u8>>,
 ) -> bool {
     let mut head = head;
     for part in &body.parts {
-        let deadline = time::now() + timeout;
-        if !writev_all_until(stream, [head, &part.before], timer, deadline).await {
+        if !writev_progress(stream, [head, &part.before], timer, pace).await {
             return false;
         }
         head = &[];
         let sent = match copy.as_deref_mut() {
             Some(buf) => {
-                copy_range(
-                    stream,
-                    &body.file,
-                    part.offset,
-                    part.len,
-                    buf,
-                    timer,
-                    timeout,
-                )
-                .await
+                copy_range(stream, &body.file, part.offset, part.len, buf, timer, pace).await
             }
-            None => sendfile_all(stream, &body.file, part.offset, part.len, timer, timeout).await,
+            None => sendfile_all(stream, &body.file, part.offset, part.len, timer, pace).await,
         };
         if !sent {
             return false;
         }
     }
-    let deadline = time::now() + timeout;
-    writev_all_until(stream, [head, &body.trailer], timer, deadline).await
+    writev_progress(stream, [head, &body.trailer], timer, pace).await
 }
 
 /// Reads `len` bytes of `file` from `offset` into `buf`, piece by piece, and writes them;
@@ -330,7 +357,7 @@ async fn copy_range<T: Transport + ?Sized>(
     mut left: u64,
     buf: &mut [u8],
     timer: &mut Sleep,
-    timeout: Duration,
+    pace: &mut Pace,
 ) -> bool {
     use std::os::unix::fs::FileExt;
     while left > 0 {
@@ -339,7 +366,7 @@ async fn copy_range<T: Transport + ?Sized>(
             Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
-        if !writev_progress(stream, [&buf[..n], &[]], timer, timeout).await {
+        if !writev_progress(stream, [&buf[..n], &[]], timer, pace).await {
             return false;
         }
         offset += n as u64;
@@ -358,9 +385,9 @@ async fn sendfile_all<T: Transport + ?Sized>(
     mut offset: u64,
     mut len: u64,
     timer: &mut Sleep,
-    timeout: Duration,
+    pace: &mut Pace,
 ) -> bool {
-    let mut deadline = time::now() + timeout;
+    let mut deadline = pace.deadline();
     arm(timer, deadline);
     poll_fn(|cx| {
         while len > 0 {
@@ -370,7 +397,8 @@ async fn sendfile_all<T: Transport + ?Sized>(
                 Poll::Ready(Ok(0)) => return Poll::Ready(false),
                 Poll::Ready(Ok(n)) => {
                     len = len.saturating_sub(n as u64);
-                    deadline = time::now() + timeout;
+                    pace.sent += n as u64;
+                    deadline = pace.deadline();
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(false),

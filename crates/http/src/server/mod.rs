@@ -495,6 +495,8 @@ async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
         head: &mut head,
         hook: None,
         ctx: Ctx::new(),
+        send_rate: crate::limits::MinRate::OFF,
+        send_started: None,
     };
     ex.error_with(ErrorKind::Overloaded, None, &[(b"retry-after", b"1")]);
     if io::write_all_until(&mut stream, &out, &mut timer, deadline).await
@@ -817,6 +819,8 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             head,
             hook: None,
             ctx: Ctx::new(),
+            send_rate: crate::limits::MinRate::OFF,
+            send_started: None,
         };
         ex.error(kind, None);
     }
@@ -915,6 +919,8 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             head: response,
             hook: None,
             ctx,
+            send_rate: limits.min_send_rate,
+            send_started: None,
         };
         let panicked = {
             let mut call = pin!(self.service.call(&mut self.state, &req, &mut ex));
@@ -1066,8 +1072,15 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                 .await
             }
             Tail::File(file) => {
-                io::write_file_body(&mut self.stream, &self.out, file, &mut self.timer, timeout)
-                    .await
+                let mut pace = io::Pace::new(timeout, self.limits.min_send_rate);
+                io::write_file_body(
+                    &mut self.stream,
+                    &self.out,
+                    file,
+                    &mut self.timer,
+                    &mut pace,
+                )
+                .await
             }
         };
         self.out.clear();
