@@ -30,6 +30,25 @@ impl Cidr {
                 _ => return Err(format!("`{text}`: the prefix length must be 0 to {max}")),
             },
         };
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) is the IPv4 range it maps: peers are
+        // compared in their IPv4 form, and the mapped form would never match.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                if prefix < 96 {
+                    return Err(format!(
+                        "`{text}` mixes IPv6 and IPv4-mapped addresses: list the IPv4 range"
+                    ));
+                }
+                (
+                    IpAddr::V4(
+                        v6.to_ipv4_mapped()
+                            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    ),
+                    prefix - 96,
+                )
+            }
+            _ => (addr, prefix),
+        };
         let cidr = Self { addr, prefix };
         if cidr.network() != bits(addr) {
             return Err(format!(
@@ -114,6 +133,14 @@ mod tests {
         assert!(Cidr::parse("::/0").unwrap().contains(ip("::1")));
         assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
         assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        let mapped = Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert!(mapped.contains(ip("10.9.9.9")) && mapped.contains(ip("::ffff:10.9.9.9")));
+        assert!(
+            Cidr::parse("::ffff:10.0.0.5")
+                .unwrap()
+                .contains(ip("10.0.0.5"))
+        );
     }
 
     #[test]
@@ -129,6 +156,7 @@ mod tests {
             ("10.0.0.0/", "0 to 32"),
             ("example.com", "not an IP address"),
             ("", "not an IP address"),
+            ("::ffff:0.0.0.0/95", "list the IPv4 range"),
         ] {
             let e = Cidr::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

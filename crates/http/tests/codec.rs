@@ -128,6 +128,25 @@ fn invalid_heads() {
 }
 
 #[test]
+fn regression_endless_empty_lines_before_the_request_line() {
+    // Each one made the head "maybe complete": parsed again on every read.
+    let (p, _) = head(b"\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(matches!(p, Parse::Complete(_)), "{p:?}");
+    for raw in [
+        &b"\r\n\r\n\r\n"[..],
+        b"\n\n\n\n\n",
+        b"\r\n\r\n\r\nGET / HTTP/1.1\r\n",
+    ] {
+        assert_eq!(
+            head(raw).0,
+            Parse::Invalid(ErrorKind::BadRequest),
+            "{raw:?}"
+        );
+    }
+    assert_eq!(head(b"\r\n\r\n").0, Parse::Partial);
+}
+
+#[test]
 fn host_syntax() {
     for good in [
         "a.example",
@@ -186,6 +205,8 @@ fn an_absolute_form_authority_is_the_host() {
         b"GET http://a.example:81/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
         b"GET http://user@a.example/x HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
         b"GET http://a%zz/x HTTP/1.1\r\nHost: a%zz\r\n\r\n",
+        b"GET http:///x HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET http://:80/x HTTP/1.1\r\nHost: :80\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a b/#@x\r\n\r\n",
     ] {
         assert_eq!(
@@ -214,6 +235,9 @@ fn trailer_sections_are_checked_as_fields() {
         b": 1\r\n",
         b"x: 1",
         b"x: \x07\r\n",
+        b"x-sum: 1\r\nContent-Length: 5\r\n",
+        b"set-cookie: a=b\r\n",
+        b"Host: elsewhere\r\n",
     ] {
         assert!(!valid_trailers(bad), "{:?}", String::from_utf8_lossy(bad));
     }

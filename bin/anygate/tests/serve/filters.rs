@@ -563,3 +563,25 @@ fn the_client_address_is_the_right_most_untrusted_hop() {
         ip("127.0.0.1")
     );
 }
+
+#[test]
+fn regression_streamed_proxy_bodies_are_not_counted_in_bytes_out() {
+    // Exchange::write_body did not count what it wrote: only a proxied body's last,
+    // buffered piece reached Ctx::bytes_out.
+    let up = upstream(|_, s| reply(s, "", &vec![b'z'; 200_000]));
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\n\
+         plugins: [{{kind: tag, args: {{name: g}}}}]\n\
+         routes: {{\"/big\": \"http://{}/big\"}}\n",
+        up.addr
+    );
+    let (tx, events) = channel();
+    let (pre_tx, _pres) = channel();
+    let s = start(&yaml, tx, pre_tx).unwrap();
+    let wire = exchange_bytes(
+        s.addrs()[0],
+        b"GET /big HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    );
+    assert!(wire.len() > 200_000);
+    assert_eq!(observed(&events, "g").bytes_out, wire.len() as u64);
+}

@@ -1369,7 +1369,9 @@ fn an_absolute_form_authority_is_the_forwarded_host() {
 fn regression_a_client_chooses_the_address_a_backend_sees() {
     // Incoming forwarding fields were appended to or passed through from any peer.
     let spoof = "x-forwarded-for: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\n\
-                 x-forwarded-proto: https\r\nx-forwarded-host: evil.test\r\nx-real-ip: 6.6.6.6\r\n";
+                 x-forwarded-proto: https\r\nx-forwarded-host: evil.test\r\nx-real-ip: 6.6.6.6\r\n\
+                 x-forwarded-port: 443\r\nx-forwarded-prefix: /admin\r\ntrue-client-ip: 6.6.6.6\r\n\
+                 cf-connecting-ip: 6.6.6.6\r\nx-client-ip: 6.6.6.6\r\n";
     let up = upstream(|_, s| reply(s, "", b"ok"));
     let s = gateway("  \"/\": \"http://up/\"\n", &up, "");
     assert_eq!(get(s.addrs()[0], "/x", spoof).status, 200);
@@ -1381,7 +1383,16 @@ fn regression_a_client_chooses_the_address_a_backend_sees() {
     );
     assert_eq!(seen.fields("x-forwarded-proto"), ["http"]);
     assert_eq!(seen.fields("x-forwarded-host"), ["gw.test"]);
-    assert!(seen.fields("x-real-ip").is_empty(), "{}", seen.head);
+    for claim in [
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+    ] {
+        assert!(seen.fields(claim).is_empty(), "{claim}: {}", seen.head);
+    }
 
     // From a trusted proxy they are believed: chains extended, the rest passed on.
     let up = upstream(|_, s| reply(s, "", b"ok"));
@@ -1401,6 +1412,7 @@ fn regression_a_client_chooses_the_address_a_backend_sees() {
     assert_eq!(seen.fields("x-forwarded-proto"), ["https"]);
     assert_eq!(seen.fields("x-forwarded-host"), ["evil.test"]);
     assert_eq!(seen.fields("x-real-ip"), ["6.6.6.6"]);
+    assert_eq!(seen.fields("x-forwarded-prefix"), ["/admin"]);
 }
 
 #[test]

@@ -57,6 +57,24 @@ const REWRITTEN_UP: [&[u8]; 8] = [
     b"x-request-id",
 ];
 
+/// Fields in which a proxy in front tells what the client was (address, scheme, port,
+/// prefix), besides the ones the gateway writes itself: believed only from a trusted proxy
+/// and otherwise dropped, since frameworks (Werkzeug's ProxyFix, Spring's forwarded-header
+/// filter, CDN integrations) read them.
+const CLIENT_CLAIMS: [&[u8]; 11] = [
+    b"x-real-ip",
+    b"x-forwarded-port",
+    b"x-forwarded-prefix",
+    b"x-forwarded-server",
+    b"x-forwarded-ssl",
+    b"x-forwarded-scheme",
+    b"x-client-ip",
+    b"x-cluster-client-ip",
+    b"true-client-ip",
+    b"cf-connecting-ip",
+    b"fastly-client-ip",
+];
+
 fn is_one_of(name: &[u8], list: &[&[u8]]) -> bool {
     list.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
@@ -120,7 +138,7 @@ pub(super) fn request_head(
     for (name, value) in req.headers() {
         if is_one_of(name, &HOP_BY_HOP)
             || is_one_of(name, &REWRITTEN_UP)
-            || (!trusted && name.eq_ignore_ascii_case(b"x-real-ip"))
+            || (!trusted && is_one_of(name, &CLIENT_CLAIMS))
             || named_in_connection(name, connection())
         {
             continue;

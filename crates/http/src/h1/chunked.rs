@@ -238,9 +238,30 @@ fn extend(range: &mut Range<usize>, i: usize) {
     }
 }
 
-/// Whether `lines` (trailer field lines, each ending in CRLF) are all well-formed fields:
-/// a token, `:`, and a value of visible characters, spaces and tabs. A relay drops a
-/// trailer section that is not (NUL or control bytes, a line without a colon).
+/// Fields that must not come as trailers (RFC 9110 §6.5.1: framing, routing, connection
+/// control, authentication, and what describes the content): a recipient that merged them
+/// into the head would let the body's sender change them after the fact.
+const NOT_TRAILERS: [&[u8]; 14] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"host",
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"authorization",
+    b"set-cookie",
+    b"content-encoding",
+    b"content-type",
+    b"content-range",
+    b"location",
+];
+
+/// Whether `lines` (trailer field lines, each ending in CRLF) are all well-formed fields
+/// that may come as trailers: a token, `:`, a value of visible characters, spaces and
+/// tabs, and none of the fields RFC 9110 keeps out of trailers (`Content-Length`, `Host`,
+/// `Set-Cookie`, ...). A relay drops a trailer section that is not.
 pub fn valid_trailers(lines: &[u8]) -> bool {
     let Some(body) = lines.strip_suffix(b"\r\n") else {
         return lines.is_empty();
@@ -252,6 +273,7 @@ pub fn valid_trailers(lines: &[u8]) -> bool {
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         crate::message::is_token(name)
+            && !NOT_TRAILERS.iter().any(|n| name.eq_ignore_ascii_case(n))
             && value
                 .iter()
                 .all(|&b| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80)

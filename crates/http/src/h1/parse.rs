@@ -141,6 +141,18 @@ pub enum Parse {
 pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
     // Spans are `u32`: whatever the configuration, a head is never larger than 1 GiB.
     let max_head = limits.max_head.min(1 << 30);
+    // Empty lines before the request line are skipped (RFC 9112 §2.2), but only a few:
+    // an endless run of them would otherwise keep a head "maybe complete" on every read,
+    // and be parsed again each time.
+    if matches!(buf.first(), Some(b'\r' | b'\n'))
+        && buf
+            .iter()
+            .take(MAX_LEADING_EMPTY + 1)
+            .all(|&b| b == b'\r' || b == b'\n')
+        && buf.len() > MAX_LEADING_EMPTY
+    {
+        return Parse::Invalid(ErrorKind::BadRequest);
+    }
     // Uninitialised storage: initialising 128 headers would cost a 4 KiB memset per request.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let max = limits.max_headers.clamp(1, MAX_HEADERS);
@@ -214,13 +226,17 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut Head) -> Parse {
         let agrees = head
             .host
             .is_none_or(|h| h.get(buf).eq_ignore_ascii_case(authority));
-        if !is_host(authority) || !agrees {
+        // An http(s) URI needs a host (RFC 9110 §4.2.1): `http:///x` is refused.
+        if authority.is_empty() || authority.starts_with(b":") || !is_host(authority) || !agrees {
             return Parse::Invalid(ErrorKind::BadHost);
         }
         head.host = Some(Span::of(buf, authority));
     }
     Parse::Complete(len)
 }
+
+/// Bytes of empty lines accepted before a request line (two CRLFs).
+const MAX_LEADING_EMPTY: usize = 4;
 
 /// Whether `v` is a valid `Host` (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name (letters,
 /// digits, `-._~!$&'()*+,;=` and `%XX`; IPv4 is one), or an IPv6 literal in brackets,

@@ -285,6 +285,13 @@ struct PerIp {
 /// Counters per row of [`PerIp`].
 const PER_IP_ROW: usize = 1 << 15;
 
+/// A 64-bit finaliser (splitmix64's): every input bit moves every output bit.
+fn mix(mut h: u64) -> u64 {
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 impl Default for PerIp {
     fn default() -> Self {
         use std::hash::BuildHasher;
@@ -296,19 +303,16 @@ impl Default for PerIp {
 }
 
 impl PerIp {
+    /// The counters of `ip`: an IPv4 address, or an IPv6 address's /64 (one client's
+    /// network: a host picks any of its 2^64 addresses at will). The seed goes in before
+    /// any bit of the address, and the family is part of the key, so two clients that
+    /// share counters cannot be chosen without knowing the seed.
     fn slots(&self, ip: IpAddr) -> [usize; 2] {
-        let bits = match ip.to_canonical() {
-            IpAddr::V4(v4) => u64::from(u32::from(v4)),
-            IpAddr::V6(v6) => {
-                let b = u128::from(v6);
-                (b as u64) ^ ((b >> 64) as u64).rotate_left(29)
-            }
+        let (family, bits) = match ip.to_canonical() {
+            IpAddr::V4(v4) => (4u64, u64::from(u32::from(v4))),
+            IpAddr::V6(v6) => (6u64, (u128::from(v6) >> 64) as u64),
         };
-        // A 64-bit finaliser (splitmix64's): every input bit moves every output bit.
-        let mut h = bits ^ self.seed;
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^= h >> 31;
+        let h = mix(mix(self.seed ^ family) ^ bits);
         let mask = PER_IP_ROW as u64 - 1;
         [
             (h & mask) as usize,
@@ -1116,6 +1120,13 @@ mod tests {
         );
         assert!(p.enter(ip(1), 256).is_some());
         assert!(p.enter(ip(1), 0).is_some(), "0 means no cap");
+        // An IPv6 client is its /64: another address of it does not get a fresh count.
+        let v6 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let _held: Vec<_> = (0..256)
+            .map(|_| p.enter(v6("2001:db8:1:2::1"), 256).unwrap())
+            .collect();
+        assert!(p.enter(v6("2001:db8:1:2:ffff::9"), 256).is_none());
+        assert!(p.enter(v6("2001:db8:1:3::1"), 256).is_some());
     }
 
     /// How many times a head arriving `step` bytes at a time would be parsed, following the

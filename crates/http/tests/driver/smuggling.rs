@@ -79,6 +79,11 @@ fn obs_fold_bare_lf_and_bad_header_syntax() {
     rejected("GET / HTTP/1.1\nHost: t\r\n\r\n", "AG-HTTP-4000");
     rejected("GET / HTTP/1.1\r\nHost: t\n\r\n", "AG-HTTP-4000");
     rejected("GET / HTTP/1.1\r\nHost : t\r\n\r\n", "AG-HTTP-4000");
+    // More than two empty lines before the request line.
+    rejected(
+        "\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        "AG-HTTP-4000",
+    );
     rejected("GET / HTTP/1.1\r\nHo\0st: t\r\n\r\n", "AG-HTTP-4000");
     rejected("GET  / HTTP/1.1\r\nHost: t\r\n\r\n", "AG-HTTP-4000");
 }
