@@ -93,6 +93,7 @@ pub fn limits(config: &Config) -> Limits {
         max_body: l.max_body,
         max_connections: size(l.max_connections),
         max_connections_per_ip: size(l.max_connections_per_ip),
+        head_memory: size(l.head_memory),
         head_timeout: t.head,
         idle_timeout: t.idle,
         body_timeout: t.body,

@@ -56,6 +56,9 @@ pub struct ServerLimits {
     pub max_connections: u64,
     /// Open connections from one client address (default 256; 0 = no cap; 503 above).
     pub max_connections_per_ip: u64,
+    /// Bytes input buffers may grow by for heads over 8 KiB, all connections together
+    /// (default 64 MiB; 0 = no bound; 503 above).
+    pub head_memory: u64,
     /// Bytes of the request body an echo response shows (default 64 KiB).
     pub echo_body: u64,
     /// The slowest average rate a request body may arrive at, bytes per second, once
@@ -75,6 +78,7 @@ impl Default for ServerLimits {
             max_body: 1 << 30,
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            head_memory: 64 << 20,
             echo_body: 64 << 10,
             min_body_rate: 512,
             min_send_rate: 512,

@@ -1100,6 +1100,7 @@ fn edge_defaults_are_safe() {
     let c = yaml("routes: {\"/\": \"OK\"}\n").unwrap();
     assert_eq!(c.server.limits.max_connections, 10_000);
     assert_eq!(c.server.limits.max_connections_per_ip, 256);
+    assert_eq!(c.server.limits.head_memory, 64 << 20);
     assert_eq!(c.server.limits.min_body_rate, 512);
     assert_eq!(c.server.timeouts.body_grace, Duration::from_secs(10));
     assert_eq!(c.server.limits.min_send_rate, 512);

@@ -22,6 +22,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections from one client address (0: no cap); past it, the same.
     pub max_connections_per_ip: usize,
+    /// Bytes that input buffers may grow by for heads larger than the first buffer, all
+    /// connections together (0: no bound); a head that would need more gets 503. Each
+    /// connection holds at most `max_head`, so without it 10 000 slow clients sending large
+    /// heads could hold 640 MiB.
+    pub head_memory: usize,
     /// From the first byte of a request head to its end (408 after it: slowloris).
     pub head_timeout: Duration,
     /// How long an idle keep-alive connection is kept.
@@ -82,6 +87,7 @@ impl Default for Limits {
             max_body: 1 << 30,
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            head_memory: 64 << 20,
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),

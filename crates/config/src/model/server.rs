@@ -118,7 +118,7 @@ impl Decoder<'_> {
         let mut limits = ServerLimits::default();
         let mut f = Fields::new(self.diags, node, "server.limits");
         // (key, slot, smallest, largest)
-        let table: [(&str, &mut u64, u64, u64); 9] = [
+        let table: [(&str, &mut u64, u64, u64); 10] = [
             ("max_head", &mut limits.max_head, 1024, 1 << 24),
             ("max_uri", &mut limits.max_uri, 64, 1 << 24),
             ("max_headers", &mut limits.max_headers, 1, 128),
@@ -135,6 +135,7 @@ impl Decoder<'_> {
                 0,
                 10_000_000,
             ),
+            ("head_memory", &mut limits.head_memory, 0, 1 << 40),
             ("echo_body", &mut limits.echo_body, 0, 1 << 30),
             (
                 "min_body_rate",
@@ -168,6 +169,7 @@ impl Decoder<'_> {
                 "max_body",
                 "max_connections",
                 "max_connections_per_ip",
+                "head_memory",
                 "echo_body",
                 "min_body_rate",
                 "min_send_rate",

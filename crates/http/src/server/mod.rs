@@ -268,6 +268,9 @@ pub struct Drain {
     per_ip: PerIp,
     /// Connections refused by a cap (`max_connections`, `max_connections_per_ip`).
     refused: AtomicU64,
+    /// Bytes input buffers have grown by for large heads, all connections together (see
+    /// `Limits::head_memory`). Touched only when a head outgrows its buffer.
+    head_memory: AtomicUsize,
 }
 
 /// Open connections per client address, without a lock: a count-min sketch of two rows of
@@ -386,6 +389,29 @@ impl Drain {
             }
         })
         .await;
+    }
+
+    /// Takes `extra` bytes of the large-head budget `limit` (0: none); `false` when they
+    /// would not fit.
+    fn reserve_head_memory(&self, extra: usize, limit: usize) -> bool {
+        let before = self.head_memory.fetch_add(extra, Ordering::AcqRel);
+        if limit != 0 && before + extra > limit {
+            self.head_memory.fetch_sub(extra, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn release_head_memory(&self, bytes: usize) {
+        if bytes != 0 {
+            self.head_memory.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    /// Bytes input buffers hold beyond their first size for heads not yet complete (the
+    /// large-head budget in use).
+    pub fn head_memory_in_use(&self) -> usize {
+        self.head_memory.load(Ordering::Relaxed)
     }
 
     /// Connections refused so far by `max_connections` or `max_connections_per_ip`.
@@ -570,6 +596,9 @@ struct Conn<'s, S: Service, T> {
     /// its end: a head that arrives in pieces is parsed again only once a piece brings a
     /// line end that may close it, so its cost stays linear in its size.
     head_scanned: usize,
+    /// Bytes this connection's input buffer grew by for a large head, held against the
+    /// process's budget for them (`Limits::head_memory`) until the buffer goes back.
+    head_reserved: usize,
 }
 
 /// Serves one connection over `stream` until it closes.
@@ -604,8 +633,17 @@ pub fn serve_connection<'a, S: Service, T: Transport + 'a>(
         linger: false,
         streak: 0,
         head_scanned: 0,
+        head_reserved: 0,
     };
     async move { conn.run().await }
+}
+
+impl<S: Service, T> Drop for Conn<'_, S, T> {
+    fn drop(&mut self) {
+        // A connection dropped mid-head (its task cancelled) gives its share back too.
+        self.drain
+            .release_head_memory(std::mem::take(&mut self.head_reserved));
+    }
 }
 
 /// Whether `pending` (a partial head of which the first `scanned` bytes held no end) may
@@ -643,6 +681,8 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
 
     /// Gives the per-request buffers back while the connection waits for its next request.
     fn release(&mut self) {
+        self.drain
+            .release_head_memory(std::mem::take(&mut self.head_reserved));
         pool::give_input(std::mem::take(&mut self.buf));
         pool::give_output(std::mem::take(&mut self.out));
         pool::give_output(std::mem::take(&mut self.scratch));
@@ -716,8 +756,19 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             self.end -= self.start;
             self.start = 0;
             if self.end == self.buf.len() {
-                // Full with a partial head below the limit (parse checked): grow.
+                // Full with a partial head below the limit (parse checked): grow, if the
+                // budget for large heads allows (slow clients holding many of them would
+                // otherwise pin max_head bytes each).
                 let size = (self.buf.len() * 2).min(self.limits.max_head + 1);
+                let extra = size - self.buf.len();
+                if !self
+                    .drain
+                    .reserve_head_memory(extra, self.limits.head_memory)
+                {
+                    self.reject(ErrorKind::Overloaded).await;
+                    return false;
+                }
+                self.head_reserved += extra;
                 self.buf.resize(size, 0);
             }
         }

@@ -256,6 +256,53 @@ fn regression_one_client_takes_every_connection_slot() {
 }
 
 #[test]
+fn regression_slow_large_heads_each_hold_max_head_without_a_bound() {
+    // A connection's buffer grew up to max_head while its head was incomplete, however
+    // many connections did so. Now the growth of all of them is bounded by head_memory.
+    let s = server(Limits {
+        head_memory: 64 * 1024,
+        ..Limits::default()
+    });
+    let partial = || {
+        let mut h = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+        h.resize(30 * 1024, b'a');
+        h
+    };
+    let wait_for = |bytes: usize| {
+        let deadline = Instant::now() + crate::support::LIMIT;
+        while s.drain.head_memory_in_use() != bytes {
+            assert!(
+                Instant::now() < deadline,
+                "head memory {} never reached {bytes}",
+                s.drain.head_memory_in_use()
+            );
+            std::thread::yield_now();
+        }
+    };
+    // 30 KiB of head: the 8 KiB buffer grows to 16 then 32 KiB, 24 KiB of growth each.
+    let mut held: Vec<Reader> = Vec::new();
+    for i in 1..=2 {
+        let mut r = Reader::new(connect(s.addr));
+        r.send(&partial());
+        held.push(r);
+        wait_for(i * 24 * 1024);
+    }
+    // A third does not fit in 64 KiB: 503, and what it had taken is given back.
+    let mut third = Reader::new(connect(s.addr));
+    third.send(&partial());
+    let resp = third.response(false).expect("a 503");
+    assert_eq!(resp.status, 503);
+    third.assert_closed();
+    wait_for(48 * 1024);
+    // The held ones complete normally, and give their share back.
+    for r in &mut held {
+        r.send(b"\r\n\r\n");
+        assert_eq!(r.response(false).unwrap().status, 200);
+    }
+    wait_for(0);
+}
+
+#[test]
 fn connections_past_the_limit_get_503_and_are_closed() {
     let s = server(Limits {
         max_connections: 3,
