@@ -127,7 +127,6 @@ fn a_second_signal_during_the_drain_stops_at_once() {
 fn regression_a_second_instance_on_a_busy_port_fails_to_start() {
     // SO_REUSEPORT let a second `anygate serve` bind a port another instance listens on and
     // take a share of its connections.
-    use std::process::{Command, Stdio};
     let first = Gateway::start(&config("first"));
     let dir = crate::support::TempDir::new("busy-port");
     let path = dir.0.join("second.yml");
@@ -136,15 +135,7 @@ fn regression_a_second_instance_on_a_busy_port_fails_to_start() {
         config("second").replace("127.0.0.1:0", &first.addr.to_string()),
     )
     .unwrap();
-    let mut second = Command::new(env!("CARGO_BIN_EXE_anygate"))
-        .args(["serve", "-c"])
-        .arg(&path)
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = crate::support::forward(second.stderr.take().unwrap());
+    let (mut second, lines) = crate::support::spawn_serve(&path);
     // Its stderr ends when it exits; a "listening" line means it started.
     let mut said = Vec::new();
     loop {

@@ -56,15 +56,7 @@ impl Gateway {
         let dir = TempDir::new("bin");
         let config = dir.0.join("anygate.yml");
         std::fs::write(&config, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_anygate"))
-            .args(["serve", "-c"])
-            .arg(&config)
-            .env_clear()
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = forward(child.stderr.take().unwrap());
+        let (child, lines) = spawn_serve(&config);
         let addr = loop {
             let line = lines
                 .recv_timeout(crate::http::LIMIT)
@@ -112,7 +104,21 @@ impl Drop for Gateway {
     }
 }
 
-pub fn forward(stderr: ChildStderr) -> mpsc::Receiver<String> {
+/// `anygate serve -c CONFIG` with an empty environment, and its stderr lines.
+pub fn spawn_serve(config: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["serve", "-c"])
+        .arg(config)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = forward(child.stderr.take().unwrap());
+    (child, lines)
+}
+
+fn forward(stderr: ChildStderr) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {

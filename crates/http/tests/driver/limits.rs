@@ -216,6 +216,27 @@ fn unsupported_versions_get_505() {
     );
 }
 
+/// `n` connections, each having had a request answered (so the server counts them).
+fn hold(s: &crate::support::TestServer, n: usize) -> Vec<Reader> {
+    (0..n)
+        .map(|_| {
+            let mut r = Reader::new(connect(s.addr));
+            r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert_eq!(r.response(false).unwrap().status, 200);
+            r
+        })
+        .collect()
+}
+
+/// A new connection gets 503 with `retry-after` and is closed.
+fn refused(s: &crate::support::TestServer) {
+    let mut extra = Reader::new(connect(s.addr));
+    let resp = extra.response(false).expect("a 503");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    extra.assert_closed();
+}
+
 #[test]
 fn regression_one_client_takes_every_connection_slot() {
     // max_connections was the only cap: one address could hold all of them.
@@ -223,18 +244,8 @@ fn regression_one_client_takes_every_connection_slot() {
         max_connections_per_ip: 2,
         ..Limits::default()
     });
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut r = Reader::new(connect(s.addr));
-        r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert_eq!(r.response(false).unwrap().status, 200);
-        held.push(r);
-    }
-    let mut extra = Reader::new(connect(s.addr));
-    let resp = extra.response(false).expect("a 503");
-    assert_eq!(resp.status, 503);
-    assert_eq!(resp.header("retry-after"), Some("1"));
-    extra.assert_closed();
+    let mut held = hold(&s, 2);
+    refused(&s);
     assert_eq!(s.drain.refused_connections(), 1);
     // Once one closes, its slot is free again.
     held.pop()
@@ -308,17 +319,7 @@ fn connections_past_the_limit_get_503_and_are_closed() {
         max_connections: 3,
         ..Limits::default()
     });
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut r = Reader::new(connect(s.addr));
-        r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert_eq!(r.response(false).unwrap().status, 200);
-        held.push(r);
-    }
-    let mut extra = Reader::new(connect(s.addr));
-    let resp = extra.response(false).expect("a 503");
-    assert_eq!(resp.status, 503);
-    assert_eq!(resp.header("retry-after"), Some("1"));
-    extra.assert_closed();
+    let held = hold(&s, 3);
+    refused(&s);
     drop(held);
 }
