@@ -1493,3 +1493,31 @@ fn regression_upstream_chunk_extensions_and_trailers_are_relayed_raw() {
         );
     }
 }
+
+#[test]
+fn a_dropped_trailer_section_is_said_on_stderr() {
+    let up = upstream(|_, s| {
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nset-cookie: a=b\r\n\r\n",
+        )
+        .is_ok()
+    });
+    let gw = crate::support::Gateway::start(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/t\": \"http://{}/t\"\n",
+        up.addr
+    ));
+    let mut client = connect(gw.addr);
+    client
+        .write_all(b"GET /t HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    while !buf.ends_with(b"0\r\n\r\n") {
+        assert!(fill(&mut client, &mut buf), "{buf:?}");
+    }
+    assert!(!String::from_utf8_lossy(&buf).contains("set-cookie"));
+    let line = gw.wait_line("trailer section");
+    assert!(
+        line.contains(&up.addr.to_string()) && line.contains("/t"),
+        "{line}"
+    );
+}

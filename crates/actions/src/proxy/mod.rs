@@ -245,6 +245,30 @@ fn idempotent(method: &[u8]) -> bool {
     )
 }
 
+/// Says on stderr (the log until there is one) that an upstream's trailer section was
+/// dropped: at most once a second per worker, so that an upstream cannot flood it.
+fn warn_dropped_trailers(upstream: std::net::SocketAddr, rule: &str) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = time::now();
+    let quiet = LAST.with(|l| {
+        let recent = l
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
+        if !recent {
+            l.set(Some(now));
+        }
+        recent
+    });
+    if !quiet {
+        eprintln!(
+            "anygate: rule `{rule}`: upstream {upstream} sent a malformed trailer section (or \
+             fields kept out of trailers); it was dropped"
+        );
+    }
+}
+
 impl Proxy {
     /// Compiles a rule: `target` is its URI, `pattern` its path (for URL building).
     pub fn new(
@@ -373,9 +397,12 @@ impl Proxy {
                 if finished {
                     res.push_body(b"0\r\n");
                     // A malformed trailer section (a control byte, a line that is no
-                    // field) is dropped whole; the body is still complete.
+                    // field, a field kept out of trailers) is dropped whole, and said;
+                    // the body is still complete.
                     if valid_trailers(scratch) {
                         res.push_body(scratch);
+                    } else {
+                        warn_dropped_trailers(leased.conn.addr, &self.label);
                     }
                     res.push_body(b"\r\n");
                     break;
