@@ -1521,3 +1521,26 @@ fn a_dropped_trailer_section_is_said_on_stderr() {
         "{line}"
     );
 }
+
+#[test]
+fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+    // A load balancer in front carries many clients on one address.
+    let open = |yaml: &str| {
+        let s = in_process(yaml);
+        // All three stay open while the next ones connect.
+        let mut held = Vec::new();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let mut r = Reader::new(connect(s.addrs()[0]));
+            r.send(b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n");
+            statuses.push(r.response(false).unwrap().status);
+            held.push(r);
+        }
+        statuses
+    };
+    let capped = "server: {listen: \"127.0.0.1:0\", workers: 1, limits: {max_connections_per_ip: 1}}\n\
+                  routes: {\"/x\": \"OK\"}\n";
+    assert_eq!(open(capped), [200, 503, 503]);
+    let trusted = capped.replace("workers: 1,", "workers: 1, trusted_proxies: [127.0.0.1],");
+    assert_eq!(open(&trusted), [200, 200, 200]);
+}

@@ -106,6 +106,13 @@ pub trait Service: Send + Sync + 'static {
     /// Called when the connection goes idle, and again whenever it is woken while idle by
     /// [`Drain::reconfigured`]: state that would pin an old configuration is dropped here.
     fn idle(&self, _conn: &mut Self::Conn) {}
+
+    /// Whether connections from `peer` are exempt from `max_connections_per_ip`: a trusted
+    /// proxy (a load balancer or CDN in front) carries many clients on few addresses.
+    /// Asked once per accepted connection.
+    fn uncapped_peer(&self, _peer: IpAddr) -> bool {
+        false
+    }
 }
 
 /// What a TLS handshake established about a connection (filled by the TLS acceptor; `None`
@@ -419,12 +426,18 @@ impl Drain {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Counts a connection from `ip`; `None` (and counted as refused) past either cap.
-    fn enter(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<ConnGuard> {
-        let slots = if self.open_connections() >= limits.max_connections {
+    /// Counts a connection from `ip`; `None` (and counted as refused) past
+    /// `max_connections`, or past `per_ip` (0: none) from that address.
+    fn enter(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max_connections: usize,
+        per_ip: usize,
+    ) -> Option<ConnGuard> {
+        let slots = if self.open_connections() >= max_connections {
             None
         } else {
-            self.per_ip.enter(ip, limits.max_connections_per_ip)
+            self.per_ip.enter(ip, per_ip)
         };
         let Some(slots) = slots else {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -469,7 +482,12 @@ pub async fn accept_loop<A: Acceptor, S: Service>(
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
-                let Some(guard) = drain.enter(peer.ip(), &limits) else {
+                let per_ip = if service.uncapped_peer(peer.ip()) {
+                    0
+                } else {
+                    limits.max_connections_per_ip
+                };
+                let Some(guard) = drain.enter(peer.ip(), limits.max_connections, per_ip) else {
                     anygate_runtime::spawn(reject_overloaded(stream, drain.clone()));
                     continue;
                 };
