@@ -972,7 +972,12 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                 done: false,
                 failed: None,
                 fills: 0,
-                wire: 0,
+                // The body bytes that came with the head count toward the minimum rate.
+                wire: match head.framing {
+                    Framing::Length(n) => ((self.end - head_end) as u64).min(n),
+                    Framing::Chunked => (self.end - head_end) as u64,
+                    Framing::None => 0,
+                },
                 rate: limits.min_body_rate,
                 started: None,
             },

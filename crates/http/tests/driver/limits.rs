@@ -190,6 +190,29 @@ fn regression_a_body_dribbled_under_the_pause_timeout_holds_the_connection_forev
 }
 
 #[test]
+fn regression_body_bytes_sent_with_the_head_earn_no_time() {
+    // The minimum body rate counted only bytes read after the head, so a client that sent
+    // most of its body with the head was held to the rate as if it had sent nothing.
+    let s = server(Limits {
+        min_body_rate: MinRate {
+            bytes_per_sec: 1000,
+            grace: Duration::from_millis(200),
+        },
+        ..Limits::default()
+    });
+    let mut r = Reader::new(connect(s.addr));
+    let mut first = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1010\r\n\r\n".to_vec();
+    first.extend_from_slice(&[b'x'; 1000]);
+    r.send(&first);
+    // 1 000 bytes earn a second: the last 10 may come after 600 ms (the pause is the
+    // behaviour under test).
+    std::thread::sleep(Duration::from_millis(600));
+    r.send(&[b'y'; 10]);
+    let resp = r.response(false).expect("a response");
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+}
+
+#[test]
 fn idle_connections_are_closed_after_the_idle_timeout() {
     let s = server(Limits {
         idle_timeout: Duration::from_millis(200),
