@@ -21,28 +21,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port, proc, limit=60.0):
-    end = time.time() + limit
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from harness import free_port, wait_ready  # noqa: E402  (the harness's own helpers)
 
 
 def read_response(sock, buf):
@@ -86,7 +68,7 @@ def instructions(binary, config, port, path, n, pipelined, tmp):
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve", "-c", config],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(port, proc)
+        wait_ready(port, proc, limit=60.0)  # valgrind starts slowly
         drive(port, path, n, pipelined)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -123,7 +105,7 @@ def main():
                  ("static-1k", "/static/1k.bin", False), ("proxy", "/proxy", False)]
     rows = []
     try:
-        wait_ready(backend_port, backend)
+        wait_ready(backend_port, backend, limit=60.0)
         for name, path, pipelined in scenarios:
             per = {}
             for label, binary in [("baseline", args.baseline), ("this", args.binary)]:
