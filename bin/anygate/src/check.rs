@@ -29,6 +29,7 @@ pub fn run(args: &Args) -> ExitCode {
 /// the kinds this build has.
 pub fn load(path: &std::path::Path) -> Result<Config, Failure> {
     let config = anygate_config::load(path, &anygate_config::env_overrides())?;
+    let (config, _) = crate::tls::build(config)?;
     match anygate_plugins::compile(&config, &Registry::builtin()) {
         Ok(_) => Ok(config),
         Err(diagnostics) => Err(Failure {

@@ -9,3 +9,4 @@ pub mod check;
 mod describe;
 pub mod explain;
 pub mod serve;
+pub mod tls;

@@ -8,6 +8,7 @@
 //! ([`Drain::reconfigured`]); a failed reload leaves the running one untouched. Settings under `server` (addresses, workers, limits)
 //! take effect at the next start; a reload that changes them says so.
 
+use arc_swap::ArcSwap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,9 +22,25 @@ use anygate_http::server::accept_loop;
 use anygate_http::{Acceptor, Drain, Limits, Plain};
 use anygate_pipeline::{App, Live};
 use anygate_plugins::Registry;
-use anygate_runtime::net::ListenerOptions;
+use anygate_runtime::net::{ListenerOptions, TcpListener};
 use anygate_runtime::signal::{Signal, Signals};
 use anygate_runtime::{Handle, Runtime, time};
+use anygate_tls::{ServerSettings, TlsServer};
+
+use crate::tls::{TlsAcceptor, Watcher};
+
+/// The TLS side of a running server.
+#[derive(Debug)]
+struct TlsSide {
+    server: Arc<TlsServer>,
+    /// The settings served, shared with the watcher.
+    settings: Arc<ArcSwap<ServerSettings>>,
+    watcher: Watcher,
+    /// The bound TLS addresses.
+    addrs: Vec<SocketAddr>,
+    /// `tls.listen` as configured.
+    listen: Vec<SocketAddr>,
+}
 
 /// A running server.
 #[derive(Debug)]
@@ -35,6 +52,7 @@ pub struct Server {
     shutdown_timeout: Duration,
     server_settings: anygate_config::Server,
     registry: Arc<Registry>,
+    tls: Option<TlsSide>,
 }
 
 /// Why a server did not start.
@@ -79,6 +97,34 @@ fn not_held_elsewhere(addr: SocketAddr) -> io::Result<()> {
         )),
         Err(e) => Err(io::Error::new(e.kind(), format!("{addr}: {e}"))),
     }
+}
+
+/// Binds each address once per worker (`SO_REUSEPORT`, so the kernel spreads connections
+/// over the workers' accept loops). Returns each bound address with its listeners.
+fn bind_all(
+    listen: &[SocketAddr],
+    workers: usize,
+) -> io::Result<Vec<(SocketAddr, Vec<TcpListener>)>> {
+    let mut bound = Vec::new();
+    for &addr in listen {
+        not_held_elsewhere(addr)?;
+        // Port 0 picks a port with the first bind; the other workers join it.
+        let mut actual = addr;
+        let mut listeners = Vec::new();
+        for i in 0..workers {
+            let listener = ListenerOptions::default()
+                .reuse_port(true)
+                .backlog(4096)
+                .bind(actual)
+                .map_err(|e| io::Error::new(e.kind(), format!("{actual}: {e}")))?;
+            if i == 0 {
+                actual = listener.local_addr()?;
+            }
+            listeners.push(listener);
+        }
+        bound.push((actual, listeners));
+    }
+    Ok(bound)
 }
 
 /// The HTTP limits of a configuration.
@@ -137,36 +183,64 @@ impl Server {
         let server_settings = config.server.clone();
         let shutdown_timeout = config.server.shutdown_timeout;
         let listen: Vec<SocketAddr> = config.server.listen.iter().map(|l| l.addr).collect();
+        let tls_listen: Vec<SocketAddr> = config
+            .tls
+            .iter()
+            .flat_map(|t| t.listen.iter().map(|l| l.addr))
+            .collect();
+        let tls_settings = config.tls.as_ref().map(crate::tls::settings);
+        let (mut config, tls_server) = crate::tls::build(config).map_err(StartError::Config)?;
+        let tls_acceptor = tls_server.map(|s| Arc::new(TlsAcceptor(Arc::new(s))));
+        let (plain, tls_bound) = rt.block_on(async {
+            let plain = bind_all(&listen, workers)?;
+            let tls = match &tls_acceptor {
+                Some(_) => bind_all(&tls_listen, workers)?,
+                None => Vec::new(),
+            };
+            io::Result::Ok((plain, tls))
+        })?;
+        let addrs: Vec<SocketAddr> = plain.iter().map(|(a, _)| *a).collect();
+        let tls_addrs: Vec<SocketAddr> = tls_bound.iter().map(|(a, _)| *a).collect();
+        // The application sees the ports actually bound (port 0 picks one): the HTTPS
+        // redirect names it.
+        if let Some(t) = &mut config.tls {
+            for (l, actual) in t.listen.iter_mut().zip(&tls_addrs) {
+                l.addr = *actual;
+            }
+        }
         let app = App::new(config, &registry).map_err(StartError::Config)?;
         let live = Arc::new(Live::new(app));
         let drain = Drain::new();
-        let addrs = rt.block_on(async {
-            let mut addrs = Vec::new();
-            for addr in listen {
-                not_held_elsewhere(addr)?;
-                // Port 0 picks a port with the first bind; the other workers join it.
-                let mut actual = addr;
-                for i in 0..workers {
-                    let listener = ListenerOptions::default()
-                        .reuse_port(true)
-                        .backlog(4096)
-                        .bind(actual)
-                        .map_err(|e| io::Error::new(e.kind(), format!("{actual}: {e}")))?;
-                    if i == 0 {
-                        actual = listener.local_addr()?;
-                        addrs.push(actual);
-                    }
-                    rt.spawn(accept_loop(
-                        listener,
-                        acceptor.clone(),
-                        live.clone(),
-                        limits.clone(),
-                        drain.clone(),
-                    ));
+        rt.block_on(async {
+            for (_, listeners) in plain {
+                for l in listeners {
+                    let (a, s) = (acceptor.clone(), live.clone());
+                    rt.spawn(accept_loop(l, a, s, limits.clone(), drain.clone()));
                 }
             }
-            io::Result::Ok(addrs)
-        })?;
+            if let Some(a) = &tls_acceptor {
+                for (_, listeners) in tls_bound {
+                    for l in listeners {
+                        let (a, s) = (a.clone(), live.clone());
+                        rt.spawn(accept_loop(l, a, s, limits.clone(), drain.clone()));
+                    }
+                }
+            }
+        });
+        let tls = match (tls_acceptor, tls_settings) {
+            (Some(acceptor), Some(settings)) => {
+                let settings = Arc::new(ArcSwap::from_pointee(settings));
+                let watcher = Watcher::start(acceptor.0.clone(), settings.clone())?;
+                Some(TlsSide {
+                    server: acceptor.0.clone(),
+                    settings,
+                    watcher,
+                    addrs: tls_addrs,
+                    listen: tls_listen,
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
             rt,
             live,
@@ -175,7 +249,13 @@ impl Server {
             shutdown_timeout,
             server_settings,
             registry: Arc::new(registry),
+            tls,
         })
+    }
+
+    /// The bound TLS addresses, one per `tls.listen` entry.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        self.tls.as_ref().map_or(&[], |t| &t.addrs)
     }
 
     /// The bound addresses, one per `server.listen` entry.
@@ -196,7 +276,7 @@ impl Server {
     /// Serves `config` from now on. Returns the `server` settings that differ from the
     /// running ones (they need a restart), or why its filter chains do not compile (the
     /// running configuration then stays).
-    pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, Failure> {
+    pub fn reload(&self, mut config: Config) -> Result<Vec<&'static str>, Failure> {
         let mut restart = Vec::new();
         let new = &config.server;
         let old = &self.server_settings;
@@ -215,7 +295,43 @@ impl Server {
         if new.allow_underscores_in_headers != old.allow_underscores_in_headers {
             restart.push("server.allow_underscores_in_headers");
         }
-        self.live.swap(App::new(config, &self.registry)?);
+        let new_tls_listen: Option<Vec<SocketAddr>> = config
+            .tls
+            .as_ref()
+            .map(|t| t.listen.iter().map(|l| l.addr).collect());
+        if new_tls_listen != self.tls.as_ref().map(|t| t.listen.clone()) {
+            restart.push("tls.listen");
+        } else if let (Some(t), Some(side)) = (&mut config.tls, &self.tls) {
+            // The listeners stay: the application sees the ports they are bound to.
+            for (l, actual) in t.listen.iter_mut().zip(&side.addrs) {
+                l.addr = *actual;
+            }
+        }
+        let new_tls = config.tls.as_ref().map(crate::tls::settings);
+        // Both are built before either is swapped in: a failure of one keeps both old.
+        let prepared = match (&self.tls, &new_tls, &config.tls) {
+            (Some(side), Some(settings), Some(t)) => match side.server.prepare(settings) {
+                Ok(prepared) => {
+                    for d in crate::tls::diagnostics(t, prepared.warnings()) {
+                        eprint!("{}", d.render(&config.sources));
+                    }
+                    Some(prepared)
+                }
+                Err(problems) => {
+                    return Err(Failure {
+                        diagnostics: crate::tls::diagnostics(t, &problems),
+                        sources: config.sources,
+                    });
+                }
+            },
+            _ => None,
+        };
+        let app = App::new(config, &self.registry)?;
+        if let (Some(side), Some(settings), Some(built)) = (&self.tls, new_tls, prepared) {
+            side.server.install(built);
+            side.settings.store(Arc::new(settings));
+        }
+        self.live.swap(app);
         self.drain.reconfigured(self.rt.handle());
         Ok(restart)
     }
@@ -228,7 +344,10 @@ impl Server {
 
     /// Like [`Server::shutdown`], cut short by another signal from `signals` (a second
     /// Ctrl-C stops at once).
-    fn shutdown_unless(self, signals: Option<&Signals>) -> bool {
+    fn shutdown_unless(mut self, signals: Option<&Signals>) -> bool {
+        if let Some(t) = &mut self.tls {
+            t.watcher.stop();
+        }
         self.drain.start(self.rt.handle());
         let drained = self.rt.block_on(async {
             let closed = pin!(self.drain.closed());
@@ -354,6 +473,9 @@ pub fn run(path: &Path) -> ExitCode {
                 "listening on http://{addr} ({rules} rules, {} workers)",
                 server.handle().workers()
             ));
+        }
+        for addr in server.tls_addrs() {
+            log(&format!("listening on https://{addr}"));
         }
     });
     log("shutting down");

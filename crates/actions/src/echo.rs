@@ -6,6 +6,10 @@
 //!  "body":"hello","body_bytes":5,"body_truncated":false,"request_id":"…"}
 //! ```
 //!
+//! Over TLS a `"tls"` member follows `body_truncated`: `{"sni":"a.example.com",
+//! "alpn":"http/1.1","version":"TLSv1.3","cipher":"TLS13_AES_128_GCM_SHA256",
+//! "resumed":false,"client_subject":"CN=client"}` (`null` for what is unknown).
+//!
 //! Header names are lower-cased; repeated fields are joined with `, ` in order. The body is
 //! read to its end (so the connection stays usable) but only its first `max_body` bytes are
 //! kept and shown, as UTF-8 (invalid sequences become U+FFFD).
@@ -122,6 +126,25 @@ impl Echo {
         } else {
             b"false"
         });
+        if let Some(tls) = req.tls() {
+            let opt = |out: &mut Vec<u8>, v: Option<&[u8]>| match v {
+                Some(v) => push_string(out, v),
+                None => out.extend_from_slice(b"null"),
+            };
+            out.extend_from_slice(b",\"tls\":{\"sni\":");
+            opt(out, tls.server_name.as_deref().map(str::as_bytes));
+            out.extend_from_slice(b",\"alpn\":");
+            opt(out, tls.alpn.as_deref());
+            out.extend_from_slice(b",\"version\":");
+            push_string(out, tls.version.as_bytes());
+            out.extend_from_slice(b",\"cipher\":");
+            push_string(out, tls.cipher.as_bytes());
+            out.extend_from_slice(b",\"resumed\":");
+            out.extend_from_slice(if tls.resumed { b"true" } else { b"false" });
+            out.extend_from_slice(b",\"client_subject\":");
+            opt(out, tls.client_subject.as_deref().map(str::as_bytes));
+            out.push(b'}');
+        }
         out.extend_from_slice(b",\"request_id\":");
         push_string(out, req.request_id());
         out.push(b'}');

@@ -56,8 +56,9 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    CacheControl, HostHeader, Listen, PluginSpec, ProxySettings, Route, Server, ServerLimits,
-    ServerTimeouts, StaticSettings, Target, Timeouts, Upstream, Workers,
+    CacheControl, ClientAuth, ClientAuthMode, HostHeader, Listen, PluginSpec, ProxySettings, Route,
+    Server, ServerLimits, ServerTimeouts, StaticSettings, Target, Timeouts, Tls, TlsCertificate,
+    TlsHost, TlsProfile, Upstream, UpstreamTls, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};
@@ -108,6 +109,8 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// The global chain (for requests no rule matches): indexes into `plugins`.
     pub global_plugins: Arc<[usize]>,
+    /// `tls`, when there are TLS listeners.
+    pub tls: Option<Tls>,
 }
 
 impl Config {
@@ -245,6 +248,7 @@ pub fn load_str(
             router,
             plugins: model.plugins,
             global_plugins: model.global_plugins,
+            tls: model.tls,
         }),
         built => {
             if let Err(errors) = built {

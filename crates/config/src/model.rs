@@ -222,6 +222,10 @@ pub struct ProxySettings {
     /// `..` once `%2F` and `%5C` are decoded (`/public/..%2Fadmin`) is refused with a 400
     /// unless this is set.
     pub allow_encoded_traversal: bool,
+    /// `proxy.client_cert_header` (default none): a header that carries the verified TLS
+    /// client certificate's subject upstream. The client's own value of it is always
+    /// removed, so an upstream can trust it.
+    pub client_cert_header: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -235,6 +239,7 @@ impl Default for ProxySettings {
             idle_timeout: Duration::from_secs(30),
             dns_ttl: Duration::from_secs(30),
             allow_encoded_traversal: false,
+            client_cert_header: None,
         }
     }
 }
@@ -282,6 +287,8 @@ pub struct Upstream {
     pub name: String,
     /// `host:port` targets.
     pub targets: Vec<Target>,
+    /// `tls`: the pool speaks TLS to its targets (its rules must say `https://`).
+    pub tls: Option<UpstreamTls>,
     /// Where the pool is defined.
     pub span: Span,
 }
@@ -324,6 +331,9 @@ pub struct Route {
     /// The rule's filter chain: indexes into [`crate::Config::plugins`], the global list
     /// first, then each enclosing group's, in declaration order.
     pub plugins: Arc<[usize]>,
+    /// A group above says `require_client_cert: true`: requests without a verified TLS
+    /// client certificate get 403 `AG-SEC-6004`.
+    pub require_client_cert: bool,
 }
 
 impl Route {
@@ -345,8 +355,12 @@ mod plugins;
 mod routes;
 mod server;
 mod settings;
+mod tls;
 
 pub use self::plugins::PluginSpec;
+pub use self::tls::{
+    ClientAuth, ClientAuthMode, Tls, TlsCertificate, TlsHost, TlsProfile, UpstreamTls,
+};
 
 /// The decoded sections, before the router is built.
 #[derive(Debug)]
@@ -358,6 +372,7 @@ pub(crate) struct Model {
     pub routes: Vec<Route>,
     pub plugins: Vec<PluginSpec>,
     pub global_plugins: Arc<[usize]>,
+    pub tls: Option<Tls>,
 }
 
 /// Decodes the root node. Problems go to `diags`; the model is partial when there are any.
@@ -376,13 +391,34 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     let proxy = Arc::new(d.proxy_settings(proxy_node, true, &ProxySettings::default()));
     let upstreams = d.upstreams(proxy_node);
     let global_plugins = d.plugins(f.take("plugins"), &Arc::from([]), None);
-    d.not_yet(&mut f, &["tls"]);
+    let tls = f.take_entry("tls").map(|(k, v)| d.tls(k, v));
+    if let Some(tls) = &tls {
+        for l in &tls.listen {
+            // Port 0 picks a free port for each: never the same one.
+            if let Some(other) = server
+                .listen
+                .iter()
+                .find(|s| s.addr == l.addr && l.addr.port() != 0)
+            {
+                let mut diag = Diagnostic::error(
+                    codes::VALUE,
+                    l.span.unwrap_or(tls.span),
+                    format!("`{}` is both a plain and a TLS listener", l.addr),
+                );
+                if let Some(span) = other.span {
+                    diag = diag.note(span, "the plain listener");
+                }
+                d.diags.push(diag);
+            }
+        }
+    }
     let scope = Scope {
         prefix: Vec::new(),
         label: None,
         static_settings: static_settings.clone(),
         proxy: proxy.clone(),
         plugins: global_plugins.clone(),
+        require_client_cert: false,
     };
     d.routes_and_groups(&mut f, &scope);
     f.finish(
@@ -407,6 +443,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         routes,
         plugins,
         global_plugins,
+        tls,
     }
 }
 
@@ -418,6 +455,8 @@ struct Scope {
     proxy: Arc<ProxySettings>,
     /// The chain so far (global, then enclosing groups).
     plugins: Arc<[usize]>,
+    /// A group on the way demands a verified client certificate.
+    require_client_cert: bool,
 }
 
 struct Decoder<'a> {
@@ -439,24 +478,6 @@ impl Decoder<'_> {
     fn value_error(&mut self, span: Span, message: impl Into<String>) {
         self.diags
             .push(Diagnostic::error(codes::VALUE, span, message));
-    }
-
-    /// Sections of the SPEC this version does not implement: an error, never ignored.
-    fn not_yet(&mut self, f: &mut Fields<'_>, keys: &[&str]) {
-        for key in keys {
-            if let Some((k, _)) = f.take_entry(key) {
-                self.diags.push(
-                    Diagnostic::error(
-                        codes::NOT_YET,
-                        k.span,
-                        format!("`{key}` is not implemented in this version yet"),
-                    )
-                    .help(format!(
-                        "remove `{key}` for now; docs/CONFIG.md lists the keys that exist"
-                    )),
-                );
-            }
-        }
     }
 
     fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {

@@ -389,7 +389,52 @@ fn types_and_values_are_checked() {
             "`args` must be a map",
         ),
         ("plugins: [{kind: x, arg: {}}]", "AG-CFG-1002", "arg"),
-        ("tls: {}", "AG-CFG-1007", "not implemented"),
+        ("tls: {}", "AG-CFG-1005", "needs `certificates`"),
+        (
+            "tls: {certificates: [{cert: a.pem}]}",
+            "AG-CFG-1005",
+            "needs `cert` and `key`",
+        ),
+        (
+            "tls: {profile: old, certificates: [{cert: a, key: b}]}",
+            "AG-CFG-1005",
+            "`tls.profile` must be",
+        ),
+        (
+            "tls: {client_auth: {mode: required}, certificates: [{cert: a, key: b}]}",
+            "AG-CFG-1005",
+            "needs `ca`",
+        ),
+        (
+            "tls: {client_auth: {mode: always, ca: c}, certificates: [{cert: a, key: b}]}",
+            "AG-CFG-1005",
+            "`off`, `optional` or `required`",
+        ),
+        (
+            "tls: {certificates: [{cert: a, key: b}], hosts: {\"a b\": {}}}",
+            "AG-CFG-1005",
+            "not a host name",
+        ),
+        (
+            "tls: {certificates: [{cert: a, key: b}], listen: \"127.0.0.1:8080\"}",
+            "AG-CFG-1005",
+            "both a plain and a TLS listener",
+        ),
+        (
+            "tls: {certificates: [{cert: a, key: b}], redirect: true}",
+            "AG-CFG-1002",
+            "redirect",
+        ),
+        (
+            "proxy: {upstreams: {u: {targets: [\"a:1\"], tls: {cert: c}}}}",
+            "AG-CFG-1005",
+            "needs both `cert` and `key`",
+        ),
+        (
+            "proxy: {client_cert_header: \"X Subject\"}",
+            "AG-CFG-1005",
+            "must be a header name",
+        ),
     ];
     for (section, code, why) in cases {
         let text = format!("{section}\nroutes: {{\"/\": OK}}\n");

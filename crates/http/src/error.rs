@@ -73,6 +73,13 @@ pub enum ErrorKind {
     UpstreamTotalTimeout,
     /// The client went away before the upstream answered (logged; never delivered).
     ClientClosed,
+    /// The rule demands a verified TLS client certificate and the connection has none.
+    ClientCertRequired,
+    /// The request names a host that this TLS connection's server name (SNI) may not
+    /// reach: one of the two has a TLS policy of its own (client authentication).
+    Misdirected,
+    /// The TLS handshake with the upstream failed (its certificate did not verify, say).
+    UpstreamTls,
 }
 
 impl ErrorKind {
@@ -85,7 +92,8 @@ impl ErrorKind {
             | Self::BadPath
             | Self::BadHost
             | Self::IncompleteBody => 400,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::ClientCertRequired => 403,
+            Self::Misdirected => 421,
             Self::NotFound | Self::FileNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::HeadTimeout | Self::BodyTimeout | Self::BodyTooSlow => 408,
@@ -99,7 +107,8 @@ impl ErrorKind {
             Self::UpstreamRefused
             | Self::UpstreamReset
             | Self::UpstreamInvalid
-            | Self::UpstreamUnresolved => 502,
+            | Self::UpstreamUnresolved
+            | Self::UpstreamTls => 502,
             Self::UpstreamConnectTimeout
             | Self::UpstreamReadTimeout
             | Self::UpstreamWriteTimeout
@@ -144,6 +153,9 @@ impl ErrorKind {
             Self::UpstreamWriteTimeout => "AG-UPS-5043",
             Self::UpstreamTotalTimeout => "AG-UPS-5044",
             Self::ClientClosed => "AG-UPS-4990",
+            Self::ClientCertRequired => "AG-SEC-6004",
+            Self::Misdirected => "AG-HTTP-4210",
+            Self::UpstreamTls => "AG-UPS-5025",
         }
     }
 
@@ -182,6 +194,9 @@ impl ErrorKind {
             Self::UpstreamWriteTimeout => "the upstream did not accept the request in time",
             Self::UpstreamTotalTimeout => "the upstream exchange took too long",
             Self::ClientClosed => "the client closed the connection",
+            Self::ClientCertRequired => "a verified client certificate is required",
+            Self::Misdirected => "this connection cannot serve this host; open a new one",
+            Self::UpstreamTls => "the TLS handshake with the upstream failed",
         }
     }
 
@@ -196,6 +211,7 @@ impl ErrorKind {
             413 => "Content Too Large",
             414 => "URI Too Long",
             416 => "Range Not Satisfiable",
+            421 => "Misdirected Request",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             499 => "Client Closed Request",
@@ -217,6 +233,7 @@ impl ErrorKind {
                 | Self::BadPath
                 | Self::NotImplemented
                 | Self::Forbidden
+                | Self::ClientCertRequired
                 | Self::FileNotFound
                 | Self::RangeNotSatisfiable
                 | Self::FileError
@@ -226,6 +243,7 @@ impl ErrorKind {
                 | Self::UpstreamConnectTimeout
                 | Self::UpstreamReset
                 | Self::UpstreamInvalid
+                | Self::UpstreamTls
                 | Self::UpstreamReadTimeout
                 | Self::UpstreamWriteTimeout
                 | Self::UpstreamTotalTimeout
@@ -233,7 +251,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests and docs.
-    pub const ALL: [ErrorKind; 32] = [
+    pub const ALL: [ErrorKind; 35] = [
         Self::BadRequest,
         Self::BadFraming,
         Self::BadChunk,
@@ -266,6 +284,9 @@ impl ErrorKind {
         Self::UpstreamWriteTimeout,
         Self::UpstreamTotalTimeout,
         Self::ClientClosed,
+        Self::ClientCertRequired,
+        Self::Misdirected,
+        Self::UpstreamTls,
     ];
 }
 

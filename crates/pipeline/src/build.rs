@@ -4,19 +4,73 @@
 use anygate_actions::{
     Action, Echo, Fixed, HostMode, Proxy, ProxyOptions, Static, StaticOptions, Upstreams,
 };
-use anygate_config::Config;
+use anygate_config::{Config, Diagnostic, codes};
 use anygate_router::dsl::{self, Scheme};
+use anygate_tls::{ClientSettings, TlsClient};
 
-/// One action per rule, in the order of `config.routes`.
-pub(crate) fn actions(config: &Config) -> Vec<Action> {
+/// The TLS client settings of a pool's `tls` (or the defaults, for `None`).
+fn client_settings(t: Option<&anygate_config::UpstreamTls>) -> ClientSettings {
+    ClientSettings {
+        ca: t.and_then(|t| t.ca.clone()),
+        server_name: t.and_then(|t| t.server_name.clone()),
+        cert: t.and_then(|t| t.cert.clone()),
+        key: t.and_then(|t| t.key.clone()),
+        insecure_skip_verify: t.is_some_and(|t| t.insecure_skip_verify),
+        // HTTP/1.1 only until the HTTP/2 upstream client exists: an upstream must not
+        // pick a protocol this build cannot speak.
+        alpn: vec![anygate_tls::ALPN_HTTP1.to_vec()],
+    }
+}
+
+/// One action per rule, in the order of `config.routes`; or why a pool's TLS cannot be
+/// set up (a CA or client certificate that does not load), with positions.
+pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
     let echo_body = usize::try_from(config.server.limits.echo_body).unwrap_or(usize::MAX);
     let mut upstreams = Upstreams::default();
+    let mut diags = Vec::new();
     for u in &config.upstreams {
         let targets: Vec<(String, u16)> =
             u.targets.iter().map(|t| (t.host.clone(), t.port)).collect();
-        upstreams.define(&u.name, &targets, config.proxy.dns_ttl);
+        let tls = u.tls.as_ref().and_then(|t| {
+            TlsClient::new(&client_settings(Some(t)))
+                .map_err(|e| {
+                    diags.push(Diagnostic::error(
+                        codes::VALUE,
+                        t.span.unwrap_or(u.span),
+                        format!("`proxy.upstreams.{}.tls`: {e}", u.name),
+                    ));
+                })
+                .ok()
+        });
+        upstreams.define(&u.name, &targets, config.proxy.dns_ttl, tls);
     }
-    config
+    for r in &config.routes {
+        let dsl::Action::Proxy(t) = &r.action else {
+            continue;
+        };
+        let pool_tls = t.port.is_none() && upstreams.pool_has_tls(&t.host);
+        match t.scheme {
+            Scheme::Http if pool_tls => diags.push(Diagnostic::error(
+                codes::VALUE,
+                r.value,
+                format!(
+                    "pool `{}` speaks TLS (it has `tls`): write `https://{}/`",
+                    t.host, t.host
+                ),
+            )),
+            Scheme::Https if !pool_tls && !upstreams.has_default_tls() => {
+                match TlsClient::new(&client_settings(None)) {
+                    Ok(c) => upstreams.set_default_tls(c),
+                    Err(e) => diags.push(Diagnostic::error(codes::VALUE, r.value, e)),
+                }
+            }
+            _ => {}
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(config
         .routes
         .iter()
         .map(|r| match &r.action {
@@ -30,18 +84,15 @@ pub(crate) fn actions(config: &Config) -> Vec<Action> {
                 ))),
                 None => Action::Unavailable,
             },
-            dsl::Action::Proxy(t) if t.scheme == Scheme::Http => {
-                Action::Proxy(Box::new(Proxy::new(
-                    t,
-                    &r.head.path,
-                    proxy_options(&r.proxy),
-                    &mut upstreams,
-                    &r.label(),
-                )))
-            }
-            dsl::Action::Proxy(_) => Action::Unavailable,
+            dsl::Action::Proxy(t) => Action::Proxy(Box::new(Proxy::new(
+                t,
+                &r.head.path,
+                proxy_options(&r.proxy),
+                &mut upstreams,
+                &r.label(),
+            ))),
         })
-        .collect()
+        .collect())
 }
 
 /// The static action's options for a rule: its settings, with the memory bound taken from
@@ -84,5 +135,6 @@ fn proxy_options(p: &anygate_config::ProxySettings) -> ProxyOptions {
         idle_timeout: p.idle_timeout,
         dns_ttl: p.dns_ttl,
         allow_encoded_traversal: p.allow_encoded_traversal,
+        client_cert_header: p.client_cert_header.as_deref().map(Box::from),
     }
 }

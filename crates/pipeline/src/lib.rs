@@ -33,6 +33,7 @@
 
 mod build;
 mod client;
+mod tls;
 
 use std::sync::Arc;
 
@@ -51,6 +52,8 @@ struct Entry {
     /// `GET /api/*`, for error bodies.
     label: Box<str>,
     chain: Arc<Chain>,
+    /// `require_client_cert` of a group above.
+    require_client_cert: bool,
 }
 
 /// One configuration, ready to serve.
@@ -61,6 +64,11 @@ pub struct App {
     global: Arc<Chain>,
     /// `server.trusted_proxies`.
     trusted: Box<[anygate_config::cidr::Cidr]>,
+    /// What TLS asks of every request (an HTTPS redirect, SNI and Host agreeing), when
+    /// there are TLS listeners.
+    tls: Option<Box<tls::Gate>>,
+    /// Operator warnings found while building.
+    warnings: Vec<String>,
 }
 
 impl App {
@@ -76,7 +84,15 @@ impl App {
                 });
             }
         };
-        let actions = build::actions(&config);
+        let actions = match build::actions(&config) {
+            Ok(a) => a,
+            Err(diagnostics) => {
+                return Err(Failure {
+                    sources: config.sources,
+                    diagnostics,
+                });
+            }
+        };
         let entries = config
             .routes
             .iter()
@@ -86,6 +102,19 @@ impl App {
                 action,
                 label: r.label().into(),
                 chain,
+                require_client_cert: r.require_client_cert,
+            })
+            .collect();
+        let warnings = config
+            .upstreams
+            .iter()
+            .filter(|u| u.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
+            .map(|u| {
+                format!(
+                    "WARNING: pool `{}` has `tls.insecure_skip_verify: true`: its certificates \
+                     are not verified, and anyone on the path to it can impersonate it",
+                    u.name
+                )
             })
             .collect();
         Ok(Self {
@@ -93,23 +122,19 @@ impl App {
             entries,
             global: chains.global,
             trusted: config.server.trusted_proxies.into(),
+            tls: config.tls.as_ref().map(|t| Box::new(tls::Gate::new(t))),
+            warnings,
         })
     }
 
     /// What the operator should know about this configuration: rules that answer 501 in
     /// this build, static manifests that could not be read.
     pub fn notices(&self) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter_map(|e| match &e.action {
-                Action::Unavailable => Some(format!(
-                    "rule `{}`: https:// upstreams are not in this version; it answers 501",
-                    e.label
-                )),
-                Action::Static(s) => s.warning().map(|w| format!("rule `{}`: {w}", e.label)),
-                _ => None,
-            })
-            .collect()
+        let rules = self.entries.iter().filter_map(|e| match &e.action {
+            Action::Static(s) => s.warning().map(|w| format!("rule `{}`: {w}", e.label)),
+            _ => None,
+        });
+        self.warnings.iter().cloned().chain(rules).collect()
     }
 
     /// The filter chain of rule `route` (its index in the configuration), or the global
@@ -131,6 +156,11 @@ impl App {
         observe: &mut Option<Arc<Chain>>,
     ) {
         client::note(req, &self.trusted, ex.ctx_mut());
+        if let Some(gate) = &self.tls
+            && gate.answer(req, ex)
+        {
+            return;
+        }
         let Ok(path) = normalize(req.path()) else {
             if self.unrouted(req, ex) == Flow::Continue {
                 ex.error(ErrorKind::BadPath, None);
@@ -145,6 +175,10 @@ impl App {
                     return ex.error(ErrorKind::Internal, None);
                 };
                 ex.ctx_mut().route = u32::try_from(id).ok();
+                if entry.require_client_cert && req.tls().is_none_or(|t| t.client_subject.is_none())
+                {
+                    return ex.error(ErrorKind::ClientCertRequired, Some(&entry.label));
+                }
                 if !entry.chain.is_empty() {
                     ex.ctx_mut().start = Some(anygate_runtime::time::now());
                     ex.set_head_hook(entry.chain.clone());

@@ -57,6 +57,17 @@ pub(crate) fn with_handled_signals_blocked<R>(f: impl FnOnce() -> R) -> io::Resu
     Ok(r)
 }
 
+/// Spawns a side thread (control-plane work: a file watcher, an exporter) born with the
+/// handled signals blocked, like the workers: a thread without them blocked would take a
+/// `SIGHUP` meant for [`Signals`] and die of it, taking the process with it.
+pub fn spawn_side_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    let builder = std::thread::Builder::new().name(name.to_owned());
+    with_handled_signals_blocked(|| builder.spawn(f))?
+}
+
 /// A stream of received signals.
 #[derive(Debug)]
 pub struct Signals {

@@ -11,4 +11,5 @@ mod scenarios;
 mod slowloris;
 mod static_files;
 mod support;
+mod tls;
 mod transport;

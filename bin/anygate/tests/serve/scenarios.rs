@@ -150,11 +150,16 @@ fn paths_are_normalized_before_matching() {
 }
 
 #[test]
-fn https_upstreams_answer_501_until_they_exist() {
+fn an_https_upstream_that_refuses_the_connection_is_a_502() {
     let s = in_process(
         "server: {listen: \"127.0.0.1:0\"}\nroutes: {\"/p/\": \"https://127.0.0.1:9/\"}\n",
     );
     let resp = one(s.addrs()[0], b"GET /p/x HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(resp.status, 501);
+    assert_eq!(resp.status, 502);
+    assert!(
+        resp.body_str().contains("AG-UPS-5021"),
+        "{}",
+        resp.body_str()
+    );
     assert!(resp.body_str().contains(r#""route":"* /p/""#));
 }

@@ -50,6 +50,11 @@ pub struct HostEntry {
 }
 
 impl HostEntry {
+    /// The host as written (a name or an IP address), for TLS's server name.
+    pub fn name(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
     /// An entry for `host` (a name, an IPv4 address or a bracketed IPv6 address).
     pub fn new(host: &str, port: u16, ttl: Duration) -> Arc<Self> {
         let literal = host

@@ -11,7 +11,9 @@
 //! says. Incoming forwarding fields (and `X-Real-IP`) are believed only from a peer in
 //! `server.trusted_proxies`: its chains are kept and extended, its `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` passed on. From anyone else they are dropped, so a client cannot pick
-//! the address a backend sees.
+//! the address a backend sees. The scheme is `https` on a TLS connection. With
+//! `proxy.client_cert_header`, the verified client certificate's subject goes up in that
+//! field, and the client's own field of that name is always dropped.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -140,6 +142,10 @@ pub(super) fn request_head(
             || is_one_of(name, &REWRITTEN_UP)
             || (!trusted && is_one_of(name, &CLIENT_CLAIMS))
             || named_in_connection(name, connection())
+            || options
+                .client_cert_header
+                .as_deref()
+                .is_some_and(|h| name.eq_ignore_ascii_case(h.as_bytes()))
         {
             continue;
         }
@@ -156,9 +162,18 @@ pub(super) fn request_head(
         out.extend_from_slice(b"\r\n");
     }
     let from_proxy = |name: &[u8]| if trusted { req.header(name) } else { None };
+    let tls = req.tls();
+    let scheme: &[u8] = if tls.is_some() { b"https" } else { b"http" };
     out.extend_from_slice(b"x-forwarded-proto: ");
-    out.extend_from_slice(from_proxy(b"x-forwarded-proto").unwrap_or(b"http"));
+    out.extend_from_slice(from_proxy(b"x-forwarded-proto").unwrap_or(scheme));
     out.extend_from_slice(b"\r\n");
+    if let (Some(name), Some(subject)) = (
+        options.client_cert_header.as_deref(),
+        tls.and_then(|t| t.client_subject.as_deref()),
+    ) {
+        // Escaped when read from the certificate: no control byte can end the field.
+        field(out, name.as_bytes(), subject.as_bytes());
+    }
     if let Some(h) = from_proxy(b"x-forwarded-host").or(client_host) {
         out.extend_from_slice(b"x-forwarded-host: ");
         out.extend_from_slice(h);
@@ -166,7 +181,7 @@ pub(super) fn request_head(
     }
     let chain = trusted && push_chain(out, req, b"forwarded: ");
     out.extend_from_slice(if chain { b", " } else { b"forwarded: " });
-    push_forwarded_element(out, ip, client_host);
+    push_forwarded_element(out, ip, client_host, scheme);
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(req.request_id());
     out.extend_from_slice(b"\r\n");
@@ -242,7 +257,12 @@ fn push_ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
 }
 
 /// `for=...;host="...";proto=http` (RFC 7239 §4; IPv6 and host quoted).
-fn push_forwarded_element(out: &mut Vec<u8>, ip: Option<IpAddr>, host: Option<&[u8]>) {
+fn push_forwarded_element(
+    out: &mut Vec<u8>,
+    ip: Option<IpAddr>,
+    host: Option<&[u8]>,
+    scheme: &[u8],
+) {
     match ip {
         Some(IpAddr::V4(v4)) => {
             out.extend_from_slice(b"for=");
@@ -258,7 +278,8 @@ fn push_forwarded_element(out: &mut Vec<u8>, ip: Option<IpAddr>, host: Option<&[
         out.extend_from_slice(h);
         out.push(b'"');
     }
-    out.extend_from_slice(b";proto=http");
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(scheme);
 }
 
 /// Turns the upstream's response head into the one relayed to the client, in place:

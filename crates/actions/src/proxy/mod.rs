@@ -12,6 +12,11 @@
 //! connection back to the pool if the exchange ended cleanly and both sides allow it
 //! ```
 //!
+//! An `https://` rule (or a pool with `tls`) speaks TLS to its targets ([`Wire::Tls`]):
+//! the handshake shares the connect deadline, its failure is a 502 `AG-UPS-5025` (the
+//! reason goes to stderr, at most once a second per worker), and TLS connections rest in
+//! the idle pool beside plain ones, keyed by their TLS setup too.
+//!
 //! # Invariants
 //! - Nothing is buffered beyond one read of each side: a body of any size passes in
 //!   constant memory, and a slow reader slows the writer (backpressure).
@@ -24,12 +29,13 @@
 //!
 //! # Non-goals (next issue)
 //! Retries beyond the one above, weights and other balancers, health checks, circuit
-//! breaking, TLS and HTTP/2 upstreams.
+//! breaking, HTTP/2 upstreams.
 
 mod dns;
 mod headers;
 mod pool;
 mod url;
+mod wire;
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -43,11 +49,14 @@ use anygate_http::h1::encode;
 use anygate_http::message::{BodyFraming, Version};
 use anygate_http::{ErrorKind, Exchange, Request};
 use anygate_router::dsl::PathPattern;
-use anygate_router::dsl::ProxyTarget;
+use anygate_router::dsl::{ProxyTarget, Scheme};
+use anygate_runtime::net::TcpStream;
 use anygate_runtime::time;
+use anygate_tls::TlsClient;
 
 use self::dns::HostEntry;
 use self::pool::{Slot, Target};
+pub use self::wire::Wire;
 
 pub use self::headers::HostMode;
 pub use self::url::{encoded_traversal, push_upstream_path_and_query, upstream_path_and_query};
@@ -87,6 +96,15 @@ pub struct ProxyOptions {
     pub dns_ttl: Duration,
     /// `proxy.allow_encoded_traversal`.
     pub allow_encoded_traversal: bool,
+    /// `proxy.client_cert_header` (lower case).
+    pub client_cert_header: Option<Box<str>>,
+}
+
+/// A TLS client setup of a pool, with the id its idle connections are kept under.
+#[derive(Debug)]
+pub struct PoolTls {
+    client: TlsClient,
+    id: u64,
 }
 
 /// The targets of one pool, and where round robin is.
@@ -94,9 +112,16 @@ pub struct ProxyOptions {
 pub struct Pool {
     targets: Vec<Arc<Target>>,
     next: AtomicUsize,
+    /// TLS to the targets, if the pool speaks it.
+    tls: Option<Arc<PoolTls>>,
 }
 
 impl Pool {
+    /// The id idle connections of this pool are kept under (0: plain TCP).
+    fn tls_id(&self) -> u64 {
+        self.tls.as_ref().map_or(0, |t| t.id)
+    }
+
     fn pick(&self) -> Option<&Arc<Target>> {
         if self.targets.len() <= 1 {
             return self.targets.first();
@@ -112,11 +137,26 @@ impl Pool {
 pub struct Upstreams {
     pools: HashMap<String, Arc<Pool>>,
     targets: HashMap<(String, u16), Arc<Target>>,
+    /// TLS to `https://host/` targets that name no pool: system roots, the host as name.
+    default_tls: Option<Arc<PoolTls>>,
+}
+
+/// A process-wide id per TLS client setup, so that idle connections of two setups (or of
+/// two configurations, across a reload) never mix.
+fn next_tls_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Upstreams {
-    /// Defines the pool `name` over `targets` (`host`, `port`).
-    pub fn define(&mut self, name: &str, targets: &[(String, u16)], dns_ttl: Duration) {
+    /// Defines the pool `name` over `targets` (`host`, `port`), speaking TLS with `tls`.
+    pub fn define(
+        &mut self,
+        name: &str,
+        targets: &[(String, u16)],
+        dns_ttl: Duration,
+        tls: Option<TlsClient>,
+    ) {
         let targets = targets
             .iter()
             .map(|(h, p)| self.target(h, *p, dns_ttl))
@@ -126,8 +166,33 @@ impl Upstreams {
             Arc::new(Pool {
                 targets,
                 next: AtomicUsize::new(0),
+                tls: tls.map(|client| {
+                    Arc::new(PoolTls {
+                        client,
+                        id: next_tls_id(),
+                    })
+                }),
             }),
         );
+    }
+
+    /// Whether the pool `name` is defined with TLS.
+    pub fn pool_has_tls(&self, name: &str) -> bool {
+        self.pools.get(name).is_some_and(|p| p.tls.is_some())
+    }
+
+    /// Sets the TLS client for `https://` targets outside pools (built only when a rule
+    /// needs it: the system roots may be missing).
+    pub fn set_default_tls(&mut self, client: TlsClient) {
+        self.default_tls = Some(Arc::new(PoolTls {
+            client,
+            id: next_tls_id(),
+        }));
+    }
+
+    /// Whether [`Upstreams::set_default_tls`] was called.
+    pub fn has_default_tls(&self) -> bool {
+        self.default_tls.is_some()
     }
 
     fn target(&mut self, host: &str, port: u16, dns_ttl: Duration) -> Arc<Target> {
@@ -145,15 +210,30 @@ impl Upstreams {
     /// The pool for a proxy URI: the named pool if its host names one (and it has no
     /// port), else a one-target pool resolved by DNS.
     fn pool_for(&mut self, target: &ProxyTarget, dns_ttl: Duration) -> Arc<Pool> {
+        let https = target.scheme == Scheme::Https;
         if target.port.is_none()
             && let Some(p) = self.pools.get(&target.host)
         {
+            if https && p.tls.is_none() {
+                // `https://pool/` over a pool without `tls`: the default client settings.
+                return Arc::new(Pool {
+                    targets: p.targets.clone(),
+                    next: AtomicUsize::new(0),
+                    tls: self.default_tls.clone(),
+                });
+            }
             return p.clone();
         }
-        let t = self.target(&target.host, target.port.unwrap_or(80), dns_ttl);
+        let default_port = if https { 443 } else { 80 };
+        let t = self.target(&target.host, target.port.unwrap_or(default_port), dns_ttl);
         Arc::new(Pool {
             targets: vec![t],
             next: AtomicUsize::new(0),
+            tls: if https {
+                self.default_tls.clone()
+            } else {
+                None
+            },
         })
     }
 }
@@ -224,7 +304,7 @@ impl Clock<'_> {
 
 /// A connection in use, with its share of `max_conns`.
 struct Leased {
-    conn: UpstreamConn,
+    conn: UpstreamConn<Wire>,
     _slot: Slot,
 }
 
@@ -245,14 +325,11 @@ fn idempotent(method: &[u8]) -> bool {
     )
 }
 
-/// Says on stderr (the log until there is one) that an upstream's trailer section was
-/// dropped: at most once a second per worker, so that an upstream cannot flood it.
-fn warn_dropped_trailers(upstream: std::net::SocketAddr, rule: &str) {
-    thread_local! {
-        static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
-    }
+/// Whether a warning of this kind was said less than a second ago on this worker (and if
+/// not, records that it is said now): what an upstream does must not flood stderr.
+fn recently_warned(last: &'static std::thread::LocalKey<std::cell::Cell<Option<Instant>>>) -> bool {
     let now = time::now();
-    let quiet = LAST.with(|l| {
+    last.with(|l| {
         let recent = l
             .get()
             .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
@@ -260,8 +337,26 @@ fn warn_dropped_trailers(upstream: std::net::SocketAddr, rule: &str) {
             l.set(Some(now));
         }
         recent
-    });
-    if !quiet {
+    })
+}
+
+/// Says on stderr (the log until there is one) why a TLS handshake with an upstream
+/// failed: the client sees only a 502.
+fn warn_tls_failure(upstream: std::net::SocketAddr, host: &str, e: &std::io::Error) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    if !recently_warned(&LAST) {
+        eprintln!("anygate: TLS handshake with upstream {host} ({upstream}) failed: {e}");
+    }
+}
+
+/// Says on stderr that an upstream's trailer section was dropped.
+fn warn_dropped_trailers(upstream: std::net::SocketAddr, rule: &str) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    if !recently_warned(&LAST) {
         eprintln!(
             "anygate: rule `{rule}`: upstream {upstream} sent a malformed trailer section (or \
              fields kept out of trailers); it was dropped"
@@ -429,7 +524,12 @@ impl Proxy {
         {
             let mut conn = leased.conn;
             conn.reset();
-            pool::checkin(conn, self.options.max_idle, self.options.idle_timeout);
+            pool::checkin(
+                conn,
+                self.pool.tls_id(),
+                self.options.max_idle,
+                self.options.idle_timeout,
+            );
         }
     }
 
@@ -508,24 +608,43 @@ impl Proxy {
         let slot = Slot::take(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
         if !fresh_only && self.options.max_idle > 0 {
             for &addr in &resolved.addrs {
-                while let Some(mut conn) = pool::checkout(addr) {
+                while let Some(mut conn) = pool::checkout(addr, self.pool.tls_id()) {
                     if conn.is_reusable() {
                         return Ok((Leased { conn, _slot: slot }, true));
                     }
                 }
             }
         }
-        let mut last = UpstreamError::Refused;
         for &addr in &resolved.addrs {
-            match UpstreamConn::connect(addr, deadline).await {
-                Ok(conn) => return Ok((Leased { conn, _slot: slot }, false)),
-                Err(UpstreamError::ConnectTimeout) => {
-                    return Err(clock.kind(UpstreamError::ConnectTimeout));
+            let tcp = match time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) => continue,
+                Err(_) => return Err(clock.kind(UpstreamError::ConnectTimeout)),
+            };
+            let _ = tcp.set_nodelay(true);
+            let wire = match &self.pool.tls {
+                None => Wire::Plain(tcp),
+                Some(tls) => {
+                    let host = target.host.name();
+                    match time::timeout_at(deadline, tls.client.connect(tcp, host)).await {
+                        Ok(Ok((stream, _))) => Wire::Tls(Box::new(stream)),
+                        Ok(Err(e)) => {
+                            warn_tls_failure(addr, host, &e);
+                            return Err(ErrorKind::UpstreamTls);
+                        }
+                        Err(_) => return Err(clock.kind(UpstreamError::ConnectTimeout)),
+                    }
                 }
-                Err(e) => last = e,
-            }
+            };
+            return Ok((
+                Leased {
+                    conn: UpstreamConn::new(wire, addr),
+                    _slot: slot,
+                },
+                false,
+            ));
         }
-        Err(clock.kind(last))
+        Err(clock.kind(UpstreamError::Refused))
     }
 
     /// Writes the request and its body, reads the response head.
@@ -652,7 +771,7 @@ impl From<UpstreamError> for Failure {
 
 /// Streams the request body: `Content-Length` bodies as they are, chunked ones re-framed.
 async fn send_body(
-    conn: &mut UpstreamConn,
+    conn: &mut UpstreamConn<Wire>,
     body: &mut Exchange<'_>,
     clock: &mut Clock<'_>,
 ) -> Result<(), Failure> {

@@ -1,4 +1,5 @@
-//! Idle upstream connections, per worker thread and per address: no lock, nothing shared.
+//! Idle upstream connections, per worker thread and per address and TLS setup (a pool's
+//! TLS client configuration has an id, 0 for plain TCP): no lock, nothing shared.
 //!
 //! - LIFO: the connection used last is reused first (it is the most likely to be alive,
 //!   and the others can age out).
@@ -22,6 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anygate_http::client::UpstreamConn;
+
+use super::wire::Wire;
 use anygate_runtime::time;
 use foldhash::{HashMap, HashMapExt};
 
@@ -66,8 +69,11 @@ impl Drop for Slot {
     }
 }
 
+/// An idle connection's key: where it goes, and over what (a TLS setup's id, or 0).
+type Key = (SocketAddr, u64);
+
 struct Idle {
-    map: HashMap<SocketAddr, Vec<UpstreamConn>>,
+    map: HashMap<Key, Vec<UpstreamConn<Wire>>>,
     last_sweep: Instant,
 }
 
@@ -81,7 +87,7 @@ thread_local! {
 /// Whether an idle connection may still be used: `idle_until` is the end of its rest,
 /// set at checkin from the rule's own `idle_timeout` (rules sharing an address, or a
 /// worker's sweep, never apply another rule's timeout).
-fn fresh(c: &UpstreamConn, now: Instant) -> bool {
+fn fresh(c: &UpstreamConn<Wire>, now: Instant) -> bool {
     now < c.idle_until
 }
 
@@ -99,14 +105,14 @@ impl Idle {
     }
 }
 
-/// The most recently idled connection to `addr` still within its idle timeout, if any (not
-/// yet checked for liveness).
-pub fn checkout(addr: SocketAddr) -> Option<UpstreamConn> {
+/// The most recently idled connection to `addr` over `tls` (a TLS setup's id, 0 for
+/// plain) still within its idle timeout, if any (not yet checked for liveness).
+pub fn checkout(addr: SocketAddr, tls: u64) -> Option<UpstreamConn<Wire>> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let now = time::now();
         idle.sweep(now);
-        let stack = idle.map.get_mut(&addr)?;
+        let stack = idle.map.get_mut(&(addr, tls))?;
         stack.retain(|c| fresh(c, now));
         // An emptied stack stays (with its buffer) for the checkin that follows; the
         // sweep removes it if none comes.
@@ -115,7 +121,7 @@ pub fn checkout(addr: SocketAddr) -> Option<UpstreamConn> {
 }
 
 /// Puts a connection to rest (closing the oldest when `max_idle` are already resting).
-pub fn checkin(mut conn: UpstreamConn, max_idle: usize, idle_timeout: Duration) {
+pub fn checkin(mut conn: UpstreamConn<Wire>, tls: u64, max_idle: usize, idle_timeout: Duration) {
     if max_idle == 0 {
         return;
     }
@@ -123,7 +129,7 @@ pub fn checkin(mut conn: UpstreamConn, max_idle: usize, idle_timeout: Duration) 
     conn.idle_until = now + idle_timeout;
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let stack = idle.map.entry(conn.addr).or_default();
+        let stack = idle.map.entry((conn.addr, tls)).or_default();
         stack.retain(|c| fresh(c, now));
         if stack.len() >= max_idle {
             stack.remove(0);

@@ -62,12 +62,20 @@ impl Decoder<'_> {
                 None => parent.proxy.clone(),
             };
             let plugins = self.plugins(f.take("plugins"), &parent.plugins, label.as_deref());
+            let mut require_client_cert = parent.require_client_cert;
+            if let Some(n) = f.take("require_client_cert")
+                && let Some(b) = self.bool(n, "require_client_cert")
+            {
+                // A group inside one that demands a certificate cannot waive it.
+                require_client_cert |= b;
+            }
             let scope = Scope {
                 prefix,
                 label,
                 static_settings,
                 proxy,
                 plugins,
+                require_client_cert,
             };
             if prefix_ok {
                 self.routes_and_groups(&mut f, &scope);
@@ -79,7 +87,15 @@ impl Decoder<'_> {
             }
             f.finish(
                 self.diags,
-                &["prefix", "routes", "groups", "static", "proxy", "plugins"],
+                &[
+                    "prefix",
+                    "routes",
+                    "groups",
+                    "static",
+                    "proxy",
+                    "plugins",
+                    "require_client_cert",
+                ],
             );
         }
     }
@@ -159,6 +175,7 @@ impl Decoder<'_> {
                     spa,
                     proxy: scope.proxy.clone(),
                     plugins: scope.plugins.clone(),
+                    require_client_cert: scope.require_client_cert,
                 });
             }
         }

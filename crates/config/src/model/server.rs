@@ -59,35 +59,7 @@ impl Decoder<'_> {
             self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
         }
         if let Some(n) = f.take("listen") {
-            let mut seen: HashMap<SocketAddr, Span> = HashMap::new();
-            let mut listen = Vec::new();
-            for (text, n) in self.strings(n, "server.listen") {
-                match parse_listen(text) {
-                    Ok(addr) => {
-                        if let Some(&first) = seen.get(&addr) {
-                            self.diags.push(
-                                Diagnostic::error(
-                                    codes::VALUE,
-                                    n.span,
-                                    format!("`{addr}` is listed twice"),
-                                )
-                                .note(first, "first listed here"),
-                            );
-                        } else {
-                            seen.insert(addr, n.span);
-                            listen.push(Listen {
-                                addr,
-                                span: Some(n.span),
-                            });
-                        }
-                    }
-                    Err(e) => self.value_error(n.span, e),
-                }
-            }
-            if matches!(&n.kind, Kind::Seq(items) if items.is_empty()) {
-                self.value_error(n.span, "`server.listen` needs at least one address");
-            }
-            server.listen = listen;
+            server.listen = self.listen_list(n, "server.listen");
         }
         if let Some(n) = f.take("workers") {
             match &n.kind {
@@ -112,6 +84,39 @@ impl Decoder<'_> {
             ],
         );
         server
+    }
+
+    /// One address or a list, each given once.
+    pub(super) fn listen_list(&mut self, n: &Node, what: &str) -> Vec<Listen> {
+        let mut seen: HashMap<SocketAddr, Span> = HashMap::new();
+        let mut listen = Vec::new();
+        for (text, n) in self.strings(n, what) {
+            match parse_listen(text) {
+                Ok(addr) => {
+                    if let Some(&first) = seen.get(&addr) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                codes::VALUE,
+                                n.span,
+                                format!("`{addr}` is listed twice"),
+                            )
+                            .note(first, "first listed here"),
+                        );
+                    } else {
+                        seen.insert(addr, n.span);
+                        listen.push(Listen {
+                            addr,
+                            span: Some(n.span),
+                        });
+                    }
+                }
+                Err(e) => self.value_error(n.span, e),
+            }
+        }
+        if matches!(&n.kind, Kind::Seq(items) if items.is_empty()) {
+            self.value_error(n.span, format!("`{what}` needs at least one address"));
+        }
+        listen
     }
 
     pub(super) fn server_limits(&mut self, node: &Node) -> ServerLimits {

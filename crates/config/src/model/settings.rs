@@ -179,6 +179,18 @@ impl Decoder<'_> {
                 .bool(n, &format!("{section}.allow_encoded_traversal"))
                 .unwrap_or(p.allow_encoded_traversal);
         }
+        if let Some(n) = f.take("client_cert_header")
+            && let Some(v) = self.string(n, &format!("{section}.client_cert_header"))
+        {
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                p.client_cert_header = Some(v.to_ascii_lowercase());
+            } else {
+                self.value_error(
+                    n.span,
+                    "`proxy.client_cert_header` must be a header name (letters, digits, `-`)",
+                );
+            }
+        }
         for (key, slot) in [
             ("max_idle", &mut p.max_idle),
             ("max_conns", &mut p.max_conns),
@@ -214,6 +226,7 @@ impl Decoder<'_> {
                 "host",
                 "via",
                 "allow_encoded_traversal",
+                "client_cert_header",
                 "max_idle",
                 "max_conns",
                 "idle_timeout",
@@ -272,10 +285,14 @@ impl Decoder<'_> {
                 }
                 None => self.value_error(k.span, format!("`{what}` needs `targets`")),
             }
-            f.finish(self.diags, &["targets"]);
+            let tls = f
+                .take("tls")
+                .map(|n| self.upstream_tls(n, &format!("{what}.tls")));
+            f.finish(self.diags, &["targets", "tls"]);
             out.push(Upstream {
                 name: name.to_owned(),
                 targets,
+                tls,
                 span: k.span,
             });
         }

@@ -123,7 +123,13 @@ pub struct TlsInfo {
     pub server_name: Option<Box<str>>,
     /// The application protocol agreed by ALPN.
     pub alpn: Option<Box<[u8]>>,
-    /// The verified client certificate's subject (mTLS).
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The cipher suite (`TLS13_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
+    /// Whether the session was resumed.
+    pub resumed: bool,
+    /// The verified client certificate's subject (mTLS), as an RFC 4514 string.
     pub client_subject: Option<Box<str>>,
 }
 

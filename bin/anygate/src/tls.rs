@@ -1,0 +1,214 @@
+//! TLS listeners: the `tls` section turned into `anygate-tls` settings, its problems into
+//! positioned diagnostics, the acceptor the HTTP driver calls, and the watcher that reloads
+//! certificates when their files change.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use std::time::{Duration, SystemTime};
+
+use anygate_config::{ClientAuthMode, Config, Diagnostic, Failure, Tls, TlsProfile, codes};
+use anygate_http::Acceptor;
+use anygate_http::server::{Accepted, Protocol, TlsInfo};
+use anygate_runtime::net::TcpStream;
+use anygate_tls::{ClientAuth, Problem, ServerSettings, TlsServer, TlsStream, Where};
+
+/// How often the watcher looks at the certificate files.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+fn client_auth(a: &anygate_config::ClientAuth) -> ClientAuth {
+    ClientAuth {
+        mode: match a.mode {
+            ClientAuthMode::Off => anygate_tls::ClientAuthMode::Off,
+            ClientAuthMode::Optional => anygate_tls::ClientAuthMode::Optional,
+            ClientAuthMode::Required => anygate_tls::ClientAuthMode::Required,
+        },
+        ca: a.ca.clone(),
+    }
+}
+
+/// The settings of the `tls` section.
+pub fn settings(t: &Tls) -> ServerSettings {
+    ServerSettings {
+        profile: match t.profile {
+            TlsProfile::Modern => anygate_tls::Profile::Modern,
+            TlsProfile::Intermediate => anygate_tls::Profile::Intermediate,
+        },
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| anygate_tls::CertFiles {
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+                ocsp: c.ocsp.clone(),
+            })
+            .collect(),
+        default_certificate: t.default_certificate.as_ref().map(|(n, _)| n.clone()),
+        client_auth: client_auth(&t.client_auth),
+        hosts: t
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), client_auth(&h.client_auth)))
+            .collect(),
+        // HTTP/2 arrives with its own issue; until then only HTTP/1.1 is agreed.
+        alpn: vec![anygate_tls::ALPN_HTTP1.to_vec()],
+    }
+}
+
+/// `problems` as diagnostics at the settings they are about.
+pub fn diagnostics(t: &Tls, problems: &[Problem]) -> Vec<Diagnostic> {
+    problems
+        .iter()
+        .map(|p| {
+            let span = match p.at {
+                Where::Cert(i) => t.certificates.get(i).map(|c| c.cert_span),
+                Where::Key(i) => t.certificates.get(i).map(|c| c.key_span),
+                Where::Ocsp(i) => t.certificates.get(i).and_then(|c| c.ocsp_span),
+                Where::DefaultCertificate => t.default_certificate.as_ref().map(|(_, s)| *s),
+                Where::ClientAuth => t.client_auth.span,
+                Where::HostClientAuth(i) => t.hosts.get(i).and_then(|h| h.client_auth.span),
+                Where::Certificates => Some(t.certificates_span),
+            }
+            .unwrap_or(t.span);
+            if p.warning {
+                Diagnostic::warning(codes::VALUE, span, &p.message)
+            } else {
+                Diagnostic::error(codes::VALUE, span, &p.message)
+            }
+        })
+        .collect()
+}
+
+/// Builds the TLS server of `config`'s `tls` section (none without one), checking every
+/// file; warnings (an expired certificate) are printed. On an error, the configuration's
+/// sources come back in the failure for rendering.
+pub fn build(config: Config) -> Result<(Config, Option<TlsServer>), Failure> {
+    let Some(t) = &config.tls else {
+        return Ok((config, None));
+    };
+    match TlsServer::new(&settings(t), t.handshake_timeout) {
+        Ok((server, warnings)) => {
+            for d in diagnostics(t, &warnings) {
+                eprint!("{}", d.render(&config.sources));
+            }
+            Ok((config, Some(server)))
+        }
+        Err(problems) => Err(Failure {
+            diagnostics: diagnostics(t, &problems),
+            sources: config.sources,
+        }),
+    }
+}
+
+/// The handshake, as the HTTP driver's acceptor.
+#[derive(Debug)]
+pub struct TlsAcceptor(pub Arc<TlsServer>);
+
+impl Acceptor for TlsAcceptor {
+    type Stream = TlsStream;
+
+    async fn accept(&self, tcp: TcpStream, _peer: SocketAddr) -> io::Result<Accepted<TlsStream>> {
+        let (stream, facts) = self.0.accept(tcp).await?;
+        Ok(Accepted {
+            stream,
+            protocol: Protocol::Http1,
+            tls: Some(Arc::new(TlsInfo {
+                server_name: facts.server_name,
+                alpn: facts.alpn,
+                version: facts.version,
+                cipher: facts.cipher,
+                resumed: facts.resumed,
+                client_subject: facts.client_subject,
+            })),
+        })
+    }
+}
+
+/// What a file looked like: changes to any of these count.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &PathBuf) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Reloads the certificate set when a file of it changes: polled once a second, and
+/// reloaded once the files have stayed the same for one more look (a certificate and its
+/// key are usually written one after the other). A bad new set keeps the old one, said
+/// on stderr.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts watching the files of `settings` (replaced by a reload) for `server`.
+    pub fn start(
+        server: Arc<TlsServer>,
+        settings: Arc<ArcSwap<ServerSettings>>,
+    ) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // Born with SIGHUP blocked (regression: a plain thread took the SIGHUP meant for
+        // the reload and the process died of it).
+        let thread = anygate_runtime::signal::spawn_side_thread("anygate-cert-watch", move || {
+            let current = || Some(settings.load_full());
+            let stamps =
+                |s: &ServerSettings| -> Vec<Stamp> { s.files().iter().map(stamp).collect() };
+            let mut served = current().map(|s| stamps(&s)).unwrap_or_default();
+            let mut seen = served.clone();
+            while !flag.load(Ordering::Acquire) {
+                std::thread::park_timeout(WATCH_EVERY);
+                let Some(s) = current() else { return };
+                let now = stamps(&s);
+                if now != served && now == seen {
+                    match server.reload(&s) {
+                        Ok(warnings) => {
+                            eprintln!(
+                                "anygate: certificate files changed: reloaded the TLS certificates"
+                            );
+                            for w in warnings {
+                                eprintln!("anygate: warning: {w}");
+                            }
+                        }
+                        Err(problems) => {
+                            for p in problems {
+                                eprintln!("anygate: {p}");
+                            }
+                            eprintln!(
+                                "anygate: certificate files changed, but the new set is not valid; still serving the previous one"
+                            );
+                        }
+                    }
+                    served = now.clone();
+                }
+                seen = now;
+            }
+        })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops watching (and waits for the thread).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

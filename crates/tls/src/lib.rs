@@ -1,0 +1,102 @@
+//! `anygate-tls`: TLS for AnyGate on rustls, over the runtime's sockets.
+//!
+//! # What is here
+//! - [`TlsStream`]: a rustls connection over a runtime `TcpStream`, as the runtime's
+//!   `Transport`, so the HTTP drivers, the upstream client and the tunnel run over it
+//!   unchanged ([`stream`] has the I/O discipline).
+//! - [`TlsServer`]: termination. The certificate store (names from each certificate's
+//!   subject alternative names, `*.` one label deep, a default for no or unknown SNI),
+//!   per-host client authentication chosen from the ClientHello, resumption (rotating
+//!   ticket keys, a bounded session cache), OCSP stapling from a file, and an atomic swap
+//!   of the whole set on reload.
+//! - [`TlsClient`]: TLS to upstreams, verified against the system roots or a pool's CA,
+//!   with an optional client certificate.
+//! - [`x509`]: the certificate facts AnyGate reads itself (names, validity, subject).
+//!
+//! # Design
+//! - One crypto provider for the whole process, aws-lc-rs, passed explicitly everywhere
+//!   ([`provider`]); no rustls type crosses this crate's API, so a rustls upgrade stays a
+//!   local change.
+//! - TLS 1.2 and 1.3 only ([`Profile`]), with the provider's suites: AEAD ciphers with
+//!   forward-secret key exchange (X25519MLKEM768 first), nothing else.
+//! - No 0-RTT (replayable).
+//!
+//! # Invariants
+//! - A handshake never waits longer than its timeout, and a refused ClientHello gets its
+//!   alert.
+//! - A reload never leaves a half-built certificate set in service: it is built whole and
+//!   swapped, or the old one stays.
+//!
+//! # Non-goals (here, for now)
+//! kTLS, ACME (its own issue), OCSP fetching (Let's Encrypt no longer runs OCSP).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod client;
+mod server;
+pub mod stream;
+pub mod x509;
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::SupportedProtocolVersion;
+use rustls::crypto::CryptoProvider;
+
+pub use client::{ClientSettings, TlsClient};
+pub use server::{
+    CertFiles, ClientAuth, ClientAuthMode, Prepared, Problem, ServerSettings, TlsServer, Where,
+};
+pub use stream::TlsStream;
+
+/// The ALPN id of HTTP/1.1.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// The crypto provider of the whole process: aws-lc-rs with its default suites and key
+/// exchange groups.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// Protocol versions offered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// TLS 1.3 only.
+    Modern,
+    /// TLS 1.2 and 1.3 (Mozilla's "intermediate").
+    #[default]
+    Intermediate,
+}
+
+impl Profile {
+    pub(crate) fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
+        static MODERN: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        static INTERMEDIATE: [&SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
+        match self {
+            Self::Modern => &MODERN,
+            Self::Intermediate => &INTERMEDIATE,
+        }
+    }
+}
+
+/// What a handshake established.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The name the client asked for (SNI), lower-cased.
+    pub server_name: Option<Box<str>>,
+    /// The protocol agreed by ALPN.
+    pub alpn: Option<Box<[u8]>>,
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The cipher suite (`TLS13_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
+    /// Whether the session was resumed.
+    pub resumed: bool,
+    /// The verified client certificate's subject (RFC 4514).
+    pub client_subject: Option<Box<str>>,
+}
