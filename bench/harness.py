@@ -26,6 +26,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -53,6 +54,12 @@ SCENARIOS = {
     # 9 000, not 10 000: this machine's hard descriptor limit is 20 000 per process, and
     # HAProxy reserves two descriptors per connection (docs/BENCH.md).
     "idle-10k": dict(path="/fixed", body=b"", idle=9_000, servers=["anygate", "nginx", "haproxy"]),
+    # TLS 1.3 with an ECDSA P-256 certificate: keep-alive (the record layer's cost), and one
+    # request per connection (wrk reconnects after `Connection: close` without resuming, so
+    # each request is a full handshake: the CPU per request is the CPU per handshake).
+    "tls-keepalive": dict(path="/fixed", body=b"", tls=True, servers=["anygate", "nginx", "haproxy"]),
+    "tls-handshake": dict(path="/fixed", body=b"", tls=True, close=True, connections=16,
+                          servers=["anygate", "nginx", "haproxy"]),
 }
 
 
@@ -168,9 +175,13 @@ class Server:
 # ---------------------------------------------------------------------------------------
 # Checks and measurements.
 
-def sample(port, path, upload=None):
+def sample(port, path, upload=None, tls=False):
     """One request; returns (status, body)."""
     s = socket.create_connection(("127.0.0.1", port), 10)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="localhost")
     body = b""
     head = f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
     if upload:
@@ -205,7 +216,10 @@ def run_wrk(port, sc, seconds, warmup=False):
         argv += ["-s", os.path.join(BENCH, "pipeline.lua")]
     if sc.get("upload"):
         argv += ["-s", os.path.join(BENCH, "upload.lua")]
-    argv.append(f"http://127.0.0.1:{port}{sc['path']}")
+    if sc.get("close"):
+        argv += ["-H", "Connection: close"]
+    scheme = "https" if sc.get("tls") else "http"
+    argv.append(f"{scheme}://127.0.0.1:{port}{sc['path']}")
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     return parse_wrk(out)
 
@@ -249,7 +263,7 @@ def machine():
 
 
 def ensure_tools():
-    missing = [t for t in ["nginx", "haproxy", "wrk", "taskset", "cc"] if not shutil.which(t)]
+    missing = [t for t in ["nginx", "haproxy", "wrk", "taskset", "cc", "openssl"] if not shutil.which(t)]
     if missing:
         print(f"installing {' '.join(missing)}", file=sys.stderr)
         pkgs = {"taskset": "util-linux", "cc": "gcc"}
@@ -273,30 +287,45 @@ def make_files(tmp):
     return static
 
 
+def make_cert(tmp):
+    """An ECDSA P-256 certificate for localhost (tls.pem, tls.key, and both in
+    tls-combined.pem for HAProxy)."""
+    pem, key = os.path.join(tmp, "tls.pem"), os.path.join(tmp, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", pem, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.chmod(key, 0o644)  # nginx's workers read it as an unprivileged user
+    with open(os.path.join(tmp, "tls-combined.pem"), "w") as f:
+        f.write(open(pem).read() + open(key).read())
+
+
 # Every load generator here is one address (loopback): the per-address connection cap
 # (default 256) is lifted, as nginx and HAProxy have none by default.
 ANYGATE_LIMITS = "  limits: {max_connections_per_ip: 0}\n"
 
 
-def start(name, port, tmp, static, backend_port, reference, baseline=None):
+def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=False):
     values = dict(port=port, tmp=tmp, static_dir=static, backend_port=backend_port,
-                  server_limits=ANYGATE_LIMITS)
+                  server_limits=ANYGATE_LIMITS, plain_port=free_port())
+    suffix = "-tls" if tls else ""
     if name in ("anygate", "baseline"):
         cfg = os.path.join(tmp, f"anygate-{port}.yml")
         binary = baseline if name == "baseline" else os.path.join(ROOT, "target/release/anygate")
-        open(cfg, "w").write(render("anygate.yml.tmpl", **values))
+        template = f"anygate{suffix}.yml.tmpl"
+        open(cfg, "w").write(render(template, **values))
         # A binary from before the cap does not know the key (and has no cap).
         if subprocess.run([binary, "check", "-c", cfg], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL).returncode != 0:
-            open(cfg, "w").write(render("anygate.yml.tmpl", **dict(values, server_limits="")))
+            open(cfg, "w").write(render(template, **dict(values, server_limits="")))
         return Server(name, [binary, "serve", "-c", cfg], port)
     if name == "nginx":
         cfg = os.path.join(tmp, f"nginx-{port}.conf")
-        open(cfg, "w").write(render("nginx.conf.tmpl", **values))
+        open(cfg, "w").write(render(f"nginx{suffix}.conf.tmpl", **values))
         return Server(name, ["nginx", "-c", cfg, "-p", tmp], port)
     if name == "haproxy":
         cfg = os.path.join(tmp, f"haproxy-{port}.cfg")
-        open(cfg, "w").write(render("haproxy.cfg.tmpl", **values))
+        open(cfg, "w").write(render(f"haproxy{suffix}.cfg.tmpl", **values))
         return Server(name, ["haproxy", "-db", "-f", cfg], port)
     return Server(name, [reference, "127.0.0.1", str(port)], port)
 
@@ -304,7 +333,7 @@ def start(name, port, tmp, static, backend_port, reference, baseline=None):
 def self_test():
     """Renders every template and parses the sample wrk outputs (run by `cargo test`)."""
     values = dict(port=1, tmp="/tmp/x", static_dir="/tmp/s", backend_port=2,
-                  server_limits=ANYGATE_LIMITS)
+                  server_limits=ANYGATE_LIMITS, plain_port=3)
     for t in sorted(os.listdir(os.path.join(BENCH, "peers"))):
         text = render(t, **values)
         assert "$" not in text.replace("$uri", "").replace("$request_method", ""), f"{t} has an unreplaced placeholder"
@@ -349,6 +378,7 @@ def main():
         reference = os.path.join(tmp, "reference")
         subprocess.run(["cc", "-O2", "-o", reference, os.path.join(BENCH, "reference/server.c")], check=True)
         static = make_files(tmp)
+        make_cert(tmp)
         backend_port = free_port()
         open(os.path.join(tmp, "backend.conf"), "w").write(
             render("backend.conf.tmpl", tmp=tmp, backend_port=backend_port, static_dir=static))
@@ -389,9 +419,11 @@ def run_all(args, tmp, static, backend_port, reference):
                 if name in skipped:
                     break
                 port = free_port()
-                srv = start(server, port, tmp, static, backend_port, reference, args.baseline)
+                srv = start(server, port, tmp, static, backend_port, reference, args.baseline,
+                            tls=sc.get("tls", False))
                 try:
-                    status, body = sample(port, sc["path"], upload if sc.get("upload") else None)
+                    status, body = sample(port, sc["path"], upload if sc.get("upload") else None,
+                                          tls=sc.get("tls", False))
                     if status != 200 or (not sc.get("upload") and body != expected):
                         why = "the action is not in this version" if status == 501 else "a wrong status or body"
                         skipped[name] = f"{server} answered {status} to the sample request ({why})"

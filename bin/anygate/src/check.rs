@@ -69,6 +69,24 @@ pub fn report(name: &str, config: &Config) -> String {
         .map(|l| l.addr.to_string())
         .collect();
     out.push_str(&format!("listen: {}\n", listen.join(", ")));
+    if let Some(t) = &config.tls {
+        let addrs: Vec<String> = t.listen.iter().map(|l| l.addr.to_string()).collect();
+        let n = t.certificates.len();
+        out.push_str(&format!(
+            "tls: {} ({}, {n} certificate{}{})\n",
+            addrs.join(", "),
+            match t.profile {
+                anygate_config::TlsProfile::Modern => "TLS 1.3",
+                anygate_config::TlsProfile::Intermediate => "TLS 1.2 and 1.3",
+            },
+            if n == 1 { "" } else { "s" },
+            if t.redirect_http {
+                ", plain HTTP redirected"
+            } else {
+                ""
+            }
+        ));
+    }
     out.push_str(&match config.server.workers {
         Workers::Auto => "workers: auto (one per CPU)\n".to_owned(),
         Workers::Count(n) => format!("workers: {n}\n"),

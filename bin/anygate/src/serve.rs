@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anygate_config::{Config, Failure, Workers};
 use anygate_http::server::accept_loop;
-use anygate_http::{Acceptor, Drain, Limits, Plain};
+use anygate_http::{Acceptor, Drain, Limits};
 use anygate_pipeline::{App, Live};
 use anygate_plugins::Registry;
 use anygate_runtime::net::{ListenerOptions, TcpListener};
@@ -27,7 +27,7 @@ use anygate_runtime::signal::{Signal, Signals};
 use anygate_runtime::{Handle, Runtime, time};
 use anygate_tls::{ServerSettings, TlsServer};
 
-use crate::tls::{TlsAcceptor, Watcher};
+use crate::tls::{PlainAcceptor, TlsAcceptor, Watcher};
 
 /// The TLS side of a running server.
 #[derive(Debug)]
@@ -159,7 +159,7 @@ impl Server {
     /// Binds the listeners and starts serving `config` over plain TCP, with the built-in
     /// filter kinds.
     pub fn start(config: Config) -> Result<Self, StartError> {
-        Self::start_with(config, Arc::new(Plain), Registry::builtin())
+        Self::start_with(config, Arc::new(PlainAcceptor), Registry::builtin())
     }
 
     /// Binds the listeners and starts serving `config`, each accepted connection prepared

@@ -15,7 +15,7 @@ use anygate_config::{ClientAuthMode, Config, Diagnostic, Failure, Tls, TlsProfil
 use anygate_http::Acceptor;
 use anygate_http::server::{Accepted, Protocol, TlsInfo};
 use anygate_runtime::net::TcpStream;
-use anygate_tls::{ClientAuth, Problem, ServerSettings, TlsServer, TlsStream, Where};
+use anygate_tls::{ClientAuth, MaybeTls, Problem, ServerSettings, TlsServer, Where};
 
 /// How often the watcher looks at the certificate files.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -109,12 +109,12 @@ pub fn build(config: Config) -> Result<(Config, Option<TlsServer>), Failure> {
 pub struct TlsAcceptor(pub Arc<TlsServer>);
 
 impl Acceptor for TlsAcceptor {
-    type Stream = TlsStream;
+    type Stream = MaybeTls;
 
-    async fn accept(&self, tcp: TcpStream, _peer: SocketAddr) -> io::Result<Accepted<TlsStream>> {
+    async fn accept(&self, tcp: TcpStream, _peer: SocketAddr) -> io::Result<Accepted<MaybeTls>> {
         let (stream, facts) = self.0.accept(tcp).await?;
         Ok(Accepted {
-            stream,
+            stream: MaybeTls::Tls(Box::new(stream)),
             protocol: Protocol::Http1,
             tls: Some(Arc::new(TlsInfo {
                 server_name: facts.server_name,
@@ -124,6 +124,23 @@ impl Acceptor for TlsAcceptor {
                 resumed: facts.resumed,
                 client_subject: facts.client_subject,
             })),
+        })
+    }
+}
+
+/// Plain TCP as a [`MaybeTls`]: plain and TLS listeners serve one stream type, so the
+/// connection driver is compiled once (see `anygate_tls::MaybeTls`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlainAcceptor;
+
+impl Acceptor for PlainAcceptor {
+    type Stream = MaybeTls;
+
+    async fn accept(&self, tcp: TcpStream, _peer: SocketAddr) -> io::Result<Accepted<MaybeTls>> {
+        Ok(Accepted {
+            stream: MaybeTls::Plain(tcp),
+            protocol: Protocol::Http1,
+            tls: None,
         })
     }
 }

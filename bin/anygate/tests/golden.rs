@@ -141,6 +141,16 @@ fn readme_quickstart_runs() {
     // pool `backend` is pointed at it.
     let mut backend: Option<(std::process::Child, String)> = None;
     for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("examples/") && line.ends_with(".sh") {
+            // A setup script (the TLS example's certificates).
+            let out = Command::new("bash")
+                .arg(line)
+                .current_dir(&root)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{line}: {out:?}");
+            continue;
+        }
         let Some(args) = line.strip_prefix("cargo run --release -p anygate -- ") else {
             continue;
         };
@@ -182,16 +192,25 @@ fn readme_quickstart_runs() {
 
 /// Runs the README's `serve` line on a free port, then its `curl` lines against it (when
 /// curl is installed), then stops it with SIGTERM.
-fn readme_serve(cmd: Command, curls: &[&str]) {
-    let (child, addr) = start_serve(cmd);
+fn readme_serve(mut cmd: Command, curls: &[&str]) {
+    let tls = curls.iter().any(|c| c.contains("https://"));
+    if tls {
+        cmd.env("ANYGATE__TLS__LISTEN", "127.0.0.1:0");
+    }
+    let (child, addr, tls_port) = start_serve_tls(cmd, tls);
     let have_curl = Command::new("sh")
         .args(["-c", "command -v curl"])
         .output()
         .is_ok_and(|o| o.status.success());
     for curl in curls.iter().filter(|_| have_curl) {
-        let line = curl.replace("127.0.0.1:8080", &addr);
+        let mut line = curl.replace("127.0.0.1:8080", &addr);
+        if let Some(port) = &tls_port {
+            line = line.replace("localhost:8443", &format!("localhost:{port}"));
+        }
+        // From the repository's root, as the README's reader runs them (relative paths).
         let out = Command::new("sh")
             .args(["-c", &format!("{line} --max-time 10 -sS")])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -204,7 +223,13 @@ fn readme_serve(cmd: Command, curls: &[&str]) {
 }
 
 /// Starts a `serve` command on a free port; returns it and its address.
-fn start_serve(mut cmd: Command) -> (std::process::Child, String) {
+fn start_serve(cmd: Command) -> (std::process::Child, String) {
+    let (child, addr, _) = start_serve_tls(cmd, false);
+    (child, addr)
+}
+
+/// [`start_serve`], also waiting for the TLS listener's line when `tls`: returns its port.
+fn start_serve_tls(mut cmd: Command, tls: bool) -> (std::process::Child, String, Option<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = cmd
         .env("ANYGATE__SERVER__LISTEN", "127.0.0.1:0")
@@ -218,9 +243,17 @@ fn start_serve(mut cmd: Command) -> (std::process::Child, String) {
             break rest.split(' ').next().unwrap().to_owned();
         }
     };
+    let tls_port = tls.then(|| {
+        loop {
+            let line = stderr.next().expect("serve exited").unwrap();
+            if let Some(rest) = line.strip_prefix("anygate: listening on https://") {
+                break rest.rsplit(':').next().unwrap().trim().to_owned();
+            }
+        }
+    });
     // Keep draining stderr so that the server never blocks on a full pipe.
     std::thread::spawn(move || stderr.for_each(drop));
-    (child, addr)
+    (child, addr, tls_port)
 }
 
 /// Stops a server with SIGTERM; it must exit cleanly.

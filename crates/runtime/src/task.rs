@@ -155,10 +155,13 @@ where
                 *self.stage.get() = Stage::Consumed;
             }));
         }
-        let _ = catch_unwind(AssertUnwindSafe(|| self.join_waker.wake()));
+        // Out of the live set before the joiner hears of it: whoever awaited the handle
+        // must find the task gone (regression: `live_tasks()` still counted it just after
+        // its handle resolved). The caller's `Arc` keeps `self` alive past the removal.
         self.scheduler
             .owned
             .remove(self.shard, self.key.load(Relaxed));
+        let _ = catch_unwind(AssertUnwindSafe(|| self.join_waker.wake()));
     }
 }
 

@@ -35,6 +35,7 @@
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod client;
+mod maybe;
 mod server;
 pub mod stream;
 pub mod x509;
@@ -45,6 +46,7 @@ use rustls::SupportedProtocolVersion;
 use rustls::crypto::CryptoProvider;
 
 pub use client::{ClientSettings, TlsClient};
+pub use maybe::MaybeTls;
 pub use server::{
     CertFiles, ClientAuth, ClientAuthMode, Prepared, Problem, ServerSettings, TlsServer, Where,
 };

@@ -47,14 +47,25 @@ pub struct Gateway {
     /// stderr lines after the "listening" one.
     pub lines: mpsc::Receiver<String>,
     pub config: PathBuf,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl Gateway {
     /// Writes `yaml` (whose listen address must be `127.0.0.1:0`) and starts the binary on it.
     pub fn start(yaml: &str) -> Self {
         let dir = TempDir::new("bin");
-        let config = dir.0.join("anygate.yml");
+        let mut g = Self::start_at(dir.0.join("anygate.yml"), yaml);
+        g._dir = Some(dir);
+        g
+    }
+
+    /// Like [`Gateway::start`], with the configuration written into `dir` (which the caller
+    /// keeps: relative paths in `yaml` name its files).
+    pub fn start_in(dir: &TempDir, yaml: &str) -> Self {
+        Self::start_at(dir.0.join("anygate.yml"), yaml)
+    }
+
+    fn start_at(config: PathBuf, yaml: &str) -> Self {
         std::fs::write(&config, yaml).unwrap();
         let (child, lines) = spawn_serve(&config);
         let addr = loop {
@@ -70,7 +81,7 @@ impl Gateway {
             addr,
             lines,
             config,
-            _dir: dir,
+            _dir: None,
         }
     }
 

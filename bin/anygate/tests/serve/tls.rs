@@ -1051,3 +1051,78 @@ fn certificate_problems_are_reported_at_their_setting() {
         "{err}"
     );
 }
+
+#[test]
+fn the_tls_example_runs_with_the_certificates_its_script_makes() {
+    let dir = TempDir::new("tls-example");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tls");
+    let made = std::process::Command::new("bash")
+        .arg(format!("{example}/make-certs.sh"))
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let yaml = std::fs::read_to_string(format!("{example}/anygate.yml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8443", "127.0.0.1:0");
+    let g = Gateway::start_in(&dir, &yaml);
+    let tls_addr: SocketAddr = loop {
+        let line = g.lines.recv_timeout(LIMIT).expect("no https listener line");
+        if let Some(rest) = line.strip_prefix("anygate: listening on https://") {
+            break rest.trim().parse().unwrap();
+        }
+    };
+    let ca = std::fs::read(dir.0.join("certs/ca.pem")).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&ca).unwrap())
+        .unwrap();
+    let config = |cert: bool| {
+        let b = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone());
+        Arc::new(if cert {
+            let chain = CertificateDer::pem_file_iter(dir.0.join("certs/client.pem"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(dir.0.join("certs/client.key")).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        } else {
+            b.with_no_client_auth()
+        })
+    };
+    let mut c = tls(tls_addr, config(false), named("localhost"));
+    let r = request(&mut c, "GET /hello HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    assert_eq!(r.body_str(), "{\"hello\":\"over TLS\"}");
+    let r = request(
+        &mut c,
+        "GET /admin/whoami HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    );
+    assert_eq!(r.status(), 403);
+    let mut c = tls(tls_addr, config(true), named("localhost"));
+    let r = request(
+        &mut c,
+        "GET /admin/whoami HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["tls"]["client_subject"],
+        "CN=example client,O=AnyGate example"
+    );
+    let r = crate::http::one(
+        g.addr,
+        b"GET /hello HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://localhost:{}/hello", tls_addr.port()).as_str())
+    );
+}

@@ -12,7 +12,7 @@
 //! connection back to the pool if the exchange ended cleanly and both sides allow it
 //! ```
 //!
-//! An `https://` rule (or a pool with `tls`) speaks TLS to its targets ([`Wire::Tls`]):
+//! An `https://` rule (or a pool with `tls`) speaks TLS to its targets (`MaybeTls::Tls`):
 //! the handshake shares the connect deadline, its failure is a 502 `AG-UPS-5025` (the
 //! reason goes to stderr, at most once a second per worker), and TLS connections rest in
 //! the idle pool beside plain ones, keyed by their TLS setup too.
@@ -35,7 +35,6 @@ mod dns;
 mod headers;
 mod pool;
 mod url;
-mod wire;
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -52,11 +51,10 @@ use anygate_router::dsl::PathPattern;
 use anygate_router::dsl::{ProxyTarget, Scheme};
 use anygate_runtime::net::TcpStream;
 use anygate_runtime::time;
-use anygate_tls::TlsClient;
+use anygate_tls::{MaybeTls as Wire, TlsClient};
 
 use self::dns::HostEntry;
 use self::pool::{Slot, Target};
-pub use self::wire::Wire;
 
 pub use self::headers::HostMode;
 pub use self::url::{encoded_traversal, push_upstream_path_and_query, upstream_path_and_query};
@@ -626,7 +624,11 @@ impl Proxy {
                 None => Wire::Plain(tcp),
                 Some(tls) => {
                     let host = target.host.name();
-                    match time::timeout_at(deadline, tls.client.connect(tcp, host)).await {
+                    // Boxed: the handshake's state (a whole rustls connection) would
+                    // otherwise sit in every proxy request's future, plain ones too, and
+                    // be copied with it (about 100 instructions per plain request).
+                    let handshake = Box::pin(tls.client.connect(tcp, host));
+                    match time::timeout_at(deadline, handshake).await {
                         Ok(Ok((stream, _))) => Wire::Tls(Box::new(stream)),
                         Ok(Err(e)) => {
                             warn_tls_failure(addr, host, &e);

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use anygate_http::client::UpstreamConn;
 
-use super::wire::Wire;
 use anygate_runtime::time;
+use anygate_tls::MaybeTls as Wire;
 use foldhash::{HashMap, HashMapExt};
 
 use super::dns::HostEntry;

@@ -453,3 +453,19 @@ fn yield_now_lets_the_other_tasks_of_a_worker_run() {
         assert!(spinner.await.unwrap() < 1_000_000);
     });
 }
+
+#[test]
+fn regression_live_tasks_is_zero_once_every_join_handle_resolved() {
+    // The task left the live set only after waking its joiner, so a joiner on another
+    // worker could see it counted for a moment.
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    for _ in 0..50 {
+        let handles: Vec<_> = (0..200).map(|i| rt.spawn(async move { i })).collect();
+        run(&rt, async {
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        assert_eq!(rt.handle().live_tasks(), 0);
+    }
+}
