@@ -30,6 +30,12 @@ pub fn run(args: &Args) -> ExitCode {
 pub fn load(path: &std::path::Path) -> Result<Config, Failure> {
     let config = anygate_config::load(path, &anygate_config::env_overrides())?;
     let (config, _) = crate::tls::build(config)?;
+    if let Err(diagnostics) = anygate_pipeline::App::validate(&config) {
+        return Err(Failure {
+            sources: config.sources,
+            diagnostics,
+        });
+    }
     match anygate_plugins::compile(&config, &Registry::builtin()) {
         Ok(_) => Ok(config),
         Err(diagnostics) => Err(Failure {

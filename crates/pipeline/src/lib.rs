@@ -127,6 +127,13 @@ impl App {
         })
     }
 
+    /// Checks what compiling `config` would check beyond the configuration itself (a
+    /// pool's TLS files, https:// rules against pools), without keeping anything: what
+    /// `anygate check` runs.
+    pub fn validate(config: &Config) -> Result<(), Vec<anygate_config::Diagnostic>> {
+        build::actions(config).map(drop)
+    }
+
     /// What the operator should know about this configuration: rules that answer 501 in
     /// this build, static manifests that could not be read.
     pub fn notices(&self) -> Vec<String> {

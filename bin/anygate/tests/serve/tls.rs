@@ -139,7 +139,7 @@ pub fn client(pki: &Pki, alpn: &[&[u8]], cert: Option<&Leaf>) -> Arc<ClientConfi
 
 /// Accepts any certificate and remembers the one it saw (to tell which one was served).
 #[derive(Debug, Default)]
-struct Capture(Mutex<Option<Vec<u8>>>);
+struct Capture(Mutex<Option<Vec<u8>>>, Mutex<Vec<u8>>);
 
 impl ServerCertVerifier for Capture {
     fn verify_server_cert(
@@ -147,10 +147,11 @@ impl ServerCertVerifier for Capture {
         end_entity: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
-        _: &[u8],
+        ocsp: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        *self.1.lock().unwrap() = ocsp.to_vec();
         Ok(ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -188,6 +189,11 @@ impl ServerCertVerifier for Capture {
 
 /// The certificate served for `sni` (`None`: no SNI at all).
 fn served_cert(addr: SocketAddr, sni: Option<&str>) -> Vec<u8> {
+    served(addr, sni).0
+}
+
+/// The certificate served for `sni`, and the OCSP response stapled to it (empty: none).
+fn served(addr: SocketAddr, sni: Option<&str>) -> (Vec<u8>, Vec<u8>) {
     let capture = Arc::new(Capture::default());
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -202,12 +208,14 @@ fn served_cert(addr: SocketAddr, sni: Option<&str>) -> Vec<u8> {
         "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     );
     assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
-    capture
+    let cert = capture
         .0
         .lock()
         .unwrap()
         .take()
-        .expect("a certificate was seen")
+        .expect("a certificate was seen");
+    let ocsp = std::mem::take(&mut *capture.1.lock().unwrap());
+    (cert, ocsp)
 }
 
 pub type Tls = StreamOwned<ClientConnection, TcpStream>;
@@ -1050,6 +1058,16 @@ fn certificate_problems_are_reported_at_their_setting() {
         err.contains("check.yml:3:") && err.contains("warning") && err.contains("expired"),
         "{err}"
     );
+    // A pool's TLS CA that cannot be read, and an http:// rule naming a TLS pool.
+    let (ok, err) = check(
+        &dir,
+        "proxy:\n  upstreams:\n    u: {targets: [\"a:1\"], tls: {ca: missing-ca.pem}}\nroutes:\n  \"/a\": \"https://u/\"\n  \"/b\": \"http://u/\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("check.yml:3:") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1125,4 +1143,45 @@ fn the_tls_example_runs_with_the_certificates_its_script_makes() {
         r.header("location"),
         Some(format!("https://localhost:{}/hello", tls_addr.port()).as_str())
     );
+}
+
+#[test]
+fn an_ocsp_response_from_a_file_is_stapled_and_reread_on_reload() {
+    let dir = TempDir::new("tls-ocsp");
+    let pki = Pki::new("Test CA");
+    let (a_cert, a_key) = pki.server(&["a.example.com"]).write(&dir, "a");
+    let (b_cert, b_key) = pki.server(&["b.example.com"]).write(&dir, "b");
+    let ocsp = dir.0.join("a.ocsp");
+    // rustls staples the bytes as they are; a real file is a DER OCSPResponse.
+    std::fs::write(&ocsp, b"first ocsp response").unwrap();
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\ntls:\n  listen: \"127.0.0.1:0\"\n  certificates:\n    - {{cert: \"{}\", key: \"{}\", ocsp: \"{}\"}}\n    - {{cert: \"{}\", key: \"{}\"}}\nroutes:\n  \"/\": \"OK\"\n",
+        a_cert.display(),
+        a_key.display(),
+        ocsp.display(),
+        b_cert.display(),
+        b_key.display()
+    );
+    let s = in_process(&yaml);
+    let addr = s.tls_addrs()[0];
+    assert_eq!(
+        served(addr, Some("a.example.com")).1,
+        b"first ocsp response"
+    );
+    assert_eq!(served(addr, Some("b.example.com")).1, b"");
+    std::fs::write(&ocsp, b"second ocsp response").unwrap();
+    let config = anygate_config::load_str(
+        "test.yml",
+        &yaml,
+        anygate_config::Format::Yaml,
+        std::path::Path::new("."),
+        &[],
+    )
+    .unwrap();
+    s.reload(config).unwrap();
+    assert_eq!(
+        served(addr, Some("a.example.com")).1,
+        b"second ocsp response"
+    );
+    s.shutdown();
 }
