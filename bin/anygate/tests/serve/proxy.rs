@@ -791,7 +791,7 @@ fn a_host_name_target_is_resolved() {
 }
 
 /// Kills a child process on drop (the test's cleanup, also when it fails).
-struct Child(std::process::Child);
+pub struct Child(pub std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {

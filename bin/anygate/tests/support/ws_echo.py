@@ -3,11 +3,13 @@
     ws_echo.py server          echo server on a free loopback port; prints the port; exits
                                when its stdin closes (the test holds the pipe)
     ws_echo.py client URL      talks to URL: text, binary (1 MiB), 200 small messages, a
-                               ping; checks every echo; closes cleanly; exit status 0 = all good
+                               ping; checks every echo; closes cleanly; exit status 0 = all good.
+                               A wss:// URL is verified against the CA file in $WS_CA.
 """
 
 import asyncio
 import os
+import ssl
 import sys
 
 import websockets
@@ -27,7 +29,10 @@ async def server():
 
 
 async def client(url):
-    async with websockets.connect(url, max_size=None, open_timeout=10, close_timeout=10) as ws:
+    tls = {}
+    if url.startswith("wss://"):
+        tls["ssl"] = ssl.create_default_context(cafile=os.environ["WS_CA"])
+    async with websockets.connect(url, max_size=None, open_timeout=10, close_timeout=10, **tls) as ws:
         await ws.send("hello through the gateway")
         assert await ws.recv() == "hello through the gateway"
         blob = os.urandom(1 << 20)
