@@ -1229,3 +1229,39 @@ fn a_real_websocket_echo_passes_through_the_tunnel_over_tls() {
     assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "ok");
     s.shutdown();
 }
+
+#[test]
+fn a_handshake_that_never_completes_is_dropped_at_the_handshake_timeout() {
+    let dir = TempDir::new("tls-slow");
+    let pki = Pki::new("Test CA");
+    let files = [pki.server(&["localhost"]).write(&dir, "srv")];
+    let s = tls_gateway(
+        &format!("{}  handshake_timeout: 300ms\n", certs_yaml(&files)),
+        "  \"/\": \"OK\"\n",
+    );
+    let addr = s.tls_addrs()[0];
+    // Nothing at all, and half a ClientHello: both are closed by the server, with nothing
+    // sent (no alert for a hello that never arrived whole).
+    let hello = legacy_client_hello([3, 3]);
+    for sent in [&[][..], &hello[..hello.len() / 2]] {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(LIMIT)).unwrap();
+        tcp.write_all(sent).unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let read = tcp.read_to_end(&mut rest);
+        assert!(
+            read.is_ok(),
+            "the server must close, not the read timeout: {read:?}"
+        );
+        assert!(rest.is_empty(), "{rest:?}");
+        assert!(started.elapsed() < LIMIT);
+    }
+    // A client that completes its handshake is served as usual.
+    let mut c = tls(addr, client(&pki, &[], None), named("localhost"));
+    assert_eq!(
+        request(&mut c, "GET / HTTP/1.1\r\nhost: localhost\r\n\r\n").status(),
+        200
+    );
+    s.shutdown();
+}
