@@ -8,5 +8,6 @@ pub mod args;
 pub mod check;
 mod describe;
 pub mod explain;
+pub mod notify;
 pub mod serve;
 pub mod tls;

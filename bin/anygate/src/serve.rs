@@ -27,6 +27,7 @@ use anygate_runtime::signal::{Signal, Signals};
 use anygate_runtime::{Handle, Runtime, time};
 use anygate_tls::{ServerSettings, TlsServer};
 
+use crate::notify::Notifier;
 use crate::tls::{PlainAcceptor, TlsAcceptor, Watcher};
 
 /// The TLS side of a running server.
@@ -370,20 +371,30 @@ impl Server {
     /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP`. `ready` runs once the
     /// signals are taken over (before that, a `SIGHUP` would kill the process), so that
     /// announcing readiness there is safe.
-    fn run_signals(&self, path: &Path, ready: impl FnOnce()) -> io::Result<Signals> {
+    fn run_signals(
+        &self,
+        path: &Path,
+        notify: &Notifier,
+        ready: impl FnOnce(),
+    ) -> io::Result<Signals> {
         self.rt.block_on(async {
             let signals = Signals::new(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])?;
             ready();
             loop {
                 match signals.recv().await? {
-                    Signal::Hangup => self.reload_from(path),
+                    Signal::Hangup => {
+                        notify.send("RELOADING=1", "reloading the configuration");
+                        let status = self.reload_from(path);
+                        notify.send("READY=1", status);
+                    }
                     Signal::Terminate | Signal::Interrupt => return Ok(signals),
                 }
             }
         })
     }
 
-    fn reload_from(&self, path: &Path) {
+    /// Reloads `path`; returns a status line for the service manager.
+    fn reload_from(&self, path: &Path) -> &'static str {
         match anygate_config::load(path, &anygate_config::env_overrides()) {
             Ok(config) => {
                 for w in &config.warnings {
@@ -399,6 +410,7 @@ impl Server {
                                 restart.join(", ")
                             ));
                         }
+                        "serving; configuration reloaded"
                     }
                     Err(failure) => reload_failed(path, &failure),
                 }
@@ -408,13 +420,14 @@ impl Server {
     }
 }
 
-fn reload_failed(path: &Path, failure: &Failure) {
+fn reload_failed(path: &Path, failure: &Failure) -> &'static str {
     eprint!("{failure}");
     log(&format!(
         "reload of {} failed ({} errors); still serving the previous configuration",
         path.display(),
         failure.errors().count()
     ));
+    "serving; the reload failed, the previous configuration stays"
 }
 
 /// Completes with `true` when `a` does, `false` when `b` does first.
@@ -464,7 +477,8 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = server.run_signals(path, || {
+    let notify = Notifier::from_env();
+    let result = server.run_signals(path, &notify, || {
         for notice in server.live().current().notices() {
             log(&notice);
         }
@@ -477,7 +491,9 @@ pub fn run(path: &Path) -> ExitCode {
         for addr in server.tls_addrs() {
             log(&format!("listening on https://{addr}"));
         }
+        notify.send("READY=1", "serving");
     });
+    notify.send("STOPPING=1", "draining connections");
     log("shutting down");
     let drained = server.shutdown_unless(result.as_ref().ok());
     match result {

@@ -1,6 +1,7 @@
 //! `anygate serve` end to end: the real binary (signals, reload, shutdown) and the server
 //! in-process (the SPEC's scenarios over raw sockets).
 
+mod deploy;
 mod filters;
 #[path = "../../../../crates/http/tests/driver/support.rs"]
 #[allow(dead_code)] // the HTTP driver tests' client; its test service is not used here
