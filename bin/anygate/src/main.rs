@@ -42,7 +42,13 @@ fn main() -> ExitCode {
     };
     let run = match command.as_str() {
         "version" | "--version" | "-V" => {
-            println!("anygate {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "anygate {} (commit {}, {}; linux-{})",
+                env!("CARGO_PKG_VERSION"),
+                env!("ANYGATE_COMMIT"),
+                env!("ANYGATE_COMMIT_DATE"),
+                std::env::consts::ARCH
+            );
             return ExitCode::SUCCESS;
         }
         "help" | "--help" | "-h" => {

@@ -126,7 +126,23 @@ fn env_overrides_reach_the_cli() {
 
 #[test]
 fn version_and_help() {
-    assert!(run(&["version"]).contains(concat!("anygate ", env!("CARGO_PKG_VERSION"))));
+    let version = run(&["version"]);
+    assert!(
+        version.contains(concat!("anygate ", env!("CARGO_PKG_VERSION"), " (commit ")),
+        "{version}"
+    );
+    // The commit it was built from, when built in a checkout.
+    if let Ok(out) = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        && out.status.success()
+    {
+        let head = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            version.contains(&format!("(commit {head}, ")),
+            "{version} vs {head}"
+        );
+    }
     let help = run(&["help"]);
     assert!(help.contains("explain [-c FILE] METHOD PATH"), "{help}");
 }
