@@ -3,13 +3,14 @@
 //! - `tls.redirect_http`: a request on a plain listener gets `308` to the same URL over
 //!   `https://` (on the first TLS listener's port), except ACME HTTP-01 challenge paths
 //!   (`/.well-known/acme-challenge/`), which must stay reachable over plain HTTP.
-//! - Hosts with their own client authentication (`tls.hosts.NAME.client_auth`): the
+//! - Hosts with their own client authentication (`tls.hosts.NAME.client_auth`, `off`
+//!   included): the
 //!   policy was picked from the ClientHello's server name, so a request whose `Host`
 //!   differs from it could reach a host whose policy the handshake never applied (or
 //!   leave one). Such a request gets `421 Misdirected Request` (RFC 9110 §15.5.20), as
 //!   nginx and Caddy answer, and the connection closes.
 
-use anygate_config::{ClientAuthMode, Tls};
+use anygate_config::Tls;
 use anygate_http::{ErrorKind, Exchange, Request};
 
 /// ACME HTTP-01 challenges are answered over plain HTTP, never redirected.
@@ -46,12 +47,10 @@ impl Gate {
                 .redirect_http
                 .then(|| tls.listen.first().map(|l| l.addr.port()))
                 .flatten(),
-            policy_hosts: tls
-                .hosts
-                .iter()
-                .filter(|h| h.client_auth.mode != ClientAuthMode::Off)
-                .map(|h| h.name.clone())
-                .collect(),
+            // Every host with an entry: one exempted (`mode: off`) under a listener that
+            // requires certificates is a policy too (regression: such a host was left
+            // out, so its connection could name any other host).
+            policy_hosts: tls.hosts.iter().map(|h| h.name.clone()).collect(),
         }
     }
 
@@ -79,7 +78,11 @@ impl Gate {
                 _ => false,
             },
             Some(tls) if !self.policy_hosts.is_empty() => {
-                let host = req.host().map(|a| host_name(a).to_ascii_lowercase());
+                // `example.com.` is `example.com` (a trailing dot must not dodge the check).
+                let host = req.host().map(|a| {
+                    let h = host_name(a);
+                    h.strip_suffix(b".").unwrap_or(h).to_ascii_lowercase()
+                });
                 let sni = tls.server_name.as_deref().map(str::as_bytes);
                 let misdirected = match (host.as_deref(), sni) {
                     (Some(h), Some(s)) => h != s && (self.has_policy(h) || self.has_policy(s)),

@@ -156,6 +156,21 @@ impl TlsStream {
     }
 }
 
+impl Drop for TlsStream {
+    /// A connection dropped without [`Transport::poll_shutdown`] (the driver closes most
+    /// connections by dropping them) still sends `close_notify`, best effort: one
+    /// non-blocking write, nothing if the socket is full. A client reading a response that
+    /// ends with the connection needs it to tell the end from a truncation (OpenSSL 3
+    /// reports "unexpected eof" without it).
+    fn drop(&mut self) {
+        if !self.closing && !self.tls.is_handshaking() {
+            self.tls.send_close_notify();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.poll_flush_tls(&mut cx);
+        }
+    }
+}
+
 impl Transport for TlsStream {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         loop {

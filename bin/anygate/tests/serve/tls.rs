@@ -1265,3 +1265,79 @@ fn a_handshake_that_never_completes_is_dropped_at_the_handshake_timeout() {
     );
     s.shutdown();
 }
+
+#[test]
+fn regression_two_names_on_one_address_do_not_share_a_tls_connection() {
+    // A pool's two targets name one address: `localhost`, which the backend's certificate
+    // carries, and `127.0.0.1`, which it does not. The idle pool was keyed by address and
+    // TLS setup only, so the second request reused the connection verified for
+    // `localhost` (and sent with its SNI).
+    let dir = TempDir::new("tls-poolkey");
+    let pki = Pki::new("Test CA");
+    let files = [pki.server(&["localhost"]).write(&dir, "srv")];
+    let ca = pki.write_ca(&dir, "ca");
+    let backend = tls_gateway(&certs_yaml(&files), "  \"/\": \"*\"\n");
+    let port = backend.tls_addrs()[0].port();
+    let front = in_process(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nproxy:\n  upstreams:\n    two:\n      targets: [\"localhost:{port}\", \"127.0.0.1:{port}\"]\n      tls: {{ca: \"{}\"}}\nroutes:\n  \"/\": \"https://two/\"\n",
+        ca.display()
+    ));
+    let mut c = crate::http::Reader::new(crate::http::connect(front.addrs()[0]));
+    c.send(b"GET /a HTTP/1.1\r\nhost: front\r\n\r\n");
+    let first = c.response(false).unwrap();
+    assert_eq!(first.status, 200, "{}", first.body_str());
+    c.send(b"GET /b HTTP/1.1\r\nhost: front\r\n\r\n");
+    let second = c.response(false).unwrap();
+    assert_eq!(second.status, 502, "{}", second.body_str());
+    assert!(
+        second.body_str().contains("AG-UPS-5025"),
+        "{}",
+        second.body_str()
+    );
+    front.shutdown();
+    backend.shutdown();
+}
+
+#[test]
+fn regression_an_exempt_host_cannot_reach_a_host_that_requires_a_certificate() {
+    // `tls.client_auth: required` with `public.example.com` exempted (`mode: off`): the
+    // exempt host was left out of the SNI/Host check, so its certificate-less connection
+    // could ask for any other host.
+    let dir = TempDir::new("tls-exempt");
+    let pki = Pki::new("Test CA");
+    let clients = Pki::new("Clients CA");
+    let files = [pki
+        .server(&["public.example.com", "private.example.com"])
+        .write(&dir, "srv")];
+    let ca = clients.write_ca(&dir, "clients-ca");
+    let s = tls_gateway(
+        &format!(
+            "{}  client_auth: {{mode: required, ca: \"{}\"}}\n  hosts:\n    public.example.com: {{client_auth: {{mode: off}}}}\n",
+            certs_yaml(&files),
+            ca.display()
+        ),
+        "  \"/\": \"OK\"\n",
+    );
+    let addr = s.tls_addrs()[0];
+    let mut public = tls(addr, client(&pki, &[], None), named("public.example.com"));
+    assert_eq!(
+        request(
+            &mut public,
+            "GET / HTTP/1.1\r\nhost: public.example.com\r\n\r\n"
+        )
+        .status(),
+        200
+    );
+    let r = request(
+        &mut public,
+        "GET / HTTP/1.1\r\nhost: private.example.com\r\n\r\n",
+    );
+    assert_eq!(r.status(), 421, "{}", r.head);
+    let mut public = tls(addr, client(&pki, &[], None), named("public.example.com"));
+    let r = request(
+        &mut public,
+        "GET / HTTP/1.1\r\nhost: private.example.com.\r\n\r\n",
+    );
+    assert_eq!(r.status(), 421, "a trailing dot: {}", r.head);
+    s.shutdown();
+}

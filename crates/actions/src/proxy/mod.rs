@@ -115,9 +115,14 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The id idle connections of this pool are kept under (0: plain TCP).
-    fn tls_id(&self) -> u64 {
-        self.tls.as_ref().map_or(0, |t| t.id)
+    /// The key idle connections of this pool to `target` are kept under beside their
+    /// address: 0 for plain TCP; for TLS the setup's id and the target's, since the
+    /// target's host is the name the handshake sent (SNI) and verified (regression: two
+    /// names on one address shared connections, one verified for the other name only).
+    fn idle_key(&self, target: &Target) -> u64 {
+        self.tls
+            .as_ref()
+            .map_or(0, |t| (t.id << 32) | u64::from(target.id))
     }
 
     fn pick(&self) -> Option<&Arc<Target>> {
@@ -143,6 +148,11 @@ pub struct Upstreams {
 /// two configurations, across a reload) never mix.
 fn next_tls_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn next_target_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -200,6 +210,7 @@ impl Upstreams {
                 Arc::new(Target {
                     host: HostEntry::new(host, port, dns_ttl),
                     busy: AtomicUsize::new(0),
+                    id: next_target_id(),
                 })
             })
             .clone()
@@ -303,6 +314,8 @@ impl Clock<'_> {
 /// A connection in use, with its share of `max_conns`.
 struct Leased {
     conn: UpstreamConn<Wire>,
+    /// Its idle-pool key beside the address (see `Pool::idle_key`).
+    key: u64,
     _slot: Slot,
 }
 
@@ -520,14 +533,9 @@ impl Proxy {
             && !leased.conn.has_extra()
             && res.body_done()
         {
-            let mut conn = leased.conn;
+            let (mut conn, key) = (leased.conn, leased.key);
             conn.reset();
-            pool::checkin(
-                conn,
-                self.pool.tls_id(),
-                self.options.max_idle,
-                self.options.idle_timeout,
-            );
+            pool::checkin(conn, key, self.options.max_idle, self.options.idle_timeout);
         }
     }
 
@@ -604,11 +612,19 @@ impl Proxy {
             return Err(ErrorKind::UpstreamUnresolved);
         }
         let slot = Slot::take(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
+        let key = self.pool.idle_key(target);
         if !fresh_only && self.options.max_idle > 0 {
             for &addr in &resolved.addrs {
-                while let Some(mut conn) = pool::checkout(addr, self.pool.tls_id()) {
+                while let Some(mut conn) = pool::checkout(addr, key) {
                     if conn.is_reusable() {
-                        return Ok((Leased { conn, _slot: slot }, true));
+                        return Ok((
+                            Leased {
+                                conn,
+                                key,
+                                _slot: slot,
+                            },
+                            true,
+                        ));
                     }
                 }
             }
@@ -641,6 +657,7 @@ impl Proxy {
             return Ok((
                 Leased {
                     conn: UpstreamConn::new(wire, addr),
+                    key,
                     _slot: slot,
                 },
                 false,

@@ -40,6 +40,9 @@ pub struct Target {
     pub host: Arc<HostEntry>,
     /// Connections in use (all workers), counted only when `max_conns` is set.
     pub busy: AtomicUsize,
+    /// A process-wide id: a TLS connection's idle key includes it, since the target's host
+    /// is the name its handshake sent and verified.
+    pub id: u32,
 }
 
 /// A slot of [`Target::busy`], held while a connection is in use.
