@@ -189,9 +189,14 @@ impl Server {
             .iter()
             .flat_map(|t| t.listen.iter().map(|l| l.addr))
             .collect();
-        let tls_settings = config.tls.as_ref().map(crate::tls::settings);
-        let (mut config, tls_server) = crate::tls::build(config).map_err(StartError::Config)?;
-        let tls_acceptor = tls_server.map(|s| Arc::new(TlsAcceptor(Arc::new(s))));
+        let (mut config, tls_built) = crate::tls::build(config).map_err(StartError::Config)?;
+        let (tls_acceptor, tls_settings) = match tls_built {
+            Some((server, settings)) => (
+                Some(Arc::new(TlsAcceptor(Arc::new(server)))),
+                Some(settings),
+            ),
+            None => (None, None),
+        };
         let (plain, tls_bound) = rt.block_on(async {
             let plain = bind_all(&listen, workers)?;
             let tls = match &tls_acceptor {

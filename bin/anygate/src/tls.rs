@@ -83,19 +83,23 @@ pub fn diagnostics(t: &Tls, problems: &[Problem]) -> Vec<Diagnostic> {
         .collect()
 }
 
+/// The TLS server of a `tls` section, with the settings it was built from.
+pub type Built = (TlsServer, ServerSettings);
+
 /// Builds the TLS server of `config`'s `tls` section (none without one), checking every
 /// file; warnings (an expired certificate) are printed. On an error, the configuration's
 /// sources come back in the failure for rendering.
-pub fn build(config: Config) -> Result<(Config, Option<TlsServer>), Failure> {
+pub fn build(config: Config) -> Result<(Config, Option<Built>), Failure> {
     let Some(t) = &config.tls else {
         return Ok((config, None));
     };
-    match TlsServer::new(&settings(t), t.handshake_timeout) {
+    let settings = settings(t);
+    match TlsServer::new(&settings, t.handshake_timeout) {
         Ok((server, warnings)) => {
             for d in diagnostics(t, &warnings) {
                 eprint!("{}", d.render(&config.sources));
             }
-            Ok((config, Some(server)))
+            Ok((config, Some((server, settings))))
         }
         Err(problems) => Err(Failure {
             diagnostics: diagnostics(t, &problems),
@@ -175,14 +179,13 @@ impl Watcher {
         // Born with SIGHUP blocked (regression: a plain thread took the SIGHUP meant for
         // the reload and the process died of it).
         let thread = anygate_runtime::signal::spawn_side_thread("anygate-cert-watch", move || {
-            let current = || Some(settings.load_full());
             let stamps =
                 |s: &ServerSettings| -> Vec<Stamp> { s.files().iter().map(stamp).collect() };
-            let mut served = current().map(|s| stamps(&s)).unwrap_or_default();
+            let mut served = stamps(&settings.load());
             let mut seen = served.clone();
             while !flag.load(Ordering::Acquire) {
                 std::thread::park_timeout(WATCH_EVERY);
-                let Some(s) = current() else { return };
+                let s = settings.load_full();
                 let now = stamps(&s);
                 if now != served && now == seen {
                     match server.reload(&s) {

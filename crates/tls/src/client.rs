@@ -105,10 +105,12 @@ impl TlsClient {
         };
         let mut config = match (&settings.cert, &settings.key) {
             (Some(cert), Some(key)) => {
-                let certified = certified_key(load_certs(cert)?, load_key(key)?)
+                let (chain, key_der) = (load_certs(cert)?, load_key(key)?);
+                // Checked against each other first, for a clear error.
+                certified_key(chain.clone(), key_der.clone_key())
                     .map_err(|e| format!("`{}`: {e} `{}`", key.display(), cert.display()))?;
                 builder
-                    .with_client_auth_cert(certified.cert, load_key(key)?)
+                    .with_client_auth_cert(chain, key_der)
                     .map_err(|e| e.to_string())?
             }
             (None, None) => builder.with_no_client_auth(),

@@ -584,7 +584,8 @@ fn build(
         default,
     });
     let base = server_config(settings, &settings.client_auth, &store, shared)
-        .map_err(|e| problem(Where::ClientAuth, e));
+        .map_err(|e| problems.push(problem(Where::ClientAuth, e)))
+        .ok();
     let mut hosts = Names::default();
     for (i, (host, auth)) in settings.hosts.iter().enumerate() {
         match server_config(settings, auth, &store, shared) {
@@ -594,13 +595,6 @@ fn build(
             Err(e) => problems.push(problem(Where::HostClientAuth(i), e)),
         }
     }
-    let base = match base {
-        Ok(b) => Some(b),
-        Err(p) => {
-            problems.push(p);
-            None
-        }
-    };
     match base {
         Some(config) if problems.iter().all(|p| p.warning) => {
             Ok((Snapshot { config, hosts }, problems))

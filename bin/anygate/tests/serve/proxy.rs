@@ -800,14 +800,15 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn a_websocket_echo_passes_through_the_tunnel() {
+const WS_ECHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ws_echo.py");
+
+/// The real WebSocket echo server of `ws_echo.py` (stopped on drop), and its port.
+pub fn ws_echo_server() -> (Child, u16) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ws_echo.py");
     let mut server = Child(
         Command::new("python3")
-            .args([script, "server"])
+            .args([WS_ECHO, "server"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -820,14 +821,18 @@ fn a_websocket_echo_passes_through_the_tunnel() {
     let port: u16 = line.trim().parse().unwrap_or_else(|_| {
         panic!("the WebSocket server did not start (is the `websockets` package installed? scripts/test installs it)")
     });
-    let up = request_line_echo();
-    let routes = format!("  \"/ws/\": \"http://127.0.0.1:{port}/\"\n");
-    let s = gateway(&routes, &up, "  via: true\n");
-    let url = format!("ws://{}/ws/echo", s.addrs()[0]);
-    let client = Command::new("python3")
-        .args([script, "client", &url])
-        .output()
-        .expect("python3 runs");
+    (server, port)
+}
+
+/// Runs `ws_echo.py`'s client against `url` (with `env` set) and asserts that every echo
+/// came back.
+pub fn ws_echo_client(url: &str, env: &[(&str, &std::path::Path)]) {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([WS_ECHO, "client", url]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let client = cmd.output().expect("python3 runs");
     assert!(
         client.status.success(),
         "client failed: {}{}",
@@ -835,6 +840,15 @@ fn a_websocket_echo_passes_through_the_tunnel() {
         String::from_utf8_lossy(&client.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "ok");
+}
+
+#[test]
+fn a_websocket_echo_passes_through_the_tunnel() {
+    let (_server, port) = ws_echo_server();
+    let up = request_line_echo();
+    let routes = format!("  \"/ws/\": \"http://127.0.0.1:{port}/\"\n");
+    let s = gateway(&routes, &up, "  via: true\n");
+    ws_echo_client(&format!("ws://{}/ws/echo", s.addrs()[0]), &[]);
 }
 
 /// An upstream that switches to a raw protocol (`101`, then `first`) and echoes what comes

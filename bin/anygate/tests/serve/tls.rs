@@ -1188,45 +1188,17 @@ fn an_ocsp_response_from_a_file_is_stapled_and_reread_on_reload() {
 
 #[test]
 fn a_real_websocket_echo_passes_through_the_tunnel_over_tls() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
     let dir = TempDir::new("tls-wss");
     let pki = Pki::new("Test CA");
     let files = [pki.server(&["localhost"]).write(&dir, "srv")];
     let ca = pki.write_ca(&dir, "ca");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ws_echo.py");
-    let mut server = crate::proxy::Child(
-        Command::new("python3")
-            .args([script, "server"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs"),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().unwrap_or_else(|_| {
-        panic!("the WebSocket server did not start (is the `websockets` package installed? scripts/test installs it)")
-    });
+    let (_server, port) = crate::proxy::ws_echo_server();
     let s = tls_gateway(
         &certs_yaml(&files),
         &format!("  \"/ws/\": \"http://127.0.0.1:{port}/\"\n"),
     );
     let url = format!("wss://localhost:{}/ws/echo", s.tls_addrs()[0].port());
-    let client = Command::new("python3")
-        .args([script, "client", &url])
-        .env("WS_CA", &ca)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        client.status.success(),
-        "client failed: {}{}",
-        String::from_utf8_lossy(&client.stdout),
-        String::from_utf8_lossy(&client.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "ok");
+    crate::proxy::ws_echo_client(&url, &[("WS_CA", &ca)]);
     s.shutdown();
 }
 
