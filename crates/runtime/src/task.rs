@@ -141,6 +141,14 @@ where
         };
         // SAFETY: still exclusive: COMPLETE is not yet published.
         unsafe { *self.stage.get() = Stage::Finished(result) };
+        // Out of the live set before COMPLETE is published: a joiner may see COMPLETE on any
+        // poll, woken or not, and must then find the task gone (regression: `live_tasks()`
+        // still counted a task whose handle had resolved, first when the removal followed
+        // the wake, then when it followed COMPLETE). The caller's `Arc` keeps `self` alive
+        // past the removal; shutdown's drain no longer sees the task, which is finishing here.
+        self.scheduler
+            .owned
+            .remove(self.shard, self.key.load(Relaxed));
         let prev = self
             .state
             .fetch_update(AcqRel, Acquire, |cur| {
@@ -155,12 +163,6 @@ where
                 *self.stage.get() = Stage::Consumed;
             }));
         }
-        // Out of the live set before the joiner hears of it: whoever awaited the handle
-        // must find the task gone (regression: `live_tasks()` still counted it just after
-        // its handle resolved). The caller's `Arc` keeps `self` alive past the removal.
-        self.scheduler
-            .owned
-            .remove(self.shard, self.key.load(Relaxed));
         let _ = catch_unwind(AssertUnwindSafe(|| self.join_waker.wake()));
     }
 }
