@@ -12,6 +12,10 @@ then N2 keep-alive requests from one client connection; the instructions per req
 Scenarios: fixed (`GET /fixed`), fixed-pipelined (16 requests per write), static-1k (a
 cached 1 KiB file), proxy (`GET /proxy`, to a backend run natively: the baseline binary
 answering `OK`). Prints a Markdown table. Loopback only; every process is stopped.
+
+With `--filters`, one more row measures the filter chain's own cost with this binary only
+(the baseline may not know the kinds): `GET /filtered/` (the fixed route behind
+`rate_limit` + `headers` + `ip`) against this binary's `fixed`.
 """
 import argparse
 import os
@@ -90,6 +94,8 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/anygate"))
     ap.add_argument("--n1", type=int, default=2000)
     ap.add_argument("--n2", type=int, default=12000)
+    ap.add_argument("--filters", action="store_true",
+                    help="also measure the fixed route behind rate_limit + headers + ip")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="anygate-callgrind-")
     static = os.path.join(tmp, "static")
@@ -104,6 +110,7 @@ def main():
     scenarios = [("fixed", "/fixed", False), ("fixed-pipelined", "/fixed", True),
                  ("static-1k", "/static/1k.bin", False), ("proxy", "/proxy", False)]
     rows = []
+    filter_row = None
     try:
         wait_ready(backend_port, backend, limit=60.0)
         for name, path, pipelined in scenarios:
@@ -111,15 +118,23 @@ def main():
             for label, binary in [("baseline", args.baseline), ("this", args.binary)]:
                 port = free_port()
                 cfg = os.path.join(tmp, f"{label}-{name}.yml")
-                open(cfg, "w").write(
-                    f'server: {{listen: "127.0.0.1:{port}", workers: 1}}\n'
-                    f'routes:\n  "GET /fixed": "OK"\n  "/static/": "{static}/"\n'
-                    f'  "/proxy": "http://127.0.0.1:{backend_port}/fixed"\n')
+                open(cfg, "w").write(config(port, static, backend_port))
                 i1 = instructions(binary, cfg, port, path, args.n1, pipelined, tmp)
                 i2 = instructions(binary, cfg, port, path, args.n2, pipelined, tmp)
                 per[label] = (i2 - i1) / (args.n2 - args.n1)
                 print(f"{name} {label}: {per[label]:,.0f} instructions/request", file=sys.stderr)
             rows.append((name, per["baseline"], per["this"]))
+        if args.filters:
+            per = []
+            for path in ["/fixed", "/filtered/"]:
+                port = free_port()
+                cfg = os.path.join(tmp, f"filters-{len(per)}.yml")
+                open(cfg, "w").write(config(port, static, backend_port) + FILTERS)
+                i1 = instructions(args.binary, cfg, port, path, args.n1, False, tmp)
+                i2 = instructions(args.binary, cfg, port, path, args.n2, False, tmp)
+                per.append((i2 - i1) / (args.n2 - args.n1))
+                print(f"{path} this: {per[-1]:,.0f} instructions/request", file=sys.stderr)
+            filter_row = per
     finally:
         backend.send_signal(signal.SIGTERM)
         backend.wait(30)
@@ -127,6 +142,29 @@ def main():
     print("|---|---|---|---|")
     for name, b, t in rows:
         print(f"| {name} | {b:,.0f} | {t:,.0f} | {t / b:.3f}× |")
+    if args.filters:
+        bare, filtered = filter_row
+        print()
+        print("| this binary | fixed (bare) | fixed behind rate_limit + headers + ip | ratio |")
+        print("|---|---|---|---|")
+        print(f"| instructions/request | {bare:,.0f} | {filtered:,.0f} | {filtered / bare:.3f}× |")
+
+
+# The chain of the `--filters` row: limits high enough that nothing is refused.
+FILTERS = """groups:
+  - prefix: /filtered
+    plugins:
+      - { kind: rate_limit, args: { rate: 1000000000, burst: 1000000000 } }
+      - { kind: headers, args: { response: { set: { X-Frame-Options: DENY } } } }
+      - { kind: ip, args: { allow: ["127.0.0.0/8"] } }
+    routes: { "GET /": "OK" }
+"""
+
+
+def config(port, static, backend_port):
+    return (f'server: {{listen: "127.0.0.1:{port}", workers: 1}}\n'
+            f'routes:\n  "GET /fixed": "OK"\n  "/static/": "{static}/"\n'
+            f'  "/proxy": "http://127.0.0.1:{backend_port}/fixed"\n')
 
 
 if __name__ == "__main__":

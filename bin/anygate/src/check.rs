@@ -105,9 +105,10 @@ pub fn report(name: &str, config: &Config) -> String {
             .collect();
         out.push_str(&format!("upstream {}: {}\n", u.name, targets.join(", ")));
     }
+    let summaries = describe::summaries(config);
     out.push_str(&format!(
         "filters (global): {}\n",
-        describe::chain(config, &config.global_plugins)
+        describe::chain(config, &summaries, &config.global_plugins)
     ));
     out.push_str("\nroutes, in the order the router tries them:\n");
     let mut rows = String::new();
@@ -119,7 +120,7 @@ pub fn report(name: &str, config: &Config) -> String {
             route.methods_label(),
             describe::action(config, route),
             describe::location(config, route),
-            describe::route_chain(config, route),
+            describe::route_chain(config, &summaries, route),
         ));
     }
     out.push_str(&describe::align(&rows, "  "));

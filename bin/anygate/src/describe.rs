@@ -49,26 +49,49 @@ pub fn action(config: &Config, route: &Route) -> String {
     }
 }
 
-/// A filter chain: `none`, or its kinds in the order `pre` runs them
-/// (`rate_limit → ip (group /admin)`); `post` runs them the other way.
-pub fn chain(config: &Config, chain: &[usize]) -> String {
+/// Each `plugins` entry's one-line summary, in the order of `config.plugins` (compiled
+/// once, with the kinds this build has; an entry that does not compile reads as its kind).
+pub fn summaries(config: &Config) -> Vec<String> {
+    let registry = anygate_plugins::Registry::builtin();
+    config
+        .plugins
+        .iter()
+        .map(|spec| {
+            registry
+                .compile(spec)
+                .map(|f| f.summary())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A filter chain: `none`, or its kinds in the order `pre` runs them, each with what it
+/// does (`rate_limit [100/s, burst 200, per ip] → ip (group /admin) [allow 1 range(s)]`);
+/// `post` runs them the other way.
+pub fn chain(config: &Config, summaries: &[String], chain: &[usize]) -> String {
     if chain.is_empty() {
         return "none".to_owned();
     }
     let kinds: Vec<String> = chain
         .iter()
-        .filter_map(|&i| config.plugins.get(i))
-        .map(|p| match &p.group {
-            Some(g) => format!("{} (group {g})", p.kind),
-            None => p.kind.clone(),
+        .filter_map(|&i| Some((config.plugins.get(i)?, summaries.get(i))))
+        .map(|(p, summary)| {
+            let mut s = p.kind.clone();
+            if let Some(g) = &p.group {
+                s.push_str(&format!(" (group {g})"));
+            }
+            if let Some(sum) = summary.filter(|s| !s.is_empty()) {
+                s.push_str(&format!(" [{sum}]"));
+            }
+            s
         })
         .collect();
     kinds.join(" → ")
 }
 
 /// A rule's chain, for the route table: `filters: ...`.
-pub fn route_chain(config: &Config, route: &Route) -> String {
-    format!("filters: {}", chain(config, &route.plugins))
+pub fn route_chain(config: &Config, summaries: &[String], route: &Route) -> String {
+    format!("filters: {}", chain(config, summaries, &route.plugins))
 }
 
 /// `file:line:column` of the rule's key.

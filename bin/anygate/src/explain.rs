@@ -74,6 +74,7 @@ pub fn report(config: &Config, method: &str, target: &str) -> String {
         let _ = writeln!(out, "normalized path: {}", String::from_utf8_lossy(&path));
     }
     let e = explain(&config.router, method.as_bytes(), &path);
+    let summaries = describe::summaries(config);
     match e.outcome {
         Outcome::Found(_) => {
             let winner = &e.candidates[0];
@@ -102,7 +103,7 @@ pub fn report(config: &Config, method: &str, target: &str) -> String {
             let _ = writeln!(
                 out,
                 "  filters: {}",
-                describe::chain(config, &route.plugins)
+                describe::chain(config, &summaries, &route.plugins)
             );
             for (name, value) in &winner.params {
                 let _ = writeln!(out, "  param {name} = {value:?}");
@@ -133,7 +134,7 @@ pub fn report(config: &Config, method: &str, target: &str) -> String {
                 status::reason(405),
                 config.router.allow_header(mask)
             );
-            let global = describe::chain(config, &config.global_plugins);
+            let global = describe::chain(config, &summaries, &config.global_plugins);
             let _ = writeln!(out, "  filters: {global}");
         }
         Outcome::NotFound => {
@@ -142,7 +143,7 @@ pub fn report(config: &Config, method: &str, target: &str) -> String {
                 "answer: 404 {} (no rule's path matches)",
                 status::reason(404)
             );
-            let global = describe::chain(config, &config.global_plugins);
+            let global = describe::chain(config, &summaries, &config.global_plugins);
             let _ = writeln!(out, "  filters: {global}");
         }
     }

@@ -55,15 +55,36 @@ impl Echo {
             }
         }
         let total = res.body_received();
-        let out = res.scratch();
+        let (out, edits) = res.scratch_and_edits();
+        // The request as the filters left it (`headers`, `auth`): what a proxy would send.
+        let headers = || edits.fields(req);
         out.extend_from_slice(b"{\"method\":");
         push_string(out, req.method());
         out.extend_from_slice(b",\"target\":");
-        push_string(out, req.target());
+        // A dropped query parameter (an API key) is not shown either.
+        let edited_target = edits.changes_query().then(|| {
+            let target = req.target();
+            let at = target
+                .iter()
+                .position(|&b| b == b'?')
+                .unwrap_or(target.len());
+            let mut t = target[..at].to_vec();
+            edits.push_query(&mut t, req.query());
+            t
+        });
+        push_string(out, edited_target.as_deref().unwrap_or(req.target()));
         out.extend_from_slice(b",\"path\":");
         push_string(out, path);
         out.extend_from_slice(b",\"query\":");
         match req.query() {
+            Some(q) if edits.changes_query() => {
+                let mut kept = Vec::with_capacity(q.len() + 1);
+                edits.push_query(&mut kept, Some(q));
+                match kept.get(1..) {
+                    Some(k) => push_string(out, k),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
             Some(q) => push_string(out, q),
             None => out.extend_from_slice(b"null"),
         }
@@ -72,13 +93,9 @@ impl Echo {
         out.push(b'"');
         out.extend_from_slice(b",\"headers\":{");
         let mut first = true;
-        for (i, (name, _)) in req.headers().enumerate() {
+        for (i, (name, _)) in headers().enumerate() {
             // Each name once, at its first occurrence, with every value joined.
-            if req
-                .headers()
-                .take(i)
-                .any(|(n, _)| n.eq_ignore_ascii_case(name))
-            {
+            if headers().take(i).any(|(n, _)| n.eq_ignore_ascii_case(name)) {
                 continue;
             }
             if !first {
@@ -89,8 +106,7 @@ impl Echo {
             out.extend(name.iter().map(u8::to_ascii_lowercase));
             out.extend_from_slice(b"\":\"");
             let mut sep = false;
-            for (_, v) in req
-                .headers()
+            for (_, v) in headers()
                 .skip(i)
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             {

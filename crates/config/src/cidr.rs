@@ -68,6 +68,25 @@ impl Cidr {
         bits(ip) & self.mask() == self.network()
     }
 
+    /// Whether the range is IPv4, and its first and last address as numbers (an IPv4
+    /// address in the low 32 bits).
+    pub fn bounds(&self) -> (bool, u128, u128) {
+        let first = self.network();
+        (
+            self.addr.is_ipv4(),
+            first,
+            first | !self.mask() & self.all(),
+        )
+    }
+
+    fn all(&self) -> u128 {
+        if self.addr.is_ipv4() {
+            u128::from(u32::MAX)
+        } else {
+            u128::MAX
+        }
+    }
+
     fn mask(&self) -> u128 {
         let width = if self.addr.is_ipv4() { 32 } else { 128 };
         let host = width - u32::from(self.prefix);
@@ -126,7 +145,11 @@ mod tests {
         assert!(!r.contains(ip("::1")));
         let one = Cidr::parse("192.168.1.5").unwrap();
         assert!(one.contains(ip("192.168.1.5")) && !one.contains(ip("192.168.1.6")));
+        assert_eq!(r.bounds(), (true, 0x0a00_0000, 0x0aff_ffff));
+        assert_eq!(one.bounds().1, one.bounds().2);
         let all = Cidr::parse("0.0.0.0/0").unwrap();
+        assert_eq!(all.bounds(), (true, 0, u128::from(u32::MAX)));
+        assert_eq!(Cidr::parse("::/0").unwrap().bounds(), (false, 0, u128::MAX));
         assert!(all.contains(ip("1.2.3.4")) && !all.contains(ip("::2")));
         let v6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(v6.contains(ip("2001:db8:1::9")) && !v6.contains(ip("2001:db9::")));

@@ -35,6 +35,7 @@
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 pub mod analysis;
+pub mod args;
 pub mod cidr;
 pub mod codes;
 pub mod duration;

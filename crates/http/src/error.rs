@@ -80,6 +80,14 @@ pub enum ErrorKind {
     Misdirected,
     /// The TLS handshake with the upstream failed (its certificate did not verify, say).
     UpstreamTls,
+    /// The `cors` filter refused the request's `Origin`.
+    CorsDenied,
+    /// The `ip` filter refused the client's address.
+    IpDenied,
+    /// The `rate_limit` filter found the client over its limit.
+    RateLimited,
+    /// The `auth` filter found no valid credentials.
+    Unauthorized,
 }
 
 impl ErrorKind {
@@ -92,7 +100,9 @@ impl ErrorKind {
             | Self::BadPath
             | Self::BadHost
             | Self::IncompleteBody => 400,
-            Self::Forbidden | Self::ClientCertRequired => 403,
+            Self::Forbidden | Self::ClientCertRequired | Self::CorsDenied | Self::IpDenied => 403,
+            Self::Unauthorized => 401,
+            Self::RateLimited => 429,
             Self::Misdirected => 421,
             Self::NotFound | Self::FileNotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -156,6 +166,10 @@ impl ErrorKind {
             Self::ClientCertRequired => "AG-SEC-6004",
             Self::Misdirected => "AG-HTTP-4210",
             Self::UpstreamTls => "AG-UPS-5025",
+            Self::CorsDenied => "AG-SEC-6001",
+            Self::IpDenied => "AG-SEC-6002",
+            Self::RateLimited => "AG-SEC-6003",
+            Self::Unauthorized => "AG-SEC-6005",
         }
     }
 
@@ -197,6 +211,10 @@ impl ErrorKind {
             Self::ClientCertRequired => "a verified client certificate is required",
             Self::Misdirected => "this connection cannot serve this host; open a new one",
             Self::UpstreamTls => "the TLS handshake with the upstream failed",
+            Self::CorsDenied => "this origin may not make cross-origin requests here",
+            Self::IpDenied => "requests from this address are not allowed",
+            Self::RateLimited => "too many requests; retry later",
+            Self::Unauthorized => "authentication required",
         }
     }
 
@@ -204,6 +222,8 @@ impl ErrorKind {
     pub fn reason(self) -> &'static str {
         match self.status() {
             400 => "Bad Request",
+            401 => "Unauthorized",
+            429 => "Too Many Requests",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
@@ -234,6 +254,10 @@ impl ErrorKind {
                 | Self::NotImplemented
                 | Self::Forbidden
                 | Self::ClientCertRequired
+                | Self::CorsDenied
+                | Self::IpDenied
+                | Self::RateLimited
+                | Self::Unauthorized
                 | Self::FileNotFound
                 | Self::RangeNotSatisfiable
                 | Self::FileError
@@ -251,7 +275,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests and docs.
-    pub const ALL: [ErrorKind; 35] = [
+    pub const ALL: [ErrorKind; 39] = [
         Self::BadRequest,
         Self::BadFraming,
         Self::BadChunk,
@@ -287,6 +311,10 @@ impl ErrorKind {
         Self::ClientCertRequired,
         Self::Misdirected,
         Self::UpstreamTls,
+        Self::CorsDenied,
+        Self::IpDenied,
+        Self::RateLimited,
+        Self::Unauthorized,
     ];
 }
 

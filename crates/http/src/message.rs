@@ -239,8 +239,8 @@ fn field<'a>(bytes: &'a [u8], s: &Span) -> (&'a [u8], &'a [u8]) {
     (name, value)
 }
 
-/// `n` in decimal, in `digits`.
-pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+/// `n` in decimal, written at the end of `digits` (no allocation, no `core::fmt`).
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut i = digits.len();
     loop {
         i -= 1;

@@ -13,11 +13,13 @@ use anygate_config::cidr::Cidr;
 use anygate_http::Request;
 use anygate_http::server::Ctx;
 
-/// Records the client's address and whether the peer is a trusted proxy in `ctx`. Kept out
+/// Records the client's address, whether the peer is a trusted proxy and whether the
+/// connection is TLS in `ctx`. Kept out
 /// of line: in the request's async function its locals would enlarge every state.
 #[inline(never)]
 pub(crate) fn note(req: &Request<'_>, trusted: &[Cidr], ctx: &mut Ctx) {
     (ctx.client, ctx.peer_trusted) = address(req, trusted);
+    ctx.tls = req.tls().is_some();
 }
 
 /// The client's address and whether the peer is a trusted proxy. `None` for a request

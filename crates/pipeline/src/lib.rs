@@ -24,6 +24,10 @@
 //! - The context ([`anygate_http::server::Ctx`]) carries the rule's id and the action kind
 //!   from here; the driver adds sizes and timing, the proxy its upstream and attempts.
 //!
+//! - A CORS preflight to a path whose rules do not take `OPTIONS` is routed by the method
+//!   it asks about (`Access-Control-Request-Method`), and answered by that rule's `cors`
+//!   filter; without one it is the 405 it always was.
+//!
 //! # Non-goals
 //! Host routing (a later issue), the built-in filters (`anygate-plugins`).
 
@@ -203,6 +207,16 @@ impl App {
                 entry.action.respond(req, &matched, ex, buf).await;
             }
             Lookup::MethodNotAllowed(mask) => {
+                // A CORS preflight is routed by the method it asks about: `OPTIONS` to a
+                // path with only a `GET` rule is that rule's preflight.
+                if let Some((id, entry)) = self.preflight_rule(req, &path) {
+                    ex.ctx_mut().route = u32::try_from(id).ok();
+                    ex.ctx_mut().start = Some(anygate_runtime::time::now());
+                    ex.set_head_hook(entry.chain.clone());
+                    *observe = Some(entry.chain.clone());
+                    entry.chain.preflight(req, ex);
+                    return;
+                }
                 if self.unrouted(req, ex) == Flow::Continue {
                     let allow = self.router.allow_header(mask);
                     ex.error_with(
@@ -220,6 +234,31 @@ impl App {
                 *observe = self.observer(&self.global);
             }
         }
+    }
+
+    /// For a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// to a path whose rules do not take `OPTIONS`: the rule the asked-for method reaches
+    /// (or, when none does, the first rule of the path), if its chain has a `cors` filter.
+    fn preflight_rule(&self, req: &Request<'_>, path: &[u8]) -> Option<(usize, &Entry)> {
+        if req.method() != b"OPTIONS" || req.header(b"origin").is_none() {
+            return None;
+        }
+        let method = req.header(b"access-control-request-method")?.trim_ascii();
+        let id = match self.router.lookup(method, path) {
+            Lookup::Found(m) => m.rule.value,
+            // The method asked about has no rule here: the policy of a rule that the path
+            // does have still answers (the actual request would then be a 405).
+            Lookup::MethodNotAllowed(mask) => {
+                let names = self.router.methods().names(mask);
+                let Lookup::Found(m) = self.router.lookup(names.first()?.as_bytes(), path) else {
+                    return None;
+                };
+                m.rule.value
+            }
+            Lookup::NotFound => return None,
+        };
+        let entry = self.entries.get(id)?;
+        entry.chain.has_cors().then_some((id, entry))
     }
 
     /// The global chain, for a request no rule answers.

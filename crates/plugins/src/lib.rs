@@ -34,15 +34,29 @@
 //!   each rule's chain into a [`Chain`], reporting an unknown kind or bad `args` with the
 //!   entry's `file:line:column`.
 //!
+//! # The built-in kinds
+//!
+//! [`headers`](headers) (request and response fields, the `security` preset),
+//! [`cors`](cors) (preflights answered first, before any other filter),
+//! [`ip`](ip) (allow/deny ranges on the client address),
+//! [`rate_limit`](rate_limit) (GCRA token buckets shared by every worker without a lock),
+//! [`auth`](auth) (API keys, bearer tokens). Each reads its `args` with
+//! [`anygate_config::args::Args`], so a mistake is reported at its `file:line:column`.
+//!
 //! # Non-goals
 //!
-//! The built-in filters themselves (rate_limit, headers, cors, ip, auth: the plugins
-//! issue; log: the observability issue); asynchronous `pre` phases (forward-auth will add
-//! one as an enum variant).
+//! Still to come: Basic, JWT and forward-auth in `auth`, Redis-shared rate limits, the
+//! `log` filter (observability); asynchronous `pre` phases (forward-auth will add one).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
+
+pub mod auth;
+pub mod cors;
+pub mod headers;
+pub mod ip;
+pub mod rate_limit;
 
 use std::fmt;
 use std::sync::Arc;
@@ -77,10 +91,23 @@ pub trait Hooks: Send + Sync + fmt::Debug {
     fn observe(&self, _ctx: &Ctx) {}
 }
 
+/// A built-in filter, or the problems of its `args`.
+pub(crate) type Built<T> = Result<T, Vec<Diagnostic>>;
+
 /// One compiled filter.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Filter {
+    /// `headers`.
+    Headers(Arc<headers::Headers>),
+    /// `cors`.
+    Cors(Arc<cors::Cors>),
+    /// `ip`.
+    Ip(Arc<ip::IpRules>),
+    /// `rate_limit`.
+    RateLimit(Arc<rate_limit::RateLimit>),
+    /// `auth`.
+    Auth(Arc<auth::Auth>),
     /// A filter defined outside this crate, with the kind it was registered under.
     Custom(Box<str>, Arc<dyn Hooks>),
 }
@@ -89,25 +116,52 @@ impl Filter {
     /// The `kind` it was configured with.
     pub fn kind(&self) -> &str {
         match self {
+            Self::Headers(_) => "headers",
+            Self::Cors(_) => "cors",
+            Self::Ip(_) => "ip",
+            Self::RateLimit(_) => "rate_limit",
+            Self::Auth(_) => "auth",
             Self::Custom(kind, _) => kind,
+        }
+    }
+
+    /// What it does, in one line (`check` and `explain` print it).
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Headers(f) => f.summary(),
+            Self::Cors(f) => f.summary(),
+            Self::Ip(f) => f.summary(),
+            Self::RateLimit(f) => f.summary(),
+            Self::Auth(f) => f.summary(),
+            Self::Custom(..) => "defined by this build".to_owned(),
         }
     }
 
     fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
         match self {
+            Self::Headers(f) => {
+                f.pre(req, ex);
+                Flow::Continue
+            }
+            Self::Cors(f) => f.pre(req, ex),
+            Self::Ip(f) => f.pre(ex),
+            Self::RateLimit(f) => f.pre(req, ex),
+            Self::Auth(f) => f.pre(req, ex),
             Self::Custom(_, f) => f.pre(req, ex),
         }
     }
 
     fn post(&self, ctx: &Ctx, fields: &mut Fields) {
         match self {
+            Self::Headers(f) => f.post(ctx, fields),
+            Self::Cors(_) | Self::Ip(_) | Self::RateLimit(_) | Self::Auth(_) => {}
             Self::Custom(_, f) => f.post(ctx, fields),
         }
     }
 
     fn observe(&self, ctx: &Ctx) {
-        match self {
-            Self::Custom(_, f) => f.observe(ctx),
+        if let Self::Custom(_, f) = self {
+            f.observe(ctx);
         }
     }
 }
@@ -116,6 +170,8 @@ impl Filter {
 #[derive(Debug, Default)]
 pub struct Chain {
     filters: Box<[Filter]>,
+    /// The first `cors` filter: it answers preflights before any other filter runs.
+    cors: Option<Arc<cors::Cors>>,
 }
 
 impl Chain {
@@ -129,9 +185,42 @@ impl Chain {
         &self.filters
     }
 
-    /// Runs `pre` in chain order until a filter answers.
+    /// Whether the chain answers CORS preflights.
+    pub fn has_cors(&self) -> bool {
+        self.cors.is_some()
+    }
+
+    /// Answers `req` if it is a CORS preflight and the chain has a `cors` filter.
+    pub fn preflight(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        match &self.cors {
+            Some(c) if cors::is_preflight(req) => {
+                c.preflight(req, ex);
+                Flow::Answered
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Runs `pre` in chain order until a filter answers. The chain's first `cors` filter
+    /// runs before all the others: it answers a preflight (which carries no credentials,
+    /// so `auth` must not see it), refuses a foreign origin, and puts its fields on
+    /// whatever response follows (a 401 of `auth` included, which a browser can then read).
     pub fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        if let Some(c) = &self.cors {
+            if cors::is_preflight(req) {
+                c.preflight(req, ex);
+                return Flow::Answered;
+            }
+            if c.pre(req, ex) == Flow::Answered {
+                return Flow::Answered;
+            }
+        }
         for f in self.filters.iter() {
+            if let (Filter::Cors(this), Some(first)) = (f, &self.cors)
+                && Arc::ptr_eq(this, first)
+            {
+                continue;
+            }
             if f.pre(req, ex) == Flow::Answered {
                 return Flow::Answered;
             }
@@ -159,10 +248,19 @@ impl HeadHook for Chain {
 /// Builds a filter from its `plugins` entry, or says what is wrong with its `args`.
 pub type Constructor = Box<dyn Fn(&PluginSpec) -> Result<Filter, String> + Send + Sync>;
 
+/// Builds a built-in kind.
+type BuiltinFn = fn(&PluginSpec) -> Result<Filter, Vec<Diagnostic>>;
+
+/// How a kind is built.
+enum Build {
+    Builtin(BuiltinFn),
+    Custom(Constructor),
+}
+
 /// The kinds a build knows.
 #[derive(Default)]
 pub struct Registry {
-    kinds: Vec<(Box<str>, Constructor)>,
+    kinds: Vec<(Box<str>, Build)>,
 }
 
 impl fmt::Debug for Registry {
@@ -172,15 +270,36 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The built-in kinds (none in this version: they come with the plugins issue).
+    /// The built-in kinds.
     pub fn builtin() -> Self {
-        Self::default()
+        let mut r = Self::default();
+        let kinds: [(&str, BuiltinFn); 5] = [
+            ("headers", |s| {
+                headers::Headers::build(s).map(|f| Filter::Headers(Arc::new(f)))
+            }),
+            ("cors", |s| {
+                cors::Cors::build(s).map(|f| Filter::Cors(Arc::new(f)))
+            }),
+            ("ip", |s| {
+                ip::IpRules::build(s).map(|f| Filter::Ip(Arc::new(f)))
+            }),
+            ("rate_limit", |s| {
+                rate_limit::RateLimit::build(s).map(|f| Filter::RateLimit(Arc::new(f)))
+            }),
+            ("auth", |s| {
+                auth::Auth::build(s).map(|f| Filter::Auth(Arc::new(f)))
+            }),
+        ];
+        for (kind, build) in kinds {
+            r.kinds.push((kind.into(), Build::Builtin(build)));
+        }
+        r
     }
 
     /// Adds (or replaces) `kind`.
     pub fn register(&mut self, kind: &str, constructor: Constructor) {
         self.kinds.retain(|(k, _)| &**k != kind);
-        self.kinds.push((kind.into(), constructor));
+        self.kinds.push((kind.into(), Build::Custom(constructor)));
     }
 
     /// Adds a kind whose filter is always `hooks`, whatever its `args`.
@@ -198,7 +317,7 @@ impl Registry {
     }
 
     /// Compiles one `plugins` entry.
-    pub fn compile(&self, spec: &PluginSpec) -> Result<Filter, Diagnostic> {
+    pub fn compile(&self, spec: &PluginSpec) -> Result<Filter, Vec<Diagnostic>> {
         let Some((_, build)) = self.kinds.iter().find(|(k, _)| **k == *spec.kind) else {
             let known: Vec<&str> = self.kinds().collect();
             let help = if known.is_empty() {
@@ -206,17 +325,26 @@ impl Registry {
             } else {
                 format!("known kinds: {}", known.join(", "))
             };
-            return Err(Diagnostic::error(
-                codes::PLUGIN_KIND,
-                spec.kind_span,
-                format!("unknown plugin kind `{}`", spec.kind),
-            )
-            .help(help));
+            return Err(vec![
+                Diagnostic::error(
+                    codes::PLUGIN_KIND,
+                    spec.kind_span,
+                    format!("unknown plugin kind `{}`", spec.kind),
+                )
+                .help(help),
+            ]);
         };
-        build(spec).map_err(|why| {
-            let span = spec.args.as_ref().map_or(spec.span, |a| a.span);
-            Diagnostic::error(codes::PLUGIN_ARGS, span, format!("`{}`: {why}", spec.kind))
-        })
+        match build {
+            Build::Builtin(f) => f(spec),
+            Build::Custom(f) => f(spec).map_err(|why| {
+                let span = spec.args.as_ref().map_or(spec.span, |a| a.span);
+                vec![Diagnostic::error(
+                    codes::PLUGIN_ARGS,
+                    span,
+                    format!("`{}`: {why}", spec.kind),
+                )]
+            }),
+        }
     }
 }
 
@@ -236,18 +364,21 @@ pub fn compile(config: &Config, registry: &Registry) -> Result<Chains, Vec<Diagn
     let filters: Vec<Option<Filter>> = config
         .plugins
         .iter()
-        .map(|spec| registry.compile(spec).map_err(|e| errors.push(e)).ok())
+        .map(|spec| registry.compile(spec).map_err(|e| errors.extend(e)).ok())
         .collect();
     if !errors.is_empty() {
         return Err(errors);
     }
     let chain = |indexes: &[usize]| -> Arc<Chain> {
-        Arc::new(Chain {
-            filters: indexes
-                .iter()
-                .filter_map(|&i| filters.get(i).cloned().flatten())
-                .collect(),
-        })
+        let filters: Box<[Filter]> = indexes
+            .iter()
+            .filter_map(|&i| filters.get(i).cloned().flatten())
+            .collect();
+        let cors = filters.iter().find_map(|f| match f {
+            Filter::Cors(c) => Some(c.clone()),
+            _ => None,
+        });
+        Arc::new(Chain { filters, cors })
     };
     Ok(Chains {
         routes: config.routes.iter().map(|r| chain(&r.plugins)).collect(),

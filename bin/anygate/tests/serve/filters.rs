@@ -401,7 +401,10 @@ fn an_unknown_kind_or_bad_args_fail_at_load_with_a_position() {
         text.contains("t.yml:2:18") && text.contains("unknown plugin kind `nope`"),
         "{text}"
     );
-    assert!(text.contains("known kinds: tag, deny"), "{text}");
+    assert!(
+        text.contains("known kinds: headers, cors, ip, rate_limit, auth, tag, deny"),
+        "{text}"
+    );
     assert!(
         text.contains("t.yml:2:43") && text.contains("`tag`: needs `name`"),
         "{text}"
@@ -442,11 +445,7 @@ fn check_and_explain_print_each_route_chain() {
     assert!(explained.contains("  filters: tag\n"), "{explained}");
     // The real binary refuses a kind it does not have, with its position.
     let file = dir.0.join("bad.yml");
-    std::fs::write(
-        &file,
-        "plugins: [{kind: rate_limit}]\nroutes: {\"/\": OK}\n",
-    )
-    .unwrap();
+    std::fs::write(&file, "plugins: [{kind: ratelimit}]\nroutes: {\"/\": OK}\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_anygate"))
         .args(["check", "-c"])
         .arg(&file)
@@ -456,7 +455,7 @@ fn check_and_explain_print_each_route_chain() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("bad.yml:1:18") && stderr.contains("unknown plugin kind `rate_limit`"),
+        stderr.contains("bad.yml:1:18") && stderr.contains("unknown plugin kind `ratelimit`"),
         "{stderr}"
     );
 }

@@ -137,7 +137,8 @@ pub(super) fn request_head(
     // A trusted proxy's forwarding fields are believed and extended; anyone else's are
     // replaced by what this connection shows (`server.trusted_proxies`).
     let trusted = body.ctx().peer_trusted;
-    for (name, value) in req.headers() {
+    // The client's fields as the filters left them (`headers`, `auth`).
+    for (name, value) in body.edits().fields(req) {
         if is_one_of(name, &HOP_BY_HOP)
             || is_one_of(name, &REWRITTEN_UP)
             || (!trusted && is_one_of(name, &CLIENT_CLAIMS))

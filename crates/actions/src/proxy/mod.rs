@@ -418,15 +418,21 @@ impl Proxy {
         }
         let upgrade = headers::upgrade_requested(req);
         scratch.clear();
+        let edits = res.edits();
         encode::request_line(scratch, req.method(), |out| {
-            push_upstream_path_and_query(
-                out,
-                &self.target,
-                &self.pattern,
-                path,
-                splat,
-                req.query(),
-            );
+            if edits.changes_query() {
+                push_upstream_path_and_query(out, &self.target, &self.pattern, path, splat, None);
+                edits.push_query(out, req.query());
+            } else {
+                push_upstream_path_and_query(
+                    out,
+                    &self.target,
+                    &self.pattern,
+                    path,
+                    splat,
+                    req.query(),
+                );
+            }
         });
         headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
         let outcome = self

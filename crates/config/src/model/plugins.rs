@@ -23,6 +23,9 @@ pub struct PluginSpec {
     pub span: Span,
     /// The prefix of the group that declared it (`None` for the global list).
     pub group: Option<String>,
+    /// The directory relative file names in `args` are resolved from (the configuration
+    /// file's).
+    pub base_dir: std::path::PathBuf,
 }
 
 impl Decoder<'_> {
@@ -78,6 +81,7 @@ impl Decoder<'_> {
                 args,
                 span: item.span,
                 group: group.map(str::to_owned),
+                base_dir: self.base_dir.to_path_buf(),
             });
         }
         chain.into()

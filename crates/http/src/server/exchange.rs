@@ -60,6 +60,8 @@ pub struct Ctx {
     /// Whether the peer is a trusted proxy (`server.trusted_proxies`): then its forwarding
     /// fields are kept and extended, otherwise replaced.
     pub peer_trusted: bool,
+    /// Whether the request came over TLS.
+    pub tls: bool,
 }
 
 impl Default for Ctx {
@@ -84,6 +86,7 @@ impl Ctx {
             error: None,
             client: None,
             peer_trusted: false,
+            tls: false,
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct Exchange<'c> {
     pub(crate) head: &'c mut ResponseHead,
     /// Sees the head before it is encoded.
     pub(crate) hook: Option<Arc<dyn HeadHook>>,
+    /// What the filters changed about the request and add to its response.
+    pub(crate) edits: &'c mut crate::server::Edits,
     pub(crate) ctx: Ctx,
     /// The slowest average rate a streamed response may be written at, and when its first
     /// write began.

@@ -27,6 +27,7 @@
 //! connection only through its [`Exchange`].
 
 mod body;
+mod edits;
 mod exchange;
 pub(crate) mod io;
 pub(crate) mod pool;
@@ -48,6 +49,7 @@ use anygate_runtime::time::{self, Sleep};
 use anygate_runtime::transport::Transport;
 
 use self::body::BodyState;
+pub use self::edits::Edits;
 pub use self::exchange::{Ctx, Exchange, Upgraded};
 use self::response::Tail;
 pub use self::response::{COPY_LIMIT, FileBody, HeadHook, ResponseBody, push_decimal};
@@ -526,6 +528,7 @@ pub async fn accept_loop<A: Acceptor, S: Service>(
 async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
     let (mut out, mut scratch, mut tail) = (Vec::new(), Vec::new(), Tail::None);
     let mut head = ResponseHead::default();
+    let mut edits = Edits::default();
     let id = request_id::generate();
     let date = date::now();
     let mut timer = time::sleep(REJECT_TIME);
@@ -548,6 +551,7 @@ async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
         error: None,
         head: &mut head,
         hook: None,
+        edits: &mut edits,
         ctx: Ctx::new(),
         send_rate: crate::limits::MinRate::OFF,
         send_started: None,
@@ -876,9 +880,15 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         self.linger = true;
         self.generated_id = request_id::generate();
         let date = date::now();
-        let Some(head) = self.heads.as_deref_mut().map(|h| &mut h.response) else {
+        let Some(pool::Heads {
+            response: head,
+            edits,
+            ..
+        }) = self.heads.as_deref_mut()
+        else {
             return;
         };
+        edits.clear();
         let mut ex = Exchange {
             io: &mut self.stream,
             body: BodyState::none(),
@@ -897,6 +907,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             error: None,
             head,
             hook: None,
+            edits,
             ctx: Ctx::new(),
             send_rate: crate::limits::MinRate::OFF,
             send_started: None,
@@ -930,10 +941,12 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         let Some(pool::Heads {
             request: head,
             response,
+            edits,
         }) = self.heads.as_deref_mut()
         else {
             return false;
         };
+        edits.clear();
         let head = &*head;
         let id_span = head
             .request_id
@@ -1002,6 +1015,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             error: None,
             head: response,
             hook: None,
+            edits,
             ctx,
             send_rate: limits.min_send_rate,
             send_started: None,

@@ -79,6 +79,7 @@ pub(crate) fn give_output(mut buf: Vec<u8>) {
 pub(crate) struct Heads {
     pub(crate) request: Head,
     pub(crate) response: ResponseHead,
+    pub(crate) edits: super::Edits,
 }
 
 /// A pair of heads (the response head's buffers warm).

@@ -358,6 +358,7 @@ impl Exchange<'_> {
     fn commit(&mut self, framing: BodyFraming) {
         if let Some(hook) = &self.hook {
             self.ctx.status = self.head.status();
+            self.head.fields.extend_from(self.edits.response_fields());
             hook.on_head(&self.ctx, &mut self.head.fields);
             self.head
                 .fields

@@ -1,0 +1,563 @@
+//! The built-in filters over real sockets: `headers`, `ip`, `cors`, `rate_limit` and `auth`
+//! (API keys, bearer tokens), each on the wire, and their chain order (global → group →
+//! nested group).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anygate_config::{Format, load_str};
+
+use crate::http::{Reader, Resp, connect, one};
+use crate::proxy::{reply, upstream};
+use crate::support::{TempDir, in_process};
+
+fn get(addr: SocketAddr, target: &str, fields: &str) -> Resp {
+    one(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nhost: gw.test\r\n{fields}\r\n").as_bytes(),
+    )
+}
+
+fn code(resp: &Resp) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.body_str()));
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+fn all<'a>(resp: &'a Resp, name: &str) -> Vec<&'a str> {
+    resp.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn headers_edit_the_request_upstream_and_every_response() {
+    let up = upstream(|_, s| {
+        reply(
+            s,
+            "server: upstream/1.0\r\nx-powered-by: php\r\ncontent-security-policy: app-own\r\n",
+            b"up",
+        )
+    });
+    let gw = in_process(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+plugins:
+  - kind: headers
+    args:
+      request: {{ set: {{ X-Env: prod }}, add: {{ X-Via: gw }}, remove: [X-Debug] }}
+      response: {{ remove: [Server, X-Powered-By], set: {{ Cache-Control: no-store }} }}
+      preset: security
+      security: {{ frame_options: DENY, permissions_policy: false }}
+routes:
+  "/up/": "http://{}/"
+  "/echo": "*"
+"#,
+        up.addr
+    ));
+    let addr = gw.addrs()[0];
+    let r = get(addr, "/up/x", "x-env: dev\r\nx-debug: 1\r\n");
+    assert_eq!(r.status, 200);
+    let seen = up.seen.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen.fields("x-env"), ["prod"], "set replaces the client's");
+    assert_eq!(seen.fields("x-via"), ["gw"]);
+    assert!(seen.fields("x-debug").is_empty(), "removed before proxying");
+    assert_eq!(r.header("server"), None);
+    assert_eq!(r.header("x-powered-by"), None);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // The preset fills in, never replacing the application's own value.
+    assert_eq!(all(&r, "content-security-policy"), ["app-own"]);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "overridden");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        r.header("referrer-policy"),
+        Some("strict-origin-when-cross-origin")
+    );
+    assert_eq!(r.header("permissions-policy"), None, "turned off");
+    assert_eq!(
+        r.header("strict-transport-security"),
+        None,
+        "no HSTS over plain HTTP"
+    );
+    // Echo shows the request as the filters left it.
+    let e = get(addr, "/echo", "x-env: dev\r\nx-debug: 1\r\n");
+    let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["headers"]["x-env"], "prod");
+    assert!(v["headers"].get("x-debug").is_none());
+    // Errors get the preset too (the global chain runs for a 404).
+    let nf = get(addr, "/nowhere", "");
+    assert_eq!(nf.status, 404);
+    assert_eq!(nf.header("x-content-type-options"), Some("nosniff"));
+    assert!(
+        nf.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+}
+
+#[test]
+fn ip_rules_read_the_trusted_client_address_and_ignore_a_spoofed_one() {
+    let cfg = |trusted: &str| {
+        format!(
+            r#"
+server: {{ listen: "127.0.0.1:0"{trusted} }}
+groups:
+  - prefix: /office
+    plugins: [ {{ kind: ip, args: {{ allow: ["10.0.0.0/8", "2001:db8::/32"], deny: ["10.6.6.0/24"] }} }} ]
+    routes: {{ "/": OK }}
+  - prefix: /open
+    plugins: [ {{ kind: ip, args: {{ deny: ["127.0.0.1"] }} }} ]
+    routes: {{ "/": OK }}
+"#
+        )
+    };
+    // No trusted proxy: the peer (127.0.0.1) is the client, whatever the header says.
+    let gw = in_process(&cfg(""));
+    let addr = gw.addrs()[0];
+    let r = get(addr, "/office/", "x-forwarded-for: 10.1.2.3\r\n");
+    assert_eq!((r.status, code(&r).as_str()), (403, "AG-SEC-6002"));
+    let r = get(addr, "/open/", "");
+    assert_eq!(r.status, 403, "the deny list matches the peer");
+    // Behind a trusted proxy, its X-Forwarded-For names the client.
+    let gw = in_process(&cfg(r#", trusted_proxies: ["127.0.0.1"]"#));
+    let addr = gw.addrs()[0];
+    assert_eq!(
+        get(addr, "/office/", "x-forwarded-for: 10.1.2.3\r\n").status,
+        200
+    );
+    assert_eq!(
+        get(addr, "/office/", "x-forwarded-for: 2001:db8::5\r\n").status,
+        200
+    );
+    assert_eq!(
+        get(addr, "/office/", "x-forwarded-for: 10.6.6.6\r\n").status,
+        403,
+        "a denied carve-out of an allowed range"
+    );
+    assert_eq!(
+        get(addr, "/office/", "x-forwarded-for: 11.0.0.1\r\n").status,
+        403
+    );
+    assert_eq!(
+        get(addr, "/open/", "x-forwarded-for: 192.0.2.1\r\n").status,
+        200
+    );
+}
+
+fn cors_gateway() -> anygate::serve::Server {
+    in_process(
+        r#"
+server: { listen: "127.0.0.1:0" }
+groups:
+  - prefix: /api
+    plugins:
+      - kind: auth
+        args: { bearer: { tokens: [t0ken] } }
+      - kind: cors
+        args:
+          origins: ["https://app.example.com", "https://*.tenant.example"]
+          methods: [GET, PUT]
+          headers: [Content-Type, Authorization]
+          expose: [X-Request-Id]
+          credentials: true
+          max_age: 10m
+    routes:
+      "GET /x": 'OK {"ok":true}'
+  - prefix: /public
+    plugins: [ { kind: cors, args: { origins: "*" } } ]
+    routes: { "GET /": OK }
+"#,
+    )
+}
+
+fn preflight(addr: SocketAddr, path: &str, origin: &str, method: &str, headers: &str) -> Resp {
+    let asked = if headers.is_empty() {
+        String::new()
+    } else {
+        format!("access-control-request-headers: {headers}\r\n")
+    };
+    one(
+        addr,
+        format!(
+            "OPTIONS {path} HTTP/1.1\r\nhost: gw.test\r\norigin: {origin}\r\n\
+             access-control-request-method: {method}\r\n{asked}\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn cors_preflights_are_answered_first_and_checked() {
+    let gw = cors_gateway();
+    let addr = gw.addrs()[0];
+    // Allowed: 204 before `auth` (a preflight carries no credentials), although the only
+    // rule is `GET /x`.
+    let r = preflight(
+        addr,
+        "/api/x",
+        "https://app.example.com",
+        "PUT",
+        "content-type, authorization",
+    );
+    assert_eq!(r.status, 204, "{}", r.body_str());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, PUT"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("Content-Type, Authorization")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert!(r.header("vary").unwrap().contains("Origin"));
+    // A wildcard subdomain, at any depth; never the bare domain.
+    let r = preflight(addr, "/api/x", "https://a.b.tenant.example", "GET", "");
+    assert_eq!(r.status, 204);
+    let r = preflight(addr, "/api/x", "https://tenant.example", "GET", "");
+    assert_eq!((r.status, code(&r).as_str()), (403, "AG-SEC-6001"));
+    // Denied origin, method, header.
+    let r = preflight(addr, "/api/x", "https://evil.test", "GET", "");
+    assert_eq!((r.status, code(&r).as_str()), (403, "AG-SEC-6001"));
+    let r = preflight(addr, "/api/x", "https://app.example.com", "DELETE", "");
+    assert_eq!(r.status, 403, "method not allowed");
+    let r = preflight(addr, "/api/x", "https://app.example.com", "PUT", "x-secret");
+    assert_eq!(r.status, 403, "header not allowed");
+    // A plain OPTIONS (no CORS) to that path is still the 405 it was.
+    let r = one(addr, b"OPTIONS /api/x HTTP/1.1\r\nhost: gw.test\r\n\r\n");
+    assert_eq!(r.status, 405);
+    // `*` without credentials answers `*`.
+    let r = preflight(addr, "/public/", "https://anyone.test", "GET", "x-custom");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-custom"));
+}
+
+#[test]
+fn cors_actual_requests_get_their_headers_or_a_403() {
+    let gw = cors_gateway();
+    let addr = gw.addrs()[0];
+    let auth = "authorization: Bearer t0ken\r\n";
+    let r = get(
+        addr,
+        "/api/x",
+        &format!("{auth}origin: https://app.example.com\r\n"),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("X-Request-Id")
+    );
+    assert_eq!(all(&r, "vary"), ["Origin"]);
+    // An error response of the rule carries them too (here, auth's 401).
+    let r = get(addr, "/api/x", "origin: https://app.example.com\r\n");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    // No Origin: no CORS fields, but the response varies on it.
+    let r = get(addr, "/api/x", auth);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(all(&r, "vary"), ["Origin"]);
+    // A foreign origin is refused; the gateway's own origin is not cross-origin.
+    let r = get(
+        addr,
+        "/api/x",
+        &format!("{auth}origin: https://evil.test\r\n"),
+    );
+    assert_eq!((r.status, code(&r).as_str()), (403, "AG-SEC-6001"));
+    let r = get(addr, "/api/x", &format!("{auth}origin: http://gw.test\r\n"));
+    assert_eq!(r.status, 200);
+    // `*`: no Vary needed.
+    let r = get(addr, "/public/", "origin: https://anyone.test\r\n");
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("vary"), None);
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after_and_the_ietf_fields() {
+    let gw = in_process(
+        r#"
+server: { listen: "127.0.0.1:0" }
+groups:
+  - prefix: /ip
+    plugins: [ { kind: rate_limit, args: { rate: 0.5, burst: 3 } } ]
+    routes: { "/": OK }
+  - prefix: /key
+    plugins: [ { kind: rate_limit, args: { rate: 0.5, burst: 1, scope: { header: X-Api-Key } } } ]
+    routes: { "/": OK }
+"#,
+    );
+    let addr = gw.addrs()[0];
+    let mut r = Reader::new(connect(addr));
+    for left in [2, 1, 0] {
+        r.send(b"GET /ip/ HTTP/1.1\r\nhost: t\r\n\r\n");
+        let resp = r.response(false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.header("ratelimit-policy"),
+            Some("\"default\";q=3;w=6"),
+            "3 tokens, 6 s to fill"
+        );
+        let state = resp.header("ratelimit").unwrap();
+        assert!(
+            state.starts_with(&format!("\"default\";r={left};t=")),
+            "{state}"
+        );
+    }
+    r.send(b"GET /ip/ HTTP/1.1\r\nhost: t\r\n\r\n");
+    let resp = r.response(false).unwrap();
+    assert_eq!((resp.status, code(&resp).as_str()), (429, "AG-SEC-6003"));
+    let retry: u64 = resp.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=2).contains(&retry),
+        "a token is back within 2 s: {retry}"
+    );
+    assert!(
+        resp.header("ratelimit")
+            .unwrap()
+            .starts_with("\"default\";r=0;")
+    );
+    // A 429 keeps the connection.
+    r.send(b"GET /key/ HTTP/1.1\r\nhost: t\r\nx-api-key: a\r\n\r\n");
+    assert_eq!(r.response(false).unwrap().status, 200);
+    // Per header value: `a` is spent, `b` has its own bucket.
+    assert_eq!(get(addr, "/key/", "x-api-key: a\r\n").status, 429);
+    assert_eq!(get(addr, "/key/", "x-api-key: b\r\n").status, 200);
+}
+
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the client threads run outside the runtime; the test measures the load's span"
+)]
+fn rate_limit_holds_across_two_workers_under_load() {
+    const RATE: f64 = 400.0;
+    const BURST: u64 = 40;
+    let gw = in_process(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0", workers: 2 }}
+plugins: [ {{ kind: rate_limit, args: {{ rate: {RATE}, burst: {BURST}, scope: route }} }} ]
+routes: {{ "/": OK }}
+"#
+    ));
+    let addr = gw.addrs()[0];
+    let ok = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let run = Duration::from_secs(3);
+    let start = Instant::now();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (ok, limited) = (ok.clone(), limited.clone());
+            std::thread::spawn(move || {
+                let mut r = Reader::new(connect(addr));
+                while start.elapsed() < run {
+                    r.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+                    match r.response(false).unwrap().status {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        429 => limited.fetch_add(1, Ordering::Relaxed),
+                        s => panic!("status {s}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "counts of a few thousand")]
+    let (allowed, refused) = (
+        ok.load(Ordering::Relaxed) as f64,
+        limited.load(Ordering::Relaxed),
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a small constant")]
+    let expected = BURST as f64 + RATE * elapsed;
+    assert!(
+        refused > 1000,
+        "the load exceeded the limit: {refused} refused"
+    );
+    assert!(
+        (allowed - expected).abs() <= expected * 0.05,
+        "{allowed} allowed in {elapsed:.2} s, expected {expected:.0} ± 5 %"
+    );
+}
+
+#[test]
+fn auth_takes_api_keys_and_bearer_tokens_and_hides_a_query_key() {
+    let dir = TempDir::new("auth");
+    std::fs::write(dir.0.join("keys.txt"), "# ops keys\nk-file\n\n").unwrap();
+    let up = upstream(|_, s| reply(s, "", b"up"));
+    let yaml = format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+groups:
+  - prefix: /k
+    plugins:
+      - kind: auth
+        args: {{ realm: ops, api_key: {{ query: api_key, keys: [k-123], keys_file: keys.txt }} }}
+    routes: {{ "/": "http://{}/" }}
+  - prefix: /b
+    plugins: [ {{ kind: auth, args: {{ bearer: {{ tokens: [t-456] }} }} }} ]
+    routes: {{ "/": OK }}
+"#,
+        up.addr
+    );
+    let config = load_str("t.yml", &yaml, Format::Yaml, &dir.0, &[]).unwrap();
+    let gw = anygate::serve::Server::start(config).unwrap();
+    let addr = gw.addrs()[0];
+    let r = get(addr, "/k/a", "");
+    assert_eq!((r.status, code(&r).as_str()), (401, "AG-SEC-6005"));
+    assert_eq!(r.header("www-authenticate"), Some("ApiKey realm=\"ops\""));
+    assert_eq!(get(addr, "/k/a", "x-api-key: wrong\r\n").status, 401);
+    assert_eq!(get(addr, "/k/a", "x-api-key: k-123\r\n").status, 200);
+    assert_eq!(get(addr, "/k/a", "X-API-Key: k-file\r\n").status, 200);
+    let seen: Vec<_> = up.seen.try_iter().collect();
+    assert_eq!(seen.len(), 2);
+    // In the query: accepted, and dropped from the target sent upstream.
+    let r = get(addr, "/k/a?x=1&api_key=k-123&y=2", "");
+    assert_eq!(r.status, 200);
+    let seen = up.seen.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen.request_line(), "GET /a?x=1&y=2 HTTP/1.1");
+    assert_eq!(get(addr, "/k/a?api_key=nope", "").status, 401);
+    // Bearer.
+    let r = get(addr, "/b/", "");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"anygate\"")
+    );
+    let r = get(addr, "/b/", "authorization: Bearer nope\r\n");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"anygate\", error=\"invalid_token\"")
+    );
+    assert_eq!(
+        get(addr, "/b/", "authorization: bearer t-456\r\n").status,
+        200
+    );
+}
+
+#[test]
+fn built_in_filters_run_global_then_group_then_nested_and_post_in_reverse() {
+    let gw = in_process(
+        r#"
+server: { listen: "127.0.0.1:0" }
+plugins: [ { kind: headers, args: { request: { add: { X-Order: global } }, response: { add: { X-Order: global } } } } ]
+groups:
+  - prefix: /g
+    plugins: [ { kind: headers, args: { request: { add: { X-Order: group } }, response: { add: { X-Order: group } } } } ]
+    groups:
+      - prefix: /n
+        plugins: [ { kind: headers, args: { request: { add: { X-Order: nested } }, response: { add: { X-Order: nested } } } } ]
+        routes: { "/": "*" }
+"#,
+    );
+    let r = get(gw.addrs()[0], "/g/n/", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        all(&r, "x-order"),
+        ["nested", "group", "global"],
+        "post: reverse"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["headers"]["x-order"], "global, group, nested",
+        "pre: in order"
+    );
+}
+
+#[test]
+fn filter_args_are_checked_at_load_with_positions() {
+    let cases = [
+        (
+            "plugins: [ { kind: headers, args: { response: { set: { Content-Length: \"1\" } } } } ]\n",
+            "t.yml:1:56",
+            "`Content-Length` cannot be changed by a filter",
+        ),
+        (
+            "plugins: [ { kind: rate_limit, args: { rate: -1 } } ]\n",
+            "t.yml:1:46",
+            "`rate` must be from",
+        ),
+        (
+            "plugins: [ { kind: ip, args: { allow: [\"10.0.0.1/8\"] } } ]\n",
+            "t.yml:1:40",
+            "has bits set past its /8",
+        ),
+        (
+            "plugins: [ { kind: cors, args: { origins: \"*\", credentials: true } } ]\n",
+            "t.yml:1:43",
+            "cannot be used with `credentials: true`",
+        ),
+        (
+            "plugins: [ { kind: auth, args: { bearer: { tokenz: [a] } } } ]\n",
+            "t.yml:1:44",
+            "unknown key `tokenz`",
+        ),
+        (
+            "plugins: [ { kind: rate_limit, args: { rate: 1, scope: everyone } } ]\n",
+            "t.yml:1:56",
+            "unknown `scope`",
+        ),
+    ];
+    for (plugins, at, message) in cases {
+        let yaml = format!("{plugins}routes: {{ \"/\": OK }}\n");
+        let config = load_str("t.yml", &yaml, Format::Yaml, Path::new("."), &[]).unwrap();
+        let err = anygate_plugins::compile(&config, &anygate_plugins::Registry::builtin())
+            .expect_err(plugins);
+        let text: Vec<String> = err
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d.span
+                        .map(|s| config.sources.location(s))
+                        .unwrap_or_default(),
+                    d.message
+                )
+            })
+            .collect();
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with(at) && t.contains(message)),
+            "{plugins}: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn check_prints_each_filter_with_what_it_does() {
+    let yaml = r#"
+plugins: [ { kind: rate_limit, args: { rate: 100, burst: 200 } } ]
+groups:
+  - prefix: /admin
+    plugins: [ { kind: ip, args: { allow: ["10.0.0.0/8"] } } ]
+    routes: { "/": OK }
+"#;
+    let config = load_str("t.yml", yaml, Format::Yaml, Path::new("."), &[]).unwrap();
+    let report = anygate::check::report("t.yml", &config);
+    assert!(
+        report.contains("filters (global): rate_limit [100/s, burst 200, per ip]"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "filters: rate_limit [100/s, burst 200, per ip] → ip (group /admin) [allow 1 range(s)]"
+        ),
+        "{report}"
+    );
+}

@@ -1,0 +1,259 @@
+//! `auth`: API keys and bearer tokens.
+//!
+//! ```yaml
+//! - kind: auth
+//!   args:
+//!     realm: api
+//!     api_key: { header: X-API-Key, query: api_key, keys: [k-123], keys_file: keys.txt }
+//!     bearer:  { tokens: [t-456], tokens_file: tokens.txt }
+//! ```
+//!
+//! A request passes with any one valid credential of the kinds configured: the API key in
+//! the field `api_key.header` (default `X-API-Key`) or, when `api_key.query` names one, in
+//! that query parameter; a bearer token in `Authorization: Bearer …` (RFC 6750). Without
+//! one the answer is **401** `AG-SEC-6005` with a `WWW-Authenticate` challenge per kind
+//! (`Bearer realm="api"`, with `error="invalid_token"` when a token was given and is
+//! wrong; `ApiKey realm="api"` for keys). A key given in the query is dropped from the
+//! target the action forwards or shows, so it never reaches an upstream's logs.
+//!
+//! Files hold one credential per line; blank lines and lines starting with `#` are
+//! skipped; they are read when the configuration loads (and again on every reload).
+//! Credentials are kept in a hash set keyed by a per-process random SipHash key.
+//!
+//! Basic (bcrypt, argon2), JWT and forward-auth are further kinds of this filter still to
+//! come (see `docs/PLUGINS.md`).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anygate_config::PluginSpec;
+use anygate_config::args::Args;
+use anygate_http::{ErrorKind, Exchange, Request};
+
+use crate::{Built, Flow};
+
+#[derive(Debug)]
+struct ApiKey {
+    header: Box<[u8]>,
+    query: Option<Box<[u8]>>,
+    keys: HashSet<Box<[u8]>>,
+}
+
+#[derive(Debug)]
+struct Bearer {
+    tokens: HashSet<Box<[u8]>>,
+}
+
+/// A compiled `auth` filter.
+#[derive(Debug)]
+pub struct Auth {
+    api_key: Option<ApiKey>,
+    bearer: Option<Bearer>,
+    /// `Bearer realm="…"`, `Bearer realm="…", error="invalid_token"`, `ApiKey realm="…"`.
+    challenge_bearer: Box<str>,
+    challenge_invalid: Box<str>,
+    challenge_key: Box<str>,
+}
+
+impl Auth {
+    pub(crate) fn build(spec: &PluginSpec) -> Built<Self> {
+        let mut args = Args::new(spec.args.as_ref(), spec.span, "`auth` args");
+        let realm = match args.string("realm") {
+            Some((r, node)) => {
+                if r.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                {
+                    r.to_owned()
+                } else {
+                    args.error(
+                        node.span,
+                        "`realm` must be printable ASCII without quotes or backslashes",
+                    );
+                    String::new()
+                }
+            }
+            None => "anygate".to_owned(),
+        };
+        let api_key = args.map("api_key").map(|mut a| {
+            let header = match a.string("header") {
+                Some((h, _)) if anygate_http::message::is_token(h.as_bytes()) => {
+                    h.to_ascii_lowercase()
+                }
+                Some((h, n)) => {
+                    a.error(n.span, format!("`{h}` is not a field name"));
+                    String::new()
+                }
+                None => "x-api-key".to_owned(),
+            };
+            let query = a.string("query").map(|(q, _)| q.as_bytes().into());
+            let keys = credentials(&mut a, "keys", "keys_file", &spec.base_dir);
+            args.absorb(a, &["header", "query", "keys", "keys_file"]);
+            ApiKey {
+                header: header.into_bytes().into(),
+                query,
+                keys,
+            }
+        });
+        let bearer = args.map("bearer").map(|mut a| {
+            let tokens = credentials(&mut a, "tokens", "tokens_file", &spec.base_dir);
+            args.absorb(a, &["tokens", "tokens_file"]);
+            Bearer { tokens }
+        });
+        if api_key.is_none() && bearer.is_none() && !args.failed() {
+            let span = args.span();
+            args.error_help(
+                span,
+                "`auth` needs a kind of credential",
+                "give `api_key: { keys: [...] }` or `bearer: { tokens: [...] }`",
+            );
+        }
+        args.finish(&["realm", "api_key", "bearer"])?;
+        Ok(Self {
+            api_key,
+            bearer,
+            challenge_bearer: format!("Bearer realm=\"{realm}\"").into(),
+            challenge_invalid: format!("Bearer realm=\"{realm}\", error=\"invalid_token\"").into(),
+            challenge_key: format!("ApiKey realm=\"{realm}\"").into(),
+        })
+    }
+
+    pub(crate) fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        let mut bad_token = false;
+        if let Some(b) = &self.bearer
+            && let Some(token) = req.header(b"authorization").and_then(bearer_token)
+        {
+            if b.tokens.contains(token) {
+                return Flow::Continue;
+            }
+            bad_token = true;
+        }
+        if let Some(k) = &self.api_key {
+            if req.header(&k.header).is_some_and(|v| k.keys.contains(v)) {
+                self.hide_query_key(k, ex);
+                return Flow::Continue;
+            }
+            if let Some(q) = &k.query
+                && query_value(req.query(), q).is_some_and(|v| k.keys.contains(v))
+            {
+                self.hide_query_key(k, ex);
+                return Flow::Continue;
+            }
+        }
+        let mut challenges: [&[u8]; 2] = [b"", b""];
+        if self.bearer.is_some() {
+            challenges[0] = if bad_token {
+                self.challenge_invalid.as_bytes()
+            } else {
+                self.challenge_bearer.as_bytes()
+            };
+        }
+        if self.api_key.is_some() {
+            challenges[1] = self.challenge_key.as_bytes();
+        }
+        let extra: Vec<(&[u8], &[u8])> = challenges
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| (&b"www-authenticate"[..], *c))
+            .collect();
+        ex.error_with(ErrorKind::Unauthorized, None, &extra);
+        Flow::Answered
+    }
+
+    fn hide_query_key(&self, k: &ApiKey, ex: &mut Exchange<'_>) {
+        if let Some(q) = &k.query {
+            ex.remove_query_param(q);
+        }
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        let mut kinds = Vec::new();
+        if let Some(k) = &self.api_key {
+            kinds.push(format!(
+                "api_key ({} key(s), header {}{})",
+                k.keys.len(),
+                String::from_utf8_lossy(&k.header),
+                k.query
+                    .as_ref()
+                    .map(|q| format!(" or query {}", String::from_utf8_lossy(q)))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(b) = &self.bearer {
+            kinds.push(format!("bearer ({} token(s))", b.tokens.len()));
+        }
+        kinds.join(", ")
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value (scheme case-insensitive).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The value of the first parameter `name` of `query`, as written.
+fn query_value<'a>(query: Option<&'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
+    query?.split(|&b| b == b'&').find_map(|pair| {
+        let (n, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (n == name && !v.is_empty()).then_some(v)
+    })
+}
+
+/// The credentials of `list` and of the file `file_key`.
+fn credentials(args: &mut Args<'_>, list: &str, file_key: &str, base: &Path) -> HashSet<Box<[u8]>> {
+    let mut set: HashSet<Box<[u8]>> = HashSet::new();
+    for (c, node) in args.strings(list) {
+        if c.is_empty() || !anygate_http::message::is_field_value(c.as_bytes()) {
+            args.error(node.span, "a credential must be a non-empty field value");
+            continue;
+        }
+        set.insert(c.as_bytes().into());
+    }
+    if let Some((file, node)) = args.string(file_key) {
+        let path = base.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines().map(str::trim) {
+                    if !line.is_empty() && !line.starts_with('#') {
+                        set.insert(line.as_bytes().into());
+                    }
+                }
+            }
+            Err(e) => args.error(node.span, format!("cannot read `{}`: {e}", path.display())),
+        }
+    }
+    if set.is_empty() && !args.failed() {
+        let span = args.span();
+        args.error(
+            span,
+            format!("no credentials: give `{list}` or `{file_key}`"),
+        );
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_and_query_values_are_read_exactly() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bear"), None);
+        let q = Some(&b"a=1&api_key=k&api_keyx=2"[..]);
+        assert_eq!(query_value(q, b"api_key"), Some(&b"k"[..]));
+        assert_eq!(query_value(q, b"api"), None);
+        assert_eq!(query_value(Some(b"api_key="), b"api_key"), None);
+        assert_eq!(query_value(None, b"api_key"), None);
+    }
+}
