@@ -88,6 +88,9 @@ pub enum ErrorKind {
     RateLimited,
     /// The `auth` filter found no valid credentials.
     Unauthorized,
+    /// The `auth` filter found valid credentials without the access this rule requires (a
+    /// JWT without one of the required roles).
+    AuthForbidden,
 }
 
 impl ErrorKind {
@@ -100,7 +103,11 @@ impl ErrorKind {
             | Self::BadPath
             | Self::BadHost
             | Self::IncompleteBody => 400,
-            Self::Forbidden | Self::ClientCertRequired | Self::CorsDenied | Self::IpDenied => 403,
+            Self::Forbidden
+            | Self::ClientCertRequired
+            | Self::CorsDenied
+            | Self::IpDenied
+            | Self::AuthForbidden => 403,
             Self::Unauthorized => 401,
             Self::RateLimited => 429,
             Self::Misdirected => 421,
@@ -170,6 +177,7 @@ impl ErrorKind {
             Self::IpDenied => "AG-SEC-6002",
             Self::RateLimited => "AG-SEC-6003",
             Self::Unauthorized => "AG-SEC-6005",
+            Self::AuthForbidden => "AG-SEC-6006",
         }
     }
 
@@ -215,6 +223,7 @@ impl ErrorKind {
             Self::IpDenied => "requests from this address are not allowed",
             Self::RateLimited => "too many requests; retry later",
             Self::Unauthorized => "authentication required",
+            Self::AuthForbidden => "these credentials do not allow this request",
         }
     }
 
@@ -258,6 +267,7 @@ impl ErrorKind {
                 | Self::IpDenied
                 | Self::RateLimited
                 | Self::Unauthorized
+                | Self::AuthForbidden
                 | Self::FileNotFound
                 | Self::RangeNotSatisfiable
                 | Self::FileError
@@ -275,7 +285,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests and docs.
-    pub const ALL: [ErrorKind; 39] = [
+    pub const ALL: [ErrorKind; 40] = [
         Self::BadRequest,
         Self::BadFraming,
         Self::BadChunk,
@@ -315,6 +325,7 @@ impl ErrorKind {
         Self::IpDenied,
         Self::RateLimited,
         Self::Unauthorized,
+        Self::AuthForbidden,
     ];
 }
 

@@ -161,11 +161,33 @@ impl Fields {
         self.spans.len() != before
     }
 
+    /// Where the next appended field will start: pass it to [`Fields::retain_added`] to
+    /// look only at the fields appended since.
+    pub fn mark(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Keeps the fields appended after `mark` (see [`Fields::mark`]) for which
+    /// `keep(name, value)` holds, and every field that was there before, in order. Appends
+    /// always write at the end of the buffer (a removal never reuses it), so a field is new
+    /// exactly when it starts at or after the mark.
+    pub fn retain_added(&mut self, mark: usize, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        let bytes = &self.bytes;
+        self.spans.retain(|s| {
+            (s.name as usize) < mark || {
+                let (n, v) = field(bytes, s);
+                keep(n, v)
+            }
+        });
+    }
+
     /// Keeps the fields for which `keep(name, value)` holds, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
         let bytes = &self.bytes;
-        self.spans
-            .retain(|s| keep(field(bytes, s).0, field(bytes, s).1));
+        self.spans.retain(|s| {
+            let (n, v) = field(bytes, s);
+            keep(n, v)
+        });
     }
 
     /// The first value of `name`.
@@ -194,6 +216,10 @@ impl Fields {
 
     /// Appends every field of `other`.
     pub fn extend_from(&mut self, other: &Fields) {
+        if other.is_empty() {
+            return;
+        }
+        self.bytes.reserve(other.bytes.len());
         for (n, v) in other.iter() {
             self.append(n, v);
         }
@@ -255,16 +281,48 @@ pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
 
 /// Whether `name` is an HTTP token (RFC 9110 §5.6.2): a valid field name.
 pub fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)])
 }
+
+/// The bytes of a token (RFC 9110 §5.6.2: `tchar`), one lookup each.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "i < 256")]
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
 
 /// Whether `value` may be sent as a field value: no CR, LF or NUL (obs-text is allowed, as
 /// relayed values may carry it).
 pub fn is_field_value(value: &[u8]) -> bool {
-    !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+    // memchr3 wins on long values; for the usual short one its setup costs more than a
+    // plain scan (which the compiler vectorises).
+    if value.len() > 64 {
+        return memchr::memchr3(b'\r', b'\n', 0, value).is_none();
+    }
+    value.iter().all(|&b| b != b'\r' && b != b'\n' && b != 0)
 }
 
 /// The reason phrase of a head.

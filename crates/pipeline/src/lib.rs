@@ -20,7 +20,9 @@
 //!   `finish` (only when the chain is not empty), so a reload in between changes nothing.
 //!
 //! # Invariants
-//! - An empty chain costs nothing: no hook is installed, no filter called.
+//! - An empty chain costs nothing: no hook is installed, no filter called. A chain whose
+//!   filters do not observe (`headers`, `ip`, …) reads no clock for the request and has no
+//!   `observe` phase.
 //! - The context ([`anygate_http::server::Ctx`]) carries the rule's id and the action kind
 //!   from here; the driver adds sizes and timing, the proxy its upstream and attempts.
 //!
@@ -102,11 +104,22 @@ impl App {
             .iter()
             .zip(actions)
             .zip(chains.routes)
-            .map(|((r, action), chain)| Entry {
-                action,
-                label: r.label().into(),
-                chain,
-                require_client_cert: r.require_client_cert,
+            .map(|((r, mut action), chain)| {
+                // A fixed rule whose `post` phase depends on nothing but TLS gets its final
+                // head encoded once, here.
+                if let Action::Fixed(f) = &mut action
+                    && chain.edits_heads()
+                {
+                    f.apply_post(|fields, tls, status| {
+                        chain.apply_static_post(fields, tls, status)
+                    });
+                }
+                Entry {
+                    action,
+                    label: r.label().into(),
+                    chain,
+                    require_client_cert: r.require_client_cert,
+                }
             })
             .collect();
         let warnings = config
@@ -173,10 +186,9 @@ impl App {
             return;
         }
         let Ok(path) = normalize(req.path()) else {
-            if self.unrouted(req, ex) == Flow::Continue {
+            if self.unrouted(req, ex, observe) == Flow::Continue {
                 ex.error(ErrorKind::BadPath, None);
             }
-            *observe = self.observer(&self.global);
             return;
         };
         match self.router.lookup(req.method(), &path) {
@@ -191,9 +203,7 @@ impl App {
                     return ex.error(ErrorKind::ClientCertRequired, Some(&entry.label));
                 }
                 if !entry.chain.is_empty() {
-                    ex.ctx_mut().start = Some(anygate_runtime::time::now());
-                    ex.set_head_hook(entry.chain.clone());
-                    *observe = Some(entry.chain.clone());
+                    install(&entry.chain, ex, observe);
                     if entry.chain.pre(req, ex) == Flow::Answered {
                         return;
                     }
@@ -211,13 +221,11 @@ impl App {
                 // path with only a `GET` rule is that rule's preflight.
                 if let Some((id, entry)) = self.preflight_rule(req, &path) {
                     ex.ctx_mut().route = u32::try_from(id).ok();
-                    ex.ctx_mut().start = Some(anygate_runtime::time::now());
-                    ex.set_head_hook(entry.chain.clone());
-                    *observe = Some(entry.chain.clone());
+                    install(&entry.chain, ex, observe);
                     entry.chain.preflight(req, ex);
                     return;
                 }
-                if self.unrouted(req, ex) == Flow::Continue {
+                if self.unrouted(req, ex, observe) == Flow::Continue {
                     let allow = self.router.allow_header(mask);
                     ex.error_with(
                         ErrorKind::MethodNotAllowed,
@@ -225,13 +233,11 @@ impl App {
                         &[(b"allow", allow.as_bytes())],
                     );
                 }
-                *observe = self.observer(&self.global);
             }
             Lookup::NotFound => {
-                if self.unrouted(req, ex) == Flow::Continue {
+                if self.unrouted(req, ex, observe) == Flow::Continue {
                     ex.error(ErrorKind::NotFound, None);
                 }
-                *observe = self.observer(&self.global);
             }
         }
     }
@@ -262,18 +268,30 @@ impl App {
     }
 
     /// The global chain, for a request no rule answers.
-    fn unrouted(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+    fn unrouted(
+        &self,
+        req: &Request<'_>,
+        ex: &mut Exchange<'_>,
+        observe: &mut Option<Arc<Chain>>,
+    ) -> Flow {
         if self.global.is_empty() {
             return Flow::Continue;
         }
-        ex.ctx_mut().start = Some(anygate_runtime::time::now());
-        ex.set_head_hook(self.global.clone());
+        install(&self.global, ex, observe);
         self.global.pre(req, ex)
     }
+}
 
-    /// `chain`, if it has anything to observe.
-    fn observer(&self, chain: &Arc<Chain>) -> Option<Arc<Chain>> {
-        (!chain.is_empty()).then(|| chain.clone())
+/// Installs a non-empty `chain` for this request: its `post` phase on every response head
+/// (when a filter has one) and, only when one of its filters observes, the request's timing and its `observe` phase
+/// (a chain of header or limit filters reads no clock and holds no second reference).
+fn install(chain: &Arc<Chain>, ex: &mut Exchange<'_>, observe: &mut Option<Arc<Chain>>) {
+    if chain.edits_heads() {
+        ex.set_head_hook(chain.clone());
+    }
+    if chain.observes() {
+        ex.ctx_mut().start = Some(anygate_runtime::time::now());
+        *observe = Some(chain.clone());
     }
 }
 

@@ -1,4 +1,4 @@
-//! `auth`: API keys and bearer tokens.
+//! `auth`: API keys, bearer tokens and JWTs.
 //!
 //! ```yaml
 //! - kind: auth
@@ -6,7 +6,11 @@
 //!     realm: api
 //!     api_key: { header: X-API-Key, query: api_key, keys: [k-123], keys_file: keys.txt }
 //!     bearer:  { tokens: [t-456], tokens_file: tokens.txt }
+//!     jwt:     { jwks_file: jwks.json, audience: api, claims: { sub: X-User-Id }, roles: [admin] }
 //! ```
+//!
+//! A bearer token is looked up in the static list first, then verified as a JWT (see
+//! [`crate::jwt`]).
 //!
 //! A request passes with any one valid credential of the kinds configured: the API key in
 //! the field `api_key.header` (default `X-API-Key`) or, when `api_key.query` names one, in
@@ -20,8 +24,8 @@
 //! skipped; they are read when the configuration loads (and again on every reload).
 //! Credentials are kept in a hash set keyed by a per-process random SipHash key.
 //!
-//! Basic (bcrypt, argon2), JWT and forward-auth are further kinds of this filter still to
-//! come (see `docs/PLUGINS.md`).
+//! Basic (bcrypt, argon2) and forward-auth are further kinds of this filter still to come
+//! (see `docs/PLUGINS.md`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -30,6 +34,7 @@ use anygate_config::PluginSpec;
 use anygate_config::args::Args;
 use anygate_http::{ErrorKind, Exchange, Request};
 
+use crate::jwt::{Jwt, Verdict, claim_value};
 use crate::{Built, Flow};
 
 #[derive(Debug)]
@@ -49,10 +54,13 @@ struct Bearer {
 pub struct Auth {
     api_key: Option<ApiKey>,
     bearer: Option<Bearer>,
-    /// `Bearer realm="…"`, `Bearer realm="…", error="invalid_token"`, `ApiKey realm="…"`.
+    jwt: Option<Jwt>,
+    /// `Bearer realm="…"`, `Bearer realm="…", error="invalid_token"`, `ApiKey realm="…"`,
+    /// `Bearer realm="…", error="insufficient_scope"`.
     challenge_bearer: Box<str>,
     challenge_invalid: Box<str>,
     challenge_key: Box<str>,
+    challenge_scope: Box<str>,
 }
 
 impl Auth {
@@ -99,18 +107,22 @@ impl Auth {
             args.absorb(a, &["tokens", "tokens_file"]);
             Bearer { tokens }
         });
-        if api_key.is_none() && bearer.is_none() && !args.failed() {
+        let jwt = Jwt::build(&mut args, &spec.base_dir);
+        if api_key.is_none() && bearer.is_none() && jwt.is_none() && !args.failed() {
             let span = args.span();
             args.error_help(
                 span,
                 "`auth` needs a kind of credential",
-                "give `api_key: { keys: [...] }` or `bearer: { tokens: [...] }`",
+                "give `api_key: { keys: [...] }`, `bearer: { tokens: [...] }` or `jwt: { ... }`",
             );
         }
-        args.finish(&["realm", "api_key", "bearer"])?;
+        args.finish(&["realm", "api_key", "bearer", "jwt"])?;
         Ok(Self {
             api_key,
             bearer,
+            jwt,
+            challenge_scope: format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"")
+                .into(),
             challenge_bearer: format!("Bearer realm=\"{realm}\"").into(),
             challenge_invalid: format!("Bearer realm=\"{realm}\", error=\"invalid_token\"").into(),
             challenge_key: format!("ApiKey realm=\"{realm}\"").into(),
@@ -119,10 +131,38 @@ impl Auth {
 
     pub(crate) fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
         let mut bad_token = false;
-        if let Some(b) = &self.bearer
+        if let Some(j) = &self.jwt {
+            // Never the client's own claims: these fields come from a verified token only.
+            for (_, field) in &j.claims {
+                ex.remove_request_field(field);
+            }
+        }
+        if (self.bearer.is_some() || self.jwt.is_some())
             && let Some(token) = req.header(b"authorization").and_then(bearer_token)
         {
-            if b.tokens.contains(token) {
+            if self
+                .bearer
+                .as_ref()
+                .is_some_and(|b| b.tokens.contains(token))
+            {
+                return Flow::Continue;
+            }
+            if let Some(j) = &self.jwt
+                && let Verdict::Valid(claims) = j.verify(token)
+            {
+                if !j.has_role(&claims) {
+                    ex.error_with(
+                        ErrorKind::AuthForbidden,
+                        None,
+                        &[(b"www-authenticate", self.challenge_scope.as_bytes())],
+                    );
+                    return Flow::Answered;
+                }
+                for (claim, field) in &j.claims {
+                    if let Some(v) = claims.get(claim).and_then(claim_value) {
+                        ex.set_request_field(field, v.as_bytes());
+                    }
+                }
                 return Flow::Continue;
             }
             bad_token = true;
@@ -140,7 +180,7 @@ impl Auth {
             }
         }
         let mut challenges: [&[u8]; 2] = [b"", b""];
-        if self.bearer.is_some() {
+        if self.bearer.is_some() || self.jwt.is_some() {
             challenges[0] = if bad_token {
                 self.challenge_invalid.as_bytes()
             } else {
@@ -180,6 +220,9 @@ impl Auth {
         }
         if let Some(b) = &self.bearer {
             kinds.push(format!("bearer ({} token(s))", b.tokens.len()));
+        }
+        if let Some(j) = &self.jwt {
+            kinds.push(j.summary());
         }
         kinds.join(", ")
     }

@@ -56,6 +56,7 @@ pub mod auth;
 pub mod cors;
 pub mod headers;
 pub mod ip;
+mod jwt;
 pub mod rate_limit;
 
 use std::fmt;
@@ -172,6 +173,10 @@ pub struct Chain {
     filters: Box<[Filter]>,
     /// The first `cors` filter: it answers preflights before any other filter runs.
     cors: Option<Arc<cors::Cors>>,
+    /// Whether a filter has an `observe` phase (then the request is timed).
+    observes: bool,
+    /// Whether a filter has a `post` phase (then the chain is the head hook).
+    edits_heads: bool,
 }
 
 impl Chain {
@@ -183,6 +188,35 @@ impl Chain {
     /// The filters, in chain order.
     pub fn filters(&self) -> &[Filter] {
         &self.filters
+    }
+
+    /// Whether a filter of the chain has an `observe` phase: only then is the request
+    /// timed and `observe` run.
+    pub fn observes(&self) -> bool {
+        self.observes
+    }
+
+    /// Whether a filter of the chain has a `post` phase: only then is it installed as the
+    /// response head hook (a `fixed` rule otherwise keeps its pre-encoded head).
+    pub fn edits_heads(&self) -> bool {
+        self.edits_heads
+    }
+
+    /// Runs the `post` phase on `fields` as it would run for a response of `status` over
+    /// plain HTTP or TLS, when that is all it depends on (every filter with a `post` phase
+    /// is a `headers` filter); `false`, and `fields` untouched, otherwise. Lets a `fixed`
+    /// rule encode its final head once at load.
+    pub fn apply_static_post(&self, fields: &mut Fields, tls: bool, status: u16) -> bool {
+        if self.filters.iter().any(|f| matches!(f, Filter::Custom(..))) {
+            return false;
+        }
+        let mut ctx = Ctx::new();
+        ctx.tls = tls;
+        ctx.status = status;
+        for f in self.filters.iter().rev() {
+            f.post(&ctx, fields);
+        }
+        true
     }
 
     /// Whether the chain answers CORS preflights.
@@ -378,7 +412,17 @@ pub fn compile(config: &Config, registry: &Registry) -> Result<Chains, Vec<Diagn
             Filter::Cors(c) => Some(c.clone()),
             _ => None,
         });
-        Arc::new(Chain { filters, cors })
+        // The built-in kinds have no `observe` phase yet (the `log` filter will).
+        let observes = filters.iter().any(|f| matches!(f, Filter::Custom(..)));
+        let edits_heads = filters
+            .iter()
+            .any(|f| matches!(f, Filter::Custom(..) | Filter::Headers(_)));
+        Arc::new(Chain {
+            filters,
+            cors,
+            observes,
+            edits_heads,
+        })
     };
     Ok(Chains {
         routes: config.routes.iter().map(|r| chain(&r.plugins)).collect(),

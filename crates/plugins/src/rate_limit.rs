@@ -7,11 +7,13 @@
 //!
 //! `rate` tokens per second refill a bucket of `burst` tokens (default `rate`, at least 1);
 //! each request takes one. An empty bucket answers **429** `AG-SEC-6003` with
-//! `Retry-After` (whole seconds until a token is back). Every response of the rule carries
-//! the IETF fields (draft-ietf-httpapi-ratelimit-headers):
-//! `RateLimit-Policy: "default";q=BURST;w=SECONDS` (the bucket and the time it takes to
-//! fill) and `RateLimit: "default";r=REMAINING;t=SECONDS` (tokens left, seconds until the
-//! bucket is full again).
+//! `Retry-After` (whole seconds until a token is back) and the IETF fields
+//! (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "default";q=BURST;w=SECONDS`
+//! (the bucket and the time it takes to fill) and `RateLimit: "default";r=REMAINING;t=SECONDS`
+//! (tokens left, seconds until the bucket is full again). With `fields: all` every response
+//! carries them, so that clients can slow down before they are refused; it is not the
+//! default because it costs two fields on every response (Envoy and Kong make it opt-in
+//! too).
 //!
 //! # Design
 //!
@@ -26,8 +28,10 @@
 //! has passed holds a full bucket, the same as no bucket: it is free for any key, so idle
 //! buckets expire by themselves. When all 8 slots of a key are busy, the one closest to
 //! full is taken over (its client gets a full bucket back early: counted in `evictions`);
-//! memory never grows. Key hashes are SipHash with a per-process random key, so a client
-//! cannot aim collisions at another's bucket.
+//! memory never grows. Key hashes are foldhash with a per-filter random seed: a client
+//! cannot compute which slots another's key uses (and a collision it did find would only
+//! make two keys share an 8-slot neighbourhood, not a bucket: buckets are told apart by
+//! their full 64-bit hash).
 //!
 //! Limitations: the state belongs to one configuration and starts over on a reload; two
 //! workers that claim a slot for two new keys at the same instant can share one bucket
@@ -135,10 +139,12 @@ pub struct RateLimit {
     rate: f64,
     burst: u64,
     slots: Box<[Slot]>,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     epoch: Instant,
     /// The `RateLimit-Policy` value.
     policy: Box<str>,
+    /// `fields: all`: the IETF fields on every response, not only on a 429.
+    fields_always: bool,
     /// Buckets taken over before they were full.
     evictions: AtomicU64,
     /// Requests refused.
@@ -205,7 +211,19 @@ impl RateLimit {
             },
         };
         let max_keys = args.integer("max_keys", 1, 1 << 24).unwrap_or(65_536);
-        args.finish(&["rate", "burst", "scope", "max_keys"])?;
+        let fields_always = match args.string("fields") {
+            None | Some(("limited", _)) => false,
+            Some(("all", _)) => true,
+            Some((other, node)) => {
+                args.error_help(
+                    node.span,
+                    format!("unknown `fields` value `{other}`"),
+                    "`limited` (on a 429 only, the default) or `all` (on every response)",
+                );
+                false
+            }
+        };
+        args.finish(&["rate", "burst", "scope", "max_keys", "fields"])?;
         let rate = rate.unwrap_or(1.0);
         #[expect(
             clippy::cast_possible_truncation,
@@ -213,7 +231,9 @@ impl RateLimit {
             reason = "rate is at most 1e9"
         )]
         let burst = burst.unwrap_or((rate.ceil() as u64).max(1));
-        Ok(Self::new(scope, rate, burst, max_keys))
+        let mut rl = Self::new(scope, rate, burst, max_keys);
+        rl.fields_always = fields_always;
+        Ok(rl)
     }
 
     fn new(scope: Scope, rate: f64, burst: u64, max_keys: u64) -> Self {
@@ -237,12 +257,13 @@ impl RateLimit {
         let window = secs_ceil(gcra.capacity);
         Self {
             policy: format!("\"default\";q={burst};w={window}").into(),
+            fields_always: false,
             scope,
             gcra,
             rate,
             burst,
             slots,
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             // A little in the past, so that `now` is never 0 (a never-used `tat`).
             epoch: anygate_runtime::time::now()
                 .checked_sub(std::time::Duration::from_secs(1))
@@ -337,13 +358,14 @@ impl RateLimit {
     pub(crate) fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
         let ctx = ex.ctx();
         let hash = self.key_hash(req, ctx.route, ctx.client);
-        let now = u64::try_from(
-            anygate_runtime::time::now()
-                .saturating_duration_since(self.epoch)
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX);
+        // The worker's cached clock (the pipeline's stamp when the chain is timed).
+        let at = ctx.start.unwrap_or_else(anygate_runtime::time::now);
+        let now =
+            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let d = self.take(hash, now);
+        if d.allowed && !self.fields_always {
+            return Flow::Continue;
+        }
         let mut buf = [0u8; 64];
         ex.add_response_field(b"ratelimit-policy", self.policy.as_bytes());
         let value = state_value(&mut buf, d.remaining, secs_ceil(d.wait_ns));

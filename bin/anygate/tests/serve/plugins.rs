@@ -57,6 +57,11 @@ plugins:
 routes:
   "/up/": "http://{}/"
   "/echo": "*"
+  "/fixed": 'OK {{"a":1}}'
+groups:
+  - prefix: /closed
+    plugins: [ {{ kind: ip, args: {{ deny: ["127.0.0.1"] }} }} ]
+    routes: {{ "/": OK }}
 "#,
         up.addr
     ));
@@ -89,6 +94,21 @@ routes:
     let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
     assert_eq!(v["headers"]["x-env"], "prod");
     assert!(v["headers"].get("x-debug").is_none());
+    // A fixed rule (its final head encoded at load), and a filter's early answer.
+    let f = get(addr, "/fixed", "");
+    assert_eq!((f.status, f.body_str().as_str()), (200, "{\"a\":1}"));
+    assert_eq!(f.header("x-frame-options"), Some("DENY"));
+    assert_eq!(f.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        f.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let denied = get(addr, "/closed/", "");
+    assert_eq!(
+        (denied.status, code(&denied).as_str()),
+        (403, "AG-SEC-6002")
+    );
+    assert_eq!(denied.header("x-frame-options"), Some("DENY"));
     // Errors get the preset too (the global chain runs for a 404).
     let nf = get(addr, "/nowhere", "");
     assert_eq!(nf.status, 404);
@@ -294,7 +314,7 @@ fn rate_limit_answers_429_with_retry_after_and_the_ietf_fields() {
 server: { listen: "127.0.0.1:0" }
 groups:
   - prefix: /ip
-    plugins: [ { kind: rate_limit, args: { rate: 0.5, burst: 3 } } ]
+    plugins: [ { kind: rate_limit, args: { rate: 0.5, burst: 3, fields: all } } ]
     routes: { "/": OK }
   - prefix: /key
     plugins: [ { kind: rate_limit, args: { rate: 0.5, burst: 1, scope: { header: X-Api-Key } } } ]
@@ -331,11 +351,18 @@ groups:
             .unwrap()
             .starts_with("\"default\";r=0;")
     );
-    // A 429 keeps the connection.
+    // A 429 keeps the connection. By default the fields are on a 429 only.
     r.send(b"GET /key/ HTTP/1.1\r\nhost: t\r\nx-api-key: a\r\n\r\n");
-    assert_eq!(r.response(false).unwrap().status, 200);
+    let resp = r.response(false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("ratelimit"), None);
     // Per header value: `a` is spent, `b` has its own bucket.
-    assert_eq!(get(addr, "/key/", "x-api-key: a\r\n").status, 429);
+    let refused = get(addr, "/key/", "x-api-key: a\r\n");
+    assert_eq!(refused.status, 429);
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"default\";q=1;w=2")
+    );
     assert_eq!(get(addr, "/key/", "x-api-key: b\r\n").status, 200);
 }
 
@@ -559,5 +586,282 @@ groups:
             "filters: rate_limit [100/s, burst 200, per ip] → ip (group /admin) [allow 1 range(s)]"
         ),
         "{report}"
+    );
+}
+
+/// An ES256 signing key (PKCS#8), its public key as PEM, and as a JWK named `kid`.
+struct EsKey {
+    signing: jsonwebtoken::EncodingKey,
+    public_pem: String,
+    kid: String,
+}
+
+impl EsKey {
+    fn new(kid: &str) -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        Self {
+            signing: jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes())
+                .unwrap(),
+            public_pem: pair.public_key_pem(),
+            kid: kid.to_owned(),
+        }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(
+            &self.signing,
+            jsonwebtoken::Algorithm::ES256,
+        )
+        .unwrap();
+        jwk.common.key_id = Some(self.kid.clone());
+        serde_json::to_value(&jwk).unwrap()
+    }
+
+    fn token(&self, claims: &serde_json::Value) -> String {
+        sign(
+            &self.signing,
+            jsonwebtoken::Algorithm::ES256,
+            Some(&self.kid),
+            claims,
+        )
+    }
+}
+
+fn sign(
+    key: &jsonwebtoken::EncodingKey,
+    alg: jsonwebtoken::Algorithm,
+    kid: Option<&str>,
+    claims: &serde_json::Value,
+) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(now.as_secs()).unwrap()
+}
+
+fn write_jwks(path: &Path, keys: &[&EsKey]) {
+    let set = serde_json::json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() });
+    // Written aside and renamed: the watcher never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, set.to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+const HS_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn jwt_gateway(dir: &TempDir, es: &EsKey) -> anygate::serve::Server {
+    std::fs::write(dir.0.join("es.pub.pem"), &es.public_pem).unwrap();
+    let yaml = format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+groups:
+  - prefix: /api
+    plugins:
+      - kind: auth
+        args:
+          jwt:
+            keys:
+              - {{ kid: es, alg: ES256, file: es.pub.pem }}
+              - {{ kid: hs, alg: HS256, secret: "{HS_SECRET}" }}
+            issuer: https://id.test
+            audience: api
+            leeway: 5s
+            claims: {{ sub: X-User-Id, email: X-User-Email }}
+    routes: {{ "/": "*" }}
+  - prefix: /admin
+    plugins:
+      - kind: auth
+        args: {{ jwt: {{ jwks_file: jwks.json, roles: [admin] }} }}
+    routes: {{ "/": "*" }}
+"#
+    );
+    let config = load_str("t.yml", &yaml, Format::Yaml, &dir.0, &[]).unwrap();
+    anygate::serve::Server::start(config).unwrap()
+}
+
+fn bearer(addr: SocketAddr, path: &str, token: &str, extra: &str) -> Resp {
+    get(
+        addr,
+        path,
+        &format!("authorization: Bearer {token}\r\n{extra}"),
+    )
+}
+
+#[test]
+fn jwt_tokens_are_checked_pinned_to_their_key_algorithm_and_their_claims_sent_on() {
+    let dir = TempDir::new("jwt");
+    let es = EsKey::new("es");
+    write_jwks(&dir.0.join("jwks.json"), &[&EsKey::new("k1")]);
+    let gw = jwt_gateway(&dir, &es);
+    let addr = gw.addrs()[0];
+    let now = unix_now();
+    let claims = |extra: serde_json::Value| {
+        let mut c = serde_json::json!({
+            "sub": "alice", "email": "a@example.com",
+            "iss": "https://id.test", "aud": "api", "exp": now + 600,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    // Valid: the claims go on as fields, and the client's own copies never do.
+    let r = bearer(
+        addr,
+        "/api/",
+        &es.token(&claims(serde_json::json!({}))),
+        "x-user-id: mallory\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["headers"]["x-user-id"], "alice");
+    assert_eq!(v["headers"]["x-user-email"], "a@example.com");
+    let hs = jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap();
+    let t = sign(
+        &hs,
+        jsonwebtoken::Algorithm::HS256,
+        Some("hs"),
+        &claims(serde_json::json!({})),
+    );
+    assert_eq!(bearer(addr, "/api/", &t, "").status, 200, "the HMAC key");
+    // No token.
+    let r = get(addr, "/api/", "x-user-id: mallory\r\n");
+    assert_eq!((r.status, code(&r).as_str()), (401, "AG-SEC-6005"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"anygate\"")
+    );
+    // Each way a token can be wrong: 401 invalid_token.
+    let other = EsKey::new("es");
+    let wrong = [
+        (
+            "expired",
+            es.token(&claims(serde_json::json!({ "exp": now - 60 }))),
+        ),
+        (
+            "not yet valid",
+            es.token(&claims(serde_json::json!({ "nbf": now + 60 }))),
+        ),
+        (
+            "wrong audience",
+            es.token(&claims(serde_json::json!({ "aud": "other" }))),
+        ),
+        (
+            "wrong issuer",
+            es.token(&claims(serde_json::json!({ "iss": "https://evil.test" }))),
+        ),
+        ("no exp", {
+            let mut c = claims(serde_json::json!({}));
+            c.as_object_mut().unwrap().remove("exp");
+            es.token(&c)
+        }),
+        ("bad signature", other.token(&claims(serde_json::json!({})))),
+        // The `alg` confusion: the ES256 public key used as an HMAC secret.
+        (
+            "alg confusion, kid es",
+            sign(
+                &jsonwebtoken::EncodingKey::from_secret(es.public_pem.as_bytes()).unwrap(),
+                jsonwebtoken::Algorithm::HS256,
+                Some("es"),
+                &claims(serde_json::json!({})),
+            ),
+        ),
+        (
+            "alg confusion, no kid",
+            sign(
+                &jsonwebtoken::EncodingKey::from_secret(es.public_pem.as_bytes()).unwrap(),
+                jsonwebtoken::Algorithm::HS256,
+                None,
+                &claims(serde_json::json!({})),
+            ),
+        ),
+        ("alg none", {
+            use std::fmt::Write as _;
+            let b64 = |s: &str| {
+                let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                let mut out = String::new();
+                for chunk in s.as_bytes().chunks(3) {
+                    let n = chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b))
+                        << (8 * (3 - chunk.len()));
+                    for i in 0..=chunk.len() {
+                        let _ =
+                            out.write_char(char::from(table[((n >> (18 - 6 * i)) & 63) as usize]));
+                    }
+                }
+                out
+            };
+            format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none","typ":"JWT"}"#),
+                b64(&claims(serde_json::json!({})).to_string())
+            )
+        }),
+        ("garbage", "not.a.jwt".to_owned()),
+    ];
+    for (what, token) in wrong {
+        let r = bearer(addr, "/api/", &token, "");
+        assert_eq!(r.status, 401, "{what}: {}", r.body_str());
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"anygate\", error=\"invalid_token\""),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test bounds its wait for the watcher with the real clock"
+)]
+fn jwt_roles_are_required_and_a_rotated_jwks_file_is_picked_up() {
+    let dir = TempDir::new("jwks");
+    let (k1, k2) = (EsKey::new("k1"), EsKey::new("k2"));
+    let jwks = dir.0.join("jwks.json");
+    write_jwks(&jwks, &[&k1]);
+    let gw = jwt_gateway(&dir, &EsKey::new("es"));
+    let addr = gw.addrs()[0];
+    let exp = unix_now() + 600;
+    let admin =
+        |k: &EsKey| k.token(&serde_json::json!({ "sub": "root", "roles": ["admin"], "exp": exp }));
+    let user = k1.token(&serde_json::json!({ "sub": "u", "roles": ["user"], "exp": exp }));
+    let r = bearer(addr, "/admin/", &user, "");
+    assert_eq!((r.status, code(&r).as_str()), (403, "AG-SEC-6006"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"anygate\", error=\"insufficient_scope\"")
+    );
+    let scope = k1.token(&serde_json::json!({ "sub": "s", "roles": "read admin", "exp": exp }));
+    assert_eq!(
+        bearer(addr, "/admin/", &scope, "").status,
+        200,
+        "a space-separated string"
+    );
+    assert_eq!(bearer(addr, "/admin/", &admin(&k1), "").status, 200);
+    assert_eq!(
+        bearer(addr, "/admin/", &admin(&k2), "").status,
+        401,
+        "k2 not published yet"
+    );
+    // Rotate: k2 in, k1 out. The watcher picks the file up without a reload.
+    write_jwks(&jwks, &[&k2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bearer(addr, "/admin/", &admin(&k2), "").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the new JWK set was never loaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        bearer(addr, "/admin/", &admin(&k1), "").status,
+        401,
+        "k1 retired"
     );
 }

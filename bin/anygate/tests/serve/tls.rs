@@ -1313,3 +1313,36 @@ fn regression_an_exempt_host_cannot_reach_a_host_that_requires_a_certificate() {
     assert_eq!(r.status(), 421, "a trailing dot: {}", r.head);
     s.shutdown();
 }
+
+#[test]
+fn the_security_preset_sends_hsts_over_tls_only_on_fixed_rules_too() {
+    // The fixed rule's head is finished at load, once per scheme: both must be right.
+    let dir = TempDir::new("tls-hsts");
+    let pki = Pki::new("Test CA");
+    let files = [pki.server(&["localhost"]).write(&dir, "srv")];
+    let s = in_process(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\ntls:\n  listen: \"127.0.0.1:0\"\n{}\
+         plugins: [ {{ kind: headers, args: {{ preset: security }} }} ]\nroutes:\n  \"/f\": OK\n",
+        certs_yaml(&files)
+    ));
+    let mut c = tls(
+        s.tls_addrs()[0],
+        client(&pki, &[b"http/1.1"], None),
+        named("localhost"),
+    );
+    let r = request(&mut c, "GET /f HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    assert_eq!(r.status(), 200);
+    let head = r.head.to_ascii_lowercase();
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000; includesubdomains\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-content-type-options: nosniff\r\n"),
+        "{head}"
+    );
+    let plain = crate::http::one(s.addrs()[0], b"GET /f HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    assert_eq!(plain.header("strict-transport-security"), None);
+    assert_eq!(plain.header("x-content-type-options"), Some("nosniff"));
+    s.shutdown();
+}

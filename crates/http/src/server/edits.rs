@@ -101,6 +101,11 @@ impl Edits {
         }
     }
 
+    /// Whether fields are queued for the response head.
+    pub fn has_response_fields(&self) -> bool {
+        !self.response.is_empty()
+    }
+
     /// The fields queued for the response head.
     pub(crate) fn response_fields(&self) -> &Fields {
         &self.response
@@ -124,22 +129,26 @@ impl Exchange<'_> {
     /// Hides every client field named `name` (and any added earlier) from the action.
     /// `name` must be a token.
     pub fn remove_request_field(&mut self, name: &[u8]) {
-        if !self.edits.removed.contains(name) {
+        if crate::message::is_token(name) && !self.edits.removed.contains(name) {
             self.edits.removed.append(name, b"");
         }
         self.edits.added.remove(name);
     }
 
-    /// Replaces every field named `name` by `name: value`. `value` must be a valid field
-    /// value (no CR, LF, NUL).
+    /// Replaces every field named `name` by `name: value`. A name that is not a token or
+    /// a value holding CR, LF or NUL is ignored (nothing can be injected through it).
     pub fn set_request_field(&mut self, name: &[u8], value: &[u8]) {
-        self.remove_request_field(name);
-        self.edits.added.append(name, value);
+        if valid(name, value) {
+            self.remove_request_field(name);
+            self.edits.added.append(name, value);
+        }
     }
 
-    /// Adds `name: value` after the client's fields.
+    /// Adds `name: value` after the client's fields (ignored unless valid, as above).
     pub fn add_request_field(&mut self, name: &[u8], value: &[u8]) {
-        self.edits.added.append(name, value);
+        if valid(name, value) {
+            self.edits.added.append(name, value);
+        }
     }
 
     /// Drops the query parameter `name` (compared as written) from the forwarded target.
@@ -150,10 +159,18 @@ impl Exchange<'_> {
     }
 
     /// Puts `name: value` on the response this request gets, whichever it is (the action's,
-    /// an error, a filter's early answer), before the `post` phase sees the head.
+    /// an error, a filter's early answer), before the `post` phase sees the head. Ignored
+    /// unless `name` is a token, `value` holds no CR, LF or NUL, and the field is not one
+    /// the server writes itself (framing, `Date`, `X-Request-Id`).
     pub fn add_response_field(&mut self, name: &[u8], value: &[u8]) {
-        self.edits.response.append(name, value);
+        if valid(name, value) && !crate::server::response::driver_owned(name) {
+            self.edits.response.append(name, value);
+        }
     }
+}
+
+fn valid(name: &[u8], value: &[u8]) -> bool {
+    crate::message::is_token(name) && crate::message::is_field_value(value)
 }
 
 #[cfg(test)]

@@ -39,10 +39,10 @@ pub struct Ctx {
     /// Attempts made at the upstream (proxy; 0 when none).
     pub attempt: u8,
     /// When the request was routed (the worker's cached clock). Timing is recorded only for
-    /// requests that something observes (a rule with filters): reading the clock costs the
-    /// bare path nothing then.
+    /// requests that something observes (a chain with an `observe` phase): reading the
+    /// clock costs the other paths nothing then.
     pub start: Option<Instant>,
-    /// When the response head was encoded (recorded with a head hook installed).
+    /// When the response head was encoded (recorded when `start` is).
     pub first_byte: Option<Instant>,
     /// Bytes of the request read from the connection: the head and the body (framing
     /// included) as far as it was read.

@@ -31,7 +31,7 @@ mod edits;
 mod exchange;
 pub(crate) mod io;
 pub(crate) mod pool;
-mod response;
+pub(crate) mod response;
 
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;

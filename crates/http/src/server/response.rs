@@ -142,16 +142,17 @@ impl ResponseBody<'_> {
 /// Called with each response head before it is encoded (the pipeline's `post` filters).
 ///
 /// The hook edits the head's fields; the status is read from `ctx.status` and cannot be
-/// changed (the body is already framed for it). Afterwards the driver drops the fields it
-/// writes itself (`Content-Length`, `Transfer-Encoding`, `Date`, `X-Request-Id`) and any
-/// field whose name is not a token or whose value holds CR, LF or NUL.
+/// changed (the body is already framed for it). Afterwards the driver drops, among the
+/// fields the hook added (or replaced), those it writes itself (`Content-Length`,
+/// `Transfer-Encoding`, `Date`, `X-Request-Id`) and any whose name is not a token or whose
+/// value holds CR, LF or NUL. The fields the action built are not checked again.
 pub trait HeadHook: Send + Sync {
     /// May edit `fields`; `ctx` says what is known of the request so far.
     fn on_head(&self, ctx: &super::Ctx, fields: &mut Fields);
 }
 
 /// Fields the driver writes itself: a hook cannot add them.
-fn driver_owned(name: &[u8]) -> bool {
+pub(crate) fn driver_owned(name: &[u8]) -> bool {
     [
         &b"content-length"[..],
         b"transfer-encoding",
@@ -251,15 +252,35 @@ impl Exchange<'_> {
     }
 
     /// Sends a response fixed at load time: its encoded bytes as they are, or, when a head
-    /// hook is installed, its head through the hook.
+    /// hook is installed or a filter queued response fields, its head through them.
     pub fn send_prebuilt(&mut self, p: &Prebuilt) {
-        if self.hook.is_some() {
+        if self.hook.is_some() || self.edits.has_response_fields() {
             self.head.copy_from(&p.head);
             let len = p.body.len();
             return self.send(ResponseBody::Shared(&p.body, 0..len));
         }
         let at = self.out.len();
         self.out.extend_from_slice(&p.wire);
+        self.head_committed(p.status(), at);
+        if !self.head_only && !p.body.is_empty() {
+            self.ctx.bytes_out += p.body.len() as u64;
+            if p.body.len() <= COPY_LIMIT {
+                self.out.extend_from_slice(&p.body);
+            } else {
+                *self.tail = Tail::Shared(p.body.clone(), 0..p.body.len());
+            }
+        }
+    }
+
+    /// Sends a response fixed at load time whose head already went through the rule's
+    /// `post` phase (computed at load, for a phase that depends on nothing but the TLS
+    /// flag): its encoded bytes as they are, the head hook skipped. With response fields
+    /// queued by a filter it is the caller's job to send the original through the hook.
+    pub fn send_prebuilt_posted(&mut self, p: &Prebuilt) {
+        debug_assert!(!self.edits.has_response_fields());
+        let at = self.out.len();
+        self.out.extend_from_slice(&p.wire);
+        self.ctx.status = p.status();
         self.head_committed(p.status(), at);
         if !self.head_only && !p.body.is_empty() {
             self.ctx.bytes_out += p.body.len() as u64;
@@ -356,13 +377,16 @@ impl Exchange<'_> {
     /// Runs the hook on the head and encodes it with `framing`, then the connection's
     /// fields.
     fn commit(&mut self, framing: BodyFraming) {
+        // What the action built is trusted, and what `pre` queued was checked when it was
+        // queued (`add_response_field`); only what the hook adds is checked here.
+        self.head.fields.extend_from(self.edits.response_fields());
         if let Some(hook) = &self.hook {
             self.ctx.status = self.head.status();
-            self.head.fields.extend_from(self.edits.response_fields());
+            let mark = self.head.fields.mark();
             hook.on_head(&self.ctx, &mut self.head.fields);
-            self.head
-                .fields
-                .retain(|n, v| is_token(n) && is_field_value(v) && !driver_owned(n));
+            self.head.fields.retain_added(mark, |n, v| {
+                is_token(n) && is_field_value(v) && !driver_owned(n)
+            });
         }
         let at = self.out.len();
         encode::response_head(self.out, self.head, framing);
@@ -386,7 +410,8 @@ impl Exchange<'_> {
         };
         encode::connection_fields(self.out, self.date, self.request_id, persistence);
         self.ctx.bytes_out += (self.out.len() - at) as u64;
-        if self.hook.is_some() {
+        // Timed only for a request something observes (the pipeline set `start`).
+        if self.ctx.start.is_some() {
             self.ctx.first_byte = Some(anygate_runtime::time::now());
         }
     }
