@@ -186,7 +186,7 @@ impl App {
             return;
         }
         let Ok(path) = normalize(req.path()) else {
-            if self.unrouted(req, ex, observe) == Flow::Continue {
+            if self.unrouted(req, ex, observe).await == Flow::Continue {
                 ex.error(ErrorKind::BadPath, None);
             }
             return;
@@ -204,7 +204,7 @@ impl App {
                 }
                 if !entry.chain.is_empty() {
                     install(&entry.chain, ex, observe);
-                    if entry.chain.pre(req, ex) == Flow::Answered {
+                    if entry.chain.pre(req, ex).await == Flow::Answered {
                         return;
                     }
                 }
@@ -225,7 +225,7 @@ impl App {
                     entry.chain.preflight(req, ex);
                     return;
                 }
-                if self.unrouted(req, ex, observe) == Flow::Continue {
+                if self.unrouted(req, ex, observe).await == Flow::Continue {
                     let allow = self.router.allow_header(mask);
                     ex.error_with(
                         ErrorKind::MethodNotAllowed,
@@ -235,7 +235,7 @@ impl App {
                 }
             }
             Lookup::NotFound => {
-                if self.unrouted(req, ex, observe) == Flow::Continue {
+                if self.unrouted(req, ex, observe).await == Flow::Continue {
                     ex.error(ErrorKind::NotFound, None);
                 }
             }
@@ -268,7 +268,7 @@ impl App {
     }
 
     /// The global chain, for a request no rule answers.
-    fn unrouted(
+    async fn unrouted(
         &self,
         req: &Request<'_>,
         ex: &mut Exchange<'_>,
@@ -278,7 +278,7 @@ impl App {
             return Flow::Continue;
         }
         install(&self.global, ex, observe);
-        self.global.pre(req, ex)
+        self.global.pre(req, ex).await
     }
 }
 

@@ -7,6 +7,7 @@
 //!     api_key: { header: X-API-Key, query: api_key, keys: [k-123], keys_file: keys.txt }
 //!     bearer:  { tokens: [t-456], tokens_file: tokens.txt }
 //!     jwt:     { jwks_file: jwks.json, audience: api, claims: { sub: X-User-Id }, roles: [admin] }
+//!     basic:   { users_file: htpasswd }
 //! ```
 //!
 //! A bearer token is looked up in the static list first, then verified as a JWT (see
@@ -24,8 +25,8 @@
 //! skipped; they are read when the configuration loads (and again on every reload).
 //! Credentials are kept in a hash set keyed by a per-process random SipHash key.
 //!
-//! Basic (bcrypt, argon2) and forward-auth are further kinds of this filter still to come
-//! (see `docs/PLUGINS.md`).
+//! Basic passwords (bcrypt, argon2) are verified off the workers (see [`crate::basic`]).
+//! Forward-auth is still to come (see `docs/PLUGINS.md`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -34,6 +35,7 @@ use anygate_config::PluginSpec;
 use anygate_config::args::Args;
 use anygate_http::{ErrorKind, Exchange, Request};
 
+use crate::basic::{Basic, Outcome, credentials as basic_credentials};
 use crate::jwt::{Jwt, Verdict, claim_value};
 use crate::{Built, Flow};
 
@@ -55,6 +57,9 @@ pub struct Auth {
     api_key: Option<ApiKey>,
     bearer: Option<Bearer>,
     jwt: Option<Jwt>,
+    basic: Option<Basic>,
+    /// `Basic realm="…", charset="UTF-8"`.
+    challenge_basic: Box<str>,
     /// `Bearer realm="…"`, `Bearer realm="…", error="invalid_token"`, `ApiKey realm="…"`,
     /// `Bearer realm="…", error="insufficient_scope"`.
     challenge_bearer: Box<str>,
@@ -108,19 +113,27 @@ impl Auth {
             Bearer { tokens }
         });
         let jwt = Jwt::build(&mut args, &spec.base_dir);
-        if api_key.is_none() && bearer.is_none() && jwt.is_none() && !args.failed() {
+        let basic = Basic::build(&mut args, &spec.base_dir);
+        if api_key.is_none()
+            && bearer.is_none()
+            && jwt.is_none()
+            && basic.is_none()
+            && !args.failed()
+        {
             let span = args.span();
             args.error_help(
                 span,
                 "`auth` needs a kind of credential",
-                "give `api_key: { keys: [...] }`, `bearer: { tokens: [...] }` or `jwt: { ... }`",
+                "give `api_key`, `bearer`, `jwt` or `basic`",
             );
         }
-        args.finish(&["realm", "api_key", "bearer", "jwt"])?;
+        args.finish(&["realm", "api_key", "bearer", "jwt", "basic"])?;
         Ok(Self {
             api_key,
             bearer,
             jwt,
+            basic,
+            challenge_basic: format!("Basic realm=\"{realm}\", charset=\"UTF-8\"").into(),
             challenge_scope: format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"")
                 .into(),
             challenge_bearer: format!("Bearer realm=\"{realm}\"").into(),
@@ -129,7 +142,27 @@ impl Auth {
         })
     }
 
-    pub(crate) fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+    /// Checks the request's credentials; waits (without holding the worker) when a Basic
+    /// password has to be verified.
+    pub(crate) async fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        if let Some(b) = &self.basic
+            && let Some((user, password)) = req.header(b"authorization").and_then(basic_credentials)
+        {
+            match b.check(&user, &password, ex.ctx().client).await {
+                Outcome::Valid => return Flow::Continue,
+                Outcome::Invalid => {}
+                Outcome::Limited(secs) => {
+                    let mut digits = [0u8; 20];
+                    let retry = anygate_http::message::decimal(secs, &mut digits);
+                    ex.error_with(ErrorKind::RateLimited, None, &[(b"retry-after", retry)]);
+                    return Flow::Answered;
+                }
+                Outcome::Busy => {
+                    ex.error_with(ErrorKind::Overloaded, None, &[(b"retry-after", b"1")]);
+                    return Flow::Answered;
+                }
+            }
+        }
         let mut bad_token = false;
         if let Some(j) = &self.jwt {
             // Never the client's own claims: these fields come from a verified token only.
@@ -179,7 +212,10 @@ impl Auth {
                 return Flow::Continue;
             }
         }
-        let mut challenges: [&[u8]; 2] = [b"", b""];
+        let mut challenges: [&[u8]; 3] = [b"", b"", b""];
+        if self.basic.is_some() {
+            challenges[2] = self.challenge_basic.as_bytes();
+        }
         if self.bearer.is_some() || self.jwt.is_some() {
             challenges[0] = if bad_token {
                 self.challenge_invalid.as_bytes()
@@ -223,6 +259,9 @@ impl Auth {
         }
         if let Some(j) = &self.jwt {
             kinds.push(j.summary());
+        }
+        if let Some(b) = &self.basic {
+            kinds.push(b.summary());
         }
         kinds.join(", ")
     }

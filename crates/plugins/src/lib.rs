@@ -45,14 +45,16 @@
 //!
 //! # Non-goals
 //!
-//! Still to come: Basic, JWT and forward-auth in `auth`, Redis-shared rate limits, the
-//! `log` filter (observability); asynchronous `pre` phases (forward-auth will add one).
+//! Still to come: forward-auth in `auth`, Redis-shared rate limits, the `log` filter
+//! (observability). Only `auth`'s `pre` phase may wait (a Basic password verified on a
+//! side thread); the others are synchronous.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 pub mod auth;
+mod basic;
 pub mod cors;
 pub mod headers;
 pub mod ip;
@@ -147,7 +149,8 @@ impl Filter {
             Self::Cors(f) => f.pre(req, ex),
             Self::Ip(f) => f.pre(ex),
             Self::RateLimit(f) => f.pre(req, ex),
-            Self::Auth(f) => f.pre(req, ex),
+            // Awaited by the chain (see `Chain::pre`).
+            Self::Auth(_) => Flow::Continue,
             Self::Custom(_, f) => f.pre(req, ex),
         }
     }
@@ -239,7 +242,7 @@ impl Chain {
     /// runs before all the others: it answers a preflight (which carries no credentials,
     /// so `auth` must not see it), refuses a foreign origin, and puts its fields on
     /// whatever response follows (a 401 of `auth` included, which a browser can then read).
-    pub fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+    pub async fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
         if let Some(c) = &self.cors {
             if cors::is_preflight(req) {
                 c.preflight(req, ex);
@@ -255,7 +258,12 @@ impl Chain {
             {
                 continue;
             }
-            if f.pre(req, ex) == Flow::Answered {
+            let flow = match f {
+                // The one phase that may wait (a password verified off the worker).
+                Filter::Auth(a) => a.pre(req, ex).await,
+                _ => f.pre(req, ex),
+            };
+            if flow == Flow::Answered {
                 return Flow::Answered;
             }
         }

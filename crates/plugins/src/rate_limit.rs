@@ -132,21 +132,133 @@ impl Gcra {
     }
 }
 
-/// A compiled `rate_limit` filter.
-pub struct RateLimit {
-    scope: Scope,
+/// A table of buckets keyed by a 64-bit hash, all of one size and rate: the `rate_limit`
+/// filter's, and the failure counters of Basic authentication.
+pub(crate) struct Buckets {
     gcra: Gcra,
-    rate: f64,
-    burst: u64,
     slots: Box<[Slot]>,
     hasher: foldhash::fast::RandomState,
     epoch: Instant,
+    /// Buckets taken over before they were full.
+    evictions: AtomicU64,
+}
+
+impl Buckets {
+    /// `max_keys` buckets of `gcra` (rounded up to a power of two, at least [`PROBE`]).
+    pub(crate) fn new(gcra: Gcra, max_keys: u64) -> Self {
+        let n = usize::try_from(max_keys)
+            .unwrap_or(1 << 24)
+            .next_power_of_two()
+            .max(PROBE);
+        Self {
+            gcra,
+            slots: (0..n)
+                .map(|_| Slot {
+                    tag: AtomicU64::new(0),
+                    tat: AtomicU64::new(0),
+                })
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            // A little in the past, so that `now` is never 0 (a never-used `tat`).
+            epoch: anygate_runtime::time::now()
+                .checked_sub(std::time::Duration::from_secs(1))
+                .unwrap_or_else(anygate_runtime::time::now),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// The hash a key is kept under.
+    pub(crate) fn key(&self, key: &impl Hash) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// `at` in nanoseconds since the table's epoch.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a token for `hash` now (the worker's cached clock).
+    pub(crate) fn take_now(&self, hash: u64) -> Decision {
+        self.take(hash, self.nanos(anygate_runtime::time::now()))
+    }
+
+    /// Seconds until `hash` has a token again, if its bucket is empty now; nothing taken.
+    pub(crate) fn blocked(&self, hash: u64) -> Option<u64> {
+        let now = self.nanos(anygate_runtime::time::now());
+        let tat = self.cell(hash, now).load(Ordering::Acquire);
+        let (d, _) = self.gcra.decide(tat, now);
+        (!d.allowed).then(|| secs_ceil(d.wait_ns).max(1))
+    }
+
+    /// The `tat` cell of `hash`, claiming a slot if the key has none.
+    fn cell(&self, hash: u64, now: u64) -> &AtomicU64 {
+        let tag = hash | 1;
+        let mask = self.slots.len() - 1;
+        let start = (hash >> 7) as usize & mask;
+        let slot = |i: usize| &self.slots[(start + i) & mask];
+        for i in 0..PROBE {
+            if slot(i).tag.load(Ordering::Acquire) == tag {
+                return &slot(i).tat;
+            }
+        }
+        // A free slot (never used, or its bucket full again), else the fullest.
+        let mut victim = 0;
+        let mut lowest = u64::MAX;
+        for i in 0..PROBE {
+            let s = slot(i);
+            let tat = s.tat.load(Ordering::Relaxed);
+            if s.tag.load(Ordering::Relaxed) == 0 || tat <= now {
+                victim = i;
+                lowest = 0;
+                break;
+            }
+            if tat < lowest {
+                lowest = tat;
+                victim = i;
+            }
+        }
+        let s = slot(victim);
+        let old = s.tag.load(Ordering::Relaxed);
+        if s.tag
+            .compare_exchange(old, tag, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            // A full bucket (an expired `tat` is one already).
+            s.tat.store(0, Ordering::Release);
+            if lowest != 0 {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        &s.tat
+    }
+
+    /// Takes a token for the request's key at `now` (nanoseconds since the epoch).
+    fn take(&self, hash: u64, now: u64) -> Decision {
+        let cell = self.cell(hash, now);
+        let mut tat = cell.load(Ordering::Acquire);
+        loop {
+            let (decision, next) = self.gcra.decide(tat, now);
+            let Some(next) = next else {
+                return decision;
+            };
+            match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return decision,
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+}
+
+/// A compiled `rate_limit` filter.
+pub struct RateLimit {
+    scope: Scope,
+    rate: f64,
+    burst: u64,
+    buckets: Buckets,
     /// The `RateLimit-Policy` value.
     policy: Box<str>,
     /// `fields: all`: the IETF fields on every response, not only on a 429.
     fields_always: bool,
-    /// Buckets taken over before they were full.
-    evictions: AtomicU64,
     /// Requests refused.
     limited: AtomicU64,
 }
@@ -157,7 +269,7 @@ impl std::fmt::Debug for RateLimit {
             .field("scope", &self.scope)
             .field("rate", &self.rate)
             .field("burst", &self.burst)
-            .field("slots", &self.slots.len())
+            .field("slots", &self.buckets.slots.len())
             .finish_non_exhaustive()
     }
 }
@@ -243,32 +355,15 @@ impl RateLimit {
         } else {
             max_keys
         };
-        let n = usize::try_from(keys)
-            .unwrap_or(1 << 24)
-            .next_power_of_two()
-            .max(PROBE);
-        let slots = (0..n)
-            .map(|_| Slot {
-                tag: AtomicU64::new(0),
-                tat: AtomicU64::new(0),
-            })
-            .collect();
         let gcra = Gcra::new(rate, burst);
         let window = secs_ceil(gcra.capacity);
         Self {
             policy: format!("\"default\";q={burst};w={window}").into(),
             fields_always: false,
             scope,
-            gcra,
             rate,
             burst,
-            slots,
-            hasher: foldhash::fast::RandomState::default(),
-            // A little in the past, so that `now` is never 0 (a never-used `tat`).
-            epoch: anygate_runtime::time::now()
-                .checked_sub(std::time::Duration::from_secs(1))
-                .unwrap_or_else(anygate_runtime::time::now),
-            evictions: AtomicU64::new(0),
+            buckets: Buckets::new(gcra, keys),
             limited: AtomicU64::new(0),
         }
     }
@@ -280,11 +375,11 @@ impl RateLimit {
 
     /// Buckets taken over before they were full.
     pub fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
+        self.buckets.evictions.load(Ordering::Relaxed)
     }
 
     fn key_hash(&self, req: &Request<'_>, route: Option<u32>, client: Option<IpAddr>) -> u64 {
-        let mut h = self.hasher.build_hasher();
+        let mut h = self.buckets.hasher.build_hasher();
         match &self.scope {
             Scope::Ip => client.hash(&mut h),
             Scope::Route => route.hash(&mut h),
@@ -297,72 +392,12 @@ impl RateLimit {
         h.finish()
     }
 
-    /// The `tat` cell of `hash`, claiming a slot if the key has none.
-    fn cell(&self, hash: u64, now: u64) -> &AtomicU64 {
-        let tag = hash | 1;
-        let mask = self.slots.len() - 1;
-        let start = (hash >> 7) as usize & mask;
-        let slot = |i: usize| &self.slots[(start + i) & mask];
-        for i in 0..PROBE {
-            if slot(i).tag.load(Ordering::Acquire) == tag {
-                return &slot(i).tat;
-            }
-        }
-        // A free slot (never used, or its bucket full again), else the fullest.
-        let mut victim = 0;
-        let mut lowest = u64::MAX;
-        for i in 0..PROBE {
-            let s = slot(i);
-            let tat = s.tat.load(Ordering::Relaxed);
-            if s.tag.load(Ordering::Relaxed) == 0 || tat <= now {
-                victim = i;
-                lowest = 0;
-                break;
-            }
-            if tat < lowest {
-                lowest = tat;
-                victim = i;
-            }
-        }
-        let s = slot(victim);
-        let old = s.tag.load(Ordering::Relaxed);
-        if s.tag
-            .compare_exchange(old, tag, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            // A full bucket (an expired `tat` is one already).
-            s.tat.store(0, Ordering::Release);
-            if lowest != 0 {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        &s.tat
-    }
-
-    /// Takes a token for the request's key at `now` (nanoseconds since the epoch).
-    fn take(&self, hash: u64, now: u64) -> Decision {
-        let cell = self.cell(hash, now);
-        let mut tat = cell.load(Ordering::Acquire);
-        loop {
-            let (decision, next) = self.gcra.decide(tat, now);
-            let Some(next) = next else {
-                return decision;
-            };
-            match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return decision,
-                Err(actual) => tat = actual,
-            }
-        }
-    }
-
     pub(crate) fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
         let ctx = ex.ctx();
         let hash = self.key_hash(req, ctx.route, ctx.client);
         // The worker's cached clock (the pipeline's stamp when the chain is timed).
         let at = ctx.start.unwrap_or_else(anygate_runtime::time::now);
-        let now =
-            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let d = self.take(hash, now);
+        let d = self.buckets.take(hash, self.buckets.nanos(at));
         if d.allowed && !self.fields_always {
             return Flow::Continue;
         }
@@ -444,19 +479,22 @@ mod tests {
     fn the_table_keeps_keys_apart_and_reuses_full_buckets() {
         let rl = RateLimit::new(Scope::Ip, 1.0, 2, 8);
         let now = 5 * S;
-        assert!(rl.take(11, now).allowed && rl.take(11, now).allowed);
-        assert!(!rl.take(11, now).allowed, "key 11 spent its burst");
-        assert!(rl.take(22, now).allowed, "another key has its own bucket");
+        assert!(rl.buckets.take(11, now).allowed && rl.buckets.take(11, now).allowed);
+        assert!(!rl.buckets.take(11, now).allowed, "key 11 spent its burst");
+        assert!(
+            rl.buckets.take(22, now).allowed,
+            "another key has its own bucket"
+        );
         // Many more keys than slots: the table never grows, buckets are taken over.
         for k in 100..200u64 {
-            assert!(rl.take(k << 7, now).allowed);
+            assert!(rl.buckets.take(k << 7, now).allowed);
         }
-        assert_eq!(rl.slots.len(), 8);
+        assert_eq!(rl.buckets.slots.len(), 8);
         assert!(rl.evictions() > 0);
         // Long after: every bucket is full, nothing counts as an eviction.
         let before = rl.evictions();
         for k in 300..308u64 {
-            assert!(rl.take(k << 7, now + 100 * S).allowed);
+            assert!(rl.buckets.take(k << 7, now + 100 * S).allowed);
         }
         assert_eq!(rl.evictions(), before);
     }

@@ -865,3 +865,145 @@ fn jwt_roles_are_required_and_a_rotated_jwks_file_is_picked_up() {
         "k1 retired"
     );
 }
+
+fn basic(user: &str, password: &str) -> String {
+    let raw = format!("{user}:{password}");
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in raw.as_bytes().chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(table[((n >> (18 - 6 * i)) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    format!("authorization: Basic {out}\r\n")
+}
+
+#[test]
+fn basic_auth_checks_bcrypt_and_argon2_hashes_off_the_workers_and_limits_guessing() {
+    use argon2::PasswordHasher;
+    let dir = TempDir::new("basic");
+    let bcrypt_hash = bcrypt::hash("alice-pw", 4).unwrap();
+    let carol_hash = bcrypt::hash("carol-pw", 4).unwrap();
+    let dave_hash = bcrypt::hash("dave-pw", 13).unwrap();
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(1024, 1, 1, None).unwrap(),
+    )
+    .hash_password_with_salt(b"bob-pw", b"0123456789abcdef")
+    .unwrap()
+    .to_string();
+    std::fs::write(dir.0.join("htpasswd"), format!("# users\nbob:{argon}\n")).unwrap();
+    let yaml = format!(
+        r#"
+server: {{ listen: "127.0.0.1:0", workers: 1 }}
+plugins:
+  - kind: auth
+    args:
+      realm: ops
+      basic:
+        users: {{ alice: "{bcrypt_hash}", carol: "{carol_hash}", dave: "{dave_hash}" }}
+        users_file: htpasswd
+        failures: {{ rate: 0.01, burst: 3 }}
+routes: {{ "/": OK }}
+"#
+    );
+    let config = load_str("t.yml", &yaml, Format::Yaml, &dir.0, &[]).unwrap();
+    let gw = anygate::serve::Server::start(config).unwrap();
+    let addr = gw.addrs()[0];
+    let r = get(addr, "/", "");
+    assert_eq!((r.status, code(&r).as_str()), (401, "AG-SEC-6005"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"ops\", charset=\"UTF-8\"")
+    );
+    assert_eq!(
+        get(addr, "/", &basic("alice", "alice-pw")).status,
+        200,
+        "bcrypt"
+    );
+    assert_eq!(
+        get(addr, "/", &basic("bob", "bob-pw")).status,
+        200,
+        "argon2id"
+    );
+    // Again, from the cache; one keep-alive connection holds many in a row.
+    let mut c = Reader::new(connect(addr));
+    for _ in 0..20 {
+        c.send(
+            format!(
+                "GET / HTTP/1.1\r\nhost: t\r\n{}\r\n",
+                basic("alice", "alice-pw")
+            )
+            .as_bytes(),
+        );
+        assert_eq!(c.response(false).unwrap().status, 200);
+    }
+    // A slow verification (bcrypt cost 13, a good fraction of a second) does not hold the
+    // only worker: another connection is answered while it is out.
+    let mut slow = Reader::new(connect(addr));
+    slow.send(
+        format!(
+            "GET / HTTP/1.1\r\nhost: t\r\n{}\r\n",
+            basic("dave", "dave-pw")
+        )
+        .as_bytes(),
+    );
+    let r = get(addr, "/", "");
+    assert_eq!(r.status, 401);
+    slow.stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(std::io::Read::read(&mut slow.stream, &mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the slow verification was still out"
+    );
+    slow.stream.set_nonblocking(false).unwrap();
+    assert_eq!(slow.response(false).unwrap().status, 200);
+    // Wrong passwords and unknown users: 401 until the failure bucket (3) is spent, then
+    // 429 without verifying, even for the right password.
+    assert_eq!(get(addr, "/", &basic("alice", "wrong")).status, 401);
+    assert_eq!(get(addr, "/", &basic("nobody", "x")).status, 401);
+    assert_eq!(get(addr, "/", &basic("bob", "wrong")).status, 401);
+    let r = get(addr, "/", &basic("alice", "guess"));
+    assert_eq!((r.status, code(&r).as_str()), (429, "AG-SEC-6003"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        get(addr, "/", &basic("carol", "carol-pw")).status,
+        429,
+        "never verified yet: refused without a verification"
+    );
+    assert_eq!(
+        get(addr, "/", &basic("alice", "alice-pw")).status,
+        200,
+        "a remembered pair still passes"
+    );
+}
+
+#[test]
+fn basic_auth_hashes_are_checked_at_load() {
+    let yaml = "plugins: [ { kind: auth, args: { basic: { users: { alice: hunter2 } } } } ]\nroutes: { \"/\": OK }\n";
+    let config = load_str("t.yml", yaml, Format::Yaml, Path::new("."), &[]).unwrap();
+    let err = anygate_plugins::compile(&config, &anygate_plugins::Registry::builtin()).unwrap_err();
+    let text: Vec<String> = err
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.span
+                    .map(|s| config.sources.location(s))
+                    .unwrap_or_default(),
+                d.message
+            )
+        })
+        .collect();
+    assert!(
+        text.iter().any(|t| t.starts_with("t.yml:1:59")
+            && t.contains("user `alice`: a password must be given as a bcrypt")),
+        "{text:?}"
+    );
+}
