@@ -70,6 +70,11 @@ impl<'n> Args<'n> {
         !self.diags.is_empty()
     }
 
+    /// Whether `key` is written, without reading it.
+    pub fn has(&self, key: &str) -> bool {
+        self.fields.as_ref().is_some_and(|f| f.has(key))
+    }
+
     /// The value of `key` (`None` when absent or null), marked as read.
     pub fn take(&mut self, key: &str) -> Option<&'n Node> {
         self.fields.as_mut()?.take(key)

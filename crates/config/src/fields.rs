@@ -82,6 +82,11 @@ impl<'n> Fields<'n> {
         Some((k, v))
     }
 
+    /// Whether `key` is written (with any value), without marking it read.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k.as_str() == Some(key))
+    }
+
     /// The value of `key`; `None` when absent or null.
     pub(crate) fn take(&mut self, key: &str) -> Option<&'n Node> {
         self.take_entry(key)

@@ -26,7 +26,8 @@
 //! Credentials are kept in a hash set keyed by a per-process random SipHash key.
 //!
 //! Basic passwords (bcrypt, argon2) are verified off the workers (see [`crate::basic`]).
-//! Forward-auth is still to come (see `docs/PLUGINS.md`).
+//! With `forward`, a request no other kind lets through is decided by an external service
+//! (see [`crate::forward`]).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -36,6 +37,7 @@ use anygate_config::args::Args;
 use anygate_http::{ErrorKind, Exchange, Request};
 
 use crate::basic::{Basic, Outcome, credentials as basic_credentials};
+use crate::forward::Forward;
 use crate::jwt::{Jwt, Verdict, claim_value};
 use crate::{Built, Flow};
 
@@ -58,6 +60,7 @@ pub struct Auth {
     bearer: Option<Bearer>,
     jwt: Option<Jwt>,
     basic: Option<Basic>,
+    forward: Option<Forward>,
     /// `Basic realm="…", charset="UTF-8"`.
     challenge_basic: Box<str>,
     /// `Bearer realm="…"`, `Bearer realm="…", error="invalid_token"`, `ApiKey realm="…"`,
@@ -114,25 +117,28 @@ impl Auth {
         });
         let jwt = Jwt::build(&mut args, &spec.base_dir);
         let basic = Basic::build(&mut args, &spec.base_dir);
+        let forward = Forward::build(&mut args);
         if api_key.is_none()
             && bearer.is_none()
             && jwt.is_none()
             && basic.is_none()
+            && forward.is_none()
             && !args.failed()
         {
             let span = args.span();
             args.error_help(
                 span,
                 "`auth` needs a kind of credential",
-                "give `api_key`, `bearer`, `jwt` or `basic`",
+                "give `api_key`, `bearer`, `jwt`, `basic` or `forward`",
             );
         }
-        args.finish(&["realm", "api_key", "bearer", "jwt", "basic"])?;
+        args.finish(&["realm", "api_key", "bearer", "jwt", "basic", "forward"])?;
         Ok(Self {
             api_key,
             bearer,
             jwt,
             basic,
+            forward,
             challenge_basic: format!("Basic realm=\"{realm}\", charset=\"UTF-8\"").into(),
             challenge_scope: format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"")
                 .into(),
@@ -212,6 +218,11 @@ impl Auth {
                 return Flow::Continue;
             }
         }
+        if let Some(f) = &self.forward {
+            // No other kind let the request through: the service decides, and its answer
+            // is the client's.
+            return f.check(req, ex).await;
+        }
         let mut challenges: [&[u8]; 3] = [b"", b"", b""];
         if self.basic.is_some() {
             challenges[2] = self.challenge_basic.as_bytes();
@@ -262,6 +273,9 @@ impl Auth {
         }
         if let Some(b) = &self.basic {
             kinds.push(b.summary());
+        }
+        if let Some(f) = &self.forward {
+            kinds.push(f.summary());
         }
         kinds.join(", ")
     }

@@ -45,9 +45,9 @@
 //!
 //! # Non-goals
 //!
-//! Still to come: forward-auth in `auth`, Redis-shared rate limits, the `log` filter
-//! (observability). Only `auth`'s `pre` phase may wait (a Basic password verified on a
-//! side thread); the others are synchronous.
+//! Still to come: Redis-shared rate limits, the `log` filter (observability). Only
+//! `auth`'s `pre` phase may wait (a Basic password verified on a side thread, a
+//! forward-auth subrequest); the others are synchronous.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -56,6 +56,7 @@
 pub mod auth;
 mod basic;
 pub mod cors;
+mod forward;
 pub mod headers;
 pub mod ip;
 mod jwt;

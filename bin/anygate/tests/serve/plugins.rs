@@ -1007,3 +1007,70 @@ fn basic_auth_hashes_are_checked_at_load() {
         "{text:?}"
     );
 }
+
+#[test]
+fn forward_auth_lets_a_2xx_through_with_its_fields_and_relays_anything_else() {
+    let service = upstream(|seen, s| {
+        if seen.fields("authorization") == ["Bearer good"] {
+            reply(s, "x-user: alice\r\nx-roles: admin\r\nx-other: no\r\n", b"")
+        } else {
+            let body = b"{\"denied\":true}";
+            let head = format!(
+                "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"sso\"\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            std::io::Write::write_all(s, head.as_bytes()).is_ok()
+                && std::io::Write::write_all(s, body).is_ok()
+        }
+    });
+    let gw = in_process(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0", workers: 1 }}
+plugins:
+  - kind: auth
+    args: {{ forward: {{ url: "http://{}/verify", copy_headers: [X-User, X-Roles] }} }}
+routes: {{ "/": "*" }}
+"#,
+        service.addr
+    ));
+    let addr = gw.addrs()[0];
+    let r = get(
+        addr,
+        "/app/page?x=1",
+        "authorization: Bearer good\r\nx-user: mallory\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["headers"]["x-user"], "alice",
+        "from the service, not the client"
+    );
+    assert_eq!(v["headers"]["x-roles"], "admin");
+    assert!(v["headers"].get("x-other").is_none(), "only copy_headers");
+    let seen = service.seen.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen.request_line(), "GET /verify HTTP/1.1");
+    assert_eq!(seen.fields("x-forwarded-method"), ["GET"]);
+    assert_eq!(seen.fields("x-forwarded-uri"), ["/app/page?x=1"]);
+    assert_eq!(seen.fields("x-forwarded-host"), ["gw.test"]);
+    assert_eq!(seen.fields("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.fields("x-forwarded-for"), ["127.0.0.1"]);
+    // Denied: the service's answer, as it is.
+    let r = get(addr, "/app/page", "authorization: Bearer bad\r\n");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"sso\""));
+    assert_eq!(r.body_str(), "{\"denied\":true}");
+    // One worker, keep-alive to the service: one connection for all of them.
+    assert_eq!(get(addr, "/", "authorization: Bearer good\r\n").status, 200);
+    assert_eq!(service.accepted.load(Ordering::SeqCst), 1);
+    // The service gone: fail closed.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = in_process(&format!(
+        "server: {{ listen: \"127.0.0.1:0\" }}\nplugins: [ {{ kind: auth, args: {{ forward: {{ url: \"http://{dead}/\" }} }} }} ]\nroutes: {{ \"/\": OK }}\n"
+    ));
+    let r = get(gw.addrs()[0], "/", "authorization: Bearer good\r\n");
+    assert_eq!((r.status, code(&r).as_str()), (502, "AG-UPS-5021"));
+}
