@@ -61,6 +61,7 @@ pub mod headers;
 pub mod ip;
 mod jwt;
 pub mod rate_limit;
+mod shared;
 
 use std::fmt;
 use std::sync::Arc;

@@ -33,12 +33,16 @@
 //! make two keys share an 8-slot neighbourhood, not a bucket: buckets are told apart by
 //! their full 64-bit hash).
 //!
+//! With `store: redis://…` the same table is the hot path and a side thread shares it with
+//! other gateways (see [`crate::shared`]).
+//!
 //! Limitations: the state belongs to one configuration and starts over on a reload; two
 //! workers that claim a slot for two new keys at the same instant can share one bucket
 //! until one of them expires (a brief, bounded over-limit under table pressure only).
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -135,8 +139,11 @@ impl Gcra {
 /// A table of buckets keyed by a 64-bit hash, all of one size and rate: the `rate_limit`
 /// filter's, and the failure counters of Basic authentication.
 pub(crate) struct Buckets {
-    gcra: Gcra,
+    pub(crate) gcra: Gcra,
     slots: Box<[Slot]>,
+    /// With a shared store: per slot, the requests let through since the last sync and the
+    /// key's fleet-wide name (see [`crate::shared`]).
+    pub(crate) sync: Option<Box<[crate::shared::SyncSlot]>>,
     hasher: foldhash::fast::RandomState,
     epoch: Instant,
     /// Buckets taken over before they were full.
@@ -152,6 +159,7 @@ impl Buckets {
             .max(PROBE);
         Self {
             gcra,
+            sync: None,
             slots: (0..n)
                 .map(|_| Slot {
                     tag: AtomicU64::new(0),
@@ -172,8 +180,28 @@ impl Buckets {
         self.hasher.hash_one(key)
     }
 
+    /// Counts what each slot lets through, for a shared store.
+    pub(crate) fn with_sync(mut self) -> Self {
+        self.sync = Some(
+            (0..self.slots.len())
+                .map(|_| crate::shared::SyncSlot::default())
+                .collect(),
+        );
+        self
+    }
+
+    /// Nanoseconds per token.
+    pub(crate) fn gcra_interval_ns(&self) -> u64 {
+        self.gcra.interval
+    }
+
+    /// The `tat` of slot `i`.
+    pub(crate) fn tat(&self, i: usize) -> &AtomicU64 {
+        &self.slots[i].tat
+    }
+
     /// `at` in nanoseconds since the table's epoch.
-    fn nanos(&self, at: Instant) -> u64 {
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -185,20 +213,24 @@ impl Buckets {
     /// Seconds until `hash` has a token again, if its bucket is empty now; nothing taken.
     pub(crate) fn blocked(&self, hash: u64) -> Option<u64> {
         let now = self.nanos(anygate_runtime::time::now());
-        let tat = self.cell(hash, now).load(Ordering::Acquire);
+        let tat = self.slots[self.cell(hash, 0, now)]
+            .tat
+            .load(Ordering::Acquire);
         let (d, _) = self.gcra.decide(tat, now);
         (!d.allowed).then(|| secs_ceil(d.wait_ns).max(1))
     }
 
     /// The `tat` cell of `hash`, claiming a slot if the key has none.
-    fn cell(&self, hash: u64, now: u64) -> &AtomicU64 {
+    /// The slot of `hash`, claiming one if the key has none; `global` is the key's
+    /// fleet-wide name (used with a shared store only).
+    fn cell(&self, hash: u64, global: u64, now: u64) -> usize {
         let tag = hash | 1;
         let mask = self.slots.len() - 1;
         let start = (hash >> 7) as usize & mask;
         let slot = |i: usize| &self.slots[(start + i) & mask];
         for i in 0..PROBE {
             if slot(i).tag.load(Ordering::Acquire) == tag {
-                return &slot(i).tat;
+                return (start + i) & mask;
             }
         }
         // A free slot (never used, or its bucket full again), else the fullest.
@@ -217,7 +249,8 @@ impl Buckets {
                 victim = i;
             }
         }
-        let s = slot(victim);
+        let index = (start + victim) & mask;
+        let s = &self.slots[index];
         let old = s.tag.load(Ordering::Relaxed);
         if s.tag
             .compare_exchange(old, tag, Ordering::AcqRel, Ordering::Relaxed)
@@ -225,16 +258,25 @@ impl Buckets {
         {
             // A full bucket (an expired `tat` is one already).
             s.tat.store(0, Ordering::Release);
+            if let Some(sync) = &self.sync {
+                sync[index].claim(global);
+            }
             if lowest != 0 {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
-        &s.tat
+        index
     }
 
     /// Takes a token for the request's key at `now` (nanoseconds since the epoch).
     fn take(&self, hash: u64, now: u64) -> Decision {
-        let cell = self.cell(hash, now);
+        self.take_global(hash, 0, now)
+    }
+
+    /// [`Buckets::take`], counting the request for the shared store under `global`.
+    fn take_global(&self, hash: u64, global: u64, now: u64) -> Decision {
+        let index = self.cell(hash, global, now);
+        let cell = &self.slots[index].tat;
         let mut tat = cell.load(Ordering::Acquire);
         loop {
             let (decision, next) = self.gcra.decide(tat, now);
@@ -242,7 +284,12 @@ impl Buckets {
                 return decision;
             };
             match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return decision,
+                Ok(_) => {
+                    if let Some(sync) = &self.sync {
+                        sync[index].count();
+                    }
+                    return decision;
+                }
                 Err(actual) => tat = actual,
             }
         }
@@ -254,7 +301,11 @@ pub struct RateLimit {
     scope: Scope,
     rate: f64,
     burst: u64,
-    buckets: Buckets,
+    buckets: Arc<Buckets>,
+    /// The fleet-wide store, with `store: redis://…`.
+    store: Option<Arc<crate::shared::Store>>,
+    /// Names keys alike in every gateway (a fixed seed), for the shared store.
+    global: foldhash::fast::FixedState,
     /// The `RateLimit-Policy` value.
     policy: Box<str>,
     /// `fields: all`: the IETF fields on every response, not only on a 429.
@@ -335,7 +386,17 @@ impl RateLimit {
                 false
             }
         };
-        args.finish(&["rate", "burst", "scope", "max_keys", "fields"])?;
+        let store = crate::shared::Settings::read(&mut args);
+        args.finish(&[
+            "rate",
+            "burst",
+            "scope",
+            "max_keys",
+            "fields",
+            "store",
+            "sync_interval",
+            "on_store_error",
+        ])?;
         let rate = rate.unwrap_or(1.0);
         #[expect(
             clippy::cast_possible_truncation,
@@ -345,6 +406,13 @@ impl RateLimit {
         let burst = burst.unwrap_or((rate.ceil() as u64).max(1));
         let mut rl = Self::new(scope, rate, burst, max_keys);
         rl.fields_always = fields_always;
+        if let Some(settings) = store {
+            let buckets =
+                Arc::new(Buckets::new(rl.buckets.gcra, max_keys.max(PROBE as u64)).with_sync());
+            let prefix = format!("anygate:rl:{}:{}:{}:", rl.rate, rl.burst, rl.scope_name());
+            rl.store = Some(crate::shared::Store::start(settings, prefix, &buckets));
+            rl.buckets = buckets;
+        }
         Ok(rl)
     }
 
@@ -363,7 +431,9 @@ impl RateLimit {
             scope,
             rate,
             burst,
-            buckets: Buckets::new(gcra, keys),
+            buckets: Arc::new(Buckets::new(gcra, keys)),
+            store: None,
+            global: foldhash::fast::FixedState::with_seed(0x616e_7967_6174_6521),
             limited: AtomicU64::new(0),
         }
     }
@@ -373,13 +443,32 @@ impl RateLimit {
         self.limited.load(Ordering::Relaxed)
     }
 
+    /// Failed exchanges with the shared store (0 without one).
+    pub fn store_errors(&self) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.errors())
+    }
+
     /// Buckets taken over before they were full.
     pub fn evictions(&self) -> u64 {
         self.buckets.evictions.load(Ordering::Relaxed)
     }
 
     fn key_hash(&self, req: &Request<'_>, route: Option<u32>, client: Option<IpAddr>) -> u64 {
-        let mut h = self.buckets.hasher.build_hasher();
+        self.hash_with(self.buckets.hasher.build_hasher(), req, route, client)
+    }
+
+    /// The key's name in the shared store: the same in every gateway.
+    fn global_hash(&self, req: &Request<'_>, route: Option<u32>, client: Option<IpAddr>) -> u64 {
+        self.hash_with(self.global.build_hasher(), req, route, client) | 1
+    }
+
+    fn hash_with(
+        &self,
+        mut h: impl Hasher,
+        req: &Request<'_>,
+        route: Option<u32>,
+        client: Option<IpAddr>,
+    ) -> u64 {
         match &self.scope {
             Scope::Ip => client.hash(&mut h),
             Scope::Route => route.hash(&mut h),
@@ -397,7 +486,18 @@ impl RateLimit {
         let hash = self.key_hash(req, ctx.route, ctx.client);
         // The worker's cached clock (the pipeline's stamp when the chain is timed).
         let at = ctx.start.unwrap_or_else(anygate_runtime::time::now);
-        let d = self.buckets.take(hash, self.buckets.nanos(at));
+        let now = self.buckets.nanos(at);
+        let d = match &self.store {
+            None => self.buckets.take(hash, now),
+            Some(store) => {
+                if store.refuses() {
+                    ex.error_with(ErrorKind::Overloaded, None, &[(b"retry-after", b"1")]);
+                    return Flow::Answered;
+                }
+                let global = self.global_hash(req, ctx.route, ctx.client);
+                self.buckets.take_global(hash, global, now)
+            }
+        };
         if d.allowed && !self.fields_always {
             return Flow::Continue;
         }
@@ -415,14 +515,26 @@ impl RateLimit {
         Flow::Answered
     }
 
-    pub(crate) fn summary(&self) -> String {
-        let scope = match &self.scope {
+    fn scope_name(&self) -> String {
+        match &self.scope {
             Scope::Ip => "ip".to_owned(),
             Scope::Route => "route".to_owned(),
             Scope::IpRoute => "ip_route".to_owned(),
             Scope::Header(h) => format!("header {}", String::from_utf8_lossy(h)),
+        }
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        let shared = match &self.store {
+            Some(s) => format!(", shared via {}", s.url()),
+            None => String::new(),
         };
-        format!("{}/s, burst {}, per {scope}", self.rate, self.burst)
+        format!(
+            "{}/s, burst {}, per {}{shared}",
+            self.rate,
+            self.burst,
+            self.scope_name()
+        )
     }
 }
 

@@ -1074,3 +1074,137 @@ routes: {{ "/": "*" }}
     let r = get(gw.addrs()[0], "/", "authorization: Bearer good\r\n");
     assert_eq!((r.status, code(&r).as_str()), (502, "AG-UPS-5021"));
 }
+
+/// A `redis-server` of its own on a free loopback port, killed on drop.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test bounds its wait for the server with the real clock"
+    )]
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shared_limit(redis_port: u16, rate: u32, burst: u32, on_error: &str) -> String {
+    format!(
+        r#"
+server: {{ listen: "127.0.0.1:0", workers: 1 }}
+plugins:
+  - kind: rate_limit
+    args: {{ rate: {rate}, burst: {burst}, scope: route, store: "redis://127.0.0.1:{redis_port}/0", sync_interval: 50ms, on_store_error: {on_error} }}
+routes: {{ "/": OK }}
+"#
+    )
+}
+
+/// Requests from `clients` keep-alive connections to each of `addrs` for `run`; the
+/// number answered 200 and 429 (anything else fails the test).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the client threads run outside the runtime; the test measures the load's span"
+)]
+fn hammer(addrs: &[SocketAddr], clients: usize, run: Duration) -> (u64, u64, f64) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = addrs
+        .iter()
+        .flat_map(|&a| std::iter::repeat_n(a, clients))
+        .map(|addr| {
+            let (ok, limited) = (ok.clone(), limited.clone());
+            std::thread::spawn(move || {
+                let mut r = Reader::new(connect(addr));
+                while start.elapsed() < run {
+                    r.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+                    match r.response(false).unwrap().status {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        429 => limited.fetch_add(1, Ordering::Relaxed),
+                        s => panic!("status {s}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (
+        ok.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn a_limit_shared_through_redis_holds_for_two_gateway_processes() {
+    let redis = Redis::start();
+    const RATE: u32 = 100;
+    const BURST: u32 = 10;
+    let a = crate::support::Gateway::start(&shared_limit(redis.port, RATE, BURST, "allow"));
+    let b = crate::support::Gateway::start(&shared_limit(redis.port, RATE, BURST, "allow"));
+    let (allowed, refused, elapsed) = hammer(&[a.addr, b.addr], 2, Duration::from_secs(3));
+    let expected = f64::from(BURST) + f64::from(RATE) * elapsed;
+    #[expect(clippy::cast_precision_loss, reason = "counts of a few hundred")]
+    let allowed_f = allowed as f64;
+    eprintln!(
+        "shared limit: {allowed} allowed, {refused} refused in {elapsed:.2} s (expected {expected:.0})"
+    );
+    assert!(
+        refused > 200,
+        "the load exceeded the limit: {refused} refused"
+    );
+    assert!(
+        (allowed_f - expected).abs() <= expected * 0.10,
+        "{allowed} allowed by the two gateways in {elapsed:.2} s, expected {expected:.0} ± 10 %"
+    );
+}
+
+#[test]
+fn when_redis_dies_allow_limits_locally_and_deny_answers_503() {
+    let mut redis = Redis::start();
+    let allow = crate::support::Gateway::start(&shared_limit(redis.port, 1000, 1000, "allow"));
+    let deny = crate::support::Gateway::start(&shared_limit(redis.port, 1000, 1000, "deny"));
+    assert_eq!(get(allow.addr, "/", "").status, 200);
+    assert_eq!(get(deny.addr, "/", "").status, 200);
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    // A request makes the sync thread talk to Redis, which fails and is logged.
+    assert_eq!(get(deny.addr, "/", "").status, 200);
+    deny.wait_line("answering 503 until it is back");
+    let r = get(deny.addr, "/", "");
+    assert_eq!((r.status, code(&r).as_str()), (503, "AG-SRV-5030"));
+    assert_eq!(get(allow.addr, "/", "").status, 200);
+    allow.wait_line("limiting locally until it is back");
+    for _ in 0..5 {
+        assert_eq!(get(allow.addr, "/", "").status, 200, "still served");
+    }
+}
