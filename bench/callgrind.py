@@ -28,7 +28,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from harness import free_port, wait_ready  # noqa: E402  (the harness's own helpers)
+from harness import ANYGATE_FILTERS, free_port, wait_ready  # noqa: E402  (the harness's own helpers)
 
 
 def read_response(sock, buf):
@@ -150,15 +150,9 @@ def main():
         print(f"| instructions/request | {bare:,.0f} | {filtered:,.0f} | {filtered / bare:.3f}× |")
 
 
-# The chain of the `--filters` row: limits high enough that nothing is refused.
-FILTERS = """groups:
-  - prefix: /filtered
-    plugins:
-      - { kind: rate_limit, args: { rate: 1000000000, burst: 1000000000 } }
-      - { kind: headers, args: { response: { set: { X-Frame-Options: DENY } } } }
-      - { kind: ip, args: { allow: ["127.0.0.0/8"] } }
-    routes: { "GET /": "OK" }
-"""
+# The chain of the `--filters` row (the harness's `fixed-filters` group): limits high
+# enough that nothing is refused.
+FILTERS = ANYGATE_FILTERS
 
 
 def config(port, static, backend_port):

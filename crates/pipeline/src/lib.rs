@@ -204,7 +204,12 @@ impl App {
                 }
                 if !entry.chain.is_empty() {
                     install(&entry.chain, ex, observe);
-                    if entry.chain.pre(req, ex).await == Flow::Answered {
+                    let flow = if entry.chain.waits() {
+                        entry.chain.pre(req, ex).await
+                    } else {
+                        entry.chain.pre_now(req, ex)
+                    };
+                    if flow == Flow::Answered {
                         return;
                     }
                 }
@@ -278,7 +283,11 @@ impl App {
             return Flow::Continue;
         }
         install(&self.global, ex, observe);
-        self.global.pre(req, ex).await
+        if self.global.waits() {
+            self.global.pre(req, ex).await
+        } else {
+            self.global.pre_now(req, ex)
+        }
     }
 }
 

@@ -148,8 +148,14 @@ impl Auth {
         })
     }
 
+    /// Whether checking a request may wait (a Basic password verified off the worker, a
+    /// forward-auth subrequest); otherwise [`Auth::pre_now`] decides at once.
+    pub(crate) fn waits(&self) -> bool {
+        self.basic.is_some() || self.forward.is_some()
+    }
+
     /// Checks the request's credentials; waits (without holding the worker) when a Basic
-    /// password has to be verified.
+    /// password has to be verified or the forward-auth service asked.
     pub(crate) async fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
         if let Some(b) = &self.basic
             && let Some((user, password)) = req.header(b"authorization").and_then(basic_credentials)
@@ -169,6 +175,30 @@ impl Auth {
                 }
             }
         }
+        let bad_token = match self.tokens_and_keys(req, ex) {
+            Ok(flow) => return flow,
+            Err(bad_token) => bad_token,
+        };
+        if let Some(f) = &self.forward {
+            // No other kind let the request through: the service decides, and its answer
+            // is the client's. Boxed: its connection state would otherwise enlarge every
+            // chain's future.
+            return Box::pin(f.check(req, ex)).await;
+        }
+        self.refuse(ex, bad_token)
+    }
+
+    /// [`Auth::pre`] for a filter that never waits (see [`Auth::waits`]).
+    pub(crate) fn pre_now(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        match self.tokens_and_keys(req, ex) {
+            Ok(flow) => flow,
+            Err(bad_token) => self.refuse(ex, bad_token),
+        }
+    }
+
+    /// Bearer tokens, JWTs and API keys: the decision, or (`Err`) none of them let the
+    /// request through, and whether a bearer token was given and is wrong.
+    fn tokens_and_keys(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Result<Flow, bool> {
         let mut bad_token = false;
         if let Some(j) = &self.jwt {
             // Never the client's own claims: these fields come from a verified token only.
@@ -184,7 +214,7 @@ impl Auth {
                 .as_ref()
                 .is_some_and(|b| b.tokens.contains(token))
             {
-                return Flow::Continue;
+                return Ok(Flow::Continue);
             }
             if let Some(j) = &self.jwt
                 && let Verdict::Valid(claims) = j.verify(token)
@@ -195,34 +225,34 @@ impl Auth {
                         None,
                         &[(b"www-authenticate", self.challenge_scope.as_bytes())],
                     );
-                    return Flow::Answered;
+                    return Ok(Flow::Answered);
                 }
                 for (claim, field) in &j.claims {
                     if let Some(v) = claims.get(claim).and_then(claim_value) {
                         ex.set_request_field(field, v.as_bytes());
                     }
                 }
-                return Flow::Continue;
+                return Ok(Flow::Continue);
             }
             bad_token = true;
         }
         if let Some(k) = &self.api_key {
             if req.header(&k.header).is_some_and(|v| k.keys.contains(v)) {
                 self.hide_query_key(k, ex);
-                return Flow::Continue;
+                return Ok(Flow::Continue);
             }
             if let Some(q) = &k.query
                 && query_value(req.query(), q).is_some_and(|v| k.keys.contains(v))
             {
                 self.hide_query_key(k, ex);
-                return Flow::Continue;
+                return Ok(Flow::Continue);
             }
         }
-        if let Some(f) = &self.forward {
-            // No other kind let the request through: the service decides, and its answer
-            // is the client's.
-            return f.check(req, ex).await;
-        }
+        Err(bad_token)
+    }
+
+    /// The 401, with a challenge per kind of credential the filter takes.
+    fn refuse(&self, ex: &mut Exchange<'_>, bad_token: bool) -> Flow {
         let mut challenges: [&[u8]; 3] = [b"", b"", b""];
         if self.basic.is_some() {
             challenges[2] = self.challenge_basic.as_bytes();

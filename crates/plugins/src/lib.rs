@@ -182,6 +182,8 @@ pub struct Chain {
     observes: bool,
     /// Whether a filter has a `post` phase (then the chain is the head hook).
     edits_heads: bool,
+    /// Whether `pre` may wait (see [`Chain::waits`]).
+    waits: bool,
 }
 
 impl Chain {
@@ -240,24 +242,62 @@ impl Chain {
         }
     }
 
+    /// Whether `pre` may wait (an `auth` filter with Basic or forward-auth): only then must
+    /// the pipeline await [`Chain::pre`]; otherwise [`Chain::pre_now`] decides at once.
+    pub fn waits(&self) -> bool {
+        self.waits
+    }
+
+    /// [`Chain::pre`] for a chain that never waits (see [`Chain::waits`]): the same phase,
+    /// without a future.
+    pub fn pre_now(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        debug_assert!(!self.waits);
+        if self.cors_first(req, ex) == Flow::Answered {
+            return Flow::Answered;
+        }
+        for f in self.filters.iter() {
+            if self.is_first_cors(f) {
+                continue;
+            }
+            let flow = match f {
+                Filter::Auth(a) => a.pre_now(req, ex),
+                _ => f.pre(req, ex),
+            };
+            if flow == Flow::Answered {
+                return Flow::Answered;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The chain's first `cors` filter, before all the others: it answers a preflight
+    /// (which carries no credentials, so `auth` must not see it), refuses a foreign origin,
+    /// and puts its fields on whatever response follows.
+    fn cors_first(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        match &self.cors {
+            Some(c) if cors::is_preflight(req) => {
+                c.preflight(req, ex);
+                Flow::Answered
+            }
+            Some(c) => c.pre(req, ex),
+            None => Flow::Continue,
+        }
+    }
+
+    fn is_first_cors(&self, f: &Filter) -> bool {
+        matches!((f, &self.cors), (Filter::Cors(this), Some(first)) if Arc::ptr_eq(this, first))
+    }
+
     /// Runs `pre` in chain order until a filter answers. The chain's first `cors` filter
     /// runs before all the others: it answers a preflight (which carries no credentials,
     /// so `auth` must not see it), refuses a foreign origin, and puts its fields on
     /// whatever response follows (a 401 of `auth` included, which a browser can then read).
     pub async fn pre(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
-        if let Some(c) = &self.cors {
-            if cors::is_preflight(req) {
-                c.preflight(req, ex);
-                return Flow::Answered;
-            }
-            if c.pre(req, ex) == Flow::Answered {
-                return Flow::Answered;
-            }
+        if self.cors_first(req, ex) == Flow::Answered {
+            return Flow::Answered;
         }
         for f in self.filters.iter() {
-            if let (Filter::Cors(this), Some(first)) = (f, &self.cors)
-                && Arc::ptr_eq(this, first)
-            {
+            if self.is_first_cors(f) {
                 continue;
             }
             let flow = match f {
@@ -427,11 +467,15 @@ pub fn compile(config: &Config, registry: &Registry) -> Result<Chains, Vec<Diagn
         let edits_heads = filters
             .iter()
             .any(|f| matches!(f, Filter::Custom(..) | Filter::Headers(_)));
+        let waits = filters
+            .iter()
+            .any(|f| matches!(f, Filter::Auth(a) if a.waits()));
         Arc::new(Chain {
             filters,
             cors,
             observes,
             edits_heads,
+            waits,
         })
     };
     Ok(Chains {
