@@ -1208,3 +1208,68 @@ fn when_redis_dies_allow_limits_locally_and_deny_answers_503() {
         assert_eq!(get(allow.addr, "/", "").status, 200, "still served");
     }
 }
+
+#[test]
+fn jwt_rs256_keys_verify_and_an_rsa_key_is_never_an_hmac_secret() {
+    let dir = TempDir::new("jwt-rs");
+    let key = dir.0.join("rs.pem");
+    let public = dir.0.join("rs.pub.pem");
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (scripts/test installs it)")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    run(&[
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let yaml = r#"
+server: { listen: "127.0.0.1:0" }
+plugins:
+  - kind: auth
+    args: { jwt: { keys: [ { alg: RS256, file: rs.pub.pem } ] } }
+routes: { "/": OK }
+"#;
+    let config = load_str("t.yml", yaml, Format::Yaml, &dir.0, &[]).unwrap();
+    let gw = anygate::serve::Server::start(config).unwrap();
+    let addr = gw.addrs()[0];
+    let claims = serde_json::json!({ "sub": "svc", "exp": unix_now() + 600 });
+    let signing = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&key).unwrap()).unwrap();
+    let good = sign(&signing, jsonwebtoken::Algorithm::RS256, None, &claims);
+    assert_eq!(bearer(addr, "/", &good, "").status, 200);
+    let pem = std::fs::read(&public).unwrap();
+    let confused = sign(
+        &jsonwebtoken::EncodingKey::from_secret(&pem).unwrap(),
+        jsonwebtoken::Algorithm::HS256,
+        None,
+        &claims,
+    );
+    assert_eq!(
+        bearer(addr, "/", &confused, "").status,
+        401,
+        "the public key as an HMAC secret"
+    );
+    let ps = sign(&signing, jsonwebtoken::Algorithm::PS256, None, &claims);
+    assert_eq!(
+        bearer(addr, "/", &ps, "").status,
+        401,
+        "pinned to RS256: PS256 is refused"
+    );
+}
