@@ -312,7 +312,7 @@ impl Auth {
 }
 
 /// The token of an `Authorization: Bearer TOKEN` value (scheme case-insensitive).
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;
@@ -322,7 +322,7 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The value of the first parameter `name` of `query`, as written.
-fn query_value<'a>(query: Option<&'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
+pub fn query_value<'a>(query: Option<&'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
     query?.split(|&b| b == b'&').find_map(|pair| {
         let (n, v) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),

@@ -331,7 +331,7 @@ fn verifier(users: &HashMap<Box<str>, Hash>, cache: &Cache, ttl: Duration, rx: &
 }
 
 /// The user and password of an `Authorization: Basic …` value.
-pub(crate) fn credentials(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+pub fn credentials(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let (scheme, rest) = value.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"basic ") {
         return None;

@@ -86,6 +86,12 @@ pub struct Cors {
     max_age: Option<Box<str>>,
 }
 
+/// Whether `origin` is allowed by the configured origin `pattern` (`https://app.example.com`,
+/// `https://*.example.com`); `None` when the pattern itself is not valid.
+pub fn origin_matches(pattern: &str, origin: &str) -> Option<bool> {
+    parse_origin(pattern).ok().map(|p| p.matches(origin))
+}
+
 /// Whether `req` is a CORS preflight.
 pub(crate) fn is_preflight(req: &Request<'_>) -> bool {
     req.method() == b"OPTIONS"

@@ -63,6 +63,13 @@ mod jwt;
 pub mod rate_limit;
 mod shared;
 
+/// The parsers of client input the filters use, for the fuzz targets and property tests.
+pub mod wire {
+    pub use crate::auth::{bearer_token, query_value};
+    pub use crate::basic::credentials as basic_credentials;
+    pub use crate::cors::origin_matches;
+}
+
 use std::fmt;
 use std::sync::Arc;
 
