@@ -279,6 +279,25 @@ pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     &digits[i..]
 }
 
+/// The fields that describe one connection, not the message (RFC 9110 §7.6.1, and RFC
+/// 2616's `Proxy-Authenticate`/`Proxy-Authorization`): a proxy never forwards them.
+pub const HOP_BY_HOP: [&[u8]; 9] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+];
+
+/// Whether `name` is one of [`HOP_BY_HOP`] (case-insensitive).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// Whether `name` is an HTTP token (RFC 9110 §5.6.2): a valid field name.
 pub fn is_token(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)])

@@ -190,6 +190,7 @@ impl Auth {
 
     /// [`Auth::pre`] for a filter that never waits (see [`Auth::waits`]).
     pub(crate) fn pre_now(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> Flow {
+        debug_assert!(!self.waits(), "a waiting auth filter must be awaited");
         match self.tokens_and_keys(req, ex) {
             Ok(flow) => flow,
             Err(bad_token) => self.refuse(ex, bad_token),

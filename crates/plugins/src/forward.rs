@@ -36,25 +36,18 @@ const IDLE_MAX: usize = 16;
 /// The largest answer body relayed to the client.
 const BODY_MAX: usize = 64 * 1024;
 
-/// Fields never sent to the service nor relayed from it.
-const HOP: [&[u8]; 13] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
+/// Fields never sent to the service nor relayed from it, besides the hop-by-hop ones: the
+/// framing, and those each hop writes itself.
+const OWN: [&[u8]; 5] = [
     b"content-length",
     b"expect",
     b"host",
     b"date",
     b"x-request-id",
-    b"proxy-authorization",
 ];
 
 fn is_hop(name: &[u8]) -> bool {
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    anygate_http::message::is_hop_by_hop(name) || OWN.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 thread_local! {

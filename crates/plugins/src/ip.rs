@@ -45,8 +45,8 @@ impl Ranges {
             }
         }
         Self {
-            v4: merge(v4),
-            v6: merge(v6),
+            v4: merge(v4, |x| x.checked_add(1)),
+            v6: merge(v6, |x| x.checked_add(1)),
         }
     }
 
@@ -66,15 +66,13 @@ impl Ranges {
     }
 }
 
-fn merge<T: Ord + Copy + num::One>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
+/// Sorts `ranges` and joins the overlapping and adjacent ones (`succ(last) == first`).
+fn merge<T: Ord + Copy>(mut ranges: Vec<(T, T)>, succ: fn(T) -> Option<T>) -> Vec<(T, T)> {
     ranges.sort_unstable();
     let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
     for (a, b) in ranges {
         match out.last_mut() {
-            // Overlapping or adjacent (`last.1 + 1 == a`): one range.
-            Some(last) if a <= last.1 || T::succ(last.1) == Some(a) => {
-                last.1 = last.1.max(b);
-            }
+            Some(last) if a <= last.1 || succ(last.1) == Some(a) => last.1 = last.1.max(b),
             _ => out.push((a, b)),
         }
     }
@@ -85,23 +83,6 @@ fn find<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
     // The last range starting at or before `x`.
     let i = ranges.partition_point(|&(a, _)| a <= x);
     i > 0 && ranges[i - 1].1 >= x
-}
-
-/// `x + 1` without overflow, for the two widths.
-mod num {
-    pub(crate) trait One: Sized {
-        fn succ(x: Self) -> Option<Self>;
-    }
-    impl One for u32 {
-        fn succ(x: Self) -> Option<Self> {
-            x.checked_add(1)
-        }
-    }
-    impl One for u128 {
-        fn succ(x: Self) -> Option<Self> {
-            x.checked_add(1)
-        }
-    }
 }
 
 /// A compiled `ip` filter.

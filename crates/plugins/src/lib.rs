@@ -158,8 +158,8 @@ impl Filter {
             Self::Cors(f) => f.pre(req, ex),
             Self::Ip(f) => f.pre(ex),
             Self::RateLimit(f) => f.pre(req, ex),
-            // Awaited by the chain (see `Chain::pre`).
-            Self::Auth(_) => Flow::Continue,
+            // A filter that may wait is awaited by the chain instead (`Chain::pre`).
+            Self::Auth(f) => f.pre_now(req, ex),
             Self::Custom(_, f) => f.pre(req, ex),
         }
     }
@@ -266,11 +266,7 @@ impl Chain {
             if self.is_first_cors(f) {
                 continue;
             }
-            let flow = match f {
-                Filter::Auth(a) => a.pre_now(req, ex),
-                _ => f.pre(req, ex),
-            };
-            if flow == Flow::Answered {
+            if f.pre(req, ex) == Flow::Answered {
                 return Flow::Answered;
             }
         }
@@ -308,8 +304,9 @@ impl Chain {
                 continue;
             }
             let flow = match f {
-                // The one phase that may wait (a password verified off the worker).
-                Filter::Auth(a) => a.pre(req, ex).await,
+                // The one phase that may wait (a password verified off the worker, a
+                // forward-auth subrequest).
+                Filter::Auth(a) if a.waits() => a.pre(req, ex).await,
                 _ => f.pre(req, ex),
             };
             if flow == Flow::Answered {

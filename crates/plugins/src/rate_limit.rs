@@ -404,19 +404,17 @@ impl RateLimit {
             reason = "rate is at most 1e9"
         )]
         let burst = burst.unwrap_or((rate.ceil() as u64).max(1));
-        let mut rl = Self::new(scope, rate, burst, max_keys);
+        let mut rl = Self::new(scope, rate, burst, max_keys, store.is_some());
         rl.fields_always = fields_always;
         if let Some(settings) = store {
-            let buckets =
-                Arc::new(Buckets::new(rl.buckets.gcra, max_keys.max(PROBE as u64)).with_sync());
             let prefix = format!("anygate:rl:{}:{}:{}:", rl.rate, rl.burst, rl.scope_name());
-            rl.store = Some(crate::shared::Store::start(settings, prefix, &buckets));
-            rl.buckets = buckets;
+            rl.store = Some(crate::shared::Store::start(settings, prefix, &rl.buckets));
         }
         Ok(rl)
     }
 
-    fn new(scope: Scope, rate: f64, burst: u64, max_keys: u64) -> Self {
+    /// A filter of `max_keys` buckets; `shared` counts what each lets through for a store.
+    fn new(scope: Scope, rate: f64, burst: u64, max_keys: u64, shared: bool) -> Self {
         // A bucket per rule needs few slots.
         let keys = if scope == Scope::Route {
             max_keys.min(4096)
@@ -425,13 +423,15 @@ impl RateLimit {
         };
         let gcra = Gcra::new(rate, burst);
         let window = secs_ceil(gcra.capacity);
+        let buckets = Buckets::new(gcra, keys);
+        let buckets = if shared { buckets.with_sync() } else { buckets };
         Self {
             policy: format!("\"default\";q={burst};w={window}").into(),
             fields_always: false,
             scope,
             rate,
             burst,
-            buckets: Arc::new(Buckets::new(gcra, keys)),
+            buckets: Arc::new(buckets),
             store: None,
             global: foldhash::fast::FixedState::with_seed(0x616e_7967_6174_6521),
             limited: AtomicU64::new(0),
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn the_table_keeps_keys_apart_and_reuses_full_buckets() {
-        let rl = RateLimit::new(Scope::Ip, 1.0, 2, 8);
+        let rl = RateLimit::new(Scope::Ip, 1.0, 2, 8, false);
         let now = 5 * S;
         assert!(rl.buckets.take(11, now).allowed && rl.buckets.take(11, now).allowed);
         assert!(!rl.buckets.take(11, now).allowed, "key 11 spent its burst");
@@ -615,7 +615,7 @@ mod tests {
     fn header_values_are_written_like_the_draft() {
         let mut buf = [0u8; 64];
         assert_eq!(state_value(&mut buf, 7, 3), b"\"default\";r=7;t=3");
-        let rl = RateLimit::new(Scope::Route, 100.0, 200, 10);
+        let rl = RateLimit::new(Scope::Route, 100.0, 200, 10, false);
         assert_eq!(&*rl.policy, "\"default\";q=200;w=2");
     }
 

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anygate_http::h1::encode::{field, push_u64};
-use anygate_http::message::{ResponseHead, Version};
+use anygate_http::message::{ResponseHead, Version, is_hop_by_hop};
 use anygate_http::{Exchange, Request};
 
 use super::ProxyOptions;
@@ -34,18 +34,6 @@ pub enum HostMode {
     /// A fixed value.
     Fixed(Box<str>),
 }
-
-const HOP_BY_HOP: [&[u8]; 9] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-];
 
 /// Fields the gateway writes itself in the request sent upstream.
 const REWRITTEN_UP: [&[u8]; 8] = [
@@ -139,7 +127,7 @@ pub(super) fn request_head(
     let trusted = body.ctx().peer_trusted;
     // The client's fields as the filters left them (`headers`, `auth`).
     for (name, value) in body.edits().fields(req) {
-        if is_one_of(name, &HOP_BY_HOP)
+        if is_hop_by_hop(name)
             || is_one_of(name, &REWRITTEN_UP)
             || (!trusted && is_one_of(name, &CLIENT_CLAIMS))
             || named_in_connection(name, connection())
@@ -303,7 +291,7 @@ pub(super) fn relay_head(head: &mut ResponseHead, via: bool, scratch: &mut Vec<u
     // The length is written by the driver from the parsed value, never copied: a field
     // named in `Connection`, or a duplicate, must not change the framing the client sees.
     head.fields.retain(|name, _| {
-        !(is_one_of(name, &HOP_BY_HOP)
+        !(is_hop_by_hop(name)
             || named_in_connection(name, std::iter::once(connection))
             || name.eq_ignore_ascii_case(b"date")
             || name.eq_ignore_ascii_case(b"x-request-id")

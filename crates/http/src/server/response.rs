@@ -259,17 +259,7 @@ impl Exchange<'_> {
             let len = p.body.len();
             return self.send(ResponseBody::Shared(&p.body, 0..len));
         }
-        let at = self.out.len();
-        self.out.extend_from_slice(&p.wire);
-        self.head_committed(p.status(), at);
-        if !self.head_only && !p.body.is_empty() {
-            self.ctx.bytes_out += p.body.len() as u64;
-            if p.body.len() <= COPY_LIMIT {
-                self.out.extend_from_slice(&p.body);
-            } else {
-                *self.tail = Tail::Shared(p.body.clone(), 0..p.body.len());
-            }
-        }
+        self.write_prebuilt(p);
     }
 
     /// Sends a response fixed at load time whose head already went through the rule's
@@ -278,9 +268,14 @@ impl Exchange<'_> {
     /// queued by a filter it is the caller's job to send the original through the hook.
     pub fn send_prebuilt_posted(&mut self, p: &Prebuilt) {
         debug_assert!(!self.edits.has_response_fields());
+        self.ctx.status = p.status();
+        self.write_prebuilt(p);
+    }
+
+    /// A prebuilt response's encoded head and its body, as they are.
+    fn write_prebuilt(&mut self, p: &Prebuilt) {
         let at = self.out.len();
         self.out.extend_from_slice(&p.wire);
-        self.ctx.status = p.status();
         self.head_committed(p.status(), at);
         if !self.head_only && !p.body.is_empty() {
             self.ctx.bytes_out += p.body.len() as u64;
