@@ -130,3 +130,35 @@ pub fn align(text: &str, indent: &str) -> String {
     }
     out
 }
+
+/// A refused configuration's diagnostics as JSON (what `POST /reload` answers): each with
+/// its severity, code, message, `file`, `line`, `column` and help.
+pub fn diagnostics_json(failure: &anygate_config::Failure) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = failure
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let (file, line, column) = match d.span {
+                Some(span) => {
+                    let src = failure.sources.get(span.src);
+                    let (line, column) = src.line_col(span.start);
+                    (Some(src.name().to_owned()), Some(line), Some(column))
+                }
+                None => (None, None, None),
+            };
+            serde_json::json!({
+                "severity": match d.severity {
+                    anygate_config::Severity::Error => "error",
+                    anygate_config::Severity::Warning => "warning",
+                },
+                "code": d.code,
+                "message": d.message,
+                "file": file,
+                "line": line,
+                "column": column,
+                "help": d.help.as_deref(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}

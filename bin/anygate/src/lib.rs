@@ -4,9 +4,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod args;
 pub mod check;
-mod describe;
+pub mod describe;
 pub mod explain;
 pub mod notify;
 pub mod serve;

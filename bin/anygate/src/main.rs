@@ -61,6 +61,8 @@ fn main() -> ExitCode {
         "pack-spa" => pack::main(rest),
         other => Err(format!("unknown command `{other}`")),
     };
+    // Every server log line is written before the process ends.
+    anygate_obs::log::flush(std::time::Duration::from_secs(5));
     match run {
         Ok(code) => code,
         Err(usage) => {

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anygate_config::{Config, Failure, Workers};
@@ -27,33 +28,67 @@ use anygate_runtime::signal::{Signal, Signals};
 use anygate_runtime::{Handle, Runtime, time};
 use anygate_tls::{ServerSettings, TlsServer};
 
+use anygate_obs::log::Level;
+
+use crate::admin::{self, Admin};
 use crate::notify::Notifier;
 use crate::tls::{PlainAcceptor, TlsAcceptor, Watcher};
 
-/// The TLS side of a running server.
+/// The TLS side of a running server, as reloads see it.
 #[derive(Debug)]
 struct TlsSide {
     server: Arc<TlsServer>,
     /// The settings served, shared with the watcher.
     settings: Arc<ArcSwap<ServerSettings>>,
-    watcher: Watcher,
     /// The bound TLS addresses.
     addrs: Vec<SocketAddr>,
     /// `tls.listen` as configured.
     listen: Vec<SocketAddr>,
 }
 
+/// What a running server shares between the signal loop and the admin listener: the
+/// application, the drain, what reloads compare and swap.
+#[derive(Debug)]
+pub struct Core {
+    live: Arc<Live>,
+    drain: Arc<Drain>,
+    handle: Handle,
+    server_settings: anygate_config::Server,
+    registry: Arc<Registry>,
+    tls: Option<TlsSide>,
+    /// `admin.listen` as started (`None`: no admin listener).
+    admin_listen: Option<SocketAddr>,
+    admin: Arc<admin::Shared>,
+    /// A reload is running; `again` asks it to run once more when it is done.
+    reloading: AtomicBool,
+    again: AtomicBool,
+}
+
+/// What a reload of the configuration file did.
+#[derive(Debug)]
+pub enum Reloaded {
+    /// Swapped in: its rule count, and the settings that wait for a restart.
+    Done {
+        /// Rules of the new configuration.
+        rules: usize,
+        /// `server` settings that changed but apply at the next start.
+        restart: Vec<&'static str>,
+    },
+    /// Refused (invalid); the running configuration stays.
+    Refused(Failure),
+    /// Another reload is running (it will read the file again when done).
+    Busy,
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
     rt: Runtime,
-    live: Arc<Live>,
-    drain: Arc<Drain>,
+    core: Arc<Core>,
     addrs: Vec<SocketAddr>,
     shutdown_timeout: Duration,
-    server_settings: anygate_config::Server,
-    registry: Arc<Registry>,
-    tls: Option<TlsSide>,
+    watcher: Option<Watcher>,
+    admin: Option<Admin>,
 }
 
 /// Why a server did not start.
@@ -171,11 +206,28 @@ impl Server {
         acceptor: Arc<A>,
         registry: Registry,
     ) -> Result<Self, StartError> {
+        anygate_obs::log::set_server_format(log_format(&config));
         let workers = match config.server.workers {
             Workers::Count(n) => n,
             Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let _ = anygate_runtime::raise_fd_limit();
+        // The admin listener comes first: `/ready` says "starting" until the rest is bound.
+        let shared = Arc::new(admin::Shared::default());
+        shared.token.store(
+            config
+                .admin
+                .as_ref()
+                .and_then(|a| a.token.as_deref())
+                .map(|t| Arc::new(Box::from(t))),
+        );
+        let admin = match &config.admin {
+            Some(a) => {
+                not_held_elsewhere(a.listen.addr)?;
+                Some(Admin::start(a.listen.addr, shared.clone())?)
+            }
+            None => None,
+        };
         let rt = Runtime::builder()
             .workers(workers)
             .thread_name("anygate-worker")
@@ -189,6 +241,7 @@ impl Server {
             .iter()
             .flat_map(|t| t.listen.iter().map(|l| l.addr))
             .collect();
+        let admin_listen = config.admin.as_ref().map(|a| a.listen.addr);
         let (mut config, tls_built) = crate::tls::build(config).map_err(StartError::Config)?;
         let (tls_acceptor, tls_settings) = match tls_built {
             Some((server, settings)) => (
@@ -233,40 +286,59 @@ impl Server {
                 }
             }
         });
-        let tls = match (tls_acceptor, tls_settings) {
+        let (tls, watcher) = match (tls_acceptor, tls_settings) {
             (Some(acceptor), Some(settings)) => {
                 let settings = Arc::new(ArcSwap::from_pointee(settings));
                 let watcher = Watcher::start(acceptor.0.clone(), settings.clone())?;
-                Some(TlsSide {
-                    server: acceptor.0.clone(),
-                    settings,
-                    watcher,
-                    addrs: tls_addrs,
-                    listen: tls_listen,
-                })
+                (
+                    Some(TlsSide {
+                        server: acceptor.0.clone(),
+                        settings,
+                        addrs: tls_addrs,
+                        listen: tls_listen,
+                    }),
+                    Some(watcher),
+                )
             }
-            _ => None,
+            _ => (None, None),
         };
-        Ok(Self {
-            rt,
+        let core = Arc::new(Core {
             live,
             drain,
-            addrs,
-            shutdown_timeout,
+            handle: rt.handle().clone(),
             server_settings,
             registry: Arc::new(registry),
             tls,
+            admin_listen,
+            admin: shared.clone(),
+            reloading: AtomicBool::new(false),
+            again: AtomicBool::new(false),
+        });
+        let _ = shared.core.set(core.clone());
+        shared.state.store(admin::READY, Ordering::Release);
+        Ok(Self {
+            rt,
+            core,
+            addrs,
+            shutdown_timeout,
+            watcher,
+            admin,
         })
     }
 
     /// The bound TLS addresses, one per `tls.listen` entry.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
-        self.tls.as_ref().map_or(&[], |t| &t.addrs)
+        self.core.tls.as_ref().map_or(&[], |t| &t.addrs)
     }
 
     /// The bound addresses, one per `server.listen` entry.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::addr)
     }
 
     /// The runtime's handle.
@@ -276,13 +348,155 @@ impl Server {
 
     /// The application being served.
     pub fn live(&self) -> &Live {
-        &self.live
+        &self.core.live
     }
 
     /// Serves `config` from now on. Returns the `server` settings that differ from the
     /// running ones (they need a restart), or why its filter chains do not compile (the
     /// running configuration then stays).
-    pub fn reload(&self, mut config: Config) -> Result<Vec<&'static str>, Failure> {
+    pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, Failure> {
+        self.core.reload(config)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (at most `server.shutdown_timeout`),
+    /// then stops the workers. `true` when every connection closed in time.
+    pub fn shutdown(self) -> bool {
+        self.shutdown_unless(None)
+    }
+
+    /// Like [`Server::shutdown`], cut short by another signal from `signals` (a second
+    /// Ctrl-C stops at once).
+    fn shutdown_unless(mut self, signals: Option<&Signals>) -> bool {
+        if let Some(w) = &mut self.watcher {
+            w.stop();
+        }
+        self.core
+            .admin
+            .state
+            .store(admin::DRAINING, Ordering::Release);
+        self.core.drain.start(self.rt.handle());
+        let drained = self.rt.block_on(async {
+            let closed = pin!(self.core.drain.closed());
+            let again = pin!(async {
+                match signals {
+                    Some(s) => loop {
+                        match s.recv().await {
+                            Ok(Signal::Terminate | Signal::Interrupt) | Err(_) => {
+                                log("second signal: stopping now");
+                                break;
+                            }
+                            Ok(_) => {}
+                        }
+                    },
+                    None => std::future::pending::<()>().await,
+                }
+            });
+            let first = select(closed, again);
+            matches!(time::timeout(self.shutdown_timeout, first).await, Ok(true))
+        });
+        self.rt.shutdown();
+        // The admin listener answers `/ready` with 503 to the end of the drain.
+        drop(self.admin.take());
+        drained
+    }
+
+    /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP` and reopening log
+    /// files on `SIGUSR1`. `ready` runs once the signals are taken over (before that, a
+    /// `SIGHUP` would kill the process), so that announcing readiness there is safe.
+    fn run_signals(
+        &self,
+        path: &Path,
+        notify: &Notifier,
+        ready: impl FnOnce(),
+    ) -> io::Result<Signals> {
+        let _ = self.core.admin.path.set(path.to_path_buf());
+        self.rt.block_on(async {
+            let signals = Signals::new(&[
+                Signal::Hangup,
+                Signal::Terminate,
+                Signal::Interrupt,
+                Signal::User1,
+            ])?;
+            ready();
+            loop {
+                match signals.recv().await? {
+                    Signal::Hangup => {
+                        notify.send("RELOADING=1", "reloading the configuration");
+                        let status = match self.core.reload_file(path) {
+                            Reloaded::Done { .. } => "serving; configuration reloaded",
+                            Reloaded::Refused(_) => {
+                                "serving; the reload failed, the previous configuration stays"
+                            }
+                            Reloaded::Busy => "serving; a reload is in progress",
+                        };
+                        notify.send("READY=1", status);
+                    }
+                    Signal::User1 => {
+                        anygate_obs::log::reopen();
+                        log("log files reopened");
+                    }
+                    Signal::Terminate | Signal::Interrupt => return Ok(signals),
+                }
+            }
+        })
+    }
+}
+
+impl Core {
+    /// Whether a graceful shutdown has begun.
+    pub fn draining(&self) -> bool {
+        self.drain.is_draining()
+    }
+
+    /// Open client connections, and those refused over a limit since the start.
+    pub fn connection_counts(&self) -> (u64, u64) {
+        (
+            self.drain.open_connections() as u64,
+            self.drain.refused_connections(),
+        )
+    }
+
+    /// The compiled rules, as JSON (`/routes`).
+    pub fn routes_json(&self) -> serde_json::Value {
+        let app = self.live.current();
+        let chain = |c: &anygate_plugins::Chain| -> Vec<serde_json::Value> {
+            c.filters()
+                .iter()
+                .map(|f| serde_json::json!({"kind": f.kind(), "summary": f.summary()}))
+                .collect()
+        };
+        let rules: Vec<serde_json::Value> = app
+            .rules()
+            .enumerate()
+            .map(|(id, (label, action, c))| {
+                serde_json::json!({
+                    "id": id,
+                    "rule": label,
+                    "action": action,
+                    "filters": chain(c),
+                })
+            })
+            .collect();
+        serde_json::json!({"rules": rules, "unmatched_filters": chain(app.global_chain())})
+    }
+
+    /// The runtime's figures, as JSON (`/debug/runtime`).
+    pub fn runtime_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "workers": self.handle.workers(),
+            "tasks": self.handle.live_tasks(),
+            "registered_descriptors": self.handle.registered_io(),
+            "open_connections": self.drain.open_connections(),
+            "refused_connections": self.drain.refused_connections(),
+            "head_memory_in_use_bytes": self.drain.head_memory_in_use(),
+            "draining": self.drain.is_draining(),
+            "log_queue": anygate_obs::log::queued(),
+            "log_dropped_lines": anygate_obs::log::dropped(),
+        })
+    }
+
+    /// Serves `config` from now on (see [`Server::reload`]).
+    fn reload(&self, mut config: Config) -> Result<Vec<&'static str>, Failure> {
         let mut restart = Vec::new();
         let new = &config.server;
         let old = &self.server_settings;
@@ -300,6 +514,9 @@ impl Server {
         }
         if new.allow_underscores_in_headers != old.allow_underscores_in_headers {
             restart.push("server.allow_underscores_in_headers");
+        }
+        if config.admin.as_ref().map(|a| a.listen.addr) != self.admin_listen {
+            restart.push("admin.listen");
         }
         let new_tls_listen: Option<Vec<SocketAddr>> = config
             .tls
@@ -319,7 +536,7 @@ impl Server {
             (Some(side), Some(settings), Some(t)) => match side.server.prepare(settings) {
                 Ok(prepared) => {
                     for d in crate::tls::diagnostics(t, prepared.warnings()) {
-                        eprint!("{}", d.render(&config.sources));
+                        warn(&d.render(&config.sources));
                     }
                     Some(prepared)
                 }
@@ -332,107 +549,79 @@ impl Server {
             },
             _ => None,
         };
+        let format = log_format(&config);
+        let token = config
+            .admin
+            .as_ref()
+            .and_then(|a| a.token.as_deref())
+            .map(|t| Arc::new(Box::from(t)));
         let app = App::new(config, &self.registry)?;
         if let (Some(side), Some(settings), Some(built)) = (&self.tls, new_tls, prepared) {
             side.server.install(built);
             side.settings.store(Arc::new(settings));
         }
         self.live.swap(app);
-        self.drain.reconfigured(self.rt.handle());
+        self.admin.token.store(token);
+        anygate_obs::log::set_server_format(format);
+        self.drain.reconfigured(&self.handle);
         Ok(restart)
     }
 
-    /// Stops accepting, lets in-flight requests finish (at most `server.shutdown_timeout`),
-    /// then stops the workers. `true` when every connection closed in time.
-    pub fn shutdown(self) -> bool {
-        self.shutdown_unless(None)
-    }
-
-    /// Like [`Server::shutdown`], cut short by another signal from `signals` (a second
-    /// Ctrl-C stops at once).
-    fn shutdown_unless(mut self, signals: Option<&Signals>) -> bool {
-        if let Some(t) = &mut self.tls {
-            t.watcher.stop();
+    /// Reloads the configuration file at `path`, one reload at a time: a reload asked for
+    /// while one runs makes that one read the file again when it is done.
+    pub fn reload_file(&self, path: &Path) -> Reloaded {
+        if self.reloading.swap(true, Ordering::AcqRel) {
+            self.again.store(true, Ordering::Release);
+            return Reloaded::Busy;
         }
-        self.drain.start(self.rt.handle());
-        let drained = self.rt.block_on(async {
-            let closed = pin!(self.drain.closed());
-            let again = pin!(async {
-                match signals {
-                    Some(s) => {
-                        let _ = s.recv().await;
-                        log("second signal: stopping now");
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            });
-            let first = select(closed, again);
-            matches!(time::timeout(self.shutdown_timeout, first).await, Ok(true))
-        });
-        self.rt.shutdown();
-        drained
+        let mut outcome = self.reload_file_once(path);
+        while self.again.swap(false, Ordering::AcqRel) {
+            outcome = self.reload_file_once(path);
+        }
+        self.reloading.store(false, Ordering::Release);
+        outcome
     }
 
-    /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP`. `ready` runs once the
-    /// signals are taken over (before that, a `SIGHUP` would kill the process), so that
-    /// announcing readiness there is safe.
-    fn run_signals(
-        &self,
-        path: &Path,
-        notify: &Notifier,
-        ready: impl FnOnce(),
-    ) -> io::Result<Signals> {
-        self.rt.block_on(async {
-            let signals = Signals::new(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])?;
-            ready();
-            loop {
-                match signals.recv().await? {
-                    Signal::Hangup => {
-                        notify.send("RELOADING=1", "reloading the configuration");
-                        let status = self.reload_from(path);
-                        notify.send("READY=1", status);
-                    }
-                    Signal::Terminate | Signal::Interrupt => return Ok(signals),
-                }
-            }
-        })
-    }
-
-    /// Reloads `path`; returns a status line for the service manager.
-    fn reload_from(&self, path: &Path) -> &'static str {
-        match anygate_config::load(path, &anygate_config::env_overrides()) {
-            Ok(config) => {
+    fn reload_file_once(&self, path: &Path) -> Reloaded {
+        let result =
+            anygate_config::load(path, &anygate_config::env_overrides()).and_then(|config| {
                 for w in &config.warnings {
-                    eprint!("{}", w.render(&config.sources));
+                    warn(&w.render(&config.sources));
                 }
-                let n = config.routes.len();
-                match self.reload(config) {
-                    Ok(restart) => {
-                        log(&format!("reloaded {}: {n} rules", path.display()));
-                        if !restart.is_empty() {
-                            log(&format!(
-                                "changes to {} take effect after a restart",
-                                restart.join(", ")
-                            ));
-                        }
-                        "serving; configuration reloaded"
-                    }
-                    Err(failure) => reload_failed(path, &failure),
+                let rules = config.routes.len();
+                self.reload(config).map(|restart| (rules, restart))
+            });
+        match result {
+            Ok((rules, restart)) => {
+                anygate_obs::metrics::reload(true);
+                log(&format!("reloaded {}: {rules} rules", path.display()));
+                if !restart.is_empty() {
+                    log(&format!(
+                        "changes to {} take effect after a restart",
+                        restart.join(", ")
+                    ));
                 }
+                Reloaded::Done { rules, restart }
             }
-            Err(failure) => reload_failed(path, &failure),
+            Err(failure) => {
+                anygate_obs::metrics::reload(false);
+                error(&failure.to_string());
+                error(&format!(
+                    "reload of {} failed ({} errors); still serving the previous configuration",
+                    path.display(),
+                    failure.errors().count()
+                ));
+                Reloaded::Refused(failure)
+            }
         }
     }
 }
 
-fn reload_failed(path: &Path, failure: &Failure) -> &'static str {
-    eprint!("{failure}");
-    log(&format!(
-        "reload of {} failed ({} errors); still serving the previous configuration",
-        path.display(),
-        failure.errors().count()
-    ));
-    "serving; the reload failed, the previous configuration stays"
+fn log_format(config: &Config) -> anygate_obs::log::ServerFormat {
+    match config.server.log_format {
+        anygate_config::LogFormat::Text => anygate_obs::log::ServerFormat::Text,
+        anygate_config::LogFormat::Json => anygate_obs::log::ServerFormat::Json,
+    }
 }
 
 /// Completes with `true` when `a` does, `false` when `b` does first.
@@ -449,14 +638,23 @@ async fn select(
     .await
 }
 
+/// The server log (through the log writer, in `server.log_format`).
 fn log(message: &str) {
-    eprintln!("anygate: {message}");
+    anygate_obs::log::server(Level::Info, message);
+}
+
+fn warn(message: &str) {
+    anygate_obs::log::server(Level::Warn, message);
+}
+
+fn error(message: &str) {
+    anygate_obs::log::server(Level::Error, message);
 }
 
 /// Reports an invalid configuration at start: every diagnostic, then a count.
 fn not_starting(path: &Path, failure: &Failure) -> ExitCode {
-    eprint!("{failure}");
-    log(&format!(
+    error(&failure.to_string());
+    error(&format!(
         "{} is not valid ({} errors); not starting",
         path.display(),
         failure.errors().count()
@@ -470,22 +668,26 @@ pub fn run(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(failure) => return not_starting(path, &failure),
     };
+    anygate_obs::log::set_server_format(log_format(&config));
     for w in &config.warnings {
-        eprint!("{}", w.render(&config.sources));
+        warn(&w.render(&config.sources));
     }
     let rules = config.routes.len();
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(StartError::Config(failure)) => return not_starting(path, &failure),
         Err(StartError::Io(e)) => {
-            log(&format!("cannot start: {e}"));
+            error(&format!("cannot start: {e}"));
             return ExitCode::from(1);
         }
     };
     let notify = Notifier::from_env();
     let result = server.run_signals(path, &notify, || {
         for notice in server.live().current().notices() {
-            log(&notice);
+            warn(&notice);
+        }
+        if let Some(addr) = server.admin_addr() {
+            log(&format!("admin listener on http://{addr}"));
         }
         for addr in server.addrs() {
             log(&format!(
@@ -503,7 +705,7 @@ pub fn run(path: &Path) -> ExitCode {
     let drained = server.shutdown_unless(result.as_ref().ok());
     match result {
         Err(e) => {
-            log(&format!("signal handling failed: {e}"));
+            error(&format!("signal handling failed: {e}"));
             ExitCode::from(1)
         }
         Ok(_) if drained => {

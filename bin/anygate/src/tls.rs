@@ -2,6 +2,8 @@
 //! positioned diagnostics, the acceptor the HTTP driver calls, and the watcher that reloads
 //! certificates when their files change.
 
+use anygate_obs::log::{self, Level};
+use anygate_obs::metrics::Counter;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,7 +99,7 @@ pub fn build(config: Config) -> Result<(Config, Option<Built>), Failure> {
     match TlsServer::new(&settings, t.handshake_timeout) {
         Ok((server, warnings)) => {
             for d in diagnostics(t, &warnings) {
-                eprint!("{}", d.render(&config.sources));
+                log::server(Level::Warn, &d.render(&config.sources));
             }
             Ok((config, Some((server, settings))))
         }
@@ -116,7 +118,17 @@ impl Acceptor for TlsAcceptor {
     type Stream = MaybeTls;
 
     async fn accept(&self, tcp: TcpStream, _peer: SocketAddr) -> io::Result<Accepted<MaybeTls>> {
-        let (stream, facts) = self.0.accept(tcp).await?;
+        let (stream, facts) = match self.0.accept(tcp).await {
+            Ok(done) => done,
+            Err(e) => {
+                anygate_obs::metrics::count(Counter::TlsFailed);
+                return Err(e);
+            }
+        };
+        anygate_obs::metrics::count(Counter::TlsHandshake);
+        if facts.resumed {
+            anygate_obs::metrics::count(Counter::TlsResumed);
+        }
         Ok(Accepted {
             stream: MaybeTls::Tls(Box::new(stream)),
             protocol: Protocol::Http1,
@@ -190,19 +202,22 @@ impl Watcher {
                 if now != served && now == seen {
                     match server.reload(&s) {
                         Ok(warnings) => {
-                            eprintln!(
-                                "anygate: certificate files changed: reloaded the TLS certificates"
+                            log::server(
+                                Level::Info,
+                                "certificate files changed: reloaded the TLS certificates",
                             );
                             for w in warnings {
-                                eprintln!("anygate: warning: {w}");
+                                log::server(Level::Warn, &format!("warning: {w}"));
                             }
                         }
                         Err(problems) => {
                             for p in problems {
-                                eprintln!("anygate: {p}");
+                                log::server(Level::Error, &p.to_string());
                             }
-                            eprintln!(
-                                "anygate: certificate files changed, but the new set is not valid; still serving the previous one"
+                            log::server(
+                                Level::Error,
+                                "certificate files changed, but the new set is not valid; \
+                                 still serving the previous one",
                             );
                         }
                     }

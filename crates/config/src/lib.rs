@@ -57,9 +57,9 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    CacheControl, ClientAuth, ClientAuthMode, HostHeader, Listen, PluginSpec, ProxySettings, Route,
-    Server, ServerLimits, ServerTimeouts, StaticSettings, Target, Timeouts, Tls, TlsCertificate,
-    TlsHost, TlsProfile, Upstream, UpstreamTls, Workers,
+    ADMIN_DEFAULT, Admin, CacheControl, ClientAuth, ClientAuthMode, HostHeader, Listen, LogFormat,
+    PluginSpec, ProxySettings, Route, Server, ServerLimits, ServerTimeouts, StaticSettings, Target,
+    Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Upstream, UpstreamTls, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};
@@ -112,6 +112,8 @@ pub struct Config {
     pub global_plugins: Arc<[usize]>,
     /// `tls`, when there are TLS listeners.
     pub tls: Option<Tls>,
+    /// `admin`, when the admin listener is on.
+    pub admin: Option<Admin>,
 }
 
 impl Config {
@@ -250,6 +252,7 @@ pub fn load_str(
             plugins: model.plugins,
             global_plugins: model.global_plugins,
             tls: model.tls,
+            admin: model.admin,
         }),
         built => {
             if let Err(errors) = built {

@@ -35,6 +35,9 @@ pub struct Server {
     /// contain `_` are dropped unless this is set (nginx's `underscores_in_headers off`), since
     /// CGI-style backends read `X_Forwarded_For` as `X-Forwarded-For`.
     pub allow_underscores_in_headers: bool,
+    /// `server.log_format` (default text): the server's own log on stderr, as
+    /// `anygate: message` lines or as JSON objects.
+    pub log_format: LogFormat,
     /// `server.trusted_proxies` (default none): peers whose `X-Forwarded-*`, `Forwarded` and
     /// `X-Real-IP` fields are believed. From any other peer those fields are removed and
     /// written again from the connection; see docs/PROXY.md.
@@ -122,6 +125,16 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// Where it is written (`None` for the default).
     pub span: Option<Span>,
+}
+
+/// `server.log_format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `anygate: message`.
+    #[default]
+    Text,
+    /// `{"ts":…,"level":…,"msg":…}`.
+    Json,
 }
 
 /// How many worker threads.
@@ -351,12 +364,14 @@ impl Route {
     }
 }
 
+mod admin;
 mod plugins;
 mod routes;
 mod server;
 mod settings;
 mod tls;
 
+pub use self::admin::{ADMIN_DEFAULT, Admin};
 pub use self::plugins::PluginSpec;
 pub use self::tls::{
     ClientAuth, ClientAuthMode, Tls, TlsCertificate, TlsHost, TlsProfile, UpstreamTls,
@@ -373,6 +388,7 @@ pub(crate) struct Model {
     pub plugins: Vec<PluginSpec>,
     pub global_plugins: Arc<[usize]>,
     pub tls: Option<Tls>,
+    pub admin: Option<Admin>,
 }
 
 /// Decodes the root node. Problems go to `diags`; the model is partial when there are any.
@@ -392,6 +408,33 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     let upstreams = d.upstreams(proxy_node);
     let global_plugins = d.plugins(f.take("plugins"), &Arc::from([]), None);
     let tls = f.take_entry("tls").map(|(k, v)| d.tls(k, v));
+    let admin = f.take("admin").map(|n| d.admin(n));
+    if let Some(admin) = &admin {
+        let public = server
+            .listen
+            .iter()
+            .chain(tls.iter().flat_map(|t| t.listen.iter()));
+        for l in public {
+            let same = l.addr.port() == admin.listen.addr.port()
+                && (l.addr.ip() == admin.listen.addr.ip()
+                    || l.addr.ip().is_unspecified()
+                    || admin.listen.addr.ip().is_unspecified());
+            if same && l.addr.port() != 0 {
+                let mut diag = Diagnostic::error(
+                    codes::VALUE,
+                    admin.listen.span.unwrap_or(admin.span),
+                    format!(
+                        "the admin listener `{}` overlaps a public listener: it must have a port of its own",
+                        admin.listen.addr
+                    ),
+                );
+                if let Some(span) = l.span {
+                    diag = diag.note(span, "the public listener");
+                }
+                d.diags.push(diag);
+            }
+        }
+    }
     if let Some(tls) = &tls {
         for l in &tls.listen {
             // Port 0 picks a free port for each: never the same one.
@@ -424,7 +467,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     f.finish(
         d.diags,
         &[
-            "server", "routes", "groups", "static", "proxy", "plugins", "tls",
+            "server", "routes", "groups", "static", "proxy", "plugins", "tls", "admin",
         ],
     );
     if d.routes.is_empty() && d.diags.is_empty() {
@@ -444,6 +487,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         plugins,
         global_plugins,
         tls,
+        admin,
     }
 }
 

@@ -284,6 +284,23 @@ impl ErrorKind {
         )
     }
 
+    /// Whether the kind is an upstream's failure (the proxy's connect, send or read).
+    pub fn is_upstream(self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamRefused
+                | Self::UpstreamReset
+                | Self::UpstreamInvalid
+                | Self::UpstreamUnresolved
+                | Self::UpstreamBusy
+                | Self::UpstreamConnectTimeout
+                | Self::UpstreamReadTimeout
+                | Self::UpstreamWriteTimeout
+                | Self::UpstreamTotalTimeout
+                | Self::UpstreamTls
+        )
+    }
+
     /// Every kind, for tests and docs.
     pub const ALL: [ErrorKind; 40] = [
         Self::BadRequest,

@@ -39,6 +39,7 @@
 
 mod build;
 mod client;
+pub mod metrics;
 mod tls;
 
 use std::sync::Arc;
@@ -60,6 +61,25 @@ struct Entry {
     chain: Arc<Chain>,
     /// `require_client_cert` of a group above.
     require_client_cert: bool,
+    /// Where its requests are counted, when metrics are on.
+    metric: Metric,
+}
+
+/// A rule's metric slots (`anygate_obs::metrics`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Metric {
+    route: u32,
+    /// The upstream's slot, for a proxy rule.
+    upstream: Option<u32>,
+}
+
+/// What [`Service::finish`] does once the request is over, decided while it was handled.
+#[derive(Debug, Default)]
+struct After {
+    /// The chain whose `observe` phase runs.
+    chain: Option<Arc<Chain>>,
+    /// The slots the request is counted in (metrics on).
+    metric: Option<Metric>,
 }
 
 /// One configuration, ready to serve.
@@ -75,6 +95,8 @@ pub struct App {
     tls: Option<Box<tls::Gate>>,
     /// Operator warnings found while building.
     warnings: Vec<String>,
+    /// Requests are counted (`admin` is configured): the slot of requests no rule answers.
+    metrics: Option<u32>,
 }
 
 impl App {
@@ -99,12 +121,19 @@ impl App {
                 });
             }
         };
+        let metrics = config.admin.is_some();
+        let slots = if metrics {
+            metric_slots(&config, &actions)
+        } else {
+            vec![Metric::default(); actions.len()]
+        };
         let entries = config
             .routes
             .iter()
             .zip(actions)
             .zip(chains.routes)
-            .map(|((r, mut action), chain)| {
+            .zip(slots)
+            .map(|(((r, mut action), chain), metric)| {
                 // A fixed rule whose `post` phase depends on nothing but TLS gets its final
                 // head encoded once, here.
                 if let Action::Fixed(f) = &mut action
@@ -119,6 +148,7 @@ impl App {
                     label: r.label().into(),
                     chain,
                     require_client_cert: r.require_client_cert,
+                    metric,
                 }
             })
             .collect();
@@ -141,6 +171,7 @@ impl App {
             trusted: config.server.trusted_proxies.into(),
             tls: config.tls.as_ref().map(|t| Box::new(tls::Gate::new(t))),
             warnings,
+            metrics: metrics.then(anygate_obs::metrics::unmatched_slot),
         })
     }
 
@@ -169,16 +200,36 @@ impl App {
             .map_or(&self.global, |e| &e.chain)
     }
 
+    /// The rules, in configuration order: label, action kind, filter chain (what the admin
+    /// listener's `/routes` shows).
+    pub fn rules(&self) -> impl Iterator<Item = (&str, &'static str, &Chain)> {
+        self.entries
+            .iter()
+            .map(|e| (&*e.label, e.action.kind(), &*e.chain))
+    }
+
+    /// The chain for requests no rule answers.
+    pub fn global_chain(&self) -> &Chain {
+        &self.global
+    }
+
     /// Answers one request: route, `pre`, action (the chain's `post` runs on the head).
-    /// Leaves in `observe` the chain whose `observe` phase is to run when the request is
-    /// over (`None` when it is empty).
-    pub async fn handle(
+    /// Leaves in `after` what is to run when the request is over.
+    async fn handle(
         &self,
         req: &Request<'_>,
         ex: &mut Exchange<'_>,
         buf: &mut Vec<u8>,
-        observe: &mut Option<Arc<Chain>>,
+        after: &mut After,
     ) {
+        if let Some(unmatched) = self.metrics {
+            ex.ctx_mut().start = Some(anygate_runtime::time::precise_now());
+            after.metric = Some(Metric {
+                route: unmatched,
+                upstream: None,
+            });
+        }
+        let observe = &mut after.chain;
         client::note(req, &self.trusted, ex.ctx_mut());
         if let Some(gate) = &self.tls
             && gate.answer(req, ex)
@@ -198,6 +249,9 @@ impl App {
                     return ex.error(ErrorKind::Internal, None);
                 };
                 ex.ctx_mut().route = u32::try_from(id).ok();
+                if self.metrics.is_some() {
+                    after.metric = Some(entry.metric);
+                }
                 if entry.require_client_cert && req.tls().is_none_or(|t| t.client_subject.is_none())
                 {
                     return ex.error(ErrorKind::ClientCertRequired, Some(&entry.label));
@@ -226,6 +280,9 @@ impl App {
                 // path with only a `GET` rule is that rule's preflight.
                 if let Some((id, entry)) = self.preflight_rule(req, &path) {
                     ex.ctx_mut().route = u32::try_from(id).ok();
+                    if self.metrics.is_some() {
+                        after.metric = Some(entry.metric);
+                    }
                     install(&entry.chain, ex, observe);
                     entry.chain.preflight(req, ex);
                     return;
@@ -299,7 +356,10 @@ fn install(chain: &Arc<Chain>, ex: &mut Exchange<'_>, observe: &mut Option<Arc<C
         ex.set_head_hook(chain.clone());
     }
     if chain.observes() {
-        ex.ctx_mut().start = Some(anygate_runtime::time::now());
+        let ctx = ex.ctx_mut();
+        if ctx.start.is_none() {
+            ctx.start = Some(anygate_runtime::time::precise_now());
+        }
         *observe = Some(chain.clone());
     }
 }
@@ -331,12 +391,41 @@ impl Live {
     }
 }
 
+/// Each rule's metric slots: its label with its action, and its upstream's name.
+fn metric_slots(config: &Config, actions: &[Action]) -> Vec<Metric> {
+    let keys: Vec<(Box<str>, &'static str)> = config
+        .routes
+        .iter()
+        .zip(actions)
+        .map(|(r, a)| (r.label().into(), a.kind()))
+        .collect();
+    let routes = anygate_obs::metrics::route_slots(&keys);
+    let names: Vec<Option<Box<str>>> = config
+        .routes
+        .iter()
+        .map(|r| match &r.action {
+            anygate_router::dsl::Action::Proxy(t) => Some(metrics::upstream_name(config, t)),
+            _ => None,
+        })
+        .collect();
+    let present: Vec<Box<str>> = names.iter().flatten().cloned().collect();
+    let mut upstream_slots = anygate_obs::metrics::upstream_slots(&present).into_iter();
+    routes
+        .into_iter()
+        .zip(names)
+        .map(|(route, name)| Metric {
+            route,
+            upstream: name.and_then(|_| upstream_slots.next()),
+        })
+        .collect()
+}
+
 /// A connection's view of [`Live`].
 pub struct ConnState {
     /// The application, as last seen by this connection.
     app: Cache<Arc<ArcSwap<App>>, Arc<App>>,
-    /// The chain whose `observe` phase runs when the request is over.
-    observe: Option<Arc<Chain>>,
+    /// What runs when the request is over.
+    after: After,
     /// The echo action's body prefix, kept between requests.
     body_buf: Vec<u8>,
 }
@@ -344,7 +433,7 @@ pub struct ConnState {
 impl std::fmt::Debug for ConnState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnState")
-            .field("observe", &self.observe.is_some())
+            .field("after", &self.after)
             .finish_non_exhaustive()
     }
 }
@@ -355,7 +444,7 @@ impl Service for Live {
     fn connect(&self) -> ConnState {
         ConnState {
             app: Cache::new(self.current.clone()),
-            observe: None,
+            after: After::default(),
             body_buf: Vec::new(),
         }
     }
@@ -368,15 +457,18 @@ impl Service for Live {
     ) -> impl Future<Output = ()> + Send + 'a {
         let ConnState {
             app,
-            observe,
+            after,
             body_buf,
         } = conn;
-        app.load().handle(req, ex, body_buf, observe)
+        app.load().handle(req, ex, body_buf, after)
     }
 
-    fn finish(&self, conn: &mut ConnState, ctx: &Ctx) {
-        if let Some(chain) = conn.observe.take() {
-            chain.observe(ctx);
+    fn finish(&self, conn: &mut ConnState, req: &Request<'_>, ctx: &Ctx) {
+        if let Some(chain) = conn.after.chain.take() {
+            chain.observe(req, ctx);
+        }
+        if let Some(m) = conn.after.metric.take() {
+            metrics::record(m, req, ctx);
         }
     }
 

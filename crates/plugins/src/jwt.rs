@@ -477,7 +477,10 @@ fn watch(jwks: Weak<Jwks>) {
                 match load_jwks(&j.path, &j.rules) {
                     Ok(keys) => j.keys.store(Arc::new(keys)),
                     // Half written, say: the write that completes it changes the stamp again.
-                    Err(e) => eprintln!("anygate: jwks: {e}; keeping the keys loaded"),
+                    Err(e) => anygate_obs::log::server(
+                        anygate_obs::log::Level::Warn,
+                        &format!("jwks: {e}; keeping the keys loaded"),
+                    ),
                 }
             }
         }

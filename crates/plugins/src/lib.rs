@@ -40,12 +40,13 @@
 //! [`cors`](cors) (preflights answered first, before any other filter),
 //! [`ip`](ip) (allow/deny ranges on the client address),
 //! [`rate_limit`](rate_limit) (GCRA token buckets shared by every worker without a lock),
-//! [`auth`](auth) (API keys, bearer tokens). Each reads its `args` with
+//! [`auth`](auth) (API keys, bearer tokens, JWT, Basic, forward-auth),
+//! [`log`](log) (the access log, through `anygate_obs`). Each reads its `args` with
 //! [`anygate_config::args::Args`], so a mistake is reported at its `file:line:column`.
 //!
 //! # Non-goals
 //!
-//! Still to come: Redis-shared rate limits, the `log` filter (observability). Only
+//! Only
 //! `auth`'s `pre` phase may wait (a Basic password verified on a side thread, a
 //! forward-auth subrequest); the others are synchronous.
 
@@ -60,6 +61,7 @@ mod forward;
 pub mod headers;
 pub mod ip;
 mod jwt;
+pub mod log;
 pub mod rate_limit;
 mod shared;
 
@@ -99,8 +101,8 @@ pub trait Hooks: Send + Sync + fmt::Debug {
     /// `ctx.status`, and stays).
     fn post(&self, _ctx: &Ctx, _fields: &mut Fields) {}
 
-    /// Once the request is over.
-    fn observe(&self, _ctx: &Ctx) {}
+    /// Once the request is over, with its head.
+    fn observe(&self, _req: &Request<'_>, _ctx: &Ctx) {}
 }
 
 /// A built-in filter, or the problems of its `args`.
@@ -120,6 +122,8 @@ pub enum Filter {
     RateLimit(Arc<rate_limit::RateLimit>),
     /// `auth`.
     Auth(Arc<auth::Auth>),
+    /// `log`.
+    Log(Arc<log::AccessLog>),
     /// A filter defined outside this crate, with the kind it was registered under.
     Custom(Box<str>, Arc<dyn Hooks>),
 }
@@ -133,6 +137,7 @@ impl Filter {
             Self::Ip(_) => "ip",
             Self::RateLimit(_) => "rate_limit",
             Self::Auth(_) => "auth",
+            Self::Log(_) => "log",
             Self::Custom(kind, _) => kind,
         }
     }
@@ -145,6 +150,7 @@ impl Filter {
             Self::Ip(f) => f.summary(),
             Self::RateLimit(f) => f.summary(),
             Self::Auth(f) => f.summary(),
+            Self::Log(f) => f.summary(),
             Self::Custom(..) => "defined by this build".to_owned(),
         }
     }
@@ -160,6 +166,7 @@ impl Filter {
             Self::RateLimit(f) => f.pre(req, ex),
             // A filter that may wait is awaited by the chain instead (`Chain::pre`).
             Self::Auth(f) => f.pre_now(req, ex),
+            Self::Log(_) => Flow::Continue,
             Self::Custom(_, f) => f.pre(req, ex),
         }
     }
@@ -167,14 +174,16 @@ impl Filter {
     fn post(&self, ctx: &Ctx, fields: &mut Fields) {
         match self {
             Self::Headers(f) => f.post(ctx, fields),
-            Self::Cors(_) | Self::Ip(_) | Self::RateLimit(_) | Self::Auth(_) => {}
+            Self::Cors(_) | Self::Ip(_) | Self::RateLimit(_) | Self::Auth(_) | Self::Log(_) => {}
             Self::Custom(_, f) => f.post(ctx, fields),
         }
     }
 
-    fn observe(&self, ctx: &Ctx) {
-        if let Self::Custom(_, f) = self {
-            f.observe(ctx);
+    fn observe(&self, req: &Request<'_>, ctx: &Ctx, route: Option<&str>) {
+        match self {
+            Self::Log(f) => f.observe(req, ctx, route),
+            Self::Custom(_, f) => f.observe(req, ctx),
+            _ => {}
         }
     }
 }
@@ -191,6 +200,8 @@ pub struct Chain {
     edits_heads: bool,
     /// Whether `pre` may wait (see [`Chain::waits`]).
     waits: bool,
+    /// The rule's label (`GET /api/*`), for the access log; `None` for the global chain.
+    label: Option<Box<str>>,
 }
 
 impl Chain {
@@ -317,9 +328,9 @@ impl Chain {
     }
 
     /// Runs `observe` in chain order.
-    pub fn observe(&self, ctx: &Ctx) {
+    pub fn observe(&self, req: &Request<'_>, ctx: &Ctx) {
         for f in self.filters.iter() {
-            f.observe(ctx);
+            f.observe(req, ctx, self.label.as_deref());
         }
     }
 }
@@ -361,7 +372,7 @@ impl Registry {
     /// The built-in kinds.
     pub fn builtin() -> Self {
         let mut r = Self::default();
-        let kinds: [(&str, BuiltinFn); 5] = [
+        let kinds: [(&str, BuiltinFn); 6] = [
             ("headers", |s| {
                 headers::Headers::build(s).map(|f| Filter::Headers(Arc::new(f)))
             }),
@@ -376,6 +387,9 @@ impl Registry {
             }),
             ("auth", |s| {
                 auth::Auth::build(s).map(|f| Filter::Auth(Arc::new(f)))
+            }),
+            ("log", |s| {
+                log::AccessLog::build(s).map(|f| Filter::Log(Arc::new(f)))
             }),
         ];
         for (kind, build) in kinds {
@@ -457,7 +471,7 @@ pub fn compile(config: &Config, registry: &Registry) -> Result<Chains, Vec<Diagn
     if !errors.is_empty() {
         return Err(errors);
     }
-    let chain = |indexes: &[usize]| -> Arc<Chain> {
+    let chain = |indexes: &[usize], label: Option<Box<str>>| -> Arc<Chain> {
         let filters: Box<[Filter]> = indexes
             .iter()
             .filter_map(|&i| filters.get(i).cloned().flatten())
@@ -466,8 +480,9 @@ pub fn compile(config: &Config, registry: &Registry) -> Result<Chains, Vec<Diagn
             Filter::Cors(c) => Some(c.clone()),
             _ => None,
         });
-        // The built-in kinds have no `observe` phase yet (the `log` filter will).
-        let observes = filters.iter().any(|f| matches!(f, Filter::Custom(..)));
+        let observes = filters
+            .iter()
+            .any(|f| matches!(f, Filter::Custom(..) | Filter::Log(_)));
         let edits_heads = filters
             .iter()
             .any(|f| matches!(f, Filter::Custom(..) | Filter::Headers(_)));
@@ -480,10 +495,15 @@ pub fn compile(config: &Config, registry: &Registry) -> Result<Chains, Vec<Diagn
             observes,
             edits_heads,
             waits,
+            label,
         })
     };
     Ok(Chains {
-        routes: config.routes.iter().map(|r| chain(&r.plugins)).collect(),
-        global: chain(&config.global_plugins),
+        routes: config
+            .routes
+            .iter()
+            .map(|r| chain(&r.plugins, Some(r.label().into())))
+            .collect(),
+        global: chain(&config.global_plugins, None),
     })
 }

@@ -213,7 +213,10 @@ fn sync(buckets: &Weak<Buckets>, store: &Store, settings: &Settings, prefix: &st
             match answer {
                 Ok(aheads) => {
                     if store.down.swap(false, Ordering::Relaxed) {
-                        eprintln!("anygate: rate_limit: {} answers again", store.url);
+                        anygate_obs::log::server(
+                            anygate_obs::log::Level::Info,
+                            &format!("rate_limit: {} answers again", store.url),
+                        );
                     }
                     #[expect(clippy::disallowed_methods, reason = "a side thread: no cached clock")]
                     let now = b.nanos(Instant::now());
@@ -227,14 +230,17 @@ fn sync(buckets: &Weak<Buckets>, store: &Store, settings: &Settings, prefix: &st
                     conn = None;
                     store.errors.fetch_add(1, Ordering::Relaxed);
                     if !store.down.swap(true, Ordering::Relaxed) {
-                        eprintln!(
-                            "anygate: rate_limit: {} unreachable ({e}); {}",
-                            store.url,
-                            if store.deny {
-                                "answering 503 until it is back"
-                            } else {
-                                "limiting locally until it is back"
-                            }
+                        anygate_obs::log::server(
+                            anygate_obs::log::Level::Warn,
+                            &format!(
+                                "rate_limit: {} unreachable ({e}); {}",
+                                store.url,
+                                if store.deny {
+                                    "answering 503 until it is back"
+                                } else {
+                                    "limiting locally until it is back"
+                                }
+                            ),
                         );
                     }
                     break;

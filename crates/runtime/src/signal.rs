@@ -1,6 +1,6 @@
 //! Process signals as an async stream (`signalfd`).
 //!
-//! Worker threads are created with `SIGHUP`, `SIGTERM` and `SIGINT` blocked (the runtime
+//! Worker threads are created with `SIGHUP`, `SIGTERM`, `SIGINT` and `SIGUSR1` blocked (the runtime
 //! blocks them on the spawning thread around the spawn, so there is no window in which a
 //! new worker could take one), so those signals are never delivered to a worker. [`Signals::new`] blocks them on the calling thread too
 //! and opens a `signalfd`; from then on they queue on the descriptor and [`Signals::recv`]
@@ -24,6 +24,8 @@ pub enum Signal {
     Terminate,
     /// `SIGINT`: graceful shutdown (Ctrl-C).
     Interrupt,
+    /// `SIGUSR1`: reopen log files.
+    User1,
 }
 
 impl Signal {
@@ -32,6 +34,7 @@ impl Signal {
             Signal::Hangup => libc::SIGHUP,
             Signal::Terminate => libc::SIGTERM,
             Signal::Interrupt => libc::SIGINT,
+            Signal::User1 => libc::SIGUSR1,
         }
     }
 
@@ -40,12 +43,18 @@ impl Signal {
             libc::SIGHUP => Some(Signal::Hangup),
             libc::SIGTERM => Some(Signal::Terminate),
             libc::SIGINT => Some(Signal::Interrupt),
+            libc::SIGUSR1 => Some(Signal::User1),
             _ => None,
         }
     }
 }
 
-const ALL: [Signal; 3] = [Signal::Hangup, Signal::Terminate, Signal::Interrupt];
+const ALL: [Signal; 4] = [
+    Signal::Hangup,
+    Signal::Terminate,
+    Signal::Interrupt,
+    Signal::User1,
+];
 
 /// Runs `f` (which spawns threads) with the handled signals blocked on the calling thread,
 /// so the threads are born with them blocked; then restores the caller's mask.

@@ -113,3 +113,110 @@ fn the_systemd_unit_is_type_notify_reloads_by_sighup_and_is_hardened() {
         "{start}"
     );
 }
+
+/// The metric names `/metrics` can write: every `# TYPE` family, with a histogram's
+/// `_bucket`, `_sum` and `_count` series.
+fn exposed_names() -> std::collections::BTreeSet<String> {
+    let mut text = String::new();
+    anygate_obs::metrics::render(
+        &mut text,
+        false,
+        &anygate_obs::metrics::Process {
+            version: "t",
+            open_connections: 0,
+            refused_connections: 0,
+            errors: anygate_pipeline::metrics::error_names(),
+            ready: true,
+        },
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            names.insert(name.to_owned());
+            if kind == "histogram" {
+                for s in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{s}"));
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Every `anygate_…` name in `expr`.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("anygate_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/anygate.json"
+    );
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let names = exposed_names();
+    let mut queried = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let used = metric_names(expr);
+            assert!(!used.is_empty(), "{expr}");
+            for name in used {
+                assert!(
+                    names.contains(&name),
+                    "panel {:?}: {name} is not exported",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10, "{queried}");
+}
+
+#[test]
+fn the_example_alerts_pass_promtool_and_use_metrics_that_exist() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/anygate-alerts.yml"
+    );
+    let out = Command::new("promtool")
+        .args(["check", "rules", path])
+        .output()
+        .expect("promtool (Debian's `prometheus` package; scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = exposed_names();
+    let text = std::fs::read_to_string(path).unwrap();
+    for name in metric_names(&text) {
+        assert!(names.contains(&name), "{name} is not exported");
+    }
+    // The alerts in docs/OBSERVABILITY.md are this file's.
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/OBSERVABILITY.md"
+    ))
+    .unwrap();
+    let rules = text.split_once("groups:").unwrap().1;
+    assert!(
+        doc.contains(rules.trim_end()),
+        "docs/OBSERVABILITY.md and the alerts file differ"
+    );
+}

@@ -69,7 +69,7 @@ impl Hooks for Tag {
         fields.append(b"content-length", b"999");
     }
 
-    fn observe(&self, ctx: &Ctx) {
+    fn observe(&self, _req: &Request<'_>, ctx: &Ctx) {
         let _ = self.events.send(Event::Observe(Observed {
             filter: self.name.clone(),
             route: ctx.route,
@@ -402,7 +402,7 @@ fn an_unknown_kind_or_bad_args_fail_at_load_with_a_position() {
         "{text}"
     );
     assert!(
-        text.contains("known kinds: headers, cors, ip, rate_limit, auth, tag, deny"),
+        text.contains("known kinds: headers, cors, ip, rate_limit, auth, log, tag, deny"),
         "{text}"
     );
     assert!(

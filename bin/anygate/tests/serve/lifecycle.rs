@@ -135,7 +135,7 @@ fn regression_a_second_instance_on_a_busy_port_fails_to_start() {
         config("second").replace("127.0.0.1:0", &first.addr.to_string()),
     )
     .unwrap();
-    let (mut second, lines) = crate::support::spawn_serve(&path);
+    let (mut second, lines) = crate::support::spawn_serve(&path, std::process::Stdio::null());
     // Its stderr ends when it exits; a "listening" line means it started.
     let mut said = Vec::new();
     loop {

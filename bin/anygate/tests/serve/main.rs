@@ -7,6 +7,7 @@ mod filters;
 #[allow(dead_code)] // the HTTP driver tests' client; its test service is not used here
 mod http;
 mod lifecycle;
+mod observability;
 mod plugins;
 mod proxy;
 mod scenarios;

@@ -44,6 +44,8 @@ impl Drop for TempDir {
 pub struct Gateway {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener's address, when the configuration has one.
+    pub admin: Option<SocketAddr>,
     /// stderr lines after the "listening" one.
     pub lines: mpsc::Receiver<String>,
     pub config: PathBuf,
@@ -67,11 +69,20 @@ impl Gateway {
 
     fn start_at(config: PathBuf, yaml: &str) -> Self {
         std::fs::write(&config, yaml).unwrap();
-        let (child, lines) = spawn_serve(&config);
+        let (child, lines) = spawn_serve(&config, Stdio::null());
+        Self::started(child, lines, config)
+    }
+
+    /// Waits for a spawned gateway's "listening" line (noting the admin listener's).
+    pub fn started(child: Child, lines: mpsc::Receiver<String>, config: PathBuf) -> Self {
+        let mut admin = None;
         let addr = loop {
             let line = lines
                 .recv_timeout(crate::http::LIMIT)
                 .expect("the gateway did not start");
+            if let Some(rest) = line.strip_prefix("anygate: admin listener on http://") {
+                admin = Some(rest.trim().parse().unwrap());
+            }
             if let Some(rest) = line.strip_prefix("anygate: listening on http://") {
                 break rest.split(' ').next().unwrap().parse().unwrap();
             }
@@ -79,6 +90,7 @@ impl Gateway {
         Self {
             child,
             addr,
+            admin,
             lines,
             config,
             _dir: None,
@@ -116,12 +128,12 @@ impl Drop for Gateway {
 }
 
 /// `anygate serve -c CONFIG` with an empty environment, and its stderr lines.
-pub fn spawn_serve(config: &Path) -> (Child, mpsc::Receiver<String>) {
+pub fn spawn_serve(config: &Path, stdout: Stdio) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_anygate"))
         .args(["serve", "-c"])
         .arg(config)
         .env_clear()
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

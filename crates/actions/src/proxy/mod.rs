@@ -358,7 +358,10 @@ fn warn_tls_failure(upstream: std::net::SocketAddr, host: &str, e: &std::io::Err
         static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
     }
     if !recently_warned(&LAST) {
-        eprintln!("anygate: TLS handshake with upstream {host} ({upstream}) failed: {e}");
+        anygate_obs::log::server(
+            anygate_obs::log::Level::Warn,
+            &format!("TLS handshake with upstream {host} ({upstream}) failed: {e}"),
+        );
     }
 }
 
@@ -368,9 +371,12 @@ fn warn_dropped_trailers(upstream: std::net::SocketAddr, rule: &str) {
         static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
     }
     if !recently_warned(&LAST) {
-        eprintln!(
-            "anygate: rule `{rule}`: upstream {upstream} sent a malformed trailer section (or \
+        anygate_obs::log::server(
+            anygate_obs::log::Level::Warn,
+            &format!(
+                "rule `{rule}`: upstream {upstream} sent a malformed trailer section (or \
              fields kept out of trailers); it was dropped"
+            ),
         );
     }
 }

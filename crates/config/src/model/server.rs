@@ -14,6 +14,7 @@ impl Decoder<'_> {
             timeouts: ServerTimeouts::default(),
             shutdown_timeout: Duration::from_secs(30),
             allow_underscores_in_headers: false,
+            log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
         };
         let Some(node) = node else {
@@ -55,6 +56,15 @@ impl Decoder<'_> {
                 }
             }
         }
+        if let Some(n) = f.take("log_format")
+            && let Some(s) = self.string(n, "server.log_format")
+        {
+            match s {
+                "text" => server.log_format = LogFormat::Text,
+                "json" => server.log_format = LogFormat::Json,
+                _ => self.value_error(n.span, "`server.log_format` is `text` or `json`"),
+            }
+        }
         if let Some(n) = f.take("shutdown_timeout") {
             self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
         }
@@ -81,6 +91,7 @@ impl Decoder<'_> {
                 "shutdown_timeout",
                 "allow_underscores_in_headers",
                 "trusted_proxies",
+                "log_format",
             ],
         );
         server

@@ -102,8 +102,9 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send + 'a;
 
     /// Called once the request is over (its response produced, its body read or dropped),
-    /// with everything known about it: the observe phase (access log, metrics).
-    fn finish(&self, _conn: &mut Self::Conn, _ctx: &Ctx) {}
+    /// with the request's head and everything known about it: the observe phase (access
+    /// log, metrics).
+    fn finish(&self, _conn: &mut Self::Conn, _req: &Request<'_>, _ctx: &Ctx) {}
 
     /// Called when the connection goes idle, and again whenever it is woken while idle by
     /// [`Drain::reconfigured`]: state that would pin an old configuration is dropped here.
@@ -1063,7 +1064,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         ended.body = (ex.body.start, ex.body.end);
         ex.ctx.status = ex.status;
         ex.ctx.error = ex.error;
-        self.service.finish(&mut self.state, &ex.ctx);
+        self.service.finish(&mut self.state, &req, &ex.ctx);
         self.settle(head_end, ended).await
     }
 

@@ -407,7 +407,7 @@ impl Exchange<'_> {
         self.ctx.bytes_out += (self.out.len() - at) as u64;
         // Timed only for a request something observes (the pipeline set `start`).
         if self.ctx.start.is_some() {
-            self.ctx.first_byte = Some(anygate_runtime::time::now());
+            self.ctx.first_byte = Some(anygate_runtime::time::precise_now());
         }
     }
 }

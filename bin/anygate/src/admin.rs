@@ -1,0 +1,390 @@
+//! The admin listener (`admin.listen`, loopback by default): metrics, health, readiness,
+//! the compiled routes, runtime figures, and reload.
+//!
+//! | endpoint | answers |
+//! |---|---|
+//! | `GET /health` | 200 while the process runs (liveness) |
+//! | `GET /ready` | 200 when the configuration is loaded and every listener bound; 503 before, and while draining |
+//! | `GET /metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it |
+//! | `GET /routes` | the compiled rules with their actions and filter chains, as JSON |
+//! | `GET /debug/runtime` | workers, tasks, descriptors, connections, head memory, log queue |
+//! | `POST /reload` | reloads the configuration file (bearer token of `admin.token`); a refused configuration is answered 422 with its errors, and not applied |
+//!
+//! It runs on threads of its own, never on a worker: a scrape or a reload never delays a
+//! request, and a wedged admin client never holds a worker. One thread accepts; each
+//! connection gets a short-lived thread (at most [`MAX_CLIENTS`] at once, 503 above), reads
+//! one request under a deadline, answers with `Connection: close`. A reload runs on the
+//! connection's thread, serialised with `SIGHUP` reloads.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use crate::serve::{Core, Reloaded};
+
+/// Admin connections served at once.
+pub const MAX_CLIENTS: usize = 16;
+/// How long a client has to send its request, and to read the answer.
+const IO_DEADLINE: Duration = Duration::from_secs(5);
+/// The largest request head read.
+const MAX_HEAD: usize = 8 << 10;
+
+/// Starting: listeners not bound yet.
+pub const STARTING: u8 = 0;
+/// Serving.
+pub const READY: u8 = 1;
+/// Draining for shutdown.
+pub const DRAINING: u8 = 2;
+
+/// What the admin listener reads of the running server.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// [`STARTING`], [`READY`] or [`DRAINING`].
+    pub state: AtomicU8,
+    /// The server, once started.
+    pub core: OnceLock<Arc<Core>>,
+    /// The bearer token `POST /reload` wants (`None`: reload refused).
+    pub token: ArcSwapOption<Box<str>>,
+    /// The configuration file reloads read.
+    pub path: OnceLock<PathBuf>,
+}
+
+impl Shared {
+    /// Whether `/ready` says yes.
+    pub fn ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) == READY
+            && self.core.get().is_some_and(|c| !c.draining())
+    }
+}
+
+/// The running admin listener.
+#[derive(Debug)]
+pub struct Admin {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Admin {
+    /// Binds `addr` (failing if another process holds it) and serves it from a thread.
+    pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("admin.listen {addr}: {e}")))?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = anygate_runtime::signal::spawn_side_thread("anygate-admin", move || {
+            accept_loop(&listener, &shared, &flag);
+        })?;
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
+    static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut conn) = conn else {
+            // Out of descriptors: let the clients in flight finish.
+            std::thread::park_timeout(Duration::from_millis(50));
+            continue;
+        };
+        let _ = conn.set_read_timeout(Some(IO_DEADLINE));
+        let _ = conn.set_write_timeout(Some(IO_DEADLINE));
+        if CLIENTS.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            CLIENTS.fetch_sub(1, Ordering::AcqRel);
+            let _ = respond(
+                &mut conn,
+                &error(503, "AG-ADM-5030", "too many admin clients; try again"),
+            );
+            continue;
+        }
+        let shared = shared.clone();
+        let spawned = anygate_runtime::signal::spawn_side_thread("anygate-admin-conn", move || {
+            serve(&mut conn, &shared);
+            CLIENTS.fetch_sub(1, Ordering::AcqRel);
+        });
+        if spawned.is_err() {
+            CLIENTS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A response: status, content type, body, extra fields.
+#[derive(Debug)]
+pub struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    extra: Vec<(&'static str, String)>,
+}
+
+fn json(status: u16, value: &serde_json::Value) -> Answer {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    Answer {
+        status,
+        content_type: "application/json; charset=utf-8",
+        body,
+        extra: Vec::new(),
+    }
+}
+
+fn error(status: u16, code: &str, message: &str) -> Answer {
+    json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message, "status": status}}),
+    )
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        _ => "Service Unavailable",
+    }
+}
+
+fn respond(conn: &mut TcpStream, a: &Answer) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n",
+        a.status,
+        reason(a.status),
+        a.content_type,
+        a.body.len()
+    );
+    for (name, value) in &a.extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(&a.body)?;
+    conn.flush()
+}
+
+/// One parsed admin request.
+#[derive(Debug)]
+pub struct AdminRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, query removed.
+    pub path: String,
+    /// `Accept`.
+    pub accept: String,
+    /// `Authorization`.
+    pub authorization: Option<String>,
+}
+
+/// Reads one request head; `Err(answer)` when it is malformed, too large or too slow.
+fn read_request(conn: &mut TcpStream) -> Result<AdminRequest, Answer> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut len = 0;
+    loop {
+        let n = match conn.read(&mut buf[len..]) {
+            Ok(0) => return Err(error(400, "AG-ADM-4000", "the request ended early")),
+            Ok(n) => n,
+            Err(_) => {
+                return Err(error(
+                    408,
+                    "AG-ADM-4080",
+                    "the request did not arrive in time",
+                ));
+            }
+        };
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let field = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                };
+                let target = req.path.unwrap_or("/");
+                return Ok(AdminRequest {
+                    method: req.method.unwrap_or("GET").to_owned(),
+                    path: target.split('?').next().unwrap_or("/").to_owned(),
+                    accept: field("accept").unwrap_or_default(),
+                    authorization: field("authorization"),
+                });
+            }
+            Ok(httparse::Status::Partial) if len < buf.len() => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(error(431, "AG-ADM-4310", "the request head is too large"));
+            }
+            Err(_) => return Err(error(400, "AG-ADM-4000", "malformed request")),
+        }
+    }
+}
+
+fn serve(conn: &mut TcpStream, shared: &Shared) {
+    let answer = match read_request(conn) {
+        Ok(req) => route(&req, shared),
+        Err(a) => a,
+    };
+    let _ = respond(conn, &answer);
+}
+
+/// Answers one admin request.
+pub fn route(req: &AdminRequest, shared: &Shared) -> Answer {
+    let get = req.method == "GET" || req.method == "HEAD";
+    let allow = |methods: &'static str| {
+        let mut a = error(
+            405,
+            "AG-ADM-4050",
+            &format!("{} is not allowed here", req.method),
+        );
+        a.extra.push(("allow", methods.to_owned()));
+        a
+    };
+    match req.path.as_str() {
+        "/health" if get => json(200, &serde_json::json!({"status": "ok"})),
+        "/ready" if get => {
+            let state = match shared.state.load(Ordering::Acquire) {
+                STARTING => "starting",
+                _ if shared.ready() => "ready",
+                _ => "draining",
+            };
+            let status = if state == "ready" { 200 } else { 503 };
+            json(
+                status,
+                &serde_json::json!({"ready": status == 200, "state": state}),
+            )
+        }
+        "/metrics" if get => metrics(req, shared),
+        "/routes" if get => match shared.core.get() {
+            Some(core) => json(200, &core.routes_json()),
+            None => error(503, "AG-ADM-5031", "the server is still starting"),
+        },
+        "/debug/runtime" if get => match shared.core.get() {
+            Some(core) => json(200, &core.runtime_json()),
+            None => error(503, "AG-ADM-5031", "the server is still starting"),
+        },
+        "/reload" if req.method == "POST" => reload(req, shared),
+        "/health" | "/ready" | "/metrics" | "/routes" | "/debug/runtime" => allow("GET, HEAD"),
+        "/reload" => allow("POST"),
+        _ => error(404, "AG-ADM-4040", "no such admin endpoint"),
+    }
+}
+
+fn metrics(req: &AdminRequest, shared: &Shared) -> Answer {
+    let om = anygate_obs::metrics::wants_openmetrics(&req.accept);
+    let (open, refused) = shared.core.get().map_or((0, 0), |c| c.connection_counts());
+    let mut body = String::with_capacity(16 << 10);
+    anygate_obs::metrics::render(
+        &mut body,
+        om,
+        &anygate_obs::metrics::Process {
+            version: env!("CARGO_PKG_VERSION"),
+            open_connections: open,
+            refused_connections: refused,
+            errors: anygate_pipeline::metrics::error_names(),
+            ready: shared.ready(),
+        },
+    );
+    Answer {
+        status: 200,
+        content_type: anygate_obs::metrics::content_type(om),
+        body: body.into_bytes(),
+        extra: Vec::new(),
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn reload(req: &AdminRequest, shared: &Shared) -> Answer {
+    let token = shared.token.load();
+    let Some(token) = token.as_deref() else {
+        let mut a = error(
+            401,
+            "AG-ADM-4011",
+            "reload over the admin listener needs `admin.token` or `admin.token_file`",
+        );
+        a.extra.push((
+            "www-authenticate",
+            "Bearer realm=\"anygate-admin\"".to_owned(),
+        ));
+        return a;
+    };
+    let given = req
+        .authorization
+        .as_deref()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        let mut a = error(401, "AG-ADM-4010", "a valid bearer token is required");
+        a.extra.push((
+            "www-authenticate",
+            "Bearer realm=\"anygate-admin\"".to_owned(),
+        ));
+        return a;
+    }
+    let (Some(core), Some(path)) = (shared.core.get(), shared.path.get()) else {
+        return error(
+            503,
+            "AG-ADM-5032",
+            "this server was not started from a configuration file",
+        );
+    };
+    match core.reload_file(path) {
+        Reloaded::Done { rules, restart } => json(
+            200,
+            &serde_json::json!({"status": "reloaded", "rules": rules, "restart_needed": restart}),
+        ),
+        Reloaded::Busy => error(409, "AG-ADM-4090", "a reload is already in progress"),
+        Reloaded::Refused(failure) => json(
+            422,
+            &serde_json::json!({
+                "error": {
+                    "code": "AG-ADM-4220",
+                    "message": "the configuration is not valid; the running one stays",
+                    "status": 422,
+                },
+                "diagnostics": crate::describe::diagnostics_json(&failure),
+            }),
+        ),
+    }
+}

@@ -1,0 +1,608 @@
+//! Observability on the wire: the `log` filter's lines (to a file, masked, sampled,
+//! reopened on `SIGUSR1`), the admin listener (`/metrics` counted exactly and checked by
+//! `promtool`, `/ready`, `/routes`, `/debug/runtime`, `POST /reload`), the JSON server log,
+//! and a stalled log pipe that must not slow requests.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::http::{LIMIT, Reader, Resp, connect, one};
+use crate::proxy::{reply, upstream};
+use crate::support::{Gateway, TempDir, spawn_serve};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn get(addr: SocketAddr, target: &str, fields: &str) -> Resp {
+    one(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nhost: gw.test\r\n{fields}\r\n").as_bytes(),
+    )
+}
+
+fn admin(gw: &Gateway) -> SocketAddr {
+    gw.admin.expect("the admin listener's address")
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let r = get(addr, "/metrics", "");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    r.body_str()
+}
+
+/// The value of the sample `line` (name and labels, exactly) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().unwrap())
+    })
+}
+
+/// Reads `path` until it holds `n` lines (the writer thread writes within milliseconds;
+/// this waits for it, bounded).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a test's deadline, on the real clock"
+)]
+fn lines_of(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn post_reload(addr: SocketAddr, auth: Option<&str>) -> Resp {
+    let field = auth.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    one(
+        addr,
+        format!("POST /reload HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\n{field}\r\n")
+            .as_bytes(),
+    )
+}
+
+fn json(resp: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.body_str()))
+}
+
+#[test]
+fn the_access_log_writes_json_lines_to_a_file_with_secrets_masked() {
+    let dir = TempDir::new("access-log");
+    let gw = Gateway::start_in(
+        &dir,
+        r#"
+server: { listen: "127.0.0.1:0" }
+plugins:
+  - kind: log
+    args: { to: access.log, headers: [authorization, cookie, x-tenant] }
+routes:
+  "GET /api/users/:id": 'OK {"a":1}'
+"#,
+    );
+    let r = get(
+        gw.addr,
+        "/api/users/7?page=2&access_token=abc",
+        "authorization: Bearer sekrit\r\ncookie: session=s3cr3t; theme=dark\r\nx-tenant: acme\r\nuser-agent: t/1\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(get(gw.addr, "/nope", "").status, 404);
+    let lines = lines_of(&dir.0.join("access.log"), 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    // The fields in the SPEC's order, then the logged headers.
+    let order = [
+        "ts",
+        "level",
+        "trace_id",
+        "span_id",
+        "route",
+        "action",
+        "method",
+        "host",
+        "path",
+        "query",
+        "status",
+        "duration_ms",
+        "bytes_rx",
+        "bytes_tx",
+        "client_ip",
+        "user_agent",
+        "upstream",
+        "attempt",
+        "code",
+        "headers",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|k| {
+            lines[0]
+                .find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("no {k}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", lines[0]);
+    assert_eq!(first.as_object().unwrap().len(), order.len());
+    assert_eq!(first["route"], "GET /api/users/:id");
+    assert_eq!(first["action"], "fixed");
+    assert_eq!(first["path"], "/api/users/7");
+    assert_eq!(first["query"], "page=2&access_token=***");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["client_ip"], "127.0.0.1");
+    assert_eq!(first["user_agent"], "t/1");
+    assert_eq!(first["headers"]["authorization"], "***");
+    assert_eq!(first["headers"]["cookie"], "session=***; theme=***");
+    assert_eq!(first["headers"]["x-tenant"], "acme");
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(first["bytes_tx"].as_u64().unwrap() > 0);
+    for l in &lines {
+        assert!(
+            !l.contains("abc") && !l.contains("sekrit") && !l.contains("s3cr3t"),
+            "{l}"
+        );
+    }
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(second["status"], 404);
+    assert_eq!(second["level"], "warn");
+    assert_eq!(second["code"], "AG-RTE-4040");
+    assert_eq!(second["route"], serde_json::Value::Null);
+}
+
+#[test]
+fn sampling_keeps_every_error_and_a_share_of_the_rest() {
+    let dir = TempDir::new("sample");
+    let gw = Gateway::start_in(
+        &dir,
+        r#"
+server: { listen: "127.0.0.1:0" }
+plugins:
+  - kind: log
+    args: { to: none.log, sample: 0, format: text }
+groups:
+  - prefix: /half
+    plugins: [{ kind: log, args: { to: half.log, sample: 0.5 } }]
+    routes: { "/": "OK" }
+routes:
+  "/ok": "OK"
+"#,
+    );
+    let mut r = Reader::new(connect(gw.addr));
+    for i in 0..60 {
+        let target = if i % 3 == 0 { "/missing" } else { "/ok" };
+        r.send(format!("GET {target} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+        let resp = r.response(false).unwrap();
+        assert_eq!(resp.status, if i % 3 == 0 { 404 } else { 200 });
+    }
+    for _ in 0..400 {
+        r.send(b"GET /half/ HTTP/1.1\r\nhost: t\r\n\r\n");
+        assert_eq!(r.response(false).unwrap().status, 200);
+    }
+    // sample: 0 keeps exactly the 20 errors; their text lines say 404.
+    let none = lines_of(&dir.0.join("none.log"), 20 + 200);
+    let errors = none
+        .iter()
+        .filter(|l| l.contains("\"GET /missing\" 404 "))
+        .count();
+    // The /half requests go through the global `log` too (sample 0, no errors there).
+    assert_eq!((none.len(), errors), (20, 20), "{none:?}");
+    // sample: 0.5 over 400: binomial, σ = 10; ±80 is eight σ.
+    let half = lines_of(&dir.0.join("half.log"), 400).len();
+    assert!((120..=280).contains(&half), "{half} of 400 kept");
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file_after_a_rotation() {
+    let dir = TempDir::new("reopen");
+    let gw = Gateway::start_in(
+        &dir,
+        r#"
+server: { listen: "127.0.0.1:0" }
+plugins: [{ kind: log, args: { to: access.log } }]
+routes: { "/": "OK" }
+"#,
+    );
+    let log = dir.0.join("access.log");
+    assert_eq!(get(gw.addr, "/before", "").status, 200);
+    assert_eq!(lines_of(&log, 1).len(), 1);
+    std::fs::rename(&log, dir.0.join("access.log.1")).unwrap();
+    gw.signal("USR1");
+    gw.wait_line("log files reopened");
+    assert_eq!(get(gw.addr, "/after", "").status, 200);
+    let fresh = lines_of(&log, 1);
+    assert_eq!(fresh.len(), 1);
+    assert!(fresh[0].contains("\"/after\""), "{fresh:?}");
+    let rotated = std::fs::read_to_string(dir.0.join("access.log.1")).unwrap();
+    assert_eq!(rotated.lines().count(), 1, "{rotated}");
+    assert!(rotated.contains("\"/before\""));
+}
+
+#[test]
+fn metrics_count_a_scripted_request_mix_exactly_and_promtool_accepts_them() {
+    let up = upstream(|_, s| reply(s, "", b"up"));
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = closed.local_addr().unwrap();
+    drop(closed);
+    let gw = Gateway::start(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+groups:
+  - prefix: /limited
+    plugins: [{{ kind: rate_limit, args: {{ rate: 0.001, burst: 2 }} }}]
+    routes: {{ "/": "OK" }}
+routes:
+  "GET /a": "OK"
+  "/echo": "*"
+  "/up/": "http://{}/"
+  "/down/": "http://{refused}/"
+"#,
+        up.addr
+    ));
+    let mut r = Reader::new(connect(gw.addr));
+    let mut send = |raw: &str| {
+        r.send(raw.as_bytes());
+        r.response(raw.starts_with("HEAD")).unwrap().status
+    };
+    for _ in 0..5 {
+        assert_eq!(send("GET /a HTTP/1.1\r\nhost: t\r\n\r\n"), 200);
+    }
+    assert_eq!(send("HEAD /a HTTP/1.1\r\nhost: t\r\n\r\n"), 200);
+    for _ in 0..3 {
+        assert_eq!(
+            send("POST /a HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n"),
+            405
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(send("GET /missing HTTP/1.1\r\nhost: t\r\n\r\n"), 404);
+    }
+    assert_eq!(
+        send("PUT /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n\r\nabc"),
+        200
+    );
+    for expected in [200, 200, 429, 429] {
+        assert_eq!(send("GET /limited/ HTTP/1.1\r\nhost: t\r\n\r\n"), expected);
+    }
+    for _ in 0..3 {
+        assert_eq!(send("GET /up/x HTTP/1.1\r\nhost: t\r\n\r\n"), 200);
+    }
+    assert_eq!(send("GET /down/x HTTP/1.1\r\nhost: t\r\n\r\n"), 502);
+    drop(r);
+
+    let text = scrape(admin(&gw));
+    let requests = |route: &str, action: &str, method: &str, class: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"anygate_http_requests_total{{route="{route}",action="{action}",method="{method}",status_class="{class}"}}"#
+            ),
+        )
+    };
+    assert_eq!(
+        requests("GET /a", "fixed", "GET", "2xx"),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests("GET /a", "fixed", "HEAD", "2xx"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(requests("unmatched", "none", "POST", "4xx"), Some(3.0));
+    assert_eq!(requests("unmatched", "none", "GET", "4xx"), Some(2.0));
+    assert_eq!(requests("* /echo", "echo", "PUT", "2xx"), Some(1.0));
+    assert_eq!(requests("* /limited/", "fixed", "GET", "2xx"), Some(2.0));
+    assert_eq!(requests("* /limited/", "fixed", "GET", "4xx"), Some(2.0));
+    assert_eq!(requests("* /up/", "proxy", "GET", "2xx"), Some(3.0));
+    assert_eq!(requests("* /down/", "proxy", "GET", "5xx"), Some(1.0));
+    // Nothing else was counted.
+    let total: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("anygate_http_requests_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, 20.0, "{text}");
+    let hist = |suffix: &str, route: &str, action: &str, extra: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"anygate_http_request_duration_seconds_{suffix}{{route="{route}",action="{action}"{extra}}}"#
+            ),
+        )
+    };
+    assert_eq!(hist("count", "GET /a", "fixed", ""), Some(6.0));
+    assert_eq!(
+        hist("bucket", "GET /a", "fixed", r#",le="+Inf""#),
+        Some(6.0)
+    );
+    assert_eq!(hist("count", "* /limited/", "fixed", ""), Some(4.0));
+    let up_name = format!("{}", up.addr);
+    let upstream = |name: &str, result: &str| {
+        sample(
+            &text,
+            &format!(r#"anygate_upstream_requests_total{{upstream="{name}",result="{result}"}}"#),
+        )
+    };
+    assert_eq!(upstream(&up_name, "ok"), Some(3.0));
+    assert_eq!(upstream(&refused.to_string(), "refused"), Some(1.0));
+    let denials = sample(
+        &text,
+        r#"anygate_filter_denials_total{filter="rate_limit",reason="limited"}"#,
+    );
+    assert_eq!(denials, Some(2.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"anygate_gateway_errors_total{code="AG-RTE-4050",status="405"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"anygate_gateway_errors_total{code="AG-RTE-4040",status="404"}"#
+        ),
+        Some(2.0)
+    );
+    // The request body: 3 bytes of `abc` plus its head.
+    let rx = sample(
+        &text,
+        r#"anygate_http_request_bytes_total{route="* /echo",action="echo"}"#,
+    );
+    assert!(rx.unwrap() > 3.0);
+    assert_eq!(sample(&text, "anygate_ready"), Some(1.0));
+    assert_eq!(
+        sample(&text, r#"anygate_config_reloads_total{result="success"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                r#"anygate_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+    // Labels never carry a path, an id or an address of a client.
+    assert!(!text.contains("/missing") && !text.contains("/up/x"));
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's `prometheus` package; scripts/test installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // OpenMetrics when the scraper asks for it.
+    let om = get(
+        admin(&gw),
+        "/metrics",
+        "accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n",
+    );
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let body = om.body_str();
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE anygate_http_requests counter\n"));
+}
+
+#[test]
+fn ready_is_false_during_a_drain_and_the_admin_endpoints_answer() {
+    // An upstream that accepts and holds the request: it stays in flight.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_addr = held.local_addr().unwrap();
+    let gw = Gateway::start(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0", shutdown_timeout: 20s }}
+admin: {{ listen: "127.0.0.1:0" }}
+plugins: [{{ kind: headers, args: {{ response: {{ set: {{ X-A: "1" }} }} }} }}]
+routes:
+  "GET /slow": "http://{held_addr}/"
+  "/": "OK"
+"#
+    ));
+    let a = admin(&gw);
+    let ready = get(a, "/ready", "");
+    assert_eq!(
+        (ready.status, json(&ready)["state"].clone()),
+        (200, "ready".into())
+    );
+    assert_eq!(get(a, "/health", "").status, 200);
+    let routes = json(&get(a, "/routes", ""));
+    assert_eq!(routes["rules"][0]["rule"], "GET /slow");
+    assert_eq!(routes["rules"][0]["action"], "proxy");
+    assert_eq!(routes["rules"][1]["filters"][0]["kind"], "headers");
+    let rt = json(&get(a, "/debug/runtime", ""));
+    assert!(rt["workers"].as_u64().unwrap() >= 1, "{rt}");
+    assert!(rt["open_connections"].is_u64());
+    let wrong = one(a, b"DELETE /ready HTTP/1.1\r\nhost: a\r\n\r\n");
+    assert_eq!(
+        (wrong.status, wrong.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
+    assert_eq!(get(a, "/nope", "").status, 404);
+
+    let mut slow = Reader::new(connect(gw.addr));
+    slow.send(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n");
+    let (mut upstream_side, _) = held.accept().unwrap();
+    gw.signal("TERM");
+    gw.wait_line("shutting down");
+    let draining = get(a, "/ready", "");
+    assert_eq!(draining.status, 503, "{}", draining.body_str());
+    assert_eq!(json(&draining)["state"], "draining");
+    assert_eq!(sample(&scrape(a), "anygate_ready"), Some(0.0));
+    // Liveness stays: the process is alive and finishing its work.
+    assert_eq!(get(a, "/health", "").status, 200);
+    let mut buf = [0u8; 1024];
+    use std::io::{Read, Write};
+    let _ = upstream_side.read(&mut buf).unwrap();
+    upstream_side
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone")
+        .unwrap();
+    let resp = slow.response(false).unwrap();
+    assert_eq!((resp.status, resp.body_str()), (200, "done".to_owned()));
+    gw.wait_line("stopped");
+}
+
+#[test]
+fn post_reload_needs_the_token_and_reports_a_bad_config_without_applying_it() {
+    let dir = TempDir::new("admin-reload");
+    let config = |body: &str| {
+        format!(
+            "server: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\", token: {TOKEN} }}\nroutes:\n{body}"
+        )
+    };
+    let gw = Gateway::start_in(&dir, &config("  \"/v\": \"OK one\"\n"));
+    let a = admin(&gw);
+    let no_token = post_reload(a, None);
+    assert_eq!(no_token.status, 401);
+    assert!(no_token.header("www-authenticate").is_some());
+    assert_eq!(
+        post_reload(a, Some("test-admin-token-wrong-00000")).status,
+        401
+    );
+    assert_eq!(get(a, "/reload", "").status, 405);
+
+    std::fs::write(
+        &gw.config,
+        config("  \"/v\": \"OK two\"\n  \"/w\": \"nope://x\"\n"),
+    )
+    .unwrap();
+    let refused = post_reload(a, Some(TOKEN));
+    assert_eq!(refused.status, 422, "{}", refused.body_str());
+    let body = json(&refused);
+    assert_eq!(body["error"]["code"], "AG-ADM-4220");
+    let d = &body["diagnostics"][0];
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["line"], 5, "{body}");
+    assert!(d["column"].as_u64().unwrap() > 1);
+    assert!(d["file"].as_str().unwrap().ends_with("anygate.yml"));
+    assert_eq!(get(gw.addr, "/v", "").body_str(), "one");
+
+    std::fs::write(&gw.config, config("  \"/v\": \"OK two\"\n")).unwrap();
+    let ok = post_reload(a, Some(TOKEN));
+    assert_eq!(ok.status, 200, "{}", ok.body_str());
+    assert_eq!(json(&ok)["rules"], 1);
+    assert_eq!(get(gw.addr, "/v", "").body_str(), "two");
+    let text = scrape(a);
+    assert_eq!(
+        sample(&text, r#"anygate_config_reloads_total{result="success"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"anygate_config_reloads_total{result="failure"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_stalled_log_pipe_never_slows_requests_the_drop_counter_rises() {
+    let dir = TempDir::new("stalled");
+    let path = dir.0.join("anygate.yml");
+    std::fs::write(
+        &path,
+        r#"
+server: { listen: "127.0.0.1:0" }
+admin: { listen: "127.0.0.1:0" }
+plugins: [{ kind: log }]
+routes: { "/": "OK" }
+"#,
+    )
+    .unwrap();
+    // stdout is a pipe nobody reads: once its 64 KiB fill, the writer thread blocks.
+    let (child, lines) = spawn_serve(&path, Stdio::piped());
+    let gw = Gateway::started(child, lines, path);
+    let mut r = Reader::new(connect(gw.addr));
+    let batch = "GET /x HTTP/1.1\r\nhost: t\r\n\r\n".repeat(100);
+    for _ in 0..120 {
+        r.send(batch.as_bytes());
+        for _ in 0..100 {
+            assert_eq!(r.response(false).unwrap().status, 200);
+        }
+    }
+    let text = scrape(admin(&gw));
+    let dropped = sample(&text, "anygate_log_dropped_lines_total").unwrap();
+    // 12 000 lines, of which the pipe and the queue hold under 9 000.
+    assert!(dropped >= 2000.0, "dropped {dropped}\n{text}");
+    // And the server still answers at once.
+    assert_eq!(get(gw.addr, "/", "").status, 200);
+}
+
+#[test]
+fn the_server_log_can_be_json() {
+    let dir = TempDir::new("json-server-log");
+    let path = dir.0.join("anygate.yml");
+    std::fs::write(
+        &path,
+        "server: { listen: \"127.0.0.1:0\", log_format: json }\nroutes: { \"/\": \"OK\" }\n",
+    )
+    .unwrap();
+    let (mut child, lines) = spawn_serve(&path, Stdio::null());
+    let line = lines.recv_timeout(LIMIT).expect("a server log line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "info");
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn an_admin_listener_on_a_public_port_is_refused_with_its_position() {
+    let failure = anygate_config::load_str(
+        "t.yml",
+        "server: { listen: \"127.0.0.1:8080\" }\nadmin: { listen: \"0.0.0.0:8080\" }\nroutes: { \"/\": OK }\n",
+        anygate_config::Format::Yaml,
+        Path::new("."),
+        &[],
+    )
+    .expect_err("the overlap must be refused");
+    let text = failure.to_string();
+    assert!(
+        text.contains("t.yml:2:18") && text.contains("overlaps a public listener"),
+        "{text}"
+    );
+    let short = anygate_config::load_str(
+        "t.yml",
+        "admin: { token: short }\nroutes: { \"/\": OK }\n",
+        anygate_config::Format::Yaml,
+        Path::new("."),
+        &[],
+    )
+    .expect_err("a short token must be refused");
+    assert!(short.to_string().contains("at least 16"), "{short}");
+}

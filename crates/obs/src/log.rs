@@ -1,0 +1,377 @@
+//! The log writer: one thread that writes every line, so that no worker ever waits on a
+//! terminal, a pipe or a disk.
+//!
+//! ```text
+//! worker ─ buffer() ─ format ─ send(dest, buf) ─► [access queue, bounded] ─┐
+//! any thread ─ server(level, msg) ─────────────► [server queue, bounded] ─┼─► writer thread ─► stdout / stderr / files
+//!                       ◄──────────── recycled buffers [free queue] ───────┘
+//! ```
+//!
+//! - Both queues are lock-free and bounded (`crossbeam_queue::ArrayQueue`). A full queue
+//!   drops the line and counts it ([`dropped`]); a line is never waited for.
+//! - Buffers come back through a free queue, so after warm-up a line costs no allocation.
+//! - The writer drains the server queue first, then the access queue, writes each
+//!   destination once per batch, and naps for a millisecond between batches while lines
+//!   keep coming; idle, it parks until a producer wakes it (one `unpark`, only then).
+//! - Files are opened in append mode when first written; [`reopen`] closes them all so
+//!   that the next line opens the path again (logrotate's `postrotate kill -USR1`).
+//! - [`flush`] waits until everything sent before it is written (at exit).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{OnceLock, mpsc};
+use std::thread::Thread;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+
+/// Lines the access queue holds.
+const ACCESS_CAPACITY: usize = 8192;
+/// Lines the server queue holds.
+const SERVER_CAPACITY: usize = 1024;
+/// A recycled buffer larger than this is dropped instead (one huge line must not pin
+/// memory for ever).
+const MAX_KEPT_BUFFER: usize = 16 << 10;
+
+/// Where lines go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// A registered set of targets (see [`destination`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dest(u32);
+
+/// The server log's format (`server.log_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServerFormat {
+    /// `anygate: message` (the default).
+    #[default]
+    Text,
+    /// `{"ts":…,"level":…,"msg":…}`.
+    Json,
+}
+
+/// A server log line's severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Normal operation (started, reloaded).
+    Info,
+    /// Something the operator should look at.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+struct Line {
+    dest: Dest,
+    buf: Vec<u8>,
+}
+
+enum Control {
+    Reopen,
+    Flush(mpsc::Sender<()>),
+}
+
+struct Shared {
+    access: ArrayQueue<Line>,
+    server: ArrayQueue<Line>,
+    free: ArrayQueue<Vec<u8>>,
+    control: ArrayQueue<Control>,
+    dropped: AtomicU64,
+    /// The writer is parked with nothing to do: the next producer wakes it.
+    idle: AtomicBool,
+    dests: ArcSwap<Vec<Vec<Target>>>,
+    server_format: AtomicU8,
+    thread: OnceLock<Thread>,
+}
+
+static SHARED: OnceLock<&'static Shared> = OnceLock::new();
+
+fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| {
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
+            access: ArrayQueue::new(ACCESS_CAPACITY),
+            server: ArrayQueue::new(SERVER_CAPACITY),
+            free: ArrayQueue::new(ACCESS_CAPACITY),
+            control: ArrayQueue::new(64),
+            dropped: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
+            // Destination 0 is stderr (the server log), 1 stdout.
+            dests: ArcSwap::from_pointee(vec![vec![Target::Stderr], vec![Target::Stdout]]),
+            server_format: AtomicU8::new(0),
+            thread: OnceLock::new(),
+        }));
+        // Born with the handled signals blocked: a `SIGHUP` meant for the main thread
+        // must not land here and end the process.
+        let handle = anygate_runtime::signal::spawn_side_thread("anygate-log", move || {
+            Writer::default().run(shared);
+        })
+        .expect("cannot start the log writer thread");
+        let _ = shared.thread.set(handle.thread().clone());
+        shared
+    })
+}
+
+/// The destination for `targets` (the same set gives the same destination).
+pub fn destination(targets: &[Target]) -> Dest {
+    let s = shared();
+    let mut found = 0;
+    s.dests.rcu(|list| {
+        let mut list = Vec::clone(list);
+        found = match list.iter().position(|t| t == targets) {
+            Some(i) => i,
+            None => {
+                list.push(targets.to_vec());
+                list.len() - 1
+            }
+        };
+        list
+    });
+    Dest(u32::try_from(found).unwrap_or(1))
+}
+
+/// Standard output.
+pub const STDOUT: Dest = Dest(1);
+
+/// An empty buffer for a line: a recycled one when there is one.
+pub fn buffer() -> Vec<u8> {
+    shared()
+        .free
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(512))
+}
+
+/// Queues `line` (newline included) for `dest`; drops and counts it when the queue is full.
+pub fn send(dest: Dest, line: Vec<u8>) {
+    let s = shared();
+    push(s, &s.access, Line { dest, buf: line });
+}
+
+fn push(s: &Shared, queue: &ArrayQueue<Line>, line: Line) {
+    if let Err(line) = queue.push(line) {
+        s.dropped.fetch_add(1, Ordering::Relaxed);
+        recycle(s, line.buf);
+        return;
+    }
+    if s.idle.load(Ordering::Relaxed) && s.idle.swap(false, Ordering::AcqRel) {
+        wake(s);
+    }
+}
+
+fn wake(s: &Shared) {
+    if let Some(t) = s.thread.get() {
+        t.unpark();
+    }
+}
+
+fn recycle(s: &Shared, mut buf: Vec<u8>) {
+    if buf.capacity() <= MAX_KEPT_BUFFER {
+        buf.clear();
+        let _ = s.free.push(buf);
+    }
+}
+
+/// Lines dropped because a queue was full, since the start.
+pub fn dropped() -> u64 {
+    shared().dropped.load(Ordering::Relaxed)
+}
+
+/// Sets the server log's format.
+pub fn set_server_format(format: ServerFormat) {
+    shared()
+        .server_format
+        .store(u8::from(format == ServerFormat::Json), Ordering::Relaxed);
+}
+
+/// Writes a server log line to stderr, in the server format. `message` may span lines
+/// (a rendered diagnostic): the text format writes it as it is, JSON escapes it into one.
+pub fn server(level: Level, message: &str) {
+    let s = shared();
+    let mut buf = buffer();
+    if s.server_format.load(Ordering::Relaxed) == 1 {
+        buf.extend_from_slice(b"{\"ts\":\"");
+        crate::time::rfc3339(&mut buf, SystemTime::now());
+        buf.extend_from_slice(b"\",\"level\":\"");
+        buf.extend_from_slice(level.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"msg\":");
+        crate::escape::json_str(&mut buf, message.trim_end().as_bytes());
+        buf.extend_from_slice(b"}\n");
+    } else if message.contains('\n') {
+        // A rendered diagnostic: its own layout.
+        buf.extend_from_slice(message.as_bytes());
+        if !message.ends_with('\n') {
+            buf.push(b'\n');
+        }
+    } else {
+        buf.extend_from_slice(b"anygate: ");
+        buf.extend_from_slice(message.as_bytes());
+        buf.push(b'\n');
+    }
+    push(s, &s.server, Line { dest: Dest(0), buf });
+}
+
+/// Closes the log files: the next line for each opens its path again.
+pub fn reopen() {
+    let s = shared();
+    let _ = s.control.push(Control::Reopen);
+    wake(s);
+}
+
+/// Waits (at most `timeout`) until every line queued before this call is written.
+/// `false` when the writer did not get there in time.
+pub fn flush(timeout: Duration) -> bool {
+    // Nothing was ever logged: there is no writer to wait for.
+    let Some(s) = SHARED.get() else {
+        return true;
+    };
+    let (tx, rx) = mpsc::channel();
+    if s.control.push(Control::Flush(tx)).is_err() {
+        return false;
+    }
+    s.idle.store(false, Ordering::Release);
+    wake(s);
+    rx.recv_timeout(timeout).is_ok()
+}
+
+#[derive(Default)]
+struct Writer {
+    files: HashMap<PathBuf, File>,
+    /// Per target, the bytes of this batch.
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    file_bytes: HashMap<PathBuf, Vec<u8>>,
+    /// One complaint per failing path until it works again.
+    failing: HashSet<PathBuf>,
+}
+
+impl Writer {
+    fn run(mut self, s: &'static Shared) {
+        let mut flushes = Vec::new();
+        loop {
+            while let Some(c) = s.control.pop() {
+                match c {
+                    Control::Reopen => {
+                        self.files.clear();
+                        self.failing.clear();
+                    }
+                    Control::Flush(ack) => flushes.push(ack),
+                }
+            }
+            let dests = s.dests.load();
+            let mut n = 0;
+            while let Some(line) = s.server.pop().or_else(|| s.access.pop()) {
+                self.add(&dests, &line);
+                recycle(s, line.buf);
+                n += 1;
+                if n % 1024 == 0 {
+                    self.write_out();
+                }
+            }
+            self.write_out();
+            for ack in flushes.drain(..) {
+                let _ = ack.send(());
+            }
+            if n > 0 {
+                // Lines are coming: let the next batch gather.
+                std::thread::park_timeout(Duration::from_millis(1));
+                continue;
+            }
+            s.idle.store(true, Ordering::Release);
+            if s.server.is_empty() && s.access.is_empty() && s.control.is_empty() {
+                std::thread::park_timeout(Duration::from_secs(1));
+            }
+            s.idle.store(false, Ordering::Release);
+        }
+    }
+
+    fn add(&mut self, dests: &[Vec<Target>], line: &Line) {
+        let Some(targets) = dests.get(line.dest.0 as usize) else {
+            return;
+        };
+        for t in targets {
+            match t {
+                Target::Stdout => self.stdout.extend_from_slice(&line.buf),
+                Target::Stderr => self.stderr.extend_from_slice(&line.buf),
+                Target::File(p) => self
+                    .file_bytes
+                    .entry(p.clone())
+                    .or_default()
+                    .extend_from_slice(&line.buf),
+            }
+        }
+    }
+
+    fn write_out(&mut self) {
+        if !self.stdout.is_empty() {
+            let _ = io::stdout().lock().write_all(&self.stdout);
+            let _ = io::stdout().lock().flush();
+            self.stdout.clear();
+        }
+        if !self.stderr.is_empty() {
+            let _ = io::stderr().lock().write_all(&self.stderr);
+            self.stderr.clear();
+        }
+        for (path, bytes) in &mut self.file_bytes {
+            if bytes.is_empty() {
+                continue;
+            }
+            let file = match self.files.get_mut(path) {
+                Some(f) => Some(f),
+                None => match OpenOptions::new().create(true).append(true).open(path) {
+                    Ok(f) => {
+                        self.failing.remove(path);
+                        Some(self.files.entry(path.clone()).or_insert(f))
+                    }
+                    Err(e) => {
+                        if self.failing.insert(path.clone()) {
+                            let _ = writeln!(
+                                io::stderr().lock(),
+                                "anygate: cannot open the log file {}: {e}; its lines are dropped",
+                                path.display()
+                            );
+                        }
+                        None
+                    }
+                },
+            };
+            if let Some(f) = file
+                && let Err(e) = f.write_all(bytes)
+                && self.failing.insert(path.clone())
+            {
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "anygate: cannot write the log file {}: {e}",
+                    path.display()
+                );
+            }
+            bytes.clear();
+        }
+    }
+}
+
+/// A handle for tests and the admin listener: the queues' fill.
+pub fn queued() -> usize {
+    let s = shared();
+    s.access.len() + s.server.len()
+}

@@ -1,0 +1,842 @@
+//! Metrics: recorded per thread without a lock, summed when scraped, written in the
+//! Prometheus text format (0.0.4) or OpenMetrics 1.0.
+//!
+//! # Design
+//!
+//! Every thread that records (a worker) owns a [`Shard`]: it alone writes it, with a
+//! relaxed load and a relaxed store per counter (no read-modify-write, no lock prefix),
+//! and the shard is its own 128-byte-aligned allocation, so no two writers share a cache
+//! line. A scrape reads every shard ever created and sums; counters only grow, so a sum
+//! read while workers write is a valid moment's value, never a torn one (each counter is
+//! one atomic word).
+//!
+//! Per-route and per-upstream counters live in arrays indexed by a *slot*: the
+//! configuration interns each rule label (with its action) and each upstream name once
+//! when it is loaded ([`route_slots`], [`upstream_slots`]), and a reload that keeps a label
+//! keeps its slot, so its counters go on counting. A shard's array grows when its thread
+//! first records a slot beyond it: the owner copies its values into a larger array and
+//! publishes it (`ArcSwap`); scrapers read whichever array they see, and both hold the
+//! same values, since only the owner writes.
+//!
+//! Labels are from bounded sets only: rule labels and upstream names of the configurations
+//! loaded, eight method classes, five status classes, the error catalog's codes. Never a
+//! path, an id or an address.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+/// The method classes (`method` label).
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+
+/// The class of `method` (an index into [`METHODS`]).
+pub fn method_class(method: &[u8]) -> usize {
+    METHODS[..7]
+        .iter()
+        .position(|m| m.as_bytes() == method)
+        .unwrap_or(7)
+}
+
+/// The status classes (`status_class` label).
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// The request-duration histogram's upper bounds, seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BUCKET_NS: [u64; 14] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// The results of an upstream request (`result` label of
+/// `anygate_upstream_requests_total`).
+pub const UPSTREAM_RESULTS: [&str; 12] = [
+    "ok",
+    "refused",
+    "reset",
+    "invalid_response",
+    "unresolved",
+    "busy",
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "total_timeout",
+    "tls",
+    "client_closed",
+];
+
+/// Error codes a shard counts (the catalog has fewer).
+pub const MAX_ERRORS: usize = 64;
+
+/// Data-path events counted without labels beyond their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// A TLS handshake completed.
+    TlsHandshake,
+    /// … and resumed a session.
+    TlsResumed,
+    /// A TLS handshake failed.
+    TlsFailed,
+}
+
+const COUNTERS: usize = 3;
+
+#[derive(Default)]
+struct RouteCells {
+    requests: [[AtomicU64; 5]; 8],
+    buckets: [AtomicU64; 15],
+    sum_ns: AtomicU64,
+    rx: AtomicU64,
+    tx: AtomicU64,
+}
+
+#[derive(Default)]
+struct UpstreamCells {
+    results: [AtomicU64; UPSTREAM_RESULTS.len()],
+}
+
+/// One recording thread's counters.
+#[repr(align(128))]
+struct Shard {
+    routes: ArcSwap<Vec<RouteCells>>,
+    upstreams: ArcSwap<Vec<UpstreamCells>>,
+    errors: [AtomicU64; MAX_ERRORS],
+    counters: [AtomicU64; COUNTERS],
+}
+
+/// The owner's side of its shard.
+struct Local {
+    shard: Arc<Shard>,
+    routes: Arc<Vec<RouteCells>>,
+    upstreams: Arc<Vec<UpstreamCells>>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+struct Registry {
+    shards: ArcSwap<Vec<Arc<Shard>>>,
+    routes: ArcSwap<Vec<(Box<str>, &'static str)>>,
+    upstreams: ArcSwap<Vec<Box<str>>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Registry {
+        shards: ArcSwap::from_pointee(Vec::new()),
+        routes: ArcSwap::from_pointee(Vec::new()),
+        upstreams: ArcSwap::from_pointee(Vec::new()),
+        reloads_ok: AtomicU64::new(0),
+        reloads_failed: AtomicU64::new(0),
+    })
+}
+
+/// Adds `v` to a counter this thread alone writes.
+#[inline]
+fn bump(c: &AtomicU64, v: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+}
+
+fn intern<K: Clone + Eq + std::hash::Hash>(list: &ArcSwap<Vec<K>>, keys: &[K]) -> Vec<u32> {
+    let mut slots = Vec::new();
+    list.rcu(|old| {
+        let mut list = Vec::clone(old);
+        let mut index: HashMap<K, u32> = list
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as u32))
+            .collect();
+        slots = keys
+            .iter()
+            .map(|k| {
+                *index.entry(k.clone()).or_insert_with(|| {
+                    list.push(k.clone());
+                    (list.len() - 1) as u32
+                })
+            })
+            .collect();
+        list
+    });
+    slots
+}
+
+/// The slots of rules (label, action kind), interned: the same pair always has the same
+/// slot.
+pub fn route_slots(keys: &[(Box<str>, &'static str)]) -> Vec<u32> {
+    intern(&registry().routes, keys)
+}
+
+/// The slots of upstream names, interned.
+pub fn upstream_slots(names: &[Box<str>]) -> Vec<u32> {
+    intern(&registry().upstreams, names)
+}
+
+/// The slot requests no rule answered are counted under (`route="unmatched"`).
+pub fn unmatched_slot() -> u32 {
+    route_slots(&[("unmatched".into(), "none")])[0]
+}
+
+fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
+    LOCAL.with(|cell| {
+        let mut local = cell.borrow_mut();
+        let local = local.get_or_insert_with(|| {
+            let shard = Arc::new(Shard {
+                routes: ArcSwap::from_pointee(Vec::new()),
+                upstreams: ArcSwap::from_pointee(Vec::new()),
+                errors: std::array::from_fn(|_| AtomicU64::new(0)),
+                counters: std::array::from_fn(|_| AtomicU64::new(0)),
+            });
+            registry().shards.rcu(|list| {
+                let mut list = Vec::clone(list);
+                list.push(shard.clone());
+                list
+            });
+            Local {
+                routes: shard.routes.load_full(),
+                upstreams: shard.upstreams.load_full(),
+                shard,
+            }
+        });
+        f(local)
+    })
+}
+
+/// The cells at `slot` of the owner's array `mine`, grown (and published to `shared`)
+/// when it is too short.
+fn grown<'a, T: Default>(
+    mine: &'a mut Arc<Vec<T>>,
+    shared: &ArcSwap<Vec<T>>,
+    slot: usize,
+    copy: fn(&T, &T),
+) -> &'a T {
+    if slot >= mine.len() {
+        let len = (slot + 1).next_power_of_two().max(8);
+        let bigger: Vec<T> = (0..len).map(|_| T::default()).collect();
+        for (old, new) in mine.iter().zip(&bigger) {
+            copy(old, new);
+        }
+        let bigger = Arc::new(bigger);
+        shared.store(bigger.clone());
+        *mine = bigger;
+    }
+    &mine[slot]
+}
+
+fn copy_all<const N: usize>(from: &[AtomicU64; N], to: &[AtomicU64; N]) {
+    for (a, b) in from.iter().zip(to) {
+        b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+fn copy_route(from: &RouteCells, to: &RouteCells) {
+    for (a, b) in from.requests.iter().zip(&to.requests) {
+        copy_all(a, b);
+    }
+    copy_all(&from.buckets, &to.buckets);
+    for (a, b) in [
+        (&from.sum_ns, &to.sum_ns),
+        (&from.rx, &to.rx),
+        (&from.tx, &to.tx),
+    ] {
+        b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+fn copy_upstream(from: &UpstreamCells, to: &UpstreamCells) {
+    copy_all(&from.results, &to.results);
+}
+
+/// One finished request, as metrics see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// The rule's slot ([`route_slots`]), or [`unmatched_slot`].
+    pub route: u32,
+    /// [`method_class`].
+    pub method: usize,
+    /// The status sent.
+    pub status: u16,
+    /// From routing to the end of the response.
+    pub elapsed: Duration,
+    /// Request bytes read.
+    pub rx: u64,
+    /// Response bytes written.
+    pub tx: u64,
+    /// The upstream's slot and the result's index in [`UPSTREAM_RESULTS`], for a proxied
+    /// request.
+    pub upstream: Option<(u32, usize)>,
+    /// The gateway error's index (below [`MAX_ERRORS`]), when it answered with one.
+    pub error: Option<usize>,
+}
+
+/// Records a finished request into this thread's shard.
+pub fn record(s: &Sample) {
+    with_local(|l| {
+        let cells = grown(&mut l.routes, &l.shard.routes, s.route as usize, copy_route);
+        bump(&cells.requests[s.method.min(7)][status_class(s.status)], 1);
+        let ns = u64::try_from(s.elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NS.iter().position(|&b| ns <= b).unwrap_or(14);
+        bump(&cells.buckets[bucket], 1);
+        bump(&cells.sum_ns, ns);
+        bump(&cells.rx, s.rx);
+        bump(&cells.tx, s.tx);
+        if let Some((slot, result)) = s.upstream {
+            let up = grown(
+                &mut l.upstreams,
+                &l.shard.upstreams,
+                slot as usize,
+                copy_upstream,
+            );
+            bump(&up.results[result.min(UPSTREAM_RESULTS.len() - 1)], 1);
+        }
+        if let Some(e) = s.error
+            && let Some(c) = l.shard.errors.get(e)
+        {
+            bump(c, 1);
+        }
+    });
+}
+
+/// Counts one data-path event on this thread's shard.
+pub fn count(c: Counter) {
+    with_local(|l| bump(&l.shard.counters[c as usize], 1));
+}
+
+/// Counts a configuration reload (from any thread: not the data path).
+pub fn reload(ok: bool) {
+    let r = registry();
+    let c = if ok { &r.reloads_ok } else { &r.reloads_failed };
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One error code of the catalog, for the exposition.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorName {
+    /// `AG-RTE-4040`.
+    pub code: &'static str,
+    /// Its status.
+    pub status: u16,
+    /// For a filter's refusal: the filter kind and the reason (`rate_limit`, `limited`).
+    pub denial: Option<(&'static str, &'static str)>,
+}
+
+/// What the process knows at scrape time, beside the shards.
+#[derive(Clone, Copy, Debug)]
+pub struct Process<'a> {
+    /// The version (`anygate_build_info`).
+    pub version: &'a str,
+    /// Open client connections.
+    pub open_connections: u64,
+    /// Connections refused over a limit, since the start.
+    pub refused_connections: u64,
+    /// The error catalog, by index.
+    pub errors: &'a [ErrorName],
+    /// Whether the server is ready (`anygate_ready`).
+    pub ready: bool,
+}
+
+/// One rule's sums: requests by method and status class, duration buckets, duration
+/// sum (ns), bytes in, bytes out.
+type RouteSums = ([[u64; 5]; 8], [u64; 15], u64, u64, u64);
+
+/// Summed values of every shard.
+struct Totals {
+    routes: Vec<RouteSums>,
+    upstreams: Vec<[u64; UPSTREAM_RESULTS.len()]>,
+    errors: [u64; MAX_ERRORS],
+    counters: [u64; COUNTERS],
+}
+
+fn totals() -> Totals {
+    let r = registry();
+    let mut t = Totals {
+        routes: vec![Default::default(); r.routes.load().len()],
+        upstreams: vec![Default::default(); r.upstreams.load().len()],
+        errors: [0; MAX_ERRORS],
+        counters: [0; COUNTERS],
+    };
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    for shard in r.shards.load().iter() {
+        for (cells, sum) in shard.routes.load().iter().zip(t.routes.iter_mut()) {
+            for (m, row) in cells.requests.iter().enumerate() {
+                for (s, c) in row.iter().enumerate() {
+                    sum.0[m][s] += get(c);
+                }
+            }
+            for (b, c) in cells.buckets.iter().enumerate() {
+                sum.1[b] += get(c);
+            }
+            sum.2 += get(&cells.sum_ns);
+            sum.3 += get(&cells.rx);
+            sum.4 += get(&cells.tx);
+        }
+        for (cells, sum) in shard.upstreams.load().iter().zip(t.upstreams.iter_mut()) {
+            for (i, c) in cells.results.iter().enumerate() {
+                sum[i] += get(c);
+            }
+        }
+        for (i, c) in shard.errors.iter().enumerate() {
+            t.errors[i] += get(c);
+        }
+        for (i, c) in shard.counters.iter().enumerate() {
+            t.counters[i] += get(c);
+        }
+    }
+    t
+}
+
+/// The exposition's content type: OpenMetrics when `accept` asks for it.
+pub fn content_type(openmetrics: bool) -> &'static str {
+    if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    }
+}
+
+/// Whether an `Accept` value asks for OpenMetrics.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept.contains("application/openmetrics-text")
+}
+
+/// Writes a label value, escaped (`\`, `"`, newline).
+fn label(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+struct Writer<'a> {
+    out: &'a mut String,
+    om: bool,
+}
+
+impl Writer<'_> {
+    /// `# HELP` and `# TYPE` of a family. `name` is the sample name; OpenMetrics names a
+    /// counter family without its `_total`.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let family = match (self.om, kind) {
+            (true, "counter") => name.strip_suffix("_total").unwrap_or(name),
+            (true, "info") => name.strip_suffix("_info").unwrap_or(name),
+            _ => name,
+        };
+        let kind = if !self.om && kind == "info" {
+            "gauge"
+        } else {
+            kind
+        };
+        let _ = writeln!(self.out, "# HELP {family} {help}");
+        let _ = writeln!(self.out, "# TYPE {family} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                label(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Writes every metric. `openmetrics` picks OpenMetrics 1.0 (ends with `# EOF`) over
+/// the Prometheus text format 0.0.4.
+pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
+    let r = registry();
+    let t = totals();
+    let routes = r.routes.load();
+    let upstreams = r.upstreams.load();
+    let mut w = Writer {
+        out,
+        om: openmetrics,
+    };
+
+    w.family(
+        "anygate_http_requests_total",
+        "counter",
+        "Requests answered, by rule, action, method class and status class.",
+    );
+    for ((route, action), sums) in routes.iter().zip(&t.routes) {
+        for (m, row) in sums.0.iter().enumerate() {
+            for (s, &n) in row.iter().enumerate() {
+                if n > 0 {
+                    w.sample(
+                        "anygate_http_requests_total",
+                        &[
+                            ("route", route),
+                            ("action", action),
+                            ("method", METHODS[m]),
+                            ("status_class", STATUS_CLASSES[s]),
+                        ],
+                        n,
+                    );
+                }
+            }
+        }
+    }
+
+    w.family(
+        "anygate_http_request_duration_seconds",
+        "histogram",
+        "Time from routing to the end of the response, by rule.",
+    );
+    for ((route, action), sums) in routes.iter().zip(&t.routes) {
+        let count: u64 = sums.1.iter().sum();
+        if count == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (i, &n) in sums.1.iter().enumerate() {
+            cumulative += n;
+            let le = match BUCKETS.get(i) {
+                Some(b) => format!("{b}"),
+                None => "+Inf".to_owned(),
+            };
+            w.sample(
+                "anygate_http_request_duration_seconds_bucket",
+                &[("route", route), ("action", action), ("le", &le)],
+                cumulative,
+            );
+        }
+        let labels = [("route", &**route), ("action", *action)];
+        w.sample(
+            "anygate_http_request_duration_seconds_sum",
+            &labels,
+            sums.2 as f64 / 1e9,
+        );
+        w.sample(
+            "anygate_http_request_duration_seconds_count",
+            &labels,
+            count,
+        );
+    }
+
+    for (name, help, pick) in [
+        (
+            "anygate_http_request_bytes_total",
+            "Request bytes read (head and body), by rule.",
+            3,
+        ),
+        (
+            "anygate_http_response_bytes_total",
+            "Response bytes written (head and body), by rule.",
+            4,
+        ),
+    ] {
+        w.family(name, "counter", help);
+        for ((route, action), sums) in routes.iter().zip(&t.routes) {
+            let v = if pick == 3 { sums.3 } else { sums.4 };
+            if sums.1.iter().any(|&n| n > 0) {
+                w.sample(name, &[("route", route), ("action", action)], v);
+            }
+        }
+    }
+
+    w.family(
+        "anygate_upstream_requests_total",
+        "counter",
+        "Proxied requests, by upstream and result.",
+    );
+    for (name, sums) in upstreams.iter().zip(&t.upstreams) {
+        for (i, &n) in sums.iter().enumerate() {
+            if n > 0 {
+                w.sample(
+                    "anygate_upstream_requests_total",
+                    &[("upstream", name), ("result", UPSTREAM_RESULTS[i])],
+                    n,
+                );
+            }
+        }
+    }
+
+    w.family(
+        "anygate_gateway_errors_total",
+        "counter",
+        "Error responses the gateway produced, by code.",
+    );
+    for (i, e) in p.errors.iter().enumerate() {
+        if let Some(&n) = t.errors.get(i)
+            && n > 0
+        {
+            let status = e.status.to_string();
+            w.sample(
+                "anygate_gateway_errors_total",
+                &[("code", e.code), ("status", &status)],
+                n,
+            );
+        }
+    }
+    w.family(
+        "anygate_filter_denials_total",
+        "counter",
+        "Requests a filter refused, by filter and reason.",
+    );
+    for (i, e) in p.errors.iter().enumerate() {
+        if let (Some((filter, reason)), Some(&n)) = (e.denial, t.errors.get(i))
+            && n > 0
+        {
+            w.sample(
+                "anygate_filter_denials_total",
+                &[("filter", filter), ("reason", reason)],
+                n,
+            );
+        }
+    }
+
+    w.family(
+        "anygate_tls_handshakes_total",
+        "counter",
+        "TLS handshakes, by result.",
+    );
+    let tls = &t.counters;
+    for (result, n) in [
+        ("ok", tls[Counter::TlsHandshake as usize]),
+        ("failed", tls[Counter::TlsFailed as usize]),
+    ] {
+        w.sample("anygate_tls_handshakes_total", &[("result", result)], n);
+    }
+    w.family(
+        "anygate_tls_resumptions_total",
+        "counter",
+        "TLS handshakes that resumed a session.",
+    );
+    w.sample(
+        "anygate_tls_resumptions_total",
+        &[],
+        tls[Counter::TlsResumed as usize],
+    );
+
+    w.family(
+        "anygate_open_connections",
+        "gauge",
+        "Client connections open now.",
+    );
+    w.sample("anygate_open_connections", &[], p.open_connections);
+    w.family(
+        "anygate_refused_connections_total",
+        "counter",
+        "Client connections refused over max_connections or max_connections_per_ip.",
+    );
+    w.sample(
+        "anygate_refused_connections_total",
+        &[],
+        p.refused_connections,
+    );
+
+    w.family(
+        "anygate_config_reloads_total",
+        "counter",
+        "Configuration reloads, by result.",
+    );
+    for (result, c) in [("success", &r.reloads_ok), ("failure", &r.reloads_failed)] {
+        w.sample(
+            "anygate_config_reloads_total",
+            &[("result", result)],
+            c.load(Ordering::Relaxed),
+        );
+    }
+
+    w.family(
+        "anygate_log_dropped_lines_total",
+        "counter",
+        "Log lines dropped because the log writer could not keep up.",
+    );
+    w.sample(
+        "anygate_log_dropped_lines_total",
+        &[],
+        crate::log::dropped(),
+    );
+
+    w.family(
+        "anygate_ready",
+        "gauge",
+        "1 when the server is ready for traffic (what /ready answers).",
+    );
+    w.sample("anygate_ready", &[], u8::from(p.ready));
+
+    w.family("anygate_build_info", "info", "The running build.");
+    w.sample("anygate_build_info", &[("version", p.version)], 1);
+    if openmetrics {
+        w.out.push_str("# EOF\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(method_class(b"GET"), 0);
+        assert_eq!(method_class(b"OPTIONS"), 6);
+        assert_eq!(method_class(b"PROPFIND"), 7);
+        assert_eq!(status_class(101), 0);
+        assert_eq!(status_class(204), 1);
+        assert_eq!(status_class(499), 3);
+        assert_eq!(status_class(599), 4);
+        assert_eq!(status_class(0), 0);
+        assert_eq!(status_class(999), 4);
+    }
+
+    #[test]
+    fn interning_keeps_slots_across_loads() {
+        let a = route_slots(&[("GET /t-a".into(), "fixed"), ("GET /t-b".into(), "echo")]);
+        let b = route_slots(&[("GET /t-b".into(), "echo"), ("GET /t-c".into(), "fixed")]);
+        assert_eq!(a[1], b[0]);
+        assert_ne!(b[1], a[0]);
+        assert_ne!(b[1], a[1]);
+        // The same label with another action is another series.
+        let c = route_slots(&[("GET /t-a".into(), "proxy")]);
+        assert_ne!(c[0], a[0]);
+    }
+
+    #[test]
+    fn shards_of_several_threads_sum_and_grow() {
+        let slots = route_slots(&[("GET /t-sum".into(), "fixed")]);
+        let far = route_slots(
+            &(0..100)
+                .map(|i| (format!("GET /t-far/{i}").into(), "fixed"))
+                .collect::<Vec<_>>(),
+        );
+        let sample = |route, status| Sample {
+            route,
+            method: 0,
+            status,
+            elapsed: Duration::from_micros(700),
+            rx: 10,
+            tx: 20,
+            upstream: None,
+            error: None,
+        };
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, f) = (slots[0], far[99]);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        record(&sample(s, 200));
+                    }
+                    // Grows this thread's array after recording: the counts survive.
+                    record(&sample(f, 503));
+                    record(&sample(s, 404));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut out = String::new();
+        render(
+            &mut out,
+            false,
+            &Process {
+                version: "test",
+                open_connections: 0,
+                refused_connections: 0,
+                errors: &[],
+                ready: true,
+            },
+        );
+        let has = |line: &str| out.lines().any(|l| l == line);
+        assert!(
+            has(
+                r#"anygate_http_requests_total{route="GET /t-sum",action="fixed",method="GET",status_class="2xx"} 3000"#
+            ),
+            "{out}"
+        );
+        assert!(has(
+            r#"anygate_http_requests_total{route="GET /t-sum",action="fixed",method="GET",status_class="4xx"} 3"#
+        ));
+        assert!(has(
+            r#"anygate_http_requests_total{route="GET /t-far/99",action="fixed",method="GET",status_class="5xx"} 3"#
+        ));
+        // 700 µs falls in the 0.001 bucket.
+        assert!(has(
+            r#"anygate_http_request_duration_seconds_bucket{route="GET /t-sum",action="fixed",le="0.0005"} 0"#
+        ));
+        assert!(has(
+            r#"anygate_http_request_duration_seconds_bucket{route="GET /t-sum",action="fixed",le="0.001"} 3003"#
+        ));
+        assert!(has(
+            r#"anygate_http_request_duration_seconds_bucket{route="GET /t-sum",action="fixed",le="+Inf"} 3003"#
+        ));
+        assert!(has(
+            r#"anygate_http_request_duration_seconds_count{route="GET /t-sum",action="fixed"} 3003"#
+        ));
+        assert!(has(
+            r#"anygate_http_request_bytes_total{route="GET /t-sum",action="fixed"} 30030"#
+        ));
+        assert!(has(
+            r#"anygate_http_response_bytes_total{route="GET /t-sum",action="fixed"} 60060"#
+        ));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_openmetrics_ends_with_eof() {
+        let slot = route_slots(&[("GET /t-\"q\"\\n".into(), "fixed")])[0];
+        record(&Sample {
+            route: slot,
+            method: 7,
+            status: 200,
+            elapsed: Duration::ZERO,
+            rx: 0,
+            tx: 0,
+            upstream: None,
+            error: None,
+        });
+        let mut out = String::new();
+        let p = Process {
+            version: "v",
+            open_connections: 1,
+            refused_connections: 0,
+            errors: &[],
+            ready: false,
+        };
+        render(&mut out, true, &p);
+        assert!(out.contains(r#"route="GET /t-\"q\"\\n""#), "{out}");
+        assert!(out.ends_with("# EOF\n"));
+        assert!(out.contains("# TYPE anygate_http_requests counter\n"));
+        assert!(out.contains("# TYPE anygate_build info\n"));
+        assert!(out.contains("anygate_build_info{version=\"v\"} 1\n"));
+    }
+}

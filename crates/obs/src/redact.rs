@@ -1,0 +1,196 @@
+//! Secret masking: what a log line must never carry.
+//!
+//! A name is secret when, compared without case, it is one of [`EXACT`] or contains one of
+//! [`CONTAINS`]: `authorization`, `cookie`, `set-cookie`, `x-api-key`, `access_token`,
+//! `password`, `client_secret`, `session_id`, `X-Auth-Token`, … Its value is written as
+//! `***`. Masking a harmless value costs a little debugging; missing a secret costs a
+//! leak, so the words are broad.
+
+/// Names that are secret as a whole.
+pub const EXACT: &[&str] = &["key", "sig", "pwd", "sid", "jwt", "code", "otp", "pin"];
+
+/// Words that make any name containing them secret.
+pub const CONTAINS: &[&str] = &[
+    "auth",
+    "cookie",
+    "token",
+    "passw",
+    "secret",
+    "session",
+    "api-key",
+    "api_key",
+    "apikey",
+    "signature",
+    "credential",
+    "private",
+];
+
+/// What a masked value is written as.
+pub const MASK: &[u8] = b"***";
+
+/// Whether values named `name` are secret.
+pub fn is_secret(name: &[u8]) -> bool {
+    EXACT
+        .iter()
+        .any(|w| name.eq_ignore_ascii_case(w.as_bytes()))
+        || CONTAINS
+            .iter()
+            .any(|w| contains_ignore_case(name, w.as_bytes()))
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.len() >= needle.len()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Appends `query` (without its `?`) with the value of every secret parameter replaced by
+/// `***`: `user=7&access_token=abc` → `user=7&access_token=***`. A parameter's name is
+/// compared as written (percent-encoded names are rare for secrets, and `%5F` in a name
+/// is kept as it is, so `access%5Ftoken` is masked because it contains `token`).
+pub fn query(out: &mut Vec<u8>, query: &[u8]) {
+    for (i, pair) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        match pair.iter().position(|&b| b == b'=') {
+            Some(eq) if is_secret(&pair[..eq]) => {
+                out.extend_from_slice(&pair[..=eq]);
+                out.extend_from_slice(MASK);
+            }
+            _ => out.extend_from_slice(pair),
+        }
+    }
+}
+
+/// Appends a header field's value for a log: `***` when `name` is secret, with cookie
+/// names kept (`Cookie: a=1; b=2` → `a=***; b=***`, `Set-Cookie: id=1; Path=/` →
+/// `id=***; Path=/`), the value itself otherwise.
+pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if name.eq_ignore_ascii_case(b"cookie") {
+        for (i, c) in value.split(|&b| b == b';').enumerate() {
+            if i > 0 {
+                out.push(b';');
+            }
+            mask_pair(out, c);
+        }
+    } else if name.eq_ignore_ascii_case(b"set-cookie") {
+        // The first pair is the cookie; the attributes after it are not secret.
+        let (first, rest) = match value.iter().position(|&b| b == b';') {
+            Some(i) => value.split_at(i),
+            None => (value, &b""[..]),
+        };
+        mask_pair(out, first);
+        out.extend_from_slice(rest);
+    } else if is_secret(name) {
+        out.extend_from_slice(MASK);
+    } else {
+        out.extend_from_slice(value);
+    }
+}
+
+/// `name=value` → `name=***` (a bare value → `***`).
+fn mask_pair(out: &mut Vec<u8>, pair: &[u8]) {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => {
+            out.extend_from_slice(&pair[..=eq]);
+            out.extend_from_slice(MASK);
+        }
+        None if pair.trim_ascii().is_empty() => out.extend_from_slice(pair),
+        None => out.extend_from_slice(MASK),
+    }
+}
+
+/// `url` without the userinfo of its authority: `http://user:pass@host:8080/x` →
+/// `http://host:8080/x`. Anything else is returned as it is.
+pub fn strip_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else {
+        return url.into();
+    };
+    let start = scheme_end + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..start], &url[start + at + 1..]).into(),
+        None => url.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> String {
+        let mut out = Vec::new();
+        query(&mut out, s.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    fn h(name: &str, value: &str) -> String {
+        let mut out = Vec::new();
+        header(&mut out, name.as_bytes(), value.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fixture_access_token_in_a_query_is_masked() {
+        assert_eq!(q("access_token=abc"), "access_token=***");
+        assert_eq!(
+            q("user=7&access_token=abc&page=2"),
+            "user=7&access_token=***&page=2"
+        );
+        assert_eq!(
+            q("PASSWORD=x&api_key=y&sig=z&q=k"),
+            "PASSWORD=***&api_key=***&sig=***&q=k"
+        );
+        assert_eq!(q("flag&token="), "flag&token=***");
+        assert_eq!(q(""), "");
+    }
+
+    #[test]
+    fn fixture_authorization_and_cookie_values_are_masked() {
+        assert_eq!(h("Authorization", "Bearer abc.def"), "***");
+        assert_eq!(h("x-api-key", "k1"), "***");
+        assert_eq!(h("X-Auth-Token", "t"), "***");
+        assert_eq!(
+            h("Cookie", "session=abc; theme=dark"),
+            "session=***; theme=***"
+        );
+        assert_eq!(
+            h("Set-Cookie", "id=42; Path=/; HttpOnly"),
+            "id=***; Path=/; HttpOnly"
+        );
+        assert_eq!(h("User-Agent", "curl/8"), "curl/8");
+    }
+
+    #[test]
+    fn fixture_userinfo_is_stripped_from_upstream_urls() {
+        assert_eq!(strip_userinfo("http://user:pass@host"), "http://host");
+        assert_eq!(
+            strip_userinfo("https://u@api.internal:8443/v1?x=@"),
+            "https://api.internal:8443/v1?x=@"
+        );
+        assert_eq!(strip_userinfo("http://host/a@b"), "http://host/a@b");
+        assert_eq!(strip_userinfo("10.0.0.1:80"), "10.0.0.1:80");
+    }
+
+    #[test]
+    fn secret_names() {
+        for n in [
+            "cookie",
+            "Set-Cookie",
+            "x-api-key",
+            "TOKEN",
+            "client_secret",
+            "JSESSIONID",
+            "key",
+        ] {
+            assert!(is_secret(n.as_bytes()), "{n}");
+        }
+        for n in ["page", "user", "monkey", "q", "accept"] {
+            assert!(!is_secret(n.as_bytes()), "{n}");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Wall-clock timestamps for log lines: RFC 3339, UTC, nanoseconds
+//! (`2026-12-02T19:40:00.123456789Z`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Appends `t` as RFC 3339 in UTC with nine fractional digits. Times before 1970 are
+/// written as the epoch.
+pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, m, d) = civil(secs / 86_400);
+    let rem = secs % 86_400;
+    let two = |out: &mut Vec<u8>, n: u64| {
+        out.push(b'0' + (n / 10) as u8);
+        out.push(b'0' + (n % 10) as u8);
+    };
+    let year = y.min(9999);
+    two(out, year / 100);
+    two(out, year % 100);
+    out.push(b'-');
+    two(out, m);
+    out.push(b'-');
+    two(out, d);
+    out.push(b'T');
+    two(out, rem / 3600);
+    out.push(b':');
+    two(out, rem / 60 % 60);
+    out.push(b':');
+    two(out, rem % 60);
+    out.push(b'.');
+    let mut nanos = since.subsec_nanos();
+    let mut digits = [b'0'; 9];
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (nanos % 10) as u8;
+        nanos /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
+}
+
+/// Year, month, day of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64, nanos: u32) -> String {
+        let mut out = Vec::new();
+        rfc3339(&mut out, UNIX_EPOCH + Duration::new(secs, nanos));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(
+            at(1_796_240_400, 123_456_789),
+            "2026-12-02T19:40:00.123456789Z"
+        );
+        assert_eq!(
+            at(4_107_542_399, 999_999_999),
+            "2100-02-28T23:59:59.999999999Z"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn days_round_trip(days in 0u64..3_000_000) {
+            let (y, m, d) = civil(days);
+            // days_from_civil, the inverse.
+            let y2 = if m <= 2 { y - 1 } else { y };
+            let era = y2 / 400;
+            let yoe = y2 - era * 400;
+            let mp = if m > 2 { m - 3 } else { m + 9 };
+            let doy = (153 * mp + 2) / 5 + d - 1;
+            let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+            proptest::prop_assert_eq!(era * 146_097 + doe - 719_468, days);
+            proptest::prop_assert!((1..=12).contains(&m) && (1..=31).contains(&d));
+        }
+    }
+}
