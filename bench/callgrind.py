@@ -16,6 +16,12 @@ answering `OK`). Prints a Markdown table. Loopback only; every process is stoppe
 With `--filters`, one more row measures the filter chain's own cost with this binary only
 (the baseline may not know the kinds): `GET /filtered/` (the fixed route behind
 `rate_limit` + `headers` + `ip`) against this binary's `fixed`.
+
+With `--observe`, a row measures observability's own cost with this binary: `GET /fixed`
+bare against the same route with the access log (JSON, to a file), metrics (an `admin`
+listener) and tracing at 1 % exported over OTLP to a collector run here. Callgrind counts
+every thread's instructions (the log writer's and the exporter's included), not the
+kernel's (the file writes).
 """
 import argparse
 import os
@@ -25,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -96,6 +103,10 @@ def main():
     ap.add_argument("--n2", type=int, default=12000)
     ap.add_argument("--filters", action="store_true",
                     help="also measure the fixed route behind rate_limit + headers + ip")
+    ap.add_argument("--observe", action="store_true",
+                    help="also measure the fixed route with access log + metrics + tracing at 1 %%")
+    ap.add_argument("--only-extra", action="store_true",
+                    help="skip the baseline comparison; measure only the --filters/--observe rows")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="anygate-callgrind-")
     static = os.path.join(tmp, "static")
@@ -109,8 +120,11 @@ def main():
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     scenarios = [("fixed", "/fixed", False), ("fixed-pipelined", "/fixed", True),
                  ("static-1k", "/static/1k.bin", False), ("proxy", "/proxy", False)]
+    if args.only_extra:
+        scenarios = []
     rows = []
     filter_row = None
+    observe_row = None
     try:
         wait_ready(backend_port, backend, limit=60.0)
         for name, path, pipelined in scenarios:
@@ -135,19 +149,79 @@ def main():
                 per.append((i2 - i1) / (args.n2 - args.n1))
                 print(f"{path} this: {per[-1]:,.0f} instructions/request", file=sys.stderr)
             filter_row = per
+        if args.observe:
+            collector = Collector()
+            per = []
+            for extra in ["", OBSERVE.format(tmp=tmp, admin=free_port(), otlp=collector.port)]:
+                port = free_port()
+                cfg = os.path.join(tmp, f"observe-{len(per)}.yml")
+                open(cfg, "w").write(config(port, static, backend_port) + extra)
+                i1 = instructions(args.binary, cfg, port, "/fixed", args.n1, False, tmp)
+                i2 = instructions(args.binary, cfg, port, "/fixed", args.n2, False, tmp)
+                per.append((i2 - i1) / (args.n2 - args.n1))
+                print(f"/fixed observed={bool(extra)}: {per[-1]:,.0f} instructions/request", file=sys.stderr)
+            observe_row = (per, collector.posts)
     finally:
         backend.send_signal(signal.SIGTERM)
         backend.wait(30)
-    print(f"| scenario | baseline (instructions/request) | this change | ratio |")
-    print("|---|---|---|---|")
-    for name, b, t in rows:
-        print(f"| {name} | {b:,.0f} | {t:,.0f} | {t / b:.3f}× |")
+    if rows:
+        print(f"| scenario | baseline (instructions/request) | this change | ratio |")
+        print("|---|---|---|---|")
+        for name, b, t in rows:
+            print(f"| {name} | {b:,.0f} | {t:,.0f} | {t / b:.3f}× |")
+    if observe_row:
+        (bare, observed), posts = observe_row
+        print()
+        print("| this binary | fixed (bare) | fixed + access log (JSON, file) + metrics + tracing 1 % | ratio |")
+        print("|---|---|---|---|")
+        print(f"| instructions/request | {bare:,.0f} | {observed:,.0f} | {observed / bare:.3f}× |")
+        print(f"\n({posts} OTLP export requests received by the collector.)")
     if args.filters:
         bare, filtered = filter_row
         print()
         print("| this binary | fixed (bare) | fixed behind rate_limit + headers + ip | ratio |")
         print("|---|---|---|---|")
         print(f"| instructions/request | {bare:,.0f} | {filtered:,.0f} | {filtered / bare:.3f}× |")
+
+
+# The `--observe` row's additions: access log (JSON, to a file), metrics, tracing at 1 %.
+OBSERVE = """admin: {{ listen: "127.0.0.1:{admin}" }}
+tracing: {{ sample: 0.01, otlp: {{ endpoint: "http://127.0.0.1:{otlp}/v1/traces" }} }}
+plugins: [{{ kind: log, args: {{ format: json, to: "{tmp}/access.log" }} }}]
+"""
+
+
+class Collector:
+    """An OTLP/HTTP sink on a free loopback port: reads each POST, answers 200."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.posts = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            conn, _ = self.sock.accept()
+            with conn:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                head, _, body = buf.partition(b"\r\n\r\n")
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                need = int(m[1]) if m else 0
+                while len(body) < need:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                self.posts += 1
 
 
 # The chain of the `--filters` row (the harness's `fixed-filters` group): limits high

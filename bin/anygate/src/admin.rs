@@ -7,6 +7,7 @@
 //! | `GET /ready` | 200 when the configuration is loaded and every listener bound; 503 before, and while draining |
 //! | `GET /metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it |
 //! | `GET /routes` | the compiled rules with their actions and filter chains, as JSON |
+//! | `GET /status` | version, start time, configuration file, rules, the last reload's outcome (what `anygate diagnose` reads) |
 //! | `GET /debug/runtime` | workers, tasks, descriptors, connections, head memory, log queue |
 //! | `POST /reload` | reloads the configuration file (bearer token of `admin.token`); a refused configuration is answered 422 with its errors, and not applied |
 //!
@@ -293,12 +294,18 @@ pub fn route(req: &AdminRequest, shared: &Shared) -> Answer {
             Some(core) => json(200, &core.routes_json()),
             None => error(503, "AG-ADM-5031", "the server is still starting"),
         },
+        "/status" if get => match shared.core.get() {
+            Some(core) => json(200, &core.status_json()),
+            None => json(200, &serde_json::json!({"state": "starting"})),
+        },
         "/debug/runtime" if get => match shared.core.get() {
             Some(core) => json(200, &core.runtime_json()),
             None => error(503, "AG-ADM-5031", "the server is still starting"),
         },
         "/reload" if req.method == "POST" => reload(req, shared),
-        "/health" | "/ready" | "/metrics" | "/routes" | "/debug/runtime" => allow("GET, HEAD"),
+        "/health" | "/ready" | "/metrics" | "/routes" | "/status" | "/debug/runtime" => {
+            allow("GET, HEAD")
+        }
         "/reload" => allow("POST"),
         _ => error(404, "AG-ADM-4040", "no such admin endpoint"),
     }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod args;
 pub mod check;
 pub mod describe;
+pub mod diagnose;
 pub mod explain;
 pub mod notify;
 pub mod serve;

@@ -62,6 +62,9 @@ pub struct Core {
     /// A reload is running; `again` asks it to run once more when it is done.
     reloading: AtomicBool,
     again: AtomicBool,
+    /// When the server started, and the last reload's outcome (`/status`).
+    started: std::time::SystemTime,
+    last_reload: arc_swap::ArcSwapOption<serde_json::Value>,
 }
 
 /// What a reload of the configuration file did.
@@ -207,6 +210,7 @@ impl Server {
         registry: Registry,
     ) -> Result<Self, StartError> {
         anygate_obs::log::set_server_format(log_format(&config));
+        anygate_obs::otlp::configure(otlp_endpoint(&config));
         let workers = match config.server.workers {
             Workers::Count(n) => n,
             Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -313,6 +317,8 @@ impl Server {
             admin: shared.clone(),
             reloading: AtomicBool::new(false),
             again: AtomicBool::new(false),
+            started: std::time::SystemTime::now(),
+            last_reload: arc_swap::ArcSwapOption::empty(),
         });
         let _ = shared.core.set(core.clone());
         shared.state.store(admin::READY, Ordering::Release);
@@ -480,6 +486,32 @@ impl Core {
         serde_json::json!({"rules": rules, "unmatched_filters": chain(app.global_chain())})
     }
 
+    /// What a running instance says of itself (`/status`, read by `anygate diagnose`):
+    /// version, start time, configuration file, rule count, the last reload's outcome.
+    pub fn status_json(&self) -> serde_json::Value {
+        let since = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_unix": since(self.started),
+            "config": self.admin.path.get().map(|p| p.display().to_string()),
+            "rules": self.live.current().rules().count(),
+            "draining": self.drain.is_draining(),
+            "last_reload": self.last_reload.load_full().as_deref().cloned(),
+        })
+    }
+
+    fn note_reload(&self, result: &str, detail: serde_json::Value) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reload.store(Some(Arc::new(
+            serde_json::json!({"result": result, "at_unix": at, "detail": detail}),
+        )));
+    }
+
     /// The runtime's figures, as JSON (`/debug/runtime`).
     pub fn runtime_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -550,6 +582,7 @@ impl Core {
             _ => None,
         };
         let format = log_format(&config);
+        let otlp = otlp_endpoint(&config);
         let token = config
             .admin
             .as_ref()
@@ -563,6 +596,7 @@ impl Core {
         self.live.swap(app);
         self.admin.token.store(token);
         anygate_obs::log::set_server_format(format);
+        anygate_obs::otlp::configure(otlp);
         self.drain.reconfigured(&self.handle);
         Ok(restart)
     }
@@ -594,6 +628,10 @@ impl Core {
         match result {
             Ok((rules, restart)) => {
                 anygate_obs::metrics::reload(true);
+                self.note_reload(
+                    "success",
+                    serde_json::json!({"rules": rules, "restart_needed": restart}),
+                );
                 log(&format!("reloaded {}: {rules} rules", path.display()));
                 if !restart.is_empty() {
                     log(&format!(
@@ -605,6 +643,13 @@ impl Core {
             }
             Err(failure) => {
                 anygate_obs::metrics::reload(false);
+                self.note_reload(
+                    "failure",
+                    serde_json::json!({
+                        "errors": failure.errors().count(),
+                        "diagnostics": crate::describe::diagnostics_json(&failure),
+                    }),
+                );
                 error(&failure.to_string());
                 error(&format!(
                     "reload of {} failed ({} errors); still serving the previous configuration",
@@ -615,6 +660,17 @@ impl Core {
             }
         }
     }
+}
+
+/// Where `tracing.otlp.endpoint` sends spans, if anywhere.
+fn otlp_endpoint(config: &Config) -> Option<anygate_obs::otlp::Endpoint> {
+    let t = config.tracing.as_ref()?;
+    let e = t.otlp.as_ref()?;
+    Some(anygate_obs::otlp::Endpoint {
+        authority: e.authority.clone(),
+        path: e.path.clone(),
+        service: t.service_name.clone(),
+    })
 }
 
 fn log_format(config: &Config) -> anygate_obs::log::ServerFormat {

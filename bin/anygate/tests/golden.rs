@@ -213,13 +213,16 @@ fn readme_serve(mut cmd: Command, curls: &[&str]) {
     if tls {
         cmd.env("ANYGATE__TLS__LISTEN", "127.0.0.1:0");
     }
-    let (child, addr, tls_port) = start_serve_tls(cmd, tls);
+    let (child, addr, tls_port, admin) = start_serve_tls(cmd, tls);
     let have_curl = Command::new("sh")
         .args(["-c", "command -v curl"])
         .output()
         .is_ok_and(|o| o.status.success());
     for curl in curls.iter().filter(|_| have_curl) {
         let mut line = curl.replace("127.0.0.1:8080", &addr);
+        if let Some(admin) = &admin {
+            line = line.replace("127.0.0.1:9901", admin);
+        }
         if let Some(port) = &tls_port {
             line = line.replace("localhost:8443", &format!("localhost:{port}"));
         }
@@ -240,21 +243,36 @@ fn readme_serve(mut cmd: Command, curls: &[&str]) {
 
 /// Starts a `serve` command on a free port; returns it and its address.
 fn start_serve(cmd: Command) -> (std::process::Child, String) {
-    let (child, addr, _) = start_serve_tls(cmd, false);
+    let (child, addr, _, _) = start_serve_tls(cmd, false);
     (child, addr)
 }
 
-/// [`start_serve`], also waiting for the TLS listener's line when `tls`: returns its port.
-fn start_serve_tls(mut cmd: Command, tls: bool) -> (std::process::Child, String, Option<String>) {
+/// [`start_serve`], also waiting for the TLS listener's line when `tls`: returns its port,
+/// and the admin listener's address when the configuration has one (on a free port too).
+fn start_serve_tls(
+    mut cmd: Command,
+    tls: bool,
+) -> (std::process::Child, String, Option<String>, Option<String>) {
     use std::io::{BufRead, BufReader};
+    let mut admin = None;
     let mut child = cmd
         .env("ANYGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("ANYGATE__ADMIN__LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = stderr.next().expect("serve exited").unwrap();
+        // `server.log_format: json` writes the same messages as JSON lines.
+        let line = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) => format!("anygate: {}", v["msg"].as_str().unwrap_or_default()),
+            Err(_) => line,
+        };
+        if let Some(rest) = line.strip_prefix("anygate: admin listener on http://") {
+            admin = Some(rest.trim().to_owned());
+        }
         if let Some(rest) = line.strip_prefix("anygate: listening on http://") {
             break rest.split(' ').next().unwrap().to_owned();
         }
@@ -269,7 +287,7 @@ fn start_serve_tls(mut cmd: Command, tls: bool) -> (std::process::Child, String,
     });
     // Keep draining stderr so that the server never blocks on a full pipe.
     std::thread::spawn(move || stderr.for_each(drop));
-    (child, addr, tls_port)
+    (child, addr, tls_port, admin)
 }
 
 /// Stops a server with SIGTERM; it must exit cleanly.

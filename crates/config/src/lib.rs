@@ -58,8 +58,9 @@ use anygate_router::{BuildError, Router};
 
 pub use model::{
     ADMIN_DEFAULT, Admin, CacheControl, ClientAuth, ClientAuthMode, HostHeader, Listen, LogFormat,
-    PluginSpec, ProxySettings, Route, Server, ServerLimits, ServerTimeouts, StaticSettings, Target,
-    Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Upstream, UpstreamTls, Workers,
+    OtlpEndpoint, PluginSpec, ProxySettings, Route, Server, ServerLimits, ServerTimeouts,
+    StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing, Upstream,
+    UpstreamTls, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};
@@ -114,6 +115,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// `admin`, when the admin listener is on.
     pub admin: Option<Admin>,
+    /// `tracing`, when requests are traced.
+    pub tracing: Option<Tracing>,
 }
 
 impl Config {
@@ -253,6 +256,7 @@ pub fn load_str(
             global_plugins: model.global_plugins,
             tls: model.tls,
             admin: model.admin,
+            tracing: model.tracing,
         }),
         built => {
             if let Err(errors) = built {

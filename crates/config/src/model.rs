@@ -370,12 +370,14 @@ mod routes;
 mod server;
 mod settings;
 mod tls;
+mod tracing;
 
 pub use self::admin::{ADMIN_DEFAULT, Admin};
 pub use self::plugins::PluginSpec;
 pub use self::tls::{
     ClientAuth, ClientAuthMode, Tls, TlsCertificate, TlsHost, TlsProfile, UpstreamTls,
 };
+pub use self::tracing::{OtlpEndpoint, Tracing};
 
 /// The decoded sections, before the router is built.
 #[derive(Debug)]
@@ -389,6 +391,7 @@ pub(crate) struct Model {
     pub global_plugins: Arc<[usize]>,
     pub tls: Option<Tls>,
     pub admin: Option<Admin>,
+    pub tracing: Option<Tracing>,
 }
 
 /// Decodes the root node. Problems go to `diags`; the model is partial when there are any.
@@ -409,6 +412,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     let global_plugins = d.plugins(f.take("plugins"), &Arc::from([]), None);
     let tls = f.take_entry("tls").map(|(k, v)| d.tls(k, v));
     let admin = f.take("admin").map(|n| d.admin(n));
+    let tracing = f.take("tracing").map(|n| d.tracing(n));
     if let Some(admin) = &admin {
         let public = server
             .listen
@@ -467,7 +471,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     f.finish(
         d.diags,
         &[
-            "server", "routes", "groups", "static", "proxy", "plugins", "tls", "admin",
+            "server", "routes", "groups", "static", "proxy", "plugins", "tls", "admin", "tracing",
         ],
     );
     if d.routes.is_empty() && d.diags.is_empty() {
@@ -488,6 +492,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         global_plugins,
         tls,
         admin,
+        tracing,
     }
 }
 

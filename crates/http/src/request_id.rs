@@ -48,6 +48,17 @@ pub fn generate() -> [u8; 32] {
     out
 }
 
+/// The trace id of a valid `traceparent` value, as 32 lower-case hex digits.
+pub fn from_traceparent(value: &[u8]) -> Option<[u8; 32]> {
+    let parent = anygate_obs::trace::parse_traceparent(value)?;
+    let mut out = [0u8; 32];
+    for (i, b) in parent.trace_id.iter().enumerate() {
+        out[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
+        out[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
+    }
+    Some(out)
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -173,11 +173,27 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
     out.extend_from_slice(b",\"bytes_tx\":");
     num(out, r.bytes_tx);
     out.extend_from_slice(b",\"client_ip\":");
-    opt_display(out, r.client_ip);
+    match r.client_ip {
+        Some(ip) => {
+            out.push(b'"');
+            crate::escape::ip(out, ip);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"user_agent\":");
     opt_str(out, r.user_agent);
     out.extend_from_slice(b",\"upstream\":");
-    opt_display(out, r.upstream);
+    match r.upstream {
+        Some(SocketAddr::V4(a)) => {
+            out.push(b'"');
+            crate::escape::ip(out, IpAddr::V4(*a.ip()));
+            out.push(b':');
+            num(out, u64::from(a.port()));
+            out.push(b'"');
+        }
+        other => opt_display(out, other),
+    }
     out.extend_from_slice(b",\"attempt\":");
     num(out, u64::from(r.attempt));
     out.extend_from_slice(b",\"code\":");
@@ -216,12 +232,18 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
 
 /// The query with secrets masked, written through `escape`, in quotes.
 fn masked_query(out: &mut Vec<u8>, q: &[u8], escape: fn(&mut Vec<u8>, &[u8])) {
+    out.push(b'"');
     let start = out.len();
     redact::query(out, q);
-    // Mask first, then escape what was written (the masked copy is taken back out).
-    let masked = out.split_off(start);
-    out.push(b'"');
-    escape(out, &masked);
+    // Masked first, then escaped in place when it needs it (rarely: a query is ASCII,
+    // percent-encoded; a quote or a backslash in it is escaped).
+    if out[start..]
+        .iter()
+        .any(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+    {
+        let masked = out.split_off(start);
+        escape(out, &masked);
+    }
     out.push(b'"');
 }
 
@@ -245,9 +267,7 @@ fn human(out: &mut Vec<u8>, r: &Record<'_>) {
     crate::time::rfc3339(out, r.ts);
     out.push(b' ');
     match r.client_ip {
-        Some(ip) => {
-            let _ = write!(out, "{ip}");
-        }
+        Some(ip) => crate::escape::ip(out, ip),
         None => out.push(b'-'),
     }
     out.extend_from_slice(b" \"");

@@ -11,8 +11,19 @@ pub(crate) fn json_str(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// Whether `b` goes into a JSON string as it is (printable ASCII but `"` and `\`).
+#[inline]
+fn json_plain(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
 /// Appends `bytes` escaped for the inside of a JSON string.
 pub(crate) fn json_body(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Most values (paths, hosts, agents) are printable ASCII: one copy.
+    if bytes.iter().all(|&b| json_plain(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid().as_bytes();
         let mut from = 0;
@@ -47,6 +58,10 @@ pub(crate) fn json_body(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Appends `bytes` for the human format: printable ASCII as it is, `"` and `\` escaped,
 /// anything else as `\xHH` (nginx's escaping).
 pub(crate) fn text(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.iter().all(|&b| json_plain(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         match b {
             b'"' | b'\\' => {
@@ -63,17 +78,30 @@ pub(crate) fn text(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// "00" to "99", for writing two digits per division.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 /// Appends a decimal number.
 pub(crate) fn num(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[i] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[i..]);
 }
@@ -89,11 +117,33 @@ pub(crate) fn millis(out: &mut Vec<u8>, nanos: u64) {
     out.push(b'0' + (frac % 10) as u8);
 }
 
-/// Appends lowercase hex.
+/// Appends lowercase hex (ids: at most 16 bytes at a time through a stack buffer).
 pub(crate) fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
+    for chunk in bytes.chunks(16) {
+        let mut buf = [0u8; 32];
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 15)];
+        }
+        out.extend_from_slice(&buf[..chunk.len() * 2]);
+    }
+}
+
+/// Appends an IP address: IPv4 without the formatting machinery, IPv6 through it.
+pub(crate) fn ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                num(out, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 

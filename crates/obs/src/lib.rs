@@ -18,14 +18,17 @@
 //!   with another writer), and summed when scraped. Labels come from bounded sets only:
 //!   route labels and upstream names of the configuration (interned once per load),
 //!   method and status classes, error codes of the catalog.
+//! - [`trace`] reads and writes W3C `traceparent` and makes ids; [`otlp`] exports finished
+//!   traces in batches from a side thread (OTLP/HTTP, JSON), through a bounded queue that
+//!   drops and counts.
 //!
 //! # Invariants
 //! - Nothing here blocks a worker or takes a lock on the request path.
 //! - A secret name's value never reaches a log line.
 //!
 //! # Non-goals
-//! Spans and OTLP export (to come; [`trace`] reads W3C `traceparent` today); parsing the HTTP exchange
-//! (callers pass the fields); the admin listener (in `bin/anygate`).
+//! Parsing the HTTP exchange (callers pass the fields); building spans from a request
+//! (`anygate-pipeline`); the admin listener (`bin/anygate`); OTLP over gRPC or TLS.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,6 +38,7 @@ pub mod access;
 mod escape;
 pub mod log;
 pub mod metrics;
+pub mod otlp;
 pub mod redact;
 pub mod time;
 pub mod trace;

@@ -17,12 +17,11 @@
 //!   that the next line opens the path again (logrotate's `postrotate kill -USR1`).
 //! - [`flush`] waits until everything sent before it is written (at exit).
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{OnceLock, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime};
 
@@ -254,15 +253,32 @@ pub fn flush(timeout: Duration) -> bool {
     rx.recv_timeout(timeout).is_ok()
 }
 
+/// Where one destination's lines go, resolved against the writer's outputs.
+#[derive(Clone, Copy)]
+enum Out {
+    Stdout,
+    Stderr,
+    File(usize),
+}
+
+/// A log file: its path, its handle (opened when first written, closed by a reopen), the
+/// bytes of the batch, whether it is failing (said once).
+struct FileOut {
+    path: PathBuf,
+    file: Option<File>,
+    bytes: Vec<u8>,
+    failing: bool,
+}
+
 #[derive(Default)]
 struct Writer {
-    files: HashMap<PathBuf, File>,
-    /// Per target, the bytes of this batch.
     stdout: Vec<u8>,
     stderr: Vec<u8>,
-    file_bytes: HashMap<PathBuf, Vec<u8>>,
-    /// One complaint per failing path until it works again.
-    failing: HashSet<PathBuf>,
+    files: Vec<FileOut>,
+    /// Per destination, its outputs: resolved again only when the destination list
+    /// changes (no lookup by path per line).
+    routes: Vec<Vec<Out>>,
+    resolved: Option<Arc<Vec<Vec<Target>>>>,
 }
 
 impl Writer {
@@ -272,16 +288,26 @@ impl Writer {
             while let Some(c) = s.control.pop() {
                 match c {
                     Control::Reopen => {
-                        self.files.clear();
-                        self.failing.clear();
+                        for f in &mut self.files {
+                            f.file = None;
+                            f.failing = false;
+                        }
                     }
                     Control::Flush(ack) => flushes.push(ack),
                 }
             }
-            let dests = s.dests.load();
+            let dests = s.dests.load_full();
+            if !self
+                .resolved
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &dests))
+            {
+                self.resolve(&dests);
+                self.resolved = Some(dests);
+            }
             let mut n = 0;
             while let Some(line) = s.server.pop().or_else(|| s.access.pop()) {
-                self.add(&dests, &line);
+                self.add(&line);
                 recycle(s, line.buf);
                 n += 1;
                 if n % 1024 == 0 {
@@ -305,67 +331,92 @@ impl Writer {
         }
     }
 
-    fn add(&mut self, dests: &[Vec<Target>], line: &Line) {
-        let Some(targets) = dests.get(line.dest.0 as usize) else {
+    fn resolve(&mut self, dests: &[Vec<Target>]) {
+        let mut routes = Vec::with_capacity(dests.len());
+        for targets in dests {
+            let outs = targets
+                .iter()
+                .map(|t| match t {
+                    Target::Stdout => Out::Stdout,
+                    Target::Stderr => Out::Stderr,
+                    Target::File(p) => {
+                        let i = match self.files.iter().position(|f| f.path == *p) {
+                            Some(i) => i,
+                            None => {
+                                self.files.push(FileOut {
+                                    path: p.clone(),
+                                    file: None,
+                                    bytes: Vec::new(),
+                                    failing: false,
+                                });
+                                self.files.len() - 1
+                            }
+                        };
+                        Out::File(i)
+                    }
+                })
+                .collect();
+            routes.push(outs);
+        }
+        self.routes = routes;
+    }
+
+    fn add(&mut self, line: &Line) {
+        let Some(outs) = self.routes.get(line.dest.0 as usize) else {
             return;
         };
-        for t in targets {
-            match t {
-                Target::Stdout => self.stdout.extend_from_slice(&line.buf),
-                Target::Stderr => self.stderr.extend_from_slice(&line.buf),
-                Target::File(p) => self
-                    .file_bytes
-                    .entry(p.clone())
-                    .or_default()
-                    .extend_from_slice(&line.buf),
+        for &o in outs {
+            match o {
+                Out::Stdout => self.stdout.extend_from_slice(&line.buf),
+                Out::Stderr => self.stderr.extend_from_slice(&line.buf),
+                Out::File(i) => self.files[i].bytes.extend_from_slice(&line.buf),
             }
         }
     }
 
     fn write_out(&mut self) {
         if !self.stdout.is_empty() {
-            let _ = io::stdout().lock().write_all(&self.stdout);
-            let _ = io::stdout().lock().flush();
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&self.stdout);
+            let _ = out.flush();
             self.stdout.clear();
         }
         if !self.stderr.is_empty() {
             let _ = io::stderr().lock().write_all(&self.stderr);
             self.stderr.clear();
         }
-        for (path, bytes) in &mut self.file_bytes {
-            if bytes.is_empty() {
+        for f in &mut self.files {
+            if f.bytes.is_empty() {
                 continue;
             }
-            let file = match self.files.get_mut(path) {
-                Some(f) => Some(f),
-                None => match OpenOptions::new().create(true).append(true).open(path) {
-                    Ok(f) => {
-                        self.failing.remove(path);
-                        Some(self.files.entry(path.clone()).or_insert(f))
+            if f.file.is_none() {
+                match OpenOptions::new().create(true).append(true).open(&f.path) {
+                    Ok(file) => {
+                        f.file = Some(file);
+                        f.failing = false;
                     }
                     Err(e) => {
-                        if self.failing.insert(path.clone()) {
+                        if !std::mem::replace(&mut f.failing, true) {
                             let _ = writeln!(
                                 io::stderr().lock(),
                                 "anygate: cannot open the log file {}: {e}; its lines are dropped",
-                                path.display()
+                                f.path.display()
                             );
                         }
-                        None
                     }
-                },
-            };
-            if let Some(f) = file
-                && let Err(e) = f.write_all(bytes)
-                && self.failing.insert(path.clone())
+                }
+            }
+            if let Some(file) = &mut f.file
+                && let Err(e) = file.write_all(&f.bytes)
+                && !std::mem::replace(&mut f.failing, true)
             {
                 let _ = writeln!(
                     io::stderr().lock(),
                     "anygate: cannot write the log file {}: {e}",
-                    path.display()
+                    f.path.display()
                 );
             }
-            bytes.clear();
+            f.bytes.clear();
         }
     }
 }

@@ -199,6 +199,11 @@ pub fn upstream_slots(names: &[Box<str>]) -> Vec<u32> {
     intern(&registry().upstreams, names)
 }
 
+/// The rule label and action kind of a route slot.
+pub fn route_key(slot: u32) -> Option<(Box<str>, &'static str)> {
+    registry().routes.load().get(slot as usize).cloned()
+}
+
 /// The slot requests no rule answered are counted under (`route="unmatched"`).
 pub fn unmatched_slot() -> u32 {
     route_slots(&[("unmatched".into(), "none")])[0]
@@ -687,6 +692,28 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         &[],
         crate::log::dropped(),
     );
+
+    let (spans, dropped, failures) = crate::otlp::stats();
+    for (name, help, v) in [
+        (
+            "anygate_trace_spans_exported_total",
+            "Spans the OTLP exporter delivered.",
+            spans,
+        ),
+        (
+            "anygate_trace_dropped_total",
+            "Traces dropped: the export queue was full or an export request failed.",
+            dropped,
+        ),
+        (
+            "anygate_trace_export_failures_total",
+            "OTLP export requests that failed.",
+            failures,
+        ),
+    ] {
+        w.family(name, "counter", help);
+        w.sample(name, &[], v);
+    }
 
     w.family(
         "anygate_ready",

@@ -7,35 +7,42 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// written as the epoch.
 pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    // The date and time of day change once a second: kept per thread.
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, [u8; 30])> = const { std::cell::Cell::new((u64::MAX, [0; 30])) };
+    }
     let secs = since.as_secs();
-    let (y, m, d) = civil(secs / 86_400);
-    let rem = secs % 86_400;
-    let two = |out: &mut Vec<u8>, n: u64| {
-        out.push(b'0' + (n / 10) as u8);
-        out.push(b'0' + (n % 10) as u8);
-    };
-    let year = y.min(9999);
-    two(out, year / 100);
-    two(out, year % 100);
-    out.push(b'-');
-    two(out, m);
-    out.push(b'-');
-    two(out, d);
-    out.push(b'T');
-    two(out, rem / 3600);
-    out.push(b':');
-    two(out, rem / 60 % 60);
-    out.push(b':');
-    two(out, rem % 60);
-    out.push(b'.');
+    let (cached, mut buf) = LAST.get();
+    if cached != secs {
+        buf = date_time(secs);
+        LAST.set((secs, buf));
+    }
     let mut nanos = since.subsec_nanos();
-    let mut digits = [b'0'; 9];
-    for slot in digits.iter_mut().rev() {
+    for slot in buf[20..29].iter_mut().rev() {
         *slot = b'0' + (nanos % 10) as u8;
         nanos /= 10;
     }
-    out.extend_from_slice(&digits);
-    out.push(b'Z');
+    out.extend_from_slice(&buf);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000000000Z` of `secs` since the epoch.
+fn date_time(secs: u64) -> [u8; 30] {
+    let (y, m, d) = civil(secs / 86_400);
+    let rem = secs % 86_400;
+    let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+    let two = |buf: &mut [u8; 30], at: usize, n: u64| {
+        buf[at] = b'0' + (n / 10 % 10) as u8;
+        buf[at + 1] = b'0' + (n % 10) as u8;
+    };
+    let year = y.min(9999);
+    two(&mut buf, 0, year / 100);
+    two(&mut buf, 2, year % 100);
+    two(&mut buf, 5, m);
+    two(&mut buf, 8, d);
+    two(&mut buf, 11, rem / 3600);
+    two(&mut buf, 14, rem / 60 % 60);
+    two(&mut buf, 17, rem % 60);
+    buf
 }
 
 /// Year, month, day of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).

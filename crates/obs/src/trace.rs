@@ -1,7 +1,59 @@
-//! W3C Trace Context: the `traceparent` field (`00-<trace id>-<parent id>-<flags>`).
-//!
-//! Spans and their export are still to come; today a request's trace id is what its
-//! `traceparent` says, so that a log line joins the trace its caller started.
+//! W3C Trace Context: the `traceparent` field (`00-<trace id>-<parent id>-<flags>`), and
+//! fresh trace and span ids.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
+
+thread_local! {
+    /// splitmix64 state, per thread, from the process's random hasher keys.
+    static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0x7ace_u64));
+}
+
+fn next_u64() -> u64 {
+    STATE.with(|s| {
+        let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// A fresh span id (never all zero). Unique, not secret.
+pub fn new_span_id() -> [u8; 8] {
+    loop {
+        let id = next_u64().to_be_bytes();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// A uniform draw in `[0, 1)`, for sampling.
+pub fn unit_draw() -> f64 {
+    (next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `text` as a trace id when it is 32 lower-case hex digits, not all zero (a request id
+/// of that shape becomes the trace's id).
+pub fn trace_id_from_hex(text: &[u8]) -> Option<[u8; 16]> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    hex_into(text, &mut id)?;
+    (id != [0; 16]).then_some(id)
+}
+
+/// Writes `traceparent`'s value for a child span: `00-<trace>-<span>-<flags>`.
+pub fn write_traceparent(out: &mut Vec<u8>, trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) {
+    out.extend_from_slice(b"00-");
+    crate::escape::hex(out, trace_id);
+    out.push(b'-');
+    crate::escape::hex(out, span_id);
+    out.extend_from_slice(if sampled { b"-01" } else { b"-00" });
+}
 
 /// A parsed `traceparent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

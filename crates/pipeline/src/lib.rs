@@ -41,6 +41,7 @@ mod build;
 mod client;
 pub mod metrics;
 mod tls;
+mod trace;
 
 use std::sync::Arc;
 
@@ -71,6 +72,9 @@ struct Metric {
     route: u32,
     /// The upstream's slot, for a proxy rule.
     upstream: Option<u32>,
+    /// Whether the request is counted (`admin` configured); the slots also name the rule
+    /// in a trace's spans.
+    record: bool,
 }
 
 /// What [`Service::finish`] does once the request is over, decided while it was handled.
@@ -95,8 +99,13 @@ pub struct App {
     tls: Option<Box<tls::Gate>>,
     /// Operator warnings found while building.
     warnings: Vec<String>,
-    /// Requests are counted (`admin` is configured): the slot of requests no rule answers.
+    /// Requests are counted (`admin`) or traced (`tracing`): the slot of requests no rule
+    /// answers.
     metrics: Option<u32>,
+    /// `tracing.sample`, when requests are traced.
+    tracing: Option<f64>,
+    /// Requests are counted (`admin` configured).
+    record: bool,
 }
 
 impl App {
@@ -121,9 +130,11 @@ impl App {
                 });
             }
         };
-        let metrics = config.admin.is_some();
+        let record = config.admin.is_some();
+        let tracing = config.tracing.as_ref().map(|t| t.sample);
+        let metrics = record || tracing.is_some();
         let slots = if metrics {
-            metric_slots(&config, &actions)
+            metric_slots(&config, &actions, record)
         } else {
             vec![Metric::default(); actions.len()]
         };
@@ -172,6 +183,8 @@ impl App {
             tls: config.tls.as_ref().map(|t| Box::new(tls::Gate::new(t))),
             warnings,
             metrics: metrics.then(anygate_obs::metrics::unmatched_slot),
+            tracing,
+            record,
         })
     }
 
@@ -223,10 +236,18 @@ impl App {
         after: &mut After,
     ) {
         if let Some(unmatched) = self.metrics {
-            ex.ctx_mut().start = Some(anygate_runtime::time::precise_now());
+            let ctx = ex.ctx_mut();
+            ctx.start = Some(anygate_runtime::time::precise_now());
+            if let Some(sample) = self.tracing {
+                ctx.trace = Some(Box::new(anygate_http::server::Traced {
+                    id: trace::begin(req, sample),
+                    marks: anygate_http::server::Marks::default(),
+                }));
+            }
             after.metric = Some(Metric {
                 route: unmatched,
                 upstream: None,
+                record: self.record,
             });
         }
         let observe = &mut after.chain;
@@ -242,7 +263,16 @@ impl App {
             }
             return;
         };
-        match self.router.lookup(req.method(), &path) {
+        let found = self.router.lookup(req.method(), &path);
+        // Phases are timed for sampled traces only: an unsampled one that fails is
+        // exported with its request and action spans, without reading the clock for every
+        // phase of the 99 % that succeed.
+        if let Some(t) = &mut ex.ctx_mut().trace
+            && t.id.sampled
+        {
+            t.marks.routed = Some(anygate_runtime::time::precise_now());
+        }
+        match found {
             Lookup::Found(m) => {
                 let id = m.rule.value;
                 let Some(entry) = self.entries.get(id) else {
@@ -263,6 +293,11 @@ impl App {
                     } else {
                         entry.chain.pre_now(req, ex)
                     };
+                    if let Some(t) = &mut ex.ctx_mut().trace
+                        && t.id.sampled
+                    {
+                        t.marks.pre_end = Some(anygate_runtime::time::precise_now());
+                    }
                     if flow == Flow::Answered {
                         return;
                     }
@@ -392,7 +427,7 @@ impl Live {
 }
 
 /// Each rule's metric slots: its label with its action, and its upstream's name.
-fn metric_slots(config: &Config, actions: &[Action]) -> Vec<Metric> {
+fn metric_slots(config: &Config, actions: &[Action], record: bool) -> Vec<Metric> {
     let keys: Vec<(Box<str>, &'static str)> = config
         .routes
         .iter()
@@ -416,8 +451,18 @@ fn metric_slots(config: &Config, actions: &[Action]) -> Vec<Metric> {
         .map(|(route, name)| Metric {
             route,
             upstream: name.and_then(|_| upstream_slots.next()),
+            record,
         })
         .collect()
+}
+
+/// Counts and traces a finished request (out of line: the untimed path stays small).
+#[inline(never)]
+fn observed(m: Metric, req: &Request<'_>, ctx: &Ctx) {
+    if m.record {
+        metrics::record(m, req, ctx);
+    }
+    trace::finish(m, req, ctx);
 }
 
 /// A connection's view of [`Live`].
@@ -463,12 +508,13 @@ impl Service for Live {
         app.load().handle(req, ex, body_buf, after)
     }
 
+    #[inline]
     fn finish(&self, conn: &mut ConnState, req: &Request<'_>, ctx: &Ctx) {
         if let Some(chain) = conn.after.chain.take() {
             chain.observe(req, ctx);
         }
         if let Some(m) = conn.after.metric.take() {
-            metrics::record(m, req, ctx);
+            observed(m, req, ctx);
         }
     }
 

@@ -140,9 +140,16 @@ impl AccessLog {
             sni: t.server_name.as_deref(),
             resumed: t.resumed,
         });
-        let trace = req
-            .header(b"traceparent")
-            .and_then(anygate_obs::trace::parse_traceparent);
+        // A traced request's own ids; otherwise the caller's trace, if it sent one.
+        let (trace_id, span_id) = match ctx.trace.as_deref() {
+            Some(t) => (Some(t.id.trace_id), Some(t.id.span_id)),
+            None => (
+                req.header(b"traceparent")
+                    .and_then(anygate_obs::trace::parse_traceparent)
+                    .map(|p| p.trace_id),
+                None,
+            ),
+        };
         let headers = |f: &mut access::FieldSink<'_>| {
             for name in self.headers.iter() {
                 for (n, v) in req.headers() {
@@ -154,8 +161,8 @@ impl AccessLog {
         };
         let record = Record {
             ts: std::time::SystemTime::now(),
-            trace_id: trace.map(|t| t.trace_id),
-            span_id: None,
+            trace_id,
+            span_id,
             route,
             action: ctx.action,
             method: req.method(),
@@ -165,7 +172,8 @@ impl AccessLog {
             status: ctx.status,
             duration: ctx
                 .start
-                .map(|s| anygate_runtime::time::precise_now().saturating_duration_since(s)),
+                .zip(ctx.end)
+                .map(|(s, e)| e.saturating_duration_since(s)),
             bytes_rx: ctx.bytes_in,
             bytes_tx: ctx.bytes_out,
             client_ip: ctx.client.or_else(|| req.peer().map(|p| p.ip())),

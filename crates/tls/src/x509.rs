@@ -352,3 +352,11 @@ mod rcgen_tests {
         }
     }
 }
+
+/// The facts of the first (leaf) certificate of a PEM file (what `anygate diagnose`
+/// prints), or why it cannot be read.
+pub fn leaf_facts(path: &std::path::Path) -> Result<CertFacts, String> {
+    let certs = crate::server::load_certs(path)?;
+    let leaf = certs.first().ok_or("no certificate")?;
+    facts(leaf).map_err(|e| format!("`{}`: {e}", path.display()))
+}

@@ -606,3 +606,314 @@ fn an_admin_listener_on_a_public_port_is_refused_with_its_position() {
     .expect_err("a short token must be refused");
     assert!(short.to_string().contains("at least 16"), "{short}");
 }
+
+/// A local OTLP/HTTP receiver: each POST's JSON body, in arrival order; answers 200.
+struct Collector {
+    addr: SocketAddr,
+    bodies: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+fn collector() -> Collector {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, bodies) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            conn.set_read_timeout(Some(LIMIT)).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            let (head_end, len) = loop {
+                let n = conn.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (0, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                    assert!(head.starts_with("post /v1/traces http/1.1"), "{head}");
+                    assert!(head.contains("content-type: application/json"), "{head}");
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .unwrap()
+                        .trim()
+                        .parse::<usize>()
+                        .unwrap();
+                    break (i + 4, len);
+                }
+            };
+            if head_end == 0 {
+                continue;
+            }
+            while buf.len() < head_end + len {
+                let n = conn.read(&mut chunk).unwrap();
+                assert!(n > 0, "the export body was cut short");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body: serde_json::Value = serde_json::from_slice(&buf[head_end..]).unwrap();
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
+            if tx.send(body).is_err() {
+                return;
+            }
+        }
+    });
+    Collector { addr, bodies }
+}
+
+impl Collector {
+    /// Spans received, across posts, until the trace `trace_id` has `n` spans.
+    fn trace(&self, trace_id: &str, n: usize) -> (Vec<serde_json::Value>, Vec<String>) {
+        let mut mine = Vec::new();
+        let mut seen_traces = Vec::new();
+        while mine.len() < n {
+            let body = self
+                .bodies
+                .recv_timeout(LIMIT)
+                .expect("spans were exported in time");
+            let rs = &body["resourceSpans"][0];
+            assert_eq!(rs["resource"]["attributes"][0]["key"], "service.name");
+            assert_eq!(
+                rs["resource"]["attributes"][0]["value"]["stringValue"],
+                "edge"
+            );
+            for s in rs["scopeSpans"][0]["spans"].as_array().unwrap() {
+                let t = s["traceId"].as_str().unwrap().to_owned();
+                if t == trace_id {
+                    mine.push(s.clone());
+                } else if !seen_traces.contains(&t) {
+                    seen_traces.push(t);
+                }
+            }
+        }
+        (mine, seen_traces)
+    }
+}
+
+fn span<'a>(spans: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    spans
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} span in {spans:#?}"))
+}
+
+#[test]
+fn traces_join_the_callers_trace_reach_the_upstream_and_export_over_otlp() {
+    let otlp = collector();
+    let up = upstream(|seen, s| {
+        let tp = seen.fields("traceparent").join(",");
+        reply(s, "", tp.as_bytes())
+    });
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = closed.local_addr().unwrap();
+    drop(closed);
+    let gw = Gateway::start(&format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+tracing:
+  sample: 0
+  service_name: edge
+  otlp: {{ endpoint: "http://{}/v1/traces" }}
+plugins: [{{ kind: headers, args: {{ response: {{ set: {{ X-A: "1" }} }} }} }}]
+routes:
+  "/up/": "http://{}/"
+  "/down/": "http://{refused}/"
+  "/ok": "OK"
+"#,
+        otlp.addr, up.addr
+    ));
+    // 1. A sampled caller: its trace is joined, and the upstream is the child of our
+    //    `upstream.request` span.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let r = get(
+        gw.addr,
+        "/up/x",
+        &format!("traceparent: 00-{trace}-{parent}-01\r\ntracestate: vendor=1\r\n"),
+    );
+    assert_eq!(r.status, 200);
+    // Without an X-Request-Id from the client, the request id is the trace id.
+    assert_eq!(r.header("x-request-id"), Some(trace));
+    let sent_up = r.body_str();
+    let parts: Vec<&str> = sent_up.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent_up}");
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", trace, "01"),
+        "{sent_up}"
+    );
+    assert_ne!(
+        parts[2], parent,
+        "the upstream's parent is our span, not the caller's"
+    );
+
+    // 2. Unsampled (sample: 0, no caller) and fine: nothing is exported. 3. Unsampled but
+    //    failing: exported anyway.
+    let quiet = get(gw.addr, "/ok", "");
+    assert_eq!(quiet.status, 200);
+    let quiet_id = quiet.header("x-request-id").unwrap().to_owned();
+    let failed = get(gw.addr, "/down/x", "");
+    assert_eq!(failed.status, 502);
+    let failed_id = failed.header("x-request-id").unwrap().to_owned();
+
+    let (spans, mut others) = otlp.trace(trace, 7);
+    let server = span(&spans, "server.request");
+    assert_eq!(server["parentSpanId"], parent);
+    assert_eq!(server["kind"], 2);
+    let server_id = server["spanId"].as_str().unwrap();
+    let attr = |s: &serde_json::Value, key: &str| {
+        s["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"].clone())
+    };
+    assert_eq!(attr(server, "http.route").unwrap()["stringValue"], "* /up/");
+    assert_eq!(
+        attr(server, "http.response.status_code").unwrap()["intValue"],
+        "200"
+    );
+    for name in [
+        "router.match",
+        "filters.pre",
+        "action.proxy",
+        "filters.post",
+    ] {
+        assert_eq!(span(&spans, name)["parentSpanId"], server_id, "{name}");
+    }
+    let action_id = span(&spans, "action.proxy")["spanId"].as_str().unwrap();
+    let request = span(&spans, "upstream.request");
+    assert_eq!(request["parentSpanId"], action_id);
+    assert_eq!(request["kind"], 3);
+    assert_eq!(request["spanId"], parts[2], "the id the upstream saw");
+    assert_eq!(span(&spans, "upstream.connect")["parentSpanId"], action_id);
+    let (start, end) = (
+        server["startTimeUnixNano"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+        server["endTimeUnixNano"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+    );
+    assert!(start <= end);
+    for s in &spans {
+        let (a, b) = (
+            s["startTimeUnixNano"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+            s["endTimeUnixNano"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+        assert!(start <= a && a <= b && b <= end, "{s} outside its request");
+    }
+
+    let (failing, more) = otlp.trace(&failed_id, 1);
+    others.extend(more);
+    let server = span(&failing, "server.request");
+    assert_eq!(server["status"]["code"], 2);
+    assert_eq!(
+        attr(server, "anygate.error_code").unwrap()["stringValue"],
+        "AG-UPS-5021"
+    );
+    assert!(
+        !others.contains(&quiet_id),
+        "an unsampled success was exported"
+    );
+}
+
+#[test]
+fn diagnose_reports_ports_certificates_upstreams_and_the_running_instances_last_reload() {
+    let dir = TempDir::new("diagnose");
+    let pki = crate::tls::Pki::new("diag-ca");
+    let (cert, key) = pki
+        .server(&["diag.test", "www.diag.test"])
+        .write(&dir, "site");
+    let up = upstream(|_, s| reply(s, "", b"up"));
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = closed.local_addr().unwrap();
+    drop(closed);
+    let good = format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+tls:
+  listen: "127.0.0.1:0"
+  certificates: [{{ cert: "{}", key: "{}" }}]
+routes:
+  "/up/": "http://{}/"
+  "/down/": "http://{refused}/"
+"#,
+        cert.display(),
+        key.display(),
+        up.addr
+    );
+    let gw = Gateway::start_in(&dir, &good);
+    let admin = admin(&gw);
+    // A refused reload, for the running instance's state; then the file is good again.
+    std::fs::write(&gw.config, good.replace("http://", "nope://")).unwrap();
+    gw.signal("HUP");
+    gw.wait_line("still serving the previous configuration");
+    // diagnose reads the file: its admin listener is the running one's (port 0 would pick
+    // a new port, so the file names the bound one).
+    std::fs::write(
+        &gw.config,
+        good.replacen(
+            "admin: { listen: \"127.0.0.1:0\" }",
+            &format!("admin: {{ listen: \"{admin}\" }}"),
+            1,
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["diagnose", "-c"])
+        .arg(&gw.config)
+        .env_clear()
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |what: &str, needle: &str| {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(what) && l.contains(needle)),
+            "no `{what}` line with {needle:?}:\n{text}"
+        );
+    };
+    line("configuration", "valid, 2 rules");
+    line("listener", &format!("{admin}"));
+    line("listener", "held: another process listens");
+    line("certificate", "diag.test, www.diag.test; expires in");
+    line("upstream", &format!("reachable at {}", up.addr));
+    line("upstream", &format!("unreachable at {refused}"));
+    line("running", "last reload: failure");
+    assert!(
+        text.contains("unknown") || text.contains("nope"),
+        "the reload's first error:\n{text}"
+    );
+
+    // An invalid file: check's errors, exit 1.
+    std::fs::write(&gw.config, "routes: { \"/\": \"nope://x\" }\n").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["diagnose", "-c"])
+        .arg(&gw.config)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("anygate.yml:1:"));
+}

@@ -101,6 +101,20 @@ pub(super) fn upgrade_requested<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
 
 /// Appends the fields of the upstream request head to `out` (which holds the request line)
 /// and the empty line.
+/// Writes `span_id` (hex) into a head's `traceparent` at `at` (from [`request_head`]).
+pub(super) fn set_span(head: &mut [u8], at: usize, span_id: &[u8; 8]) {
+    let mut hex = Vec::with_capacity(16);
+    for b in span_id {
+        hex.push(b"0123456789abcdef"[usize::from(b >> 4)]);
+        hex.push(b"0123456789abcdef"[usize::from(b & 15)]);
+    }
+    if let Some(slot) = head.get_mut(at..at + 16) {
+        slot.copy_from_slice(&hex);
+    }
+}
+
+/// The upstream request's fields; for a traced request, returns where its `traceparent`'s
+/// span id goes.
 pub(super) fn request_head(
     out: &mut Vec<u8>,
     req: &Request<'_>,
@@ -108,7 +122,7 @@ pub(super) fn request_head(
     authority: &str,
     body: &Exchange<'_>,
     upgrade: Option<&[u8]>,
-) {
+) -> Option<usize> {
     out.extend_from_slice(b"host: ");
     let client_host = req.host();
     match (&options.host, client_host) {
@@ -125,12 +139,15 @@ pub(super) fn request_head(
     // A trusted proxy's forwarding fields are believed and extended; anyone else's are
     // replaced by what this connection shows (`server.trusted_proxies`).
     let trusted = body.ctx().peer_trusted;
+    // A traced request sends its own `traceparent` (below); `tracestate` passes as it came.
+    let trace = body.ctx().trace.as_deref().map(|t| t.id);
     // The client's fields as the filters left them (`headers`, `auth`).
     for (name, value) in body.edits().fields(req) {
         if is_hop_by_hop(name)
             || is_one_of(name, &REWRITTEN_UP)
             || (!trusted && is_one_of(name, &CLIENT_CLAIMS))
             || named_in_connection(name, connection())
+            || (trace.is_some() && name.eq_ignore_ascii_case(b"traceparent"))
             || options
                 .client_cert_header
                 .as_deref()
@@ -174,6 +191,14 @@ pub(super) fn request_head(
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(req.request_id());
     out.extend_from_slice(b"\r\n");
+    // The attempt's span id is written in place by each attempt (`set_span`).
+    let span_at = trace.map(|t| {
+        out.extend_from_slice(b"traceparent: ");
+        let at = out.len() + 3 + 32 + 1;
+        anygate_obs::trace::write_traceparent(out, &t.trace_id, &[0; 8], t.sampled);
+        out.extend_from_slice(b"\r\n");
+        at
+    });
     if options.via {
         // After an incoming `Via` field: a later field continues the list.
         out.extend_from_slice(b"via: 1.1 anygate\r\n");
@@ -201,6 +226,7 @@ pub(super) fn request_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    span_at
 }
 
 /// Writes `label` (`name: `) and the values of every request field of that name, joined

@@ -440,9 +440,10 @@ impl Proxy {
                 );
             }
         });
-        headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
+        let span_at =
+            headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
         let outcome = self
-            .exchange(req, scratch, res, &mut clock, upgrade.is_some())
+            .exchange(req, scratch, span_at, res, &mut clock, upgrade.is_some())
             .await;
         scratch.clear();
         let (mut leased, sent) = match outcome {
@@ -563,7 +564,8 @@ impl Proxy {
     async fn exchange(
         &self,
         req: &Request<'_>,
-        head: &[u8],
+        head: &mut [u8],
+        span_at: Option<usize>,
         res: &mut Exchange<'_>,
         clock: &mut Clock<'_>,
         upgrade: bool,
@@ -574,12 +576,39 @@ impl Proxy {
             .ok_or(ErrorKind::UpstreamUnresolved)?
             .clone();
         let mut fresh_only = false;
+        // Timed for sampled traces only (the span id is sent either way).
+        let traced = span_at.is_some() && res.ctx().trace.as_ref().is_some_and(|t| t.id.sampled);
         loop {
-            let (mut leased, reused) = self.connection(&target, clock, fresh_only).await?;
+            let connect_start = traced.then(time::precise_now);
+            let got = self.connection(&target, clock, fresh_only).await;
+            if let Some(from) = connect_start
+                && !matches!(got, Ok((_, true)))
+                && let Some(t) = &mut res.ctx_mut().trace
+            {
+                t.marks.connect = Some((from, time::precise_now()));
+            }
+            let (mut leased, reused) = got?;
             let ctx = res.ctx_mut();
             ctx.upstream = Some(leased.conn.addr);
             ctx.attempt = ctx.attempt.saturating_add(1);
-            match self.send(&mut leased, req, head, res, clock, upgrade).await {
+            // Each attempt is a span of its own: the upstream's parent.
+            let attempt = span_at.map(|at| {
+                let id = anygate_obs::trace::new_span_id();
+                headers::set_span(head, at, &id);
+                (
+                    id,
+                    if traced {
+                        Some(time::precise_now())
+                    } else {
+                        None
+                    },
+                )
+            });
+            let result = self.send(&mut leased, req, head, res, clock, upgrade).await;
+            if let (Some((id, Some(from))), Some(t)) = (attempt, &mut res.ctx_mut().trace) {
+                t.marks.upstream = Some((id, from, time::precise_now()));
+            }
+            match result {
                 Ok(sent) => return Ok((leased, sent)),
                 Err(e) => {
                     // A reused connection that turns out dead: the upstream closed it as we

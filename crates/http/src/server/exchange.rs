@@ -62,6 +62,51 @@ pub struct Ctx {
     pub peer_trusted: bool,
     /// Whether the request came over TLS.
     pub tls: bool,
+    /// When the response was over (stamped by the driver for timed requests, before
+    /// [`crate::Service::finish`]).
+    pub end: Option<Instant>,
+    /// The request's place in a trace and its phases' instants, when tracing is on (set by
+    /// the pipeline; boxed, so that an untraced request's context stays small).
+    pub trace: Option<Box<Traced>>,
+}
+
+/// A traced request's trace context and marks.
+#[derive(Clone, Copy, Debug)]
+pub struct Traced {
+    /// Its ids.
+    pub id: TraceCtx,
+    /// When its phases happened.
+    pub marks: Marks,
+}
+
+/// A traced request's W3C Trace Context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceCtx {
+    /// The trace.
+    pub trace_id: [u8; 16],
+    /// This request's `server.request` span.
+    pub span_id: [u8; 8],
+    /// The caller's span (its `traceparent`), if any.
+    pub parent: Option<[u8; 8]>,
+    /// Whether the trace is sampled (the caller's flag, or our own draw).
+    pub sampled: bool,
+}
+
+/// The instants of a traced request's phases, for its spans.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Marks {
+    /// The router answered.
+    pub routed: Option<Instant>,
+    /// The chain's `pre` phase ended.
+    pub pre_end: Option<Instant>,
+    /// The chain's `post` phase ran (start, end).
+    pub post: Option<(Instant, Instant)>,
+    /// The proxy connected to its upstream (start, end), when it opened a connection.
+    pub connect: Option<(Instant, Instant)>,
+    /// The proxy's last attempt: the span id it sent upstream in `traceparent`, when it
+    /// started writing the request, when the response head arrived (or the attempt
+    /// failed).
+    pub upstream: Option<([u8; 8], Instant, Instant)>,
 }
 
 impl Default for Ctx {
@@ -87,6 +132,8 @@ impl Ctx {
             client: None,
             peer_trusted: false,
             tls: false,
+            end: None,
+            trace: None,
         }
     }
 }

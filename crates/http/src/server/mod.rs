@@ -50,7 +50,7 @@ use anygate_runtime::transport::Transport;
 
 use self::body::BodyState;
 pub use self::edits::Edits;
-pub use self::exchange::{Ctx, Exchange, Upgraded};
+pub use self::exchange::{Ctx, Exchange, Marks, TraceCtx, Traced, Upgraded};
 use self::response::Tail;
 pub use self::response::{COPY_LIMIT, FileBody, HeadHook, ResponseBody, push_decimal};
 use crate::error::ErrorKind;
@@ -953,7 +953,10 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             .request_id
             .filter(|s| request_id::is_sane(s.get(&self.buf[self.start..])));
         if id_span.is_none() {
-            self.generated_id = request_id::generate();
+            // Without an `X-Request-Id`, the request's id is its trace's: the caller's
+            // `traceparent` trace id when it sent a valid one, else a fresh id of that shape
+            // (which a traced request then uses as its trace id).
+            self.generated_id = fresh_id(head, &self.buf[self.start..]);
         }
         let date = date::now();
         let draining = self.drain.is_draining();
@@ -1064,6 +1067,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         ended.body = (ex.body.start, ex.body.end);
         ex.ctx.status = ex.status;
         ex.ctx.error = ex.error;
+        if ex.ctx.start.is_some() {
+            ex.ctx.end = Some(time::precise_now());
+        }
         self.service.finish(&mut self.state, &req, &ex.ctx);
         self.settle(head_end, ended).await
     }
@@ -1185,6 +1191,22 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         self.out.clear();
         ok
     }
+}
+
+/// The id of a request that came without `X-Request-Id`: its `traceparent`'s trace id
+/// when it sent a valid one, else a fresh id of that shape. Looked for here rather than in
+/// the parser, and kept out of line, so that the parser and the driver's request loop stay
+/// as small as they were for requests that carry none.
+#[inline(never)]
+fn fresh_id(head: &Head, window: &[u8]) -> [u8; 32] {
+    head.fields[..head.count]
+        .iter()
+        .find(|f| {
+            f.name.end - f.name.start == 11
+                && f.name.get(window).eq_ignore_ascii_case(b"traceparent")
+        })
+        .and_then(|f| request_id::from_traceparent(f.value.get(window)))
+        .unwrap_or_else(request_id::generate)
 }
 
 #[cfg(test)]
