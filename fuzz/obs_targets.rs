@@ -52,9 +52,14 @@ pub fn log_line(data: &[u8]) {
     assert_eq!(json.last(), Some(&b'\n'));
     let v: serde_json::Value = serde_json::from_slice(&json).expect("the line is JSON");
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    assert_eq!(v["path"].as_str().unwrap(), lossy(path));
-    assert_eq!(v["headers"]["x-tenant"].as_str().unwrap(), lossy(header));
-    if let Some(q) = query {
+    let max = anygate_obs::access::MAX_FIELD;
+    if path.len() <= max {
+        assert_eq!(v["path"].as_str().unwrap(), lossy(path));
+    }
+    if header.len() <= max {
+        assert_eq!(v["headers"]["x-tenant"].as_str().unwrap(), lossy(header));
+    }
+    if let Some(q) = query.filter(|q| q.len() <= max) {
         let logged = v["query"].as_str().unwrap().to_owned();
         for pair in q.split(|&b| b == b'&') {
             if let Some(eq) = pair.iter().position(|&b| b == b'=') {

@@ -129,9 +129,18 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) 
         }
         let shared = shared.clone();
         let spawned = anygate_runtime::signal::spawn_side_thread("anygate-admin-conn", move || {
+            // Released even if serving panics: a leaked slot would end in a listener
+            // that answers only 503.
+            struct Slot;
+            impl Drop for Slot {
+                fn drop(&mut self) {
+                    CLIENTS.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            let _slot = Slot;
             serve(&mut conn, &shared);
-            CLIENTS.fetch_sub(1, Ordering::AcqRel);
         });
+        // A thread that could not start never ran its slot's guard.
         if spawned.is_err() {
             CLIENTS.fetch_sub(1, Ordering::AcqRel);
         }

@@ -222,7 +222,7 @@ fn status(admin: SocketAddr) -> Option<String> {
     conn.write_all(b"GET /status HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
         .ok()?;
     let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).ok()?;
+    conn.take(1 << 20).read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let body = text.split_once("\r\n\r\n")?.1;
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
@@ -243,8 +243,9 @@ fn status(admin: SocketAddr) -> Option<String> {
         ago(v["started_unix"].as_u64().unwrap_or(now)),
         v["rules"]
     );
-    match v["last_reload"].as_object() {
-        Some(r) => {
+    let r = &v["last_reload"];
+    match r.is_object() {
+        true => {
             let _ = write!(
                 s,
                 "; last reload: {} {} ago",
@@ -265,7 +266,7 @@ fn status(admin: SocketAddr) -> Option<String> {
                 }
             }
         }
-        None => s.push_str("; no reload since the start"),
+        false => s.push_str("; no reload since the start"),
     }
     if v["draining"] == true {
         s.push_str("; DRAINING");

@@ -608,11 +608,18 @@ impl Core {
             self.again.store(true, Ordering::Release);
             return Reloaded::Busy;
         }
+        // Cleared even if a reload panics, so that later reloads are not refused as busy.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.reloading);
         let mut outcome = self.reload_file_once(path);
         while self.again.swap(false, Ordering::AcqRel) {
             outcome = self.reload_file_once(path);
         }
-        self.reloading.store(false, Ordering::Release);
         outcome
     }
 

@@ -100,6 +100,20 @@ impl std::fmt::Debug for Record<'_> {
     }
 }
 
+/// The most bytes of one client-supplied field (path, query, host, user agent, a logged
+/// header) a line carries; a longer one is cut and ends with `…`. With a line a few KiB
+/// at most, the log queue's 8 192 lines stay a few tens of MiB whatever clients send.
+pub const MAX_FIELD: usize = 2048;
+
+/// `v` cut to [`MAX_FIELD`] bytes.
+fn cap(v: &[u8]) -> (&[u8], bool) {
+    if v.len() > MAX_FIELD {
+        (&v[..MAX_FIELD], true)
+    } else {
+        (v, false)
+    }
+}
+
 /// `info` below 400, `warn` for 4xx, `error` for 5xx.
 pub fn level(status: u16) -> &'static str {
     match status {
@@ -120,9 +134,20 @@ pub fn write(out: &mut Vec<u8>, format: Format, r: &Record<'_>) {
 
 fn opt_str(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
-        Some(v) => json_str(out, v),
+        Some(v) => capped_str(out, v),
         None => out.extend_from_slice(b"null"),
     }
+}
+
+/// A JSON string of at most [`MAX_FIELD`] bytes of `v` (`…` when cut).
+fn capped_str(out: &mut Vec<u8>, v: &[u8]) {
+    let (v, cut) = cap(v);
+    out.push(b'"');
+    json_body(out, v);
+    if cut {
+        out.extend_from_slice("…".as_bytes());
+    }
+    out.push(b'"');
 }
 
 fn opt_display(out: &mut Vec<u8>, v: Option<impl std::fmt::Display>) {
@@ -151,14 +176,14 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
     out.extend_from_slice(b",\"action\":");
     opt_str(out, r.action.map(str::as_bytes));
     out.extend_from_slice(b",\"method\":");
-    json_str(out, r.method);
+    capped_str(out, r.method);
     out.extend_from_slice(b",\"host\":");
     opt_str(out, r.host);
     out.extend_from_slice(b",\"path\":");
-    json_str(out, r.path);
+    capped_str(out, r.path);
     out.extend_from_slice(b",\"query\":");
     match r.query {
-        Some(q) => masked_query(out, q, json_body),
+        Some(q) => masked_query(out, cap(q).0, json_body),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"status\":");
@@ -221,7 +246,7 @@ fn json(out: &mut Vec<u8>, r: &Record<'_>) {
         json_str(out, name);
         out.push(b':');
         let mut masked = Vec::new();
-        redact::header(&mut masked, name, value);
+        redact::header(&mut masked, name, cap(value).0);
         json_str(out, &masked);
     });
     if !first {
@@ -271,13 +296,13 @@ fn human(out: &mut Vec<u8>, r: &Record<'_>) {
         None => out.push(b'-'),
     }
     out.extend_from_slice(b" \"");
-    text(out, r.method);
+    text(out, cap(r.method).0);
     out.push(b' ');
-    text(out, r.path);
+    text(out, cap(r.path).0);
     if let Some(q) = r.query {
         out.push(b'?');
         let start = out.len();
-        redact::query(out, q);
+        redact::query(out, cap(q).0);
         let masked = out.split_off(start);
         text(out, &masked);
     }
@@ -297,7 +322,7 @@ fn human(out: &mut Vec<u8>, r: &Record<'_>) {
         out.push(b' ');
         out.extend_from_slice(key);
         out.extend_from_slice(b"=\"");
-        text(out, v);
+        text(out, cap(v).0);
         out.push(b'"');
     };
     if let Some(route) = r.route {
@@ -335,7 +360,7 @@ fn human(out: &mut Vec<u8>, r: &Record<'_>) {
     }
     (r.headers)(&mut |name, value| {
         let mut masked = Vec::new();
-        redact::header(&mut masked, name, value);
+        redact::header(&mut masked, name, cap(value).0);
         quoted(out, name, &masked);
     });
 }

@@ -133,3 +133,22 @@ fn a_hostile_path_cannot_forge_a_line() {
     assert_eq!(text.matches('\n').count(), 1);
     assert!(text.contains(r#"/x\x0a{\"forged\":1}\xff"#), "{text}");
 }
+
+#[test]
+fn regression_a_huge_hostile_field_is_cut_so_the_log_queue_stays_bounded() {
+    let mut r = record(&no_headers);
+    let agent = vec![0xffu8; 60_000];
+    let path = vec![b'a'; 60_000];
+    r.user_agent = Some(&agent);
+    r.path = &path;
+    let json = line(Format::Json, &r);
+    assert!(
+        json.len() < 4 * anygate_obs::access::MAX_FIELD * 6 + 1024,
+        "{}",
+        json.len()
+    );
+    let v: Vec<&str> = json.matches("…").collect();
+    assert_eq!(v.len(), 2, "both fields end with the cut mark");
+    let text = line(Format::Text, &r);
+    assert!(text.len() < 4 * anygate_obs::access::MAX_FIELD * 4 + 1024);
+}
