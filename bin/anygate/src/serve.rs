@@ -514,8 +514,23 @@ impl Core {
 
     /// The runtime's figures, as JSON (`/debug/runtime`).
     pub fn runtime_json(&self) -> serde_json::Value {
+        let per_worker: Vec<serde_json::Value> = self
+            .handle
+            .worker_stats()
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                serde_json::json!({
+                    "index": i,
+                    "run_queue": w.queued,
+                    "timers": w.timers,
+                    "registered_descriptors": w.registered_io,
+                })
+            })
+            .collect();
         serde_json::json!({
             "workers": self.handle.workers(),
+            "per_worker": per_worker,
             "tasks": self.handle.live_tasks(),
             "registered_descriptors": self.handle.registered_io(),
             "open_connections": self.drain.open_connections(),

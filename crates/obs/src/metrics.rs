@@ -89,6 +89,57 @@ pub const UPSTREAM_RESULTS: [&str; 12] = [
     "client_closed",
 ];
 
+/// How the static action answered (`kind` label of `anygate_static_responses_total`),
+/// as bits of [`Sample::statics`] (and of the request context's `static_kinds`): the
+/// bit of `STATIC_KINDS[i]` is `1 << i`. A response counts under `hit` or `miss` (its
+/// file's cache entry reused, or built from the file system), and under each of the
+/// others that applies.
+pub const STATIC_KINDS: [&str; 8] = [
+    "hit",
+    "miss",
+    "not_modified",
+    "range",
+    "precompressed",
+    "compressed",
+    "spa_fallback",
+    "listing",
+];
+
+/// The bits of [`STATIC_KINDS`], by name.
+pub mod static_kind {
+    /// The file's cache entry was reused.
+    pub const HIT: u8 = 1 << 0;
+    /// The file's entry was built (opened, read, validated) for this request.
+    pub const MISS: u8 = 1 << 1;
+    /// 304.
+    pub const NOT_MODIFIED: u8 = 1 << 2;
+    /// 206.
+    pub const RANGE: u8 = 1 << 3;
+    /// A precompressed sibling (`.br`, `.gz`) was sent.
+    pub const PRECOMPRESSED: u8 = 1 << 4;
+    /// Compressed by the gateway.
+    pub const COMPRESSED: u8 = 1 << 5;
+    /// The SPA fallback answered.
+    pub const SPA_FALLBACK: u8 = 1 << 6;
+    /// A directory listing.
+    pub const LISTING: u8 = 1 << 7;
+}
+
+/// The upstream connect-time histogram's upper bounds, seconds (a connect includes the
+/// TLS handshake over TLS).
+pub const CONNECT_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The states of upstream connections (`state` label of `anygate_upstream_connections`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolState {
+    /// Resting in a worker's pool.
+    Idle = 0,
+    /// Carrying a request.
+    Active = 1,
+}
+
 /// Error codes a shard counts (the catalog has fewer).
 pub const MAX_ERRORS: usize = 64;
 
@@ -110,14 +161,21 @@ const COUNTERS: usize = 3;
 struct RouteCells {
     requests: [[AtomicU64; 5]; 8],
     buckets: [AtomicU64; 15],
-    sum_ns: AtomicU64,
+    /// Microseconds: a sum in nanoseconds would wrap within months of busy traffic.
+    sum_us: AtomicU64,
     rx: AtomicU64,
     tx: AtomicU64,
+    statics: [AtomicU64; STATIC_KINDS.len()],
 }
 
 #[derive(Default)]
 struct UpstreamCells {
     results: [AtomicU64; UPSTREAM_RESULTS.len()],
+    connect: [AtomicU64; CONNECT_BUCKETS.len() + 1],
+    connect_sum_us: AtomicU64,
+    /// Gauges, by [`PoolState`]: this thread's ups and downs (wrapping), which sum to
+    /// the thread's count, since a worker's pool is its own.
+    pool: [AtomicU64; 2],
 }
 
 /// One recording thread's counters.
@@ -266,8 +324,9 @@ fn copy_route(from: &RouteCells, to: &RouteCells) {
         copy_all(a, b);
     }
     copy_all(&from.buckets, &to.buckets);
+    copy_all(&from.statics, &to.statics);
     for (a, b) in [
-        (&from.sum_ns, &to.sum_ns),
+        (&from.sum_us, &to.sum_us),
         (&from.rx, &to.rx),
         (&from.tx, &to.tx),
     ] {
@@ -277,6 +336,12 @@ fn copy_route(from: &RouteCells, to: &RouteCells) {
 
 fn copy_upstream(from: &UpstreamCells, to: &UpstreamCells) {
     copy_all(&from.results, &to.results);
+    copy_all(&from.connect, &to.connect);
+    copy_all(&from.pool, &to.pool);
+    to.connect_sum_us.store(
+        from.connect_sum_us.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
 }
 
 /// One finished request, as metrics see it.
@@ -299,6 +364,14 @@ pub struct Sample {
     pub upstream: Option<(u32, usize)>,
     /// The gateway error's index (below [`MAX_ERRORS`]), when it answered with one.
     pub error: Option<usize>,
+    /// How the static action answered ([`static_kind`] bits; 0 for other actions).
+    pub statics: u8,
+    /// How long opening the upstream connection took, when the request opened one.
+    pub connect: Option<Duration>,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Records a finished request into this thread's shard.
@@ -309,9 +382,14 @@ pub fn record(s: &Sample) {
         let ns = u64::try_from(s.elapsed.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_NS.iter().position(|&b| ns <= b).unwrap_or(14);
         bump(&cells.buckets[bucket], 1);
-        bump(&cells.sum_ns, ns);
+        bump(&cells.sum_us, ns / 1000);
         bump(&cells.rx, s.rx);
         bump(&cells.tx, s.tx);
+        let mut bits = s.statics;
+        while bits != 0 {
+            bump(&cells.statics[bits.trailing_zeros() as usize], 1);
+            bits &= bits - 1;
+        }
         if let Some((slot, result)) = s.upstream {
             let up = grown(
                 &mut l.upstreams,
@@ -320,12 +398,36 @@ pub fn record(s: &Sample) {
                 copy_upstream,
             );
             bump(&up.results[result.min(UPSTREAM_RESULTS.len() - 1)], 1);
+            if let Some(d) = s.connect {
+                let secs = d.as_secs_f64();
+                let b = CONNECT_BUCKETS
+                    .iter()
+                    .position(|&b| secs <= b)
+                    .unwrap_or(CONNECT_BUCKETS.len());
+                bump(&up.connect[b], 1);
+                bump(&up.connect_sum_us, micros(d));
+            }
         }
         if let Some(e) = s.error
             && let Some(c) = l.shard.errors.get(e)
         {
             bump(c, 1);
         }
+    });
+}
+
+/// Moves one connection of the upstream at `slot` into (`delta` 1) or out of (-1)
+/// `state`, on this thread's shard. Call it from the thread that owns the connection's
+/// pool, for each move, so that the thread's count never goes below zero.
+pub fn pool(slot: u32, state: PoolState, delta: i64) {
+    with_local(|l| {
+        let up = grown(
+            &mut l.upstreams,
+            &l.shard.upstreams,
+            slot as usize,
+            copy_upstream,
+        );
+        bump(&up.pool[state as usize], delta as u64);
     });
 }
 
@@ -367,14 +469,36 @@ pub struct Process<'a> {
     pub ready: bool,
 }
 
-/// One rule's sums: requests by method and status class, duration buckets, duration
-/// sum (ns), bytes in, bytes out.
-type RouteSums = ([[u64; 5]; 8], [u64; 15], u64, u64, u64);
+/// One rule's sums.
+#[derive(Clone, Default)]
+struct RouteSums {
+    requests: [[u64; 5]; 8],
+    buckets: [u64; 15],
+    sum_us: u64,
+    rx: u64,
+    tx: u64,
+    statics: [u64; STATIC_KINDS.len()],
+}
+
+/// One upstream's sums.
+#[derive(Clone, Default)]
+struct UpstreamSums {
+    results: [u64; UPSTREAM_RESULTS.len()],
+    connect: [u64; CONNECT_BUCKETS.len() + 1],
+    connect_sum_us: u64,
+    pool: [u64; 2],
+}
+
+fn add_all<const N: usize>(sum: &mut [u64; N], cells: &[AtomicU64; N]) {
+    for (s, c) in sum.iter_mut().zip(cells) {
+        *s = s.wrapping_add(c.load(Ordering::Relaxed));
+    }
+}
 
 /// Summed values of every shard.
 struct Totals {
     routes: Vec<RouteSums>,
-    upstreams: Vec<[u64; UPSTREAM_RESULTS.len()]>,
+    upstreams: Vec<UpstreamSums>,
     errors: [u64; MAX_ERRORS],
     counters: [u64; COUNTERS],
 }
@@ -390,29 +514,23 @@ fn totals() -> Totals {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     for shard in r.shards.load().iter() {
         for (cells, sum) in shard.routes.load().iter().zip(t.routes.iter_mut()) {
-            for (m, row) in cells.requests.iter().enumerate() {
-                for (s, c) in row.iter().enumerate() {
-                    sum.0[m][s] += get(c);
-                }
+            for (row, c) in sum.requests.iter_mut().zip(&cells.requests) {
+                add_all(row, c);
             }
-            for (b, c) in cells.buckets.iter().enumerate() {
-                sum.1[b] += get(c);
-            }
-            sum.2 += get(&cells.sum_ns);
-            sum.3 += get(&cells.rx);
-            sum.4 += get(&cells.tx);
+            add_all(&mut sum.buckets, &cells.buckets);
+            add_all(&mut sum.statics, &cells.statics);
+            sum.sum_us += get(&cells.sum_us);
+            sum.rx += get(&cells.rx);
+            sum.tx += get(&cells.tx);
         }
         for (cells, sum) in shard.upstreams.load().iter().zip(t.upstreams.iter_mut()) {
-            for (i, c) in cells.results.iter().enumerate() {
-                sum[i] += get(c);
-            }
+            add_all(&mut sum.results, &cells.results);
+            add_all(&mut sum.connect, &cells.connect);
+            add_all(&mut sum.pool, &cells.pool);
+            sum.connect_sum_us += get(&cells.connect_sum_us);
         }
-        for (i, c) in shard.errors.iter().enumerate() {
-            t.errors[i] += get(c);
-        }
-        for (i, c) in shard.counters.iter().enumerate() {
-            t.counters[i] += get(c);
-        }
+        add_all(&mut t.errors, &shard.errors);
+        add_all(&mut t.counters, &shard.counters);
     }
     t
 }
@@ -483,6 +601,36 @@ impl Writer<'_> {
         }
         let _ = writeln!(self.out, " {value}");
     }
+
+    /// The `_bucket`, `_sum` and `_count` samples of one histogram series (none when it
+    /// counted nothing). `counts` has one more entry than `bounds` (`+Inf`).
+    fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        counts: &[u64],
+        sum_us: u64,
+    ) {
+        let count: u64 = counts.iter().sum();
+        if count == 0 {
+            return;
+        }
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, &n) in counts.iter().enumerate() {
+            cumulative += n;
+            let le = match bounds.get(i) {
+                Some(b) => format!("{b}"),
+                None => "+Inf".to_owned(),
+            };
+            let mut with_le: Vec<(&str, &str)> = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, cumulative);
+        }
+        self.sample(&format!("{name}_sum"), labels, sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), labels, count);
+    }
 }
 
 /// Writes every metric. `openmetrics` picks OpenMetrics 1.0 (ends with `# EOF`) over
@@ -503,7 +651,7 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         "Requests answered, by rule, action, method class and status class.",
     );
     for ((route, action), sums) in routes.iter().zip(&t.routes) {
-        for (m, row) in sums.0.iter().enumerate() {
+        for (m, row) in sums.requests.iter().enumerate() {
             for (s, &n) in row.iter().enumerate() {
                 if n > 0 {
                     w.sample(
@@ -527,33 +675,12 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         "Time from routing to the end of the response, by rule.",
     );
     for ((route, action), sums) in routes.iter().zip(&t.routes) {
-        let count: u64 = sums.1.iter().sum();
-        if count == 0 {
-            continue;
-        }
-        let mut cumulative = 0;
-        for (i, &n) in sums.1.iter().enumerate() {
-            cumulative += n;
-            let le = match BUCKETS.get(i) {
-                Some(b) => format!("{b}"),
-                None => "+Inf".to_owned(),
-            };
-            w.sample(
-                "anygate_http_request_duration_seconds_bucket",
-                &[("route", route), ("action", action), ("le", &le)],
-                cumulative,
-            );
-        }
-        let labels = [("route", &**route), ("action", *action)];
-        w.sample(
-            "anygate_http_request_duration_seconds_sum",
-            &labels,
-            sums.2 as f64 / 1e9,
-        );
-        w.sample(
-            "anygate_http_request_duration_seconds_count",
-            &labels,
-            count,
+        w.histogram(
+            "anygate_http_request_duration_seconds",
+            &[("route", route), ("action", action)],
+            &BUCKETS,
+            &sums.buckets,
+            sums.sum_us,
         );
     }
 
@@ -561,19 +688,37 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         (
             "anygate_http_request_bytes_total",
             "Request bytes read (head and body), by rule.",
-            3,
+            true,
         ),
         (
             "anygate_http_response_bytes_total",
             "Response bytes written (head and body), by rule.",
-            4,
+            false,
         ),
     ] {
         w.family(name, "counter", help);
         for ((route, action), sums) in routes.iter().zip(&t.routes) {
-            let v = if pick == 3 { sums.3 } else { sums.4 };
-            if sums.1.iter().any(|&n| n > 0) {
+            let v = if pick { sums.rx } else { sums.tx };
+            if sums.buckets.iter().any(|&n| n > 0) {
                 w.sample(name, &[("route", route), ("action", action)], v);
+            }
+        }
+    }
+
+    w.family(
+        "anygate_static_responses_total",
+        "counter",
+        "Static responses, by rule and kind (hit or miss of the file cache, and each of \
+         not_modified, range, precompressed, compressed, spa_fallback, listing that applies).",
+    );
+    for ((route, _), sums) in routes.iter().zip(&t.routes) {
+        for (kind, &n) in STATIC_KINDS.iter().zip(&sums.statics) {
+            if n > 0 {
+                w.sample(
+                    "anygate_static_responses_total",
+                    &[("route", route), ("kind", kind)],
+                    n,
+                );
             }
         }
     }
@@ -584,7 +729,7 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         "Proxied requests, by upstream and result.",
     );
     for (name, sums) in upstreams.iter().zip(&t.upstreams) {
-        for (i, &n) in sums.iter().enumerate() {
+        for (i, &n) in sums.results.iter().enumerate() {
             if n > 0 {
                 w.sample(
                     "anygate_upstream_requests_total",
@@ -592,6 +737,40 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
                     n,
                 );
             }
+        }
+    }
+    w.family(
+        "anygate_upstream_connect_duration_seconds",
+        "histogram",
+        "Time to open an upstream connection (TCP, and the TLS handshake over TLS), by upstream.",
+    );
+    for (name, sums) in upstreams.iter().zip(&t.upstreams) {
+        w.histogram(
+            "anygate_upstream_connect_duration_seconds",
+            &[("upstream", name)],
+            &CONNECT_BUCKETS,
+            &sums.connect,
+            sums.connect_sum_us,
+        );
+    }
+    w.family(
+        "anygate_upstream_connections",
+        "gauge",
+        "Upstream connections now, by upstream and state (idle in a pool, or active).",
+    );
+    for (name, sums) in upstreams.iter().zip(&t.upstreams) {
+        if sums.results.iter().all(|&n| n == 0) && sums.pool == [0, 0] {
+            continue;
+        }
+        for (state, &n) in ["idle", "active"].iter().zip(&sums.pool) {
+            // Each thread's count is never negative; a sum read while threads move
+            // connections could be, for a moment.
+            let n = (n as i64).max(0);
+            w.sample(
+                "anygate_upstream_connections",
+                &[("upstream", name), ("state", state)],
+                n,
+            );
         }
     }
 
@@ -775,6 +954,8 @@ mod tests {
             tx: 20,
             upstream: None,
             error: None,
+            statics: 0,
+            connect: None,
         };
         let threads: Vec<_> = (0..3)
             .map(|_| {
@@ -850,6 +1031,8 @@ mod tests {
             tx: 0,
             upstream: None,
             error: None,
+            statics: 0,
+            connect: None,
         });
         let mut out = String::new();
         let p = Process {

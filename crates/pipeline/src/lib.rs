@@ -154,6 +154,12 @@ impl App {
                         chain.apply_static_post(fields, tls, status)
                     });
                 }
+                if let Action::Proxy(p) = &mut action
+                    && metric.record
+                    && let Some(slot) = metric.upstream
+                {
+                    p.count_under(slot);
+                }
                 Entry {
                     action,
                     label: r.label().into(),

@@ -33,6 +33,8 @@ pub(crate) fn record(m: Metric, req: &Request<'_>, ctx: &Ctx) {
         tx: ctx.bytes_out,
         upstream,
         error: ctx.error.and_then(error_index),
+        statics: ctx.static_kinds,
+        connect: ctx.connect,
     });
 }
 

@@ -182,7 +182,7 @@ impl AccessLog {
             attempt: ctx.attempt,
             code: ctx.error.map(|e| e.code()),
             tls,
-            spa_fallback: false,
+            spa_fallback: ctx.static_kinds & anygate_obs::metrics::static_kind::SPA_FALLBACK != 0,
             headers: &headers,
         };
         let mut buf = anygate_obs::log::buffer();

@@ -78,6 +78,6 @@ pub mod sync {
 pub mod time;
 pub mod transport;
 
-pub use runtime::{Builder, Handle, Runtime, spawn, worker_index};
+pub use runtime::{Builder, Handle, Runtime, WorkerStats, spawn, worker_index};
 pub use sys::raise_fd_limit;
 pub use task::{JoinError, JoinHandle, yield_now};

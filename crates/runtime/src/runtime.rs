@@ -283,6 +283,20 @@ impl Handle {
         self.shared.owned.len()
     }
 
+    /// Each worker's state now, by index: for diagnostics (`/debug/runtime`), read
+    /// without stopping anyone.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.shared
+            .remotes
+            .iter()
+            .map(|r| WorkerStats {
+                queued: r.stealer.len(),
+                timers: r.timers.load(Relaxed),
+                registered_io: r.reactor.registered(),
+            })
+            .collect()
+    }
+
     /// Descriptors registered with the workers' reactors.
     pub fn registered_io(&self) -> usize {
         self.shared
@@ -291,6 +305,17 @@ impl Handle {
             .map(|r| r.reactor.registered())
             .sum()
     }
+}
+
+/// One worker's state, as [`Handle::worker_stats`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Tasks in its run queue, waiting to run.
+    pub queued: usize,
+    /// Timers armed (as of its last reactor turn).
+    pub timers: usize,
+    /// Descriptors registered with its reactor.
+    pub registered_io: usize,
 }
 
 /// Spawns a task onto the current runtime.

@@ -77,6 +77,8 @@ fn json(resp: &Resp) -> serde_json::Value {
 #[test]
 fn the_access_log_writes_json_lines_to_a_file_with_secrets_masked() {
     let dir = TempDir::new("access-log");
+    std::fs::create_dir(dir.0.join("site")).unwrap();
+    std::fs::write(dir.0.join("site/index.html"), "<p>spa</p>").unwrap();
     let gw = Gateway::start_in(
         &dir,
         r#"
@@ -84,6 +86,10 @@ server: { listen: "127.0.0.1:0" }
 plugins:
   - kind: log
     args: { to: access.log, headers: [authorization, cookie, x-tenant] }
+groups:
+  - prefix: /app
+    static: { spa: true }
+    routes: { "/": "./site/" }
 routes:
   "GET /api/users/:id": 'OK {"a":1}'
 "#,
@@ -95,8 +101,9 @@ routes:
     );
     assert_eq!(r.status, 200);
     assert_eq!(get(gw.addr, "/nope", "").status, 404);
-    let lines = lines_of(&dir.0.join("access.log"), 2);
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(get(gw.addr, "/app/deep/link", "").status, 200);
+    let lines = lines_of(&dir.0.join("access.log"), 3);
+    assert_eq!(lines.len(), 3, "{lines:?}");
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     // The fields in the SPEC's order, then the logged headers.
     let order = [
@@ -154,6 +161,10 @@ routes:
     assert_eq!(second["level"], "warn");
     assert_eq!(second["code"], "AG-RTE-4040");
     assert_eq!(second["route"], serde_json::Value::Null);
+    assert_eq!(second.get("spa_fallback"), None);
+    let third: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    assert_eq!(third["action"], "static");
+    assert_eq!(third["spa_fallback"], true, "{}", lines[2]);
 }
 
 #[test]
@@ -230,20 +241,29 @@ fn metrics_count_a_scripted_request_mix_exactly_and_promtool_accepts_them() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let refused = closed.local_addr().unwrap();
     drop(closed);
+    let site = TempDir::new("metrics-static");
+    std::fs::write(site.0.join("index.html"), "<!doctype html><p>spa</p>").unwrap();
+    std::fs::write(site.0.join("app.js"), "console.log('app');\n".repeat(100)).unwrap();
+    std::fs::write(site.0.join("app.js.gz"), b"GZ-BYTES").unwrap();
+    // One worker: the file cache (hit or miss) and the upstream pool are per worker.
     let gw = Gateway::start(&format!(
         r#"
-server: {{ listen: "127.0.0.1:0" }}
+server: {{ listen: "127.0.0.1:0", workers: 1 }}
 admin: {{ listen: "127.0.0.1:0" }}
 groups:
   - prefix: /limited
     plugins: [{{ kind: rate_limit, args: {{ rate: 0.001, burst: 2 }} }}]
     routes: {{ "/": "OK" }}
+  - prefix: /site
+    static: {{ spa: true }}
+    routes: {{ "/": "{}/" }}
 routes:
   "GET /a": "OK"
   "/echo": "*"
   "/up/": "http://{}/"
   "/down/": "http://{refused}/"
 "#,
+        site.0.display(),
         up.addr
     ));
     let mut r = Reader::new(connect(gw.addr));
@@ -275,6 +295,27 @@ routes:
         assert_eq!(send("GET /up/x HTTP/1.1\r\nhost: t\r\n\r\n"), 200);
     }
     assert_eq!(send("GET /down/x HTTP/1.1\r\nhost: t\r\n\r\n"), 502);
+    // Static: a miss then hits, a 304, a range, a precompressed sibling, the SPA fallback.
+    assert_eq!(send("GET /site/app.js HTTP/1.1\r\nhost: t\r\n\r\n"), 200);
+    let etag = get(gw.addr, "/site/app.js", "")
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        send(&format!(
+            "GET /site/app.js HTTP/1.1\r\nhost: t\r\nif-none-match: {etag}\r\n\r\n"
+        )),
+        304
+    );
+    assert_eq!(
+        send("GET /site/app.js HTTP/1.1\r\nhost: t\r\nrange: bytes=0-9\r\n\r\n"),
+        206
+    );
+    assert_eq!(
+        send("GET /site/app.js HTTP/1.1\r\nhost: t\r\naccept-encoding: gzip\r\n\r\n"),
+        200
+    );
+    assert_eq!(send("GET /site/deep/link HTTP/1.1\r\nhost: t\r\n\r\n"), 200);
     drop(r);
 
     let text = scrape(admin(&gw));
@@ -303,13 +344,29 @@ routes:
     assert_eq!(requests("* /limited/", "fixed", "GET", "4xx"), Some(2.0));
     assert_eq!(requests("* /up/", "proxy", "GET", "2xx"), Some(3.0));
     assert_eq!(requests("* /down/", "proxy", "GET", "5xx"), Some(1.0));
+    assert_eq!(requests("* /site/", "static", "GET", "2xx"), Some(5.0));
+    assert_eq!(requests("* /site/", "static", "GET", "3xx"), Some(1.0));
+    let statics = |kind: &str| {
+        sample(
+            &text,
+            &format!(r#"anygate_static_responses_total{{route="* /site/",kind="{kind}"}}"#),
+        )
+    };
+    // app.js built once (its .gz sibling is part of its entry), index.html once.
+    assert_eq!(statics("miss"), Some(2.0), "{text}");
+    assert_eq!(statics("hit"), Some(4.0));
+    assert_eq!(statics("not_modified"), Some(1.0));
+    assert_eq!(statics("range"), Some(1.0));
+    assert_eq!(statics("precompressed"), Some(1.0));
+    assert_eq!(statics("spa_fallback"), Some(1.0));
+    assert_eq!(statics("listing"), None);
     // Nothing else was counted.
     let total: f64 = text
         .lines()
         .filter(|l| l.starts_with("anygate_http_requests_total{"))
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
         .sum();
-    assert_eq!(total, 20.0, "{text}");
+    assert_eq!(total, 26.0, "{text}");
     let hist = |suffix: &str, route: &str, action: &str, extra: &str| {
         sample(
             &text,
@@ -333,6 +390,43 @@ routes:
     };
     assert_eq!(upstream(&up_name, "ok"), Some(3.0));
     assert_eq!(upstream(&refused.to_string(), "refused"), Some(1.0));
+    // One connect per connection the upstream accepted; they all rest in the pool now.
+    let accepted = up.accepted.load(std::sync::atomic::Ordering::SeqCst) as f64;
+    assert!(accepted >= 1.0);
+    let one_up = |metric: &str, extra: &str| {
+        sample(
+            &text,
+            &format!(r#"{metric}{{upstream="{up_name}"{extra}}}"#),
+        )
+    };
+    assert_eq!(
+        one_up("anygate_upstream_connect_duration_seconds_count", ""),
+        Some(accepted),
+        "{text}"
+    );
+    assert_eq!(
+        one_up(
+            "anygate_upstream_connect_duration_seconds_bucket",
+            r#",le="+Inf""#
+        ),
+        Some(accepted)
+    );
+    assert_eq!(
+        one_up("anygate_upstream_connections", r#",state="idle""#),
+        Some(accepted)
+    );
+    assert_eq!(
+        one_up("anygate_upstream_connections", r#",state="active""#),
+        Some(0.0)
+    );
+    // A refused connect is no connect time.
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"anygate_upstream_connect_duration_seconds_count{{upstream="{refused}"}}"#)
+        ),
+        None
+    );
     let denials = sample(
         &text,
         r#"anygate_filter_denials_total{filter="rate_limit",reason="limited"}"#,
@@ -441,6 +535,19 @@ routes:
     assert_eq!(routes["rules"][1]["filters"][0]["kind"], "headers");
     let rt = json(&get(a, "/debug/runtime", ""));
     assert!(rt["workers"].as_u64().unwrap() >= 1, "{rt}");
+    let per_worker = rt["per_worker"].as_array().unwrap();
+    assert_eq!(per_worker.len() as u64, rt["workers"].as_u64().unwrap());
+    for w in per_worker {
+        for k in ["run_queue", "timers", "registered_descriptors"] {
+            assert!(w[k].is_u64(), "{k} in {rt}");
+        }
+    }
+    // Every worker's reactor has at least its listener (and the admin's own is apart).
+    assert!(
+        per_worker
+            .iter()
+            .all(|w| w["registered_descriptors"].as_u64() >= Some(1))
+    );
     assert!(rt["open_connections"].is_u64());
     let wrong = one(a, b"DELETE /ready HTTP/1.1\r\nhost: a\r\n\r\n");
     assert_eq!(

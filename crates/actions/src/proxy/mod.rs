@@ -257,6 +257,9 @@ pub struct Proxy {
     authority: Box<str>,
     options: ProxyOptions,
     label: Box<str>,
+    /// The upstream's metric slot, when metrics are on: its connections are counted by
+    /// state, and its connect times.
+    metric: Option<u32>,
 }
 
 /// Deadlines of one exchange.
@@ -317,6 +320,29 @@ struct Leased {
     /// Its idle-pool key beside the address (see `Pool::idle_key`).
     key: u64,
     _slot: Slot,
+    _active: Active,
+}
+
+/// Counts a connection in use (`anygate_upstream_connections{state="active"}`) while it
+/// lives, when metrics are on.
+#[derive(Debug)]
+struct Active(Option<u32>);
+
+impl Active {
+    fn new(metric: Option<u32>) -> Self {
+        if let Some(slot) = metric {
+            anygate_obs::metrics::pool(slot, anygate_obs::metrics::PoolState::Active, 1);
+        }
+        Self(metric)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            anygate_obs::metrics::pool(slot, anygate_obs::metrics::PoolState::Active, -1);
+        }
+    }
 }
 
 /// The response head is in: relay it.
@@ -401,7 +427,14 @@ impl Proxy {
             authority: authority.into(),
             options,
             label: label.into(),
+            metric: None,
         }
+    }
+
+    /// Counts this rule's upstream connections (by state) and connect times under the
+    /// upstream's metric slot.
+    pub fn count_under(&mut self, slot: u32) {
+        self.metric = Some(slot);
     }
 
     /// Relays the request. `scratch` is the connection's reusable buffer; `path` the
@@ -548,7 +581,13 @@ impl Proxy {
         {
             let (mut conn, key) = (leased.conn, leased.key);
             conn.reset();
-            pool::checkin(conn, key, self.options.max_idle, self.options.idle_timeout);
+            pool::checkin(
+                conn,
+                key,
+                self.options.max_idle,
+                self.options.idle_timeout,
+                self.metric,
+            );
         }
     }
 
@@ -578,14 +617,23 @@ impl Proxy {
         let mut fresh_only = false;
         // Timed for sampled traces only (the span id is sent either way).
         let traced = span_at.is_some() && res.ctx().trace.as_ref().is_some_and(|t| t.id.sampled);
+        // Connects are timed for metrics too (a timed request), where they cost two clock
+        // reads beside a connect's syscalls.
+        let timed = traced || res.ctx().start.is_some();
         loop {
-            let connect_start = traced.then(time::precise_now);
+            let connect_start = timed.then(time::precise_now);
             let got = self.connection(&target, clock, fresh_only).await;
             if let Some(from) = connect_start
                 && !matches!(got, Ok((_, true)))
-                && let Some(t) = &mut res.ctx_mut().trace
             {
-                t.marks.connect = Some((from, time::precise_now()));
+                let to = time::precise_now();
+                let ctx = res.ctx_mut();
+                if got.is_ok() {
+                    ctx.connect = Some(to.saturating_duration_since(from));
+                }
+                if let Some(t) = &mut ctx.trace {
+                    t.marks.connect = Some((from, to));
+                }
             }
             let (mut leased, reused) = got?;
             let ctx = res.ctx_mut();
@@ -663,6 +711,7 @@ impl Proxy {
                                 conn,
                                 key,
                                 _slot: slot,
+                                _active: Active::new(self.metric),
                             },
                             true,
                         ));
@@ -700,6 +749,7 @@ impl Proxy {
                     conn: UpstreamConn::new(wire, addr),
                     key,
                     _slot: slot,
+                    _active: Active::new(self.metric),
                 },
                 false,
             ));

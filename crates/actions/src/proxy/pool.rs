@@ -15,6 +15,10 @@
 //! `max_conns` counts connections **in use** per target, all workers together
 //! ([`Target::busy`]); idle ones do not count, so connections resting on one worker never
 //! make another refuse requests.
+//!
+//! With metrics on, a resting connection carries its upstream's metric slot, and every
+//! move into or out of a stack is counted on this worker's shard
+//! (`anygate_upstream_connections{state="idle"}`).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -23,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anygate_http::client::UpstreamConn;
+use anygate_obs::metrics::{self, PoolState};
 
 use anygate_runtime::time;
 use anygate_tls::MaybeTls as Wire;
@@ -75,8 +80,24 @@ impl Drop for Slot {
 /// An idle connection's key: where it goes, and over what (a TLS setup's id, or 0).
 type Key = (SocketAddr, u64);
 
+/// A resting connection, and the metric slot of the upstream it is counted under.
+struct Rested {
+    conn: UpstreamConn<Wire>,
+    metric: Option<u32>,
+}
+
+impl Rested {
+    /// Leaves the stack (reused or closed): no longer counted idle.
+    fn leave(self) -> UpstreamConn<Wire> {
+        if let Some(slot) = self.metric {
+            metrics::pool(slot, PoolState::Idle, -1);
+        }
+        self.conn
+    }
+}
+
 struct Idle {
-    map: HashMap<Key, Vec<UpstreamConn<Wire>>>,
+    map: HashMap<Key, Vec<Rested>>,
     last_sweep: Instant,
 }
 
@@ -94,6 +115,17 @@ fn fresh(c: &UpstreamConn<Wire>, now: Instant) -> bool {
     now < c.idle_until
 }
 
+/// Closes the connections of `stack` past their idle timeout.
+fn age(stack: &mut Vec<Rested>, now: Instant) {
+    stack.retain(|r| {
+        let keep = fresh(&r.conn, now);
+        if !keep && let Some(slot) = r.metric {
+            metrics::pool(slot, PoolState::Idle, -1);
+        }
+        keep
+    });
+}
+
 impl Idle {
     /// Drops what is too old everywhere, at most once per [`SWEEP_EVERY`].
     fn sweep(&mut self, now: Instant) {
@@ -102,7 +134,7 @@ impl Idle {
         }
         self.last_sweep = now;
         self.map.retain(|_, stack| {
-            stack.retain(|c| fresh(c, now));
+            age(stack, now);
             !stack.is_empty()
         });
     }
@@ -116,15 +148,22 @@ pub fn checkout(addr: SocketAddr, tls: u64) -> Option<UpstreamConn<Wire>> {
         let now = time::now();
         idle.sweep(now);
         let stack = idle.map.get_mut(&(addr, tls))?;
-        stack.retain(|c| fresh(c, now));
+        age(stack, now);
         // An emptied stack stays (with its buffer) for the checkin that follows; the
         // sweep removes it if none comes.
-        stack.pop()
+        stack.pop().map(Rested::leave)
     })
 }
 
-/// Puts a connection to rest (closing the oldest when `max_idle` are already resting).
-pub fn checkin(mut conn: UpstreamConn<Wire>, tls: u64, max_idle: usize, idle_timeout: Duration) {
+/// Puts a connection to rest (closing the oldest when `max_idle` are already resting),
+/// counted idle under the upstream's metric slot `metric` when metrics are on.
+pub fn checkin(
+    mut conn: UpstreamConn<Wire>,
+    tls: u64,
+    max_idle: usize,
+    idle_timeout: Duration,
+    metric: Option<u32>,
+) {
     if max_idle == 0 {
         return;
     }
@@ -133,11 +172,14 @@ pub fn checkin(mut conn: UpstreamConn<Wire>, tls: u64, max_idle: usize, idle_tim
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let stack = idle.map.entry((conn.addr, tls)).or_default();
-        stack.retain(|c| fresh(c, now));
+        age(stack, now);
         if stack.len() >= max_idle {
-            stack.remove(0);
+            drop(stack.remove(0).leave());
         }
-        stack.push(conn);
+        if let Some(slot) = metric {
+            metrics::pool(slot, PoolState::Idle, 1);
+        }
+        stack.push(Rested { conn, metric });
         // After the push: the stack this connection came from (emptied by its checkout)
         // is not empty now, so the sweep keeps it and its buffer.
         idle.sweep(now);

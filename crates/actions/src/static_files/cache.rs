@@ -163,6 +163,9 @@ pub struct Cache {
     fds: usize,
     /// Scratch for building keys.
     pub key: Vec<u8>,
+    /// Whether the last [`Cache::lookup`] that found a file reused its entry (fresh, or
+    /// revalidated unchanged) rather than building it: a hit of the file cache.
+    pub reused: bool,
 }
 
 thread_local! {
@@ -178,6 +181,7 @@ impl Cache {
     /// Finds `key` (`root`, NUL, relative path), revalidating or (re)building its entry.
     pub fn lookup(&mut self, key: &[u8], rel_at: usize, p: &Policy<'_>) -> Result<Found, Miss> {
         let now = anygate_runtime::time::now();
+        self.reused = true;
         if let Some(e) = self.files.get(key)
             && now.saturating_duration_since(e.checked) < p.revalidate
         {
@@ -227,6 +231,7 @@ impl Cache {
             return Ok(Found::File);
         }
         self.remove(key);
+        self.reused = false;
         let info = build(&root, rel, file, &meta, manifest.as_deref(), p);
         let entry = Entry {
             checked: now,

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use anygate_http::server::{FileBody, ResponseBody, push_decimal};
 use anygate_http::{ErrorKind, Exchange, Request, date};
+use anygate_obs::metrics::static_kind;
 
 use self::cache::{CacheKind, Found, Miss, Policy, Variant};
 use self::encoding::Accept;
@@ -209,7 +210,10 @@ impl Static {
         key.truncate(dir_len);
         if self.options.listing && !exact {
             return match c.open_dir(&key[rel_at..], &self.policy()) {
-                Some(dir) => listing::respond(&dir, path, res, buf),
+                Some(dir) => {
+                    res.ctx_mut().static_kinds |= static_kind::LISTING;
+                    listing::respond(&dir, path, res, buf);
+                }
                 None => res.error(ErrorKind::FileError, Some(&self.label)),
             };
         }
@@ -288,6 +292,14 @@ impl Static {
         buf: &mut Vec<u8>,
         fallback: bool,
     ) {
+        let mut kinds = if c.reused {
+            static_kind::HIT
+        } else {
+            static_kind::MISS
+        };
+        if fallback {
+            kinds |= static_kind::SPA_FALLBACK;
+        }
         let range_header = if req.method() == b"GET" {
             req.header(b"range")
         } else {
@@ -307,8 +319,12 @@ impl Static {
                 len,
                 etag,
                 data,
-            }) => (&**etag, *len, Source::of(data.as_ref(), file.as_ref())),
+            }) => {
+                kinds |= static_kind::PRECOMPRESSED;
+                (&**etag, *len, Source::of(data.as_ref(), file.as_ref()))
+            }
             Some(Variant::InMemory { data, etag }) => {
+                kinds |= static_kind::COMPRESSED;
                 (&**etag, data.len() as u64, Some(Source::Memory(data)))
             }
             _ => {
@@ -320,6 +336,17 @@ impl Static {
         let Some(source) = source else {
             return res.error(ErrorKind::FileError, Some(&self.label));
         };
+        let ranges = match range_header {
+            Some(h) if if_range_holds(req, etag, info.mtime) => range::parse(h, len),
+            _ => Ranges::Whole,
+        };
+        let not_modified = not_modified(req, etag, info.mtime);
+        if not_modified {
+            kinds |= static_kind::NOT_MODIFIED;
+        } else if matches!(ranges, Ranges::Parts(_)) {
+            kinds |= static_kind::RANGE;
+        }
+        res.ctx_mut().static_kinds |= kinds;
         let cache_control = match info.kind {
             _ if fallback => &self.options.cache_html,
             CacheKind::Html => &self.options.cache_html,
@@ -337,7 +364,7 @@ impl Static {
         if info.compressible {
             head.fields.append(b"vary", b"accept-encoding");
         }
-        if not_modified(req, etag, info.mtime) {
+        if not_modified {
             head.set_status(304, "Not Modified");
             return res.send(ResponseBody::Empty);
         }
@@ -346,10 +373,6 @@ impl Static {
             head.fields
                 .append(b"content-encoding", e.token().as_bytes());
         }
-        let ranges = match range_header {
-            Some(h) if if_range_holds(req, etag, info.mtime) => range::parse(h, len),
-            _ => Ranges::Whole,
-        };
         let content_type: &str = &info.content_type;
         match ranges {
             Ranges::Whole => {

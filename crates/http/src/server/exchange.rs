@@ -68,6 +68,12 @@ pub struct Ctx {
     /// The request's place in a trace and its phases' instants, when tracing is on (set by
     /// the pipeline; boxed, so that an untraced request's context stays small).
     pub trace: Option<Box<Traced>>,
+    /// How the static action answered: bits of `anygate_obs::metrics::static_kind`
+    /// (0 for other actions).
+    pub static_kinds: u8,
+    /// How long opening the upstream connection took, when the proxy opened one for this
+    /// request and the request is timed (`start` is set).
+    pub connect: Option<Duration>,
 }
 
 /// A traced request's trace context and marks.
@@ -134,6 +140,8 @@ impl Ctx {
             tls: false,
             end: None,
             trace: None,
+            static_kinds: 0,
+            connect: None,
         }
     }
 }

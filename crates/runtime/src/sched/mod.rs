@@ -66,6 +66,8 @@ pub(crate) struct Remote {
     /// Timer inserts and cancels made from other threads, applied by the owner.
     pub(crate) timer_ops: SegQueue<TimerOp>,
     parked: AtomicBool,
+    /// Timers armed on this worker, as of its last reactor turn (for `/debug/runtime`).
+    pub(crate) timers: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +107,7 @@ impl Shared {
                     reactor: Arc::new(Reactor::new()?),
                     timer_ops: SegQueue::new(),
                     parked: AtomicBool::new(false),
+                    timers: AtomicUsize::new(0),
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;

@@ -23,6 +23,7 @@ use crossbeam_deque::{Steal, Worker};
 
 use super::Shared;
 use crate::loom::sync::Arc;
+use crate::loom::sync::atomic::Ordering::Relaxed;
 use crate::sys::epoll::Events;
 use crate::task::Task;
 use crate::time::{TimerOp, wheel::Wheel};
@@ -137,9 +138,16 @@ impl Local {
         let now = crate::time::clock_ms(self.shared.epoch);
         self.now_ms.set(now);
         let mut due = Vec::new();
-        self.wheel
-            .borrow_mut()
-            .advance(now, |entry| due.push(entry));
+        let mut wheel = self.wheel.borrow_mut();
+        wheel.advance(now, |entry| due.push(entry));
+        // Published for the admin listener; stored only when it changed, so a quiet
+        // worker does not dirty a line other threads read.
+        let armed = wheel.len();
+        drop(wheel);
+        let timers = &self.shared.remotes[self.index].timers;
+        if timers.load(Relaxed) != armed {
+            timers.store(armed, Relaxed);
+        }
         // Wake outside the wheel borrow: a woken task may run code that touches timers
         // only when polled, but the waker itself may drop the last reference to a task.
         for entry in due {

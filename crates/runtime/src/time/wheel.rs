@@ -55,7 +55,7 @@ impl<T> Wheel<T> {
         }
     }
 
-    #[cfg(test)]
+    /// Timers armed.
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
