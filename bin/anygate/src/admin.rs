@@ -13,9 +13,13 @@
 //!
 //! It runs on threads of its own, never on a worker: a scrape or a reload never delays a
 //! request, and a wedged admin client never holds a worker. One thread accepts; each
-//! connection gets a short-lived thread (at most [`MAX_CLIENTS`] at once, 503 above), reads
-//! one request under a deadline, answers with `Connection: close`. A reload runs on the
-//! connection's thread, serialised with `SIGHUP` reloads.
+//! connection gets a short-lived thread (at most [`MAX_CLIENTS`] at once), reads one
+//! request under one deadline for the whole head ([`HEAD_DEADLINE`], however slowly it
+//! trickles in), answers with `Connection: close`. Above [`MAX_CLIENTS`], the accepting
+//! thread still answers `/health` and `/ready` when the request is already there (a probe
+//! sends it at once; it waits [`PROBE_WAIT`] at most), and 503 to anything else: clients
+//! that hold connections open cannot make an orchestrator kill a healthy process. A
+//! reload runs on the connection's thread, serialised with `SIGHUP` reloads.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,8 +34,12 @@ use crate::serve::{Core, Reloaded};
 
 /// Admin connections served at once.
 pub const MAX_CLIENTS: usize = 16;
-/// How long a client has to send its request, and to read the answer.
-const IO_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a client has to send its whole request head.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a write of the answer may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Over [`MAX_CLIENTS`]: how long the accepting thread waits for a probe's request.
+pub const PROBE_WAIT: Duration = Duration::from_millis(20);
 /// The largest request head read.
 const MAX_HEAD: usize = 8 << 10;
 
@@ -117,16 +125,12 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) 
             std::thread::park_timeout(Duration::from_millis(50));
             continue;
         };
-        let _ = conn.set_read_timeout(Some(IO_DEADLINE));
-        let _ = conn.set_write_timeout(Some(IO_DEADLINE));
         if CLIENTS.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
             CLIENTS.fetch_sub(1, Ordering::AcqRel);
-            let _ = respond(
-                &mut conn,
-                &error(503, "AG-ADM-5030", "too many admin clients; try again"),
-            );
+            answer_probe(&mut conn, shared);
             continue;
         }
+        let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
         let shared = shared.clone();
         let spawned = anygate_runtime::signal::spawn_side_thread("anygate-admin-conn", move || {
             // Released even if serving panics: a leaked slot would end in a listener
@@ -145,6 +149,22 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) 
             CLIENTS.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// Over capacity, on the accepting thread: `/health` and `/ready` when their request is
+/// already in (a probe's is), else 503. Bounded by [`PROBE_WAIT`] for the read and the
+/// write each.
+fn answer_probe(conn: &mut TcpStream, shared: &Shared) {
+    let _ = conn.set_write_timeout(Some(PROBE_WAIT));
+    let busy = || error(503, "AG-ADM-5030", "too many admin clients; try again");
+    let answer = match read_request(conn, PROBE_WAIT) {
+        Ok(req) if matches!(req.path.as_str(), "/health" | "/ready") => {
+            let a = route(&req, shared);
+            return drop(respond(conn, &a, req.method == "HEAD"));
+        }
+        _ => busy(),
+    };
+    let _ = respond(conn, &answer, false);
 }
 
 /// A response: status, content type, body, extra fields.
@@ -190,7 +210,8 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn respond(conn: &mut TcpStream, a: &Answer) -> io::Result<()> {
+/// Writes `a`; without its body for a `HEAD` request (`head_only`).
+fn respond(conn: &mut TcpStream, a: &Answer, head_only: bool) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n",
         a.status,
@@ -203,7 +224,9 @@ fn respond(conn: &mut TcpStream, a: &Answer) -> io::Result<()> {
     }
     head.push_str("\r\n");
     conn.write_all(head.as_bytes())?;
-    conn.write_all(&a.body)?;
+    if !head_only {
+        conn.write_all(&a.body)?;
+    }
     conn.flush()
 }
 
@@ -220,21 +243,26 @@ pub struct AdminRequest {
     pub authorization: Option<String>,
 }
 
-/// Reads one request head; `Err(answer)` when it is malformed, too large or too slow.
-fn read_request(conn: &mut TcpStream) -> Result<AdminRequest, Answer> {
+/// Reads one request head within `within` (the whole head: a client trickling bytes does
+/// not extend it); `Err(answer)` when it is malformed, too large or too slow.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the admin listener's own threads, not the data path: the raw clock is fine"
+)]
+fn read_request(conn: &mut TcpStream, within: Duration) -> Result<AdminRequest, Answer> {
+    let deadline = std::time::Instant::now() + within;
+    let late = || error(408, "AG-ADM-4080", "the request did not arrive in time");
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            return Err(late());
+        }
         let n = match conn.read(&mut buf[len..]) {
             Ok(0) => return Err(error(400, "AG-ADM-4000", "the request ended early")),
             Ok(n) => n,
-            Err(_) => {
-                return Err(error(
-                    408,
-                    "AG-ADM-4080",
-                    "the request did not arrive in time",
-                ));
-            }
+            Err(_) => return Err(late()),
         };
         len += n;
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -265,11 +293,11 @@ fn read_request(conn: &mut TcpStream) -> Result<AdminRequest, Answer> {
 }
 
 fn serve(conn: &mut TcpStream, shared: &Shared) {
-    let answer = match read_request(conn) {
-        Ok(req) => route(&req, shared),
-        Err(a) => a,
+    let (answer, head_only) = match read_request(conn, HEAD_DEADLINE) {
+        Ok(req) => (route(&req, shared), req.method == "HEAD"),
+        Err(a) => (a, false),
     };
-    let _ = respond(conn, &answer);
+    let _ = respond(conn, &answer, head_only);
 }
 
 /// Answers one admin request.

@@ -11,5 +11,6 @@ pub mod describe;
 pub mod diagnose;
 pub mod explain;
 pub mod notify;
+pub mod serial;
 pub mod serve;
 pub mod tls;

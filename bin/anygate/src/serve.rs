@@ -15,7 +15,7 @@ use std::path::Path;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anygate_config::{Config, Failure, Workers};
@@ -59,13 +59,22 @@ pub struct Core {
     /// `admin.listen` as started (`None`: no admin listener).
     admin_listen: Option<SocketAddr>,
     admin: Arc<admin::Shared>,
-    /// A reload is running; `again` asks it to run once more when it is done.
-    reloading: AtomicBool,
-    again: AtomicBool,
+    /// Reloads of the file, one at a time.
+    reloads: crate::serial::Serial,
+    /// Held while a configuration is applied (see [`Core::reload`]).
+    applying: ApplyLock,
     /// When the server started, and the last reload's outcome (`/status`).
     started: std::time::SystemTime,
     last_reload: arc_swap::ArcSwapOption<serde_json::Value>,
 }
+
+/// Taken while a configuration is applied.
+#[allow(
+    clippy::disallowed_types,
+    reason = "control plane: reloads are rare and never on a worker"
+)]
+#[derive(Debug, Default)]
+struct ApplyLock(std::sync::Mutex<()>);
 
 /// What a reload of the configuration file did.
 #[derive(Debug)]
@@ -315,8 +324,8 @@ impl Server {
             tls,
             admin_listen,
             admin: shared.clone(),
-            reloading: AtomicBool::new(false),
-            again: AtomicBool::new(false),
+            reloads: crate::serial::Serial::default(),
+            applying: ApplyLock::default(),
             started: std::time::SystemTime::now(),
             last_reload: arc_swap::ArcSwapOption::empty(),
         });
@@ -543,7 +552,18 @@ impl Core {
     }
 
     /// Serves `config` from now on (see [`Server::reload`]).
-    fn reload(&self, mut config: Config) -> Result<Vec<&'static str>, Failure> {
+    fn reload(&self, config: Config) -> Result<Vec<&'static str>, Failure> {
+        // Every path to a swap (the file, the admin listener, an embedding program) applies
+        // one configuration at a time: two builds racing would install in either order.
+        let _one = self
+            .applying
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.apply(config)
+    }
+
+    fn apply(&self, mut config: Config) -> Result<Vec<&'static str>, Failure> {
         let mut restart = Vec::new();
         let new = &config.server;
         let old = &self.server_settings;
@@ -617,25 +637,12 @@ impl Core {
     }
 
     /// Reloads the configuration file at `path`, one reload at a time: a reload asked for
-    /// while one runs makes that one read the file again when it is done.
+    /// while one runs makes that one read the file again when it is done
+    /// ([`crate::serial::Serial`]).
     pub fn reload_file(&self, path: &Path) -> Reloaded {
-        if self.reloading.swap(true, Ordering::AcqRel) {
-            self.again.store(true, Ordering::Release);
-            return Reloaded::Busy;
-        }
-        // Cleared even if a reload panics, so that later reloads are not refused as busy.
-        struct Done<'a>(&'a AtomicBool);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        let _done = Done(&self.reloading);
-        let mut outcome = self.reload_file_once(path);
-        while self.again.swap(false, Ordering::AcqRel) {
-            outcome = self.reload_file_once(path);
-        }
-        outcome
+        self.reloads
+            .run(|| self.reload_file_once(path))
+            .unwrap_or(Reloaded::Busy)
     }
 
     fn reload_file_once(&self, path: &Path) -> Reloaded {

@@ -14,9 +14,9 @@
 //! read to its end (so the connection stays usable) but only its first `max_body` bytes are
 //! kept and shown, as UTF-8 (invalid sequences become U+FFFD).
 
-use anygate_http::json::{push_contents, push_string};
 use anygate_http::server::push_decimal;
 use anygate_http::{Exchange, Request};
+use anygate_obs::escape::{json_body as push_contents, json_str as push_string};
 use anygate_router::status;
 
 /// The echo action.

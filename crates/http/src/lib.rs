@@ -47,7 +47,6 @@ pub mod client;
 pub mod date;
 pub mod error;
 pub mod h1;
-pub mod json;
 pub mod limits;
 pub mod message;
 pub mod request_id;

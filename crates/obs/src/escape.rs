@@ -1,11 +1,12 @@
-//! Writing untrusted bytes into a log line: JSON strings and the human format's quoted
-//! fields. Invalid UTF-8 becomes U+FFFD; control characters are escaped, so a client can
-//! neither break a line nor forge one.
+//! Writing untrusted bytes as JSON strings (log lines, error bodies, the echo action) and
+//! as the human log format's quoted fields, without allocating. Invalid UTF-8 becomes
+//! U+FFFD; control characters are escaped, so a client can neither break a line nor forge
+//! one.
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `bytes` as a JSON string, quotes included.
-pub(crate) fn json_str(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn json_str(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     json_body(out, bytes);
     out.push(b'"');
@@ -17,8 +18,8 @@ fn json_plain(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
 }
 
-/// Appends `bytes` escaped for the inside of a JSON string.
-pub(crate) fn json_body(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends `bytes` escaped for the inside of a JSON string, without the quotes.
+pub fn json_body(out: &mut Vec<u8>, bytes: &[u8]) {
     // Most values (paths, hosts, agents) are printable ASCII: one copy.
     if bytes.iter().all(|&b| json_plain(b)) {
         out.extend_from_slice(bytes);

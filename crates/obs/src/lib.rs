@@ -35,7 +35,7 @@
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
 pub mod access;
-mod escape;
+pub mod escape;
 pub mod log;
 pub mod metrics;
 pub mod otlp;

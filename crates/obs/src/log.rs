@@ -173,7 +173,9 @@ fn push(s: &Shared, queue: &ArrayQueue<Line>, line: Line) {
         recycle(s, line.buf);
         return;
     }
-    if s.idle.load(Ordering::Relaxed) && s.idle.swap(false, Ordering::AcqRel) {
+    // SeqCst, with the queue's own SeqCst push and emptiness check, against the writer's
+    // SeqCst store of `idle`: either it sees this line, or this sees it idle and wakes it.
+    if s.idle.load(Ordering::SeqCst) && s.idle.swap(false, Ordering::SeqCst) {
         wake(s);
     }
 }
@@ -323,7 +325,8 @@ impl Writer {
                 std::thread::park_timeout(Duration::from_millis(1));
                 continue;
             }
-            s.idle.store(true, Ordering::Release);
+            // SeqCst: see `push`.
+            s.idle.store(true, Ordering::SeqCst);
             if s.server.is_empty() && s.access.is_empty() && s.control.is_empty() {
                 std::thread::park_timeout(Duration::from_secs(1));
             }

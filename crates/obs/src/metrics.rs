@@ -353,8 +353,9 @@ pub struct Sample {
     pub method: usize,
     /// The status sent.
     pub status: u16,
-    /// From routing to the end of the response.
-    pub elapsed: Duration,
+    /// From routing to the end of the response; `None` for a request refused before
+    /// routing (counted, not timed).
+    pub elapsed: Option<Duration>,
     /// Request bytes read.
     pub rx: u64,
     /// Response bytes written.
@@ -379,10 +380,12 @@ pub fn record(s: &Sample) {
     with_local(|l| {
         let cells = grown(&mut l.routes, &l.shard.routes, s.route as usize, copy_route);
         bump(&cells.requests[s.method.min(7)][status_class(s.status)], 1);
-        let ns = u64::try_from(s.elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BUCKET_NS.iter().position(|&b| ns <= b).unwrap_or(14);
-        bump(&cells.buckets[bucket], 1);
-        bump(&cells.sum_us, ns / 1000);
+        if let Some(elapsed) = s.elapsed {
+            let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            let bucket = BUCKET_NS.iter().position(|&b| ns <= b).unwrap_or(14);
+            bump(&cells.buckets[bucket], 1);
+            bump(&cells.sum_us, ns / 1000);
+        }
         bump(&cells.rx, s.rx);
         bump(&cells.tx, s.tx);
         let mut bits = s.statics;
@@ -699,7 +702,7 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         w.family(name, "counter", help);
         for ((route, action), sums) in routes.iter().zip(&t.routes) {
             let v = if pick { sums.rx } else { sums.tx };
-            if sums.buckets.iter().any(|&n| n > 0) {
+            if sums.requests.iter().flatten().any(|&n| n > 0) {
                 w.sample(name, &[("route", route), ("action", action)], v);
             }
         }
@@ -949,7 +952,7 @@ mod tests {
             route,
             method: 0,
             status,
-            elapsed: Duration::from_micros(700),
+            elapsed: Some(Duration::from_micros(700)),
             rx: 10,
             tx: 20,
             upstream: None,
@@ -1026,7 +1029,7 @@ mod tests {
             route: slot,
             method: 7,
             status: 200,
-            elapsed: Duration::ZERO,
+            elapsed: Some(Duration::ZERO),
             rx: 0,
             tx: 0,
             upstream: None,

@@ -151,8 +151,10 @@ pub fn submit(trace: Trace) {
         s.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if (s.idle.load(Ordering::Relaxed) || s.queue.len() >= CAPACITY / 4)
-        && s.idle.swap(false, Ordering::AcqRel)
+    // SeqCst against the exporter's SeqCst store of `idle` (and the queue's SeqCst push
+    // and emptiness check): either it sees this trace, or this sees it idle.
+    if (s.idle.load(Ordering::SeqCst) || s.queue.len() >= CAPACITY / 4)
+        && s.idle.swap(false, Ordering::SeqCst)
         && let Some(t) = s.thread.get()
     {
         t.unpark();
@@ -179,7 +181,7 @@ fn run(s: &'static Shared) {
             batch.push(t);
         }
         if batch.is_empty() {
-            s.idle.store(true, Ordering::Release);
+            s.idle.store(true, Ordering::SeqCst);
             if s.queue.is_empty() {
                 std::thread::park_timeout(Duration::from_millis(500));
             }

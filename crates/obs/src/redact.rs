@@ -2,12 +2,16 @@
 //!
 //! A name is secret when, compared without case, it is one of [`EXACT`] or contains one of
 //! [`CONTAINS`]: `authorization`, `cookie`, `set-cookie`, `x-api-key`, `access_token`,
-//! `password`, `client_secret`, `session_id`, `X-Auth-Token`, … Its value is written as
-//! `***`. Masking a harmless value costs a little debugging; missing a secret costs a
-//! leak, so the words are broad.
+//! `password`, `client_secret`, `session_id`, `X-Auth-Token`, `aws_access_key_id`,
+//! `id_jwt`, … A query parameter's name is also compared percent-decoded (`%74oken` is
+//! `token`). Its value is written as `***`. Masking a harmless value costs a little
+//! debugging; missing a secret costs a leak, so the words are broad.
+//!
+//! Not masked: the path. A rule that carries a secret in its path (`/reset/:token`) logs
+//! it; put such values in a query parameter or a header, or leave the rule unlogged.
 
 /// Names that are secret as a whole.
-pub const EXACT: &[&str] = &["key", "sig", "pwd", "sid", "jwt", "code", "otp", "pin"];
+pub const EXACT: &[&str] = &["key", "sig", "pwd", "sid", "code", "otp", "pin"];
 
 /// Words that make any name containing them secret.
 pub const CONTAINS: &[&str] = &[
@@ -23,10 +27,59 @@ pub const CONTAINS: &[&str] = &[
     "signature",
     "credential",
     "private",
+    "jwt",
+    "bearer",
+    "-key",
+    "_key",
+    ".key",
 ];
 
 /// What a masked value is written as.
 pub const MASK: &[u8] = b"***";
+
+/// Whether values named `name` are secret, as written or percent-decoded (`+` as a
+/// space).
+pub fn is_secret_param(name: &[u8]) -> bool {
+    if is_secret(name) {
+        return true;
+    }
+    if !name.iter().any(|&b| b == b'%' || b == b'+') {
+        return false;
+    }
+    // Names longer than this are compared as written only.
+    let mut decoded = [0u8; 128];
+    let mut n = 0;
+    let mut i = 0;
+    while i < name.len() {
+        if n == decoded.len() {
+            return false;
+        }
+        let b = match name[i] {
+            b'%' if i + 2 < name.len() => match (hex_val(name[i + 1]), hex_val(name[i + 2])) {
+                (Some(h), Some(l)) => {
+                    i += 2;
+                    h << 4 | l
+                }
+                _ => b'%',
+            },
+            b'+' => b' ',
+            b => b,
+        };
+        decoded[n] = b;
+        n += 1;
+        i += 1;
+    }
+    is_secret(&decoded[..n])
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
 
 /// Whether values named `name` are secret.
 pub fn is_secret(name: &[u8]) -> bool {
@@ -46,20 +99,30 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Appends `query` (without its `?`) with the value of every secret parameter replaced by
-/// `***`: `user=7&access_token=abc` → `user=7&access_token=***`. A parameter's name is
-/// compared as written (percent-encoded names are rare for secrets, and `%5F` in a name
-/// is kept as it is, so `access%5Ftoken` is masked because it contains `token`).
+/// `***`: `user=7&access_token=abc` → `user=7&access_token=***`. Pairs are separated by
+/// `&` or `;` (which some frameworks also accept); a name is compared as written and
+/// percent-decoded ([`is_secret_param`]).
 pub fn query(out: &mut Vec<u8>, query: &[u8]) {
-    for (i, pair) in query.split(|&b| b == b'&').enumerate() {
-        if i > 0 {
-            out.push(b'&');
-        }
+    let mut rest = query;
+    loop {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'&' || b == b';')
+            .unwrap_or(rest.len());
+        let pair = &rest[..end];
         match pair.iter().position(|&b| b == b'=') {
-            Some(eq) if is_secret(&pair[..eq]) => {
+            Some(eq) if is_secret_param(&pair[..eq]) => {
                 out.extend_from_slice(&pair[..=eq]);
                 out.extend_from_slice(MASK);
             }
             _ => out.extend_from_slice(pair),
+        }
+        match rest.get(end) {
+            Some(&sep) => {
+                out.push(sep);
+                rest = &rest[end + 1..];
+            }
+            None => return,
         }
     }
 }
@@ -85,6 +148,20 @@ pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
         out.extend_from_slice(rest);
     } else if is_secret(name) {
         out.extend_from_slice(MASK);
+    } else if name.eq_ignore_ascii_case(b"referer") {
+        // The page the client came from: its query may carry the same secrets.
+        let (url, fragment) = match value.iter().position(|&b| b == b'#') {
+            Some(i) => value.split_at(i),
+            None => (value, &b""[..]),
+        };
+        match url.iter().position(|&b| b == b'?') {
+            Some(q) => {
+                out.extend_from_slice(&url[..=q]);
+                query(out, &url[q + 1..]);
+            }
+            None => out.extend_from_slice(url),
+        }
+        out.extend_from_slice(fragment);
     } else {
         out.extend_from_slice(value);
     }
@@ -147,6 +224,32 @@ mod tests {
         );
         assert_eq!(q("flag&token="), "flag&token=***");
         assert_eq!(q(""), "");
+    }
+
+    #[test]
+    fn regression_review_redaction_gaps() {
+        // `;` separates pairs too; names are compared percent-decoded.
+        assert_eq!(q("a=1;token=x;b=2"), "a=1;token=***;b=2");
+        assert_eq!(q("%74oken=x&%41PI%5FKEY=y"), "%74oken=***&%41PI%5FKEY=***");
+        assert_eq!(q("pass%77ord=x&my+token=y"), "pass%77ord=***&my+token=***");
+        assert_eq!(q("100%=x&%zz=y&%=z"), "100%=x&%zz=y&%=z");
+        // Keys and JWTs by any name.
+        for n in [
+            "aws_access_key_id",
+            "x-goog-key",
+            "id_jwt",
+            "JWT",
+            "X-Bearer",
+            "tls.key",
+        ] {
+            assert!(is_secret(n.as_bytes()), "{n}");
+        }
+        // The referer's query is masked like the request's.
+        assert_eq!(
+            h("Referer", "https://a.example/cb?code=abc&state=1#frag"),
+            "https://a.example/cb?code=***&state=1#frag"
+        );
+        assert_eq!(h("referer", "https://a.example/p"), "https://a.example/p");
     }
 
     #[test]

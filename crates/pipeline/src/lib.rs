@@ -258,8 +258,13 @@ impl App {
         }
         let observe = &mut after.chain;
         client::note(req, &self.trusted, ex.ctx_mut());
+        // An HTTPS redirect or a 421: the global chain edits its head and logs it.
         if let Some(gate) = &self.tls
-            && gate.answer(req, ex)
+            && gate.answer(req, ex, |ex| {
+                if !self.global.is_empty() {
+                    install(&self.global, ex, observe);
+                }
+            })
         {
             return;
         }
@@ -290,6 +295,10 @@ impl App {
                 }
                 if entry.require_client_cert && req.tls().is_none_or(|t| t.client_subject.is_none())
                 {
+                    // Refused before the rule's `pre` phase, logged by its chain.
+                    if !entry.chain.is_empty() {
+                        install(&entry.chain, ex, observe);
+                    }
                     return ex.error(ErrorKind::ClientCertRequired, Some(&entry.label));
                 }
                 if !entry.chain.is_empty() {
@@ -521,6 +530,25 @@ impl Service for Live {
         }
         if let Some(m) = conn.after.metric.take() {
             observed(m, req, ctx);
+        }
+    }
+
+    #[cold]
+    fn rejected(&self, conn: &mut ConnState, req: &Request<'_>, ctx: &Ctx) {
+        // The global chain logs it, and it counts as a request no rule answered.
+        let app = conn.app.load();
+        if app.global.observes() {
+            app.global.observe(req, ctx);
+        }
+        if let Some(route) = app.metrics
+            && app.record
+        {
+            let m = Metric {
+                route,
+                upstream: None,
+                record: true,
+            };
+            metrics::record(m, req, ctx);
         }
     }
 

@@ -13,10 +13,11 @@ use crate::Metric;
 
 /// Records one finished request.
 pub(crate) fn record(m: Metric, req: &Request<'_>, ctx: &Ctx) {
-    let elapsed = match (ctx.start, ctx.end) {
-        (Some(s), Some(e)) => e.saturating_duration_since(s),
-        _ => std::time::Duration::ZERO,
-    };
+    // Untimed: a request the driver refused before routing.
+    let elapsed = ctx
+        .start
+        .zip(ctx.end)
+        .map(|(s, e)| e.saturating_duration_since(s));
     // A proxy rule's request reached for its upstream when it made an attempt, or failed
     // on the way there (a refused or timed-out connect counts no attempt).
     let reached = ctx.attempt > 0 || ctx.error.is_some_and(ErrorKind::is_upstream);

@@ -67,11 +67,18 @@ impl Gate {
             })
     }
 
-    /// Answers the request when TLS demands it; `true` if it did.
-    pub(crate) fn answer(&self, req: &Request<'_>, ex: &mut Exchange<'_>) -> bool {
+    /// Answers the request when TLS demands it; `true` if it did. `before` runs first
+    /// then (it installs the chain that logs the answer).
+    pub(crate) fn answer(
+        &self,
+        req: &Request<'_>,
+        ex: &mut Exchange<'_>,
+        before: impl FnOnce(&mut Exchange<'_>),
+    ) -> bool {
         match req.tls() {
             None => match self.redirect_port {
                 Some(port) if !req.path().starts_with(ACME_CHALLENGE) => {
+                    before(ex);
                     redirect(req, ex, port);
                     true
                 }
@@ -91,6 +98,7 @@ impl Gate {
                     (None, None) => false,
                 };
                 if misdirected {
+                    before(ex);
                     ex.error(ErrorKind::Misdirected, None);
                 }
                 misdirected

@@ -5,8 +5,10 @@
 //! what `X-Request-Id` then says), gets a `server.request` span id, and is sampled by the
 //! caller's flag or, for a trace started here, by a draw against `tracing.sample`. When it
 //! is over its spans are built from the marks the pipeline, the driver and the proxy left
-//! in the context, and handed to the exporter if it was sampled or failed (a 5xx, or an
-//! error the gateway answered): errors are always kept. Phases are timed only for sampled
+//! in the context, and handed to the exporter if it was sampled or failed (a 5xx):
+//! server failures are always kept. A 4xx is the client's error (OpenTelemetry leaves a
+//! server span's status unset for it) and follows the sampling, so a flood of 404s or 429s
+//! cannot push every request into the exporter. Phases are timed only for sampled
 //! traces (each mark is a clock read); an unsampled request that fails is exported with
 //! its `server.request` and `action.*` spans only.
 //!
@@ -58,7 +60,7 @@ pub(crate) fn finish(m: Metric, req: &Request<'_>, ctx: &Ctx) {
         return;
     };
     let t = traced.id;
-    let failed = ctx.status >= 500 || ctx.error.is_some();
+    let failed = ctx.status >= 500;
     if !t.sampled && !failed {
         return;
     }

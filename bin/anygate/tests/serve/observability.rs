@@ -49,7 +49,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     clippy::disallowed_methods,
     reason = "a test's deadline, on the real clock"
 )]
-fn lines_of(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn lines_of(path: &Path, n: usize) -> Vec<String> {
     let deadline = Instant::now() + LIMIT;
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -102,8 +102,12 @@ routes:
     assert_eq!(r.status, 200);
     assert_eq!(get(gw.addr, "/nope", "").status, 404);
     assert_eq!(get(gw.addr, "/app/deep/link", "").status, 200);
-    let lines = lines_of(&dir.0.join("access.log"), 3);
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        one(gw.addr, b"GET /x HTTP/1.1\r\nhost: t\r\nno colon\r\n\r\n").status,
+        400
+    );
+    let lines = lines_of(&dir.0.join("access.log"), 4);
+    assert_eq!(lines.len(), 4, "{lines:?}");
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     // The fields in the SPEC's order, then the logged headers.
     let order = [
@@ -165,6 +169,12 @@ routes:
     let third: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
     assert_eq!(third["action"], "static");
     assert_eq!(third["spa_fallback"], true, "{}", lines[2]);
+    // Refused by the driver: logged with what is known (no method or path: unparsed).
+    let fourth: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+    assert_eq!(fourth["status"], 400, "{}", lines[3]);
+    assert_eq!(fourth["code"], "AG-HTTP-4000");
+    assert_eq!(fourth["client_ip"], "127.0.0.1");
+    assert!(fourth["bytes_tx"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -317,6 +327,19 @@ routes:
     );
     assert_eq!(send("GET /site/deep/link HTTP/1.1\r\nhost: t\r\n\r\n"), 200);
     drop(r);
+    // Refused by the driver before routing: a malformed head, a body over the limit.
+    assert_eq!(
+        one(gw.addr, b"GET /a HTTP/1.1\r\nhost: t\r\nbad header\r\n\r\n").status,
+        400
+    );
+    assert_eq!(
+        one(
+            gw.addr,
+            b"POST /a HTTP/1.1\r\nhost: t\r\ncontent-length: 99999999999999\r\n\r\n"
+        )
+        .status,
+        413
+    );
 
     let text = scrape(admin(&gw));
     let requests = |route: &str, action: &str, method: &str, class: &str| {
@@ -337,8 +360,10 @@ routes:
         Some(1.0),
         "{text}"
     );
-    assert_eq!(requests("unmatched", "none", "POST", "4xx"), Some(3.0));
     assert_eq!(requests("unmatched", "none", "GET", "4xx"), Some(2.0));
+    // The 400's method is unknown (its head did not parse); the 413's was parsed.
+    assert_eq!(requests("unmatched", "none", "other", "4xx"), Some(1.0));
+    assert_eq!(requests("unmatched", "none", "POST", "4xx"), Some(4.0));
     assert_eq!(requests("* /echo", "echo", "PUT", "2xx"), Some(1.0));
     assert_eq!(requests("* /limited/", "fixed", "GET", "2xx"), Some(2.0));
     assert_eq!(requests("* /limited/", "fixed", "GET", "4xx"), Some(2.0));
@@ -366,7 +391,7 @@ routes:
         .filter(|l| l.starts_with("anygate_http_requests_total{"))
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
         .sum();
-    assert_eq!(total, 26.0, "{text}");
+    assert_eq!(total, 28.0, "{text}");
     let hist = |suffix: &str, route: &str, action: &str, extra: &str| {
         sample(
             &text,
@@ -446,6 +471,18 @@ routes:
         ),
         Some(2.0)
     );
+    for code in [
+        r#"code="AG-HTTP-4000",status="400""#,
+        r#"code="AG-HTTP-4130",status="413""#,
+    ] {
+        assert_eq!(
+            sample(&text, &format!("anygate_gateway_errors_total{{{code}}}")),
+            Some(1.0),
+            "{code}"
+        );
+    }
+    // Counted, not timed: the unmatched histogram has only the routed requests.
+    assert_eq!(hist("count", "unmatched", "none", ""), Some(5.0));
     // The request body: 3 bytes of `abc` plus its head.
     let rx = sample(
         &text,
@@ -810,7 +847,8 @@ fn traces_join_the_callers_trace_reach_the_upstream_and_export_over_otlp() {
     let otlp = collector();
     let up = upstream(|seen, s| {
         let tp = seen.fields("traceparent").join(",");
-        reply(s, "", tp.as_bytes())
+        let ts = seen.fields("tracestate").join(",");
+        reply(s, &format!("x-seen-tracestate: [{ts}]\r\n"), tp.as_bytes())
     });
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let refused = closed.local_addr().unwrap();
@@ -842,6 +880,16 @@ routes:
     assert_eq!(r.status, 200);
     // Without an X-Request-Id from the client, the request id is the trace id.
     assert_eq!(r.header("x-request-id"), Some(trace));
+    assert_eq!(r.header("x-seen-tracestate"), Some("[vendor=1]"));
+    // An invalid traceparent starts a trace here: the caller's tracestate is not ours to
+    // pass on.
+    let fresh = get(
+        gw.addr,
+        "/up/x",
+        "traceparent: 00-zz-00f067aa0ba902b7-01\r\ntracestate: vendor=1\r\n",
+    );
+    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.header("x-seen-tracestate"), Some("[]"));
     let sent_up = r.body_str();
     let parts: Vec<&str> = sent_up.split('-').collect();
     assert_eq!(parts.len(), 4, "{sent_up}");
@@ -860,6 +908,11 @@ routes:
     let quiet = get(gw.addr, "/ok", "");
     assert_eq!(quiet.status, 200);
     let quiet_id = quiet.header("x-request-id").unwrap().to_owned();
+    // A client error is not a failure of the server: it follows the sampling (a flood of
+    // 404s cannot bypass it).
+    let missing = get(gw.addr, "/no-such-rule", "");
+    assert_eq!(missing.status, 404);
+    let missing_id = missing.header("x-request-id").unwrap().to_owned();
     let failed = get(gw.addr, "/down/x", "");
     assert_eq!(failed.status, 502);
     let failed_id = failed.header("x-request-id").unwrap().to_owned();
@@ -936,6 +989,10 @@ routes:
     assert!(
         !others.contains(&quiet_id),
         "an unsampled success was exported"
+    );
+    assert!(
+        !others.contains(&missing_id),
+        "an unsampled 404 was exported"
     );
 }
 
@@ -1023,4 +1080,79 @@ routes:
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("anygate.yml:1:"));
+}
+
+/// Everything the admin listener sends for `raw` (it closes after one answer).
+fn raw_admin(addr: SocketAddr, raw: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a test's deadline, on the real clock"
+)]
+fn regression_review_admin_probes_answer_while_slow_clients_hold_every_slot() {
+    use std::io::{Read, Write};
+    let gw = Gateway::start(
+        r#"
+server: { listen: "127.0.0.1:0" }
+admin: { listen: "127.0.0.1:0" }
+routes: { "/": "OK" }
+"#,
+    );
+    let a = admin(&gw);
+    // HEAD answers the head alone.
+    let head = raw_admin(a, b"HEAD /health HTTP/1.1\r\nhost: a\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {head:?}"
+    );
+    // Every slot held by a client that sends nothing.
+    let held: Vec<_> = (0..16)
+        .map(|_| std::net::TcpStream::connect(a).unwrap())
+        .collect();
+    // Probes are still answered (by the accepting thread); other endpoints are refused.
+    for path in ["/health", "/ready"] {
+        let r = get(a, path, "");
+        assert_eq!(r.status, 200, "{path}: {}", r.body_str());
+    }
+    let busy = get(a, "/metrics", "");
+    assert_eq!(busy.status, 503);
+    assert!(busy.body_str().contains("AG-ADM-5030"));
+    drop(held);
+
+    // A client trickling its head a byte at a time gets 408 at the head's deadline: the
+    // bytes do not extend it.
+    let mut slow = std::net::TcpStream::connect(a).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut got = Vec::new();
+    let give_up = Instant::now() + LIMIT;
+    for b in b"GET /health HTTP/1.1\r\nx-pad: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'))
+    {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if !got.is_empty() || Instant::now() > give_up {
+            break;
+        }
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408 "), "{got:?}");
 }

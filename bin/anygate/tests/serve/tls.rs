@@ -661,6 +661,50 @@ fn redirect_http_answers_308_to_https_except_acme_challenges() {
     s.shutdown();
 }
 
+#[test]
+fn regression_review_tls_redirects_and_client_certificate_refusals_are_logged() {
+    let dir = TempDir::new("tls-logged");
+    let pki = Pki::new("Test CA");
+    let clients = Pki::new("Clients CA");
+    let files = [pki.server(&["localhost"]).write(&dir, "srv")];
+    let ca = clients.write_ca(&dir, "clients-ca");
+    let log = dir.0.join("access.log");
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nplugins: [{{kind: log, args: {{to: \"{}\"}}}}]\ntls:\n  listen: \"127.0.0.1:0\"\n{}  redirect_http: true\n  client_auth: {{mode: optional, ca: \"{}\"}}\nroutes:\n  \"/open\": \"OK\"\ngroups:\n  - prefix: /admin\n    require_client_cert: true\n    routes: {{\"/echo\": \"*\"}}\n",
+        log.display(),
+        certs_yaml(&files),
+        ca.display()
+    );
+    let s = in_process(&yaml);
+    let r = crate::http::one(
+        s.addrs()[0],
+        b"GET /open HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 308);
+    let mut anon = tls(
+        s.tls_addrs()[0],
+        client(&pki, &[], None),
+        named("localhost"),
+    );
+    let r = request(
+        &mut anon,
+        "GET /admin/echo HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    );
+    assert_eq!(r.status(), 403);
+    let lines = crate::observability::lines_of(&log, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(
+        (first["status"].as_u64(), first["path"].as_str()),
+        (Some(308), Some("/open"))
+    );
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(second["status"], 403);
+    assert_eq!(second["code"], "AG-SEC-6004");
+    assert_eq!(second["route"], "* /admin/echo");
+    s.shutdown();
+}
+
 /// The certificate the server at `addr` serves to `name` now.
 fn current_cert(addr: SocketAddr, name: &str) -> Vec<u8> {
     served_cert(addr, Some(name))

@@ -139,8 +139,11 @@ pub(super) fn request_head(
     // A trusted proxy's forwarding fields are believed and extended; anyone else's are
     // replaced by what this connection shows (`server.trusted_proxies`).
     let trusted = body.ctx().peer_trusted;
-    // A traced request sends its own `traceparent` (below); `tracestate` passes as it came.
+    // A traced request sends its own `traceparent` (below). `tracestate` belongs to the
+    // caller's trace: it passes when the request joined that trace, and is dropped when
+    // the trace started here (its `traceparent` was missing or invalid, W3C §3.3.1).
     let trace = body.ctx().trace.as_deref().map(|t| t.id);
+    let fresh_trace = trace.is_some_and(|t| t.parent.is_none());
     // The client's fields as the filters left them (`headers`, `auth`).
     for (name, value) in body.edits().fields(req) {
         if is_hop_by_hop(name)
@@ -148,6 +151,7 @@ pub(super) fn request_head(
             || (!trusted && is_one_of(name, &CLIENT_CLAIMS))
             || named_in_connection(name, connection())
             || (trace.is_some() && name.eq_ignore_ascii_case(b"traceparent"))
+            || (fresh_trace && name.eq_ignore_ascii_case(b"tracestate"))
             || options
                 .client_cert_header
                 .as_deref()

@@ -106,6 +106,13 @@ pub trait Service: Send + Sync + 'static {
     /// log, metrics).
     fn finish(&self, _conn: &mut Self::Conn, _req: &Request<'_>, _ctx: &Ctx) {}
 
+    /// Called after the driver answered a request it could not hand to [`Service::call`]
+    /// (a malformed or oversized head, a head that did not arrive in time, a body over the
+    /// limit, no memory for a large head): `ctx` has its status, error and sizes; `req` is
+    /// its head when it was parsed (a body over the limit), else an empty one (no method,
+    /// no path). For logs and metrics: the response is already written.
+    fn rejected(&self, _conn: &mut Self::Conn, _req: &Request<'_>, _ctx: &Ctx) {}
+
     /// Called when the connection goes idle, and again whenever it is woken while idle by
     /// [`Drain::reconfigured`]: state that would pin an old configuration is dropped here.
     fn idle(&self, _conn: &mut Self::Conn) {}
@@ -761,7 +768,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                 }
                 Parse::Partial => self.read_more().await,
                 Parse::Invalid(kind) => {
-                    self.reject(kind).await;
+                    self.reject(kind, None).await;
                     false
                 }
             };
@@ -794,7 +801,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                     .drain
                     .reserve_head_memory(extra, self.limits.head_memory)
                 {
-                    self.reject(ErrorKind::Overloaded).await;
+                    self.reject(ErrorKind::Overloaded, None).await;
                     return false;
                 }
                 self.head_reserved += extra;
@@ -868,28 +875,40 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                 true
             }
             ReadOutcome::Timeout if !idle => {
-                self.reject(ErrorKind::HeadTimeout).await;
+                self.reject(ErrorKind::HeadTimeout, None).await;
                 false
             }
             _ => false,
         }
     }
 
-    /// Answers a request that cannot be parsed, and marks the connection for closing.
-    async fn reject(&mut self, kind: ErrorKind) {
+    /// Answers a request that cannot be handled, and marks the connection for closing.
+    /// `parsed`: where its head ends, when it was parsed (in `heads.request`).
+    async fn reject(&mut self, kind: ErrorKind, parsed: Option<usize>) {
         self.acquire();
         self.linger = true;
         self.generated_id = request_id::generate();
         let date = date::now();
         let Some(pool::Heads {
+            request,
             response: head,
             edits,
-            ..
         }) = self.heads.as_deref_mut()
         else {
             return;
         };
         edits.clear();
+        let empty;
+        let (parsed_head, head_bytes): (&Head, &[u8]) = match parsed {
+            Some(end) => (request, &self.buf[self.start..end]),
+            None => {
+                empty = Head::default();
+                (&empty, &[])
+            }
+        };
+        let mut ctx = Ctx::new();
+        ctx.bytes_in = (self.end - self.start) as u64;
+        ctx.tls = self.facts.tls.is_some();
         let mut ex = Exchange {
             io: &mut self.stream,
             body: BodyState::none(),
@@ -909,11 +928,21 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             head,
             hook: None,
             edits,
-            ctx: Ctx::new(),
+            ctx,
             send_rate: crate::limits::MinRate::OFF,
             send_started: None,
         };
         ex.error(kind, None);
+        ex.ctx.status = ex.status;
+        ex.ctx.error = ex.error;
+        let req = Request {
+            buf: head_bytes,
+            head: parsed_head,
+            request_id: &self.generated_id,
+            peer: self.facts.peer,
+            tls: self.facts.tls.as_deref(),
+        };
+        self.service.rejected(&mut self.state, &req, &ex.ctx);
     }
 
     /// Handles the request whose head is the first `n` bytes of the window. `false` when
@@ -931,7 +960,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             && limits.max_body > 0
             && len > limits.max_body
         {
-            self.reject(ErrorKind::BodyTooLarge).await;
+            self.reject(ErrorKind::BodyTooLarge, Some(head_end)).await;
             return false;
         }
         let expect_continue = head.expect_continue && framing != Framing::None;

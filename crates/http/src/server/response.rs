@@ -353,7 +353,7 @@ impl Exchange<'_> {
         body.extend_from_slice(self.request_id);
         body.extend_from_slice(b"\",\"route\":");
         match route {
-            Some(r) => crate::json::push_string(body, r.as_bytes()),
+            Some(r) => anygate_obs::escape::json_str(body, r.as_bytes()),
             None => body.extend_from_slice(b"null"),
         }
         body.extend_from_slice(b"}}");
