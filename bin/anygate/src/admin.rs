@@ -432,3 +432,31 @@ fn reload(req: &AdminRequest, shared: &Shared) -> Answer {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    #[test]
+    fn ready_says_starting_over_the_wire_until_the_listeners_are_bound() {
+        // What a server has between starting its admin listener and binding the rest.
+        let shared = Arc::new(Shared::default());
+        let admin = Admin::start("127.0.0.1:0".parse().unwrap(), shared.clone()).unwrap();
+        let r = ask(admin.addr(), b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        assert!(r.contains("\"state\": \"starting\""), "{r}");
+        assert!(r.contains("\"ready\": false"), "{r}");
+        // Liveness holds from the start.
+        assert!(ask(admin.addr(), b"GET /health HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 "));
+        assert!(!shared.ready());
+    }
+}

@@ -21,6 +21,7 @@ use std::ops::Range;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use anygate_obs::metrics::{self, PoolState};
 use anygate_runtime::net::TcpStream;
 use anygate_runtime::time::{self, Sleep};
 use anygate_runtime::transport::Transport;
@@ -107,8 +108,38 @@ pub struct UpstreamConn<T = TcpStream> {
     pub info: ResponseInfo,
     /// Until when the connection may rest in a pool (set by the pool at checkin).
     pub idle_until: Instant,
+    /// The `anygate_upstream_connections` series (upstream slot, state) that counts this
+    /// connection now, if any ([`UpstreamConn::count_as`]); left when it is dropped.
+    gauge: Option<(u32, PoolState)>,
     /// Where it goes.
     pub addr: SocketAddr,
+}
+
+impl<T> UpstreamConn<T> {
+    /// Counts this connection under `to` (an upstream's metric slot and a state) from now
+    /// on, and no longer under the series it was counted in; the last series is left when
+    /// the connection is dropped, whatever ends it. Out of line: only metrics use it.
+    #[inline(never)]
+    pub fn count_as(&mut self, to: Option<(u32, PoolState)>) {
+        if self.gauge == to {
+            return;
+        }
+        if let Some((slot, state)) = self.gauge {
+            metrics::pool(slot, state, -1);
+        }
+        if let Some((slot, state)) = to {
+            metrics::pool(slot, state, 1);
+        }
+        self.gauge = to;
+    }
+}
+
+impl<T> Drop for UpstreamConn<T> {
+    fn drop(&mut self) {
+        if let Some((slot, state)) = self.gauge {
+            metrics::pool(slot, state, -1);
+        }
+    }
 }
 
 impl UpstreamConn<TcpStream> {
@@ -139,6 +170,7 @@ impl<T: Transport> UpstreamConn<T> {
             head: ResponseHead::default(),
             info: ResponseInfo::default(),
             idle_until: time::now(),
+            gauge: None,
             addr,
         }
     }

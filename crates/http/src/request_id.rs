@@ -39,23 +39,18 @@ pub fn generate() -> [u8; 32] {
         (mix(next), mix(next ^ inc))
     });
     let mut out = [0u8; 32];
-    for (i, word) in [a, b].into_iter().enumerate() {
-        for j in 0..16 {
-            let nibble = (word >> (60 - 4 * j)) & 15;
-            out[i * 16 + j] = b"0123456789abcdef"[nibble as usize];
-        }
-    }
+    out[..16].copy_from_slice(&anygate_obs::escape::hex_u64(a));
+    out[16..].copy_from_slice(&anygate_obs::escape::hex_u64(b));
     out
 }
 
 /// The trace id of a valid `traceparent` value, as 32 lower-case hex digits.
 pub fn from_traceparent(value: &[u8]) -> Option<[u8; 32]> {
     let parent = anygate_obs::trace::parse_traceparent(value)?;
+    let id = u128::from_be_bytes(parent.trace_id);
     let mut out = [0u8; 32];
-    for (i, b) in parent.trace_id.iter().enumerate() {
-        out[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
-        out[2 * i + 1] = b"0123456789abcdef"[usize::from(b & 15)];
-    }
+    out[..16].copy_from_slice(&anygate_obs::escape::hex_u64((id >> 64) as u64));
+    out[16..].copy_from_slice(&anygate_obs::escape::hex_u64(id as u64));
     Some(out)
 }
 
@@ -68,6 +63,16 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traceparents_trace_id_is_the_request_id() {
+        let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            from_traceparent(tp).as_ref().map(|id| &id[..]),
+            Some(&b"4bf92f3577b34da6a3ce929d0e0e4736"[..])
+        );
+        assert_eq!(from_traceparent(b"00-zz-00f067aa0ba902b7-01"), None);
+    }
 
     #[test]
     fn generated_ids_are_hex_and_distinct() {

@@ -267,29 +267,34 @@ pub fn unmatched_slot() -> u32 {
     route_slots(&[("unmatched".into(), "none")])[0]
 }
 
-fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> R {
-    LOCAL.with(|cell| {
-        let mut local = cell.borrow_mut();
-        let local = local.get_or_insert_with(|| {
-            let shard = Arc::new(Shard {
-                routes: ArcSwap::from_pointee(Vec::new()),
-                upstreams: ArcSwap::from_pointee(Vec::new()),
-                errors: std::array::from_fn(|_| AtomicU64::new(0)),
-                counters: std::array::from_fn(|_| AtomicU64::new(0)),
+/// Runs `f` on this thread's shard (created on first use). Nothing happens, and `R`'s
+/// default comes back, while the thread is exiting and its shard is already gone (a pool's
+/// connections dropped with the thread's other locals).
+fn with_local<R: Default>(f: impl FnOnce(&mut Local) -> R) -> R {
+    LOCAL
+        .try_with(|cell| {
+            let mut local = cell.borrow_mut();
+            let local = local.get_or_insert_with(|| {
+                let shard = Arc::new(Shard {
+                    routes: ArcSwap::from_pointee(Vec::new()),
+                    upstreams: ArcSwap::from_pointee(Vec::new()),
+                    errors: std::array::from_fn(|_| AtomicU64::new(0)),
+                    counters: std::array::from_fn(|_| AtomicU64::new(0)),
+                });
+                registry().shards.rcu(|list| {
+                    let mut list = Vec::clone(list);
+                    list.push(shard.clone());
+                    list
+                });
+                Local {
+                    routes: shard.routes.load_full(),
+                    upstreams: shard.upstreams.load_full(),
+                    shard,
+                }
             });
-            registry().shards.rcu(|list| {
-                let mut list = Vec::clone(list);
-                list.push(shard.clone());
-                list
-            });
-            Local {
-                routes: shard.routes.load_full(),
-                upstreams: shard.upstreams.load_full(),
-                shard,
-            }
-        });
-        f(local)
-    })
+            f(local)
+        })
+        .unwrap_or_default()
 }
 
 /// The cells at `slot` of the owner's array `mine`, grown (and published to `shared`)
@@ -421,7 +426,9 @@ pub fn record(s: &Sample) {
 
 /// Moves one connection of the upstream at `slot` into (`delta` 1) or out of (-1)
 /// `state`, on this thread's shard. Call it from the thread that owns the connection's
-/// pool, for each move, so that the thread's count never goes below zero.
+/// pool, for each move, so that the thread's count never goes below zero. Out of line: the
+/// proxy's path stays small where metrics are off.
+#[inline(never)]
 pub fn pool(slot: u32, state: PoolState, delta: i64) {
     with_local(|l| {
         let up = grown(
@@ -926,6 +933,29 @@ mod tests {
         assert_eq!(status_class(599), 4);
         assert_eq!(status_class(0), 0);
         assert_eq!(status_class(999), 4);
+    }
+
+    #[test]
+    fn regression_a_connection_dropped_as_its_thread_exits_does_not_abort() {
+        // A worker's idle pool is a thread local: its connections leave their gauge when
+        // the thread's locals are destroyed, possibly after this thread's shard.
+        struct LeavesOnDrop;
+        impl Drop for LeavesOnDrop {
+            fn drop(&mut self) {
+                pool(0, PoolState::Idle, -1);
+            }
+        }
+        thread_local! {
+            static HELD: RefCell<Option<LeavesOnDrop>> = const { RefCell::new(None) };
+        }
+        let slot = upstream_slots(&["t-exit".into()])[0];
+        std::thread::spawn(move || {
+            // Registered before the shard, so destroyed after it.
+            HELD.with(|h| *h.borrow_mut() = Some(LeavesOnDrop));
+            pool(slot, PoolState::Idle, 1);
+        })
+        .join()
+        .expect("the thread exits cleanly");
     }
 
     #[test]

@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
-use serde_json::{Value, json};
 
 /// Traces the queue holds.
 const CAPACITY: usize = 4096;
@@ -52,7 +51,7 @@ pub enum Attr {
 #[derive(Clone, Debug)]
 pub struct Span {
     /// `server.request`, `router.match`, …
-    pub name: Box<str>,
+    pub name: &'static str,
     /// Its id.
     pub span_id: [u8; 8],
     /// Its parent, if any.
@@ -221,55 +220,73 @@ fn run(s: &'static Shared) {
     }
 }
 
-fn hex(id: &[u8]) -> String {
-    let mut out = Vec::with_capacity(id.len() * 2);
-    crate::escape::hex(&mut out, id);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// One `ExportTraceServiceRequest` in OTLP's JSON encoding (ids in hex, times as decimal
-/// strings).
+/// One `ExportTraceServiceRequest` in OTLP's JSON encoding (ids in hex, times and
+/// integers as decimal strings), written straight into the body: no value tree, one
+/// allocation per batch.
 pub fn encode(service: &str, traces: &[Trace]) -> Vec<u8> {
-    let spans: Vec<Value> = traces
-        .iter()
-        .flat_map(|t| t.spans.iter().map(move |s| (t, s)))
-        .map(|(t, s)| {
-            let attrs: Vec<Value> = s
-                .attrs
-                .iter()
-                .map(|(k, v)| match v {
-                    Attr::Str(v) => json!({"key": k, "value": {"stringValue": v}}),
-                    Attr::Int(v) => json!({"key": k, "value": {"intValue": v.to_string()}}),
-                })
-                .collect();
-            let mut span = json!({
-                "traceId": hex(&t.trace_id),
-                "spanId": hex(&s.span_id),
-                "name": s.name,
-                "kind": s.kind as u8,
-                "startTimeUnixNano": s.start_ns.to_string(),
-                "endTimeUnixNano": s.end_ns.to_string(),
-                "attributes": attrs,
-                "status": {"code": if s.error { 2 } else { 0 }},
-            });
-            if let Some(p) = s.parent {
-                span["parentSpanId"] = json!(hex(&p));
+    use crate::escape::{hex, json_str, num};
+    let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
+    let mut out = Vec::with_capacity(256 + spans * 400);
+    out.extend_from_slice(
+        br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"#,
+    );
+    json_str(&mut out, service.as_bytes());
+    out.extend_from_slice(br#"}}]},"scopeSpans":[{"scope":{"name":"anygate","version":"#);
+    json_str(&mut out, env!("CARGO_PKG_VERSION").as_bytes());
+    out.extend_from_slice(br#"},"spans":["#);
+    let mut first = true;
+    for t in traces {
+        for s in &t.spans {
+            if !first {
+                out.push(b',');
             }
-            span
-        })
-        .collect();
-    let body = json!({
-        "resourceSpans": [{
-            "resource": {"attributes": [
-                {"key": "service.name", "value": {"stringValue": service}},
-            ]},
-            "scopeSpans": [{
-                "scope": {"name": "anygate", "version": env!("CARGO_PKG_VERSION")},
-                "spans": spans,
-            }],
-        }],
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
+            first = false;
+            out.extend_from_slice(br#"{"traceId":""#);
+            hex(&mut out, &t.trace_id);
+            out.extend_from_slice(br#"","spanId":""#);
+            hex(&mut out, &s.span_id);
+            if let Some(p) = s.parent {
+                out.extend_from_slice(br#"","parentSpanId":""#);
+                hex(&mut out, &p);
+            }
+            out.extend_from_slice(br#"","name":"#);
+            json_str(&mut out, s.name.as_bytes());
+            out.extend_from_slice(br#","kind":"#);
+            num(&mut out, s.kind as u64);
+            out.extend_from_slice(br#","startTimeUnixNano":""#);
+            num(&mut out, s.start_ns);
+            out.extend_from_slice(br#"","endTimeUnixNano":""#);
+            num(&mut out, s.end_ns);
+            out.extend_from_slice(br#"","attributes":["#);
+            for (i, (k, v)) in s.attrs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(br#"{"key":"#);
+                json_str(&mut out, k.as_bytes());
+                match v {
+                    Attr::Str(v) => {
+                        out.extend_from_slice(br#","value":{"stringValue":"#);
+                        json_str(&mut out, v.as_bytes());
+                        out.extend_from_slice(b"}}");
+                    }
+                    Attr::Int(v) => {
+                        out.extend_from_slice(br#","value":{"intValue":""#);
+                        if *v < 0 {
+                            out.push(b'-');
+                        }
+                        num(&mut out, v.unsigned_abs());
+                        out.extend_from_slice(br#""}}"#);
+                    }
+                }
+            }
+            out.extend_from_slice(br#"],"status":{"code":"#);
+            out.push(if s.error { b'2' } else { b'0' });
+            out.extend_from_slice(b"}}");
+        }
+    }
+    out.extend_from_slice(b"]}]}]}");
+    out
 }
 
 fn post(endpoint: &Endpoint, body: &[u8]) -> std::io::Result<()> {
@@ -305,4 +322,73 @@ fn post(endpoint: &Endpoint, body: &[u8]) -> std::io::Result<()> {
 pub fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_writes_valid_otlp_json_with_every_field() {
+        let trace = Trace {
+            trace_id: [0xab; 16],
+            spans: vec![
+                Span {
+                    name: "server.request",
+                    span_id: [1; 8],
+                    parent: None,
+                    kind: Kind::Server,
+                    start_ns: 1_700_000_000_000_000_000,
+                    end_ns: 1_700_000_000_000_500_000,
+                    attrs: vec![
+                        ("url.path", Attr::Str("/a\"q\"\n".into())),
+                        ("http.response.status_code", Attr::Int(502)),
+                        ("neg", Attr::Int(-7)),
+                    ],
+                    error: true,
+                },
+                Span {
+                    name: "router.match",
+                    span_id: [2; 8],
+                    parent: Some([1; 8]),
+                    kind: Kind::Internal,
+                    start_ns: 5,
+                    end_ns: 6,
+                    attrs: Vec::new(),
+                    error: false,
+                },
+            ],
+        };
+        let body = encode("edge \"1\"", &[trace.clone(), trace]);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+        let rs = &v["resourceSpans"][0];
+        assert_eq!(
+            rs["resource"]["attributes"][0],
+            serde_json::json!({"key": "service.name", "value": {"stringValue": "edge \"1\""}})
+        );
+        let scope = &rs["scopeSpans"][0];
+        assert_eq!(scope["scope"]["name"], "anygate");
+        let spans = scope["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 4);
+        let s = &spans[0];
+        assert_eq!(s["traceId"], "ab".repeat(16));
+        assert_eq!(s["spanId"], "0101010101010101");
+        assert!(s.get("parentSpanId").is_none());
+        assert_eq!(s["name"], "server.request");
+        assert_eq!(s["kind"], 2);
+        assert_eq!(s["startTimeUnixNano"], "1700000000000000000");
+        assert_eq!(s["endTimeUnixNano"], "1700000000000500000");
+        assert_eq!(s["status"]["code"], 2);
+        assert_eq!(
+            s["attributes"],
+            serde_json::json!([
+                {"key": "url.path", "value": {"stringValue": "/a\"q\"\n"}},
+                {"key": "http.response.status_code", "value": {"intValue": "502"}},
+                {"key": "neg", "value": {"intValue": "-7"}},
+            ])
+        );
+        assert_eq!(spans[1]["parentSpanId"], "0101010101010101");
+        assert_eq!(spans[1]["attributes"], serde_json::json!([]));
+        assert_eq!(spans[1]["status"]["code"], 0);
+    }
 }

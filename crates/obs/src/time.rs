@@ -1,7 +1,33 @@
 //! Wall-clock timestamps for log lines: RFC 3339, UTC, nanoseconds
 //! (`2026-12-02T19:40:00.123456789Z`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::cell::Cell;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a thread trusts its offset between the monotonic and the wall clock.
+const RECALIBRATE: Duration = Duration::from_secs(1);
+
+/// The wall-clock time of `at`, an instant of the monotonic clock (a request's end), from a
+/// per-thread pair of readings of both clocks taken at most [`RECALIBRATE`] apart: one
+/// clock read saved per log line. The two clocks can drift apart by what NTP slews in a
+/// second (microseconds at most); a step of the wall clock shows within a second.
+pub fn wall(at: Instant) -> SystemTime {
+    thread_local! {
+        static BASE: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+    }
+    let base = match BASE.get() {
+        Some((i, w)) if at.saturating_duration_since(i) < RECALIBRATE => (i, w),
+        _ => {
+            let fresh = (anygate_runtime::time::precise_now(), SystemTime::now());
+            BASE.set(Some(fresh));
+            fresh
+        }
+    };
+    match at.checked_duration_since(base.0) {
+        Some(after) => base.1 + after,
+        None => base.1 - base.0.duration_since(at),
+    }
+}
 
 /// Appends `t` as RFC 3339 in UTC with nine fractional digits. Times before 1970 are
 /// written as the epoch.
@@ -9,7 +35,7 @@ pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     // The date and time of day change once a second: kept per thread.
     thread_local! {
-        static LAST: std::cell::Cell<(u64, [u8; 30])> = const { std::cell::Cell::new((u64::MAX, [0; 30])) };
+        static LAST: Cell<(u64, [u8; 30])> = const { Cell::new((u64::MAX, [0; 30])) };
     }
     let secs = since.as_secs();
     let (cached, mut buf) = LAST.get();
@@ -68,6 +94,26 @@ mod tests {
         let mut out = Vec::new();
         rfc3339(&mut out, UNIX_EPOCH + Duration::new(secs, nanos));
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn wall_places_monotonic_instants_on_the_wall_clock() {
+        let before = SystemTime::now();
+        let now = anygate_runtime::time::precise_now();
+        let w = wall(now);
+        let after = SystemTime::now();
+        assert!(w + Duration::from_millis(50) >= before && w <= after + Duration::from_millis(50));
+        // Instants before and after the calibration keep their order and distance.
+        let earlier = now - Duration::from_millis(3);
+        assert_eq!(
+            w.duration_since(wall(earlier)).unwrap(),
+            Duration::from_millis(3)
+        );
+        let later = now + Duration::from_millis(7);
+        assert_eq!(
+            wall(later).duration_since(w).unwrap(),
+            Duration::from_millis(7)
+        );
     }
 
     #[test]

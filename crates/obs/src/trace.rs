@@ -96,15 +96,7 @@ pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
 
 /// Lowercase hex only, as the specification requires.
 fn hex_into(text: &[u8], out: &mut [u8]) -> Option<()> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    for (pair, slot) in text.chunks_exact(2).zip(out.iter_mut()) {
-        *slot = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(())
+    crate::escape::unhex(text, out)
 }
 
 #[cfg(test)]

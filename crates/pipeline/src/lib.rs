@@ -245,10 +245,11 @@ impl App {
             let ctx = ex.ctx_mut();
             ctx.start = Some(anygate_runtime::time::precise_now());
             if let Some(sample) = self.tracing {
-                ctx.trace = Some(Box::new(anygate_http::server::Traced {
-                    id: trace::begin(req, sample),
-                    marks: anygate_http::server::Marks::default(),
-                }));
+                let id = trace::begin(req, sample);
+                ctx.trace = Some(id);
+                if id.sampled {
+                    ctx.marks = Some(Box::default());
+                }
             }
             after.metric = Some(Metric {
                 route: unmatched,
@@ -278,10 +279,8 @@ impl App {
         // Phases are timed for sampled traces only: an unsampled one that fails is
         // exported with its request and action spans, without reading the clock for every
         // phase of the 99 % that succeed.
-        if let Some(t) = &mut ex.ctx_mut().trace
-            && t.id.sampled
-        {
-            t.marks.routed = Some(anygate_runtime::time::precise_now());
+        if let Some(m) = &mut ex.ctx_mut().marks {
+            m.routed = Some(anygate_runtime::time::precise_now());
         }
         match found {
             Lookup::Found(m) => {
@@ -308,10 +307,8 @@ impl App {
                     } else {
                         entry.chain.pre_now(req, ex)
                     };
-                    if let Some(t) = &mut ex.ctx_mut().trace
-                        && t.id.sampled
-                    {
-                        t.marks.pre_end = Some(anygate_runtime::time::precise_now());
+                    if let Some(m) = &mut ex.ctx_mut().marks {
+                        m.pre_end = Some(anygate_runtime::time::precise_now());
                     }
                     if flow == Flow::Answered {
                         return;

@@ -56,10 +56,9 @@ pub(crate) fn begin(req: &Request<'_>, sample: f64) -> TraceCtx {
 /// Builds the spans of a finished traced request and exports them when it was sampled or
 /// failed.
 pub(crate) fn finish(m: Metric, req: &Request<'_>, ctx: &Ctx) {
-    let Some(traced) = ctx.trace.as_deref() else {
+    let Some(t) = ctx.trace else {
         return;
     };
-    let t = traced.id;
     let failed = ctx.status >= 500;
     if !t.sampled && !failed {
         return;
@@ -96,8 +95,8 @@ pub(crate) fn finish(m: Metric, req: &Request<'_>, ctx: &Ctx) {
         attrs.push(("anygate.error_code", Attr::Str(e.code().into())));
     }
     let mut spans = Vec::with_capacity(7);
-    let internal = |name: &str, from: Instant, to: Instant| Span {
-        name: name.into(),
+    let internal = |name: &'static str, from: Instant, to: Instant| Span {
+        name,
         span_id: new_span_id(),
         parent: Some(t.span_id),
         kind: Kind::Internal,
@@ -107,7 +106,7 @@ pub(crate) fn finish(m: Metric, req: &Request<'_>, ctx: &Ctx) {
         error: false,
     };
     spans.push(Span {
-        name: "server.request".into(),
+        name: "server.request",
         span_id: t.span_id,
         parent: t.parent,
         kind: Kind::Server,
@@ -116,7 +115,7 @@ pub(crate) fn finish(m: Metric, req: &Request<'_>, ctx: &Ctx) {
         attrs,
         error: ctx.status >= 500,
     });
-    let marks = &traced.marks;
+    let marks = ctx.marks.as_deref().copied().unwrap_or_default();
     if let Some(routed) = marks.routed {
         spans.push(internal("router.match", start, routed));
     }
@@ -125,7 +124,15 @@ pub(crate) fn finish(m: Metric, req: &Request<'_>, ctx: &Ctx) {
     }
     if let Some(kind) = ctx.action.filter(|_| !action.is_empty()) {
         let from = marks.pre_end.or(marks.routed).unwrap_or(start);
-        let mut span = internal(&format!("action.{kind}"), from, end);
+        let name = match kind {
+            "fixed" => "action.fixed",
+            "echo" => "action.echo",
+            "static" => "action.static",
+            "proxy" => "action.proxy",
+            "unavailable" => "action.unavailable",
+            _ => "action",
+        };
+        let mut span = internal(name, from, end);
         span.error = ctx.error.is_some_and(ErrorKind::is_upstream);
         let action_id = span.span_id;
         spans.push(span);
@@ -143,7 +150,7 @@ pub(crate) fn finish(m: Metric, req: &Request<'_>, ctx: &Ctx) {
             }
             attrs.push(("anygate.attempt", Attr::Int(i64::from(ctx.attempt))));
             spans.push(Span {
-                name: "upstream.request".into(),
+                name: "upstream.request",
                 span_id: id,
                 parent: Some(action_id),
                 kind: Kind::Client,

@@ -141,8 +141,8 @@ impl AccessLog {
             resumed: t.resumed,
         });
         // A traced request's own ids; otherwise the caller's trace, if it sent one.
-        let (trace_id, span_id) = match ctx.trace.as_deref() {
-            Some(t) => (Some(t.id.trace_id), Some(t.id.span_id)),
+        let (trace_id, span_id) = match ctx.trace {
+            Some(t) => (Some(t.trace_id), Some(t.span_id)),
             None => (
                 req.header(b"traceparent")
                     .and_then(anygate_obs::trace::parse_traceparent)
@@ -160,7 +160,7 @@ impl AccessLog {
             }
         };
         let record = Record {
-            ts: std::time::SystemTime::now(),
+            ts: anygate_obs::time::wall(ctx.end.unwrap_or_else(anygate_runtime::time::precise_now)),
             trace_id,
             span_id,
             route,

@@ -142,7 +142,7 @@ pub(super) fn request_head(
     // A traced request sends its own `traceparent` (below). `tracestate` belongs to the
     // caller's trace: it passes when the request joined that trace, and is dropped when
     // the trace started here (its `traceparent` was missing or invalid, W3C §3.3.1).
-    let trace = body.ctx().trace.as_deref().map(|t| t.id);
+    let trace = body.ctx().trace;
     let fresh_trace = trace.is_some_and(|t| t.parent.is_none());
     // The client's fields as the filters left them (`headers`, `auth`).
     for (name, value) in body.edits().fields(req) {

@@ -47,6 +47,7 @@ use anygate_http::h1::chunked::{chunk_size_line, valid_trailers};
 use anygate_http::h1::encode;
 use anygate_http::message::{BodyFraming, Version};
 use anygate_http::{ErrorKind, Exchange, Request};
+use anygate_obs::metrics::PoolState;
 use anygate_router::dsl::PathPattern;
 use anygate_router::dsl::{ProxyTarget, Scheme};
 use anygate_runtime::net::TcpStream;
@@ -320,29 +321,6 @@ struct Leased {
     /// Its idle-pool key beside the address (see `Pool::idle_key`).
     key: u64,
     _slot: Slot,
-    _active: Active,
-}
-
-/// Counts a connection in use (`anygate_upstream_connections{state="active"}`) while it
-/// lives, when metrics are on.
-#[derive(Debug)]
-struct Active(Option<u32>);
-
-impl Active {
-    fn new(metric: Option<u32>) -> Self {
-        if let Some(slot) = metric {
-            anygate_obs::metrics::pool(slot, anygate_obs::metrics::PoolState::Active, 1);
-        }
-        Self(metric)
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        if let Some(slot) = self.0 {
-            anygate_obs::metrics::pool(slot, anygate_obs::metrics::PoolState::Active, -1);
-        }
-    }
 }
 
 /// The response head is in: relay it.
@@ -616,26 +594,22 @@ impl Proxy {
             .clone();
         let mut fresh_only = false;
         // Timed for sampled traces only (the span id is sent either way).
-        let traced = span_at.is_some() && res.ctx().trace.as_ref().is_some_and(|t| t.id.sampled);
-        // Connects are timed for metrics too (a timed request), where they cost two clock
-        // reads beside a connect's syscalls.
-        let timed = traced || res.ctx().start.is_some();
+        let traced = span_at.is_some() && res.ctx().marks.is_some();
+        // Connects are timed for metrics too, where they cost two clock reads beside a
+        // connect's syscalls.
+        let timed = traced || self.metric.is_some();
         loop {
             let connect_start = timed.then(time::precise_now);
             let got = self.connection(&target, clock, fresh_only).await;
             if let Some(from) = connect_start
                 && !matches!(got, Ok((_, true)))
             {
-                let to = time::precise_now();
-                let ctx = res.ctx_mut();
-                if got.is_ok() {
-                    ctx.connect = Some(to.saturating_duration_since(from));
-                }
-                if let Some(t) = &mut ctx.trace {
-                    t.marks.connect = Some((from, to));
-                }
+                note_connect(res.ctx_mut(), from, got.is_ok());
             }
             let (mut leased, reused) = got?;
+            if let Some(m) = self.metric {
+                leased.conn.count_as(Some((m, PoolState::Active)));
+            }
             let ctx = res.ctx_mut();
             ctx.upstream = Some(leased.conn.addr);
             ctx.attempt = ctx.attempt.saturating_add(1);
@@ -653,8 +627,8 @@ impl Proxy {
                 )
             });
             let result = self.send(&mut leased, req, head, res, clock, upgrade).await;
-            if let (Some((id, Some(from))), Some(t)) = (attempt, &mut res.ctx_mut().trace) {
-                t.marks.upstream = Some((id, from, time::precise_now()));
+            if let (Some((id, Some(from))), Some(m)) = (attempt, &mut res.ctx_mut().marks) {
+                m.upstream = Some((id, from, time::precise_now()));
             }
             match result {
                 Ok(sent) => return Ok((leased, sent)),
@@ -711,7 +685,6 @@ impl Proxy {
                                 conn,
                                 key,
                                 _slot: slot,
-                                _active: Active::new(self.metric),
                             },
                             true,
                         ));
@@ -749,7 +722,6 @@ impl Proxy {
                     conn: UpstreamConn::new(wire, addr),
                     key,
                     _slot: slot,
-                    _active: Active::new(self.metric),
                 },
                 false,
             ));
@@ -860,6 +832,21 @@ impl Proxy {
             .conn
             .tunnel(client.io, client.pending, self.options.read_timeout)
             .await;
+    }
+}
+
+/// Notes how long opening an upstream connection took (`opened`: it succeeded), for the
+/// connect-time histogram and a sampled trace's `upstream.connect` span. Out of line: new
+/// connections are rare next to reused ones.
+#[cold]
+#[inline(never)]
+fn note_connect(ctx: &mut anygate_http::server::Ctx, from: Instant, opened: bool) {
+    let to = time::precise_now();
+    if opened {
+        ctx.connect = Some(to.saturating_duration_since(from));
+    }
+    if let Some(m) = &mut ctx.marks {
+        m.connect = Some((from, to));
     }
 }
 

@@ -16,9 +16,9 @@
 //! ([`Target::busy`]); idle ones do not count, so connections resting on one worker never
 //! make another refuse requests.
 //!
-//! With metrics on, a resting connection carries its upstream's metric slot, and every
-//! move into or out of a stack is counted on this worker's shard
-//! (`anygate_upstream_connections{state="idle"}`).
+//! With metrics on, a connection is counted under its upstream's slot and its state
+//! (`anygate_upstream_connections`): idle from its checkin, active from its lease
+//! (`UpstreamConn::count_as`), and no longer once dropped, whichever path drops it.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anygate_http::client::UpstreamConn;
-use anygate_obs::metrics::{self, PoolState};
+use anygate_obs::metrics::PoolState;
 
 use anygate_runtime::time;
 use anygate_tls::MaybeTls as Wire;
@@ -80,24 +80,8 @@ impl Drop for Slot {
 /// An idle connection's key: where it goes, and over what (a TLS setup's id, or 0).
 type Key = (SocketAddr, u64);
 
-/// A resting connection, and the metric slot of the upstream it is counted under.
-struct Rested {
-    conn: UpstreamConn<Wire>,
-    metric: Option<u32>,
-}
-
-impl Rested {
-    /// Leaves the stack (reused or closed): no longer counted idle.
-    fn leave(self) -> UpstreamConn<Wire> {
-        if let Some(slot) = self.metric {
-            metrics::pool(slot, PoolState::Idle, -1);
-        }
-        self.conn
-    }
-}
-
 struct Idle {
-    map: HashMap<Key, Vec<Rested>>,
+    map: HashMap<Key, Vec<UpstreamConn<Wire>>>,
     last_sweep: Instant,
 }
 
@@ -116,14 +100,8 @@ fn fresh(c: &UpstreamConn<Wire>, now: Instant) -> bool {
 }
 
 /// Closes the connections of `stack` past their idle timeout.
-fn age(stack: &mut Vec<Rested>, now: Instant) {
-    stack.retain(|r| {
-        let keep = fresh(&r.conn, now);
-        if !keep && let Some(slot) = r.metric {
-            metrics::pool(slot, PoolState::Idle, -1);
-        }
-        keep
-    });
+fn age(stack: &mut Vec<UpstreamConn<Wire>>, now: Instant) {
+    stack.retain(|c| fresh(c, now));
 }
 
 impl Idle {
@@ -151,7 +129,7 @@ pub fn checkout(addr: SocketAddr, tls: u64) -> Option<UpstreamConn<Wire>> {
         age(stack, now);
         // An emptied stack stays (with its buffer) for the checkin that follows; the
         // sweep removes it if none comes.
-        stack.pop().map(Rested::leave)
+        stack.pop()
     })
 }
 
@@ -169,17 +147,15 @@ pub fn checkin(
     }
     let now = time::now();
     conn.idle_until = now + idle_timeout;
+    conn.count_as(metric.map(|m| (m, PoolState::Idle)));
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let stack = idle.map.entry((conn.addr, tls)).or_default();
         age(stack, now);
         if stack.len() >= max_idle {
-            drop(stack.remove(0).leave());
+            stack.remove(0);
         }
-        if let Some(slot) = metric {
-            metrics::pool(slot, PoolState::Idle, 1);
-        }
-        stack.push(Rested { conn, metric });
+        stack.push(conn);
         // After the push: the stack this connection came from (emptied by its checkout)
         // is not empty now, so the sweep keeps it and its buffer.
         idle.sweep(now);

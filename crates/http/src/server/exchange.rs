@@ -65,24 +65,17 @@ pub struct Ctx {
     /// When the response was over (stamped by the driver for timed requests, before
     /// [`crate::Service::finish`]).
     pub end: Option<Instant>,
-    /// The request's place in a trace and its phases' instants, when tracing is on (set by
-    /// the pipeline; boxed, so that an untraced request's context stays small).
-    pub trace: Option<Box<Traced>>,
+    /// The request's place in a trace, when tracing is on (set by the pipeline).
+    pub trace: Option<TraceCtx>,
+    /// The instants of its phases, for a sampled trace only (boxed: an unsampled or
+    /// untraced request allocates nothing and keeps a small context).
+    pub marks: Option<Box<Marks>>,
     /// How the static action answered: bits of `anygate_obs::metrics::static_kind`
     /// (0 for other actions).
     pub static_kinds: u8,
     /// How long opening the upstream connection took, when the proxy opened one for this
     /// request and the request is timed (`start` is set).
     pub connect: Option<Duration>,
-}
-
-/// A traced request's trace context and marks.
-#[derive(Clone, Copy, Debug)]
-pub struct Traced {
-    /// Its ids.
-    pub id: TraceCtx,
-    /// When its phases happened.
-    pub marks: Marks,
 }
 
 /// A traced request's W3C Trace Context.
@@ -140,6 +133,7 @@ impl Ctx {
             tls: false,
             end: None,
             trace: None,
+            marks: None,
             static_kinds: 0,
             connect: None,
         }

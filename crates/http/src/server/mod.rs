@@ -50,7 +50,7 @@ use anygate_runtime::transport::Transport;
 
 use self::body::BodyState;
 pub use self::edits::Edits;
-pub use self::exchange::{Ctx, Exchange, Marks, TraceCtx, Traced, Upgraded};
+pub use self::exchange::{Ctx, Exchange, Marks, TraceCtx, Upgraded};
 use self::response::Tail;
 pub use self::response::{COPY_LIMIT, FileBody, HeadHook, ResponseBody, push_decimal};
 use crate::error::ErrorKind;

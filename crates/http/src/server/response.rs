@@ -377,15 +377,18 @@ impl Exchange<'_> {
         self.head.fields.extend_from(self.edits.response_fields());
         if let Some(hook) = &self.hook {
             self.ctx.status = self.head.status();
-            let traced = self.ctx.trace.as_ref().is_some_and(|t| t.id.sampled);
-            let start = traced.then(anygate_runtime::time::precise_now);
+            let start = self
+                .ctx
+                .marks
+                .is_some()
+                .then(anygate_runtime::time::precise_now);
             let mark = self.head.fields.mark();
             hook.on_head(&self.ctx, &mut self.head.fields);
             self.head.fields.retain_added(mark, |n, v| {
                 is_token(n) && is_field_value(v) && !driver_owned(n)
             });
-            if let (Some(start), Some(t)) = (start, &mut self.ctx.trace) {
-                t.marks.post = Some((start, anygate_runtime::time::precise_now()));
+            if let (Some(start), Some(m)) = (start, &mut self.ctx.marks) {
+                m.post = Some((start, anygate_runtime::time::precise_now()));
             }
         }
         let at = self.out.len();
