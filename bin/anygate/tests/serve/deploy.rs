@@ -220,3 +220,112 @@ fn the_example_alerts_pass_promtool_and_use_metrics_that_exist() {
         "docs/OBSERVABILITY.md and the alerts file differ"
     );
 }
+
+/// The one document of `deploy/k8s/NAME`.
+fn manifest(name: &str) -> yaml_rust2::Yaml {
+    let path = format!("{}/../../deploy/k8s/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML");
+    assert_eq!(docs.len(), 1, "{name}: one document");
+    docs.remove(0)
+}
+
+#[test]
+fn the_kubernetes_manifests_probe_the_admin_listener_and_lock_the_pod_down() {
+    let deployment = manifest("deployment.yaml");
+    assert_eq!(deployment["kind"].as_str(), Some("Deployment"));
+    let labels = &deployment["spec"]["selector"]["matchLabels"];
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(
+        &pod["metadata"]["labels"], labels,
+        "the selector matches the pods"
+    );
+    let spec = &pod["spec"];
+    assert_eq!(
+        spec["securityContext"]["runAsNonRoot"].as_bool(),
+        Some(true)
+    );
+    let c = &spec["containers"][0];
+    let port = |name: &str| {
+        c["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+    };
+    assert_eq!(port("admin"), Some(9901));
+    assert_eq!(port("http"), Some(8080));
+    for (probe, path) in [("readinessProbe", "/ready"), ("livenessProbe", "/health")] {
+        assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(
+            c[probe]["httpGet"]["port"].as_str(),
+            Some("admin"),
+            "{probe}"
+        );
+    }
+    for k in ["requests", "limits"] {
+        for r in ["cpu", "memory"] {
+            assert!(!c["resources"][k][r].is_badvalue(), "resources.{k}.{r}");
+        }
+    }
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(
+        sc["capabilities"]["drop"]
+            .as_vec()
+            .map(|v| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>()),
+        Some(vec!["ALL"])
+    );
+    // The config comes from the ConfigMap, read-only, where the command line reads it.
+    let volume = &spec["volumes"][0];
+    assert_eq!(volume["configMap"]["name"].as_str(), Some("anygate"));
+    let mount = &c["volumeMounts"][0];
+    assert_eq!(mount["name"], volume["name"]);
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+    let args: Vec<&str> = c["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let config_path = format!("{}/anygate.yml", mount["mountPath"].as_str().unwrap());
+    assert_eq!(args, ["serve", "-c", config_path.as_str()]);
+
+    // The ConfigMap's configuration is valid, and its drain fits the grace period.
+    let map = manifest("configmap.yaml");
+    assert_eq!(map["kind"].as_str(), Some("ConfigMap"));
+    let dir = TempDir::new("k8s-config");
+    let file = dir.0.join("anygate.yml");
+    let yml = map["data"]["anygate.yml"].as_str().unwrap();
+    std::fs::write(&file, yml).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        yml.contains("listen: \"0.0.0.0:9901\""),
+        "probes reach the admin port"
+    );
+    let grace = spec["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(yml.contains("shutdown_timeout: 25s") && grace > 25);
+
+    // The Service exposes the public port only; the budget keeps pods up during drains.
+    let service = manifest("service.yaml");
+    assert_eq!(&service["spec"]["selector"], labels);
+    let ports = service["spec"]["ports"].as_vec().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["targetPort"].as_str(), Some("http"));
+    let pdb = manifest("pdb.yaml");
+    assert_eq!(pdb["kind"].as_str(), Some("PodDisruptionBudget"));
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_i64(), Some(1));
+}
