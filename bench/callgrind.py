@@ -35,7 +35,7 @@ import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from harness import ANYGATE_FILTERS, free_port, wait_ready  # noqa: E402  (the harness's own helpers)
+from harness import ANYGATE_FILTERS, anygate_env, free_port, wait_ready  # noqa: E402  (the harness's own helpers)
 
 
 def read_response(sock, buf):
@@ -77,7 +77,8 @@ def instructions(binary, config, port, path, n, pipelined, tmp):
     out = os.path.join(tmp, f"cg-{port}-{n}.out")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "serve", "-c", config],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=anygate_env(binary, config))
     try:
         wait_ready(port, proc, limit=60.0)  # valgrind starts slowly
         drive(port, path, n, pipelined)
@@ -117,7 +118,8 @@ def main():
     open(backend_cfg, "w").write(
         f'server: {{listen: "127.0.0.1:{backend_port}", workers: 1}}\nroutes: {{"GET /fixed": "OK"}}\n')
     backend = subprocess.Popen([args.baseline, "serve", "-c", backend_cfg],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=anygate_env(args.baseline, backend_cfg))
     scenarios = [("fixed", "/fixed", False), ("fixed-pipelined", "/fixed", True),
                  ("static-1k", "/static/1k.bin", False), ("proxy", "/proxy", False)]
     if args.only_extra:

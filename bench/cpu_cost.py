@@ -30,7 +30,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from callgrind import Collector  # noqa: E402  (the OTLP sink)
-from harness import free_port, wait_ready  # noqa: E402
+from harness import anygate_env, free_port, wait_ready  # noqa: E402
 
 CONNS = 32  # wrk's connections (--connections)
 
@@ -50,7 +50,8 @@ def cpu_ns(pid):
 def run(binary, cfg, port, duration):
     """Serves wrk against cfg; returns (CPU ns per request, requests per second)."""
     server = subprocess.Popen(["taskset", "-c", "1", binary, "serve", "-c", cfg],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=anygate_env(binary, cfg))
     try:
         wait_ready(port, server, limit=30.0)
         url = f"http://127.0.0.1:{port}/fixed"

@@ -11,6 +11,7 @@ pub mod describe;
 pub mod diagnose;
 pub mod explain;
 pub mod notify;
+pub mod privilege;
 pub mod serial;
 pub mod serve;
 pub mod tls;

@@ -214,10 +214,18 @@ impl Server {
     /// by `acceptor` (a TLS handshake, or a test's transport), with the filter kinds of
     /// `registry` (also used by reloads).
     pub fn start_with<A: Acceptor>(
-        config: Config,
+        mut config: Config,
         acceptor: Arc<A>,
         registry: Registry,
     ) -> Result<Self, StartError> {
+        // Names are resolved while root can still read every database; the drop comes
+        // after the binds.
+        let (drop_to, ignored) =
+            crate::privilege::plan(&mut config, anygate_runtime::process::euid())
+                .map_err(StartError::Config)?;
+        if let Some(note) = ignored {
+            warn(&note);
+        }
         anygate_obs::log::set_server_format(log_format(&config));
         anygate_obs::otlp::configure(otlp_endpoint(&config));
         let workers = match config.server.workers {
@@ -271,6 +279,14 @@ impl Server {
             };
             io::Result::Ok((plain, tls))
         })?;
+        if let Some(d) = &drop_to {
+            crate::privilege::apply(d)?;
+            log(&format!(
+                "listeners bound; running as user {} (uid {}, gid {})",
+                d.name, d.uid, d.gid
+            ));
+            crate::privilege::check_static_roots(&mut config).map_err(StartError::Config)?;
+        }
         let addrs: Vec<SocketAddr> = plain.iter().map(|(a, _)| *a).collect();
         let tls_addrs: Vec<SocketAddr> = tls_bound.iter().map(|(a, _)| *a).collect();
         // The application sees the ports actually bound (port 0 picks one): the HTTPS
@@ -749,10 +765,15 @@ fn not_starting(path: &Path, failure: &Failure) -> ExitCode {
 
 /// `anygate serve -c FILE`.
 pub fn run(path: &Path) -> ExitCode {
-    let config = match anygate_config::load(path, &anygate_config::env_overrides()) {
+    let mut config = match anygate_config::load(path, &anygate_config::env_overrides()) {
         Ok(c) => c,
         Err(failure) => return not_starting(path, &failure),
     };
+    if let Err(failure) =
+        crate::privilege::refuse_root(&mut config, anygate_runtime::process::euid())
+    {
+        return not_starting(path, &failure);
+    }
     anygate_obs::log::set_server_format(log_format(&config));
     for w in &config.warnings {
         warn(&w.render(&config.sources));

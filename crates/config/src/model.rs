@@ -42,6 +42,17 @@ pub struct Server {
     /// `X-Real-IP` fields are believed. From any other peer those fields are removed and
     /// written again from the connection; see docs/PROXY.md.
     pub trusted_proxies: Vec<crate::cidr::Cidr>,
+    /// `server.user`: started as root, `serve` binds its listeners and then runs as this
+    /// user (a name or a numeric id), for good. Ignored, with a warning, when not root.
+    pub user: Option<(String, Span)>,
+    /// `server.group` (default the user's primary group).
+    pub group: Option<(String, Span)>,
+    /// `server.allow_root` (default false): let `serve` keep running as root when no
+    /// `server.user` is set; without it, it refuses to start as root.
+    pub allow_root: bool,
+    /// `server.watch` (default false): reload when the configuration file, or a file it
+    /// names (certificates, `*_file` arguments of filters), changes.
+    pub watch: bool,
 }
 
 /// `server.limits` (SPEC §9 defaults).
@@ -374,6 +385,7 @@ mod tracing;
 
 pub use self::admin::{ADMIN_DEFAULT, Admin};
 pub use self::plugins::PluginSpec;
+pub use self::routes::static_root_readable;
 pub use self::tls::{
     ClientAuth, ClientAuthMode, Tls, TlsCertificate, TlsHost, TlsProfile, UpstreamTls,
 };

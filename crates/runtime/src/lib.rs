@@ -71,6 +71,17 @@ pub mod compat;
 pub mod fs;
 pub mod net;
 pub mod signal;
+/// Process identity and hand-over: users and groups, the drop from root, `chroot`, and
+/// the listening sockets a new binary inherits on an upgrade (FFI in `sys::process`).
+pub mod process {
+    pub use crate::sys::process::{
+        User, adopt_listener, chroot, drop_privileges, euid, group, inherit, user,
+    };
+}
+/// Directory watches (inotify) for reloading when files change (FFI in `sys::inotify`).
+pub mod watch {
+    pub use crate::sys::inotify::Watch;
+}
 pub mod sync {
     //! Synchronisation primitives for tasks.
     pub use crate::util::atomic_waker::AtomicWaker;

@@ -31,6 +31,7 @@ fn sd_notify_says_ready_reloading_and_stopping_in_order() {
         .args(["serve", "-c"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &path)
+        .env("ANYGATE__SERVER__ALLOW_ROOT", "true")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -9,6 +9,7 @@ mod http;
 mod lifecycle;
 mod observability;
 mod plugins;
+mod privilege;
 mod proxy;
 mod scenarios;
 mod slowloris;

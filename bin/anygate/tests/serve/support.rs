@@ -127,12 +127,15 @@ impl Drop for Gateway {
     }
 }
 
-/// `anygate serve -c CONFIG` with an empty environment, and its stderr lines.
+/// `anygate serve -c CONFIG` with an empty environment but for the override that lets it
+/// run as root (these tests may run as root; `privilege` tests the refusal), and its
+/// stderr lines.
 pub fn spawn_serve(config: &Path, stdout: Stdio) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_anygate"))
         .args(["serve", "-c"])
         .arg(config)
         .env_clear()
+        .env("ANYGATE__SERVER__ALLOW_ROOT", "true")
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()

@@ -229,9 +229,15 @@ impl Decoder<'_> {
             self.base_dir.join(path)
         };
         let problem = match std::fs::metadata(&resolved) {
-            Ok(m) if m.is_dir() => return Some(resolved),
-            Ok(_) => "is not a directory",
-            Err(_) => "does not exist",
+            Ok(m) if m.is_dir() => match static_root_readable(&resolved) {
+                Ok(()) => return Some(resolved),
+                Err(e) => e,
+            },
+            Ok(_) => "is not a directory".into(),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                "cannot be reached: permission denied".into()
+            }
+            Err(_) => "does not exist".into(),
         };
         let mut d = Diagnostic::error(
             codes::STATIC_DIR,
@@ -247,6 +253,26 @@ impl Decoder<'_> {
         self.diags.push(d);
         None
     }
+}
+
+/// Whether this process may list `dir` and open what is in it (read and search
+/// permission): the user `serve` runs as must, or every file would answer 403.
+pub fn static_root_readable(dir: &Path) -> Result<(), String> {
+    // Listing needs read permission; opening what is inside needs search permission.
+    match std::fs::read_dir(dir).and_then(|_| std::fs::metadata(dir.join("."))) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "is not readable by this process (uid {}): permission denied",
+            current_uid()
+        )),
+        Err(e) => Err(format!("cannot be read: {e}")),
+    }
+}
+
+/// The process's user id (no FFI in this crate): `/proc/self`'s owner.
+fn current_uid() -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string())
 }
 
 /// A DSL error inside a key or value, pointed at the exact characters when possible.

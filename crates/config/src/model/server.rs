@@ -16,6 +16,10 @@ impl Decoder<'_> {
             allow_underscores_in_headers: false,
             log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
+            user: None,
+            group: None,
+            allow_root: false,
+            watch: false,
         };
         let Some(node) = node else {
             return server;
@@ -65,6 +69,27 @@ impl Decoder<'_> {
                 _ => self.value_error(n.span, "`server.log_format` is `text` or `json`"),
             }
         }
+        for (key, slot) in [("user", &mut server.user), ("group", &mut server.group)] {
+            if let Some(n) = f.take(key)
+                && let Some(s) = self.string(n, &format!("server.{key}"))
+            {
+                if s.is_empty() || s.contains(['\0', ':', '/']) {
+                    self.value_error(n.span, format!("`server.{key}` is a name or a number"));
+                } else {
+                    *slot = Some((s.to_owned(), n.span));
+                }
+            }
+        }
+        for (key, slot) in [
+            ("allow_root", &mut server.allow_root),
+            ("watch", &mut server.watch),
+        ] {
+            if let Some(n) = f.take(key)
+                && let Some(b) = self.bool(n, &format!("server.{key}"))
+            {
+                *slot = b;
+            }
+        }
         if let Some(n) = f.take("shutdown_timeout") {
             self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
         }
@@ -92,6 +117,10 @@ impl Decoder<'_> {
                 "allow_underscores_in_headers",
                 "trusted_proxies",
                 "log_format",
+                "user",
+                "group",
+                "allow_root",
+                "watch",
             ],
         );
         server

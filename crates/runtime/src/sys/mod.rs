@@ -6,6 +6,8 @@
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod fs;
+pub(crate) mod inotify;
+pub(crate) mod process;
 pub(crate) mod signalfd;
 pub(crate) mod socket;
 
