@@ -15,3 +15,4 @@ pub mod privilege;
 pub mod serial;
 pub mod serve;
 pub mod tls;
+pub mod watch;

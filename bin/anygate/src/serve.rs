@@ -66,6 +66,8 @@ pub struct Core {
     /// When the server started, and the last reload's outcome (`/status`).
     started: std::time::SystemTime,
     last_reload: arc_swap::ArcSwapOption<serde_json::Value>,
+    /// What the configuration in use names ([`Core::referenced_files`]).
+    referenced: ArcSwap<Vec<std::path::PathBuf>>,
 }
 
 /// Taken while a configuration is applied.
@@ -296,6 +298,7 @@ impl Server {
                 l.addr = *actual;
             }
         }
+        let referenced = crate::watch::references(&config);
         let app = App::new(config, &registry).map_err(StartError::Config)?;
         let live = Arc::new(Live::new(app));
         let drain = Drain::new();
@@ -344,6 +347,7 @@ impl Server {
             applying: ApplyLock::default(),
             started: std::time::SystemTime::now(),
             last_reload: arc_swap::ArcSwapOption::empty(),
+            referenced: ArcSwap::from_pointee(referenced),
         });
         let _ = shared.core.set(core.clone());
         shared.state.store(admin::READY, Ordering::Release);
@@ -474,6 +478,12 @@ impl Server {
 }
 
 impl Core {
+    /// The files the configuration in use names (certificates, `*_file` arguments): what
+    /// `server.watch` watches besides the configuration file.
+    pub fn referenced_files(&self) -> Arc<Vec<std::path::PathBuf>> {
+        self.referenced.load_full()
+    }
+
     /// Whether a graceful shutdown has begun.
     pub fn draining(&self) -> bool {
         self.drain.is_draining()
@@ -639,7 +649,9 @@ impl Core {
             .as_ref()
             .and_then(|a| a.token.as_deref())
             .map(|t| Arc::new(Box::from(t)));
+        let referenced = crate::watch::references(&config);
         let app = App::new(config, &self.registry)?;
+        self.referenced.store(Arc::new(referenced));
         if let (Some(side), Some(settings), Some(built)) = (&self.tls, new_tls, prepared) {
             side.server.install(built);
             side.settings.store(Arc::new(settings));
@@ -740,15 +752,15 @@ async fn select(
 }
 
 /// The server log (through the log writer, in `server.log_format`).
-fn log(message: &str) {
+pub(crate) fn log(message: &str) {
     anygate_obs::log::server(Level::Info, message);
 }
 
-fn warn(message: &str) {
+pub(crate) fn warn(message: &str) {
     anygate_obs::log::server(Level::Warn, message);
 }
 
-fn error(message: &str) {
+pub(crate) fn error(message: &str) {
     anygate_obs::log::server(Level::Error, message);
 }
 
@@ -779,6 +791,7 @@ pub fn run(path: &Path) -> ExitCode {
         warn(&w.render(&config.sources));
     }
     let rules = config.routes.len();
+    let watch = config.server.watch;
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(StartError::Config(failure)) => return not_starting(path, &failure),
@@ -786,6 +799,23 @@ pub fn run(path: &Path) -> ExitCode {
             error(&format!("cannot start: {e}"));
             return ExitCode::from(1);
         }
+    };
+    let config_watch = if watch {
+        match crate::watch::ConfigWatch::start(server.core.clone(), path.to_path_buf()) {
+            Ok(w) => {
+                log(&format!(
+                    "server.watch: reloading when {} or a file it names changes",
+                    path.display()
+                ));
+                Some(w)
+            }
+            Err(e) => {
+                error(&format!("cannot start server.watch: {e}"));
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
     };
     let notify = Notifier::from_env();
     let result = server.run_signals(path, &notify, || {
@@ -806,6 +836,7 @@ pub fn run(path: &Path) -> ExitCode {
         }
         notify.send("READY=1", "serving");
     });
+    drop(config_watch);
     notify.send("STOPPING=1", "draining connections");
     log("shutting down");
     let drained = server.shutdown_unless(result.as_ref().ok());

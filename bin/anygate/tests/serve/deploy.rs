@@ -316,6 +316,10 @@ fn the_kubernetes_manifests_probe_the_admin_listener_and_lock_the_pod_down() {
         yml.contains("listen: \"0.0.0.0:9901\""),
         "probes reach the admin port"
     );
+    assert!(
+        yml.contains("watch: true"),
+        "a ConfigMap update reloads the pod"
+    );
     let grace = spec["terminationGracePeriodSeconds"].as_i64().unwrap();
     assert!(yml.contains("shutdown_timeout: 25s") && grace > 25);
 

@@ -17,3 +17,4 @@ mod static_files;
 mod support;
 mod tls;
 mod transport;
+mod watch;
