@@ -24,7 +24,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -75,24 +75,38 @@ impl Shared {
 #[derive(Debug)]
 pub struct Admin {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    /// Written to (or dropped) to stop the accept loop: a wake-up by connecting could be
+    /// taken by another process sharing the socket after an upgrade.
+    stop: Option<io::PipeWriter>,
+    /// A duplicate of the listening socket, for a binary upgrade.
+    listener: std::os::fd::OwnedFd,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Admin {
-    /// Binds `addr` (failing if another process holds it) and serves it from a thread.
-    pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("admin.listen {addr}: {e}")))?;
+    /// Binds `addr` (failing if another process holds it), or takes `inherited` (the
+    /// socket a previous process bound, on an upgrade), and serves it from a thread.
+    pub fn start(
+        addr: SocketAddr,
+        shared: Arc<Shared>,
+        inherited: Option<TcpListener>,
+    ) -> io::Result<Self> {
+        let listener = match inherited {
+            Some(l) => l,
+            None => TcpListener::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("admin.listen {addr}: {e}")))?,
+        };
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
+        let (stop_rx, stop) = io::pipe()?;
         let thread = anygate_runtime::signal::spawn_side_thread("anygate-admin", move || {
-            accept_loop(&listener, &shared, &flag);
+            accept_loop(&listener, &shared, &stop_rx);
         })?;
         Ok(Self {
             addr,
-            stop,
+            stop: Some(stop),
+            listener: dup,
             thread: Some(thread),
         })
     }
@@ -101,30 +115,51 @@ impl Admin {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// The listening socket, for a new binary to inherit.
+    pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.listener)
+    }
 }
 
 impl Drop for Admin {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        // Closing the pipe's write end makes it readable (end of file): the loop stops.
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &AtomicBool) {
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &io::PipeReader) {
+    use std::os::fd::AsFd;
     static CLIENTS: AtomicUsize = AtomicUsize::new(0);
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
+    loop {
+        let Ok(ready) =
+            anygate_runtime::process::wait_readable(&[listener.as_fd(), stop.as_fd()], None)
+        else {
+            return;
+        };
+        if ready.get(1) == Some(&true) {
             return;
         }
-        let Ok(mut conn) = conn else {
-            // Out of descriptors: let the clients in flight finish.
-            std::thread::park_timeout(Duration::from_millis(50));
-            continue;
+        let mut conn = match listener.accept() {
+            Ok((c, _)) => c,
+            // Taken by another process sharing the socket, or interrupted.
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                continue;
+            }
+            Err(_) => {
+                // Out of descriptors: let the clients in flight finish.
+                std::thread::park_timeout(Duration::from_millis(50));
+                continue;
+            }
         };
+        let _ = conn.set_nonblocking(false);
         if CLIENTS.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
             CLIENTS.fetch_sub(1, Ordering::AcqRel);
             answer_probe(&mut conn, shared);
@@ -450,7 +485,7 @@ mod tests {
     fn ready_says_starting_over_the_wire_until_the_listeners_are_bound() {
         // What a server has between starting its admin listener and binding the rest.
         let shared = Arc::new(Shared::default());
-        let admin = Admin::start("127.0.0.1:0".parse().unwrap(), shared.clone()).unwrap();
+        let admin = Admin::start("127.0.0.1:0".parse().unwrap(), shared.clone(), None).unwrap();
         let r = ask(admin.addr(), b"GET /ready HTTP/1.1\r\nhost: a\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
         assert!(r.contains("\"state\": \"starting\""), "{r}");

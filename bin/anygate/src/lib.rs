@@ -15,4 +15,5 @@ pub mod privilege;
 pub mod serial;
 pub mod serve;
 pub mod tls;
+pub mod upgrade;
 pub mod watch;

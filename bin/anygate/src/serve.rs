@@ -103,6 +103,9 @@ pub struct Server {
     shutdown_timeout: Duration,
     watcher: Option<Watcher>,
     admin: Option<Admin>,
+    /// Duplicates of every listening socket (kind, configured address), for a binary
+    /// upgrade to hand over.
+    sockets: Vec<(&'static str, SocketAddr, Vec<std::os::fd::OwnedFd>)>,
 }
 
 /// Why a server did not start.
@@ -149,32 +152,73 @@ fn not_held_elsewhere(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
+/// One configured address, bound.
+struct Bound {
+    configured: SocketAddr,
+    actual: SocketAddr,
+    listeners: Vec<TcpListener>,
+}
+
 /// Binds each address once per worker (`SO_REUSEPORT`, so the kernel spreads connections
-/// over the workers' accept loops). Returns each bound address with its listeners.
+/// over the workers' accept loops), first taking the sockets a previous process handed
+/// over for it (an upgrade: those are kept, however many, since each has its own queue).
 fn bind_all(
+    kind: &str,
     listen: &[SocketAddr],
     workers: usize,
-) -> io::Result<Vec<(SocketAddr, Vec<TcpListener>)>> {
+    inherited: &mut crate::upgrade::Inherited,
+) -> io::Result<Vec<Bound>> {
     let mut bound = Vec::new();
     for &addr in listen {
-        not_held_elsewhere(addr)?;
-        // Port 0 picks a port with the first bind; the other workers join it.
-        let mut actual = addr;
         let mut listeners = Vec::new();
-        for i in 0..workers {
+        for l in inherited.take(kind, addr) {
+            listeners.push(TcpListener::from_std(l)?);
+        }
+        // Port 0 picks a port with the first bind; the other workers join it.
+        let mut actual = match listeners.first() {
+            Some(l) => l.local_addr()?,
+            None => {
+                not_held_elsewhere(addr)?;
+                addr
+            }
+        };
+        while listeners.len() < workers {
             let listener = ListenerOptions::default()
                 .reuse_port(true)
                 .backlog(4096)
                 .bind(actual)
                 .map_err(|e| io::Error::new(e.kind(), format!("{actual}: {e}")))?;
-            if i == 0 {
+            if listeners.is_empty() {
                 actual = listener.local_addr()?;
             }
             listeners.push(listener);
         }
-        bound.push((actual, listeners));
+        bound.push(Bound {
+            configured: addr,
+            actual,
+            listeners,
+        });
     }
     Ok(bound)
+}
+
+/// Duplicates of `bound`'s sockets, for an upgrade.
+fn dups(
+    kind: &'static str,
+    bound: &[Bound],
+) -> io::Result<Vec<(&'static str, SocketAddr, Vec<std::os::fd::OwnedFd>)>> {
+    use std::os::fd::AsFd;
+    bound
+        .iter()
+        .map(|b| {
+            let fds = b
+                .listeners
+                .iter()
+                .map(|l| l.as_fd().try_clone_to_owned())
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok((kind, b.configured, fds))
+        })
+        .collect()
 }
 
 /// The HTTP limits of a configuration.
@@ -244,10 +288,14 @@ impl Server {
                 .and_then(|a| a.token.as_deref())
                 .map(|t| Arc::new(Box::from(t))),
         );
+        let mut inherited = crate::upgrade::Inherited::from_env();
         let admin = match &config.admin {
             Some(a) => {
-                not_held_elsewhere(a.listen.addr)?;
-                Some(Admin::start(a.listen.addr, shared.clone())?)
+                let socket = inherited.take("admin", a.listen.addr).into_iter().next();
+                if socket.is_none() {
+                    not_held_elsewhere(a.listen.addr)?;
+                }
+                Some(Admin::start(a.listen.addr, shared.clone(), socket)?)
             }
             None => None,
         };
@@ -274,13 +322,24 @@ impl Server {
             None => (None, None),
         };
         let (plain, tls_bound) = rt.block_on(async {
-            let plain = bind_all(&listen, workers)?;
+            let plain = bind_all("http", &listen, workers, &mut inherited)?;
             let tls = match &tls_acceptor {
-                Some(_) => bind_all(&tls_listen, workers)?,
+                Some(_) => bind_all("https", &tls_listen, workers, &mut inherited)?,
                 None => Vec::new(),
             };
             io::Result::Ok((plain, tls))
         })?;
+        inherited.close_rest();
+        let mut sockets = dups("http", &plain)?;
+        sockets.extend(dups("https", &tls_bound)?);
+        if let (Some(a), Some(c)) = (&admin, &config.admin) {
+            use std::os::fd::AsFd;
+            sockets.push((
+                "admin",
+                c.listen.addr,
+                vec![a.socket().as_fd().try_clone_to_owned()?],
+            ));
+        }
         if let Some(d) = &drop_to {
             crate::privilege::apply(d)?;
             log(&format!(
@@ -289,8 +348,8 @@ impl Server {
             ));
             crate::privilege::check_static_roots(&mut config).map_err(StartError::Config)?;
         }
-        let addrs: Vec<SocketAddr> = plain.iter().map(|(a, _)| *a).collect();
-        let tls_addrs: Vec<SocketAddr> = tls_bound.iter().map(|(a, _)| *a).collect();
+        let addrs: Vec<SocketAddr> = plain.iter().map(|b| b.actual).collect();
+        let tls_addrs: Vec<SocketAddr> = tls_bound.iter().map(|b| b.actual).collect();
         // The application sees the ports actually bound (port 0 picks one): the HTTPS
         // redirect names it.
         if let Some(t) = &mut config.tls {
@@ -303,15 +362,15 @@ impl Server {
         let live = Arc::new(Live::new(app));
         let drain = Drain::new();
         rt.block_on(async {
-            for (_, listeners) in plain {
-                for l in listeners {
+            for b in plain {
+                for l in b.listeners {
                     let (a, s) = (acceptor.clone(), live.clone());
                     rt.spawn(accept_loop(l, a, s, limits.clone(), drain.clone()));
                 }
             }
             if let Some(a) = &tls_acceptor {
-                for (_, listeners) in tls_bound {
-                    for l in listeners {
+                for b in tls_bound {
+                    for l in b.listeners {
                         let (a, s) = (a.clone(), live.clone());
                         rt.spawn(accept_loop(l, a, s, limits.clone(), drain.clone()));
                     }
@@ -358,6 +417,7 @@ impl Server {
             shutdown_timeout,
             watcher,
             admin,
+            sockets,
         })
     }
 
@@ -396,14 +456,19 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish (at most `server.shutdown_timeout`),
     /// then stops the workers. `true` when every connection closed in time.
     pub fn shutdown(self) -> bool {
-        self.shutdown_unless(None)
+        self.shutdown_unless(None, false)
     }
 
     /// Like [`Server::shutdown`], cut short by another signal from `signals` (a second
     /// Ctrl-C stops at once).
-    fn shutdown_unless(mut self, signals: Option<&Signals>) -> bool {
+    fn shutdown_unless(mut self, signals: Option<&Signals>, upgraded: bool) -> bool {
         if let Some(w) = &mut self.watcher {
             w.stop();
+        }
+        if upgraded {
+            // The new process answers on the shared admin socket from now on: this one
+            // must not take its probes (it would say 503).
+            drop(self.admin.take());
         }
         self.core
             .admin
@@ -435,15 +500,18 @@ impl Server {
         drained
     }
 
-    /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP` and reopening log
-    /// files on `SIGUSR1`. `ready` runs once the signals are taken over (before that, a
-    /// `SIGHUP` would kill the process), so that announcing readiness there is safe.
+    /// Runs until `SIGTERM` or `SIGINT`, reloading `path` on `SIGHUP`, reopening log
+    /// files on `SIGUSR1`, and upgrading to `exe` (started with `args`) on `SIGUSR2`
+    /// ([`crate::upgrade`]; `true` with the signals when that succeeded). `ready` runs once
+    /// the signals are taken over (before that, a `SIGHUP` would kill the process), so
+    /// that announcing readiness there is safe.
     fn run_signals(
         &self,
         path: &Path,
         notify: &Notifier,
+        exe: Option<(&Path, &[std::ffi::OsString])>,
         ready: impl FnOnce(),
-    ) -> io::Result<Signals> {
+    ) -> io::Result<(Signals, bool)> {
         let _ = self.core.admin.path.set(path.to_path_buf());
         self.rt.block_on(async {
             let signals = Signals::new(&[
@@ -451,6 +519,7 @@ impl Server {
                 Signal::Terminate,
                 Signal::Interrupt,
                 Signal::User1,
+                Signal::User2,
             ])?;
             ready();
             loop {
@@ -470,10 +539,59 @@ impl Server {
                         anygate_obs::log::reopen();
                         log("log files reopened");
                     }
-                    Signal::Terminate | Signal::Interrupt => return Ok(signals),
+                    Signal::User2 => {
+                        if self.upgrade(notify, exe) {
+                            return Ok((signals, true));
+                        }
+                    }
+                    Signal::Terminate | Signal::Interrupt => return Ok((signals, false)),
                 }
             }
         })
+    }
+}
+
+impl Server {
+    /// Starts the new binary with the listening sockets and waits for it to be ready:
+    /// `true` when it is (this process should drain now).
+    fn upgrade(&self, notify: &Notifier, exe: Option<(&Path, &[std::ffi::OsString])>) -> bool {
+        use std::os::fd::AsFd;
+        let Some((exe, args)) = exe else {
+            error("SIGUSR2: cannot tell which binary to start; not upgrading");
+            return false;
+        };
+        log(&format!(
+            "SIGUSR2: starting {} with the listening sockets",
+            exe.display()
+        ));
+        let sockets: Vec<crate::upgrade::Socket<'_>> = self
+            .sockets
+            .iter()
+            .map(|(kind, addr, fds)| crate::upgrade::Socket {
+                kind,
+                addr: *addr,
+                fds: fds.iter().map(AsFd::as_fd).collect(),
+            })
+            .collect();
+        let within = self.shutdown_timeout.max(Duration::from_secs(10));
+        match crate::upgrade::start_new(exe, args, &sockets, within) {
+            Ok(pid) => {
+                log(&format!(
+                    "upgrade: the new process (pid {pid}) is ready; this one stops accepting and drains"
+                ));
+                notify.send(
+                    &format!("MAINPID={pid}"),
+                    "upgraded; the old process drains",
+                );
+                true
+            }
+            Err(reason) => {
+                error(&format!(
+                    "upgrade failed: {reason}; this process keeps serving"
+                ));
+                false
+            }
+        }
     }
 }
 
@@ -818,28 +936,39 @@ pub fn run(path: &Path) -> ExitCode {
         None
     };
     let notify = Notifier::from_env();
-    let result = server.run_signals(path, &notify, || {
-        for notice in server.live().current().notices() {
-            warn(&notice);
-        }
-        if let Some(addr) = server.admin_addr() {
-            log(&format!("admin listener on http://{addr}"));
-        }
-        for addr in server.addrs() {
-            log(&format!(
-                "listening on http://{addr} ({rules} rules, {} workers)",
-                server.handle().workers()
-            ));
-        }
-        for addr in server.tls_addrs() {
-            log(&format!("listening on https://{addr}"));
-        }
-        notify.send("READY=1", "serving");
-    });
+    // The binary to start on SIGUSR2: the path this one was started from, read now (once
+    // a new version is installed over it, /proc/self/exe names the deleted file).
+    let exe = std::env::current_exe().ok();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let result = server.run_signals(
+        path,
+        &notify,
+        exe.as_deref().map(|e| (e, &args[..])),
+        || {
+            for notice in server.live().current().notices() {
+                warn(&notice);
+            }
+            if let Some(addr) = server.admin_addr() {
+                log(&format!("admin listener on http://{addr}"));
+            }
+            for addr in server.addrs() {
+                log(&format!(
+                    "listening on http://{addr} ({rules} rules, {} workers)",
+                    server.handle().workers()
+                ));
+            }
+            for addr in server.tls_addrs() {
+                log(&format!("listening on https://{addr}"));
+            }
+            notify.send("READY=1", "serving");
+            crate::upgrade::announce_ready();
+        },
+    );
     drop(config_watch);
     notify.send("STOPPING=1", "draining connections");
     log("shutting down");
-    let drained = server.shutdown_unless(result.as_ref().ok());
+    let upgraded = matches!(result, Ok((_, true)));
+    let drained = server.shutdown_unless(result.as_ref().ok().map(|(s, _)| s), upgraded);
     match result {
         Err(e) => {
             error(&format!("signal handling failed: {e}"));

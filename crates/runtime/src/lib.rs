@@ -71,11 +71,12 @@ pub mod compat;
 pub mod fs;
 pub mod net;
 pub mod signal;
-/// Process identity and hand-over: users and groups, the drop from root, `chroot`, and
-/// the listening sockets a new binary inherits on an upgrade (FFI in `sys::process`).
+/// Process identity and hand-over: users and groups, the drop from root, and the
+/// listening sockets a new binary inherits on an upgrade (FFI in `sys::process`).
 pub mod process {
     pub use crate::sys::process::{
-        User, adopt_listener, chroot, drop_privileges, euid, group, inherit, user,
+        User, adopt_listener, adopt_pipe, drop_privileges, euid, group, inherit, user,
+        wait_readable,
     };
 }
 /// Directory watches (inotify) for reloading when files change (FFI in `sys::inotify`).

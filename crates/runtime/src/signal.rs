@@ -1,6 +1,6 @@
 //! Process signals as an async stream (`signalfd`).
 //!
-//! Worker threads are created with `SIGHUP`, `SIGTERM`, `SIGINT` and `SIGUSR1` blocked (the runtime
+//! Worker threads are created with `SIGHUP`, `SIGTERM`, `SIGINT`, `SIGUSR1` and `SIGUSR2` blocked (the runtime
 //! blocks them on the spawning thread around the spawn, so there is no window in which a
 //! new worker could take one), so those signals are never delivered to a worker. [`Signals::new`] blocks them on the calling thread too
 //! and opens a `signalfd`; from then on they queue on the descriptor and [`Signals::recv`]
@@ -26,6 +26,8 @@ pub enum Signal {
     Interrupt,
     /// `SIGUSR1`: reopen log files.
     User1,
+    /// `SIGUSR2`: upgrade to a new binary.
+    User2,
 }
 
 impl Signal {
@@ -35,6 +37,7 @@ impl Signal {
             Signal::Terminate => libc::SIGTERM,
             Signal::Interrupt => libc::SIGINT,
             Signal::User1 => libc::SIGUSR1,
+            Signal::User2 => libc::SIGUSR2,
         }
     }
 
@@ -44,16 +47,18 @@ impl Signal {
             libc::SIGTERM => Some(Signal::Terminate),
             libc::SIGINT => Some(Signal::Interrupt),
             libc::SIGUSR1 => Some(Signal::User1),
+            libc::SIGUSR2 => Some(Signal::User2),
             _ => None,
         }
     }
 }
 
-const ALL: [Signal; 4] = [
+const ALL: [Signal; 5] = [
     Signal::Hangup,
     Signal::Terminate,
     Signal::Interrupt,
     Signal::User1,
+    Signal::User2,
 ];
 
 /// Runs `f` (which spawns threads) with the handled signals blocked on the calling thread,

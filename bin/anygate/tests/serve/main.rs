@@ -17,4 +17,5 @@ mod static_files;
 mod support;
 mod tls;
 mod transport;
+mod upgrade;
 mod watch;

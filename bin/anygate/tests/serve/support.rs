@@ -131,7 +131,7 @@ impl Drop for Gateway {
 /// run as root (these tests may run as root; `privilege` tests the refusal), and its
 /// stderr lines.
 pub fn spawn_serve(config: &Path, stdout: Stdio) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anygate"))
+    let child = Command::new(env!("CARGO_BIN_EXE_anygate"))
         .args(["serve", "-c"])
         .arg(config)
         .env_clear()
@@ -140,6 +140,11 @@ pub fn spawn_serve(config: &Path, stdout: Stdio) -> (Child, mpsc::Receiver<Strin
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    with_lines(child)
+}
+
+/// A child spawned with a piped stderr, and its stderr lines.
+pub fn with_lines(mut child: Child) -> (Child, mpsc::Receiver<String>) {
     let lines = forward(child.stderr.take().unwrap());
     (child, lines)
 }

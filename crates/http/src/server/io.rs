@@ -91,7 +91,8 @@ pub(crate) fn read_until<'a, T: Transport + ?Sized>(
     })
 }
 
-/// Waits until the socket is readable (`Data(0)`), the deadline passes, a shutdown begins,
+/// Waits until the socket is readable (`Data(0)`), the deadline passes, a shutdown begins
+/// (when `close_on_drain`),
 /// or the reload counter is no longer `epoch`, without a buffer: an idle connection holds
 /// none.
 pub(crate) fn readable_until<'a, T: Transport + ?Sized>(
@@ -100,10 +101,11 @@ pub(crate) fn readable_until<'a, T: Transport + ?Sized>(
     deadline: Instant,
     drain: &'a Drain,
     epoch: usize,
+    close_on_drain: bool,
 ) -> impl Future<Output = ReadOutcome> + 'a {
     arm(timer, deadline);
     poll_fn(move |cx| {
-        if drain.is_draining() {
+        if close_on_drain && drain.is_draining() {
             return Poll::Ready(ReadOutcome::Draining);
         }
         if drain.epoch() != epoch {

@@ -626,6 +626,10 @@ struct Conn<'s, S: Service, T> {
     generated_id: [u8; 32],
     /// Whether closing should linger (an error was sent, or input may still come).
     linger: bool,
+    /// No request head has arrived yet: a drain gives the first request
+    /// [`FRESH_DRAIN_GRACE`] to arrive (it may be on its way: a client writes right after
+    /// connecting), where an idle keep-alive connection is closed at once.
+    fresh: bool,
     /// Requests answered since the task last yielded.
     streak: u32,
     /// Bytes of the pending partial head that have been parsed (or scanned) without finding
@@ -636,6 +640,9 @@ struct Conn<'s, S: Service, T> {
     /// process's budget for them (`Limits::head_memory`) until the buffer goes back.
     head_reserved: usize,
 }
+
+/// How long a drain waits for the first request of a connection that has sent none.
+const FRESH_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection over `stream` until it closes.
 ///
@@ -667,6 +674,7 @@ pub fn serve_connection<'a, S: Service, T: Transport + 'a>(
         head_deadline: None,
         generated_id: [0; 32],
         linger: false,
+        fresh: true,
         streak: 0,
         head_scanned: 0,
         head_reserved: 0,
@@ -759,6 +767,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             };
             let keep_going = match parsed {
                 Parse::Complete(n) => {
+                    self.fresh = false;
                     self.streak += 1;
                     if self.streak >= YIELD_EVERY {
                         self.streak = 0;
@@ -816,7 +825,8 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             // Nothing buffered and nothing to send: wait without holding any buffer. A
             // readiness can be stale (the last read filled its buffer exactly), so a read
             // that would block sends the connection back to waiting, buffers released.
-            let deadline = time::now() + self.limits.idle_timeout;
+            let mut deadline = time::now() + self.limits.idle_timeout;
+            let mut close_on_drain = true;
             loop {
                 self.release();
                 // The reload counter is read before the service lets go of its state: a
@@ -829,11 +839,18 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                     deadline,
                     self.drain,
                     epoch,
+                    close_on_drain,
                 )
                 .await
                 {
                     ReadOutcome::Data(_) => self.acquire(),
                     ReadOutcome::Reconfigured => continue,
+                    ReadOutcome::Draining if self.fresh => {
+                        // Accepted just before the drain: its request is likely in flight.
+                        deadline = deadline.min(time::now() + FRESH_DRAIN_GRACE);
+                        close_on_drain = false;
+                        continue;
+                    }
                     _ => return false,
                 }
                 match try_read(&mut self.stream, &mut self.buf).await {

@@ -2,7 +2,7 @@
 
 use anygate_http::Limits;
 
-use crate::support::{Reader, connect, one, server, server_with};
+use crate::support::{LIMIT, Reader, connect, one, server, server_with};
 
 #[test]
 fn a_panicking_handler_gets_a_500_and_the_worker_goes_on() {
@@ -86,4 +86,32 @@ fn draining_closes_idle_connections_and_finishes_busy_ones() {
     busy.assert_closed();
     s.rt.block_on(s.drain.closed());
     assert_eq!(s.drain.open_connections(), 0);
+}
+
+#[test]
+fn regression_a_connection_accepted_just_before_a_drain_gets_its_first_request_answered() {
+    // A binary upgrade lost requests here: a client writes its request right after
+    // connecting, and a drain that began in between closed the connection unanswered.
+    let s = server_with(Limits::default(), 1);
+    let mut fresh = Reader::new(connect(s.addr));
+    let mut silent = Reader::new(connect(s.addr));
+    let deadline = anygate_runtime::time::now() + LIMIT;
+    while s.drain.open_connections() < 2 {
+        assert!(
+            anygate_runtime::time::now() < deadline,
+            "both connections accepted"
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(1));
+    }
+    s.drain.start(s.rt.handle());
+    fresh.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = fresh.response(false).expect("answered, not closed");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    fresh.assert_closed();
+    // One that never sends a request is closed after the grace (a second), not kept.
+    let waited = anygate_runtime::time::now();
+    silent.assert_closed();
+    assert!(waited.elapsed() < LIMIT);
+    s.rt.block_on(s.drain.closed());
 }

@@ -1,11 +1,9 @@
-//! Process identity: users and groups by name, the drop from root, `chroot`, and the
-//! descriptors a new binary inherits on an upgrade.
+//! Process identity: users and groups by name, the drop from root, and the descriptors a
+//! new binary inherits on an upgrade.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use super::cvt;
 
@@ -107,19 +105,6 @@ pub fn group(name: &str) -> io::Result<Option<u32>> {
     Ok(name.parse::<u32>().ok())
 }
 
-/// Confines the process to `dir` (`chroot`, then `chdir("/")`). Needs root; call it after
-/// everything outside `dir` that the process needs has been opened.
-pub fn chroot(dir: &Path) -> io::Result<()> {
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
-    // SAFETY: `c` is a NUL-terminated path.
-    cvt(unsafe { libc::chroot(c.as_ptr()) })?;
-    let root: &CStr = c"/";
-    // SAFETY: `root` is a NUL-terminated path.
-    cvt(unsafe { libc::chdir(root.as_ptr()) })?;
-    Ok(())
-}
-
 /// Drops from root to `uid`/`gid` for good: supplementary groups cleared, then the group,
 /// then the user (the order that leaves no way back), every id checked afterwards, and
 /// getting root back checked to fail. glibc applies each call to every thread of the
@@ -195,4 +180,55 @@ pub fn adopt_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
     // SAFETY: F_SETFD on the descriptor just adopted.
     cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok(std::net::TcpListener::from(owned))
+}
+
+/// Takes ownership of an inherited descriptor that must be a pipe (an upgrade's readiness
+/// pipe), after checking it is open and a FIFO; marked close-on-exec.
+pub fn adopt_pipe(fd: RawFd) -> io::Result<std::fs::File> {
+    // SAFETY: F_GETFD only reads the descriptor table; an unopened number gives EBADF.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: stat is plain data; all-zero is a valid value that fstat overwrites.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writes; `fd` is open (checked above).
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a pipe"),
+        ));
+    }
+    // SAFETY: the descriptor is open and was handed to this process to own, once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the descriptor just adopted.
+    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(std::fs::File::from(owned))
+}
+
+/// Waits until one of `fds` is readable (or has hung up), at most `timeout` (`None`:
+/// without a bound); which ones are. Empty when the time ran out or a signal interrupted.
+pub fn wait_readable(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX)
+    });
+    let n = libc::nfds_t::try_from(pfds.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"))?;
+    // SAFETY: `pfds` holds `n` valid pollfd entries for the descriptors borrowed (open for
+    // the call).
+    match cvt(unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) }) {
+        Ok(0) => Ok(Vec::new()),
+        Ok(_) => Ok(pfds.iter().map(|p| p.revents != 0).collect()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
