@@ -150,18 +150,29 @@ pub fn inherit(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Takes ownership of an inherited descriptor named by the parent process (an upgrade's
-/// listening socket), after checking that it is open and a listening TCP socket; it is
-/// marked close-on-exec again.
-pub fn adopt_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
+/// Takes ownership of a descriptor the parent process handed over (named in an
+/// environment variable), after checking it is open; marks it close-on-exec again. A
+/// descriptor that then fails its caller's check is closed: it was this process's to own.
+fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the descriptor table; an unopened number gives EBADF.
     cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this process to own:
+    // the parent names each one once and nothing else here uses it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on the descriptor just taken.
+    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(owned)
+}
+
+/// Takes ownership of an inherited listening TCP socket (an upgrade's), checked to be one.
+pub fn adopt_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
+    let owned = take_inherited(fd)?;
     let mut listening: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `listening` and `len` are valid for writes and `len` holds its size.
     cvt(unsafe {
         libc::getsockopt(
-            fd,
+            owned.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_ACCEPTCONN,
             (&raw mut listening).cast(),
@@ -174,33 +185,22 @@ pub fn adopt_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
             format!("descriptor {fd} is not a listening socket"),
         ));
     }
-    // SAFETY: the descriptor is open (checked above) and was handed to this process to own:
-    // the parent names each one once and nothing else here uses it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: F_SETFD on the descriptor just adopted.
-    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok(std::net::TcpListener::from(owned))
 }
 
-/// Takes ownership of an inherited descriptor that must be a pipe (an upgrade's readiness
-/// pipe), after checking it is open and a FIFO; marked close-on-exec.
+/// Takes ownership of an inherited pipe (an upgrade's readiness pipe), checked to be one.
 pub fn adopt_pipe(fd: RawFd) -> io::Result<std::fs::File> {
-    // SAFETY: F_GETFD only reads the descriptor table; an unopened number gives EBADF.
-    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    let owned = take_inherited(fd)?;
     // SAFETY: stat is plain data; all-zero is a valid value that fstat overwrites.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is valid for writes; `fd` is open (checked above).
-    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    // SAFETY: `st` is valid for writes; the descriptor is open.
+    cvt(unsafe { libc::fstat(owned.as_raw_fd(), &mut st) })?;
     if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("descriptor {fd} is not a pipe"),
         ));
     }
-    // SAFETY: the descriptor is open and was handed to this process to own, once.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: F_SETFD on the descriptor just adopted.
-    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok(std::fs::File::from(owned))
 }
 
