@@ -313,8 +313,39 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     /// `tls`: the pool speaks TLS to its targets (its rules must say `https://`).
     pub tls: Option<UpstreamTls>,
+    /// `balance` (default round robin), with `hash_key` for `hash`.
+    pub balance: Balance,
     /// Where the pool is defined.
     pub span: Span,
+}
+
+/// `proxy.upstreams.NAME.balance`: how a request picks a target of the pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// `round_robin` (default): each target in turn; weights are not allowed.
+    RoundRobin,
+    /// `weighted`: smooth weighted round robin (nginx's), exact over every cycle.
+    Weighted,
+    /// `least_conn`: the target with the fewest requests in flight for its weight.
+    LeastConn,
+    /// `random`: two targets drawn at random (by weight), the less loaded one taken.
+    Random,
+    /// `hash`: consistent hashing of `hash_key`, so that a key keeps its target (sticky
+    /// sessions) and a target joining or leaving moves few keys.
+    Hash(HashKey),
+}
+
+/// `proxy.upstreams.NAME.hash_key`: what `balance: hash` hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// `client_ip` (default): the client's address (after `server.trusted_proxies`).
+    ClientIp,
+    /// `header:NAME`: that request field's value (lower-cased name).
+    Header(String),
+    /// `cookie:NAME`: that cookie's value.
+    Cookie(String),
+    /// `path`: the request path (without the query).
+    Path,
 }
 
 /// One upstream target.
@@ -324,6 +355,9 @@ pub struct Target {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// `weight` (1 to 1000, default 1): its share for `weighted`, `least_conn`, `random`
+    /// and `hash`.
+    pub weight: u32,
     /// Where it is written.
     pub span: Span,
 }
@@ -386,6 +420,7 @@ mod tracing;
 pub use self::admin::{ADMIN_DEFAULT, Admin};
 pub use self::plugins::PluginSpec;
 pub use self::routes::static_root_readable;
+pub use self::settings::MAX_WEIGHT;
 pub use self::tls::{
     ClientAuth, ClientAuthMode, Tls, TlsCertificate, TlsHost, TlsProfile, UpstreamTls,
 };

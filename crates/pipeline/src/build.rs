@@ -1,10 +1,11 @@
 //! A validated configuration turned into actions: each rule's settings mapped onto its
 //! action's options, and the upstream pools shared by the rules that name them.
 
+use anygate_actions::proxy::balance::{Balance, HashKey};
 use anygate_actions::{
     Action, Echo, Fixed, HostMode, Proxy, ProxyOptions, Static, StaticOptions, Upstreams,
 };
-use anygate_config::{Config, Diagnostic, codes};
+use anygate_config::{Config, Diagnostic, codes, model};
 use anygate_router::dsl::{self, Scheme};
 use anygate_tls::{ClientSettings, TlsClient};
 
@@ -29,8 +30,23 @@ pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
     let mut upstreams = Upstreams::default();
     let mut diags = Vec::new();
     for u in &config.upstreams {
-        let targets: Vec<(String, u16)> =
-            u.targets.iter().map(|t| (t.host.clone(), t.port)).collect();
+        let targets: Vec<(String, u16, u32)> = u
+            .targets
+            .iter()
+            .map(|t| (t.host.clone(), t.port, t.weight))
+            .collect();
+        let balance = match &u.balance {
+            model::Balance::RoundRobin => Balance::RoundRobin,
+            model::Balance::Weighted => Balance::Weighted,
+            model::Balance::LeastConn => Balance::LeastConn,
+            model::Balance::Random => Balance::Random,
+            model::Balance::Hash(k) => Balance::Hash(match k {
+                model::HashKey::ClientIp => HashKey::ClientIp,
+                model::HashKey::Path => HashKey::Path,
+                model::HashKey::Header(h) => HashKey::Header(h.as_str().into()),
+                model::HashKey::Cookie(c) => HashKey::Cookie(c.as_str().into()),
+            }),
+        };
         let tls = u.tls.as_ref().and_then(|t| {
             TlsClient::new(&client_settings(Some(t)))
                 .map_err(|e| {
@@ -42,7 +58,7 @@ pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
                 })
                 .ok()
         });
-        upstreams.define(&u.name, &targets, config.proxy.dns_ttl, tls);
+        upstreams.define(&u.name, &targets, balance, config.proxy.dns_ttl, tls);
     }
     for r in &config.routes {
         let dsl::Action::Proxy(t) = &r.action else {

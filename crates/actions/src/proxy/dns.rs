@@ -50,6 +50,11 @@ pub struct HostEntry {
 }
 
 impl HostEntry {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The host as written (a name or an IP address), for TLS's server name.
     pub fn name(&self) -> &str {
         self.host.trim_start_matches('[').trim_end_matches(']')

@@ -2,7 +2,7 @@
 //!
 //! # One exchange
 //! ```text
-//! pick a target (round robin) ─► its addresses (DNS cache) ─► idle connection (LIFO, peeked)
+//! pick a target (the pool's balancer) ─► its addresses (DNS cache) ─► idle connection (LIFO, peeked)
 //!                                                            or connect (each address in turn)
 //! request head ─► [Expect: 100-continue: wait for the upstream's 100 or its final answer]
 //!              ─► body, streamed (chunked re-framed, Content-Length copied)
@@ -27,10 +27,11 @@
 //!   client an upstream failure can only cut the response short: the client connection
 //!   closes.
 //!
-//! # Non-goals (next issue)
-//! Retries beyond the one above, weights and other balancers, health checks, circuit
-//! breaking, HTTP/2 upstreams.
+//! # Non-goals (next pieces)
+//! Retries beyond the one above, backup targets, slow start, health checks, circuit
+//! breaking, HTTP/2 upstreams. Balancing is in [`balance`].
 
+pub mod balance;
 mod dns;
 mod headers;
 mod pool;
@@ -54,6 +55,7 @@ use anygate_runtime::net::TcpStream;
 use anygate_runtime::time;
 use anygate_tls::{MaybeTls as Wire, TlsClient};
 
+use self::balance::{Balance, Balancer};
 use self::dns::HostEntry;
 use self::pool::{Slot, Target};
 
@@ -106,11 +108,31 @@ pub struct PoolTls {
     id: u64,
 }
 
-/// The targets of one pool, and where round robin is.
+/// One target of a pool, with its weight there.
+#[derive(Clone, Debug)]
+struct PoolMember {
+    target: Arc<Target>,
+    weight: u32,
+}
+
+impl balance::Member for PoolMember {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn load(&self) -> usize {
+        self.target.busy.load(Ordering::Relaxed)
+    }
+    fn ring_name(&self) -> String {
+        format!("{}:{}", self.target.host.name(), self.target.host.port())
+    }
+}
+
+/// The targets of one pool, and how a request picks one.
 #[derive(Debug)]
 pub struct Pool {
-    targets: Vec<Arc<Target>>,
-    next: AtomicUsize,
+    members: Vec<PoolMember>,
+    balance: Balance,
+    balancer: Balancer,
     /// TLS to the targets, if the pool speaks it.
     tls: Option<Arc<PoolTls>>,
 }
@@ -126,12 +148,24 @@ impl Pool {
             .map_or(0, |t| (t.id << 32) | u64::from(target.id))
     }
 
-    fn pick(&self) -> Option<&Arc<Target>> {
-        if self.targets.len() <= 1 {
-            return self.targets.first();
+    fn new(members: Vec<PoolMember>, balance: Balance, tls: Option<Arc<PoolTls>>) -> Self {
+        Self {
+            balancer: Balancer::new(&balance, &members),
+            members,
+            balance,
+            tls,
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        self.targets.get(i)
+    }
+
+    /// The target for `req` (from `client`), by the pool's strategy.
+    fn pick(&self, req: &Request<'_>, client: Option<std::net::IpAddr>) -> Option<&Arc<Target>> {
+        if self.members.len() <= 1 {
+            return self.members.first().map(|m| &m.target);
+        }
+        let i = self
+            .balancer
+            .pick(&self.members, |k| balance::key_hash(k, req, client));
+        self.members.get(i).map(|m| &m.target)
     }
 }
 
@@ -158,30 +192,32 @@ fn next_target_id() -> u32 {
 }
 
 impl Upstreams {
-    /// Defines the pool `name` over `targets` (`host`, `port`), speaking TLS with `tls`.
+    /// Defines the pool `name` over `targets` (`host`, `port`, `weight`), balanced by
+    /// `balance`, speaking TLS with `tls`.
     pub fn define(
         &mut self,
         name: &str,
-        targets: &[(String, u16)],
+        targets: &[(String, u16, u32)],
+        balance: Balance,
         dns_ttl: Duration,
         tls: Option<TlsClient>,
     ) {
-        let targets = targets
+        let members = targets
             .iter()
-            .map(|(h, p)| self.target(h, *p, dns_ttl))
+            .map(|(h, p, w)| PoolMember {
+                target: self.target(h, *p, dns_ttl),
+                weight: *w,
+            })
             .collect();
+        let tls = tls.map(|client| {
+            Arc::new(PoolTls {
+                client,
+                id: next_tls_id(),
+            })
+        });
         self.pools.insert(
             name.to_ascii_lowercase(),
-            Arc::new(Pool {
-                targets,
-                next: AtomicUsize::new(0),
-                tls: tls.map(|client| {
-                    Arc::new(PoolTls {
-                        client,
-                        id: next_tls_id(),
-                    })
-                }),
-            }),
+            Arc::new(Pool::new(members, balance, tls)),
         );
     }
 
@@ -226,25 +262,29 @@ impl Upstreams {
         {
             if https && p.tls.is_none() {
                 // `https://pool/` over a pool without `tls`: the default client settings.
-                return Arc::new(Pool {
-                    targets: p.targets.clone(),
-                    next: AtomicUsize::new(0),
-                    tls: self.default_tls.clone(),
-                });
+                return Arc::new(Pool::new(
+                    p.members.clone(),
+                    p.balance.clone(),
+                    self.default_tls.clone(),
+                ));
             }
             return p.clone();
         }
         let default_port = if https { 443 } else { 80 };
         let t = self.target(&target.host, target.port.unwrap_or(default_port), dns_ttl);
-        Arc::new(Pool {
-            targets: vec![t],
-            next: AtomicUsize::new(0),
-            tls: if https {
-                self.default_tls.clone()
-            } else {
-                None
-            },
-        })
+        let tls = if https {
+            self.default_tls.clone()
+        } else {
+            None
+        };
+        Arc::new(Pool::new(
+            vec![PoolMember {
+                target: t,
+                weight: 1,
+            }],
+            Balance::RoundRobin,
+            tls,
+        ))
     }
 }
 
@@ -587,9 +627,10 @@ impl Proxy {
         clock: &mut Clock<'_>,
         upgrade: bool,
     ) -> Result<(Leased, Sent), ErrorKind> {
+        let client = res.ctx().client.or_else(|| req.peer().map(|p| p.ip()));
         let target = self
             .pool
-            .pick()
+            .pick(req, client)
             .ok_or(ErrorKind::UpstreamUnresolved)?
             .clone();
         let mut fresh_only = false;
@@ -674,7 +715,12 @@ impl Proxy {
         if resolved.addrs.is_empty() {
             return Err(ErrorKind::UpstreamUnresolved);
         }
-        let slot = Slot::take(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
+        let slot = Slot::take(
+            target,
+            self.options.max_conns,
+            self.pool.balancer.needs_load(),
+        )
+        .ok_or(ErrorKind::UpstreamBusy)?;
         let key = self.pool.idle_key(target);
         if !fresh_only && self.options.max_idle > 0 {
             for &addr in &resolved.addrs {

@@ -43,7 +43,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub struct Target {
     /// Its addresses.
     pub host: Arc<HostEntry>,
-    /// Connections in use (all workers), counted only when `max_conns` is set.
+    /// Connections in use (all workers), counted only when `max_conns` is set or a pool's
+    /// balancer reads them (least connections, random).
     pub busy: AtomicUsize,
     /// A process-wide id: a TLS connection's idle key includes it, since the target's host
     /// is the name its handshake sent and verified.
@@ -55,13 +56,14 @@ pub struct Target {
 pub struct Slot(Option<Arc<Target>>);
 
 impl Slot {
-    /// Takes a slot; `None` when `max_conns` (if not 0) are in use.
-    pub fn take(target: &Arc<Target>, max_conns: usize) -> Option<Self> {
-        if max_conns == 0 {
+    /// Takes a slot; `None` when `max_conns` (if not 0) are in use. Counted when there is
+    /// a cap, or when `count` (the pool's balancer reads the counts).
+    pub fn take(target: &Arc<Target>, max_conns: usize, count: bool) -> Option<Self> {
+        if max_conns == 0 && !count {
             return Some(Self(None));
         }
         let before = target.busy.fetch_add(1, Ordering::AcqRel);
-        if before >= max_conns {
+        if max_conns != 0 && before >= max_conns {
             target.busy.fetch_sub(1, Ordering::AcqRel);
             return None;
         }

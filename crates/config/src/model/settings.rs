@@ -271,31 +271,145 @@ impl Decoder<'_> {
             let mut f = Fields::new(self.diags, v, &what);
             let mut targets = Vec::new();
             match f.take("targets") {
-                Some(n) => {
-                    for (text, n) in self.strings(n, &format!("{what}.targets")) {
-                        match parse_target(text) {
-                            Ok((host, port)) => targets.push(Target {
-                                host,
-                                port,
-                                span: n.span,
-                            }),
-                            Err(e) => self.value_error(n.span, e),
-                        }
-                    }
-                }
+                Some(n) => self.targets(n, &what, &mut targets),
                 None => self.value_error(k.span, format!("`{what}` needs `targets`")),
             }
             let tls = f
                 .take("tls")
                 .map(|n| self.upstream_tls(n, &format!("{what}.tls")));
-            f.finish(self.diags, &["targets", "tls"]);
+            let balance_node = f.take("balance");
+            let hash_key_node = f.take("hash_key");
+            let balance = self.balance(balance_node, hash_key_node, &what);
+            if balance == Balance::RoundRobin
+                && let Some(t) = targets.iter().find(|t| t.weight != 1)
+            {
+                self.value_error(
+                    t.span,
+                    format!("`{what}`: weights need `balance: weighted` (or least_conn, random, hash); round_robin takes each target in turn"),
+                );
+            }
+            f.finish(self.diags, &["targets", "tls", "balance", "hash_key"]);
             out.push(Upstream {
                 name: name.to_owned(),
                 targets,
                 tls,
+                balance,
                 span: k.span,
             });
         }
         out
     }
+
+    /// `targets`: `"host:port"` strings or `{ addr: "host:port", weight: N }` maps.
+    fn targets(&mut self, n: &Node, what: &str, out: &mut Vec<Target>) {
+        let items: Vec<&Node> = match &n.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        for item in items {
+            let (text, weight) = match &item.kind {
+                Kind::Str(s) => ((s.as_str(), item), 1),
+                Kind::Map(_) => {
+                    let mut t = Fields::new(self.diags, item, &format!("{what}.targets"));
+                    let addr = t.take("addr");
+                    let weight = t.take("weight");
+                    t.finish(self.diags, &["addr", "weight"]);
+                    let Some(addr) = addr else {
+                        self.value_error(item.span, format!("a target of `{what}` needs `addr`"));
+                        continue;
+                    };
+                    let Some(text) = self.string(addr, &format!("{what}.targets.addr")) else {
+                        continue;
+                    };
+                    let weight = match weight.map(|w| &w.kind) {
+                        None => 1,
+                        Some(Kind::Int(i)) if (1..=i64::from(MAX_WEIGHT)).contains(i) => {
+                            u32::try_from(*i).unwrap_or(1)
+                        }
+                        Some(_) => {
+                            let w = weight.map_or(item.span, |w| w.span);
+                            self.value_error(
+                                w,
+                                format!("`weight` is a whole number from 1 to {MAX_WEIGHT}"),
+                            );
+                            continue;
+                        }
+                    };
+                    ((text, addr), weight)
+                }
+                _ => {
+                    self.type_error(
+                        item,
+                        &format!("{what}.targets"),
+                        "\"host:port\" or { addr, weight }",
+                    );
+                    continue;
+                }
+            };
+            match parse_target(text.0) {
+                Ok((host, port)) => out.push(Target {
+                    host,
+                    port,
+                    weight,
+                    span: text.1.span,
+                }),
+                Err(e) => self.value_error(text.1.span, e),
+            }
+        }
+    }
+
+    /// `balance` and `hash_key`.
+    fn balance(&mut self, balance: Option<&Node>, hash_key: Option<&Node>, what: &str) -> Balance {
+        let name = balance.and_then(|n| self.string(n, &format!("{what}.balance")).map(|s| (s, n)));
+        let b = match name {
+            None | Some(("round_robin", _)) => Balance::RoundRobin,
+            Some(("weighted", _)) => Balance::Weighted,
+            Some(("least_conn", _)) => Balance::LeastConn,
+            Some(("random", _)) => Balance::Random,
+            Some(("hash", _)) => Balance::Hash(HashKey::ClientIp),
+            Some((other, n)) => {
+                self.value_error(
+                    n.span,
+                    format!("`{what}.balance` is round_robin, weighted, least_conn, random or hash, not `{other}`"),
+                );
+                Balance::RoundRobin
+            }
+        };
+        let Some(k) = hash_key else { return b };
+        let Some(text) = self.string(k, &format!("{what}.hash_key")) else {
+            return b;
+        };
+        let key = match text.split_once(':') {
+            None if text == "client_ip" => HashKey::ClientIp,
+            None if text == "path" => HashKey::Path,
+            Some(("header", name))
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"-_".contains(&c)) =>
+            {
+                HashKey::Header(name.to_ascii_lowercase())
+            }
+            Some(("cookie", name)) if !name.is_empty() && !name.contains([';', '=', ' ', ',']) => {
+                HashKey::Cookie(name.to_owned())
+            }
+            _ => {
+                self.value_error(
+                    k.span,
+                    format!("`{what}.hash_key` is client_ip, path, header:NAME or cookie:NAME, not `{text}`"),
+                );
+                return b;
+            }
+        };
+        match b {
+            Balance::Hash(_) => Balance::Hash(key),
+            other => {
+                self.value_error(k.span, format!("`{what}.hash_key` needs `balance: hash`"));
+                other
+            }
+        }
+    }
 }
+
+/// The largest `weight` of a target.
+pub const MAX_WEIGHT: u32 = 1000;
