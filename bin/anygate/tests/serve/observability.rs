@@ -1128,6 +1128,12 @@ routes: { "/": "OK" }
     assert_eq!(busy.status, 503);
     assert!(busy.body_str().contains("AG-ADM-5030"));
     drop(held);
+    // Their threads see the close and give the slots back: wait until a slot is free.
+    let deadline = Instant::now() + LIMIT;
+    while get(a, "/metrics", "").status != 200 {
+        assert!(Instant::now() < deadline, "the admin slots are given back");
+        std::thread::park_timeout(std::time::Duration::from_millis(10));
+    }
 
     // A client trickling its head a byte at a time gets 408 at the head's deadline: the
     // bytes do not extend it.
