@@ -182,7 +182,15 @@ fn bind_all(
                 addr
             }
         };
-        while listeners.len() < workers {
+        // With inherited sockets, serve from those alone: a process that dropped privileges
+        // could not join them (SO_REUSEPORT wants the same owner), and tasks are shared
+        // by every worker anyway.
+        let want = if listeners.is_empty() {
+            workers
+        } else {
+            listeners.len()
+        };
+        while listeners.len() < want {
             let listener = ListenerOptions::default()
                 .reuse_port(true)
                 .backlog(4096)
@@ -465,6 +473,11 @@ impl Server {
         if let Some(w) = &mut self.watcher {
             w.stop();
         }
+        // The copies kept for an upgrade go first: once the accept loops stop, nothing here
+        // may hold a listening socket open (the kernel would keep completing handshakes
+        // into its backlog, to be reset at exit). After an upgrade the new process has its
+        // own copies.
+        self.sockets.clear();
         if upgraded {
             // The new process answers on the shared admin socket from now on: this one
             // must not take its probes (it would say 503).

@@ -45,19 +45,30 @@ pub struct Inherited {
 }
 
 impl Inherited {
-    /// The sockets `ANYGATE_LISTEN_FDS` names (none without it). A malformed entry, or a
-    /// descriptor that is not a listening socket, is skipped with a warning.
+    /// The sockets `ANYGATE_LISTEN_FDS` names (none without it), taken once per process:
+    /// a second server started in the same process (an embedding program) gets none, so
+    /// that no descriptor has two owners. A malformed entry, a descriptor named twice or at
+    /// most 2, the readiness pipe's number, or a descriptor that is not a listening socket
+    /// is skipped with a warning.
     pub fn from_env() -> Self {
-        let Some(value) = std::env::var_os(LISTEN_FDS) else {
+        let Some(value) = take_once(&LISTENERS_TAKEN, LISTEN_FDS) else {
             return Self::default();
         };
         let value = value.to_string_lossy();
+        let ready = ready_fd_number();
+        let mut seen = std::collections::BTreeSet::new();
         let mut sockets = Vec::new();
         for entry in value.split(';').filter(|e| !e.is_empty()) {
             match parse_entry(entry) {
                 Some((kind, addr, fds)) => {
                     let mut adopted = Vec::new();
                     for fd in fds {
+                        if Some(fd) == ready || !seen.insert(fd) {
+                            crate::serve::warn(&format!(
+                                "{LISTEN_FDS}: descriptor {fd} named twice; not used"
+                            ));
+                            continue;
+                        }
                         match process::adopt_listener(fd) {
                             Ok(l) => adopted.push(l),
                             Err(e) => crate::serve::warn(&format!(
@@ -110,9 +121,34 @@ fn parse_entry(entry: &str) -> Option<(&str, SocketAddr, Vec<i32>)> {
     Some((kind, addr, fds))
 }
 
-/// Tells the process that started this one, if it was an upgrade, that this one is ready.
+static LISTENERS_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static READY_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The variable `name`, for the first caller in this process only.
+fn take_once(flag: &std::sync::atomic::AtomicBool, name: &str) -> Option<OsString> {
+    let value = std::env::var_os(name)?;
+    (!flag.swap(true, std::sync::atomic::Ordering::AcqRel)).then_some(value)
+}
+
+/// The readiness pipe's number, if `ANYGATE_UPGRADE_FD` names a plausible one (above 2).
+fn ready_fd_number() -> Option<i32> {
+    std::env::var_os(READY_FD)?
+        .to_str()?
+        .parse()
+        .ok()
+        .filter(|&n: &i32| n > 2)
+}
+
+/// Tells the process that started this one, if it was an upgrade, that this one is ready
+/// (once per process).
 pub fn announce_ready() {
-    let Some(fd) = std::env::var_os(READY_FD).and_then(|v| v.to_str()?.parse().ok()) else {
+    if take_once(&READY_TAKEN, READY_FD).is_none() {
+        return;
+    }
+    let Some(fd) = ready_fd_number() else {
+        crate::serve::warn(&format!(
+            "{READY_FD} does not name a descriptor above 2; ignored"
+        ));
         return;
     };
     match process::adopt_pipe(fd) {

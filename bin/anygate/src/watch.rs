@@ -34,7 +34,7 @@ use std::time::Duration;
 use anygate_config::Config;
 use anygate_config::node::{Kind, Node};
 
-use crate::serve::{Core, Reloaded};
+use crate::serve::Core;
 
 /// How long the watched directories must stay quiet before the files are read.
 pub const QUIET: Duration = Duration::from_millis(200);
@@ -116,13 +116,14 @@ impl ConfigWatch {
     /// watches are in place and the files read when this returns: a change made after it is
     /// seen.
     pub fn start(core: Arc<Core>, path: PathBuf) -> std::io::Result<Self> {
+        let refs = core.referenced_files();
         let mut state = State {
             watch: anygate_runtime::watch::Watch::new()?,
             dirs: BTreeSet::new(),
-            files: Vec::new(),
+            files: watched(&refs, &path),
+            refs,
             last: 0,
         };
-        state.files = watched(&core, &path);
         state.add_dirs();
         state.last = digest(&state.files);
         let stop = Arc::new(AtomicBool::new(false));
@@ -148,14 +149,9 @@ impl Drop for ConfigWatch {
 }
 
 /// The configuration file, then what the configuration in use names.
-fn watched(core: &Core, path: &Path) -> Vec<PathBuf> {
+fn watched(refs: &[PathBuf], path: &Path) -> Vec<PathBuf> {
     let mut files = vec![path.to_path_buf()];
-    files.extend(
-        core.referenced_files()
-            .iter()
-            .filter(|f| *f != path)
-            .cloned(),
-    );
+    files.extend(refs.iter().filter(|f| *f != path).cloned());
     files
 }
 
@@ -165,6 +161,8 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     /// The files compared.
     files: Vec<PathBuf>,
+    /// The configuration's list they were taken from.
+    refs: Arc<Vec<PathBuf>>,
     /// Their digest when last read.
     last: u64,
 }
@@ -188,9 +186,34 @@ impl State {
         }
     }
 
+    /// Takes the list again when a configuration naming other files was applied, by
+    /// whoever applied it (`SIGHUP`, `POST /reload`, this watcher).
+    fn follow(&mut self, core: &Core, path: &Path) {
+        let refs = core.referenced_files();
+        if Arc::ptr_eq(&refs, &self.refs) {
+            return;
+        }
+        self.refs = refs;
+        let files = watched(&self.refs, path);
+        if files != self.files {
+            self.files = files;
+            self.add_dirs();
+            self.last = digest(&self.files);
+        }
+    }
+
+    /// Watches every directory again: one removed or renamed and made anew lost its
+    /// watch. Adding a watch that exists is a no-op for inotify.
+    fn rewatch(&self) {
+        for dir in &self.dirs {
+            let _ = self.watch.add(dir);
+        }
+    }
+
     fn run(&mut self, core: &Core, path: &Path, stop: &AtomicBool) {
         let mut polled = anygate_runtime::time::now();
         while !stop.load(Ordering::Acquire) {
+            self.follow(core, path);
             let event = match self.watch.wait(Duration::from_millis(250)) {
                 Ok(e) => e,
                 Err(e) => {
@@ -205,6 +228,7 @@ impl State {
                 // Let the burst end: until QUIET passes without an event (bounded).
                 let first = anygate_runtime::time::now();
                 while first.elapsed() < MAX_DELAY && matches!(self.watch.wait(QUIET), Ok(true)) {}
+                self.rewatch();
             }
             polled = anygate_runtime::time::now();
             let now = digest(&self.files);
@@ -216,15 +240,8 @@ impl State {
                 "server.watch: {} changed; reloading",
                 path.display()
             ));
-            if let Reloaded::Done { .. } = core.reload_file(path) {
-                // The new configuration may name other files.
-                let named = watched(core, path);
-                if named != self.files {
-                    self.files = named;
-                    self.add_dirs();
-                    self.last = digest(&self.files);
-                }
-            }
+            // A configuration naming other files is followed on the next turn.
+            let _ = core.reload_file(path);
         }
     }
 }

@@ -215,3 +215,48 @@ fn twenty_reloads_under_keep_alive_and_new_connection_traffic_fail_no_request() 
     }
     assert!(served.load(Ordering::SeqCst) >= 20 * 50);
 }
+
+#[test]
+fn regression_a_draining_server_refuses_new_connections_instead_of_queueing_them() {
+    // The copies of the listening sockets kept for a binary upgrade held them open through
+    // the drain: new connections were accepted by the kernel into a backlog nobody read,
+    // and reset at exit.
+    let mut gw = Gateway::start(&config("one"));
+    // A request in flight keeps the drain going: its body never completes.
+    let mut busy = connect(gw.addr);
+    std::io::Write::write_all(
+        &mut busy,
+        b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello",
+    )
+    .unwrap();
+    // Echo answers once the body is in: wait for the connection to count as open.
+    let mut r = Reader::new(connect(gw.addr));
+    r.send(b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.response(false).unwrap().status, 200);
+    drop(r);
+    gw.signal("TERM");
+    gw.wait_line("shutting down");
+    let deadline = anygate_runtime::time::now() + crate::http::LIMIT;
+    loop {
+        match std::net::TcpStream::connect(gw.addr) {
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                // Refused by a process that is still draining, not because it has gone.
+                assert!(
+                    gw.child.try_wait().unwrap().is_none(),
+                    "the gateway exited before refusing: connections were queued while it drained"
+                );
+                break;
+            }
+            Ok(_) => {
+                // The accept loops may not have stopped yet: try again, within the limit.
+                assert!(
+                    anygate_runtime::time::now() < deadline,
+                    "connections are still accepted into the backlog while draining"
+                );
+                std::thread::park_timeout(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    drop(busy);
+}

@@ -256,3 +256,78 @@ fn a_new_binary_or_configuration_that_cannot_start_leaves_the_old_one_serving() 
         200
     );
 }
+
+#[test]
+fn handed_over_descriptors_that_cannot_be_ours_are_refused_with_a_warning() {
+    // Standard streams, a number named twice, the readiness pipe among the listeners:
+    // each would give one descriptor two owners (and a double close).
+    let dir = TempDir::new("upgrade-env");
+    let config = dir.0.join("anygate.yml");
+    std::fs::write(&config, config_plain()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_anygate"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .env_clear()
+        .env("ANYGATE__SERVER__ALLOW_ROOT", "true")
+        .env(
+            "ANYGATE_LISTEN_FDS",
+            "http@127.0.0.1:0=1;https@127.0.0.1:1=40,40;admin@x=41",
+        )
+        .env("ANYGATE_UPGRADE_FD", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (child, lines) = crate::support::with_lines(child);
+    let mut warnings = Vec::new();
+    let gw = {
+        // The warnings come before the "listening" line that `started` waits for.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.iter() {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            let line = rx.recv_timeout(LIMIT).expect("the gateway starts");
+            if line.contains("listening on http://") {
+                seen.push(line);
+                break;
+            }
+            seen.push(line);
+        }
+        warnings.extend(seen.iter().filter(|l| l.contains("ANYGATE_")).cloned());
+        let addr: SocketAddr = seen
+            .last()
+            .unwrap()
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (child, addr)
+    };
+    let text = warnings.join("\n");
+    assert!(
+        text.contains("`http@127.0.0.1:0=1` is not KIND@ADDRESS=FD"),
+        "{text}"
+    );
+    assert!(text.contains("descriptor 40 named twice"), "{text}");
+    assert!(
+        text.contains("`admin@x=41` is not KIND@ADDRESS=FD"),
+        "{text}"
+    );
+    // It serves from sockets of its own.
+    assert_eq!(one(gw.1, b"GET /v HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    let mut child = gw.0;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn config_plain() -> String {
+    "server: {listen: \"127.0.0.1:0\", workers: 1}\nroutes: {\"GET /v\": \"OK\"}\n".into()
+}

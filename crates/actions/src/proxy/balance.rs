@@ -9,7 +9,7 @@
 //!
 //! - **round robin**: one shared counter (`fetch_add`, relaxed).
 //! - **weighted** (nginx's smooth weighted round robin): each worker has its own row of
-//!   current weights, written by that worker alone (relaxed atomics: no lock, no shared
+//!   current weights (as many rows as `server.workers`), written by that worker alone (relaxed atomics: no lock, no shared
 //!   cache line between workers). Every worker's sequence is exact: over a cycle of
 //!   Σweights picks each target gets exactly its weight, spread out (5,1,1 gives
 //!   a a b a c a a), so the process's total is exact per cycle of each worker.
@@ -100,22 +100,19 @@ pub trait Member {
 /// Points on the ring per unit of weight.
 const POINTS: u32 = 160;
 
-/// Rows of current weights for `weighted`: one per worker (`worker_index`); threads that are
-/// not workers share the last one.
-fn rows() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(256)
-        + 1
+/// Rows of current weights for `weighted`: one per worker (`worker_index`, `workers` of
+/// them), and one more shared by threads that are not workers.
+fn rows(workers: usize) -> usize {
+    workers.clamp(1, 1024) + 1
 }
 
 impl Balancer {
     /// The state for `balance` over `members`.
-    pub fn new<M: Member>(balance: &Balance, members: &[M]) -> Self {
+    pub fn new<M: Member>(balance: &Balance, members: &[M], workers: usize) -> Self {
         match balance {
             Balance::RoundRobin => Self::RoundRobin(AtomicUsize::new(0)),
             Balance::Weighted => Self::Weighted(
-                (0..rows())
+                (0..rows(workers))
                     .map(|_| members.iter().map(|_| AtomicI64::new(0)).collect())
                     .collect(),
             ),
@@ -127,11 +124,6 @@ impl Balancer {
                 next: AtomicUsize::new(0),
             },
         }
-    }
-
-    /// Whether the strategy reads the targets' requests in flight (which are then counted).
-    pub fn needs_load(&self) -> bool {
-        matches!(self, Self::LeastConn(_) | Self::Random)
     }
 
     /// The index of the member for a request (`members` is not empty).

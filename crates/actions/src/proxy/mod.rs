@@ -148,9 +148,20 @@ impl Pool {
             .map_or(0, |t| (t.id << 32) | u64::from(target.id))
     }
 
-    fn new(members: Vec<PoolMember>, balance: Balance, tls: Option<Arc<PoolTls>>) -> Self {
+    fn new(
+        members: Vec<PoolMember>,
+        balance: Balance,
+        workers: usize,
+        tls: Option<Arc<PoolTls>>,
+    ) -> Self {
+        if matches!(balance, Balance::LeastConn | Balance::Random) {
+            // Every request to these targets counts, whichever pool or rule sends it.
+            for m in &members {
+                m.target.counted.store(true, Ordering::Relaxed);
+            }
+        }
         Self {
-            balancer: Balancer::new(&balance, &members),
+            balancer: Balancer::new(&balance, &members, workers),
             members,
             balance,
             tls,
@@ -173,6 +184,8 @@ impl Pool {
 /// (so that `max_conns` counts a target once, whichever rules name it).
 #[derive(Debug, Default)]
 pub struct Upstreams {
+    /// The runtime's workers (per-worker balancer state is sized by it).
+    workers: usize,
     pools: HashMap<String, Arc<Pool>>,
     targets: HashMap<(String, u16), Arc<Target>>,
     /// TLS to `https://host/` targets that name no pool: system roots, the host as name.
@@ -192,6 +205,14 @@ fn next_target_id() -> u32 {
 }
 
 impl Upstreams {
+    /// No pools yet, for a runtime of `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            workers,
+            ..Self::default()
+        }
+    }
+
     /// Defines the pool `name` over `targets` (`host`, `port`, `weight`), balanced by
     /// `balance`, speaking TLS with `tls`.
     pub fn define(
@@ -217,7 +238,7 @@ impl Upstreams {
         });
         self.pools.insert(
             name.to_ascii_lowercase(),
-            Arc::new(Pool::new(members, balance, tls)),
+            Arc::new(Pool::new(members, balance, self.workers, tls)),
         );
     }
 
@@ -247,6 +268,7 @@ impl Upstreams {
                 Arc::new(Target {
                     host: HostEntry::new(host, port, dns_ttl),
                     busy: AtomicUsize::new(0),
+                    counted: std::sync::atomic::AtomicBool::new(false),
                     id: next_target_id(),
                 })
             })
@@ -265,6 +287,7 @@ impl Upstreams {
                 return Arc::new(Pool::new(
                     p.members.clone(),
                     p.balance.clone(),
+                    self.workers,
                     self.default_tls.clone(),
                 ));
             }
@@ -283,6 +306,7 @@ impl Upstreams {
                 weight: 1,
             }],
             Balance::RoundRobin,
+            self.workers,
             tls,
         ))
     }
@@ -715,12 +739,7 @@ impl Proxy {
         if resolved.addrs.is_empty() {
             return Err(ErrorKind::UpstreamUnresolved);
         }
-        let slot = Slot::take(
-            target,
-            self.options.max_conns,
-            self.pool.balancer.needs_load(),
-        )
-        .ok_or(ErrorKind::UpstreamBusy)?;
+        let slot = Slot::take(target, self.options.max_conns).ok_or(ErrorKind::UpstreamBusy)?;
         let key = self.pool.idle_key(target);
         if !fresh_only && self.options.max_idle > 0 {
             for &addr in &resolved.addrs {

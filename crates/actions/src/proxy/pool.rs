@@ -43,9 +43,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub struct Target {
     /// Its addresses.
     pub host: Arc<HostEntry>,
-    /// Connections in use (all workers), counted only when `max_conns` is set or a pool's
-    /// balancer reads them (least connections, random).
+    /// Connections in use (all workers), counted when `max_conns` is set or when the
+    /// target is in a pool whose balancer reads them ([`Target::counted`]).
     pub busy: AtomicUsize,
+    /// Whether every use counts in `busy` (the target is in a least-connections or random
+    /// pool): set while the configuration is compiled, before any request.
+    pub counted: std::sync::atomic::AtomicBool,
     /// A process-wide id: a TLS connection's idle key includes it, since the target's host
     /// is the name its handshake sent and verified.
     pub id: u32,
@@ -57,9 +60,9 @@ pub struct Slot(Option<Arc<Target>>);
 
 impl Slot {
     /// Takes a slot; `None` when `max_conns` (if not 0) are in use. Counted when there is
-    /// a cap, or when `count` (the pool's balancer reads the counts).
-    pub fn take(target: &Arc<Target>, max_conns: usize, count: bool) -> Option<Self> {
-        if max_conns == 0 && !count {
+    /// a cap, or when a balancer reads the counts.
+    pub fn take(target: &Arc<Target>, max_conns: usize) -> Option<Self> {
+        if max_conns == 0 && !target.counted.load(Ordering::Relaxed) {
             return Some(Self(None));
         }
         let before = target.busy.fetch_add(1, Ordering::AcqRel);
