@@ -9,7 +9,9 @@ thread_local! {
     static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0x7ace_u64));
 }
 
-fn next_u64() -> u64 {
+/// A fast per-thread pseudo-random number (splitmix64; not for secrets): span ids,
+/// sampling draws, random balancing.
+pub fn random_u64() -> u64 {
     STATE.with(|s| {
         let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
         s.set(x);
@@ -23,7 +25,7 @@ fn next_u64() -> u64 {
 /// A fresh span id (never all zero). Unique, not secret.
 pub fn new_span_id() -> [u8; 8] {
     loop {
-        let id = next_u64().to_be_bytes();
+        let id = random_u64().to_be_bytes();
         if id != [0; 8] {
             return id;
         }
@@ -32,7 +34,7 @@ pub fn new_span_id() -> [u8; 8] {
 
 /// A uniform draw in `[0, 1)`, for sampling.
 pub fn unit_draw() -> f64 {
-    (next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `text` as a trace id when it is 32 lower-case hex digits, not all zero (a request id

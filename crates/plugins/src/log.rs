@@ -17,7 +17,6 @@
 //! response the gateway produced itself (a 404 of no rule, a 429, a 401, …).
 //! Relative file paths are resolved against the configuration file's directory.
 
-use std::cell::Cell;
 use std::path::PathBuf;
 
 use anygate_config::PluginSpec;
@@ -40,23 +39,9 @@ pub struct AccessLog {
     headers: Box<[Box<[u8]>]>,
 }
 
-thread_local! {
-    /// xorshift64* state, per thread (sampling needs no shared state).
-    static RNG: Cell<u64> = Cell::new({
-        use std::hash::BuildHasher;
-        std::hash::RandomState::new().hash_one(0u8) | 1
-    });
-}
-
+/// A uniform draw in `0..2^32` for sampling (the per-thread generator of the traces).
 fn random_u32() -> u64 {
-    RNG.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32
-    })
+    anygate_obs::trace::random_u64() >> 32
 }
 
 impl AccessLog {

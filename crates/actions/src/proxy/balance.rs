@@ -17,10 +17,10 @@
 //!   target's counter) are fewest for its weight, `(busy + 1) / weight` as HAProxy's
 //!   `leastconn` counts them, ties broken from a rotating start so that an idle pool is
 //!   still spread.
-//! - **random**: two targets drawn by weight (a per-thread xorshift generator), the one with
-//!   less load per weight taken, the first on a tie (power of two choices: close to least
-//!   connections without scanning, and without herding on stale counts; idle targets get
-//!   their weight's share).
+//! - **random**: two targets drawn by weight (the per-thread generator of
+//!   `anygate_obs::trace`), the one with less load per weight taken, the first on a tie
+//!   (power of two choices: close to least connections without scanning, and without
+//!   herding on stale counts; idle targets get their weight's share).
 //! - **hash**: a ring of 160 points per unit of weight per target (ketama's layout), each
 //!   point the 64-bit FNV-1a hash of `host:port#i` run through a finaliser: stable across
 //!   processes and restarts, so that several gateways send a key to the same target. A key
@@ -144,7 +144,7 @@ impl Balancer {
                 swrr(members, &rows[row])
             }
             Self::LeastConn(next) => least_conn(members, next.fetch_add(1, Ordering::Relaxed)),
-            Self::Random => two_choices(members, &mut || random_u64()),
+            Self::Random => two_choices(members, &mut anygate_obs::trace::random_u64),
             Self::Hash { ring, key: k, next } => match key(k) {
                 Some(h) => on_ring(ring, h),
                 None => next.fetch_add(1, Ordering::Relaxed) % n,
@@ -230,28 +230,6 @@ pub fn two_choices<M: Member>(members: &[M], random: &mut impl FnMut() -> u64) -
     if less_loaded(load(b), load(a)) { b } else { a }
 }
 
-/// A per-thread xorshift64* generator, seeded from the clock and the thread.
-fn random_u64() -> u64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            let local = 0u8;
-            mix(t ^ (&raw const local).addr() as u64) | 1
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
-}
-
 /// The 64-bit FNV-1a hash of `bytes`, run through a finaliser: stable across processes
 /// (the ring and keys must map alike in every gateway and after a restart).
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -293,13 +271,16 @@ pub fn on_ring(ring: &[(u64, u32)], h: u64) -> usize {
     ring[at % ring.len()].1 as usize
 }
 
-/// The hash of a request's key, `None` when the request has none.
+/// The hash of a request's key, `None` when the request has none. `client` is the address
+/// `server.trusted_proxies` found, if any; else the peer's counts.
 pub fn key_hash(key: &HashKey, req: &Request<'_>, client: Option<IpAddr>) -> Option<u64> {
     match key {
-        HashKey::ClientIp => client.map(|ip| match ip {
-            IpAddr::V4(v4) => stable_hash(&v4.octets()),
-            IpAddr::V6(v6) => stable_hash(&v6.octets()),
-        }),
+        HashKey::ClientIp => client
+            .or_else(|| req.peer().map(|p| p.ip()))
+            .map(|ip| match ip {
+                IpAddr::V4(v4) => stable_hash(&v4.octets()),
+                IpAddr::V6(v6) => stable_hash(&v6.octets()),
+            }),
         HashKey::Path => Some(stable_hash(req.path())),
         HashKey::Header(name) => req.header(name.as_bytes()).map(stable_hash),
         HashKey::Cookie(name) => req

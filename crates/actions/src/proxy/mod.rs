@@ -168,7 +168,8 @@ impl Pool {
         }
     }
 
-    /// The target for `req` (from `client`), by the pool's strategy.
+    /// The target for `req` (`client`: the address `server.trusted_proxies` found), by the
+    /// pool's strategy.
     fn pick(&self, req: &Request<'_>, client: Option<std::net::IpAddr>) -> Option<&Arc<Target>> {
         if self.members.len() <= 1 {
             return self.members.first().map(|m| &m.target);
@@ -651,10 +652,9 @@ impl Proxy {
         clock: &mut Clock<'_>,
         upgrade: bool,
     ) -> Result<(Leased, Sent), ErrorKind> {
-        let client = res.ctx().client.or_else(|| req.peer().map(|p| p.ip()));
         let target = self
             .pool
-            .pick(req, client)
+            .pick(req, res.ctx().client)
             .ok_or(ErrorKind::UpstreamUnresolved)?
             .clone();
         let mut fresh_only = false;
