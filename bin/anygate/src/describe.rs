@@ -15,25 +15,11 @@ pub fn action(config: &Config, route: &Route) -> String {
             );
             if let Some(pool) = config.upstream(&t.host) {
                 let n = pool.targets.len();
-                let balance = match &pool.balance {
-                    anygate_config::model::Balance::RoundRobin => "round robin".to_owned(),
-                    anygate_config::model::Balance::Weighted => "weighted".to_owned(),
-                    anygate_config::model::Balance::LeastConn => "least_conn".to_owned(),
-                    anygate_config::model::Balance::Random => "random".to_owned(),
-                    anygate_config::model::Balance::Hash(k) => format!(
-                        "hash of {}",
-                        match k {
-                            anygate_config::model::HashKey::ClientIp => "client_ip".to_owned(),
-                            anygate_config::model::HashKey::Path => "path".to_owned(),
-                            anygate_config::model::HashKey::Header(h) => format!("header:{h}"),
-                            anygate_config::model::HashKey::Cookie(c) => format!("cookie:{c}"),
-                        }
-                    ),
-                };
                 s.push_str(&format!(
-                    " (pool `{}`: {n} target{}, {balance})",
+                    " (pool `{}`: {n} target{}, {})",
                     pool.name,
-                    if n == 1 { "" } else { "s" }
+                    if n == 1 { "" } else { "s" },
+                    pool.balance
                 ));
             }
             s

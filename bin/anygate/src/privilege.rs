@@ -70,48 +70,17 @@ pub fn plan(config: &mut Config, euid: u32) -> Result<(Option<Drop>, Option<Stri
             )),
         ));
     }
-    let user = match process::user(&name) {
-        Ok(Some(u)) => u,
-        Ok(None) => {
-            let d = Diagnostic::error(
-                codes::VALUE,
-                span,
-                format!("no user `{name}` on this system"),
-            )
-            .help(
-                "create it (`useradd --system anygate`) or name an existing one, or a numeric id",
-            );
-            return Err(failure(config, d));
-        }
-        Err(e) => {
-            let d = Diagnostic::error(
-                codes::VALUE,
-                span,
-                format!("cannot look up user `{name}`: {e}"),
-            );
-            return Err(failure(config, d));
-        }
+    let help = "create it (`useradd --system anygate`) or name an existing one, or a numeric id";
+    let user = match found(process::user(&name), ("user", &name), span, Some(help)) {
+        Ok(u) => u,
+        Err(d) => return Err(failure(config, d)),
     };
     let gid = match config.server.group.clone() {
         None => user.gid,
-        Some((group, gspan)) => match process::group(&group) {
-            Ok(Some(g)) => g,
-            Ok(None) => {
-                let d = Diagnostic::error(
-                    codes::VALUE,
-                    gspan,
-                    format!("no group `{group}` on this system"),
-                );
-                return Err(failure(config, d));
-            }
-            Err(e) => {
-                let d = Diagnostic::error(
-                    codes::VALUE,
-                    gspan,
-                    format!("cannot look up group `{group}`: {e}"),
-                );
-                return Err(failure(config, d));
-            }
+        Some((group, gspan)) => match found(process::group(&group), ("group", &group), gspan, None)
+        {
+            Ok(g) => g,
+            Err(d) => return Err(failure(config, d)),
         },
     };
     if user.uid == 0 && !config.server.allow_root {
@@ -127,6 +96,35 @@ pub fn plan(config: &mut Config, euid: u32) -> Result<(Option<Drop>, Option<Stri
         }),
         None,
     ))
+}
+
+/// A user or group lookup's answer, or the error at `span` (with `missing_help` when there
+/// is no such `what`).
+fn found<T>(
+    lookup: std::io::Result<Option<T>>,
+    (what, name): (&str, &str),
+    span: anygate_config::source::Span,
+    missing_help: Option<&str>,
+) -> Result<T, Diagnostic> {
+    match lookup {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => {
+            let d = Diagnostic::error(
+                codes::VALUE,
+                span,
+                format!("no {what} `{name}` on this system"),
+            );
+            Err(match missing_help {
+                Some(h) => d.help(h),
+                None => d,
+            })
+        }
+        Err(e) => Err(Diagnostic::error(
+            codes::VALUE,
+            span,
+            format!("cannot look up {what} `{name}`: {e}"),
+        )),
+    }
 }
 
 /// The command line's rule: refuses to serve as root without `server.user`, unless

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anygate_config::{Config, Failure, Workers};
+use anygate_config::{Config, Failure};
 use anygate_http::server::accept_loop;
 use anygate_http::{Acceptor, Drain, Limits};
 use anygate_pipeline::{App, Live};
@@ -103,9 +103,8 @@ pub struct Server {
     shutdown_timeout: Duration,
     watcher: Option<Watcher>,
     admin: Option<Admin>,
-    /// Duplicates of every listening socket (kind, configured address), for a binary
-    /// upgrade to hand over.
-    sockets: Vec<(&'static str, SocketAddr, Vec<std::os::fd::OwnedFd>)>,
+    /// Duplicates of every listening socket, for a binary upgrade to hand over.
+    sockets: Vec<crate::upgrade::Socket>,
 }
 
 /// Why a server did not start.
@@ -211,20 +210,12 @@ fn bind_all(
 }
 
 /// Duplicates of `bound`'s sockets, for an upgrade.
-fn dups(
-    kind: &'static str,
-    bound: &[Bound],
-) -> io::Result<Vec<(&'static str, SocketAddr, Vec<std::os::fd::OwnedFd>)>> {
+fn dups(kind: &'static str, bound: &[Bound]) -> io::Result<Vec<crate::upgrade::Socket>> {
     use std::os::fd::AsFd;
     bound
         .iter()
         .map(|b| {
-            let fds = b
-                .listeners
-                .iter()
-                .map(|l| l.as_fd().try_clone_to_owned())
-                .collect::<io::Result<Vec<_>>>()?;
-            Ok((kind, b.configured, fds))
+            crate::upgrade::Socket::of(kind, b.configured, b.listeners.iter().map(AsFd::as_fd))
         })
         .collect()
 }
@@ -282,10 +273,7 @@ impl Server {
         }
         anygate_obs::log::set_server_format(log_format(&config));
         anygate_obs::otlp::configure(otlp_endpoint(&config));
-        let workers = match config.server.workers {
-            Workers::Count(n) => n,
-            Workers::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let workers = config.server.workers.count();
         let _ = anygate_runtime::raise_fd_limit();
         // The admin listener comes first: `/ready` says "starting" until the rest is bound.
         let shared = Arc::new(admin::Shared::default());
@@ -341,12 +329,11 @@ impl Server {
         let mut sockets = dups("http", &plain)?;
         sockets.extend(dups("https", &tls_bound)?);
         if let (Some(a), Some(c)) = (&admin, &config.admin) {
-            use std::os::fd::AsFd;
-            sockets.push((
+            sockets.push(crate::upgrade::Socket::of(
                 "admin",
                 c.listen.addr,
-                vec![a.socket().as_fd().try_clone_to_owned()?],
-            ));
+                [a.socket()],
+            )?);
         }
         if let Some(d) = &drop_to {
             crate::privilege::apply(d)?;
@@ -568,7 +555,6 @@ impl Server {
     /// Starts the new binary with the listening sockets and waits for it to be ready:
     /// `true` when it is (this process should drain now).
     fn upgrade(&self, notify: &Notifier, exe: Option<(&Path, &[std::ffi::OsString])>) -> bool {
-        use std::os::fd::AsFd;
         let Some((exe, args)) = exe else {
             error("SIGUSR2: cannot tell which binary to start; not upgrading");
             return false;
@@ -577,17 +563,8 @@ impl Server {
             "SIGUSR2: starting {} with the listening sockets",
             exe.display()
         ));
-        let sockets: Vec<crate::upgrade::Socket<'_>> = self
-            .sockets
-            .iter()
-            .map(|(kind, addr, fds)| crate::upgrade::Socket {
-                kind,
-                addr: *addr,
-                fds: fds.iter().map(AsFd::as_fd).collect(),
-            })
-            .collect();
         let within = self.shutdown_timeout.max(Duration::from_secs(10));
-        match crate::upgrade::start_new(exe, args, &sockets, within) {
+        match crate::upgrade::start_new(exe, args, &self.sockets, within) {
             Ok(pid) => {
                 log(&format!(
                     "upgrade: the new process (pid {pid}) is ready; this one stops accepting and drains"

@@ -161,15 +161,30 @@ pub fn announce_ready() {
     }
 }
 
-/// One address's sockets to hand over.
+/// One address's sockets to hand over: duplicates, kept by the running server.
 #[derive(Debug)]
-pub struct Socket<'a> {
+pub struct Socket {
     /// `http`, `https` or `admin`.
     pub kind: &'static str,
     /// As configured.
     pub addr: SocketAddr,
     /// Its listeners.
-    pub fds: Vec<BorrowedFd<'a>>,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Socket {
+    /// Duplicates of `listeners`' descriptors, under `kind` at the configured `addr`.
+    pub fn of<'a>(
+        kind: &'static str,
+        addr: SocketAddr,
+        listeners: impl IntoIterator<Item = BorrowedFd<'a>>,
+    ) -> io::Result<Self> {
+        let fds = listeners
+            .into_iter()
+            .map(|fd| fd.try_clone_to_owned())
+            .collect::<io::Result<_>>()?;
+        Ok(Self { kind, addr, fds })
+    }
 }
 
 /// The child's exit status if it exits within `limit`.
@@ -194,7 +209,7 @@ fn exit_within(
 pub fn start_new(
     exe: &Path,
     args: &[OsString],
-    sockets: &[Socket<'_>],
+    sockets: &[Socket],
     within: Duration,
 ) -> Result<u32, String> {
     // Duplicates without close-on-exec, for the child only: the originals keep it.
@@ -203,7 +218,7 @@ pub fn start_new(
     for s in sockets {
         let mut fds = Vec::new();
         for fd in &s.fds {
-            let dup = fd.try_clone_to_owned().map_err(|e| format!("dup: {e}"))?;
+            let dup = fd.try_clone().map_err(|e| format!("dup: {e}"))?;
             process::inherit(&dup).map_err(|e| format!("fcntl: {e}"))?;
             fds.push(dup.as_raw_fd().to_string());
             dups.push(dup);

@@ -157,6 +157,17 @@ pub enum Workers {
     Count(usize),
 }
 
+impl Workers {
+    /// How many threads that is on this machine (`Auto`: the CPUs this process may use,
+    /// its affinity mask and cgroup quota counted; at least 1).
+    pub fn count(self) -> usize {
+        match self {
+            Self::Count(n) => n,
+            Self::Auto => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        }
+    }
+}
+
 /// `static`: settings of the static-file action. Groups override them field by field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaticSettings {
@@ -333,6 +344,23 @@ pub enum Balance {
     /// `hash`: consistent hashing of `hash_key`, so that a key keeps its target (sticky
     /// sessions) and a target joining or leaving moves few keys.
     Hash(HashKey),
+}
+
+impl std::fmt::Display for Balance {
+    /// For `check`'s route table: the strategy's name (`hash` with its key: `hash of
+    /// cookie:session`), the default as `round robin`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RoundRobin => f.write_str("round robin"),
+            Self::Weighted => f.write_str("weighted"),
+            Self::LeastConn => f.write_str("least_conn"),
+            Self::Random => f.write_str("random"),
+            Self::Hash(HashKey::ClientIp) => f.write_str("hash of client_ip"),
+            Self::Hash(HashKey::Path) => f.write_str("hash of path"),
+            Self::Hash(HashKey::Header(h)) => write!(f, "hash of header:{h}"),
+            Self::Hash(HashKey::Cookie(c)) => write!(f, "hash of cookie:{c}"),
+        }
+    }
 }
 
 /// `proxy.upstreams.NAME.hash_key`: what `balance: hash` hashes.

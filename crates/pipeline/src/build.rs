@@ -27,13 +27,7 @@ fn client_settings(t: Option<&anygate_config::UpstreamTls>) -> ClientSettings {
 /// set up (a CA or client certificate that does not load), with positions.
 pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
     let echo_body = usize::try_from(config.server.limits.echo_body).unwrap_or(usize::MAX);
-    let workers = match config.server.workers {
-        model::Workers::Count(n) => n,
-        model::Workers::Auto => {
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        }
-    };
-    let mut upstreams = Upstreams::new(workers);
+    let mut upstreams = Upstreams::new(config.server.workers.count());
     let mut diags = Vec::new();
     for u in &config.upstreams {
         let targets: Vec<(String, u16, u32)> = u
