@@ -5,7 +5,7 @@
 //! the file itself would follow the old inode and miss the change.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -27,7 +27,8 @@ const MASK: u32 = libc::IN_CLOSE_WRITE
 /// An inotify instance watching directories.
 #[derive(Debug)]
 pub struct Watch {
-    fd: OwnedFd,
+    /// The instance, as a `File` so that its events are read without FFI.
+    fd: std::fs::File,
 }
 
 impl Watch {
@@ -38,7 +39,7 @@ impl Watch {
         let fd = cvt(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })?;
         // SAFETY: `fd` was just returned by inotify_init1 and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd })
+        Ok(Self { fd: fd.into() })
     }
 
     /// Watches `dir` (a directory) for changes to its entries.
@@ -53,25 +54,13 @@ impl Watch {
     /// Waits up to `timeout` for changes; `true` when at least one arrived (every pending
     /// event is consumed: the caller looks at the files again rather than at the events).
     pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `pfd` is one valid pollfd and the count passed is 1.
-        match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
-            Ok(0) => return Ok(false),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
-            Err(e) => return Err(e),
+        if super::process::wait_readable(&[self.fd.as_fd()], Some(timeout))?.is_empty() {
+            return Ok(false);
         }
         let mut any = false;
         let mut buf = [0u8; 4096];
         loop {
-            // SAFETY: `buf` is writable for its whole length, which is what is passed.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            match cvt(n) {
+            match io::Read::read(&mut &self.fd, &mut buf) {
                 Ok(0) => return Ok(any),
                 Ok(_) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
