@@ -370,14 +370,17 @@ pub fn route(req: &AdminRequest, shared: &Shared) -> Answer {
             Some(core) => json(200, &core.status_json()),
             None => json(200, &serde_json::json!({"state": "starting"})),
         },
+        "/upstreams" if get => match shared.core.get() {
+            Some(core) => json(200, &core.upstreams_json()),
+            None => error(503, "AG-ADM-5031", "the server is still starting"),
+        },
         "/debug/runtime" if get => match shared.core.get() {
             Some(core) => json(200, &core.runtime_json()),
             None => error(503, "AG-ADM-5031", "the server is still starting"),
         },
         "/reload" if req.method == "POST" => reload(req, shared),
-        "/health" | "/ready" | "/metrics" | "/routes" | "/status" | "/debug/runtime" => {
-            allow("GET, HEAD")
-        }
+        "/health" | "/ready" | "/metrics" | "/routes" | "/upstreams" | "/status"
+        | "/debug/runtime" => allow("GET, HEAD"),
         "/reload" => allow("POST"),
         _ => error(404, "AG-ADM-4040", "no such admin endpoint"),
     }

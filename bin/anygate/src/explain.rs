@@ -39,6 +39,122 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
+/// A pool's targets and guards, with each target's live state when the gateway this
+/// configuration describes answers on its admin listener.
+fn pool_report(out: &mut String, config: &Config, pool: &anygate_config::Upstream) {
+    let live = config
+        .admin
+        .as_ref()
+        .and_then(|a| live_states(a.listen.addr));
+    let state_of = |target: &str| -> String {
+        let Some(live) = &live else {
+            return String::new();
+        };
+        let found = live["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"] == pool.name.as_str())
+            .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+            .find(|t| t["target"] == target);
+        match found {
+            Some(t) => {
+                let detail = t["detail"].as_str().unwrap_or("");
+                format!(
+                    ": {}{}",
+                    t["state"].as_str().unwrap_or("?"),
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({detail})")
+                    }
+                )
+            }
+            None => ": not in the running configuration".to_owned(),
+        }
+    };
+    for t in &pool.targets {
+        let name = format!("{}:{}", t.host, t.port);
+        let _ = writeln!(
+            out,
+            "  target {name} weight {}{}{}",
+            t.weight,
+            if t.backup { " (backup)" } else { "" },
+            state_of(&name)
+        );
+    }
+    match (&config.admin, &live) {
+        (Some(a), None) => {
+            let _ = writeln!(
+                out,
+                "  live state: unavailable (no gateway answers on {})",
+                a.listen.addr
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "  live state: unavailable (no admin listener configured)"
+            );
+        }
+        _ => {}
+    }
+    if let Some(h) = &pool.health {
+        let _ = writeln!(
+            out,
+            "  health: {:?} {} every {:?} (timeout {:?}, fall {}, rise {})",
+            h.kind, h.path, h.interval, h.timeout, h.fall, h.rise
+        );
+    }
+    if let Some(o) = &pool.outlier {
+        let _ = writeln!(
+            out,
+            "  outlier: eject after {} failures in a row for {:?} (growing), at most {}% of the pool",
+            o.consecutive_failures, o.base_ejection, o.max_ejected_percent
+        );
+    }
+    if let Some(b) = &pool.breaker {
+        let _ = writeln!(
+            out,
+            "  breaker: open at {}% failures of at least {} requests in {:?}, for {:?}{}",
+            f64::from(b.failure_ratio_per_mille) / 10.0,
+            b.min_requests,
+            b.window,
+            b.open_for,
+            if b.max_pending > 0 {
+                format!("; at most {} requests in flight per target", b.max_pending)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !pool.slow_start.is_zero() {
+        let _ = writeln!(out, "  slow start: {:?}", pool.slow_start);
+    }
+}
+
+/// The running gateway's `/upstreams`, if one answers on `admin` within a second.
+fn live_states(admin: std::net::SocketAddr) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut addr = admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let limit = std::time::Duration::from_secs(1);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.set_write_timeout(Some(limit)).ok()?;
+    s.write_all(b"GET /upstreams HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    s.take(1 << 20).read_to_end(&mut answer).ok()?;
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_slice(&answer[at + 4..]).ok()
+}
+
 /// `http://host/x?y` → `/x?y`, `http://host?y` → `/?y`; anything else unchanged. A
 /// fragment is dropped.
 fn strip_origin(target: &str) -> String {
@@ -125,6 +241,31 @@ pub fn report(config: &Config, method: &str, target: &str) -> String {
                     t.origin(),
                     String::from_utf8_lossy(&pq)
                 );
+                let r = &route.proxy.retries;
+                let _ = writeln!(
+                    out,
+                    "  retries: {}",
+                    if r.attempts <= 1 {
+                        "off".to_owned()
+                    } else {
+                        format!(
+                            "{} attempts on {}{}",
+                            r.attempts,
+                            r.on.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            if r.non_idempotent {
+                                ", every method"
+                            } else {
+                                ", idempotent methods only"
+                            }
+                        )
+                    }
+                );
+                if let Some(pool) = config.upstream(&t.host) {
+                    pool_report(&mut out, config, pool);
+                }
             }
         }
         Outcome::MethodNotAllowed(mask) => {

@@ -248,6 +248,19 @@ pub fn limits(config: &Config) -> Limits {
     }
 }
 
+/// Waits for the first result of every health check not yet answered (a new pool, or a
+/// new target), at most as long as their timeouts: a target dead at start or after a
+/// reload is out of rotation before the configuration serves a request.
+fn settle_health_checks() {
+    let waiting =
+        anygate_actions::proxy::checker::settle(anygate_actions::proxy::checker::settle_limit());
+    if waiting > 0 {
+        warn(&format!(
+            "{waiting} health check(s) did not answer in time; their targets count as up until they do"
+        ));
+    }
+}
+
 impl Server {
     /// Binds the listeners and starts serving `config` over plain TCP, with the built-in
     /// filter kinds.
@@ -353,7 +366,9 @@ impl Server {
             }
         }
         let referenced = crate::watch::references(&config);
+        anygate_actions::proxy::checker::start()?;
         let app = App::new(config, &registry).map_err(StartError::Config)?;
+        settle_health_checks();
         let live = Arc::new(Live::new(app));
         let drain = Drain::new();
         rt.block_on(async {
@@ -605,6 +620,31 @@ impl Core {
         )
     }
 
+    /// Every pool's targets and their state, as JSON (`/upstreams`).
+    pub fn upstreams_json(&self) -> serde_json::Value {
+        let pools: Vec<serde_json::Value> = self
+            .live
+            .current()
+            .upstream_states()
+            .into_iter()
+            .map(|(name, targets)| {
+                let targets: Vec<serde_json::Value> = targets
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "target": t.target,
+                            "backup": t.backup,
+                            "state": t.state,
+                            "detail": t.detail,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"name": name, "targets": targets})
+            })
+            .collect();
+        serde_json::json!({ "pools": pools })
+    }
+
     /// The compiled rules, as JSON (`/routes`).
     pub fn routes_json(&self) -> serde_json::Value {
         let app = self.live.current();
@@ -759,6 +799,8 @@ impl Core {
             .map(|t| Arc::new(Box::from(t)));
         let referenced = crate::watch::references(&config);
         let app = App::new(config, &self.registry)?;
+        // New health checks have their first answer before the configuration is served.
+        settle_health_checks();
         self.referenced.store(Arc::new(referenced));
         if let (Some(side), Some(settings), Some(built)) = (&self.tls, new_tls, prepared) {
             side.server.install(built);

@@ -57,10 +57,11 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    ADMIN_DEFAULT, Admin, CacheControl, ClientAuth, ClientAuthMode, HostHeader, Listen, LogFormat,
-    OtlpEndpoint, PluginSpec, ProxySettings, Route, Server, ServerLimits, ServerTimeouts,
-    StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing, Upstream,
-    UpstreamTls, Workers,
+    ADMIN_DEFAULT, Admin, CacheControl, CircuitBreaker, ClientAuth, ClientAuthMode, HealthCheck,
+    HealthKind, HostHeader, Listen, LogFormat, OtlpEndpoint, OutlierDetection, PluginSpec,
+    ProxySettings, Retries, RetryOn, Route, Server, ServerLimits, ServerTimeouts, StaticSettings,
+    Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing, Upstream, UpstreamTls,
+    Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};

@@ -261,6 +261,69 @@ pub struct ProxySettings {
     /// client certificate's subject upstream. The client's own value of it is always
     /// removed, so an upstream can trust it.
     pub client_cert_header: Option<String>,
+    /// `proxy.retries`.
+    pub retries: Retries,
+    /// `proxy.retry_body_limit` (default 64 KiB): a request body with a length up to this
+    /// is kept so that a retry can send it again; a larger or chunked one is streamed, and
+    /// its request is retried only if none of it was read.
+    pub retry_body_limit: u64,
+}
+
+/// `proxy.retries`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retries {
+    /// `attempts` (default 2; 1 turns retries off): attempts in all, the first included.
+    pub attempts: u32,
+    /// `on` (default `[connect_failure]`): the failures retried.
+    pub on: Vec<RetryOn>,
+    /// `budget` (default 20%), per mille: retries allowed per request over a 10 s window,
+    /// per pool (top level only).
+    pub budget_per_mille: u32,
+    /// `min_retries_per_s` (default 3): retries always allowed per second (top level only).
+    pub min_retries_per_s: u32,
+    /// `backoff` (default `25ms..1s`): the first pause, doubled per retry up to the second.
+    pub backoff: (Duration, Duration),
+    /// `non_idempotent` (default false): retry `POST`, `PATCH` and other methods that are
+    /// not idempotent too.
+    pub non_idempotent: bool,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on: vec![RetryOn::ConnectFailure],
+            budget_per_mille: 200,
+            min_retries_per_s: 3,
+            backoff: (Duration::from_millis(25), Duration::from_secs(1)),
+            non_idempotent: false,
+        }
+    }
+}
+
+impl std::fmt::Display for RetryOn {
+    /// As the configuration spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConnectFailure => f.write_str("connect_failure"),
+            Self::Reset => f.write_str("reset"),
+            Self::Timeout => f.write_str("timeout"),
+            Self::Status(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// One condition of `proxy.retries.on`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryOn {
+    /// `connect_failure`: no connection could be opened (nothing was sent).
+    ConnectFailure,
+    /// `reset`: the connection broke before the response head.
+    Reset,
+    /// `timeout`: no response head within `proxy.timeouts.read` (or a connect timeout).
+    Timeout,
+    /// `502`, `503` or `504`: the upstream answered so.
+    Status(u16),
 }
 
 impl Default for ProxySettings {
@@ -275,6 +338,8 @@ impl Default for ProxySettings {
             dns_ttl: Duration::from_secs(30),
             allow_encoded_traversal: false,
             client_cert_header: None,
+            retries: Retries::default(),
+            retry_body_limit: 64 * 1024,
         }
     }
 }
@@ -326,8 +391,74 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// `balance` (default round robin), with `hash_key` for `hash`.
     pub balance: Balance,
+    /// `slow_start` (default 0: off): a target that comes back (up again, or its ejection
+    /// over) takes a share of its traffic growing from 10 % to all of it over this long.
+    pub slow_start: Duration,
+    /// `health`: active checks.
+    pub health: Option<HealthCheck>,
+    /// `outlier`: passive health (ejection after failures in a row).
+    pub outlier: Option<OutlierDetection>,
+    /// `breaker`: the circuit breakers of the pool and of each target.
+    pub breaker: Option<CircuitBreaker>,
     /// Where the pool is defined.
     pub span: Span,
+}
+
+/// `proxy.upstreams.NAME.health`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `type`: `http` (default), `tcp` or `websocket`.
+    pub kind: HealthKind,
+    /// `path` (default `/`): what `http` and `websocket` checks request.
+    pub path: String,
+    /// `interval` (default 2s).
+    pub interval: Duration,
+    /// `timeout` (default 1s).
+    pub timeout: Duration,
+    /// `expect` (default `200-399`): the statuses an `http` check accepts, as ranges.
+    pub expect: Vec<(u16, u16)>,
+    /// `fall` (default 3): failed checks in a row that take a target down.
+    pub fall: u32,
+    /// `rise` (default 2): passed checks in a row that bring it back.
+    pub rise: u32,
+}
+
+/// `health.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthKind {
+    /// `GET path`, the status in `expect`.
+    Http,
+    /// A TCP connect (and TLS handshake if the pool has `tls`).
+    Tcp,
+    /// A WebSocket opening handshake to `path` (101 with the right accept key).
+    WebSocket,
+}
+
+/// `proxy.upstreams.NAME.outlier`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// `consecutive_failures` (default 5).
+    pub consecutive_failures: u32,
+    /// `base_ejection` (default 30s): the first ejection's length (then twice, three
+    /// times as long... up to ten times, while the target keeps failing).
+    pub base_ejection: Duration,
+    /// `max_ejected_percent` (default 50).
+    pub max_ejected_percent: u32,
+}
+
+/// `proxy.upstreams.NAME.breaker`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// `failure_ratio` (default 0.5), per mille.
+    pub failure_ratio_per_mille: u32,
+    /// `min_requests` (default 20) in the window before it may open.
+    pub min_requests: u32,
+    /// `window` (default 10s).
+    pub window: Duration,
+    /// `open_for` (default 15s).
+    pub open_for: Duration,
+    /// `max_pending` (default 0: unbounded): requests in flight per target.
+    pub max_pending: u32,
 }
 
 /// `proxy.upstreams.NAME.balance`: how a request picks a target of the pool.
@@ -386,6 +517,8 @@ pub struct Target {
     /// `weight` (1 to 1000, default 1): its share for `weighted`, `least_conn`, `random`
     /// and `hash`.
     pub weight: u32,
+    /// `backup` (default false): used only when every primary target is down.
+    pub backup: bool,
     /// Where it is written.
     pub span: Span,
 }

@@ -61,8 +61,15 @@ pub enum ErrorKind {
     UpstreamInvalid,
     /// The upstream's host name does not resolve.
     UpstreamUnresolved,
-    /// The target already has `max_conns` connections in use.
+    /// The target already has `max_conns` connections in use (or every target of the pool
+    /// has `breaker.max_pending` requests in flight).
     UpstreamBusy,
+    /// The circuit breaker of the pool (or of every target that could take the request)
+    /// is open: answered with `Retry-After`.
+    UpstreamCircuitOpen,
+    /// Every target of the pool is down (active health checks) or ejected (outlier
+    /// detection), backups included.
+    UpstreamUnavailable,
     /// The connection to the upstream took longer than `proxy.timeouts.connect`.
     UpstreamConnectTimeout,
     /// The upstream sent nothing for `proxy.timeouts.read`.
@@ -120,7 +127,10 @@ impl ErrorKind {
             Self::RangeNotSatisfiable => 416,
             Self::Internal | Self::FileError => 500,
             Self::NotImplemented => 501,
-            Self::Overloaded | Self::UpstreamBusy => 503,
+            Self::Overloaded
+            | Self::UpstreamBusy
+            | Self::UpstreamCircuitOpen
+            | Self::UpstreamUnavailable => 503,
             Self::UpstreamRefused
             | Self::UpstreamReset
             | Self::UpstreamInvalid
@@ -165,6 +175,8 @@ impl ErrorKind {
             Self::UpstreamInvalid => "AG-UPS-5023",
             Self::UpstreamUnresolved => "AG-UPS-5024",
             Self::UpstreamBusy => "AG-UPS-5031",
+            Self::UpstreamCircuitOpen => "AG-UPS-2006",
+            Self::UpstreamUnavailable => "AG-UPS-5032",
             Self::UpstreamConnectTimeout => "AG-UPS-5041",
             Self::UpstreamReadTimeout => "AG-UPS-5042",
             Self::UpstreamWriteTimeout => "AG-UPS-5043",
@@ -211,6 +223,8 @@ impl ErrorKind {
             Self::UpstreamInvalid => "the upstream sent an invalid response",
             Self::UpstreamUnresolved => "the upstream host does not resolve",
             Self::UpstreamBusy => "the upstream connection limit is reached",
+            Self::UpstreamCircuitOpen => "the upstream is failing; its circuit is open",
+            Self::UpstreamUnavailable => "no upstream target is available",
             Self::UpstreamConnectTimeout => "the upstream did not accept the connection in time",
             Self::UpstreamReadTimeout => "the upstream did not answer in time",
             Self::UpstreamWriteTimeout => "the upstream did not accept the request in time",
@@ -274,6 +288,8 @@ impl ErrorKind {
                 | Self::UpstreamRefused
                 | Self::UpstreamUnresolved
                 | Self::UpstreamBusy
+                | Self::UpstreamCircuitOpen
+                | Self::UpstreamUnavailable
                 | Self::UpstreamConnectTimeout
                 | Self::UpstreamReset
                 | Self::UpstreamInvalid
@@ -293,6 +309,8 @@ impl ErrorKind {
                 | Self::UpstreamInvalid
                 | Self::UpstreamUnresolved
                 | Self::UpstreamBusy
+                | Self::UpstreamCircuitOpen
+                | Self::UpstreamUnavailable
                 | Self::UpstreamConnectTimeout
                 | Self::UpstreamReadTimeout
                 | Self::UpstreamWriteTimeout
@@ -302,7 +320,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests and docs.
-    pub const ALL: [ErrorKind; 40] = [
+    pub const ALL: [ErrorKind; 42] = [
         Self::BadRequest,
         Self::BadFraming,
         Self::BadChunk,
@@ -330,6 +348,8 @@ impl ErrorKind {
         Self::UpstreamInvalid,
         Self::UpstreamUnresolved,
         Self::UpstreamBusy,
+        Self::UpstreamCircuitOpen,
+        Self::UpstreamUnavailable,
         Self::UpstreamConnectTimeout,
         Self::UpstreamReadTimeout,
         Self::UpstreamWriteTimeout,
@@ -365,8 +385,9 @@ mod tests {
             assert!(seen.insert(k.code()), "{k:?}");
             let status = k.status().to_string();
             // The security catalog (`AG-SEC-6xxx`, shared with the filters) numbers its
-            // codes on its own; every other code ends with its status and one digit.
-            if !k.code().starts_with("AG-SEC-") {
+            // codes on its own, and the open circuit's code (`AG-UPS-2006`) is the one the
+            // resilience issue fixed; every other code ends with its status and one digit.
+            if !k.code().starts_with("AG-SEC-") && k != ErrorKind::UpstreamCircuitOpen {
                 assert_eq!(
                     &k.code()[k.code().len() - 4..k.code().len() - 1],
                     &status[..3]

@@ -74,13 +74,15 @@ const BUCKET_NS: [u64; 14] = [
 
 /// The results of an upstream request (`result` label of
 /// `anygate_upstream_requests_total`).
-pub const UPSTREAM_RESULTS: [&str; 12] = [
+pub const UPSTREAM_RESULTS: [&str; 14] = [
     "ok",
     "refused",
     "reset",
     "invalid_response",
     "unresolved",
     "busy",
+    "circuit_open",
+    "unavailable",
     "connect_timeout",
     "read_timeout",
     "write_timeout",

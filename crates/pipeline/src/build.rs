@@ -1,7 +1,12 @@
 //! A validated configuration turned into actions: each rule's settings mapped onto its
 //! action's options, and the upstream pools shared by the rules that name them.
 
+use std::sync::Arc;
+
 use anygate_actions::proxy::balance::{Balance, HashKey};
+use anygate_actions::proxy::checker::{CheckKind, CheckSpec};
+use anygate_actions::proxy::resilience::{BreakerPolicy, BudgetPolicy, OutlierPolicy, millis_of};
+use anygate_actions::proxy::{Guards, RetryOptions, TargetSpec, retry_on};
 use anygate_actions::{
     Action, Echo, Fixed, HostMode, Proxy, ProxyOptions, Static, StaticOptions, Upstreams,
 };
@@ -23,17 +28,65 @@ fn client_settings(t: Option<&anygate_config::UpstreamTls>) -> ClientSettings {
     }
 }
 
-/// One action per rule, in the order of `config.routes`; or why a pool's TLS cannot be
-/// set up (a CA or client certificate that does not load), with positions.
-pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
+/// A pool's guards, from its configuration.
+fn guards(u: &model::Upstream) -> Guards {
+    Guards {
+        health: u.health.as_ref().map(|h| CheckSpec {
+            kind: match h.kind {
+                model::HealthKind::Http => CheckKind::Http {
+                    path: h.path.as_str().into(),
+                    expect: h.expect.clone().into(),
+                },
+                model::HealthKind::Tcp => CheckKind::Tcp,
+                model::HealthKind::WebSocket => CheckKind::WebSocket {
+                    path: h.path.as_str().into(),
+                },
+            },
+            interval: h.interval,
+            timeout: h.timeout,
+            fall: h.fall,
+            rise: h.rise,
+        }),
+        outlier: u.outlier.map(|o| OutlierPolicy {
+            consecutive: o.consecutive_failures,
+            base: millis_of(o.base_ejection),
+            max_percent: o.max_ejected_percent,
+        }),
+        breaker: u.breaker.map(|b| BreakerPolicy {
+            ratio_per_mille: b.failure_ratio_per_mille,
+            min_requests: b.min_requests,
+            window: b.window,
+            open_for: millis_of(b.open_for),
+        }),
+        max_pending: u.breaker.map_or(0, |b| b.max_pending as usize),
+        slow_start: u.slow_start,
+    }
+}
+
+/// One action per rule, in the order of `config.routes`, and the upstreams they share; or
+/// why a pool's TLS cannot be set up (a CA or client certificate that does not load), with
+/// positions.
+pub(crate) fn actions(config: &Config) -> Result<(Vec<Action>, Arc<Upstreams>), Vec<Diagnostic>> {
     let echo_body = usize::try_from(config.server.limits.echo_body).unwrap_or(usize::MAX);
-    let mut upstreams = Upstreams::new(config.server.workers.count());
+    let retries = &config.proxy.retries;
+    let mut upstreams = Upstreams::new(
+        config.server.workers.count(),
+        BudgetPolicy {
+            per_mille: retries.budget_per_mille,
+            min_per_s: retries.min_retries_per_s,
+        },
+    );
     let mut diags = Vec::new();
     for u in &config.upstreams {
-        let targets: Vec<(String, u16, u32)> = u
+        let targets: Vec<TargetSpec> = u
             .targets
             .iter()
-            .map(|t| (t.host.clone(), t.port, t.weight))
+            .map(|t| TargetSpec {
+                host: t.host.clone(),
+                port: t.port,
+                weight: t.weight,
+                backup: t.backup,
+            })
             .collect();
         let balance = match &u.balance {
             model::Balance::RoundRobin => Balance::RoundRobin,
@@ -58,7 +111,14 @@ pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
                 })
                 .ok()
         });
-        upstreams.define(&u.name, &targets, balance, config.proxy.dns_ttl, tls);
+        upstreams.define(
+            &u.name,
+            &targets,
+            balance,
+            config.proxy.dns_ttl,
+            tls,
+            guards(u),
+        );
     }
     for r in &config.routes {
         let dsl::Action::Proxy(t) = &r.action else {
@@ -86,7 +146,7 @@ pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
     if !diags.is_empty() {
         return Err(diags);
     }
-    Ok(config
+    let actions = config
         .routes
         .iter()
         .map(|r| match &r.action {
@@ -108,7 +168,8 @@ pub(crate) fn actions(config: &Config) -> Result<Vec<Action>, Vec<Diagnostic>> {
                 &r.label(),
             ))),
         })
-        .collect())
+        .collect();
+    Ok((actions, Arc::new(upstreams)))
 }
 
 /// The static action's options for a rule: its settings, with the memory bound taken from
@@ -152,5 +213,28 @@ fn proxy_options(p: &anygate_config::ProxySettings) -> ProxyOptions {
         dns_ttl: p.dns_ttl,
         allow_encoded_traversal: p.allow_encoded_traversal,
         client_cert_header: p.client_cert_header.as_deref().map(Box::from),
+        retry: retry_options(&p.retries, p.retry_body_limit),
+    }
+}
+
+/// `proxy.retries` of a rule.
+fn retry_options(r: &anygate_config::Retries, body_limit: u64) -> RetryOptions {
+    let on = r.on.iter().fold(0u8, |bits, c| {
+        bits | match c {
+            anygate_config::RetryOn::ConnectFailure => retry_on::CONNECT_FAILURE,
+            anygate_config::RetryOn::Reset => retry_on::RESET,
+            anygate_config::RetryOn::Timeout => retry_on::TIMEOUT,
+            anygate_config::RetryOn::Status(502) => retry_on::S502,
+            anygate_config::RetryOn::Status(503) => retry_on::S503,
+            anygate_config::RetryOn::Status(_) => retry_on::S504,
+        }
+    });
+    RetryOptions {
+        attempts: r.attempts,
+        on,
+        backoff_base: r.backoff.0,
+        backoff_max: r.backoff.1,
+        non_idempotent: r.non_idempotent,
+        body_limit,
     }
 }

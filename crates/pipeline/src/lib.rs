@@ -106,6 +106,8 @@ pub struct App {
     tracing: Option<f64>,
     /// Requests are counted (`admin` configured).
     record: bool,
+    /// The pools and targets the proxy rules share (their health is reported from here).
+    upstreams: Arc<anygate_actions::Upstreams>,
 }
 
 impl App {
@@ -121,7 +123,7 @@ impl App {
                 });
             }
         };
-        let actions = match build::actions(&config) {
+        let (actions, upstreams) = match build::actions(&config) {
             Ok(a) => a,
             Err(diagnostics) => {
                 return Err(Failure {
@@ -191,7 +193,13 @@ impl App {
             metrics: metrics.then(anygate_obs::metrics::unmatched_slot),
             tracing,
             record,
+            upstreams,
         })
+    }
+
+    /// Every pool's targets and their state now (health, ejection, breaker).
+    pub fn upstream_states(&self) -> Vec<(String, Vec<anygate_actions::proxy::TargetState>)> {
+        self.upstreams.states()
     }
 
     /// Checks what compiling `config` would check beyond the configuration itself (a

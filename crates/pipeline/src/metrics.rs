@@ -53,6 +53,8 @@ fn upstream_result(error: Option<ErrorKind>) -> usize {
         Some(ErrorKind::UpstreamInvalid) => "invalid_response",
         Some(ErrorKind::UpstreamUnresolved) => "unresolved",
         Some(ErrorKind::UpstreamBusy) => "busy",
+        Some(ErrorKind::UpstreamCircuitOpen) => "circuit_open",
+        Some(ErrorKind::UpstreamUnavailable) => "unavailable",
         Some(ErrorKind::UpstreamConnectTimeout) => "connect_timeout",
         Some(ErrorKind::UpstreamReadTimeout) => "read_timeout",
         Some(ErrorKind::UpstreamWriteTimeout) => "write_timeout",

@@ -12,6 +12,7 @@ mod observability;
 mod plugins;
 mod privilege;
 mod proxy;
+mod resilience;
 mod scenarios;
 mod slowloris;
 mod static_files;

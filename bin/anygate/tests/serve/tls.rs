@@ -1295,7 +1295,7 @@ fn regression_two_names_on_one_address_do_not_share_a_tls_connection() {
     let backend = tls_gateway(&certs_yaml(&files), "  \"/\": \"*\"\n");
     let port = backend.tls_addrs()[0].port();
     let front = in_process(&format!(
-        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nproxy:\n  upstreams:\n    two:\n      targets: [\"localhost:{port}\", \"127.0.0.1:{port}\"]\n      tls: {{ca: \"{}\"}}\nroutes:\n  \"/\": \"https://two/\"\n",
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nproxy:\n  retries: {{attempts: 1}}\n  upstreams:\n    two:\n      targets: [\"localhost:{port}\", \"127.0.0.1:{port}\"]\n      tls: {{ca: \"{}\"}}\nroutes:\n  \"/\": \"https://two/\"\n",
         ca.display()
     ));
     let mut c = crate::http::Reader::new(crate::http::connect(front.addrs()[0]));

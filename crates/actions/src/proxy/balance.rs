@@ -28,9 +28,9 @@
 //!   (about 1/N of them); a request without the key (no such cookie) falls back to round
 //!   robin.
 //!
-//! # Non-goals (next pieces of the resilience work)
-//! Backup targets, slow start, and skipping targets found down (health checks, outlier
-//! ejection, circuit breaking) all need target health, which is not built yet.
+//! Every strategy picks among the members a predicate calls eligible: the pool
+//! (`super::Pool`) leaves out targets that are down, ejected, behind an open breaker or
+//! already tried by this request. Backups and slow start are the pool's too.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -126,49 +126,81 @@ impl Balancer {
         }
     }
 
-    /// The index of the member for a request (`members` is not empty).
+    /// The index of the member for a request, among those `eligible` (`None` when none
+    /// is). Members that are not eligible (down, ejected, already tried) are skipped the
+    /// way each strategy skips: round robin and the ring walk on to the next, the others
+    /// choose among the rest.
     pub fn pick<M: Member>(
         &self,
         members: &[M],
         key: impl FnOnce(&HashKey) -> Option<u64>,
-    ) -> usize {
+        eligible: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = members.len();
         if n <= 1 {
-            return 0;
+            return (n == 1 && eligible(0)).then_some(0);
         }
         match self {
-            Self::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % n,
+            Self::RoundRobin(next) => {
+                next_eligible(next.fetch_add(1, Ordering::Relaxed), n, &eligible)
+            }
             Self::Weighted(rows) => {
                 let row = anygate_runtime::worker_index()
                     .map_or(rows.len() - 1, |i| i % (rows.len() - 1));
-                swrr(members, &rows[row])
+                swrr(members, &rows[row], &eligible)
             }
-            Self::LeastConn(next) => least_conn(members, next.fetch_add(1, Ordering::Relaxed)),
-            Self::Random => two_choices(members, &mut anygate_obs::trace::random_u64),
+            Self::LeastConn(next) => {
+                least_conn(members, next.fetch_add(1, Ordering::Relaxed), &eligible)
+            }
+            Self::Random => two_choices(members, &mut anygate_obs::trace::random_u64, &eligible),
             Self::Hash { ring, key: k, next } => match key(k) {
-                Some(h) => on_ring(ring, h),
-                None => next.fetch_add(1, Ordering::Relaxed) % n,
+                Some(h) => on_ring(ring, h, &eligible),
+                None => next_eligible(next.fetch_add(1, Ordering::Relaxed), n, &eligible),
             },
         }
     }
 }
 
-/// One step of smooth weighted round robin over `current` (one worker's row): every
-/// current weight grows by its weight, the largest is picked and loses the total.
-pub fn swrr<M: Member>(members: &[M], current: &[AtomicI64]) -> usize {
-    let total: i64 = members.iter().map(|m| i64::from(m.weight())).sum();
-    let mut best = 0;
+/// Round robin over the eligible members: the `turn`-th of them (mod their number). Not
+/// "the next eligible at or after `turn`", which would give a member's turns to its
+/// successor and send it twice its share.
+fn next_eligible(turn: usize, n: usize, eligible: &impl Fn(usize) -> bool) -> Option<usize> {
+    if eligible(turn % n) && (0..n).all(eligible) {
+        return Some(turn % n);
+    }
+    let count = (0..n).filter(|&i| eligible(i)).count();
+    if count == 0 {
+        return None;
+    }
+    (0..n).filter(|&i| eligible(i)).nth(turn % count)
+}
+
+/// One step of smooth weighted round robin over `current` (one worker's row), among the
+/// eligible members: every current weight grows by its weight, the largest is picked and
+/// loses the total (nginx skips a down peer the same way: it takes no part in the step).
+pub fn swrr<M: Member>(
+    members: &[M],
+    current: &[AtomicI64],
+    eligible: &impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let mut total = 0i64;
+    let mut best = None;
     let mut best_weight = i64::MIN;
     for (i, (m, c)) in members.iter().zip(current).enumerate() {
+        if !eligible(i) {
+            continue;
+        }
+        total += i64::from(m.weight());
         let w = c.load(Ordering::Relaxed) + i64::from(m.weight());
         c.store(w, Ordering::Relaxed);
         if w > best_weight {
-            best = i;
+            best = Some(i);
             best_weight = w;
         }
     }
+    let best = best?;
     current[best].fetch_sub(total, Ordering::Relaxed);
-    best
+    Some(best)
 }
 
 /// Whether `a` (load, weight) would be strictly less loaded than `b` with one more request:
@@ -180,34 +212,49 @@ fn lighter(a: (usize, u32), b: (usize, u32)) -> bool {
     la * wb < lb * wa
 }
 
-/// The least loaded member for its weight, scanning from `start`.
-pub fn least_conn<M: Member>(members: &[M], start: usize) -> usize {
+/// The least loaded eligible member for its weight, scanning from `start`.
+pub fn least_conn<M: Member>(
+    members: &[M],
+    start: usize,
+    eligible: &impl Fn(usize) -> bool,
+) -> Option<usize> {
     let n = members.len();
-    let mut best = start % n;
-    let mut best_load = (members[best].load(), members[best].weight());
-    for k in 1..n {
+    let mut best: Option<(usize, (usize, u32))> = None;
+    for k in 0..n {
         let i = (start + k) % n;
+        if !eligible(i) {
+            continue;
+        }
         let load = (members[i].load(), members[i].weight());
-        if lighter(load, best_load) {
-            best = i;
-            best_load = load;
+        if best.is_none_or(|(_, b)| lighter(load, b)) {
+            best = Some((i, load));
         }
     }
-    best
+    best.map(|(i, _)| i)
 }
 
-/// A member drawn with probability proportional to its weight.
-fn by_weight<M: Member>(members: &[M], r: u64) -> usize {
-    let total: u64 = members.iter().map(|m| u64::from(m.weight())).sum();
-    let mut at = r % total.max(1);
-    for (i, m) in members.iter().enumerate() {
-        let w = u64::from(m.weight());
+/// An eligible member drawn with probability proportional to its weight.
+fn by_weight<M: Member>(members: &[M], r: u64, eligible: &impl Fn(usize) -> bool) -> Option<usize> {
+    let weight = |i: usize| {
+        if eligible(i) {
+            u64::from(members[i].weight())
+        } else {
+            0
+        }
+    };
+    let total: u64 = (0..members.len()).map(weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut at = r % total;
+    for i in 0..members.len() {
+        let w = weight(i);
         if at < w {
-            return i;
+            return Some(i);
         }
         at -= w;
     }
-    members.len() - 1
+    None
 }
 
 /// Whether `a` (load, weight) carries strictly less load per weight than `b`: idle targets
@@ -216,18 +263,22 @@ fn less_loaded(a: (usize, u32), b: (usize, u32)) -> bool {
     (a.0 as u128) * u128::from(b.1) < (b.0 as u128) * u128::from(a.1)
 }
 
-/// Power of two choices: two draws by weight (distinct when they can be), the one with less
-/// load per weight; on a tie the first draw, so that idle targets get their weight's share
-/// (comparing `(load + 1) / weight` would count the weight twice).
-pub fn two_choices<M: Member>(members: &[M], random: &mut impl FnMut() -> u64) -> usize {
-    let a = by_weight(members, random());
-    let mut b = by_weight(members, random());
+/// Power of two choices among the eligible: two draws by weight (distinct when they can
+/// be), the one with less load per weight; on a tie the first draw, so that idle targets
+/// get their weight's share (comparing `(load + 1) / weight` would count the weight twice).
+pub fn two_choices<M: Member>(
+    members: &[M],
+    random: &mut impl FnMut() -> u64,
+    eligible: &impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let a = by_weight(members, random(), eligible)?;
+    let mut b = by_weight(members, random(), eligible)?;
     if b == a {
         // A second draw among the others, so that the choice is a real one.
-        b = (a + 1 + (random() as usize) % (members.len() - 1)) % members.len();
+        b = by_weight(members, random(), &|i| i != a && eligible(i)).unwrap_or(a);
     }
     let load = |i: usize| (members[i].load(), members[i].weight());
-    if less_loaded(load(b), load(a)) { b } else { a }
+    Some(if less_loaded(load(b), load(a)) { b } else { a })
 }
 
 /// The 64-bit FNV-1a hash of `bytes`, run through a finaliser: stable across processes
@@ -262,13 +313,14 @@ pub fn ring<M: Member>(members: &[M]) -> Box<[(u64, u32)]> {
     points.into_boxed_slice()
 }
 
-/// The member owning `h`: the first point at or after it, wrapping around.
-pub fn on_ring(ring: &[(u64, u32)], h: u64) -> usize {
-    if ring.is_empty() {
-        return 0;
-    }
+/// The member owning `h`: the first point at or after it, wrapping around, whose member is
+/// eligible (a member that is out gives its keys to the next points' owners alone, so they
+/// come back to it when it does).
+pub fn on_ring(ring: &[(u64, u32)], h: u64, eligible: &impl Fn(usize) -> bool) -> Option<usize> {
     let at = ring.partition_point(|&(p, _)| p < h);
-    ring[at % ring.len()].1 as usize
+    (0..ring.len())
+        .map(|k| ring[(at + k) % ring.len()].1 as usize)
+        .find(|&i| eligible(i))
 }
 
 /// The hash of a request's key, `None` when the request has none. `client` is the address
@@ -304,6 +356,9 @@ fn cookie<'v>(field: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    /// Every member eligible.
+    const ALL: fn(usize) -> bool = |_| true;
 
     struct M {
         w: u32,
@@ -343,7 +398,7 @@ mod tests {
     fn smooth_weighted_round_robin_spreads_as_nginx_does() {
         let m = members(&[5, 1, 1]);
         let r = row(3);
-        let seq: Vec<usize> = (0..7).map(|_| swrr(&m, &r)).collect();
+        let seq: Vec<usize> = (0..7).map(|_| swrr(&m, &r, &ALL).unwrap()).collect();
         assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0]);
     }
 
@@ -359,7 +414,7 @@ mod tests {
             for _ in 0..cycles {
                 let mut counts = vec![0u32; m.len()];
                 for _ in 0..total {
-                    counts[swrr(&m, &r)] += 1;
+                    counts[swrr(&m, &r, &ALL).unwrap()] += 1;
                 }
                 proptest::prop_assert_eq!(&counts, &weights);
             }
@@ -372,11 +427,13 @@ mod tests {
         m[0].load.set(3);
         m[1].load.set(1);
         m[2].load.set(3); // (3+1)/2 = 2 ≥ (1+1)/1 = 2: a tie, the first found wins
-        assert_eq!(least_conn(&m, 0), 1);
+        assert_eq!(least_conn(&m, 0, &ALL).unwrap(), 1);
         m[2].load.set(2); // 1.5 < 2
-        assert_eq!(least_conn(&m, 0), 2);
+        assert_eq!(least_conn(&m, 0, &ALL).unwrap(), 2);
         let idle = members(&[1, 1, 1]);
-        let picks: Vec<usize> = (0..3).map(|s| least_conn(&idle, s)).collect();
+        let picks: Vec<usize> = (0..3)
+            .map(|s| least_conn(&idle, s, &ALL).unwrap())
+            .collect();
         assert_eq!(picks, [0, 1, 2]);
     }
 
@@ -385,14 +442,14 @@ mod tests {
         let m = members(&[1, 1]);
         m[0].load.set(10);
         let mut zero = || 0u64; // both draws land on 0; the second is moved to 1
-        assert_eq!(two_choices(&m, &mut zero), 1);
+        assert_eq!(two_choices(&m, &mut zero, &ALL).unwrap(), 1);
         // Over many draws the busy one is never taken while the other is idle.
         let mut x = 7u64;
         let mut next = || {
             x = mix(x);
             x
         };
-        assert!((0..1000).all(|_| two_choices(&m, &mut next) == 1));
+        assert!((0..1000).all(|_| two_choices(&m, &mut next, &ALL) == Some(1)));
     }
 
     #[test]
@@ -407,11 +464,11 @@ mod tests {
             let mut share = vec![0u64; n];
             for k in 0..keys {
                 let h = stable_hash(&k.to_le_bytes());
-                let a = on_ring(&before, h);
+                let a = on_ring(&before, h, &ALL).unwrap();
                 share[a] += 1;
                 // The same key, same ring: the same target.
-                assert_eq!(on_ring(&before, h), a);
-                let b = on_ring(&after, h) + 1; // indices shift: member 0 left
+                assert_eq!(on_ring(&before, h, &ALL).unwrap(), a);
+                let b = on_ring(&after, h, &ALL).unwrap() + 1; // indices shift: member 0 left
                 if a != b {
                     moved += 1;
                     assert_eq!(a, 0, "only the leaving target's keys move");
@@ -432,7 +489,7 @@ mod tests {
         let m = members(&[3, 1]);
         let r = ring(&m);
         let heavy = (0..20_000u64)
-            .filter(|k| on_ring(&r, stable_hash(&k.to_le_bytes())) == 0)
+            .filter(|k| on_ring(&r, stable_hash(&k.to_le_bytes()), &ALL) == Some(0))
             .count();
         assert!((13_500..16_500).contains(&heavy), "{heavy}");
     }
@@ -446,5 +503,52 @@ mod tests {
         assert_eq!(cookie(b"sessionid=1", b"session"), None);
         assert_eq!(cookie(b"session=", b"session"), Some(&b""[..]));
         assert_eq!(cookie(b"junk", b"session"), None);
+    }
+
+    #[test]
+    fn a_member_out_of_the_ring_gives_its_keys_to_the_others_and_gets_them_back() {
+        let m = members(&[1, 1, 1, 1]);
+        let r = ring(&m);
+        let out = |i: usize| i != 2;
+        for k in 0..5000u64 {
+            let h = stable_hash(&k.to_le_bytes());
+            let owner = on_ring(&r, h, &ALL).unwrap();
+            let without = on_ring(&r, h, &out).unwrap();
+            assert_ne!(without, 2);
+            if owner != 2 {
+                assert_eq!(without, owner, "only the missing member's keys move");
+            }
+        }
+        assert_eq!(on_ring(&r, 1, &|_| false), None);
+    }
+
+    #[test]
+    fn every_strategy_skips_members_that_are_not_eligible() {
+        let m = members(&[3, 1, 2]);
+        let not_first = |i: usize| i != 0;
+        let row = row(3);
+        let mut counts = [0u32; 3];
+        for _ in 0..300 {
+            counts[swrr(&m, &row, &not_first).unwrap()] += 1;
+        }
+        assert_eq!(counts, [0, 100, 200], "exact among the eligible");
+        assert_eq!(least_conn(&m, 0, &not_first), Some(2));
+        let mut x = 3u64;
+        let mut next = || {
+            x = mix(x);
+            x
+        };
+        assert!((0..500).all(|_| two_choices(&m, &mut next, &not_first) != Some(0)));
+        assert_eq!(two_choices(&m, &mut next, &|i| i == 1), Some(1));
+        assert_eq!(next_eligible(0, 3, &not_first), Some(1));
+        assert_eq!(next_eligible(1, 3, &|_| false), None);
+        // Round robin over the rest is even: the member after a missing one gets no more.
+        let mut rr = [0u32; 3];
+        for turn in 0..300 {
+            rr[next_eligible(turn, 3, &not_first).unwrap()] += 1;
+        }
+        assert_eq!(rr, [0, 150, 150]);
+        let b = Balancer::new(&Balance::Weighted, &m, 1);
+        assert_eq!(b.pick(&m, |_| None, |_| false), None);
     }
 }

@@ -32,9 +32,11 @@
 //! breaking, HTTP/2 upstreams. Balancing is in [`balance`].
 
 pub mod balance;
+pub mod checker;
 mod dns;
 mod headers;
 mod pool;
+pub mod resilience;
 mod url;
 
 use std::collections::HashMap;
@@ -55,9 +57,13 @@ use anygate_runtime::net::TcpStream;
 use anygate_runtime::time;
 use anygate_tls::{MaybeTls as Wire, TlsClient};
 
-use self::balance::{Balance, Balancer};
+use self::balance::{Balance, Balancer, HashKey};
 use self::dns::HostEntry;
 use self::pool::{Slot, Target};
+use self::resilience::{
+    Breaker, BreakerPolicy, BreakerState, BudgetPolicy, Outlier, OutlierPolicy, RetryBudget,
+    Ticket, Transition,
+};
 
 pub use self::headers::HostMode;
 pub use self::url::{encoded_traversal, push_upstream_path_and_query, upstream_path_and_query};
@@ -99,6 +105,69 @@ pub struct ProxyOptions {
     pub allow_encoded_traversal: bool,
     /// `proxy.client_cert_header` (lower case).
     pub client_cert_header: Option<Box<str>>,
+    /// `proxy.retries` and `proxy.retry_body_limit`.
+    pub retry: RetryOptions,
+}
+
+/// What a failed attempt may be retried on (`proxy.retries.on`), as bits.
+pub mod retry_on {
+    /// The connection could not be opened (refused, timed out, TLS failed, no address).
+    pub const CONNECT_FAILURE: u8 = 1;
+    /// The connection broke before the response head.
+    pub const RESET: u8 = 2;
+    /// No response head within `proxy.timeouts.read`.
+    pub const TIMEOUT: u8 = 4;
+    /// A `502` answer.
+    pub const S502: u8 = 8;
+    /// A `503` answer.
+    pub const S503: u8 = 16;
+    /// A `504` answer.
+    pub const S504: u8 = 32;
+}
+
+/// `proxy.retries` in effect for a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryOptions {
+    /// Attempts in all (1: no retries).
+    pub attempts: u32,
+    /// [`retry_on`] bits.
+    pub on: u8,
+    /// The first backoff, doubled per retry up to `backoff_max` (each one jittered).
+    pub backoff_base: Duration,
+    /// The longest backoff.
+    pub backoff_max: Duration,
+    /// `non_idempotent`: retry `POST` and `PATCH` too.
+    pub non_idempotent: bool,
+    /// `proxy.retry_body_limit`: a request body up to this size (with a length) is kept so
+    /// that it can be sent again.
+    pub body_limit: u64,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            on: retry_on::CONNECT_FAILURE,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_secs(1),
+            non_idempotent: false,
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+impl RetryOptions {
+    /// The pause before retry number `n` (1 for the first): half of `base × 2^(n-1)`
+    /// (at most `max`) plus a random part of the other half.
+    fn backoff(&self, n: u32) -> Duration {
+        let full = self
+            .backoff_base
+            .saturating_mul(1 << n.saturating_sub(1).min(16))
+            .min(self.backoff_max);
+        let half = full / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+        half + Duration::from_nanos(anygate_obs::trace::random_u64() % nanos)
+    }
 }
 
 /// A TLS client setup of a pool, with the id its idle connections are kept under.
@@ -108,11 +177,21 @@ pub struct PoolTls {
     id: u64,
 }
 
-/// One target of a pool, with its weight there.
+/// One target of a pool, with its weight and its state there.
 #[derive(Clone, Debug)]
 struct PoolMember {
     target: Arc<Target>,
     weight: u32,
+    state: Arc<MemberState>,
+}
+
+/// What a pool knows of one of its targets' health.
+#[derive(Debug, Default)]
+struct MemberState {
+    outlier: Outlier,
+    breaker: Option<Breaker>,
+    /// Its active check, if the pool has one.
+    health: Option<Arc<checker::Watched>>,
 }
 
 impl balance::Member for PoolMember {
@@ -127,14 +206,94 @@ impl balance::Member for PoolMember {
     }
 }
 
+/// A target of a pool, as configured.
+#[derive(Clone, Debug)]
+pub struct TargetSpec {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Weight (1 to 1000).
+    pub weight: u32,
+    /// Used only when no primary target is available.
+    pub backup: bool,
+}
+
+/// How a pool guards against failing targets (`proxy.upstreams.NAME.*`); every part off by
+/// default.
+#[derive(Clone, Debug, Default)]
+pub struct Guards {
+    /// `health`: active checks.
+    pub health: Option<checker::CheckSpec>,
+    /// `outlier`: passive ejection.
+    pub outlier: Option<OutlierPolicy>,
+    /// `breaker`: circuit breakers per target and for the pool.
+    pub breaker: Option<BreakerPolicy>,
+    /// `breaker.max_pending`: requests in flight per target (0: unbounded).
+    pub max_pending: usize,
+    /// `slow_start`.
+    pub slow_start: Duration,
+}
+
 /// The targets of one pool, and how a request picks one.
 #[derive(Debug)]
 pub struct Pool {
+    name: Box<str>,
+    /// Primaries, then backups (indices past `primaries` are backups).
     members: Vec<PoolMember>,
+    primaries: usize,
     balance: Balance,
     balancer: Balancer,
+    backup_balancer: Balancer,
     /// TLS to the targets, if the pool speaks it.
     tls: Option<Arc<PoolTls>>,
+    guards: Arc<Guards>,
+    /// Whether any guard can make a member ineligible: if not, every member always is.
+    guarded: bool,
+    /// The pool's own breaker (over all its requests).
+    breaker: Option<Arc<Breaker>>,
+    budget: Arc<RetryBudget>,
+}
+
+/// The members a request has tried (by index; past 64 members they are not remembered).
+#[derive(Clone, Copy, Debug, Default)]
+struct Tried(u64);
+
+impl Tried {
+    fn has(self, i: usize) -> bool {
+        i < 64 && self.0 & (1 << i) != 0
+    }
+    fn add(&mut self, i: usize) {
+        if i < 64 {
+            self.0 |= 1 << i;
+        }
+    }
+}
+
+/// The member chosen for an attempt, with its breaker's ticket.
+struct Chosen<'p> {
+    index: usize,
+    member: &'p PoolMember,
+    ticket: Option<Ticket<'p>>,
+}
+
+/// Why no member could be chosen.
+enum NoTarget {
+    /// Every one is behind an open breaker: retry after this many ms.
+    Open(u64),
+    /// Every one has `max_pending` requests in flight.
+    Busy,
+    /// Every one is down or ejected (or tried).
+    Down,
+}
+
+/// How an attempt ended, for outlier detection and the breakers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    Failure,
+    /// Says nothing of the target (the client left, the target was busy).
+    Neutral,
 }
 
 impl Pool {
@@ -148,42 +307,263 @@ impl Pool {
             .map_or(0, |t| (t.id << 32) | u64::from(target.id))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        name: &str,
         members: Vec<PoolMember>,
+        primaries: usize,
         balance: Balance,
         workers: usize,
         tls: Option<Arc<PoolTls>>,
+        guards: Arc<Guards>,
+        budget: Arc<RetryBudget>,
     ) -> Self {
-        if matches!(balance, Balance::LeastConn | Balance::Random) {
+        if matches!(balance, Balance::LeastConn | Balance::Random) || guards.max_pending != 0 {
             // Every request to these targets counts, whichever pool or rule sends it.
             for m in &members {
                 m.target.counted.store(true, Ordering::Relaxed);
             }
         }
+        let guarded = primaries < members.len()
+            || guards.health.is_some()
+            || guards.outlier.is_some()
+            || guards.breaker.is_some()
+            || guards.max_pending != 0
+            || !guards.slow_start.is_zero();
         Self {
-            balancer: Balancer::new(&balance, &members, workers),
+            name: name.into(),
+            balancer: Balancer::new(&balance, &members[..primaries], workers),
+            backup_balancer: Balancer::new(&balance, &members[primaries..], workers),
+            breaker: guards.breaker.map(|p| Arc::new(Breaker::new(p, workers))),
             members,
+            primaries,
             balance,
             tls,
+            guards,
+            guarded,
+            budget,
         }
     }
 
-    /// The target for `req` (`client`: the address `server.trusted_proxies` found), by the
-    /// pool's strategy.
-    fn pick(&self, req: &Request<'_>, client: Option<std::net::IpAddr>) -> Option<&Arc<Target>> {
-        if self.members.len() <= 1 {
-            return self.members.first().map(|m| &m.target);
-        }
-        let i = self
-            .balancer
-            .pick(&self.members, |k| balance::key_hash(k, req, client));
-        self.members.get(i).map(|m| &m.target)
+    /// A copy of this pool speaking TLS with `tls` (its members' state shared).
+    fn with_tls(&self, tls: Option<Arc<PoolTls>>, workers: usize) -> Self {
+        let mut p = Self::new(
+            &self.name,
+            self.members.clone(),
+            self.primaries,
+            self.balance.clone(),
+            workers,
+            tls,
+            self.guards.clone(),
+            self.budget.clone(),
+        );
+        p.breaker = self.breaker.clone();
+        p
     }
+
+    /// Whether `m` may take a request at `now`: up, not ejected, its breaker not open, not
+    /// at `max_pending`.
+    fn available(&self, m: &PoolMember, now: u64) -> bool {
+        let s = &m.state;
+        s.health.as_ref().is_none_or(|h| h.is_up())
+            && !s.outlier.ejected(now)
+            && s.breaker.as_ref().is_none_or(|b| b.may_admit(now))
+            && (self.guards.max_pending == 0
+                || m.target.busy.load(Ordering::Relaxed) < self.guards.max_pending)
+    }
+
+    /// The member for an attempt of `req` (`client`: the address `server.trusted_proxies`
+    /// found), by the pool's strategy: a primary that is available and not `tried`, else a
+    /// backup; the ones tried are taken again only when nothing else is left.
+    fn choose(
+        &self,
+        req: &Request<'_>,
+        client: Option<std::net::IpAddr>,
+        tried: Tried,
+        now: u64,
+    ) -> Result<Chosen<'_>, NoTarget> {
+        let mut key = None;
+        let mut key_of =
+            |k: &HashKey| *key.get_or_insert_with(|| balance::key_hash(k, req, client));
+        if !self.guarded {
+            let n = self.members.len();
+            let i = if n == 1 {
+                0
+            } else {
+                let fresh = self
+                    .balancer
+                    .pick(&self.members, &mut key_of, |i| !tried.has(i));
+                match fresh {
+                    Some(i) => i,
+                    None => self
+                        .balancer
+                        .pick(&self.members, &mut key_of, |_| true)
+                        .ok_or(NoTarget::Down)?,
+                }
+            };
+            return Ok(Chosen {
+                index: i,
+                member: &self.members[i],
+                ticket: None,
+            });
+        }
+        let mut skip = tried;
+        let mut open: Option<u64> = None;
+        let mut busy = false;
+        for again in [false, true] {
+            if again {
+                // Everything untried is out: the tried ones may be tried again.
+                skip = Tried::default();
+            }
+            for (set, balancer, offset) in [
+                (&self.members[..self.primaries], &self.balancer, 0),
+                (
+                    &self.members[self.primaries..],
+                    &self.backup_balancer,
+                    self.primaries,
+                ),
+            ] {
+                // A member passed over by slow start, taken if nothing else is.
+                let mut deferred = None;
+                for _ in 0..set.len() {
+                    let eligible = |i: usize| !skip.has(offset + i) && self.available(&set[i], now);
+                    let Some(i) = balancer.pick(set, &mut key_of, eligible) else {
+                        break;
+                    };
+                    skip.add(offset + i);
+                    if !self.admitted_by_slow_start(&set[i], now) {
+                        deferred = deferred.or(Some(i));
+                        continue;
+                    }
+                    match admit(offset + i, &set[i], now, &mut open) {
+                        Some(c) => return Ok(c),
+                        None => continue,
+                    }
+                }
+                if let Some(c) = deferred.and_then(|i| admit(offset + i, &set[i], now, &mut open)) {
+                    return Ok(c);
+                }
+            }
+            busy |= self.guards.max_pending != 0
+                && self
+                    .members
+                    .iter()
+                    .any(|m| m.target.busy.load(Ordering::Relaxed) >= self.guards.max_pending);
+            if tried.0 == 0 {
+                break;
+            }
+        }
+        if let Some(ms) = open.or_else(|| self.open_for(now)) {
+            return Err(NoTarget::Open(ms));
+        }
+        Err(if busy { NoTarget::Busy } else { NoTarget::Down })
+    }
+
+    /// The shortest wait until a breaker of a primary member half-opens, if every
+    /// available-but-for-its-breaker member is open.
+    fn open_for(&self, now: u64) -> Option<u64> {
+        self.members[..self.primaries]
+            .iter()
+            .filter_map(|m| match m.state.breaker.as_ref()?.state(now) {
+                BreakerState::Open(ms) => Some(ms),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Slow start: a member that rejoined lately is taken with the probability of its
+    /// share so far.
+    fn admitted_by_slow_start(&self, m: &PoolMember, now: u64) -> bool {
+        let over = resilience::millis_of(self.guards.slow_start);
+        if over == 0 || matches!(self.balance, Balance::Hash(_)) {
+            return true;
+        }
+        let ejection_end = m.state.outlier.until();
+        let health_back = m.state.health.as_ref().map_or(0, |h| h.rejoined());
+        let since = ejection_end.max(health_back);
+        let share = resilience::slow_start_share(now, since, over);
+        share >= 1000 || anygate_obs::trace::random_u64() % 1000 < u64::from(share)
+    }
+
+    /// Notes how an attempt on `chosen` ended (outlier detection, the target's breaker).
+    fn record(&self, chosen: Chosen<'_>, outcome: Outcome, now: u64) {
+        let m = chosen.member;
+        let name = || {
+            format!(
+                "upstream {} target {}:{}",
+                self.name,
+                m.target.host.name(),
+                m.target.host.port()
+            )
+        };
+        if let Some(policy) = &self.guards.outlier {
+            match outcome {
+                Outcome::Success => m.state.outlier.success(),
+                Outcome::Failure => {
+                    let pool = self.members.iter().map(|m| &m.state.outlier);
+                    if let Some(until) = Outlier::failure(policy, pool, &m.state.outlier, now) {
+                        anygate_obs::log::server(
+                            anygate_obs::log::Level::Warn,
+                            &format!(
+                                "{}: ejected for {} ms after {} failures in a row",
+                                name(),
+                                until - now,
+                                policy.consecutive
+                            ),
+                        );
+                    }
+                }
+                Outcome::Neutral => {}
+            }
+        }
+        if let Some(ticket) = chosen.ticket {
+            if outcome == Outcome::Neutral {
+                return;
+            }
+            if let Some(t) = ticket.record(outcome == Outcome::Success, now) {
+                log_transition(&name(), t);
+            }
+        }
+    }
+}
+
+/// `member` through its breaker (a probe's place when it is half-open); `open` keeps the
+/// shortest wait of the breakers that refused.
+fn admit<'p>(
+    index: usize,
+    member: &'p PoolMember,
+    now: u64,
+    open: &mut Option<u64>,
+) -> Option<Chosen<'p>> {
+    let ticket = match &member.state.breaker {
+        None => None,
+        Some(b) => match b.admit(now) {
+            Ok(t) => Some(t),
+            Err(ms) => {
+                *open = Some(open.map_or(ms, |o| o.min(ms)));
+                return None;
+            }
+        },
+    };
+    Some(Chosen {
+        index,
+        member,
+        ticket,
+    })
+}
+
+/// Says that a breaker opened or closed.
+fn log_transition(what: &str, t: Transition) {
+    let (level, said) = match t {
+        Transition::Opened => (anygate_obs::log::Level::Warn, "circuit open"),
+        Transition::Closed => (anygate_obs::log::Level::Info, "circuit closed"),
+    };
+    anygate_obs::log::server(level, &format!("{what}: {said}"));
 }
 
 /// Every upstream of one configuration: named pools, and targets shared by host and port
 /// (so that `max_conns` counts a target once, whichever rules name it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Upstreams {
     /// The runtime's workers (per-worker balancer state is sized by it).
     workers: usize,
@@ -191,6 +571,10 @@ pub struct Upstreams {
     targets: HashMap<(String, u16), Arc<Target>>,
     /// TLS to `https://host/` targets that name no pool: system roots, the host as name.
     default_tls: Option<Arc<PoolTls>>,
+    /// `proxy.retries.budget` and `min_retries_per_s`: each pool's budget.
+    budget: BudgetPolicy,
+    /// The budgets of targets named outside pools, by target (rules naming one share it).
+    lone_budgets: HashMap<u32, Arc<RetryBudget>>,
 }
 
 /// A process-wide id per TLS client setup, so that idle connections of two setups (or of
@@ -206,40 +590,75 @@ fn next_target_id() -> u32 {
 }
 
 impl Upstreams {
-    /// No pools yet, for a runtime of `workers` workers.
-    pub fn new(workers: usize) -> Self {
+    /// No pools yet, for a runtime of `workers` workers, each pool with a retry budget of
+    /// `budget`.
+    pub fn new(workers: usize, budget: BudgetPolicy) -> Self {
         Self {
             workers,
-            ..Self::default()
+            pools: HashMap::new(),
+            targets: HashMap::new(),
+            default_tls: None,
+            budget,
+            lone_budgets: HashMap::new(),
         }
     }
 
-    /// Defines the pool `name` over `targets` (`host`, `port`, `weight`), balanced by
-    /// `balance`, speaking TLS with `tls`.
+    /// Defines the pool `name` over `targets`, balanced by `balance`, speaking TLS with
+    /// `tls`, guarded by `guards`.
     pub fn define(
         &mut self,
         name: &str,
-        targets: &[(String, u16, u32)],
+        targets: &[TargetSpec],
         balance: Balance,
         dns_ttl: Duration,
         tls: Option<TlsClient>,
+        guards: Guards,
     ) {
-        let members = targets
-            .iter()
-            .map(|(h, p, w)| PoolMember {
-                target: self.target(h, *p, dns_ttl),
-                weight: *w,
-            })
-            .collect();
         let tls = tls.map(|client| {
             Arc::new(PoolTls {
                 client,
                 id: next_tls_id(),
             })
         });
+        let breaker = guards.breaker;
+        let mut primaries = Vec::new();
+        let mut backups = Vec::new();
+        for t in targets {
+            let target = self.target(&t.host, t.port, dns_ttl);
+            let state = MemberState {
+                breaker: breaker.map(|p| Breaker::new(p, self.workers)),
+                health: guards
+                    .health
+                    .as_ref()
+                    .map(|spec| checker::watch(name, &target, spec, tls.clone())),
+                ..MemberState::default()
+            };
+            let m = PoolMember {
+                target,
+                weight: t.weight,
+                state: Arc::new(state),
+            };
+            if t.backup {
+                backups.push(m);
+            } else {
+                primaries.push(m);
+            }
+        }
+        let n = primaries.len();
+        primaries.extend(backups);
+        let budget = Arc::new(RetryBudget::new(self.budget, self.workers));
         self.pools.insert(
             name.to_ascii_lowercase(),
-            Arc::new(Pool::new(members, balance, self.workers, tls)),
+            Arc::new(Pool::new(
+                name,
+                primaries,
+                n,
+                balance,
+                self.workers,
+                tls,
+                Arc::new(guards),
+                budget,
+            )),
         );
     }
 
@@ -260,6 +679,27 @@ impl Upstreams {
     /// Whether [`Upstreams::set_default_tls`] was called.
     pub fn has_default_tls(&self) -> bool {
         self.default_tls.is_some()
+    }
+
+    /// Each pool's targets and their state now, for the admin listener and `explain`:
+    /// `(pool, [(target, backup, state, detail)])`.
+    pub fn states(&self) -> Vec<(String, Vec<TargetState>)> {
+        let now = resilience::millis(time::now());
+        let mut out: Vec<(String, Vec<TargetState>)> = self
+            .pools
+            .iter()
+            .map(|(name, p)| {
+                let targets = p
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| TargetState::of(m, i >= p.primaries, now))
+                    .collect();
+                (name.clone(), targets)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     fn target(&mut self, host: &str, port: u16, dns_ttl: Duration) -> Arc<Target> {
@@ -285,12 +725,7 @@ impl Upstreams {
         {
             if https && p.tls.is_none() {
                 // `https://pool/` over a pool without `tls`: the default client settings.
-                return Arc::new(Pool::new(
-                    p.members.clone(),
-                    p.balance.clone(),
-                    self.workers,
-                    self.default_tls.clone(),
-                ));
+                return Arc::new(p.with_tls(self.default_tls.clone(), self.workers));
             }
             return p.clone();
         }
@@ -301,15 +736,75 @@ impl Upstreams {
         } else {
             None
         };
+        let (workers, policy) = (self.workers, self.budget);
+        let budget = self
+            .lone_budgets
+            .entry(t.id)
+            .or_insert_with(|| Arc::new(RetryBudget::new(policy, workers)))
+            .clone();
+        let name = format!("{}:{}", t.host.name(), t.host.port());
         Arc::new(Pool::new(
+            &name,
             vec![PoolMember {
                 target: t,
                 weight: 1,
+                state: Arc::default(),
             }],
+            1,
             Balance::RoundRobin,
             self.workers,
             tls,
+            Arc::default(),
+            budget,
         ))
+    }
+}
+
+/// One target's state, as [`Upstreams::states`] reports it.
+#[derive(Clone, Debug)]
+pub struct TargetState {
+    /// `host:port`.
+    pub target: String,
+    /// A backup target.
+    pub backup: bool,
+    /// `up`, `down` (active checks), `ejected` (outlier detection), `open` or `half_open`
+    /// (its breaker), `unchecked` (before its first check).
+    pub state: &'static str,
+    /// Why (the last failed check), or when it comes back.
+    pub detail: String,
+}
+
+impl TargetState {
+    fn of(m: &PoolMember, backup: bool, now: u64) -> Self {
+        let s = &m.state;
+        let mut detail = String::new();
+        let mut state = "up";
+        if let Some(h) = &s.health {
+            let (st, why) = h.describe();
+            state = st;
+            detail = why;
+        }
+        if state != "down" {
+            if s.outlier.ejected(now) {
+                state = "ejected";
+                detail = format!("for {} ms more", s.outlier.until() - now);
+            } else if let Some(b) = &s.breaker {
+                match b.state(now) {
+                    BreakerState::Open(ms) => {
+                        state = "open";
+                        detail = format!("circuit open for {ms} ms more");
+                    }
+                    BreakerState::HalfOpen => state = "half_open",
+                    BreakerState::Closed => {}
+                }
+            }
+        }
+        Self {
+            target: format!("{}:{}", m.target.host.name(), m.target.host.port()),
+            backup,
+            state,
+            detail,
+        }
     }
 }
 
@@ -524,7 +1019,15 @@ impl Proxy {
         scratch.clear();
         let (mut leased, sent) = match outcome {
             Ok(v) => v,
-            Err(kind) => return self.fail(res, kind),
+            Err(Refusal {
+                kind,
+                retry_after: Some(secs),
+            }) => {
+                let mut digits = [0u8; 20];
+                let secs = anygate_http::message::decimal(secs, &mut digits);
+                return res.error_with(kind, Some(&self.label), &[(b"retry-after", secs)]);
+            }
+            Err(r) => return self.fail(res, r.kind),
         };
         let Sent {
             mut framing,
@@ -641,8 +1144,10 @@ impl Proxy {
         res.error(kind, Some(&self.label));
     }
 
-    /// Sends the request (again on a fresh connection, once, if a reused one turns out
-    /// dead before anything irreversible happened) and reads the response head.
+    /// Sends the request to a target of the pool and reads the response head, retrying
+    /// on another target (`proxy.retries`) when the attempt failed in a way the rule
+    /// retries on, the method may be sent twice, the body can be sent again, and the pool's
+    /// budget has a retry left.
     async fn exchange(
         &self,
         req: &Request<'_>,
@@ -651,12 +1156,133 @@ impl Proxy {
         res: &mut Exchange<'_>,
         clock: &mut Clock<'_>,
         upgrade: bool,
-    ) -> Result<(Leased, Sent), ErrorKind> {
-        let target = self
-            .pool
-            .pick(req, res.ctx().client)
-            .ok_or(ErrorKind::UpstreamUnresolved)?
-            .clone();
+    ) -> Result<(Leased, Sent), Refusal> {
+        let pool = &*self.pool;
+        let retry = &self.options.retry;
+        let retries = retry.attempts > 1 && (retry.non_idempotent || idempotent(req.method()));
+        let mut now = if pool.guarded || retries {
+            resilience::millis(time::now())
+        } else {
+            0
+        };
+        let pool_ticket = match &pool.breaker {
+            None => None,
+            Some(b) => Some(b.admit(now).map_err(Refusal::open)?),
+        };
+        // A body small enough is kept, to be sent again by a retry.
+        let mut body: Option<Vec<u8>> = None;
+        if retries {
+            pool.budget.request(now);
+            if res.body_present()
+                && !res.expects_continue()
+                && res.body_length().is_some_and(|n| n <= retry.body_limit)
+            {
+                body = Some(read_body(res).await.map_err(Refusal::from)?);
+            }
+        }
+        let mut tried = Tried::default();
+        let mut attempt = 0u32;
+        let finish = |t: Option<Ticket<'_>>, outcome: Outcome, now: u64| {
+            if let (Some(t), true) = (t, outcome != Outcome::Neutral)
+                && let Some(t) = t.record(outcome == Outcome::Success, now)
+            {
+                log_transition(&format!("upstream {}", pool.name), t);
+            }
+        };
+        loop {
+            attempt += 1;
+            let chosen = match pool.choose(req, res.ctx().client, tried, now) {
+                Ok(c) => c,
+                Err(no) => {
+                    finish(pool_ticket, Outcome::Neutral, now);
+                    return Err(match no {
+                        NoTarget::Open(ms) => Refusal::open(ms),
+                        NoTarget::Busy => ErrorKind::UpstreamBusy.into(),
+                        NoTarget::Down => ErrorKind::UpstreamUnavailable.into(),
+                    });
+                }
+            };
+            tried.add(chosen.index);
+            let target = chosen.member.target.clone();
+            let result = self
+                .attempt(
+                    &target,
+                    req,
+                    head,
+                    span_at,
+                    res,
+                    clock,
+                    upgrade,
+                    body.as_deref(),
+                )
+                .await;
+            if pool.guarded || retries {
+                now = resilience::millis(time::now());
+            }
+            // Nothing of the request is lost if it is sent again: the body was kept, or
+            // none of it was read.
+            let replayable = body.is_some() || res.body_received() == 0;
+            let may_retry = |on: u8| {
+                retries
+                    && retry.on & on != 0
+                    && attempt < retry.attempts
+                    && replayable
+                    && clock.total.is_none_or(|t| time::now() < t)
+            };
+            let (outcome, retry_on, result) = match result {
+                Ok((leased, sent)) => {
+                    let status = leased.conn.head.status();
+                    let on = match status {
+                        502 => retry_on::S502,
+                        503 => retry_on::S503,
+                        504 => retry_on::S504,
+                        _ => 0,
+                    };
+                    let outcome = if on != 0 {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    (outcome, on, Ok((leased, sent)))
+                }
+                Err(f) => {
+                    let (outcome, on) = f.class();
+                    (outcome, on, Err(f.kind(clock)))
+                }
+            };
+            pool.record(chosen, outcome, now);
+            if retry_on != 0 && may_retry(retry_on) && pool.budget.try_retry(now) {
+                // The answer (if any) is dropped with its connection.
+                drop(result);
+                let pause = retry.backoff(attempt);
+                if clock.total.is_some_and(|t| time::now() + pause >= t) {
+                    finish(pool_ticket, Outcome::Failure, now);
+                    return Err(ErrorKind::UpstreamTotalTimeout.into());
+                }
+                time::sleep(pause).await;
+                now = resilience::millis(time::now());
+                continue;
+            }
+            finish(pool_ticket, outcome, now);
+            return result.map_err(Refusal::from);
+        }
+    }
+
+    /// One attempt on `target`: sends the request (again on a fresh connection, once, if a
+    /// reused one turns out dead before anything irreversible happened) and reads the
+    /// response head. `body`: the request body kept for retries, if it was.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        target: &Arc<Target>,
+        req: &Request<'_>,
+        head: &mut [u8],
+        span_at: Option<usize>,
+        res: &mut Exchange<'_>,
+        clock: &mut Clock<'_>,
+        upgrade: bool,
+        body: Option<&[u8]>,
+    ) -> Result<(Leased, Sent), Failure> {
         let mut fresh_only = false;
         // Timed for sampled traces only (the span id is sent either way).
         let traced = span_at.is_some() && res.ctx().marks.is_some();
@@ -665,13 +1291,13 @@ impl Proxy {
         let timed = traced || self.metric.is_some();
         loop {
             let connect_start = timed.then(time::precise_now);
-            let got = self.connection(&target, clock, fresh_only).await;
+            let got = self.connection(target, clock, fresh_only).await;
             if let Some(from) = connect_start
                 && !matches!(got, Ok((_, true)))
             {
                 note_connect(res.ctx_mut(), from, got.is_ok());
             }
-            let (mut leased, reused) = got?;
+            let (mut leased, reused) = got.map_err(Failure::Connect)?;
             if let Some(m) = self.metric {
                 leased.conn.count_as(Some((m, PoolState::Active)));
             }
@@ -691,7 +1317,9 @@ impl Proxy {
                     },
                 )
             });
-            let result = self.send(&mut leased, req, head, res, clock, upgrade).await;
+            let result = self
+                .send(&mut leased, req, head, res, clock, upgrade, body)
+                .await;
             if let (Some((id, Some(from))), Some(m)) = (attempt, &mut res.ctx_mut().marks) {
                 m.upstream = Some((id, from, time::precise_now()));
             }
@@ -700,8 +1328,9 @@ impl Proxy {
                 Err(e) => {
                     // A reused connection that turns out dead: the upstream closed it as we
                     // took it. Send again, once, on a new one, if nothing irreversible
-                    // happened: no byte of the body was read from the client, and either
-                    // the head could not even be written or the method is idempotent.
+                    // happened: no byte of the body was read from the client (or it was
+                    // kept), and either the head could not even be written or the method
+                    // is idempotent.
                     let retry = match e {
                         Failure::HeadNotSent => true,
                         Failure::Upstream(UpstreamError::ClosedBeforeResponse) => {
@@ -709,15 +1338,15 @@ impl Proxy {
                         }
                         _ => false,
                     };
-                    if reused && !fresh_only && retry && res.body_received() == 0 {
+                    if reused
+                        && !fresh_only
+                        && retry
+                        && (body.is_some() || res.body_received() == 0)
+                    {
                         fresh_only = true;
                         continue;
                     }
-                    return Err(match e {
-                        Failure::Upstream(e) => clock.kind(e),
-                        Failure::HeadNotSent => ErrorKind::UpstreamReset,
-                        Failure::Client(k) => k,
-                    });
+                    return Err(e);
                 }
             }
         }
@@ -794,7 +1423,8 @@ impl Proxy {
         Err(clock.kind(UpstreamError::Refused))
     }
 
-    /// Writes the request and its body, reads the response head.
+    /// Writes the request and its body (`body`, if it was kept), reads the response head.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         leased: &mut Leased,
@@ -803,6 +1433,7 @@ impl Proxy {
         res: &mut Exchange<'_>,
         clock: &mut Clock<'_>,
         upgrade: bool,
+        body: Option<&[u8]>,
     ) -> Result<Sent, Failure> {
         let conn = &mut leased.conn;
         let head_request = req.method() == b"HEAD";
@@ -832,7 +1463,14 @@ impl Proxy {
                 Err(e) => return Err(e.into()),
             }
         }
-        if let Err(e) = send_body(conn, res, clock).await {
+        let sent = match body {
+            Some(b) => conn
+                .write(b, &[], clock.write())
+                .await
+                .map_err(Failure::from),
+            None => send_body(conn, res, clock).await,
+        };
+        if let Err(e) = sent {
             // The upstream may have answered already (413, 401, ...) and stopped reading or
             // closed: relay its answer if there is one (after any interim ones).
             if let Failure::Upstream(UpstreamError::Reset | UpstreamError::WriteTimeout) = e {
@@ -923,6 +1561,75 @@ enum Failure {
     HeadNotSent,
     /// The client's side failed (its body broke off or it left): answer with this.
     Client(ErrorKind),
+    /// No connection could be had (nothing was sent): answer with this.
+    Connect(ErrorKind),
+}
+
+impl Failure {
+    /// What it says of the target, and the [`retry_on`] condition it is.
+    fn class(&self) -> (Outcome, u8) {
+        match self {
+            Self::Connect(ErrorKind::UpstreamBusy) => (Outcome::Neutral, retry_on::CONNECT_FAILURE),
+            Self::Connect(ErrorKind::UpstreamTotalTimeout) => (Outcome::Failure, 0),
+            Self::Connect(_) => (Outcome::Failure, retry_on::CONNECT_FAILURE),
+            Self::HeadNotSent
+            | Self::Upstream(UpstreamError::Reset | UpstreamError::ClosedBeforeResponse) => {
+                (Outcome::Failure, retry_on::RESET)
+            }
+            Self::Upstream(
+                UpstreamError::ReadTimeout
+                | UpstreamError::WriteTimeout
+                | UpstreamError::ConnectTimeout,
+            ) => (Outcome::Failure, retry_on::TIMEOUT),
+            Self::Upstream(_) => (Outcome::Failure, 0),
+            Self::Client(_) => (Outcome::Neutral, 0),
+        }
+    }
+
+    /// The client-facing error.
+    fn kind(self, clock: &Clock<'_>) -> ErrorKind {
+        match self {
+            Self::Upstream(e) => clock.kind(e),
+            Self::HeadNotSent => ErrorKind::UpstreamReset,
+            Self::Client(k) | Self::Connect(k) => k,
+        }
+    }
+}
+
+/// Why the proxy answers itself: the error, and for an open breaker when to come back.
+struct Refusal {
+    kind: ErrorKind,
+    /// `Retry-After`, in seconds.
+    retry_after: Option<u64>,
+}
+
+impl From<ErrorKind> for Refusal {
+    fn from(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            retry_after: None,
+        }
+    }
+}
+
+impl Refusal {
+    /// A breaker is open for `ms` more.
+    fn open(ms: u64) -> Self {
+        Self {
+            kind: ErrorKind::UpstreamCircuitOpen,
+            retry_after: Some(ms.div_ceil(1000).max(1)),
+        }
+    }
+}
+
+/// Reads the whole request body (its length is known and small), to send it again if a
+/// retry needs it.
+async fn read_body(res: &mut Exchange<'_>) -> Result<Vec<u8>, ErrorKind> {
+    let mut body = Vec::with_capacity(usize::try_from(res.body_length().unwrap_or(0)).unwrap_or(0));
+    while let Some(d) = res.body_chunk().await? {
+        body.extend_from_slice(d);
+    }
+    Ok(body)
 }
 
 impl From<UpstreamError> for Failure {

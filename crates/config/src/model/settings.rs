@@ -209,6 +209,14 @@ impl Decoder<'_> {
                 self.positive_duration(n, &format!("{section}.{key}"), slot);
             }
         }
+        if let Some(n) = f.take("retries") {
+            self.retries(n, top_level, &mut p.retries);
+        }
+        if let Some(n) = f.take("retry_body_limit")
+            && let Some(v) = self.size(n, "proxy.retry_body_limit", 0, 1 << 30, true)
+        {
+            p.retry_body_limit = v;
+        }
         // `upstreams` is read by `upstreams()` at the top level; in a group it is an error.
         if let Some((k, _)) = f.take_entry("upstreams")
             && !top_level
@@ -227,6 +235,8 @@ impl Decoder<'_> {
                 "via",
                 "allow_encoded_traversal",
                 "client_cert_header",
+                "retries",
+                "retry_body_limit",
                 "max_idle",
                 "max_conns",
                 "idle_timeout",
@@ -288,12 +298,56 @@ impl Decoder<'_> {
                     format!("`{what}`: weights need `balance: weighted` (or least_conn, random, hash); round_robin takes each target in turn"),
                 );
             }
-            f.finish(self.diags, &["targets", "tls", "balance", "hash_key"]);
+            let mut slow_start = Duration::ZERO;
+            if let Some(n) = f.take("slow_start")
+                && let Some(d) = self.duration(n, &format!("{what}.slow_start"))
+            {
+                if matches!(balance, Balance::Hash(_)) && !d.is_zero() {
+                    self.value_error(
+                        n.span,
+                        format!("`{what}.slow_start` cannot be used with `balance: hash` (it would move keys between targets)"),
+                    );
+                } else {
+                    slow_start = d;
+                }
+            }
+            let health = f
+                .take("health")
+                .and_then(|n| self.health(n, &format!("{what}.health")));
+            let outlier = f
+                .take("outlier")
+                .and_then(|n| self.outlier(n, &format!("{what}.outlier")));
+            let breaker = f
+                .take("breaker")
+                .and_then(|n| self.breaker(n, &format!("{what}.breaker")));
+            if !targets.is_empty() && targets.iter().all(|t| t.backup) {
+                self.value_error(
+                    k.span,
+                    format!("`{what}` needs a target that is not `backup`"),
+                );
+            }
+            f.finish(
+                self.diags,
+                &[
+                    "targets",
+                    "tls",
+                    "balance",
+                    "hash_key",
+                    "slow_start",
+                    "health",
+                    "outlier",
+                    "breaker",
+                ],
+            );
             out.push(Upstream {
                 name: name.to_owned(),
                 targets,
                 tls,
                 balance,
+                slow_start,
+                health,
+                outlier,
+                breaker,
                 span: k.span,
             });
         }
@@ -307,13 +361,19 @@ impl Decoder<'_> {
             _ => vec![n],
         };
         for item in items {
+            let mut backup = false;
             let (text, weight) = match &item.kind {
                 Kind::Str(s) => ((s.as_str(), item), 1),
                 Kind::Map(_) => {
                     let mut t = Fields::new(self.diags, item, &format!("{what}.targets"));
                     let addr = t.take("addr");
                     let weight = t.take("weight");
-                    t.finish(self.diags, &["addr", "weight"]);
+                    if let Some(b) = t.take("backup") {
+                        backup = self
+                            .bool(b, &format!("{what}.targets.backup"))
+                            .unwrap_or(false);
+                    }
+                    t.finish(self.diags, &["addr", "weight", "backup"]);
                     let Some(addr) = addr else {
                         self.value_error(item.span, format!("a target of `{what}` needs `addr`"));
                         continue;
@@ -341,7 +401,7 @@ impl Decoder<'_> {
                     self.type_error(
                         item,
                         &format!("{what}.targets"),
-                        "\"host:port\" or { addr, weight }",
+                        "\"host:port\" or { addr, weight, backup }",
                     );
                     continue;
                 }
@@ -351,6 +411,7 @@ impl Decoder<'_> {
                     host,
                     port,
                     weight,
+                    backup,
                     span: text.1.span,
                 }),
                 Err(e) => self.value_error(text.1.span, e),
@@ -408,6 +469,343 @@ impl Decoder<'_> {
                 other
             }
         }
+    }
+}
+
+impl Decoder<'_> {
+    /// `proxy.retries`.
+    fn retries(&mut self, n: &Node, top_level: bool, r: &mut Retries) {
+        let what = "proxy.retries";
+        let mut f = Fields::new(self.diags, n, what);
+        if let Some(n) = f.take("attempts") {
+            match n.kind {
+                Kind::Int(i) if (1..=10).contains(&i) => r.attempts = i as u32,
+                _ => self.value_error(
+                    n.span,
+                    "`proxy.retries.attempts` is a whole number from 1 (no retries) to 10",
+                ),
+            }
+        }
+        if let Some(n) = f.take("on") {
+            let items: Vec<&Node> = match &n.kind {
+                Kind::Seq(items) => items.iter().collect(),
+                _ => vec![n],
+            };
+            let mut on = Vec::new();
+            for item in items {
+                let text = match &item.kind {
+                    Kind::Int(i) => i.to_string(),
+                    Kind::Str(s) => s.clone(),
+                    _ => {
+                        self.type_error(item, "proxy.retries.on", "a list of conditions");
+                        continue;
+                    }
+                };
+                let cond = match text.as_str() {
+                    "connect_failure" => RetryOn::ConnectFailure,
+                    "reset" => RetryOn::Reset,
+                    "timeout" => RetryOn::Timeout,
+                    "502" => RetryOn::Status(502),
+                    "503" => RetryOn::Status(503),
+                    "504" => RetryOn::Status(504),
+                    other => {
+                        self.value_error(
+                            item.span,
+                            format!("`proxy.retries.on` takes connect_failure, reset, timeout, 502, 503 and 504, not `{other}`"),
+                        );
+                        continue;
+                    }
+                };
+                if !on.contains(&cond) {
+                    on.push(cond);
+                }
+            }
+            r.on = on;
+        }
+        for key in ["budget", "min_retries_per_s"] {
+            let Some((k, n)) = f.take_entry(key) else {
+                continue;
+            };
+            if !top_level {
+                self.value_error(
+                    k.span,
+                    format!("`proxy.retries.{key}` can only be set at the top level (each pool has one budget)"),
+                );
+                continue;
+            }
+            if key == "budget" {
+                if let Some(x) = self.fraction(n, "proxy.retries.budget") {
+                    r.budget_per_mille = (x * 1000.0).round() as u32;
+                }
+            } else {
+                match n.kind {
+                    Kind::Int(i) if (0..=10_000).contains(&i) => r.min_retries_per_s = i as u32,
+                    _ => self.value_error(
+                        n.span,
+                        "`proxy.retries.min_retries_per_s` is a whole number from 0 to 10000",
+                    ),
+                }
+            }
+        }
+        if let Some(n) = f.take("backoff")
+            && let Some(text) = self.string(n, "proxy.retries.backoff")
+        {
+            let parsed = text.split_once("..").and_then(|(a, b)| {
+                let a = crate::duration::parse(a.trim()).ok()?;
+                let b = crate::duration::parse(b.trim()).ok()?;
+                (a <= b && !b.is_zero()).then_some((a, b))
+            });
+            match parsed {
+                Some(v) => r.backoff = v,
+                None => self.value_error(
+                    n.span,
+                    "`proxy.retries.backoff` is `FIRST..MAX` (durations, FIRST no more than MAX), such as `25ms..1s`",
+                ),
+            }
+        }
+        if let Some(n) = f.take("non_idempotent") {
+            r.non_idempotent = self
+                .bool(n, "proxy.retries.non_idempotent")
+                .unwrap_or(r.non_idempotent);
+        }
+        f.finish(
+            self.diags,
+            &[
+                "attempts",
+                "on",
+                "budget",
+                "min_retries_per_s",
+                "backoff",
+                "non_idempotent",
+            ],
+        );
+    }
+
+    /// A share from 0 to 1: a number, or a percentage such as `"20%"`.
+    fn fraction(&mut self, n: &Node, what: &str) -> Option<f64> {
+        let x = match &n.kind {
+            Kind::Int(i) => *i as f64,
+            Kind::Float(x) => *x,
+            Kind::Str(s) => match s.trim().strip_suffix('%').map(|p| p.trim().parse::<f64>()) {
+                Some(Ok(p)) => p / 100.0,
+                _ => f64::NAN,
+            },
+            _ => f64::NAN,
+        };
+        if (0.0..=1.0).contains(&x) {
+            Some(x)
+        } else {
+            self.value_error(
+                n.span,
+                format!("`{what}` is a share from 0 to 1, or a percentage such as `20%`"),
+            );
+            None
+        }
+    }
+
+    /// A whole number within `min..=max`.
+    fn whole(&mut self, n: &Node, what: &str, min: i64, max: i64) -> Option<u32> {
+        match n.kind {
+            Kind::Int(i) if (min..=max).contains(&i) => u32::try_from(i).ok(),
+            _ => {
+                self.value_error(
+                    n.span,
+                    format!("`{what}` is a whole number from {min} to {max}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `health`.
+    fn health(&mut self, n: &Node, what: &str) -> Option<HealthCheck> {
+        let mut h = HealthCheck {
+            kind: HealthKind::Http,
+            path: "/".to_owned(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            expect: vec![(200, 399)],
+            fall: 3,
+            rise: 2,
+        };
+        let mut f = Fields::new(self.diags, n, what);
+        if let Some(n) = f.take("type")
+            && let Some(t) = self.string(n, &format!("{what}.type"))
+        {
+            h.kind = match t {
+                "http" => HealthKind::Http,
+                "tcp" => HealthKind::Tcp,
+                "websocket" => HealthKind::WebSocket,
+                other => {
+                    self.value_error(
+                        n.span,
+                        format!("`{what}.type` is http, tcp or websocket, not `{other}`"),
+                    );
+                    HealthKind::Http
+                }
+            };
+        }
+        if let Some(n) = f.take("path")
+            && let Some(p) = self.string(n, &format!("{what}.path"))
+        {
+            if h.kind == HealthKind::Tcp {
+                self.value_error(
+                    n.span,
+                    format!("`{what}.path` means nothing to a tcp check"),
+                );
+            } else if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) {
+                h.path = p.to_owned();
+            } else {
+                self.value_error(
+                    n.span,
+                    format!(
+                        "`{what}.path` must start with `/` and hold no spaces or control characters"
+                    ),
+                );
+            }
+        }
+        for (key, slot) in [("interval", &mut h.interval), ("timeout", &mut h.timeout)] {
+            if let Some(n) = f.take(key) {
+                self.positive_duration(n, &format!("{what}.{key}"), slot);
+            }
+        }
+        if let Some(n) = f.take("expect") {
+            if h.kind != HealthKind::Http {
+                self.value_error(n.span, format!("`{what}.expect` is for http checks"));
+            } else if let Some(ranges) = self.statuses(n, &format!("{what}.expect")) {
+                h.expect = ranges;
+            }
+        }
+        for (key, slot) in [("fall", &mut h.fall), ("rise", &mut h.rise)] {
+            if let Some(n) = f.take(key)
+                && let Some(v) = self.whole(n, &format!("{what}.{key}"), 1, 100)
+            {
+                *slot = v;
+            }
+        }
+        f.finish(
+            self.diags,
+            &[
+                "type", "path", "interval", "timeout", "expect", "fall", "rise",
+            ],
+        );
+        Some(h)
+    }
+
+    /// Statuses: `200`, `"200-399"`, or a list of them.
+    fn statuses(&mut self, n: &Node, what: &str) -> Option<Vec<(u16, u16)>> {
+        let items: Vec<&Node> = match &n.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let range = match &item.kind {
+                Kind::Int(i) => u16::try_from(*i).ok().map(|s| (s, s)),
+                Kind::Str(s) => match s.split_once('-') {
+                    Some((a, b)) => a.trim().parse().ok().zip(b.trim().parse().ok()),
+                    None => s.trim().parse().ok().map(|s: u16| (s, s)),
+                },
+                _ => None,
+            };
+            match range {
+                Some((a, b)) if (100..=599).contains(&a) && (a..=599).contains(&b) => {
+                    out.push((a, b));
+                }
+                _ => {
+                    self.value_error(
+                        item.span,
+                        format!(
+                            "`{what}` takes statuses (100 to 599) and ranges such as `200-399`"
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// `outlier`.
+    fn outlier(&mut self, n: &Node, what: &str) -> Option<OutlierDetection> {
+        let mut o = OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejected_percent: 50,
+        };
+        let mut f = Fields::new(self.diags, n, what);
+        if let Some(n) = f.take("consecutive_failures")
+            && let Some(v) = self.whole(n, &format!("{what}.consecutive_failures"), 1, 1000)
+        {
+            o.consecutive_failures = v;
+        }
+        if let Some(n) = f.take("base_ejection") {
+            self.positive_duration(n, &format!("{what}.base_ejection"), &mut o.base_ejection);
+        }
+        if let Some(n) = f.take("max_ejected_percent")
+            && let Some(v) = self.whole(n, &format!("{what}.max_ejected_percent"), 0, 100)
+        {
+            o.max_ejected_percent = v;
+        }
+        f.finish(
+            self.diags,
+            &[
+                "consecutive_failures",
+                "base_ejection",
+                "max_ejected_percent",
+            ],
+        );
+        Some(o)
+    }
+
+    /// `breaker`.
+    fn breaker(&mut self, n: &Node, what: &str) -> Option<CircuitBreaker> {
+        let mut b = CircuitBreaker {
+            failure_ratio_per_mille: 500,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(15),
+            max_pending: 0,
+        };
+        let mut f = Fields::new(self.diags, n, what);
+        if let Some(n) = f.take("failure_ratio")
+            && let Some(x) = self.fraction(n, &format!("{what}.failure_ratio"))
+        {
+            if x == 0.0 {
+                self.value_error(
+                    n.span,
+                    format!("`{what}.failure_ratio` must be more than 0"),
+                );
+            } else {
+                b.failure_ratio_per_mille = ((x * 1000.0).round() as u32).max(1);
+            }
+        }
+        if let Some(n) = f.take("min_requests")
+            && let Some(v) = self.whole(n, &format!("{what}.min_requests"), 1, 1_000_000)
+        {
+            b.min_requests = v;
+        }
+        for (key, slot) in [("window", &mut b.window), ("open_for", &mut b.open_for)] {
+            if let Some(n) = f.take(key) {
+                self.positive_duration(n, &format!("{what}.{key}"), slot);
+            }
+        }
+        if let Some(n) = f.take("max_pending")
+            && let Some(v) = self.whole(n, &format!("{what}.max_pending"), 0, 1 << 20)
+        {
+            b.max_pending = v;
+        }
+        f.finish(
+            self.diags,
+            &[
+                "failure_ratio",
+                "min_requests",
+                "window",
+                "open_for",
+                "max_pending",
+            ],
+        );
+        Some(b)
     }
 }
 
