@@ -389,6 +389,11 @@ pub fn route(req: &AdminRequest, shared: &Shared) -> Answer {
 fn metrics(req: &AdminRequest, shared: &Shared) -> Answer {
     let om = anygate_obs::metrics::wants_openmetrics(&req.accept);
     let (open, refused) = shared.core.get().map_or((0, 0), |c| c.connection_counts());
+    let (targets, circuits) = shared
+        .core
+        .get()
+        .map(|c| c.upstream_gauges())
+        .unwrap_or_default();
     let mut body = String::with_capacity(16 << 10);
     anygate_obs::metrics::render(
         &mut body,
@@ -399,6 +404,8 @@ fn metrics(req: &AdminRequest, shared: &Shared) -> Answer {
             refused_connections: refused,
             errors: anygate_pipeline::metrics::error_names(),
             ready: shared.ready(),
+            upstream_targets: &targets,
+            upstream_circuits: &circuits,
         },
     );
     Answer {

@@ -248,6 +248,9 @@ pub fn limits(config: &Config) -> Limits {
     }
 }
 
+/// A pool, a target state, and how many of the pool's targets are in it.
+pub type TargetCount = (String, &'static str, u64);
+
 /// Waits for the first result of every health check not yet answered (a new pool, or a
 /// new target), at most as long as their timeouts: a target dead at start or after a
 /// reload is out of rotation before the configuration serves a request.
@@ -620,6 +623,27 @@ impl Core {
         )
     }
 
+    /// Every pool's targets by state, and each pool's own circuit, for `/metrics`.
+    pub fn upstream_gauges(&self) -> (Vec<TargetCount>, Vec<(String, bool)>) {
+        let mut targets = Vec::new();
+        let mut circuits = Vec::new();
+        for p in self.live.current().upstream_states() {
+            let mut counts: Vec<(&'static str, u64)> = Vec::new();
+            for t in &p.targets {
+                match counts.iter_mut().find(|(s, _)| *s == t.state) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((t.state, 1)),
+                }
+            }
+            counts.sort_unstable();
+            targets.extend(counts.into_iter().map(|(s, n)| (p.name.clone(), s, n)));
+            if let Some(c) = p.circuit {
+                circuits.push((p.name.clone(), c == "open"));
+            }
+        }
+        (targets, circuits)
+    }
+
     /// Every pool's targets and their state, as JSON (`/upstreams`).
     pub fn upstreams_json(&self) -> serde_json::Value {
         let pools: Vec<serde_json::Value> = self
@@ -627,8 +651,9 @@ impl Core {
             .current()
             .upstream_states()
             .into_iter()
-            .map(|(name, targets)| {
-                let targets: Vec<serde_json::Value> = targets
+            .map(|p| {
+                let targets: Vec<serde_json::Value> = p
+                    .targets
                     .iter()
                     .map(|t| {
                         serde_json::json!({
@@ -639,7 +664,7 @@ impl Core {
                         })
                     })
                     .collect();
-                serde_json::json!({"name": name, "targets": targets})
+                serde_json::json!({"name": p.name, "circuit": p.circuit, "targets": targets})
             })
             .collect();
         serde_json::json!({ "pools": pools })

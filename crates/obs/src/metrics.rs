@@ -178,6 +178,8 @@ struct UpstreamCells {
     /// Gauges, by [`PoolState`]: this thread's ups and downs (wrapping), which sum to
     /// the thread's count, since a worker's pool is its own.
     pool: [AtomicU64; 2],
+    /// Retries sent (`proxy.retries`).
+    retries: AtomicU64,
 }
 
 /// One recording thread's counters.
@@ -345,6 +347,8 @@ fn copy_upstream(from: &UpstreamCells, to: &UpstreamCells) {
     copy_all(&from.results, &to.results);
     copy_all(&from.connect, &to.connect);
     copy_all(&from.pool, &to.pool);
+    to.retries
+        .store(from.retries.load(Ordering::Relaxed), Ordering::Relaxed);
     to.connect_sum_us.store(
         from.connect_sum_us.load(Ordering::Relaxed),
         Ordering::Relaxed,
@@ -443,6 +447,21 @@ pub fn pool(slot: u32, state: PoolState, delta: i64) {
     });
 }
 
+/// Counts a retry to the upstream at `slot`, on this thread's shard (out of line: retries
+/// are rare).
+#[inline(never)]
+pub fn retried(slot: u32) {
+    with_local(|l| {
+        let up = grown(
+            &mut l.upstreams,
+            &l.shard.upstreams,
+            slot as usize,
+            copy_upstream,
+        );
+        bump(&up.retries, 1);
+    });
+}
+
 /// Counts one data-path event on this thread's shard.
 pub fn count(c: Counter) {
     with_local(|l| bump(&l.shard.counters[c as usize], 1));
@@ -479,6 +498,11 @@ pub struct Process<'a> {
     pub errors: &'a [ErrorName],
     /// Whether the server is ready (`anygate_ready`).
     pub ready: bool,
+    /// Targets of each pool by state (`anygate_upstream_targets`): pool, state, count.
+    pub upstream_targets: &'a [(String, &'static str, u64)],
+    /// Pools whose own circuit breaker is open (`anygate_upstream_circuit_open`): pool,
+    /// open.
+    pub upstream_circuits: &'a [(String, bool)],
 }
 
 /// One rule's sums.
@@ -499,6 +523,7 @@ struct UpstreamSums {
     connect: [u64; CONNECT_BUCKETS.len() + 1],
     connect_sum_us: u64,
     pool: [u64; 2],
+    retries: u64,
 }
 
 fn add_all<const N: usize>(sum: &mut [u64; N], cells: &[AtomicU64; N]) {
@@ -540,6 +565,7 @@ fn totals() -> Totals {
             add_all(&mut sum.connect, &cells.connect);
             add_all(&mut sum.pool, &cells.pool);
             sum.connect_sum_us += get(&cells.connect_sum_us);
+            sum.retries += get(&cells.retries);
         }
         add_all(&mut t.errors, &shard.errors);
         add_all(&mut t.counters, &shard.counters);
@@ -787,6 +813,45 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
     }
 
     w.family(
+        "anygate_upstream_retries_total",
+        "counter",
+        "Retries sent to an upstream (proxy.retries), by upstream.",
+    );
+    for (name, sums) in upstreams.iter().zip(&t.upstreams) {
+        if sums.retries > 0 {
+            w.sample(
+                "anygate_upstream_retries_total",
+                &[("upstream", name)],
+                sums.retries,
+            );
+        }
+    }
+    w.family(
+        "anygate_upstream_targets",
+        "gauge",
+        "Targets of each pool, by state (up, down, unchecked, ejected, open, half_open).",
+    );
+    for (pool, state, n) in p.upstream_targets {
+        w.sample(
+            "anygate_upstream_targets",
+            &[("upstream", pool), ("state", state)],
+            *n,
+        );
+    }
+    w.family(
+        "anygate_upstream_circuit_open",
+        "gauge",
+        "Whether a pool's own circuit breaker is open (1) or not (0), for pools with a breaker.",
+    );
+    for (pool, open) in p.upstream_circuits {
+        w.sample(
+            "anygate_upstream_circuit_open",
+            &[("upstream", pool)],
+            u64::from(*open),
+        );
+    }
+
+    w.family(
         "anygate_gateway_errors_total",
         "counter",
         "Error responses the gateway produced, by code.",
@@ -1018,6 +1083,8 @@ mod tests {
                 refused_connections: 0,
                 errors: &[],
                 ready: true,
+                upstream_targets: &[("users".to_owned(), "down", 2)],
+                upstream_circuits: &[("users".to_owned(), true)],
             },
         );
         let has = |line: &str| out.lines().any(|l| l == line);
@@ -1027,6 +1094,10 @@ mod tests {
             ),
             "{out}"
         );
+        assert!(has(
+            r#"anygate_upstream_targets{upstream="users",state="down"} 2"#
+        ));
+        assert!(has(r#"anygate_upstream_circuit_open{upstream="users"} 1"#));
         assert!(has(
             r#"anygate_http_requests_total{route="GET /t-sum",action="fixed",method="GET",status_class="4xx"} 3"#
         ));
@@ -1076,6 +1147,8 @@ mod tests {
             refused_connections: 0,
             errors: &[],
             ready: false,
+            upstream_targets: &[],
+            upstream_circuits: &[],
         };
         render(&mut out, true, &p);
         assert!(out.contains(r#"route="GET /t-\"q\"\\n""#), "{out}");

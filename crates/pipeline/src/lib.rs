@@ -198,7 +198,7 @@ impl App {
     }
 
     /// Every pool's targets and their state now (health, ejection, breaker).
-    pub fn upstream_states(&self) -> Vec<(String, Vec<anygate_actions::proxy::TargetState>)> {
+    pub fn upstream_states(&self) -> Vec<anygate_actions::proxy::PoolStates> {
         self.upstreams.states()
     }
 

@@ -128,6 +128,8 @@ fn exposed_names() -> std::collections::BTreeSet<String> {
             refused_connections: 0,
             errors: anygate_pipeline::metrics::error_names(),
             ready: true,
+            upstream_targets: &[("p".to_owned(), "up", 1)],
+            upstream_circuits: &[("p".to_owned(), false)],
         },
     );
     let mut names = std::collections::BTreeSet::new();

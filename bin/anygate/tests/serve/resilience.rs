@@ -61,11 +61,17 @@ fn dead_addr() -> SocketAddr {
 }
 
 fn gateway(upstreams: &str, proxy: &str) -> anygate::serve::Server {
+    named_gateway("app", upstreams, proxy)
+}
+
+/// A gateway whose pool is `name` (metrics are per process: a test that reads a counter
+/// names its pool alone).
+fn named_gateway(name: &str, upstreams: &str, proxy: &str) -> anygate::serve::Server {
     in_process(&format!(
         "server: {{ listen: \"127.0.0.1:0\", workers: 1 }}\n\
          admin: {{ listen: \"127.0.0.1:0\" }}\n\
-         proxy:\n{proxy}  upstreams:\n    app:\n{upstreams}\n\
-         routes: {{ \"/\": \"http://app/\" }}\n"
+         proxy:\n{proxy}  upstreams:\n    {name}:\n{upstreams}\n\
+         routes: {{ \"/\": \"http://{name}/\" }}\n"
     ))
 }
 
@@ -87,7 +93,7 @@ fn get(addr: SocketAddr) -> Resp {
     )
 }
 
-/// The state `/upstreams` reports for `target` of pool `app`.
+/// The state `/upstreams` reports for `target` (in whichever pool has it).
 fn state(gw: &anygate::serve::Server, target: SocketAddr) -> String {
     let r = one(
         gw.admin_addr().expect("admin"),
@@ -100,7 +106,6 @@ fn state(gw: &anygate::serve::Server, target: SocketAddr) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["name"] == "app")
         .flat_map(|p| p["targets"].as_array().unwrap())
         .find(|x| x["target"] == t.as_str())
         .map(|x| x["state"].as_str().unwrap().to_owned())
@@ -204,7 +209,8 @@ fn a_post_opted_in_is_retried_with_its_body() {
 #[test]
 fn a_failing_pool_under_load_receives_at_most_the_budgeted_extra_requests() {
     let failing = Switchable::new(b'a', 503);
-    let gw = gateway(
+    let gw = named_gateway(
+        "budgeted",
         &list(&[failing.addr()]),
         "  retries: { attempts: 3, on: [503], budget: 20%, min_retries_per_s: 0, backoff: 1ms..2ms }\n",
     );
@@ -227,6 +233,21 @@ fn a_failing_pool_under_load_receives_at_most_the_budgeted_extra_requests() {
     // 20 % of 300 requests: 60 retries at most (the window is 10 s: all of them count).
     assert!(extra <= n / 5, "{extra} retries for {n} requests");
     assert!(extra >= n / 10, "the budget allows retries: {extra}");
+    assert!(
+        metrics(&gw).contains(&format!(
+            "anygate_upstream_retries_total{{upstream=\"budgeted\"}} {extra}\n"
+        )),
+        "{}",
+        metrics(&gw)
+    );
+}
+
+fn metrics(gw: &anygate::serve::Server) -> String {
+    one(
+        gw.admin_addr().expect("admin"),
+        b"GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .body_str()
 }
 
 #[test]
@@ -250,6 +271,15 @@ fn active_checks_take_a_dead_target_out_before_any_client_request_fails_and_brin
         assert_eq!(resp.status, 200, "{}", resp.body_str());
     }
     assert_eq!(sick.served(), 0);
+    let m = metrics(&gw);
+    assert!(
+        m.contains("anygate_upstream_targets{upstream=\"app\",state=\"down\"} 2\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("anygate_upstream_targets{upstream=\"app\",state=\"up\"} 1\n"),
+        "{m}"
+    );
     // It recovers: back in rotation.
     sick.set(200);
     wait_state(&gw, sick.addr(), "up");
@@ -423,8 +453,12 @@ fn the_breaker_opens_half_opens_and_closes() {
         "{}",
         resp.body_str()
     );
-    let wait: u64 = resp.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=1).contains(&wait));
+    assert_eq!(
+        resp.header("retry-after"),
+        Some("1"),
+        "300 ms, in whole seconds"
+    );
+    assert!(metrics(&gw).contains("anygate_upstream_circuit_open{upstream=\"app\"} 1\n"));
     assert_eq!(up.served(), 4);
     // Half-open: one probe goes through; it fails, and the circuit opens again.
     let until = Instant::now() + LIMIT;
@@ -554,4 +588,129 @@ fn explain_shows_the_pool_and_its_live_target_states() {
         live.contains(&format!("target {} weight 1: down (status 503)", up.addr())),
         "{live}"
     );
+}
+
+fn config_error(proxy: &str, pool: &str) -> String {
+    anygate_config::load_str(
+        "t.yml",
+        &format!(
+            "proxy:\n{proxy}  upstreams:\n    app:\n      targets: [\"a:1\", \"b:1\"]\n{pool}\
+             groups:\n  - prefix: /g\n    proxy: {{ retries: {{ budget: 50% }} }}\n    routes: {{ \"/x\": \"http://app/\" }}\n\
+             routes: {{ \"/\": \"http://app/\" }}\n"
+        ),
+        anygate_config::Format::Yaml,
+        std::path::Path::new("."),
+        &[],
+    )
+    .unwrap_err()
+    .to_string()
+}
+
+#[test]
+fn bad_resilience_settings_are_refused_with_their_position() {
+    // A pool's budget is the top level's: a group may not set it.
+    let e = config_error("", "");
+    assert!(
+        e.contains("t.yml:7:25") && e.contains("can only be set at the top level"),
+        "{e}"
+    );
+    let cases = [
+        (
+            "  retries: { attempts: 0 }\n",
+            "",
+            "t.yml:2:24",
+            "from 1 (no retries) to 10",
+        ),
+        ("  retries: { on: [500] }\n", "", "t.yml:2:19", "not `500`"),
+        (
+            "  retries: { budget: 120% }\n",
+            "",
+            "t.yml:2:22",
+            "a share from 0 to 1",
+        ),
+        (
+            "  retries: { backoff: 1s..10ms }\n",
+            "",
+            "t.yml:2:23",
+            "FIRST..MAX",
+        ),
+        ("  retry_body_limit: lots\n", "", "t.yml:2:21", ""),
+        (
+            "",
+            "      health: { type: tcp, path: /x }\n",
+            "t.yml:5:34",
+            "nothing to a tcp check",
+        ),
+        (
+            "",
+            "      health: { expect: 200-700 }\n",
+            "t.yml:5:25",
+            "ranges such as `200-399`",
+        ),
+        (
+            "",
+            "      health: { fall: 0 }\n",
+            "t.yml:5:23",
+            "from 1 to 100",
+        ),
+        (
+            "",
+            "      health: { interval: 0s }\n",
+            "t.yml:5:27",
+            "more than 0",
+        ),
+        ("", "      health: { port: 1 }\n", "t.yml:5:17", "port"),
+        (
+            "",
+            "      outlier: { max_ejected_percent: 101 }\n",
+            "t.yml:5:39",
+            "from 0 to 100",
+        ),
+        (
+            "",
+            "      breaker: { failure_ratio: 0 }\n",
+            "t.yml:5:33",
+            "more than 0",
+        ),
+        (
+            "",
+            "      breaker: { min_requests: -1 }\n",
+            "t.yml:5:32",
+            "whole number",
+        ),
+        (
+            "",
+            "      balance: hash\n      slow_start: 10s\n",
+            "t.yml:6:19",
+            "cannot be used with `balance: hash`",
+        ),
+    ];
+    for (proxy, pool, at, says) in cases {
+        let e = config_error(proxy, pool);
+        assert!(e.contains(at) && e.contains(says), "{proxy}{pool}: {e}");
+    }
+}
+
+#[test]
+fn every_resilience_key_of_the_docs_example_is_accepted() {
+    let yaml = "proxy:\n  retries: { attempts: 3, on: [connect_failure, reset, timeout, 502, 503, 504], budget: 20%, min_retries_per_s: 3, backoff: 25ms..1s, non_idempotent: false }\n  retry_body_limit: 64KiB\n  upstreams:\n    users:\n      balance: weighted\n      targets:\n        - { addr: \"10.0.0.1:8080\", weight: 3 }\n        - { addr: \"10.0.0.2:8080\", weight: 1, backup: true }\n      slow_start: 30s\n      health: { path: /healthz, interval: 2s, timeout: 1s, expect: 200-399, fall: 3, rise: 2 }\n      outlier: { consecutive_failures: 5, base_ejection: 30s, max_ejected_percent: 50 }\n      breaker: { failure_ratio: 0.5, min_requests: 20, window: 10s, open_for: 15s, max_pending: 512 }\nroutes: { \"/\": \"http://users/\" }\n";
+    let config = anygate_config::load_str(
+        "t.yml",
+        yaml,
+        anygate_config::Format::Yaml,
+        std::path::Path::new("."),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pool = &config.upstreams[0];
+    assert!(pool.targets[1].backup && !pool.targets[0].backup);
+    assert_eq!(pool.slow_start, Duration::from_secs(30));
+    let h = pool.health.as_ref().unwrap();
+    assert_eq!((h.fall, h.rise, h.expect.clone()), (3, 2, vec![(200, 399)]));
+    assert_eq!(pool.outlier.unwrap().consecutive_failures, 5);
+    let b = pool.breaker.unwrap();
+    assert_eq!((b.failure_ratio_per_mille, b.max_pending), (500, 512));
+    let r = &config.proxy.retries;
+    assert_eq!((r.attempts, r.on.len(), r.budget_per_mille), (3, 6, 200));
+    assert_eq!(config.proxy.retry_body_limit, 64 * 1024);
 }

@@ -481,8 +481,7 @@ impl Pool {
         let ejection_end = m.state.outlier.until();
         let health_back = m.state.health.as_ref().map_or(0, |h| h.rejoined());
         let since = ejection_end.max(health_back);
-        let share = resilience::slow_start_share(now, since, over);
-        share >= 1000 || anygate_obs::trace::random_u64() % 1000 < u64::from(share)
+        resilience::slow_start_admits(now, since, over, anygate_obs::trace::random_u64())
     }
 
     /// Notes how an attempt on `chosen` ended (outlier detection, the target's breaker).
@@ -681,24 +680,29 @@ impl Upstreams {
         self.default_tls.is_some()
     }
 
-    /// Each pool's targets and their state now, for the admin listener and `explain`:
-    /// `(pool, [(target, backup, state, detail)])`.
-    pub fn states(&self) -> Vec<(String, Vec<TargetState>)> {
+    /// Each pool's targets and their state now, for the admin listener, the metrics and
+    /// `explain`, sorted by pool name.
+    pub fn states(&self) -> Vec<PoolStates> {
         let now = resilience::millis(time::now());
-        let mut out: Vec<(String, Vec<TargetState>)> = self
+        let mut out: Vec<PoolStates> = self
             .pools
             .iter()
-            .map(|(name, p)| {
-                let targets = p
+            .map(|(name, p)| PoolStates {
+                name: name.clone(),
+                circuit: p.breaker.as_ref().map(|b| match b.state(now) {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open(_) => "open",
+                    BreakerState::HalfOpen => "half_open",
+                }),
+                targets: p
                     .members
                     .iter()
                     .enumerate()
                     .map(|(i, m)| TargetState::of(m, i >= p.primaries, now))
-                    .collect();
-                (name.clone(), targets)
+                    .collect(),
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
@@ -758,6 +762,17 @@ impl Upstreams {
             budget,
         ))
     }
+}
+
+/// One pool's state, as [`Upstreams::states`] reports it.
+#[derive(Clone, Debug)]
+pub struct PoolStates {
+    /// The pool's name.
+    pub name: String,
+    /// Its own breaker's state (`closed`, `open`, `half_open`), if it has one.
+    pub circuit: Option<&'static str>,
+    /// Its targets, primaries first.
+    pub targets: Vec<TargetState>,
 }
 
 /// One target's state, as [`Upstreams::states`] reports it.
@@ -1254,6 +1269,9 @@ impl Proxy {
             if retry_on != 0 && may_retry(retry_on) && pool.budget.try_retry(now) {
                 // The answer (if any) is dropped with its connection.
                 drop(result);
+                if let Some(slot) = self.metric {
+                    anygate_obs::metrics::retried(slot);
+                }
                 let pause = retry.backoff(attempt);
                 if clock.total.is_some_and(|t| time::now() + pause >= t) {
                     finish(pool_ticket, Outcome::Failure, now);

@@ -474,6 +474,13 @@ pub fn slow_start_share(now: u64, since: u64, over: u64) -> u32 {
     (100 + 900 * elapsed / over) as u32
 }
 
+/// Whether slow start lets a request go to a target that rejoined at `since` (share from
+/// [`slow_start_share`]); `draw` is a uniform random number.
+pub fn slow_start_admits(now: u64, since: u64, over: u64, draw: u64) -> bool {
+    let share = slow_start_share(now, since, over);
+    share >= 1000 || draw % 1000 < u64::from(share)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -775,6 +782,41 @@ mod tests {
             let s = slow_start_share(t, 1000, 10_000);
             assert!(s >= last, "monotonic");
             last = s;
+        }
+    }
+
+    #[test]
+    fn simulation_slow_start_ramps_a_rejoined_target_s_traffic() {
+        for seed in 0..200u64 {
+            let mut rng = Rng(seed);
+            let over = 1000 + rng.below(60_000);
+            let since = 1 + rng.below(1_000_000);
+            // Two targets taken in turn; the rejoined one passes a turn it is refused.
+            let windows = 10u64;
+            let per_window = 4000u64;
+            let mut shares = Vec::new();
+            for w in 0..windows + 2 {
+                let mut got = 0u64;
+                for k in 0..per_window {
+                    let now = since + (w * per_window + k) * over / (windows * per_window);
+                    if k % 2 == 0 && slow_start_admits(now, since, over, rng.next()) {
+                        got += 1;
+                    }
+                }
+                shares.push(got as f64 / per_window as f64);
+            }
+            // From about 5 % (a tenth of its half) up to its half once `over` has passed.
+            assert!(shares[0] < 0.15, "seed {seed}: {shares:?}");
+            assert!(
+                (shares[windows as usize] - 0.5).abs() < 1e-9,
+                "seed {seed}: {shares:?}"
+            );
+            for pair in shares.windows(2) {
+                assert!(
+                    pair[1] + 0.04 >= pair[0],
+                    "seed {seed}: not ramping: {shares:?}"
+                );
+            }
         }
     }
 }
