@@ -2,13 +2,17 @@
 //!
 //! # One exchange
 //! ```text
-//! pick a target (the pool's balancer) ─► its addresses (DNS cache) ─► idle connection (LIFO, peeked)
-//!                                                            or connect (each address in turn)
-//! request head ─► [Expect: 100-continue: wait for the upstream's 100 or its final answer]
-//!              ─► body, streamed (chunked re-framed, Content-Length copied)
-//! response head (the client's socket watched: a client that leaves cancels)
-//!   ├─ 101 to an Upgrade request ─► tunnel bytes both ways until both close or idle
-//!   └─ otherwise ─► head relayed (hop-by-hop removed) ─► body streamed as it comes
+//! [pool breaker admits] ─► pick a member (balancer; skips down, ejected, open, busy and
+//!                          already-tried members; backups only when no primary is left)
+//!   ─► its addresses (DNS cache) ─► idle connection (LIFO, peeked) or connect
+//!   ─► request head ─► [Expect: 100-continue: wait for the upstream's 100 or its answer]
+//!   ─► body, streamed (chunked re-framed, Content-Length copied), or sent from the copy
+//!      kept for retries
+//!   ─► response head ─► outcome recorded (outlier detection, breakers)
+//!        ├─ failed as `proxy.retries.on` says, and safe to repeat, and the budget allows
+//!        │    ─► backoff ─► pick again (another member when there is one)
+//!        ├─ 101 to an Upgrade request ─► tunnel bytes both ways until both close or idle
+//!        └─ otherwise ─► head relayed (hop-by-hop removed) ─► body streamed as it comes
 //! connection back to the pool if the exchange ended cleanly and both sides allow it
 //! ```
 //!
@@ -17,19 +21,34 @@
 //! reason goes to stderr, at most once a second per worker), and TLS connections rest in
 //! the idle pool beside plain ones, keyed by their TLS setup too.
 //!
+//! Resilience (`proxy.retries`, a pool's `health`, `outlier`, `breaker`, `slow_start` and
+//! backups) is built from the pure machines of [`resilience`], fed with the worker's cached
+//! clock; active checks run on their own thread ([`checker`]). A pool without any of them
+//! (`guarded` false) skips their bookkeeping; requests that cannot be retried (a `POST` by
+//! default, `attempts: 1`) do not read the clock for it.
+//!
 //! # Invariants
-//! - Nothing is buffered beyond one read of each side: a body of any size passes in
-//!   constant memory, and a slow reader slows the writer (backpressure).
-//! - A request is sent again (once, on a fresh connection) only when a reused connection
-//!   failed before any response byte and no byte of the request body was consumed.
+//! - Nothing is buffered beyond one read of each side, except a request body with a
+//!   length up to `proxy.retry_body_limit` on a rule that retries, which is read whole
+//!   first so that a retry can send it again.
+//! - A request is sent again only when nothing of it is lost and it is safe: nothing was
+//!   sent (connect failure, head not written), or the method is idempotent (or the rule
+//!   opted in with `non_idempotent`) and the body was kept or none of it read. Never after
+//!   the response head has gone to the client.
+//! - Retries of a pool stay within its budget: in any 10 s, at most `budget` × requests +
+//!   `min_retries_per_s` × 10 (the simulations in `resilience` assert it).
+//! - A pool never has more than `max_ejected_percent` of its members ejected by outlier
+//!   detection; an open breaker refuses with 503 `AG-UPS-2006` and `Retry-After`, never a
+//!   queue; `max_pending` refuses with 503 `AG-UPS-5031` at once.
 //! - Errors follow SPEC §6: refused, reset or garbage → 502, timeouts → 504, each with
 //!   its `AG-UPS-…` code and no internal detail. Once the response head has gone to the
 //!   client an upstream failure can only cut the response short: the client connection
 //!   closes.
 //!
 //! # Non-goals (next pieces)
-//! Retries beyond the one above, backup targets, slow start, health checks, circuit
-//! breaking, HTTP/2 upstreams. Balancing is in [`balance`].
+//! HTTP/2 upstreams; health, outlier detection and breakers for ad-hoc
+//! `http://host:port/` rules (they need a pool); a shared (cross-process) budget or health
+//! state. Balancing is in [`balance`].
 
 pub mod balance;
 pub mod checker;
@@ -1162,7 +1181,13 @@ impl Proxy {
     /// Sends the request to a target of the pool and reads the response head, retrying
     /// on another target (`proxy.retries`) when the attempt failed in a way the rule
     /// retries on, the method may be sent twice, the body can be sent again, and the pool's
-    /// budget has a retry left.
+    /// budget has a retry left. Within an attempt, a reused connection that turns out dead
+    /// before anything irreversible happened is replaced, once, by a fresh one to the same
+    /// target.
+    ///
+    /// One loop for both, not an `async fn` per attempt: each level of futures moves its
+    /// child's whole state, and its result, once more (an attempt of its own cost about 400
+    /// instructions per proxied request; `bench/reports/20261203-1510-callgrind-resilience.md`).
     async fn exchange(
         &self,
         req: &Request<'_>,
@@ -1195,8 +1220,6 @@ impl Proxy {
                 body = Some(read_body(res).await.map_err(Refusal::from)?);
             }
         }
-        let mut tried = Tried::default();
-        let mut attempt = 0u32;
         let finish = |t: Option<Ticket<'_>>, outcome: Outcome, now: u64| {
             if let (Some(t), true) = (t, outcome != Outcome::Neutral)
                 && let Some(t) = t.record(outcome == Outcome::Success, now)
@@ -1204,36 +1227,93 @@ impl Proxy {
                 log_transition(&format!("upstream {}", pool.name), t);
             }
         };
+        // Timed for sampled traces only (the span id is sent either way).
+        let traced = span_at.is_some() && res.ctx().marks.is_some();
+        // Connects are timed for metrics too, where they cost two clock reads beside a
+        // connect's syscalls.
+        let timed = traced || self.metric.is_some();
+        let mut tried = Tried::default();
+        let mut attempt = 0u32;
+        // The attempt's member, kept while a dead reused connection is replaced.
+        let mut current: Option<Chosen<'_>> = None;
         loop {
-            attempt += 1;
-            let chosen = match pool.choose(req, res.ctx().client, tried, now) {
-                Ok(c) => c,
-                Err(no) => {
-                    finish(pool_ticket, Outcome::Neutral, now);
-                    return Err(match no {
-                        NoTarget::Open(ms) => Refusal::open(ms),
-                        NoTarget::Busy => ErrorKind::UpstreamBusy.into(),
-                        NoTarget::Down => ErrorKind::UpstreamUnavailable.into(),
-                    });
+            let fresh_only = current.is_some();
+            let chosen = match current.take() {
+                Some(c) => c,
+                None => {
+                    attempt += 1;
+                    match pool.choose(req, res.ctx().client, tried, now) {
+                        Ok(c) => c,
+                        Err(no) => {
+                            finish(pool_ticket, Outcome::Neutral, now);
+                            return Err(match no {
+                                NoTarget::Open(ms) => Refusal::open(ms),
+                                NoTarget::Busy => ErrorKind::UpstreamBusy.into(),
+                                NoTarget::Down => ErrorKind::UpstreamUnavailable.into(),
+                            });
+                        }
+                    }
                 }
             };
             tried.add(chosen.index);
-            let target = chosen.member.target.clone();
-            let result = self
-                .attempt(
-                    &target,
-                    req,
-                    head,
-                    span_at,
-                    res,
-                    clock,
-                    upgrade,
-                    body.as_deref(),
-                )
-                .await;
-            if pool.guarded || retries {
-                now = resilience::millis(time::now());
+            let target = &chosen.member.target;
+            let connect_start = timed.then(time::precise_now);
+            let got = self.connection(target, clock, fresh_only).await;
+            if let Some(from) = connect_start
+                && !matches!(got, Ok((_, true)))
+            {
+                note_connect(res.ctx_mut(), from, got.is_ok());
             }
+            let result = match got {
+                Err(kind) => Err(Failure::Connect(kind)),
+                Ok((mut leased, reused)) => {
+                    if let Some(m) = self.metric {
+                        leased.conn.count_as(Some((m, PoolState::Active)));
+                    }
+                    let ctx = res.ctx_mut();
+                    ctx.upstream = Some(leased.conn.addr);
+                    ctx.attempt = ctx.attempt.saturating_add(1);
+                    // Each attempt is a span of its own: the upstream's parent.
+                    let span = span_at.map(|at| {
+                        let id = anygate_obs::trace::new_span_id();
+                        headers::set_span(head, at, &id);
+                        (id, traced.then(time::precise_now))
+                    });
+                    let sent = self
+                        .send(&mut leased, req, head, res, clock, upgrade, body.as_deref())
+                        .await;
+                    if let (Some((id, Some(from))), Some(m)) = (span, &mut res.ctx_mut().marks) {
+                        m.upstream = Some((id, from, time::precise_now()));
+                    }
+                    match sent {
+                        Ok(sent) => Ok((leased, sent)),
+                        Err(e) => {
+                            // A reused connection that turns out dead: the upstream closed
+                            // it as we took it. Send again, once, on a new one, if nothing
+                            // irreversible happened: no byte of the body was read from the
+                            // client (or it was kept), and either the head could not even
+                            // be written or the method is idempotent.
+                            let again = match e {
+                                Failure::HeadNotSent => true,
+                                Failure::Upstream(UpstreamError::ClosedBeforeResponse) => {
+                                    idempotent(req.method())
+                                }
+                                _ => false,
+                            };
+                            if reused
+                                && !fresh_only
+                                && again
+                                && (body.is_some() || res.body_received() == 0)
+                            {
+                                drop(leased);
+                                current = Some(chosen);
+                                continue;
+                            }
+                            Err(e)
+                        }
+                    }
+                }
+            };
             // Nothing of the request is lost if it is sent again: the body was kept, or
             // none of it was read.
             let replayable = body.is_some() || res.body_received() == 0;
@@ -1246,8 +1326,7 @@ impl Proxy {
             };
             let (outcome, retry_on, result) = match result {
                 Ok((leased, sent)) => {
-                    let status = leased.conn.head.status();
-                    let on = match status {
+                    let on = match leased.conn.head.status() {
                         502 => retry_on::S502,
                         503 => retry_on::S503,
                         504 => retry_on::S504,
@@ -1265,6 +1344,11 @@ impl Proxy {
                     (outcome, on, Err(f.kind(clock)))
                 }
             };
+            // The clock again only where a machine reads it: a guarded pool's record, a
+            // retry's budget.
+            if pool.guarded || (retries && retry_on != 0) {
+                now = resilience::millis(time::now());
+            }
             pool.record(chosen, outcome, now);
             if retry_on != 0 && may_retry(retry_on) && pool.budget.try_retry(now) {
                 // The answer (if any) is dropped with its connection.
@@ -1283,90 +1367,6 @@ impl Proxy {
             }
             finish(pool_ticket, outcome, now);
             return result.map_err(Refusal::from);
-        }
-    }
-
-    /// One attempt on `target`: sends the request (again on a fresh connection, once, if a
-    /// reused one turns out dead before anything irreversible happened) and reads the
-    /// response head. `body`: the request body kept for retries, if it was.
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt(
-        &self,
-        target: &Arc<Target>,
-        req: &Request<'_>,
-        head: &mut [u8],
-        span_at: Option<usize>,
-        res: &mut Exchange<'_>,
-        clock: &mut Clock<'_>,
-        upgrade: bool,
-        body: Option<&[u8]>,
-    ) -> Result<(Leased, Sent), Failure> {
-        let mut fresh_only = false;
-        // Timed for sampled traces only (the span id is sent either way).
-        let traced = span_at.is_some() && res.ctx().marks.is_some();
-        // Connects are timed for metrics too, where they cost two clock reads beside a
-        // connect's syscalls.
-        let timed = traced || self.metric.is_some();
-        loop {
-            let connect_start = timed.then(time::precise_now);
-            let got = self.connection(target, clock, fresh_only).await;
-            if let Some(from) = connect_start
-                && !matches!(got, Ok((_, true)))
-            {
-                note_connect(res.ctx_mut(), from, got.is_ok());
-            }
-            let (mut leased, reused) = got.map_err(Failure::Connect)?;
-            if let Some(m) = self.metric {
-                leased.conn.count_as(Some((m, PoolState::Active)));
-            }
-            let ctx = res.ctx_mut();
-            ctx.upstream = Some(leased.conn.addr);
-            ctx.attempt = ctx.attempt.saturating_add(1);
-            // Each attempt is a span of its own: the upstream's parent.
-            let attempt = span_at.map(|at| {
-                let id = anygate_obs::trace::new_span_id();
-                headers::set_span(head, at, &id);
-                (
-                    id,
-                    if traced {
-                        Some(time::precise_now())
-                    } else {
-                        None
-                    },
-                )
-            });
-            let result = self
-                .send(&mut leased, req, head, res, clock, upgrade, body)
-                .await;
-            if let (Some((id, Some(from))), Some(m)) = (attempt, &mut res.ctx_mut().marks) {
-                m.upstream = Some((id, from, time::precise_now()));
-            }
-            match result {
-                Ok(sent) => return Ok((leased, sent)),
-                Err(e) => {
-                    // A reused connection that turns out dead: the upstream closed it as we
-                    // took it. Send again, once, on a new one, if nothing irreversible
-                    // happened: no byte of the body was read from the client (or it was
-                    // kept), and either the head could not even be written or the method
-                    // is idempotent.
-                    let retry = match e {
-                        Failure::HeadNotSent => true,
-                        Failure::Upstream(UpstreamError::ClosedBeforeResponse) => {
-                            idempotent(req.method())
-                        }
-                        _ => false,
-                    };
-                    if reused
-                        && !fresh_only
-                        && retry
-                        && (body.is_some() || res.body_received() == 0)
-                    {
-                        fresh_only = true;
-                        continue;
-                    }
-                    return Err(e);
-                }
-            }
         }
     }
 

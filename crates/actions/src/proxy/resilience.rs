@@ -9,7 +9,7 @@
 //! simulation tests drive a virtual one). State shared by the workers is kept in atomics, so
 //! that recording an outcome takes no lock; counters that every request touches (requests
 //! for the budget, outcomes for the breaker's window) are kept in one row per worker
-//! ([`Rows`]), each on its own cache line, and summed only when a decision needs them (a
+//! (`Rows`), each on its own cache line, and summed only when a decision needs them (a
 //! retry, a failure), never per request.
 //!
 //! - **Retry budget** ([`RetryBudget`]): over a sliding window of ten one-second buckets,
@@ -87,29 +87,38 @@ impl Rows {
         }
     }
 
-    /// The calling thread's bucket for `now`, emptied if it held an older slot.
-    fn bucket(&self, now: u64) -> &Bucket {
+    /// The calling thread's bucket for `now`, emptied if it held an older slot, and whether
+    /// the calling thread is its row's only writer (a worker).
+    fn bucket(&self, now: u64) -> (&Bucket, bool) {
         let n = self.rows.len();
-        let row = anygate_runtime::worker_index().map_or(n - 1, |i| i % (n - 1));
+        let worker = anygate_runtime::worker_index();
+        let row = worker.map_or(n - 1, |i| i % (n - 1));
         let slot = now / self.width;
         let b = &self.rows[row].0[(slot % BUCKETS as u64) as usize];
         if b.slot.load(Ordering::Relaxed) != slot {
-            // Written by this row's thread alone (others read): no lost update.
             b.a.store(0, Ordering::Relaxed);
             b.b.store(0, Ordering::Relaxed);
             b.slot.store(slot, Ordering::Relaxed);
         }
-        b
+        (b, worker.is_some_and(|i| i < n - 1))
     }
 
     fn add(&self, now: u64, a: u32, b: u32) {
-        let bucket = self.bucket(now);
-        if a != 0 {
-            bucket.a.fetch_add(a, Ordering::Relaxed);
-        }
-        if b != 0 {
-            bucket.b.fetch_add(b, Ordering::Relaxed);
-        }
+        let (bucket, alone) = self.bucket(now);
+        // A worker's row has one writer (others only read), so a load and a store lose no
+        // update and take no locked instruction; the row of other threads is shared.
+        let bump = |c: &AtomicU32, by: u32| match (by, alone) {
+            (0, _) => {}
+            (_, true) => c.store(
+                c.load(Ordering::Relaxed).wrapping_add(by),
+                Ordering::Relaxed,
+            ),
+            (_, false) => {
+                c.fetch_add(by, Ordering::Relaxed);
+            }
+        };
+        bump(&bucket.a, a);
+        bump(&bucket.b, b);
     }
 
     /// Both counters summed over the window ending at `now` (every row).

@@ -3,7 +3,7 @@
 //! with precompressed siblings or on-the-fly compression, and `sendfile` for large files.
 //!
 //! A request goes: method check (GET and HEAD only) → [`path::relative`] (decode, refuse
-//! tricks) → [`cache::Cache::lookup`] (open beneath the root, or a cached entry still
+//! tricks) → `cache::Cache::lookup` (open beneath the root, or a cached entry still
 //! fresh) → directory handling or SPA fallback → representation choice
 //! (`Accept-Encoding`) → `If-None-Match` / `If-Modified-Since` → `Range` / `If-Range` → the
 //! head, built into the connection's buffer, and the body: from memory for small files
