@@ -224,6 +224,41 @@ fn the_example_alerts_pass_promtool_and_use_metrics_that_exist() {
     );
 }
 
+#[test]
+fn every_exported_metric_family_is_documented_and_every_documented_one_exported() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/OBSERVABILITY.md"
+    ))
+    .unwrap();
+    let section = doc
+        .split_once("## Metrics")
+        .and_then(|(_, rest)| rest.split_once("\n## "))
+        .map(|(metrics, _)| metrics)
+        .expect("docs/OBSERVABILITY.md has a Metrics section");
+    // The table's first cells: | `name` | type | ...
+    let documented: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split_once('`'))
+        .map(|(name, _)| format!("anygate_{name}"))
+        .collect();
+    let families: std::collections::BTreeSet<String> = exposed_names()
+        .into_iter()
+        .filter(|n| {
+            !["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| n.ends_with(s))
+        })
+        .collect();
+    assert!(families.len() >= 20, "{families:?}");
+    let undocumented: Vec<_> = families.difference(&documented).collect();
+    let unexported: Vec<_> = documented.difference(&families).collect();
+    assert!(
+        undocumented.is_empty() && unexported.is_empty(),
+        "not in docs/OBSERVABILITY.md: {undocumented:?}; documented, not exported: {unexported:?}"
+    );
+}
+
 /// The one document of `deploy/k8s/NAME`.
 fn manifest(name: &str) -> yaml_rust2::Yaml {
     let path = format!("{}/../../deploy/k8s/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -714,3 +714,35 @@ fn every_resilience_key_of_the_docs_example_is_accepted() {
     assert_eq!((r.attempts, r.on.len(), r.budget_per_mille), (3, 6, 200));
     assert_eq!(config.proxy.retry_body_limit, 64 * 1024);
 }
+
+#[test]
+fn the_resilience_example_of_docs_proxy_md_loads_as_it_says() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/PROXY.md"
+    ))
+    .unwrap();
+    let section = doc
+        .split_once("## Resilience")
+        .expect("docs/PROXY.md has the resilience section")
+        .1;
+    let yaml = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a yaml example")
+        .0;
+    let text = format!("{yaml}routes: {{ \"/\": \"http://users/\" }}\n");
+    let config = anygate_config::load_str(
+        "PROXY.md",
+        &text,
+        anygate_config::Format::Yaml,
+        std::path::Path::new("."),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pool = &config.upstreams[0];
+    let backups: Vec<bool> = pool.targets.iter().map(|t| t.backup).collect();
+    assert_eq!(backups, [false, false, true]);
+    assert!(pool.health.is_some() && pool.outlier.is_some() && pool.breaker.is_some());
+    assert_eq!(config.proxy.retries.attempts, 3);
+}
