@@ -322,6 +322,18 @@ fn grown<'a, T: Default>(
     &mine[slot]
 }
 
+impl Local {
+    /// This thread's cells of the upstream at `slot`, grown to hold it.
+    fn upstream(&mut self, slot: u32) -> &UpstreamCells {
+        grown(
+            &mut self.upstreams,
+            &self.shard.upstreams,
+            slot as usize,
+            copy_upstream,
+        )
+    }
+}
+
 fn copy_all<const N: usize>(from: &[AtomicU64; N], to: &[AtomicU64; N]) {
     for (a, b) in from.iter().zip(to) {
         b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -405,12 +417,7 @@ pub fn record(s: &Sample) {
             bits &= bits - 1;
         }
         if let Some((slot, result)) = s.upstream {
-            let up = grown(
-                &mut l.upstreams,
-                &l.shard.upstreams,
-                slot as usize,
-                copy_upstream,
-            );
+            let up = l.upstream(slot);
             bump(&up.results[result.min(UPSTREAM_RESULTS.len() - 1)], 1);
             if let Some(d) = s.connect {
                 let secs = d.as_secs_f64();
@@ -437,12 +444,7 @@ pub fn record(s: &Sample) {
 #[inline(never)]
 pub fn pool(slot: u32, state: PoolState, delta: i64) {
     with_local(|l| {
-        let up = grown(
-            &mut l.upstreams,
-            &l.shard.upstreams,
-            slot as usize,
-            copy_upstream,
-        );
+        let up = l.upstream(slot);
         bump(&up.pool[state as usize], delta as u64);
     });
 }
@@ -452,12 +454,7 @@ pub fn pool(slot: u32, state: PoolState, delta: i64) {
 #[inline(never)]
 pub fn retried(slot: u32) {
     with_local(|l| {
-        let up = grown(
-            &mut l.upstreams,
-            &l.shard.upstreams,
-            slot as usize,
-            copy_upstream,
-        );
+        let up = l.upstream(slot);
         bump(&up.retries, 1);
     });
 }

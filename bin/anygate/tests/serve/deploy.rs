@@ -244,11 +244,7 @@ fn every_exported_metric_family_is_documented_and_every_documented_one_exported(
         .collect();
     let families: std::collections::BTreeSet<String> = exposed_names()
         .into_iter()
-        .filter(|n| {
-            !["_bucket", "_sum", "_count"]
-                .iter()
-                .any(|s| n.ends_with(s))
-        })
+        .filter(|n| !["_bucket", "_sum", "_count"].iter().any(|s| n.ends_with(s)))
         .collect();
     assert!(families.len() >= 20, "{families:?}");
     let undocumented: Vec<_> = families.difference(&documented).collect();

@@ -717,11 +717,8 @@ fn every_resilience_key_of_the_docs_example_is_accepted() {
 
 #[test]
 fn the_resilience_example_of_docs_proxy_md_loads_as_it_says() {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/PROXY.md"
-    ))
-    .unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROXY.md"))
+        .unwrap();
     let section = doc
         .split_once("## Resilience")
         .expect("docs/PROXY.md has the resilience section")
