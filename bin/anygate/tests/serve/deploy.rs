@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 
 use crate::http::LIMIT;
-use crate::support::TempDir;
+use crate::support::{TempDir, repo_text};
 
 /// The next datagram on `sock`, as text.
 fn next(sock: &UnixDatagram) -> String {
@@ -81,11 +81,7 @@ fn sd_notify_says_ready_reloading_and_stopping_in_order() {
 
 #[test]
 fn the_systemd_unit_is_type_notify_reloads_by_sighup_and_is_hardened() {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/anygate.service"
-    ))
-    .unwrap();
+    let unit = repo_text("deploy/anygate.service");
     let settings: Vec<(&str, &str)> = unit
         .lines()
         .map(str::trim)
@@ -212,11 +208,7 @@ fn the_example_alerts_pass_promtool_and_use_metrics_that_exist() {
         assert!(names.contains(&name), "{name} is not exported");
     }
     // The alerts in docs/OBSERVABILITY.md are this file's.
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/OBSERVABILITY.md"
-    ))
-    .unwrap();
+    let doc = repo_text("docs/OBSERVABILITY.md");
     let rules = text.split_once("groups:").unwrap().1;
     assert!(
         doc.contains(rules.trim_end()),
@@ -226,11 +218,7 @@ fn the_example_alerts_pass_promtool_and_use_metrics_that_exist() {
 
 #[test]
 fn every_exported_metric_family_is_documented_and_every_documented_one_exported() {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/OBSERVABILITY.md"
-    ))
-    .unwrap();
+    let doc = repo_text("docs/OBSERVABILITY.md");
     let section = doc
         .split_once("## Metrics")
         .and_then(|(_, rest)| rest.split_once("\n## "))
@@ -257,8 +245,7 @@ fn every_exported_metric_family_is_documented_and_every_documented_one_exported(
 
 /// The one document of `deploy/k8s/NAME`.
 fn manifest(name: &str) -> yaml_rust2::Yaml {
-    let path = format!("{}/../../deploy/k8s/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let text = repo_text(&format!("deploy/k8s/{name}"));
     let mut docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML");
     assert_eq!(docs.len(), 1, "{name}: one document");
     docs.remove(0)

@@ -717,8 +717,7 @@ fn every_resilience_key_of_the_docs_example_is_accepted() {
 
 #[test]
 fn the_resilience_example_of_docs_proxy_md_loads_as_it_says() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROXY.md"))
-        .unwrap();
+    let doc = crate::support::repo_text("docs/PROXY.md");
     let section = doc
         .split_once("## Resilience")
         .expect("docs/PROXY.md has the resilience section")

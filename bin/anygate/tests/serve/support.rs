@@ -9,6 +9,12 @@ use std::sync::mpsc;
 use anygate::serve::Server;
 use anygate_config::{Format, load_str};
 
+/// A file of the repository (`rel` from its root: `docs/PROXY.md`), as text.
+pub fn repo_text(rel: &str) -> String {
+    let path = format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// Starts the server in-process on a free port.
 pub fn in_process(yaml: &str) -> Server {
     let config = load_str("test.yml", yaml, Format::Yaml, Path::new("."), &[])
