@@ -33,7 +33,7 @@ pub fn config_load(data: &[u8]) {
     ) {
         Ok(config) => {
             for rule in config.router.in_priority_order() {
-                let _ = config.routes[rule.value].label();
+                let _ = config.routes[rule.1.value].label();
             }
             for w in &config.warnings {
                 let _ = w.render(&config.sources);

@@ -3,7 +3,7 @@
 
 use anygate_router::explain::{Outcome, explain};
 use anygate_router::path::normalize;
-use anygate_router::{Lookup, Router, parse_action, parse_head};
+use anygate_router::{Lookup, RequestHost, Router, parse_action, parse_head};
 
 /// Input: `HEAD\nACTION`. Parsing must never panic, and a parsed path must re-parse from its
 /// canonical form to the same pattern.
@@ -13,14 +13,15 @@ pub fn dsl_parse(data: &[u8]) {
     };
     let (head, action) = text.split_once('\n').unwrap_or((text, ""));
     if let Ok(h) = parse_head(head) {
-        let again = parse_head(&h.path.display()).expect("a canonical path re-parses");
+        let again = parse_head(&h.target_display()).expect("a canonical target re-parses");
         assert_eq!(again.path, h.path, "canonical form changed the pattern");
+        assert_eq!(again.hosts, h.hosts, "canonical form changed the host");
     }
     let _ = parse_action(action);
 }
 
-/// Input: lines. `> METHOD PATH` is a request; any other line is a rule head (action `OK`).
-/// The trie's answer must equal the reference scorer's for every request.
+/// Input: lines. `> METHOD [HOST]PATH` is a request; any other line is a rule head (action
+/// `OK`). The trie's answer must equal the reference scorer's for every request.
 pub fn router_lookup(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -44,19 +45,27 @@ pub fn router_lookup(data: &[u8]) {
     let Ok(router) = Router::build(rules) else {
         return;
     };
-    for (method, raw) in requests {
+    for (method, target) in requests {
+        let (authority, raw) = match target.find('/') {
+            Some(i) => target.split_at(i),
+            None => continue,
+        };
+        let host = (!authority.is_empty())
+            .then(|| RequestHost::parse(authority.as_bytes()))
+            .flatten();
+        let key = host.as_ref().map(|h| h.key(80));
         let Ok(path) = normalize(raw.as_bytes()) else {
             continue;
         };
-        let got = match router.lookup(method.as_bytes(), &path) {
+        let got = match router.lookup_host(method.as_bytes(), key, &path) {
             Lookup::Found(m) => Outcome::Found(m.rule.index),
             Lookup::MethodNotAllowed(a) => Outcome::MethodNotAllowed(a),
             Lookup::NotFound => Outcome::NotFound,
         };
         assert_eq!(
             got,
-            explain(&router, method.as_bytes(), &path).outcome,
-            "{method} {raw}"
+            explain(&router, method.as_bytes(), key, &path).outcome,
+            "{method} {target}"
         );
     }
 }

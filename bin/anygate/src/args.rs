@@ -9,11 +9,23 @@ pub struct Args {
     pub config: PathBuf,
     /// The positional arguments, exactly as many as the command takes.
     pub positional: Vec<String>,
+    /// `--host NAME` (`explain` only).
+    pub host: Option<String>,
 }
 
 /// Parses `-c FILE`, `--config FILE`, `--config=FILE` and `positional` words.
 pub fn parse(args: &[String], positional: usize) -> Result<Args, String> {
+    let parsed = parse_with_host(args, positional)?;
+    if parsed.host.is_some() {
+        return Err("`--host` is an option of `explain` only".into());
+    }
+    Ok(parsed)
+}
+
+/// [`parse`], with `--host NAME` (or `--host=NAME`) allowed.
+pub fn parse_with_host(args: &[String], positional: usize) -> Result<Args, String> {
     let mut config = None;
+    let mut host = None;
     let mut words = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -22,6 +34,10 @@ pub fn parse(args: &[String], positional: usize) -> Result<Args, String> {
             config = Some(PathBuf::from(file));
         } else if let Some(file) = a.strip_prefix("--config=") {
             config = Some(PathBuf::from(file));
+        } else if a == "--host" {
+            host = Some(it.next().ok_or("`--host` needs a name")?.clone());
+        } else if let Some(name) = a.strip_prefix("--host=") {
+            host = Some(name.to_owned());
         } else if a.starts_with('-') && a.len() > 1 {
             return Err(format!("unknown option `{a}`"));
         } else {
@@ -37,5 +53,6 @@ pub fn parse(args: &[String], positional: usize) -> Result<Args, String> {
     Ok(Args {
         config: config.unwrap_or_else(|| PathBuf::from("anygate.yml")),
         positional: words,
+        host,
     })
 }

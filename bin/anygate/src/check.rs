@@ -112,10 +112,11 @@ pub fn report(name: &str, config: &Config) -> String {
     ));
     out.push_str("\nroutes, in the order the router tries them:\n");
     let mut rows = String::new();
-    for rule in config.router.in_priority_order() {
+    for (host, rule) in config.router.in_priority_order() {
         let route = &config.routes[rule.value];
         rows.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\n",
+            "{}{}\t{}\t{}\t{}\t{}\n",
+            host.map(ToString::to_string).unwrap_or_default(),
             route.head.path.display(),
             route.methods_label(),
             describe::action(config, route),

@@ -15,27 +15,43 @@ use anygate_router::status;
 use crate::args::Args;
 use crate::{check, describe};
 
-/// `anygate explain -c FILE METHOD TARGET`.
+/// `anygate explain -c FILE [--host NAME] METHOD [HOST]TARGET`.
 pub fn run(args: &Args) -> ExitCode {
     let (method, target) = (&args.positional[0], &args.positional[1]);
     if !is_token(method) {
         eprintln!("anygate: `{method}` is not an HTTP method");
         return ExitCode::from(2);
     }
-    let path_and_query = strip_origin(target);
+    let (authority, path_and_query) = split_target(target);
     if !path_and_query.starts_with('/') {
-        eprintln!("anygate: the request target must start with `/` (or be an absolute URL)");
+        eprintln!(
+            "anygate: the request target is `/path`, `host/path` or an absolute URL \
+             (`http://host/path`)"
+        );
         return ExitCode::from(2);
     }
+    let authority = args.host.clone().or(authority);
     match check::load(&args.config) {
         Ok(config) => {
-            print!("{}", report(&config, method, &path_and_query));
+            print!(
+                "{}",
+                report(&config, method, authority.as_deref(), &path_and_query)
+            );
             ExitCode::SUCCESS
         }
         Err(failure) => {
             check::report_failure(&args.config.display().to_string(), &failure);
             ExitCode::from(1)
         }
+    }
+}
+
+/// The host tier a candidate matched in, in words.
+fn host_tier(h: Option<&anygate_router::HostPattern>) -> String {
+    match h {
+        None => "every host (the rule names none)".to_owned(),
+        Some(p) if p.kind == anygate_router::HostKind::Exact => format!("exact host `{p}`"),
+        Some(p) => format!("wildcard host `{p}`"),
     }
 }
 
@@ -155,30 +171,56 @@ fn live_states(admin: std::net::SocketAddr) -> Option<serde_json::Value> {
     serde_json::from_slice(&answer[at + 4..]).ok()
 }
 
-/// `http://host/x?y` → `/x?y`, `http://host?y` → `/?y`; anything else unchanged. A
-/// fragment is dropped.
-fn strip_origin(target: &str) -> String {
+/// `http://host/x?y` → (`host`, `/x?y`), `http://host?y` → (`host`, `/?y`),
+/// `host/x` → (`host`, `/x`), `/x` → (none, `/x`). A fragment is dropped.
+fn split_target(target: &str) -> (Option<String>, String) {
     let target = target.split('#').next().unwrap_or(target);
     for scheme in ["http://", "https://"] {
         if let Some(rest) = target.strip_prefix(scheme) {
-            return match rest.find(['/', '?']) {
-                Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].to_owned(),
-                Some(i) => format!("/{}", &rest[i..]),
-                None => "/".to_owned(),
+            let (authority, rest) = match rest.find(['/', '?']) {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
             };
+            let authority = authority.rsplit('@').next().unwrap_or(authority);
+            let path = if rest.starts_with('/') {
+                rest.to_owned()
+            } else {
+                format!("/{rest}")
+            };
+            let port = if scheme == "https://" && !authority.contains(':') {
+                ":443"
+            } else {
+                ""
+            };
+            return (Some(format!("{authority}{port}")), path);
         }
     }
-    target.to_owned()
+    match target.find('/') {
+        Some(0) | None => (None, target.to_owned()),
+        Some(i) => (Some(target[..i].to_owned()), target[i..].to_owned()),
+    }
 }
 
-/// The report printed by `explain` for `METHOD TARGET`.
-pub fn report(config: &Config, method: &str, target: &str) -> String {
+/// The report printed by `explain` for `METHOD TARGET` with the `Host` `authority`.
+pub fn report(config: &Config, method: &str, authority: Option<&str>, target: &str) -> String {
     let mut out = String::new();
     let (raw_path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
     let _ = writeln!(out, "request: {method} {target}");
+    let host = authority.and_then(|a| anygate_router::RequestHost::parse(a.as_bytes()));
+    if let Some(a) = authority {
+        if host.is_none() {
+            let _ = writeln!(
+                out,
+                "host: {a} (not a host name: only rules for every host apply)"
+            );
+        } else {
+            let _ = writeln!(out, "host: {a}");
+        }
+    }
+    let key = host.as_ref().map(|h| h.key(80));
     let path = match normalize(raw_path.as_bytes()) {
         Ok(p) => p,
         Err(e) => {
@@ -189,7 +231,7 @@ pub fn report(config: &Config, method: &str, target: &str) -> String {
     if *path != *raw_path.as_bytes() {
         let _ = writeln!(out, "normalized path: {}", String::from_utf8_lossy(&path));
     }
-    let e = explain(&config.router, method.as_bytes(), &path);
+    let e = explain(&config.router, method.as_bytes(), key, &path);
     let summaries = describe::summaries(config);
     match e.outcome {
         Outcome::Found(_) => {
@@ -201,6 +243,9 @@ pub fn report(config: &Config, method: &str, target: &str) -> String {
                 route.label(),
                 describe::location(config, route)
             );
+            if config.router.has_hosts() {
+                let _ = writeln!(out, "  host tier: {}", host_tier(winner.host));
+            }
             let _ = writeln!(out, "  action: {}", describe::action(config, route));
             if let Action::Fixed(f) = &route.action
                 && !f.body.is_empty()

@@ -2,7 +2,7 @@
 //!
 //! - `serve -c FILE`: run the gateway.
 //! - `check -c FILE`: validate a configuration and print the compiled route table.
-//! - `explain -c FILE METHOD PATH`: which rule answers a request, and why.
+//! - `explain -c FILE METHOD [HOST]PATH`: which rule answers a request, and why.
 //! - `diagnose -c FILE`: listeners (free or held), certificates and their expiry,
 //!   upstreams (one connect each), the running instance's state (its admin `/status`).
 //! - `pack-spa --from DIR --to DIR`: copy a built SPA with precompressed siblings and a
@@ -25,7 +25,8 @@ usage: anygate <command> [options]
 commands:
   serve   [-c FILE]                  run the gateway (SIGHUP reloads, SIGTERM stops)
   check   [-c FILE]                  validate FILE and print its route table
-  explain [-c FILE] METHOD PATH      show which rule answers a request, and why
+  explain [-c FILE] [--host NAME] METHOD [HOST]PATH
+                                     show which rule answers a request, and why
   diagnose [-c FILE]                 ports, certificates, upstreams, the running instance
   pack-spa --from DIR --to DIR       copy a built SPA, add .br/.zst/.gz siblings and a manifest
   version                            print the version
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
         }
         "serve" => args::parse(rest, 0).map(|a| anygate::serve::run(&a.config)),
         "check" => args::parse(rest, 0).map(|a| check::run(&a)),
-        "explain" => args::parse(rest, 2).map(|a| explain::run(&a)),
+        "explain" => args::parse_with_host(rest, 2).map(|a| explain::run(&a)),
         "diagnose" => args::parse(rest, 0).map(|a| diagnose::run(&a)),
         "pack-spa" => pack::main(rest),
         other => Err(format!("unknown command `{other}`")),

@@ -144,7 +144,42 @@ fn version_and_help() {
         );
     }
     let help = run(&["help"]);
-    assert!(help.contains("explain [-c FILE] METHOD PATH"), "{help}");
+    assert!(
+        help.contains("explain [-c FILE] [--host NAME] METHOD [HOST]PATH"),
+        "{help}"
+    );
+}
+
+#[test]
+fn explain_takes_the_host_from_an_option_as_from_the_target() {
+    let by_option = run(&[
+        "explain",
+        "-c",
+        "hosts.yml",
+        "--host",
+        "api.example.com",
+        "GET",
+        "/health",
+    ]);
+    let in_target = run(&[
+        "explain",
+        "-c",
+        "hosts.yml",
+        "GET",
+        "api.example.com/health",
+    ]);
+    assert!(
+        by_option.contains("host tier: exact host `api.example.com`"),
+        "{by_option}"
+    );
+    let strip = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&by_option), strip(&in_target));
+    // `--host` belongs to explain alone.
+    let other = run(&["check", "-c", "hosts.yml", "--host", "a.example"]);
+    assert!(
+        other.contains("exit: 2") && other.contains("`--host` is an option of `explain` only"),
+        "{other}"
+    );
 }
 
 #[test]

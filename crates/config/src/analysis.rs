@@ -17,12 +17,17 @@
 //! `"/api/": "http://api/"`, a `GET /api/x` goes to the static files. That is the rule, but
 //! rarely the intent, so it gets `AG-CFG-1202` too, on the more specific rule that loses
 //! (checked for tables of up to [`CROSS_TIER_LIMIT`] rules: the check is quadratic).
+//!
+//! Hosts: same-shape rules compete per host (a rule for two hosts is shadowed only when it
+//! is in both). And the host tier comes before everything: with `"GET /api/": ...` and
+//! `"shop.example.com/": ...`, `shop.example.com/api/x` goes to the shop, which gets
+//! `AG-CFG-1202` on the rule for every host that loses it.
 
 use std::collections::HashMap;
 
-use anygate_router::Router;
 use anygate_router::dsl::{PathPattern, Segment};
 use anygate_router::explain::{Outcome, explain};
+use anygate_router::{HostKey, HostKind, HostPattern, Router};
 
 /// Above this many rules the cross-tier check is skipped.
 pub const CROSS_TIER_LIMIT: usize = 2_000;
@@ -33,54 +38,155 @@ use crate::source::Diagnostic;
 
 /// The warnings for a built router whose rule values are indexes into `routes`.
 pub fn warnings(router: &Router<usize>, routes: &[Route]) -> Vec<Diagnostic> {
-    let mut by_shape: HashMap<String, Vec<(u64, usize)>> = HashMap::new();
+    // Per host (`""`: every host) and path shape, the earlier rules naming methods.
+    let mut by_shape: HashMap<(String, String), Vec<(u64, usize)>> = HashMap::new();
     let mut out = Vec::new();
     for rule in router.rules() {
+        if rule.is_any_method() {
+            continue;
+        }
         let route = &routes[rule.value];
-        let earlier = by_shape.entry(rule.head.path.shape_key()).or_default();
-        if !rule.is_any_method() {
-            let mask = rule.named_mask();
+        let mask = rule.named_mask();
+        let shape = rule.head.path.shape_key();
+        let hosts: Vec<String> = if rule.head.hosts.is_empty() {
+            vec![String::new()]
+        } else {
+            rule.head.hosts.iter().map(ToString::to_string).collect()
+        };
+        // Shadowed only when every host's earlier rules take every method.
+        let mut free = 0u64;
+        let mut taken_any = 0u64;
+        let mut overlapping: Vec<usize> = Vec::new();
+        for host in &hosts {
+            let earlier = by_shape.entry((host.clone(), shape.clone())).or_default();
             let taken: u64 = earlier.iter().fold(0, |acc, (m, _)| acc | m);
-            let overlapping: Vec<usize> = earlier
-                .iter()
-                .filter(|(m, _)| m & mask != 0)
-                .map(|&(_, i)| i)
-                .collect();
-            let names = router.methods().names(mask & taken).join(" ");
-            if mask & !taken == 0 {
-                let mut d = Diagnostic::warning(
-                    codes::SHADOWED,
-                    route.key,
-                    format!(
-                        "`{}` can never match: earlier rules with the same path take {names}",
-                        route.label()
-                    ),
-                );
-                for i in overlapping {
-                    d = d.note(routes[i].key, format!("`{}`", routes[i].label()));
+            free |= mask & !taken;
+            taken_any |= mask & taken;
+            for &(m, i) in earlier.iter() {
+                if m & mask != 0 && !overlapping.contains(&i) {
+                    overlapping.push(i);
                 }
-                out.push(d.help("remove it, or move it above the rules that shadow it"));
-            } else if mask & taken != 0 {
-                let mut d = Diagnostic::warning(
-                    codes::OVERLAP,
-                    route.key,
-                    format!(
-                        "`{}` shares {names} with an earlier rule for the same path; \
-                         the earlier rule answers {names}",
-                        route.label()
-                    ),
-                );
-                for i in overlapping {
-                    d = d.note(routes[i].key, format!("`{}`", routes[i].label()));
-                }
-                out.push(d);
             }
             earlier.push((mask, rule.value));
         }
+        let names = router.methods().names(taken_any).join(" ");
+        let same = if rule.head.hosts.is_empty() {
+            "the same path"
+        } else {
+            "the same host and path"
+        };
+        if free == 0 {
+            let mut d = Diagnostic::warning(
+                codes::SHADOWED,
+                route.key,
+                format!(
+                    "`{}` can never match: earlier rules with {same} take {names}",
+                    route.label()
+                ),
+            );
+            for i in overlapping {
+                d = d.note(routes[i].key, format!("`{}`", routes[i].label()));
+            }
+            out.push(d.help("remove it, or move it above the rules that shadow it"));
+        } else if taken_any != 0 {
+            let mut d = Diagnostic::warning(
+                codes::OVERLAP,
+                route.key,
+                format!(
+                    "`{}` shares {names} with an earlier rule for {same}; \
+                     the earlier rule answers {names}",
+                    route.label()
+                ),
+            );
+            for i in overlapping {
+                d = d.note(routes[i].key, format!("`{}`", routes[i].label()));
+            }
+            out.push(d);
+        }
     }
     cross_tier(router, routes, &mut out);
+    cross_host(router, routes, &mut out);
     out.sort_by_key(|d| d.span.map(|s| s.sort_key()));
     out
+}
+
+/// A request host a pattern matches: `x.` before a wildcard's suffix.
+fn sample_host(p: &HostPattern) -> (String, Option<u16>) {
+    let name = match p.kind {
+        HostKind::Exact => p.name.clone(),
+        HostKind::OneLabel | HostKind::AnyDepth => format!("x.{}", p.name),
+    };
+    (name, p.port)
+}
+
+/// Rules for every host that lose a host's requests to a less specific rule naming that
+/// host: `"GET /api/": ...` and `"shop.example.com/": ...` send `shop.example.com/api/x`
+/// to the shop. That is the rule (the host tier first), rarely the intent.
+fn cross_host(router: &Router<usize>, routes: &[Route], out: &mut Vec<Diagnostic>) {
+    let rules = router.rules();
+    let mut hosts: Vec<&HostPattern> = Vec::new();
+    for r in rules {
+        for h in &r.head.hosts {
+            if !hosts.contains(&h) {
+                hosts.push(h);
+            }
+        }
+    }
+    if hosts.is_empty() || rules.len().saturating_mul(hosts.len()) > CROSS_TIER_LIMIT * 4 {
+        return;
+    }
+    for rule in rules.iter().filter(|r| r.head.hosts.is_empty()) {
+        let path = sample(&rule.head.path);
+        let method = match &rule.head.methods {
+            anygate_router::dsl::Methods::Named(m) => m[0].clone(),
+            anygate_router::dsl::Methods::Any => "GET".to_owned(),
+        };
+        // (winner's declaration index, the hosts it takes)
+        let mut lost: Vec<(usize, Vec<&HostPattern>)> = Vec::new();
+        for h in &hosts {
+            let (name, port) = sample_host(h);
+            let key = HostKey {
+                name: name.as_bytes(),
+                port: port.or(Some(80)),
+            };
+            let e = explain(router, method.as_bytes(), Some(key), path.as_bytes());
+            let (Outcome::Found(w), Some(winner)) = (e.outcome, e.candidates.first()) else {
+                continue;
+            };
+            let Some(me) = e.candidates.iter().find(|c| c.rule.index == rule.index) else {
+                continue;
+            };
+            if w == rule.index || winner.host.is_none() || me.ranks >= winner.ranks {
+                continue;
+            }
+            match lost.iter_mut().find(|(i, _)| *i == w) {
+                Some((_, hs)) => hs.push(h),
+                None => lost.push((w, vec![h])),
+            }
+        }
+        for (w, hs) in lost {
+            let (loser, winner) = (&routes[rule.value], &routes[rules[w].value]);
+            let names: Vec<String> = hs.iter().map(|h| format!("`{h}`")).collect();
+            out.push(
+                Diagnostic::warning(
+                    codes::OVERLAP,
+                    loser.key,
+                    format!(
+                        "requests for {} under `{}` go to `{}`: a rule that names the host \
+                         beats a rule for every host, even a more specific one",
+                        names.join(", "),
+                        rule.head.path.display(),
+                        winner.label()
+                    ),
+                )
+                .note(winner.key, format!("`{}`", winner.label()))
+                .help(format!(
+                    "if those hosts should have it too, give them a rule for `{}`",
+                    rule.head.path.display()
+                )),
+            );
+        }
+    }
 }
 
 /// Rules for every method that lose some methods to a less specific rule naming them.
@@ -97,7 +203,12 @@ fn cross_tier(router: &Router<usize>, routes: &[Route], out: &mut Vec<Diagnostic
         // (winner's declaration index, the methods it takes)
         let mut lost: Vec<(usize, Vec<&str>)> = Vec::new();
         for m in &methods {
-            let e = explain(router, m.as_bytes(), path.as_bytes());
+            let host = any.head.hosts.first().map(sample_host);
+            let key = host.as_ref().map(|(n, p)| HostKey {
+                name: n.as_bytes(),
+                port: p.or(Some(80)),
+            });
+            let e = explain(router, m.as_bytes(), key, path.as_bytes());
             let (Outcome::Found(w), Some(winner)) = (e.outcome, e.candidates.first()) else {
                 continue;
             };

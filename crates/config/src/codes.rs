@@ -28,6 +28,8 @@ pub const ROUTE_CONFLICT: &str = "AG-CFG-1103";
 pub const STATIC_DIR: &str = "AG-CFG-1104";
 /// A group `prefix` that is not a plain path.
 pub const GROUP_PREFIX: &str = "AG-CFG-1105";
+/// A group `host` that is not a host name or wildcard, or a host given twice on a path.
+pub const GROUP_HOST: &str = "AG-CFG-1108";
 /// Warning: a rule that can never match.
 pub const SHADOWED: &str = "AG-CFG-1201";
 /// Warning: two rules share some methods and a path shape; declaration order decides.

@@ -556,9 +556,10 @@ pub struct Route {
 }
 
 impl Route {
-    /// `GET POST /api/:id` or `* /v1/`: the rule's methods and full path, canonical.
+    /// `GET POST /api/:id`, `* /v1/` or `GET api.example.com/v1/`: the rule's methods,
+    /// hosts and full path, canonical.
     pub fn label(&self) -> String {
-        format!("{} {}", self.methods_label(), self.head.path.display())
+        format!("{} {}", self.methods_label(), self.head.target_display())
     }
 
     /// `GET POST`, or `*` for every method.
@@ -669,6 +670,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     }
     let scope = Scope {
         prefix: Vec::new(),
+        hosts: Vec::new(),
         label: None,
         static_settings: static_settings.clone(),
         proxy: proxy.clone(),
@@ -707,6 +709,8 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
 /// What a group passes to the routes inside it.
 struct Scope {
     prefix: Vec<Segment>,
+    /// A group's `host`: the hosts its rules are for (empty: every host).
+    hosts: Vec<dsl::HostPattern>,
     label: Option<String>,
     static_settings: Arc<StaticSettings>,
     proxy: Arc<ProxySettings>,

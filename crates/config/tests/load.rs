@@ -1157,3 +1157,108 @@ fn edge_defaults_are_safe() {
     let off = yaml("proxy: {timeouts: {total: off}}\nroutes: {\"/\": \"OK\"}\n").unwrap();
     assert_eq!(off.proxy.timeouts.total, None);
 }
+
+#[test]
+fn hosts_in_rules_and_groups_are_parsed_and_bad_ones_refused_with_positions() {
+    let c = yaml(
+        r#"
+routes:
+  "GET api.example.com/v1/": "OK"
+groups:
+  - host: [www.example.com, "*.example.com"]
+    prefix: /docs
+    routes:
+      "/": "OK docs"
+  - host: shop.example.com:8443
+    routes:
+      "POST /cart": "CREATED"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        labels(&c),
+        [
+            "GET api.example.com/v1/",
+            "* www.example.com,*.example.com/docs/",
+            "POST shop.example.com:8443/cart"
+        ]
+    );
+    let host = anygate_router::RequestHost::parse(b"docs.example.com").unwrap();
+    assert!(matches!(
+        c.router.lookup_host(b"GET", Some(host.key(80)), b"/docs/x"),
+        Lookup::Found(m) if m.rule.value == 1
+    ));
+    // A bad host in a key points into the key.
+    assert_eq!(
+        only_error(yaml("routes:\n  \"GET a..b/x\": OK\n")),
+        (
+            "t.yml:2:10".into(),
+            "AG-CFG-1101",
+            "empty label (`..`) in the host name".into()
+        )
+    );
+    // A bad host in a group's list points at the item.
+    let (at, code, msg) = only_error(yaml(
+        "groups:\n  - host: [a.example, \"*\"]\n    routes:\n      \"/\": OK\n",
+    ));
+    assert_eq!((at.as_str(), code), ("t.yml:2:24", "AG-CFG-1108"), "{msg}");
+    // A rule naming its own host inside a group with `host`.
+    let (at, code, msg) = only_error(yaml(
+        "groups:\n  - host: a.example\n    routes:\n      \"b.example/\": OK\n",
+    ));
+    assert_eq!((at.as_str(), code), ("t.yml:4:7", "AG-CFG-1108"), "{msg}");
+    // Hosts are set once on a path of groups.
+    let (at, code, _) = only_error(yaml(
+        "groups:\n  - host: a.example\n    groups:\n      - host: b.example\n        routes:\n          \"/\": OK\n",
+    ));
+    assert_eq!((at.as_str(), code), ("t.yml:4:15", "AG-CFG-1108"));
+    // Listed twice.
+    let (at, code, _) = only_error(yaml(
+        "groups:\n  - host: [a.example, A.example]\n    routes:\n      \"/\": OK\n",
+    ));
+    assert_eq!((at.as_str(), code), ("t.yml:2:23", "AG-CFG-1108"));
+}
+
+#[test]
+fn one_host_spelled_two_ways_is_a_conflict_with_both_positions() {
+    let e = yaml(
+        r#"
+routes:
+  "GET Example.com/a": OK
+groups:
+  - host: example.com.
+    routes:
+      "GET /a": OK
+"#,
+    )
+    .expect_err("a conflict");
+    let d = e.errors().next().unwrap();
+    assert_eq!(d.code, "AG-CFG-1103");
+    assert_eq!(e.sources.location(d.span.unwrap()), "t.yml:7:7");
+    assert_eq!(e.sources.location(d.notes[0].0), "t.yml:3:3");
+}
+
+#[test]
+fn a_rule_for_every_host_that_a_host_s_rule_takes_over_gets_a_warning() {
+    let c = yaml(
+        r#"
+routes:
+  "GET /api/": OK
+  "shop.example.com/": OK shop
+"#,
+    )
+    .unwrap();
+    let w: Vec<(String, String)> = c
+        .warnings
+        .iter()
+        .map(|d| (c.sources.location(d.span.unwrap()), d.message.clone()))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "t.yml:3:3");
+    assert!(
+        w[0].1
+            .contains("requests for `shop.example.com` under `/api/`"),
+        "{}",
+        w[0].1
+    );
+}

@@ -283,7 +283,7 @@ impl App {
             }
             return;
         };
-        let found = self.router.lookup(req.method(), &path);
+        let found = self.lookup(req, req.method(), &path);
         // Phases are timed for sampled traces only: an unsampled one that fails is
         // exported with its request and action spans, without reading the clock for every
         // phase of the 99 % that succeed.
@@ -359,6 +359,23 @@ impl App {
         }
     }
 
+    /// The rule for `method` and the normalised `path`, with the request's host when some
+    /// rule names one (a table without hosts never looks at it).
+    fn lookup<'r, 'p>(
+        &'r self,
+        req: &Request<'_>,
+        method: &[u8],
+        path: &'p [u8],
+    ) -> Lookup<'r, 'p, usize> {
+        if !self.router.has_hosts() {
+            return self.router.lookup(method, path);
+        }
+        let host = req.host().and_then(anygate_router::RequestHost::parse);
+        let default_port = if req.tls().is_some() { 443 } else { 80 };
+        self.router
+            .lookup_host(method, host.as_ref().map(|h| h.key(default_port)), path)
+    }
+
     /// For a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
     /// to a path whose rules do not take `OPTIONS`: the rule the asked-for method reaches
     /// (or, when none does, the first rule of the path), if its chain has a `cors` filter.
@@ -367,13 +384,13 @@ impl App {
             return None;
         }
         let method = req.header(b"access-control-request-method")?.trim_ascii();
-        let id = match self.router.lookup(method, path) {
+        let id = match self.lookup(req, method, path) {
             Lookup::Found(m) => m.rule.value,
             // The method asked about has no rule here: the policy of a rule that the path
             // does have still answers (the actual request would then be a 405).
             Lookup::MethodNotAllowed(mask) => {
                 let names = self.router.methods().names(mask);
-                let Lookup::Found(m) = self.router.lookup(names.first()?.as_bytes(), path) else {
+                let Lookup::Found(m) = self.lookup(req, names.first()?.as_bytes(), path) else {
                     return None;
                 };
                 m.rule.value

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+pub use crate::host::{HostPattern, parse_host};
 use crate::method::is_token;
 use crate::status;
 
@@ -152,11 +153,22 @@ impl PathPattern {
 pub struct Head {
     /// The methods.
     pub methods: Methods,
+    /// The hosts the rule is for (none: every host). A HEAD names at most one; a group's
+    /// `host:` list gives more.
+    pub hosts: Vec<HostPattern>,
     /// The path pattern.
     pub path: PathPattern,
 }
 
-/// Parses a HEAD: `[METHOD ...] PATH`.
+impl Head {
+    /// `HOST/path` (`/path` without hosts; hosts joined by `,`), as labels show it.
+    pub fn target_display(&self) -> String {
+        let hosts: Vec<String> = self.hosts.iter().map(ToString::to_string).collect();
+        format!("{}{}", hosts.join(","), self.path.display())
+    }
+}
+
+/// Parses a HEAD: `[METHOD ...] [HOST]PATH`.
 pub fn parse_head(text: &str) -> Result<Head, DslError> {
     let err = |off, len, msg: String| Err(DslError::new(Part::Head, off, len, msg));
     let words = words(text);
@@ -164,16 +176,24 @@ pub fn parse_head(text: &str) -> Result<Head, DslError> {
         return err(
             0,
             text.len(),
-            "empty route: expected `[METHOD ...] /path`".into(),
+            "empty route: expected `[METHOD ...] [HOST]/path`".into(),
         );
     };
-    if !path.starts_with('/') {
-        return err(
-            path_off,
-            path.len(),
-            format!("the path must start with `/`, found `{path}`"),
-        );
-    }
+    let mut hosts = Vec::new();
+    let (path_off, path) = match path.find('/') {
+        Some(0) => (path_off, path),
+        Some(i) => {
+            hosts.push(parse_host(&path[..i], path_off)?);
+            (path_off + i, &path[i..])
+        }
+        None => {
+            return err(
+                path_off,
+                path.len(),
+                format!("the path must start with `/`, found `{path}`"),
+            );
+        }
+    };
     let mut any = false;
     let mut names: Vec<String> = Vec::new();
     for &(off, w) in &words[..words.len() - 1] {
@@ -202,6 +222,7 @@ pub fn parse_head(text: &str) -> Result<Head, DslError> {
         } else {
             Methods::Named(names)
         },
+        hosts,
         path,
     })
 }

@@ -1,19 +1,23 @@
 //! Why a rule wins: every rule scored on its own, the slow and obvious way.
 //!
-//! Each rule whose path matches gets a key `(tier, ranks, declaration index)`: the tier of
-//! [`crate::tree`] (0 names the method, 1 is `GET` answering `HEAD`, 2 is every method), and
-//! one rank per path position (0 literal, 1 `:param`, 2 prefix/splat; after the last
-//! segment 0 for an exact end). The smallest key wins. `anygate explain` prints this; the
+//! Each rule whose host and path match gets a key `(host rank, tier, ranks, declaration
+//! index)`: the host rank of [`crate::host::rank`] (exact host, then wildcards, then every
+//! host), the tier of [`crate::tree`] (0 names the method, 1 is `GET` answering `HEAD`, 2 is
+//! every method), and one rank per path position (0 literal, 1 `:param`, 2 prefix/splat;
+//! after the last segment 0 for an exact end). The smallest key wins. `anygate explain` prints this; the
 //! property tests check that the trie's answer is always this one.
 
 use crate::dsl::{Segment, Tail};
-use crate::tree::{Router, Rule};
+use crate::host::{HostPattern, rank};
+use crate::tree::{HostKey, Router, Rule};
 
 /// A rule whose path matches the request.
 #[derive(Debug)]
 pub struct Candidate<'r, T> {
     /// The rule.
     pub rule: &'r Rule<T>,
+    /// The rule's host pattern that matched the request (`None`: a rule for every host).
+    pub host: Option<&'r HostPattern>,
     /// `Some(tier)` when the rule accepts the method, `None` when it does not.
     pub tier: Option<u8>,
     /// Specificity ranks, one per path position.
@@ -45,11 +49,32 @@ pub struct Explanation<'r, T> {
     pub outcome: Outcome,
 }
 
-/// Scores every rule of `router` for `method` and a normalised `path`.
-pub fn explain<'r, T>(router: &'r Router<T>, method: &[u8], path: &[u8]) -> Explanation<'r, T> {
+/// Scores every rule of `router` for `method`, the request's `host` and a normalised
+/// `path`.
+pub fn explain<'r, T>(
+    router: &'r Router<T>,
+    method: &[u8],
+    host: Option<HostKey<'_>>,
+    path: &[u8],
+) -> Explanation<'r, T> {
     let bit = router.methods().bit(method);
     let mut candidates: Vec<Candidate<'r, T>> = Vec::new();
     for rule in router.rules() {
+        let matched_host = if rule.head.hosts.is_empty() {
+            None
+        } else {
+            let Some(h) = host else { continue };
+            let best = rule
+                .head
+                .hosts
+                .iter()
+                .filter(|p| p.matches(h.name, h.port))
+                .min_by_key(|p| rank(Some(p)));
+            match best {
+                Some(p) => Some(p),
+                None => continue,
+            }
+        };
         let Some((ranks, values, splat)) = match_pattern(rule, path) else {
             continue;
         };
@@ -62,6 +87,7 @@ pub fn explain<'r, T>(router: &'r Router<T>, method: &[u8], path: &[u8]) -> Expl
             .collect();
         candidates.push(Candidate {
             rule,
+            host: matched_host,
             tier,
             ranks,
             params,
@@ -69,7 +95,15 @@ pub fn explain<'r, T>(router: &'r Router<T>, method: &[u8], path: &[u8]) -> Expl
         });
     }
     candidates.sort_by(|a, b| {
-        let key = |c: &Candidate<'r, T>| (c.tier.is_none(), c.tier, c.ranks.clone(), c.rule.index);
+        let key = |c: &Candidate<'r, T>| {
+            (
+                c.tier.is_none(),
+                rank(c.host),
+                c.tier,
+                c.ranks.clone(),
+                c.rule.index,
+            )
+        };
         key(a).cmp(&key(b))
     });
     let outcome = match candidates.first() {
@@ -135,6 +169,19 @@ pub fn reason<T>(winner: &Candidate<'_, T>, loser: &Candidate<'_, T>, method: &s
     let Some(lt) = loser.tier else {
         return format!("does not accept {method}");
     };
+    let (wh, lh) = (rank(winner.host), rank(loser.host));
+    if wh != lh {
+        let host_name = |h: Option<&HostPattern>| match h {
+            None => "is for every host".to_owned(),
+            Some(p) if p.kind == crate::host::HostKind::Exact => format!("names the host `{p}`"),
+            Some(p) => format!("matches the host by the wildcard `{p}`"),
+        };
+        return format!(
+            "the winner {}; this rule {} (the host tier comes first)",
+            host_name(winner.host),
+            host_name(loser.host)
+        );
+    }
     let wt = winner.tier.unwrap_or(2);
     if wt != lt {
         let tier_name = |t: u8| match t {

@@ -8,10 +8,14 @@
 //!
 //! # Design
 //!
-//! - [`dsl`]: a byte-level parser of HEAD (`[METHOD ...] PATH`) and ACTION (proxy URL,
-//!   directory, `STATUS [BODY]`, `*`). Errors carry byte ranges for `file:line:column`.
+//! - [`dsl`]: a byte-level parser of HEAD (`[METHOD ...] [HOST]PATH`) and ACTION (proxy
+//!   URL, directory, `STATUS [BODY]`, `*`). Errors carry byte ranges for `file:line:column`.
+//! - [`host`]: host patterns (exact, `*.suffix`, `**.suffix`, with or without a port) and
+//!   the host table: one hash probe for the exact name, one per label for wildcards, then
+//!   the trie of the tier that matched. A router whose rules name no host skips it.
 //! - [`path`]: request-path normalisation, applied before every lookup.
-//! - [`tree`]: the compiled [`Router`], generic over what the caller attaches to each rule.
+//! - [`tree`]: the compiled [`Router`], generic over what the caller attaches to each rule:
+//!   one trie per host pattern plus one for the rules for every host.
 //! - [`explain`]: scores every rule independently (the slow, obvious way) to say why a rule
 //!   wins; it is also the reference the trie is property-tested against.
 //!
@@ -37,8 +41,7 @@
 //!
 //! # Non-goals
 //!
-//! Regular expressions in paths, host matching (planned as a one-line extension), and
-//! matching on headers or query parameters.
+//! Regular expressions in paths or hosts, and matching on headers or query parameters.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -46,10 +49,12 @@
 
 pub mod dsl;
 pub mod explain;
+pub mod host;
 pub mod method;
 pub mod path;
 pub mod status;
 pub mod tree;
 
 pub use dsl::{Action, DslError, Head, parse_action, parse_head};
-pub use tree::{BuildError, Lookup, Params, RouteMatch, Router, Rule};
+pub use host::{HostKind, HostPattern, RequestHost};
+pub use tree::{BuildError, HostKey, Lookup, Params, RouteMatch, Router, Rule};

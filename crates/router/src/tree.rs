@@ -23,6 +23,7 @@ use std::fmt;
 use std::hash::BuildHasherDefault;
 
 use crate::dsl::{Head, MAX_PARAMS, Methods, Segment, Tail};
+use crate::host::{HostPattern, Hosts};
 use crate::method::{GET_BIT, HEAD_BIT, MethodTable};
 
 /// A rule as compiled into a router.
@@ -180,7 +181,7 @@ impl Children {
 /// FxHash (as in rustc): a fast multiplicative hash. Keys are config literals, so there is
 /// no untrusted input to collide on; a request segment only probes a fixed table.
 #[derive(Default)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl std::hash::Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -331,8 +332,23 @@ pub enum Lookup<'r, 'p, T> {
 #[derive(Debug)]
 pub struct Router<T> {
     rules: Vec<Rule<T>>,
-    root: Node,
+    /// One trie per host pattern; `tries[0]` holds the rules for every host.
+    tries: Vec<Node>,
+    /// The host pattern of each trie (`None` for `tries[0]`).
+    tier_hosts: Vec<Option<HostPattern>>,
+    hosts: Hosts,
     methods: MethodTable,
+}
+
+/// A request's host for [`Router::lookup_host`]: the name in lower case without a port or
+/// a trailing dot (see [`crate::host::RequestHost`]) and the port the request is for (the
+/// authority's, else the scheme's default).
+#[derive(Clone, Copy, Debug)]
+pub struct HostKey<'a> {
+    /// The name.
+    pub name: &'a [u8],
+    /// The port.
+    pub port: Option<u16>,
 }
 
 impl<T> Router<T> {
@@ -341,7 +357,7 @@ impl<T> Router<T> {
         let mut methods = MethodTable::default();
         let mut compiled = Vec::new();
         let mut errors = Vec::new();
-        let mut seen: HashMap<(String, Vec<String>), usize> = HashMap::new();
+        let mut seen: HashMap<(String, String, Vec<String>), usize> = HashMap::new();
         for (index, (head, value)) in rules.into_iter().enumerate() {
             let (mut explicit, any, key_methods) = match &head.methods {
                 Methods::Any => (0, true, vec!["*".to_owned()]),
@@ -366,15 +382,26 @@ impl<T> Router<T> {
             } else {
                 0
             };
-            match seen.entry((head.path.shape_key(), key_methods)) {
-                std::collections::hash_map::Entry::Occupied(e) => {
-                    errors.push(BuildError::Conflict {
-                        rule: index,
-                        with: *e.get(),
-                    });
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(index);
+            let hosts: Vec<String> = if head.hosts.is_empty() {
+                vec![String::new()]
+            } else {
+                head.hosts.iter().map(ToString::to_string).collect()
+            };
+            let shape = head.path.shape_key();
+            for host in hosts {
+                let key = (host, shape.clone(), key_methods.clone());
+                match seen.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        if *e.get() != index {
+                            errors.push(BuildError::Conflict {
+                                rule: index,
+                                with: *e.get(),
+                            });
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(index);
+                    }
                 }
             }
             let param_names = head.path.param_names().map(str::to_owned).collect();
@@ -391,27 +418,55 @@ impl<T> Router<T> {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let mut root = Node::default();
+        let mut tries = vec![Node::default()];
+        let mut tier_hosts = vec![None];
+        let mut hosts = Hosts::default();
         for rule in &compiled {
-            let mut node = &mut root;
-            for seg in &rule.head.path.segments {
-                node = match seg {
-                    Segment::Literal(l) => node.literals.get_or_insert(l.as_bytes()),
-                    Segment::Param(_) => node.param.get_or_insert_with(Box::default),
-                };
+            let mut targets: Vec<usize> = Vec::with_capacity(rule.head.hosts.len().max(1));
+            if rule.head.hosts.is_empty() {
+                targets.push(0);
+            }
+            for h in &rule.head.hosts {
+                let t = hosts.tier(h, &mut || {
+                    tries.push(Node::default());
+                    tier_hosts.push(Some(h.clone()));
+                    u32::try_from(tries.len() - 1).unwrap_or(u32::MAX)
+                });
+                let t = t as usize;
+                if !targets.contains(&t) {
+                    targets.push(t);
+                }
             }
             let idx = u32::try_from(rule.index).unwrap_or(u32::MAX);
-            match rule.head.path.tail {
-                Tail::Exact => node.exact.push(idx),
-                Tail::Prefix | Tail::Splat => node.tail.push(idx),
+            for t in targets {
+                let mut node = &mut tries[t];
+                for seg in &rule.head.path.segments {
+                    node = match seg {
+                        Segment::Literal(l) => node.literals.get_or_insert(l.as_bytes()),
+                        Segment::Param(_) => node.param.get_or_insert_with(Box::default),
+                    };
+                }
+                match rule.head.path.tail {
+                    Tail::Exact => node.exact.push(idx),
+                    Tail::Prefix | Tail::Splat => node.tail.push(idx),
+                }
             }
         }
-        root.summarize(&compiled);
+        for trie in &mut tries {
+            trie.summarize(&compiled);
+        }
         Ok(Self {
             rules: compiled,
-            root,
+            tries,
+            tier_hosts,
+            hosts,
             methods,
         })
+    }
+
+    /// Whether some rule names a host.
+    pub fn has_hosts(&self) -> bool {
+        !self.hosts.is_empty()
     }
 
     /// The rules in declaration order.
@@ -429,8 +484,21 @@ impl<T> Router<T> {
         self.methods.names(mask).join(", ")
     }
 
-    /// Finds the rule for `method` and a normalised `path` (see [`crate::path::normalize`]).
+    /// Finds the rule for `method` and a normalised `path` (see [`crate::path::normalize`])
+    /// among the rules for every host.
     pub fn lookup<'r, 'p>(&'r self, method: &[u8], path: &'p [u8]) -> Lookup<'r, 'p, T> {
+        self.lookup_host(method, None, path)
+    }
+
+    /// Finds the rule for `method`, the request's `host` (`None`: it named none) and a
+    /// normalised `path`: the host's tiers first (see [`crate::host`]), then the rules for
+    /// every host; within a tier, method tier, specificity and declaration order.
+    pub fn lookup_host<'r, 'p>(
+        &'r self,
+        method: &[u8],
+        host: Option<HostKey<'_>>,
+        path: &'p [u8],
+    ) -> Lookup<'r, 'p, T> {
         if path.first() != Some(&b'/') || u32::try_from(path.len()).is_err() {
             return Lookup::NotFound;
         }
@@ -444,7 +512,16 @@ impl<T> Router<T> {
             allow: 0,
             collect_allow: false,
         };
-        s.visit(&self.root, Some(1));
+        let host = host.filter(|_| !self.hosts.is_empty());
+        if let Some(h) = host {
+            self.hosts.visit(h.name, h.port, |t| {
+                s.visit(&self.tries[t as usize], Some(1));
+                s.best.iter().any(Option::is_some)
+            });
+        }
+        if s.best.iter().all(Option::is_none) {
+            s.visit(&self.tries[0], Some(1));
+        }
         if let Some(found) = s.best.iter().flatten().next() {
             let rule = &self.rules[found.rule as usize];
             return Lookup::Found(RouteMatch {
@@ -459,7 +536,13 @@ impl<T> Router<T> {
             });
         }
         s.collect_allow = true;
-        s.visit(&self.root, Some(1));
+        if let Some(h) = host {
+            self.hosts.visit(h.name, h.port, |t| {
+                s.visit(&self.tries[t as usize], Some(1));
+                false
+            });
+        }
+        s.visit(&self.tries[0], Some(1));
         if s.allow != 0 {
             Lookup::MethodNotAllowed(s.allow)
         } else {
@@ -467,12 +550,33 @@ impl<T> Router<T> {
         }
     }
 
-    /// Every rule, in the order the trie tries them: at each node the exact rules, then the
+    /// Every rule, in the order the trie tries them: host tiers first (exact hosts, then
+    /// wildcards, in the order [`crate::host::rank`] gives, by name within a rank), the
+    /// rules for every host last; in each trie, at each node the exact rules, then the
     /// literal children (sorted), then the `:param` child, then the prefix and splat rules;
-    /// rules of one node in tier and declaration order. `anygate check` prints this.
-    pub fn in_priority_order(&self) -> Vec<&Rule<T>> {
+    /// rules of one node in tier and declaration order. A rule with several hosts appears
+    /// once per host. `anygate check` prints this.
+    pub fn in_priority_order(&self) -> Vec<(Option<&HostPattern>, &Rule<T>)> {
+        let mut order: Vec<usize> = (1..self.tries.len()).collect();
+        order.sort_by(|&a, &b| {
+            let key = |t: usize| {
+                let h = self.tier_hosts[t].as_ref();
+                (
+                    crate::host::rank(h),
+                    h.map(|h| h.name.clone()),
+                    h.and_then(|h| h.port),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        order.push(0);
         let mut out = Vec::with_capacity(self.rules.len());
-        self.collect(&self.root, &mut out);
+        for t in order {
+            let mut rules = Vec::new();
+            self.collect(&self.tries[t], &mut rules);
+            let host = self.tier_hosts[t].as_ref();
+            out.extend(rules.into_iter().map(|r| (host, r)));
+        }
         out
     }
 

@@ -3,7 +3,7 @@
 
 use anygate_router::explain::{Outcome, explain};
 use anygate_router::path::normalize;
-use anygate_router::{Lookup, Router, parse_action, parse_head};
+use anygate_router::{HostKey, Lookup, RequestHost, Router, parse_action, parse_head};
 use proptest::prelude::*;
 
 proptest! {
@@ -56,7 +56,7 @@ proptest! {
         // Random sets may contain conflicts; those are rejected, which is tested elsewhere.
         let Ok(router) = Router::build(parsed) else { return Ok(()) };
         for (method, path) in &requests {
-            let reference = explain(&router, method.as_bytes(), path.as_bytes());
+            let reference = explain(&router, method.as_bytes(), None, path.as_bytes());
             match (router.lookup(method.as_bytes(), path.as_bytes()), reference.outcome) {
                 (Lookup::Found(m), Outcome::Found(i)) => {
                     prop_assert_eq!(m.rule.index, i, "{} {}", method, path);
@@ -73,6 +73,99 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Host + path rule sets: the host table and tries answer what scoring every rule does.
+    #[test]
+    fn host_routing_agrees_with_the_reference(
+        rules in proptest::collection::vec((host_rule_strategy(), rule_strategy()), 1..24),
+        requests in proptest::collection::vec((host_request_strategy(), request_strategy()), 1..24),
+    ) {
+        let parsed: Vec<_> = rules
+            .iter()
+            .map(|(host, (h, a))| (parse_head(&with_host(h, host)).unwrap(), parse_action(a).unwrap()))
+            .collect();
+        let Ok(router) = Router::build(parsed) else { return Ok(()) };
+        for (authority, (method, path)) in &requests {
+            let host = authority.and_then(|a| RequestHost::parse(a.as_bytes()));
+            let key = host.as_ref().map(|h| h.key(80));
+            let reference = explain(&router, method.as_bytes(), key, path.as_bytes());
+            let got = match router.lookup_host(method.as_bytes(), key, path.as_bytes()) {
+                Lookup::Found(m) => Outcome::Found(m.rule.index),
+                Lookup::MethodNotAllowed(a) => Outcome::MethodNotAllowed(a),
+                Lookup::NotFound => Outcome::NotFound,
+            };
+            prop_assert_eq!(got, reference.outcome, "{:?} {} {}", authority, method, path);
+            // And the reference's host test is the naive one: label by label.
+            for c in &reference.candidates {
+                if let (Some(p), Some(k)) = (c.host, key) {
+                    prop_assert!(naive_host_match(&p.to_string(), k), "{} vs {:?}", p, authority);
+                }
+            }
+        }
+    }
+}
+
+/// `*.` one label, `**.` one or more, exact otherwise; a `:port` must equal the request's.
+fn naive_host_match(pattern: &str, key: HostKey<'_>) -> bool {
+    let name = std::str::from_utf8(key.name).unwrap();
+    let (pat, port) = match pattern.rsplit_once(':') {
+        Some((p, port)) => (p, Some(port.parse::<u16>().unwrap())),
+        None => (pattern, None),
+    };
+    if port.is_some() && port != key.port {
+        return false;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if let Some(suffix) = pat.strip_prefix("**.") {
+        let n = suffix.split('.').count();
+        labels.len() > n && labels[labels.len() - n..].join(".") == suffix
+    } else if let Some(suffix) = pat.strip_prefix("*.") {
+        labels.len() == suffix.split('.').count() + 1 && labels[1..].join(".") == suffix
+    } else {
+        name == pat
+    }
+}
+
+fn with_host(head: &str, host: &str) -> String {
+    // `GET /a` -> `GET host/a`: the host goes before the path, the last word.
+    match head.rfind(' ') {
+        Some(i) => format!("{} {host}{}", &head[..i], &head[i + 1..]),
+        None => format!("{host}{head}"),
+    }
+}
+
+fn host_rule_strategy() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just(""),
+        Just(""),
+        Just("a.com"),
+        Just("A.com:8080"),
+        Just("a.com:80"),
+        Just("*.a.com"),
+        Just("**.a.com"),
+        Just("b.a.com"),
+        Just("*.b.a.com"),
+        Just("**.b.a.com:80"),
+    ]
+}
+
+fn host_request_strategy() -> impl Strategy<Value = Option<&'static str>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("a.com")),
+        Just(Some("A.COM.")),
+        Just(Some("a.com:8080")),
+        Just(Some("x.a.com")),
+        Just(Some("b.a.com")),
+        Just(Some("y.b.a.com")),
+        Just(Some("z.y.b.a.com:80")),
+        Just(Some("c.com")),
+        Just(Some("[::1]:80")),
+    ]
 }
 
 fn rule_strategy() -> impl Strategy<Value = (String, String)> {

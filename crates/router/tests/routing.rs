@@ -19,7 +19,7 @@ fn winner(r: &Router<Action>, method: &str, path: &str) -> Option<usize> {
         Lookup::Found(m) => Some(m.rule.index),
         _ => None,
     };
-    let reference = match explain(r, method.as_bytes(), path.as_bytes()).outcome {
+    let reference = match explain(r, method.as_bytes(), None, path.as_bytes()).outcome {
         Outcome::Found(i) => Some(i),
         _ => None,
     };
@@ -167,7 +167,7 @@ fn explain_says_why() {
         ("/api/items", "OK"),
         ("POST /api/items", "OK"),
     ]);
-    let e = explain(&r, b"GET", b"/api/items");
+    let e = explain(&r, b"GET", None, b"/api/items");
     assert_eq!(e.outcome, Outcome::Found(2));
     let order: Vec<usize> = e.candidates.iter().map(|c| c.rule.index).collect();
     assert_eq!(order, [2, 1, 0, 3]);
@@ -178,4 +178,149 @@ fn explain_says_why() {
     );
     let why = anygate_router::explain::reason(&e.candidates[0], &e.candidates[3], "GET");
     assert_eq!(why, "does not accept GET");
+}
+
+/// The declaration index answering `method` for `authority` (`""`: no Host) and `path`,
+/// with the reference's agreement checked.
+fn host_winner(r: &Router<Action>, method: &str, authority: &str, path: &str) -> Option<usize> {
+    let host = (!authority.is_empty())
+        .then(|| anygate_router::RequestHost::parse(authority.as_bytes()))
+        .flatten();
+    let key = host.as_ref().map(|h| h.key(80));
+    let got = match r.lookup_host(method.as_bytes(), key, path.as_bytes()) {
+        Lookup::Found(m) => Some(m.rule.index),
+        _ => None,
+    };
+    let reference = match explain(r, method.as_bytes(), key, path.as_bytes()).outcome {
+        Outcome::Found(i) => Some(i),
+        _ => None,
+    };
+    assert_eq!(
+        got, reference,
+        "trie and reference disagree on {method} {authority}{path}"
+    );
+    got
+}
+
+#[test]
+fn an_exact_host_beats_a_wildcard_which_beats_every_host() {
+    let r = router(&[
+        ("/", "OK default"),
+        ("*.example.com/", "OK wildcard"),
+        ("api.example.com/", "OK exact"),
+    ]);
+    assert_eq!(host_winner(&r, "GET", "api.example.com", "/x"), Some(2));
+    assert_eq!(host_winner(&r, "GET", "shop.example.com", "/x"), Some(1));
+    assert_eq!(host_winner(&r, "GET", "other.org", "/x"), Some(0));
+    assert_eq!(host_winner(&r, "GET", "", "/x"), Some(0));
+    // The host tier comes before the method and the path: a prefix for every method of the
+    // exact host beats a `GET` exact path for every host.
+    let r = router(&[("GET /only", "OK default"), ("api.example.com/", "OK api")]);
+    assert_eq!(host_winner(&r, "GET", "api.example.com", "/only"), Some(1));
+    // A host tier with no rule for the path falls through to the rules for every host.
+    let r = router(&[("/", "OK default"), ("api.example.com/v1/", "OK api")]);
+    assert_eq!(host_winner(&r, "GET", "api.example.com", "/v1/x"), Some(1));
+    assert_eq!(host_winner(&r, "GET", "api.example.com", "/v2"), Some(0));
+}
+
+#[test]
+fn a_single_star_matches_exactly_one_label_and_a_double_star_any_depth() {
+    let r = router(&[("*.example.com/", "OK one"), ("**.deep.org/", "OK deep")]);
+    assert_eq!(host_winner(&r, "GET", "a.example.com", "/"), Some(0));
+    assert_eq!(host_winner(&r, "GET", "example.com", "/"), None);
+    assert_eq!(host_winner(&r, "GET", "a.b.example.com", "/"), None);
+    assert_eq!(host_winner(&r, "GET", "a.deep.org", "/"), Some(1));
+    assert_eq!(host_winner(&r, "GET", "a.b.c.deep.org", "/"), Some(1));
+    assert_eq!(host_winner(&r, "GET", "deep.org", "/"), None);
+    assert_eq!(host_winner(&r, "GET", "xdeep.org", "/"), None);
+    // The longer suffix first, and `*.` before `**.` on the same suffix.
+    let r = router(&[
+        ("**.example.com/", "OK any"),
+        ("*.example.com/", "OK one"),
+        ("*.eu.example.com/", "OK eu"),
+    ]);
+    assert_eq!(host_winner(&r, "GET", "a.example.com", "/"), Some(1));
+    assert_eq!(host_winner(&r, "GET", "a.eu.example.com", "/"), Some(2));
+    assert_eq!(host_winner(&r, "GET", "a.b.example.com", "/"), Some(0));
+}
+
+#[test]
+fn hosts_match_without_their_port_unless_the_rule_names_one() {
+    let r = router(&[
+        ("example.com/", "OK any port"),
+        ("example.com:8443/", "OK 8443"),
+        ("example.com:80/", "OK 80"),
+    ]);
+    assert_eq!(host_winner(&r, "GET", "example.com:8443", "/"), Some(1));
+    assert_eq!(host_winner(&r, "GET", "example.com:9000", "/"), Some(0));
+    // No port in the authority: the scheme's default (80 here).
+    assert_eq!(host_winner(&r, "GET", "example.com", "/"), Some(2));
+    assert_eq!(host_winner(&r, "GET", "example.com:80", "/"), Some(2));
+}
+
+#[test]
+fn host_names_are_case_insensitive_lose_a_trailing_dot_and_take_punycode() {
+    let r = router(&[
+        ("API.Example.COM/", "OK api"),
+        ("xn--bcher-kva.example/", "OK idn"),
+        ("[::1]/", "OK v6"),
+        ("10.0.0.1:8080/", "OK v4"),
+    ]);
+    assert_eq!(host_winner(&r, "GET", "api.example.com", "/"), Some(0));
+    assert_eq!(host_winner(&r, "GET", "Api.EXAMPLE.com.", "/"), Some(0));
+    assert_eq!(
+        host_winner(&r, "GET", "XN--BCHER-KVA.example:80", "/"),
+        Some(1)
+    );
+    assert_eq!(host_winner(&r, "GET", "[::1]:80", "/"), Some(2));
+    assert_eq!(host_winner(&r, "GET", "10.0.0.1:8080", "/"), Some(3));
+    let e = parse_head("bücher.example/").unwrap_err();
+    assert!(e.message.contains("punycode"), "{}", e.message);
+    assert_eq!(e.offset, 1);
+}
+
+#[test]
+fn bad_hosts_are_refused_with_their_position() {
+    for (head, at, why) in [
+        ("GET a..b/", 6, "empty label"),
+        ("*/x", 0, "leave the host out"),
+        ("a.*.com/", 2, "whole first label"),
+        ("a.com:0/", 6, "port"),
+        ("a.com:99999/", 6, "port"),
+        ("-a.com/", 0, "start or end with `-`"),
+        ("a_b!.com/", 3, "letters, digits"),
+        ("*.[::1]/", 0, "IP address"),
+    ] {
+        let e = parse_head(head).unwrap_err();
+        assert_eq!(e.offset, at, "{head}: {}", e.message);
+        assert!(e.message.contains(why), "{head}: {}", e.message);
+    }
+}
+
+#[test]
+fn the_same_rule_under_two_spellings_of_one_host_conflicts_and_other_hosts_do_not() {
+    let heads = ["GET example.com/a", "GET EXAMPLE.com./a"];
+    let err = Router::build(heads.iter().map(|h| (parse_head(h).unwrap(), ()))).unwrap_err();
+    assert_eq!(err, vec![BuildError::Conflict { rule: 1, with: 0 }]);
+    let heads = [
+        "GET example.com/a",
+        "GET other.com/a",
+        "GET /a",
+        "GET example.com:81/a",
+    ];
+    assert!(Router::build(heads.iter().map(|h| (parse_head(h).unwrap(), ()))).is_ok());
+}
+
+#[test]
+fn a_405_lists_the_methods_of_every_host_tier_the_path_matches_in() {
+    let r = router(&[("GET api.example.com/x", "OK"), ("PUT /x", "OK")]);
+    let host = anygate_router::RequestHost::parse(b"api.example.com").unwrap();
+    match r.lookup_host(b"POST", Some(host.key(80)), b"/x") {
+        Lookup::MethodNotAllowed(mask) => assert_eq!(r.allow_header(mask), "GET, HEAD, PUT"),
+        other => panic!("{other:?}"),
+    }
+    match r.lookup(b"POST", b"/x") {
+        Lookup::MethodNotAllowed(mask) => assert_eq!(r.allow_header(mask), "PUT"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -436,12 +436,12 @@ fn check_and_explain_print_each_route_chain() {
         ),
         "{nested}"
     );
-    let explained = anygate::explain::report(&config, "GET", "/grp/x");
+    let explained = anygate::explain::report(&config, "GET", None, "/grp/x");
     assert!(
         explained.contains("  filters: tag → tag (group /grp)\n"),
         "{explained}"
     );
-    let explained = anygate::explain::report(&config, "GET", "/none");
+    let explained = anygate::explain::report(&config, "GET", None, "/none");
     assert!(explained.contains("  filters: tag\n"), "{explained}");
     // The real binary refuses a kind it does not have, with its position.
     let file = dir.0.join("bad.yml");

@@ -33,6 +33,13 @@ impl Decoder<'_> {
             let mut prefix = parent.prefix.clone();
             let mut label = parent.label.clone();
             let mut prefix_ok = true;
+            let mut hosts = parent.hosts.clone();
+            if let Some(n) = f.take("host") {
+                match self.group_hosts(n, parent) {
+                    Some(h) => hosts = h,
+                    None => prefix_ok = false,
+                }
+            }
             if let Some(n) = f.take("prefix") {
                 match self.string(n, "prefix").map(|t| (t, parse_prefix(t))) {
                     Some((text, Ok(segments))) => {
@@ -71,6 +78,7 @@ impl Decoder<'_> {
             }
             let scope = Scope {
                 prefix,
+                hosts,
                 label,
                 static_settings,
                 proxy,
@@ -89,6 +97,7 @@ impl Decoder<'_> {
                 self.diags,
                 &[
                     "prefix",
+                    "host",
                     "routes",
                     "groups",
                     "static",
@@ -117,7 +126,9 @@ impl Decoder<'_> {
             let own_path_is_root = head
                 .as_ref()
                 .is_some_and(|h| h.path.segments.is_empty() && h.path.tail != Tail::Exact);
-            let head = head.and_then(|head| self.join_prefix(head, &scope.prefix, k));
+            let head = head
+                .and_then(|head| self.join_prefix(head, &scope.prefix, k))
+                .and_then(|head| self.join_hosts(head, &scope.hosts, k));
             let int_text;
             let action_text = match &v.kind {
                 Kind::Str(s) => Some(s.as_str()),
@@ -179,6 +190,78 @@ impl Decoder<'_> {
                 });
             }
         }
+    }
+
+    /// A group's `host`: one name or a list, each `name[:port]`, `*.suffix` or `**.suffix`.
+    fn group_hosts(&mut self, node: &Node, parent: &Scope) -> Option<Vec<dsl::HostPattern>> {
+        if !parent.hosts.is_empty() {
+            self.diags.push(
+                Diagnostic::error(
+                    codes::GROUP_HOST,
+                    node.span,
+                    "this group is inside a group with `host`: the hosts are set once",
+                )
+                .help("move the group out, or give the hosts on the outer group only"),
+            );
+            return None;
+        }
+        let items: Vec<&Node> = match &node.kind {
+            Kind::Str(_) => vec![node],
+            Kind::Seq(items) if !items.is_empty() => items.iter().collect(),
+            _ => {
+                self.type_error(node, "host", "a host name or a list of them");
+                return None;
+            }
+        };
+        let mut out: Vec<dsl::HostPattern> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let Some(text) = self.string(item, "host") else {
+                ok = false;
+                continue;
+            };
+            match dsl::parse_host(text, 0) {
+                Ok(h) if out.contains(&h) => {
+                    self.diags.push(Diagnostic::error(
+                        codes::GROUP_HOST,
+                        item.span,
+                        format!("`{h}` is listed twice"),
+                    ));
+                    ok = false;
+                }
+                Ok(h) => out.push(h),
+                Err(e) => {
+                    self.diags.push(dsl_diagnostic(codes::GROUP_HOST, item, &e));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// A rule of a group with `host` is for those hosts; it cannot name one of its own.
+    fn join_hosts(
+        &mut self,
+        mut head: Head,
+        hosts: &[dsl::HostPattern],
+        key: &Node,
+    ) -> Option<Head> {
+        if hosts.is_empty() {
+            return Some(head);
+        }
+        if !head.hosts.is_empty() {
+            self.diags.push(
+                Diagnostic::error(
+                    codes::GROUP_HOST,
+                    key.span,
+                    "this rule names a host inside a group with `host`",
+                )
+                .help("drop the host from the rule, or move the rule out of the group"),
+            );
+            return None;
+        }
+        head.hosts = hosts.to_vec();
+        Some(head)
     }
 
     pub(super) fn join_prefix(
