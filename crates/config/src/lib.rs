@@ -60,8 +60,8 @@ pub use model::{
     ADMIN_DEFAULT, Admin, CacheControl, CircuitBreaker, ClientAuth, ClientAuthMode, HealthCheck,
     HealthKind, HostHeader, Listen, LogFormat, OtlpEndpoint, OutlierDetection, PluginSpec,
     ProxySettings, Retries, RetryOn, Route, Server, ServerLimits, ServerTimeouts, StaticSettings,
-    Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing, Upstream, UpstreamTls,
-    Workers,
+    Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing, TrailingSlash, Upstream,
+    UpstreamTls, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};

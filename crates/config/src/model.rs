@@ -53,6 +53,21 @@ pub struct Server {
     /// `server.watch` (default false): reload when the configuration file, or a file it
     /// names (certificates, `*_file` arguments of filters), changes.
     pub watch: bool,
+    /// `server.trailing_slash` (default strict): what `/a/` gets when only `/a` has a rule.
+    pub trailing_slash: TrailingSlash,
+}
+
+/// `server.trailing_slash`: for a request path ending in `/` that only a shorter prefix
+/// rule (or no rule) takes, while an exact rule has the path without the slash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrailingSlash {
+    /// The path is matched as sent (`/a/` is not `/a`).
+    #[default]
+    Strict,
+    /// `308` to the path without the slash (the query kept).
+    Redirect,
+    /// The exact rule answers, as if the slash were not there.
+    Ignore,
 }
 
 /// `server.limits` (SPEC §9 defaults).

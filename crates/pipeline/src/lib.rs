@@ -94,6 +94,8 @@ pub struct App {
     global: Arc<Chain>,
     /// `server.trusted_proxies`.
     trusted: Box<[anygate_config::cidr::Cidr]>,
+    /// `server.trailing_slash`.
+    trailing_slash: anygate_config::TrailingSlash,
     /// What TLS asks of every request (an HTTPS redirect, SNI and Host agreeing), when
     /// there are TLS listeners.
     tls: Option<Box<tls::Gate>>,
@@ -188,6 +190,7 @@ impl App {
             entries,
             global: chains.global,
             trusted: config.server.trusted_proxies.into(),
+            trailing_slash: config.server.trailing_slash,
             tls: config.tls.as_ref().map(|t| Box::new(tls::Gate::new(t))),
             warnings,
             metrics: metrics.then(anygate_obs::metrics::unmatched_slot),
@@ -283,7 +286,21 @@ impl App {
             }
             return;
         };
-        let found = self.lookup(req, req.method(), &path);
+        let mut found = self.lookup(req, req.method(), &path);
+        // `/a/` that only a shorter prefix (or nothing) takes, while `/a` has an exact rule.
+        let mut path: &[u8] = &path;
+        if self.trailing_slash != anygate_config::TrailingSlash::Strict
+            && let Some((alt, exact)) = self.slashless(req, path, &found)
+        {
+            if self.trailing_slash == anygate_config::TrailingSlash::Redirect {
+                if !self.global.is_empty() {
+                    install(&self.global, ex, observe);
+                }
+                return redirect_to(req, ex, alt);
+            }
+            path = alt;
+            found = exact;
+        }
         // Phases are timed for sampled traces only: an unsampled one that fails is
         // exported with its request and action spans, without reading the clock for every
         // phase of the 99 % that succeed.
@@ -324,7 +341,7 @@ impl App {
                 }
                 ex.ctx_mut().action = Some(entry.action.kind());
                 let matched = Matched {
-                    path: &path,
+                    path,
                     params: &m.params,
                     label: &entry.label,
                 };
@@ -333,7 +350,7 @@ impl App {
             Lookup::MethodNotAllowed(mask) => {
                 // A CORS preflight is routed by the method it asks about: `OPTIONS` to a
                 // path with only a `GET` rule is that rule's preflight.
-                if let Some((id, entry)) = self.preflight_rule(req, &path) {
+                if let Some((id, entry)) = self.preflight_rule(req, path) {
                     ex.ctx_mut().route = u32::try_from(id).ok();
                     if self.metrics.is_some() {
                         after.metric = Some(entry.metric);
@@ -356,6 +373,31 @@ impl App {
                     ex.error(ErrorKind::NotFound, None);
                 }
             }
+        }
+    }
+
+    /// For a `path` ending in `/` whose lookup gave `found`: the path without the slash and
+    /// its lookup, when that finds an exact rule and `found` is nothing, a 405, or a prefix
+    /// rule shorter than the path (an explicit `/a/` rule keeps `/a/`).
+    fn slashless<'r, 'p>(
+        &'r self,
+        req: &Request<'_>,
+        path: &'p [u8],
+        found: &Lookup<'r, 'p, usize>,
+    ) -> Option<(&'p [u8], Lookup<'r, 'p, usize>)> {
+        let alt = path.strip_suffix(b"/").filter(|a| !a.is_empty())?;
+        if let Lookup::Found(m) = found {
+            let segments = alt.iter().filter(|&&b| b == b'/').count();
+            if m.rule.head.path.segments.len() >= segments {
+                return None;
+            }
+        }
+        let exact = self.lookup(req, req.method(), alt);
+        match &exact {
+            Lookup::Found(m) if m.rule.head.path.tail == anygate_router::dsl::Tail::Exact => {
+                Some((alt, exact))
+            }
+            _ => None,
         }
     }
 
@@ -418,6 +460,19 @@ impl App {
             self.global.pre_now(req, ex)
         }
     }
+}
+
+/// `308` to `path` (normalised, without its trailing slash), the query kept.
+fn redirect_to(req: &Request<'_>, ex: &mut Exchange<'_>, path: &[u8]) {
+    let mut location = Vec::with_capacity(path.len() + 16);
+    location.extend_from_slice(path);
+    if let Some(q) = req.query() {
+        location.push(b'?');
+        location.extend_from_slice(q);
+    }
+    let head = ex.respond(308, "Permanent Redirect");
+    head.fields.append(b"location", &location);
+    ex.send(anygate_http::server::ResponseBody::Empty);
 }
 
 /// Installs a non-empty `chain` for this request: its `post` phase on every response head

@@ -4,6 +4,7 @@
 mod balance;
 mod deploy;
 mod filters;
+mod helpers;
 mod hosts;
 #[path = "../../../../crates/http/tests/driver/support.rs"]
 #[allow(dead_code)] // the HTTP driver tests' client; its test service is not used here

@@ -15,6 +15,7 @@ impl Decoder<'_> {
             shutdown_timeout: Duration::from_secs(30),
             allow_underscores_in_headers: false,
             log_format: LogFormat::Text,
+            trailing_slash: TrailingSlash::Strict,
             trusted_proxies: Vec::new(),
             user: None,
             group: None,
@@ -69,6 +70,19 @@ impl Decoder<'_> {
                 _ => self.value_error(n.span, "`server.log_format` is `text` or `json`"),
             }
         }
+        if let Some(n) = f.take("trailing_slash")
+            && let Some(s) = self.string(n, "server.trailing_slash")
+        {
+            match s {
+                "strict" => server.trailing_slash = TrailingSlash::Strict,
+                "redirect" => server.trailing_slash = TrailingSlash::Redirect,
+                "ignore" => server.trailing_slash = TrailingSlash::Ignore,
+                _ => self.value_error(
+                    n.span,
+                    "`server.trailing_slash` is `strict`, `redirect` or `ignore`",
+                ),
+            }
+        }
         for (key, slot) in [("user", &mut server.user), ("group", &mut server.group)] {
             if let Some(n) = f.take(key)
                 && let Some(s) = self.string(n, &format!("server.{key}"))
@@ -117,6 +131,7 @@ impl Decoder<'_> {
                 "allow_underscores_in_headers",
                 "trusted_proxies",
                 "log_format",
+                "trailing_slash",
                 "user",
                 "group",
                 "allow_root",
