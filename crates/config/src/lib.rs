@@ -57,11 +57,11 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    ADMIN_DEFAULT, Admin, CacheControl, CircuitBreaker, ClientAuth, ClientAuthMode, HealthCheck,
-    HealthKind, HostHeader, Listen, LogFormat, OtlpEndpoint, OutlierDetection, PluginSpec,
-    ProxySettings, Retries, RetryOn, Route, Server, ServerLimits, ServerTimeouts, StaticSettings,
-    Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing, TrailingSlash, Upstream,
-    UpstreamTls, Workers,
+    ADMIN_DEFAULT, Admin, CacheControl, CircuitBreaker, ClientAuth, ClientAuthMode, ErrorPage,
+    ErrorPages, ErrorStatus, HealthCheck, HealthKind, HostHeader, Listen, LogFormat, OtlpEndpoint,
+    OutlierDetection, PluginSpec, ProxySettings, Retries, RetryOn, Route, Server, ServerLimits,
+    ServerTimeouts, StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile,
+    Tracing, TrailingSlash, Upstream, UpstreamTls, Workers,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};
@@ -118,6 +118,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// `tracing`, when requests are traced.
     pub tracing: Option<Tracing>,
+    /// The top level's `errors`: the pages of requests no rule answers.
+    pub errors: Arc<ErrorPages>,
 }
 
 impl Config {
@@ -258,6 +260,7 @@ pub fn load_str(
             tls: model.tls,
             admin: model.admin,
             tracing: model.tracing,
+            errors: model.errors,
         }),
         built => {
             if let Err(errors) = built {

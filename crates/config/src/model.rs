@@ -568,6 +568,8 @@ pub struct Route {
     /// A group above says `require_client_cert: true`: requests without a verified TLS
     /// client certificate get 403 `AG-SEC-6004`.
     pub require_client_cert: bool,
+    /// The error pages in effect: the rule's own over its groups' over the top level's.
+    pub errors: Arc<ErrorPages>,
 }
 
 impl Route {
@@ -587,6 +589,7 @@ impl Route {
 }
 
 mod admin;
+mod errors;
 mod plugins;
 mod routes;
 mod server;
@@ -595,6 +598,7 @@ mod tls;
 mod tracing;
 
 pub use self::admin::{ADMIN_DEFAULT, Admin};
+pub use self::errors::{ErrorPage, ErrorPages, ErrorStatus, MAX_ERROR_PAGE};
 pub use self::plugins::PluginSpec;
 pub use self::routes::static_root_readable;
 pub use self::settings::MAX_WEIGHT;
@@ -616,6 +620,7 @@ pub(crate) struct Model {
     pub tls: Option<Tls>,
     pub admin: Option<Admin>,
     pub tracing: Option<Tracing>,
+    pub errors: Arc<ErrorPages>,
 }
 
 /// Decodes the root node. Problems go to `diags`; the model is partial when there are any.
@@ -637,6 +642,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     let tls = f.take_entry("tls").map(|(k, v)| d.tls(k, v));
     let admin = f.take("admin").map(|n| d.admin(n));
     let tracing = f.take("tracing").map(|n| d.tracing(n));
+    let errors = d.error_pages(f.take("errors"), &Arc::default());
     if let Some(admin) = &admin {
         let public = server
             .listen
@@ -691,12 +697,14 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         proxy: proxy.clone(),
         plugins: global_plugins.clone(),
         require_client_cert: false,
+        errors: errors.clone(),
     };
     d.routes_and_groups(&mut f, &scope);
     f.finish(
         d.diags,
         &[
             "server", "routes", "groups", "static", "proxy", "plugins", "tls", "admin", "tracing",
+            "errors",
         ],
     );
     if d.routes.is_empty() && d.diags.is_empty() {
@@ -718,6 +726,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         tls,
         admin,
         tracing,
+        errors,
     }
 }
 
@@ -733,6 +742,8 @@ struct Scope {
     plugins: Arc<[usize]>,
     /// A group on the way demands a verified client certificate.
     require_client_cert: bool,
+    /// The error pages so far.
+    errors: Arc<ErrorPages>,
 }
 
 struct Decoder<'a> {

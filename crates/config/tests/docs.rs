@@ -1,5 +1,5 @@
-//! The YAML examples of `docs/CONFIG.md` load as documented (a `dist/` directory next to
-//! them, as the examples assume).
+//! The YAML examples of `docs/CONFIG.md` load as documented (a `dist/` directory and the
+//! `errors/` pages next to them, as the examples assume).
 
 use std::path::Path;
 
@@ -12,6 +12,11 @@ fn config_md_yaml_examples_are_valid() {
             .unwrap();
     let dir = std::env::temp_dir().join(format!("anygate-config-docs-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("dist")).unwrap();
+    // The error pages of the `errors` example.
+    std::fs::create_dir_all(dir.join("errors")).unwrap();
+    for page in ["404.html", "5xx.html", "app-down.html"] {
+        std::fs::write(dir.join("errors").join(page), "<h1>error</h1>").unwrap();
+    }
     let mut checked = 0;
     for block in doc.split("```yaml\n").skip(1) {
         let yaml = block.split("```").next().unwrap();

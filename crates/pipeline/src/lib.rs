@@ -64,6 +64,8 @@ struct Entry {
     require_client_cert: bool,
     /// Where its requests are counted, when metrics are on.
     metric: Metric,
+    /// Its error pages, when they are not the top level's.
+    pages: Option<Arc<anygate_http::server::ErrorPages>>,
 }
 
 /// A rule's metric slots (`anygate_obs::metrics`).
@@ -96,6 +98,8 @@ pub struct App {
     trusted: Box<[anygate_config::cidr::Cidr]>,
     /// `server.trailing_slash`.
     trailing_slash: anygate_config::TrailingSlash,
+    /// The top level's error pages (none configured: `None`).
+    pages: Option<Arc<anygate_http::server::ErrorPages>>,
     /// What TLS asks of every request (an HTTPS redirect, SNI and Host agreeing), when
     /// there are TLS listeners.
     tls: Option<Box<tls::Gate>>,
@@ -142,6 +146,8 @@ impl App {
         } else {
             vec![Metric::default(); actions.len()]
         };
+        let mut pages = Pages::default();
+        let top_pages = pages.get(&config.errors);
         let entries = config
             .routes
             .iter()
@@ -164,12 +170,18 @@ impl App {
                 {
                     p.count_under(slot);
                 }
+                let own = pages.get(&r.errors);
+                let same = match (&own, &top_pages) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                };
                 Entry {
                     action,
                     label: r.label().into(),
                     chain,
                     require_client_cert: r.require_client_cert,
                     metric,
+                    pages: if same { None } else { own },
                 }
             })
             .collect();
@@ -191,6 +203,7 @@ impl App {
             global: chains.global,
             trusted: config.server.trusted_proxies.into(),
             trailing_slash: config.server.trailing_slash,
+            pages: top_pages,
             tls: config.tls.as_ref().map(|t| Box::new(tls::Gate::new(t))),
             warnings,
             metrics: metrics.then(anygate_obs::metrics::unmatched_slot),
@@ -270,6 +283,9 @@ impl App {
         }
         let observe = &mut after.chain;
         client::note(req, &self.trusted, ex.ctx_mut());
+        if let Some(pages) = &self.pages {
+            ex.set_error_pages(pages.clone(), wants_html(req));
+        }
         // An HTTPS redirect or a 421: the global chain edits its head and logs it.
         if let Some(gate) = &self.tls
             && gate.answer(req, ex, |ex| {
@@ -316,6 +332,9 @@ impl App {
                 ex.ctx_mut().route = u32::try_from(id).ok();
                 if self.metrics.is_some() {
                     after.metric = Some(entry.metric);
+                }
+                if let Some(pages) = &entry.pages {
+                    ex.set_error_pages(pages.clone(), wants_html(req));
                 }
                 if entry.require_client_cert && req.tls().is_none_or(|t| t.client_subject.is_none())
                 {
@@ -459,6 +478,55 @@ impl App {
         } else {
             self.global.pre_now(req, ex)
         }
+    }
+}
+
+/// Whether the client asked for HTML (`Accept` names `text/html`): it then gets an HTML
+/// error page where one is configured.
+fn wants_html(req: &Request<'_>) -> bool {
+    req.header(b"accept")
+        .is_some_and(anygate_http::server::accepts_html)
+}
+
+/// The configuration's error pages as the HTTP layer holds them, one per distinct scope.
+#[derive(Default)]
+struct Pages(
+    Vec<(
+        Arc<anygate_config::ErrorPages>,
+        Arc<anygate_http::server::ErrorPages>,
+    )>,
+);
+
+impl Pages {
+    fn get(
+        &mut self,
+        spec: &Arc<anygate_config::ErrorPages>,
+    ) -> Option<Arc<anygate_http::server::ErrorPages>> {
+        use anygate_http::server::{ErrorPages, Page, StatusMatch};
+        if spec.is_empty() {
+            return None;
+        }
+        if let Some((_, p)) = self.0.iter().find(|(s, _)| Arc::ptr_eq(s, spec)) {
+            return Some(p.clone());
+        }
+        let entries = spec
+            .pages
+            .iter()
+            .map(|p| {
+                let m = match p.status {
+                    anygate_config::ErrorStatus::Exact(s) => StatusMatch::Exact(s),
+                    anygate_config::ErrorStatus::Class(c) => StatusMatch::Class(c),
+                };
+                let page = Page {
+                    content_type: p.content_type.into(),
+                    body: p.body.as_ref().into(),
+                };
+                (m, page)
+            })
+            .collect();
+        let built = Arc::new(ErrorPages::new(entries, spec.intercept_upstream));
+        self.0.push((spec.clone(), built.clone()));
+        Some(built)
     }
 }
 

@@ -89,3 +89,178 @@ fn a_bad_trailing_slash_mode_is_refused_with_its_position() {
         d.message
     );
 }
+
+const BROWSER: &str = "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n";
+
+fn pages_config(
+    dir: &crate::support::TempDir,
+    dead: std::net::SocketAddr,
+    intercept: &str,
+) -> String {
+    std::fs::write(dir.0.join("404.html"), "<h1>not here</h1>").unwrap();
+    std::fs::write(dir.0.join("5xx.html"), "<h1>our fault</h1>").unwrap();
+    format!(
+        r#"
+server:
+  listen: "127.0.0.1:0"
+errors:
+  404: {d}/404.html
+  5xx: {d}/5xx.html
+  405: "<p>wrong method</p>"
+routes:
+  "GET /only-get": "OK"
+  "/dead/": "http://{dead}/"
+groups:
+  - prefix: /api
+    errors:
+      404: '{{"error":"no such api"}}'
+    routes:
+      "GET /items": "OK"
+      "/docs/": "{d}"
+  - prefix: /up
+    errors:
+      intercept_upstream: {intercept}
+    routes:
+      "/": "http://{dead}/"
+"#,
+        d = dir.0.display()
+    )
+}
+
+#[test]
+fn error_pages_are_chosen_by_accept_and_keep_their_status() {
+    let dir = crate::support::TempDir::new("pages");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let s = in_process(&pages_config(&dir, dead, "false"));
+    let a = s.addrs()[0];
+    // 404: the HTML page for a browser, the JSON error body for an API client.
+    let r = send(a, "GET", "/nothing", BROWSER);
+    assert_eq!(
+        (r.status, r.header("content-type"), r.body_str().as_str()),
+        (404, Some("text/html; charset=utf-8"), "<h1>not here</h1>")
+    );
+    let r = send(a, "GET", "/nothing", "Accept: application/json\r\n");
+    assert_eq!(r.status, 404);
+    assert!(r.body_str().contains("\"code\":\"AG-"), "{}", r.body_str());
+    let r = send(a, "GET", "/nothing", "");
+    assert!(
+        r.body_str().starts_with("{\"error\":{\"code\""),
+        "{}",
+        r.body_str()
+    );
+    // 405 keeps its Allow field.
+    let r = send(a, "POST", "/only-get", BROWSER);
+    assert_eq!(
+        (r.status, r.header("allow"), r.body_str().as_str()),
+        (405, Some("GET, HEAD"), "<p>wrong method</p>")
+    );
+    // 502 from a dead upstream: the 5xx class page.
+    let r = send(a, "GET", "/dead/x", BROWSER);
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (502, "<h1>our fault</h1>")
+    );
+    let r = send(a, "GET", "/dead/x", "Accept: application/json\r\n");
+    assert_eq!(r.status, 502);
+    assert!(r.body_str().contains("AG-UPS-"), "{}", r.body_str());
+    // A group's own page (JSON, so for every client) over the top level's, for what its
+    // rules answer; a path no rule takes gets the top level's. HEAD has no body.
+    let r = send(a, "GET", "/api/docs/nope.txt", "");
+    assert_eq!(
+        (r.status, r.header("content-type"), r.body_str().as_str()),
+        (
+            404,
+            Some("application/json; charset=utf-8"),
+            r#"{"error":"no such api"}"#
+        )
+    );
+    let r = send(a, "GET", "/api/nope", BROWSER);
+    assert_eq!(r.body_str(), "<h1>not here</h1>");
+    let r = one(
+        a,
+        b"HEAD /nothing HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((r.status, r.header("content-length")), (404, Some("17")));
+}
+
+#[test]
+fn upstream_errors_get_the_page_only_when_intercepted() {
+    let dir = crate::support::TempDir::new("pages-up");
+    let up = crate::proxy::upstream(|_, s| {
+        use std::io::Write;
+        let _ = s.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 12\r\n\r\nupstream 503",
+        );
+        true
+    });
+    for (intercept, want) in [("false", "upstream 503"), ("true", "<h1>our fault</h1>")] {
+        let s = in_process(&pages_config(&dir, up.addr, intercept));
+        let r = send(s.addrs()[0], "GET", "/up/x", BROWSER);
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (503, want),
+            "intercept {intercept}"
+        );
+        // An API client keeps the upstream's body even when intercepting (HTML page).
+        let r = send(s.addrs()[0], "GET", "/up/x", "Accept: application/json\r\n");
+        assert_eq!((r.status, r.body_str().as_str()), (503, "upstream 503"));
+    }
+}
+
+#[test]
+fn a_rule_s_long_form_carries_its_own_error_pages_and_bad_pages_are_refused() {
+    let s = in_process(
+        r#"
+server:
+  listen: "127.0.0.1:0"
+routes:
+  "/files/":
+    action: "/nonexistent-anygate-dir-for-test/"
+    errors: { 404: "<b>file gone</b>" }
+"#
+        .replace(
+            "/nonexistent-anygate-dir-for-test/",
+            &std::env::temp_dir().display().to_string(),
+        )
+        .as_str(),
+    );
+    let r = send(s.addrs()[0], "GET", "/files/no-such-file-here.txt", BROWSER);
+    assert_eq!((r.status, r.body_str().as_str()), (404, "<b>file gone</b>"));
+    for (yaml, at, why) in [
+        (
+            "errors:\n  200: x\nroutes: {\"/\": OK}\n",
+            "t.yml:2:3",
+            "not an error status",
+        ),
+        (
+            "errors:\n  404: ./missing.html\nroutes: {\"/\": OK}\n",
+            "t.yml:2:8",
+            "does not exist",
+        ),
+        (
+            "errors:\n  6xx: x\nroutes: {\"/\": OK}\n",
+            "t.yml:2:3",
+            "not an error status",
+        ),
+        (
+            "routes:\n  \"/\": { errors: {} }\n",
+            "t.yml:2:8",
+            "has no `action`",
+        ),
+    ] {
+        let f = anygate_config::load_str(
+            "t.yml",
+            yaml,
+            anygate_config::Format::Yaml,
+            std::path::Path::new("."),
+            &[],
+        )
+        .unwrap_err();
+        let d = f.errors().next().unwrap();
+        assert_eq!(f.sources.location(d.span.unwrap()), at, "{yaml}");
+        assert!(d.message.contains(why), "{yaml}: {}", d.message);
+    }
+}

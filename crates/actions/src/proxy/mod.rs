@@ -1074,6 +1074,14 @@ impl Proxy {
             }
             return self.tunnel(leased, res, scratch).await;
         }
+        if status >= 400 && res.intercepts(status) {
+            // `errors.intercept_upstream`: the page replaces the upstream's body, which is
+            // not read (so its connection is not reused); the status is kept.
+            if !res.body_done() {
+                res.close();
+            }
+            return res.send_error_page(status, anygate_router::status::reason(status));
+        }
         let client_h11 = req.version() == Version::Http11;
         let pass_chunked = client_h11 && matches!(framing, ResponseFraming::Chunked(_));
         if matches!(framing, ResponseFraming::UntilClose)

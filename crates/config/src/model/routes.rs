@@ -69,6 +69,7 @@ impl Decoder<'_> {
                 None => parent.proxy.clone(),
             };
             let plugins = self.plugins(f.take("plugins"), &parent.plugins, label.as_deref());
+            let errors = self.error_pages(f.take("errors"), &parent.errors);
             let mut require_client_cert = parent.require_client_cert;
             if let Some(n) = f.take("require_client_cert")
                 && let Some(b) = self.bool(n, "require_client_cert")
@@ -84,6 +85,7 @@ impl Decoder<'_> {
                 proxy,
                 plugins,
                 require_client_cert,
+                errors,
             };
             if prefix_ok {
                 self.routes_and_groups(&mut f, &scope);
@@ -104,6 +106,7 @@ impl Decoder<'_> {
                     "proxy",
                     "plugins",
                     "require_client_cert",
+                    "errors",
                 ],
             );
         }
@@ -129,6 +132,27 @@ impl Decoder<'_> {
             let head = head
                 .and_then(|head| self.join_prefix(head, &scope.prefix, k))
                 .and_then(|head| self.join_hosts(head, &scope.hosts, k));
+            // The long form: `"GET /x": { action: "...", errors: {...} }`.
+            let (v, errors) = match &v.kind {
+                Kind::Map(_) => {
+                    let mut lf = Fields::new(self.diags, v, "a rule");
+                    let errors = self.error_pages(lf.take("errors"), &scope.errors);
+                    let action = lf.take("action");
+                    lf.finish(self.diags, &["action", "errors"]);
+                    match action {
+                        Some(a) => (a, errors),
+                        None => {
+                            self.diags.push(Diagnostic::error(
+                                codes::ROUTE_ACTION,
+                                v.span,
+                                format!("`{key_text}` has no `action`"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                _ => (v, scope.errors.clone()),
+            };
             let int_text;
             let action_text = match &v.kind {
                 Kind::Str(s) => Some(s.as_str()),
@@ -187,6 +211,7 @@ impl Decoder<'_> {
                     proxy: scope.proxy.clone(),
                     plugins: scope.plugins.clone(),
                     require_client_cert: scope.require_client_cert,
+                    errors,
                 });
             }
         }

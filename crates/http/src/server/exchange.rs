@@ -168,6 +168,8 @@ pub struct Exchange<'c> {
     pub(crate) head: &'c mut ResponseHead,
     /// Sees the head before it is encoded.
     pub(crate) hook: Option<Arc<dyn HeadHook>>,
+    /// The request's error pages, and whether the client asked for HTML.
+    pub(crate) pages: Option<(Arc<super::ErrorPages>, bool)>,
     /// What the filters changed about the request and add to its response.
     pub(crate) edits: &'c mut crate::server::Edits,
     pub(crate) ctx: Ctx,

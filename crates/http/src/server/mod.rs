@@ -30,6 +30,7 @@ mod body;
 mod edits;
 mod exchange;
 pub(crate) mod io;
+mod pages;
 pub(crate) mod pool;
 pub(crate) mod response;
 
@@ -51,6 +52,7 @@ use anygate_runtime::transport::Transport;
 use self::body::BodyState;
 pub use self::edits::Edits;
 pub use self::exchange::{Ctx, Exchange, Marks, TraceCtx, Upgraded};
+pub use self::pages::{ErrorPages, Page, StatusMatch, accepts_html};
 use self::response::Tail;
 pub use self::response::{COPY_LIMIT, FileBody, HeadHook, ResponseBody, push_decimal};
 use crate::error::ErrorKind;
@@ -559,6 +561,7 @@ async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
         error: None,
         head: &mut head,
         hook: None,
+        pages: None,
         edits: &mut edits,
         ctx: Ctx::new(),
         send_rate: crate::limits::MinRate::OFF,
@@ -944,6 +947,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             error: None,
             head,
             hook: None,
+            pages: None,
             edits,
             ctx,
             send_rate: crate::limits::MinRate::OFF,
@@ -1065,6 +1069,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             error: None,
             head: response,
             hook: None,
+            pages: None,
             edits,
             ctx,
             send_rate: limits.min_send_rate,

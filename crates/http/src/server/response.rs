@@ -200,6 +200,52 @@ impl Exchange<'_> {
         self.hook = Some(hook);
     }
 
+    /// Sets the request's error pages (`html`: the client asked for HTML); the last call
+    /// wins (the pipeline sets the top level's, then the rule's).
+    pub fn set_error_pages(&mut self, pages: Arc<super::ErrorPages>, html: bool) {
+        self.pages = Some((pages, html));
+    }
+
+    /// Whether an upstream response with `status` is to be replaced by an error page
+    /// (`intercept_upstream` and a page for it that this client takes).
+    pub fn intercepts(&self, status: u16) -> bool {
+        status >= 400
+            && self
+                .pages
+                .as_ref()
+                .is_some_and(|(p, html)| p.intercept_upstream && p.pick(status, *html).is_some())
+    }
+
+    /// Sends the error page for `status` (see [`Exchange::intercepts`]); nothing happens
+    /// when there is none.
+    pub fn send_error_page(&mut self, status: u16, reason: &'static str) {
+        self.send_page(status, reason, &[]);
+    }
+
+    /// Sends the page for `status`, if this request has one the client takes; whether it
+    /// did.
+    fn send_page(&mut self, status: u16, reason: &'static str, extra: &[(&[u8], &[u8])]) -> bool {
+        let Some((pages, html)) = self.pages.take() else {
+            return false;
+        };
+        let sent = match pages.pick(status, html) {
+            Some(page) => {
+                self.head.reset(status, reason);
+                self.head
+                    .fields
+                    .append(b"content-type", page.content_type.as_bytes());
+                for (name, value) in extra {
+                    self.head.fields.append(name, value);
+                }
+                self.send(ResponseBody::Bytes(&page.body));
+                true
+            }
+            None => false,
+        };
+        self.pages = Some((pages, html));
+        sent
+    }
+
     /// Whether a head hook is installed (a [`Prebuilt`] response then goes through the
     /// structured head).
     pub fn has_head_hook(&self) -> bool {
@@ -341,6 +387,9 @@ impl Exchange<'_> {
             self.close = true;
         }
         self.error = Some(kind);
+        if self.pages.is_some() && self.send_page(kind.status(), kind.reason(), extra) {
+            return;
+        }
         let body = &mut *self.scratch;
         body.clear();
         body.extend_from_slice(b"{\"error\":{\"code\":\"");
