@@ -110,6 +110,17 @@ pub fn report(name: &str, config: &Config) -> String {
         "filters (global): {}\n",
         describe::chain(config, &summaries, &config.global_plugins)
     ));
+    for p in &config.profiles {
+        out.push_str(&format!(
+            "profile {} (group {}, {}):\n",
+            p.profile.name(),
+            p.group.as_deref().unwrap_or("without prefix"),
+            config.sources.location(p.span)
+        ));
+        for item in &p.expanded {
+            out.push_str(&format!("  {item}\n"));
+        }
+    }
     out.push_str("\nroutes, in the order the router tries them:\n");
     let mut rows = String::new();
     for (host, rule) in config.router.in_priority_order() {

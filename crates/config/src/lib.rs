@@ -120,6 +120,8 @@ pub struct Config {
     pub tracing: Option<Tracing>,
     /// The top level's `errors`: the pages of requests no rule answers.
     pub errors: Arc<ErrorPages>,
+    /// The groups' security profiles and what each expanded to.
+    pub profiles: Vec<model::ProfileUse>,
 }
 
 impl Config {
@@ -261,6 +263,7 @@ pub fn load_str(
             admin: model.admin,
             tracing: model.tracing,
             errors: model.errors,
+            profiles: model.profiles,
         }),
         built => {
             if let Err(errors) = built {

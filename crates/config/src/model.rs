@@ -570,6 +570,8 @@ pub struct Route {
     pub require_client_cert: bool,
     /// The error pages in effect: the rule's own over its groups' over the top level's.
     pub errors: Arc<ErrorPages>,
+    /// A group's `max_body` (or its profile's): requests with a larger body get 413.
+    pub max_body: Option<u64>,
 }
 
 impl Route {
@@ -591,6 +593,7 @@ impl Route {
 mod admin;
 mod errors;
 mod plugins;
+mod profiles;
 mod routes;
 mod server;
 mod settings;
@@ -600,6 +603,7 @@ mod tracing;
 pub use self::admin::{ADMIN_DEFAULT, Admin};
 pub use self::errors::{ErrorPage, ErrorPages, ErrorStatus, MAX_ERROR_PAGE};
 pub use self::plugins::PluginSpec;
+pub use self::profiles::{Profile, ProfileUse};
 pub use self::routes::static_root_readable;
 pub use self::settings::MAX_WEIGHT;
 pub use self::tls::{
@@ -621,6 +625,7 @@ pub(crate) struct Model {
     pub admin: Option<Admin>,
     pub tracing: Option<Tracing>,
     pub errors: Arc<ErrorPages>,
+    pub profiles: Vec<ProfileUse>,
 }
 
 /// Decodes the root node. Problems go to `diags`; the model is partial when there are any.
@@ -630,6 +635,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         base_dir,
         routes: Vec::new(),
         plugins: Vec::new(),
+        profiles: Vec::new(),
     };
     let mut f = Fields::new(d.diags, root, "the configuration");
     let server = d.server(f.take("server"));
@@ -698,6 +704,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         plugins: global_plugins.clone(),
         require_client_cert: false,
         errors: errors.clone(),
+        max_body: None,
     };
     d.routes_and_groups(&mut f, &scope);
     f.finish(
@@ -727,6 +734,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         admin,
         tracing,
         errors,
+        profiles: std::mem::take(&mut d.profiles),
     }
 }
 
@@ -744,6 +752,8 @@ struct Scope {
     require_client_cert: bool,
     /// The error pages so far.
     errors: Arc<ErrorPages>,
+    /// The innermost `max_body` so far.
+    max_body: Option<u64>,
 }
 
 struct Decoder<'a> {
@@ -751,6 +761,7 @@ struct Decoder<'a> {
     base_dir: &'a Path,
     routes: Vec<Route>,
     plugins: Vec<PluginSpec>,
+    profiles: Vec<ProfileUse>,
 }
 
 impl Decoder<'_> {

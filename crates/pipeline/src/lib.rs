@@ -66,6 +66,8 @@ struct Entry {
     metric: Metric,
     /// Its error pages, when they are not the top level's.
     pages: Option<Arc<anygate_http::server::ErrorPages>>,
+    /// A group's `max_body` (or its profile's).
+    max_body: Option<u64>,
 }
 
 /// A rule's metric slots (`anygate_obs::metrics`).
@@ -182,6 +184,7 @@ impl App {
                     require_client_cert: r.require_client_cert,
                     metric,
                     pages: if same { None } else { own },
+                    max_body: r.max_body,
                 }
             })
             .collect();
@@ -357,6 +360,11 @@ impl App {
                     if flow == Flow::Answered {
                         return;
                     }
+                }
+                if let Some(limit) = entry.max_body
+                    && !ex.limit_body(limit)
+                {
+                    return ex.error(ErrorKind::BodyTooLarge, Some(&entry.label));
                 }
                 ex.ctx_mut().action = Some(entry.action.kind());
                 let matched = Matched {

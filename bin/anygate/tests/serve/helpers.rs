@@ -264,3 +264,146 @@ routes:
         assert!(d.message.contains(why), "{yaml}: {}", d.message);
     }
 }
+
+fn profiles_config(dir: &crate::support::TempDir) -> String {
+    std::fs::write(dir.0.join("index.html"), "<h1>site</h1>").unwrap();
+    format!(
+        r#"
+server:
+  listen: "127.0.0.1:0"
+groups:
+  - prefix: /site
+    profile: static_site
+    routes:
+      "/": "{d}"
+  - prefix: /api
+    profile: public_api
+    routes:
+      "/items": 'OK {{"items":[]}}'
+  - prefix: /admin
+    profile: admin_panel
+    plugins:
+      - {{ kind: ip, args: {{ allow: ["127.0.0.0/8"] }} }}
+      - {{ kind: auth, args: {{ bearer: {{ tokens: [admin-token] }} }} }}
+    routes:
+      "/": "*"
+"#,
+        d = dir.0.display()
+    )
+}
+
+#[test]
+fn each_profile_s_settings_are_on_the_wire() {
+    let dir = crate::support::TempDir::new("profiles");
+    let s = in_process(&profiles_config(&dir));
+    let a = s.addrs()[0];
+    // static_site: the security preset (SAMEORIGIN framing), bodies capped at 64 KiB.
+    let r = send(a, "GET", "/site/", "");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "<h1>site</h1>"));
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let big = one(
+        a,
+        b"POST /site/ HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(big.status, 413);
+    // public_api: an API CSP and DENY framing, no CORS fields.
+    let r = send(a, "GET", "/api/items", "Origin: https://evil.example\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'none'; frame-ancestors 'none'")
+    );
+    assert!(r.header("access-control-allow-origin").is_none());
+    let r = one(
+        a,
+        b"POST /api/items HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 413, "public_api caps bodies at 1 MiB");
+    // admin_panel: its filters in front, then a rate limit of 5/s with a burst of 20.
+    assert_eq!(send(a, "GET", "/admin/x", "").status, 401);
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(
+            send(
+                a,
+                "GET",
+                "/admin/x",
+                "Authorization: Bearer admin-token\r\n",
+            )
+            .status,
+        );
+    }
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "the admin_panel rate limit: {statuses:?}"
+    );
+}
+
+#[test]
+fn explicit_settings_beat_the_profile_and_admin_panel_demands_its_guards() {
+    let dir = crate::support::TempDir::new("profiles-explicit");
+    let s = in_process(&format!(
+        r#"
+server:
+  listen: "127.0.0.1:0"
+groups:
+  - prefix: /site
+    profile: static_site
+    max_body: 1MiB
+    plugins:
+      - {{ kind: headers, args: {{ response: {{ set: {{ x-frame-options: ALLOWALL }} }} }} }}
+    routes:
+      "/": "{d}"
+"#,
+        d = dir.0.display()
+    ));
+    let a = s.addrs()[0];
+    let r = one(
+        a,
+        b"POST /site/ HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n",
+    );
+    assert_ne!(r.status, 413, "the group's own max_body wins");
+    let r = send(a, "GET", "/site/", "");
+    assert_eq!(r.header("x-frame-options"), Some("ALLOWALL"));
+    assert!(
+        r.header("content-security-policy").is_none(),
+        "the profile's headers are not added"
+    );
+    for (plugins, why) in [
+        (
+            "",
+            "an `ip` filter with an `allow` list and `require_client_cert: true` or an `auth` filter",
+        ),
+        (
+            "    plugins: [ { kind: ip, args: { allow: [\"10.0.0.0/8\"] } } ]\n",
+            "profile `admin_panel` needs `require_client_cert: true` or an `auth` filter",
+        ),
+    ] {
+        let yaml = format!(
+            "groups:\n  - prefix: /admin\n    profile: admin_panel\n{plugins}    routes: {{ \"/\": OK }}\n"
+        );
+        let f = anygate_config::load_str(
+            "t.yml",
+            &yaml,
+            anygate_config::Format::Yaml,
+            std::path::Path::new("."),
+            &[],
+        )
+        .unwrap_err();
+        let d = f.errors().next().unwrap();
+        assert_eq!(f.sources.location(d.span.unwrap()), "t.yml:3:14", "{yaml}");
+        assert!(d.message.contains(why), "{}", d.message);
+    }
+    let f = anygate_config::load_str(
+        "t.yml",
+        "groups:\n  - profile: paranoid\n    routes: { \"/\": OK }\n",
+        anygate_config::Format::Yaml,
+        std::path::Path::new("."),
+        &[],
+    )
+    .unwrap_err();
+    assert!(f.to_string().contains("t.yml:2:14"), "{f}");
+}

@@ -1,6 +1,7 @@
 //! `routes` and `groups`, flattened in the order written, each rule with its scope's
 //! settings and filter chain.
 
+use super::profiles::{self, Profile};
 use super::*;
 
 impl Decoder<'_> {
@@ -55,7 +56,13 @@ impl Decoder<'_> {
                     None => prefix_ok = false,
                 }
             }
-            let static_settings = match f.take("static") {
+            let profile_node = f.take("profile");
+            let static_node = f.take("static");
+            let sets_listing = static_node.is_some_and(|n| match &n.kind {
+                Kind::Map(entries) => entries.iter().any(|(k, _)| k.as_str() == Some("listing")),
+                _ => false,
+            });
+            let mut static_settings = match static_node {
                 Some(n) => Arc::new(self.static_settings(
                     Some(n),
                     "static",
@@ -64,11 +71,31 @@ impl Decoder<'_> {
                 )),
                 None => parent.static_settings.clone(),
             };
+            let mut max_body = parent.max_body;
+            let max_body_node = f.take("max_body");
+            if let Some(n) = max_body_node
+                && let Some(v) = self.size(n, "max_body", 0, 1 << 40, true)
+            {
+                max_body = Some(v);
+            }
             let proxy = match f.take("proxy") {
                 Some(n) => Arc::new(self.proxy_settings(Some(n), false, &parent.proxy)),
                 None => parent.proxy.clone(),
             };
-            let plugins = self.plugins(f.take("plugins"), &parent.plugins, label.as_deref());
+            let plugins_node = f.take("plugins");
+            let profile = profile_node.and_then(|n| {
+                let parts = profiles::GroupParts {
+                    profile: n,
+                    plugins: plugins_node,
+                    sets_listing,
+                    sets_max_body: max_body_node.is_some(),
+                };
+                self.profile(&parts, &parent.plugins, label.as_deref())
+            });
+            let base = profile
+                .as_ref()
+                .map_or_else(|| parent.plugins.clone(), |(_, c, _)| c.clone());
+            let plugins = self.plugins(plugins_node, &base, label.as_deref());
             let errors = self.error_pages(f.take("errors"), &parent.errors);
             let mut require_client_cert = parent.require_client_cert;
             if let Some(n) = f.take("require_client_cert")
@@ -76,6 +103,20 @@ impl Decoder<'_> {
             {
                 // A group inside one that demands a certificate cannot waive it.
                 require_client_cert |= b;
+            }
+            if let Some((p, _, used)) = profile {
+                if max_body_node.is_none() {
+                    max_body = Some(p.max_body());
+                }
+                if !sets_listing && static_settings.listing {
+                    let mut s = (*static_settings).clone();
+                    s.listing = false;
+                    static_settings = Arc::new(s);
+                }
+                if p == Profile::AdminPanel {
+                    self.check_admin_panel(used.span, &plugins, require_client_cert);
+                }
+                self.profiles.push(used);
             }
             let scope = Scope {
                 prefix,
@@ -86,6 +127,7 @@ impl Decoder<'_> {
                 plugins,
                 require_client_cert,
                 errors,
+                max_body,
             };
             if prefix_ok {
                 self.routes_and_groups(&mut f, &scope);
@@ -107,6 +149,8 @@ impl Decoder<'_> {
                     "plugins",
                     "require_client_cert",
                     "errors",
+                    "profile",
+                    "max_body",
                 ],
             );
         }
@@ -212,6 +256,7 @@ impl Decoder<'_> {
                     plugins: scope.plugins.clone(),
                     require_client_cert: scope.require_client_cert,
                     errors,
+                    max_body: scope.max_body,
                 });
             }
         }

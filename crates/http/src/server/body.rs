@@ -105,6 +105,20 @@ impl Exchange<'_> {
         self.body.received
     }
 
+    /// Lowers the request body's limit to `limit` bytes (a rule's `max_body`); `false`
+    /// when its `Content-Length` is already above it (answer 413 then).
+    pub fn limit_body(&mut self, limit: u64) -> bool {
+        if let Framing::Length(n) = self.body.framing
+            && n > limit
+        {
+            return false;
+        }
+        if self.body.limit == 0 || limit < self.body.limit {
+            self.body.limit = limit;
+        }
+        true
+    }
+
     /// Whether the whole body has been read.
     pub fn body_done(&self) -> bool {
         self.body.is_done()
