@@ -315,7 +315,7 @@ impl App {
                 if !self.global.is_empty() {
                     install(&self.global, ex, observe);
                 }
-                return redirect_to(req, ex, alt);
+                return tls::permanent_redirect(req, ex, alt.to_vec());
             }
             path = alt;
             found = exact;
@@ -536,19 +536,6 @@ impl Pages {
         self.0.push((spec.clone(), built.clone()));
         Some(built)
     }
-}
-
-/// `308` to `path` (normalised, without its trailing slash), the query kept.
-fn redirect_to(req: &Request<'_>, ex: &mut Exchange<'_>, path: &[u8]) {
-    let mut location = Vec::with_capacity(path.len() + 16);
-    location.extend_from_slice(path);
-    if let Some(q) = req.query() {
-        location.push(b'?');
-        location.extend_from_slice(q);
-    }
-    let head = ex.respond(308, "Permanent Redirect");
-    head.fields.append(b"location", &location);
-    ex.send(anygate_http::server::ResponseBody::Empty);
 }
 
 /// Installs a non-empty `chain` for this request: its `post` phase on every response head

@@ -121,6 +121,12 @@ fn redirect(req: &Request<'_>, ex: &mut Exchange<'_>, port: u16) {
         location.extend_from_slice(port.to_string().as_bytes());
     }
     location.extend_from_slice(req.path());
+    permanent_redirect(req, ex, location);
+}
+
+/// `308` to `location` with the request's query appended (the redirects of TLS and of
+/// `server.trailing_slash`).
+pub(crate) fn permanent_redirect(req: &Request<'_>, ex: &mut Exchange<'_>, mut location: Vec<u8>) {
     if let Some(q) = req.query() {
         location.push(b'?');
         location.extend_from_slice(q);
