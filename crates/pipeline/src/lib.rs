@@ -305,11 +305,12 @@ impl App {
             }
             return;
         };
-        let mut found = self.lookup(req, req.method(), &path);
         // `/a/` that only a shorter prefix (or nothing) takes, while `/a` has an exact rule.
+        // Decided before the lookup the request keeps, so that under `strict` (the default)
+        // that lookup is built once, in place.
         let mut path: &[u8] = &path;
         if self.trailing_slash != anygate_config::TrailingSlash::Strict
-            && let Some((alt, exact)) = self.slashless(req, path, &found)
+            && let Some(alt) = self.slashless(req, path)
         {
             if self.trailing_slash == anygate_config::TrailingSlash::Redirect {
                 if !self.global.is_empty() {
@@ -318,8 +319,8 @@ impl App {
                 return tls::permanent_redirect(req, ex, alt.to_vec());
             }
             path = alt;
-            found = exact;
         }
+        let found = self.lookup(req, req.method(), path);
         // Phases are timed for sampled traces only: an unsampled one that fails is
         // exported with its request and action spans, without reading the clock for every
         // phase of the 99 % that succeed.
@@ -403,26 +404,20 @@ impl App {
         }
     }
 
-    /// For a `path` ending in `/` whose lookup gave `found`: the path without the slash and
-    /// its lookup, when that finds an exact rule and `found` is nothing, a 405, or a prefix
-    /// rule shorter than the path (an explicit `/a/` rule keeps `/a/`).
-    fn slashless<'r, 'p>(
-        &'r self,
-        req: &Request<'_>,
-        path: &'p [u8],
-        found: &Lookup<'r, 'p, usize>,
-    ) -> Option<(&'p [u8], Lookup<'r, 'p, usize>)> {
+    /// For a `path` ending in `/`: the path without the slash, when that finds an exact
+    /// rule and `path` itself finds nothing, a 405, or a prefix rule shorter than the path
+    /// (an explicit `/a/` rule keeps `/a/`).
+    fn slashless<'p>(&self, req: &Request<'_>, path: &'p [u8]) -> Option<&'p [u8]> {
         let alt = path.strip_suffix(b"/").filter(|a| !a.is_empty())?;
-        if let Lookup::Found(m) = found {
+        if let Lookup::Found(m) = self.lookup(req, req.method(), path) {
             let segments = alt.iter().filter(|&&b| b == b'/').count();
             if m.rule.head.path.segments.len() >= segments {
                 return None;
             }
         }
-        let exact = self.lookup(req, req.method(), alt);
-        match &exact {
+        match self.lookup(req, req.method(), alt) {
             Lookup::Found(m) if m.rule.head.path.tail == anygate_router::dsl::Tail::Exact => {
-                Some((alt, exact))
+                Some(alt)
             }
             _ => None,
         }
@@ -430,6 +425,7 @@ impl App {
 
     /// The rule for `method` and the normalised `path`, with the request's host when some
     /// rule names one (a table without hosts never looks at it).
+    #[inline(always)]
     fn lookup<'r, 'p>(
         &'r self,
         req: &Request<'_>,

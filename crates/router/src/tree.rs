@@ -485,9 +485,21 @@ impl<T> Router<T> {
     }
 
     /// Finds the rule for `method` and a normalised `path` (see [`crate::path::normalize`])
-    /// among the rules for every host.
+    /// among the rules for every host. This is the whole lookup of a table that names no
+    /// host: one walk of the every-host trie, with nothing spent on host tiers.
+    #[inline(always)]
     pub fn lookup<'r, 'p>(&'r self, method: &[u8], path: &'p [u8]) -> Lookup<'r, 'p, T> {
-        self.lookup_host(method, None, path)
+        let Some(mut s) = self.search(method, path) else {
+            return Lookup::NotFound;
+        };
+        let every = &self.tries[0];
+        s.visit(every, Some(1));
+        if let Some(found) = s.found() {
+            return found;
+        }
+        s.collect_allow = true;
+        s.visit(every, Some(1));
+        s.refused()
     }
 
     /// Finds the rule for `method`, the request's `host` (`None`: it named none) and a
@@ -499,10 +511,38 @@ impl<T> Router<T> {
         host: Option<HostKey<'_>>,
         path: &'p [u8],
     ) -> Lookup<'r, 'p, T> {
-        if path.first() != Some(&b'/') || u32::try_from(path.len()).is_err() {
+        let Some(h) = host.filter(|_| !self.hosts.is_empty()) else {
+            return self.lookup(method, path);
+        };
+        let Some(mut s) = self.search(method, path) else {
             return Lookup::NotFound;
+        };
+        self.hosts.visit(h.name, h.port, |t| {
+            s.visit(&self.tries[t as usize], Some(1));
+            s.best.iter().any(Option::is_some)
+        });
+        if s.best.iter().all(Option::is_none) {
+            s.visit(&self.tries[0], Some(1));
         }
-        let mut s = Search {
+        if let Some(found) = s.found() {
+            return found;
+        }
+        s.collect_allow = true;
+        self.hosts.visit(h.name, h.port, |t| {
+            s.visit(&self.tries[t as usize], Some(1));
+            false
+        });
+        s.visit(&self.tries[0], Some(1));
+        s.refused()
+    }
+
+    /// A search for `method` and `path`; `None` when the path cannot match any rule.
+    #[inline]
+    fn search<'r, 'p>(&'r self, method: &[u8], path: &'p [u8]) -> Option<Search<'r, 'p, T>> {
+        if path.first() != Some(&b'/') || u32::try_from(path.len()).is_err() {
+            return None;
+        }
+        Some(Search {
             rules: &self.rules,
             path,
             bit: self.methods.bit(method),
@@ -511,43 +551,7 @@ impl<T> Router<T> {
             len: 0,
             allow: 0,
             collect_allow: false,
-        };
-        let host = host.filter(|_| !self.hosts.is_empty());
-        if let Some(h) = host {
-            self.hosts.visit(h.name, h.port, |t| {
-                s.visit(&self.tries[t as usize], Some(1));
-                s.best.iter().any(Option::is_some)
-            });
-        }
-        if s.best.iter().all(Option::is_none) {
-            s.visit(&self.tries[0], Some(1));
-        }
-        if let Some(found) = s.best.iter().flatten().next() {
-            let rule = &self.rules[found.rule as usize];
-            return Lookup::Found(RouteMatch {
-                rule,
-                params: Params {
-                    names: &rule.param_names,
-                    path,
-                    values: found.values,
-                    len: found.len,
-                    splat: found.splat,
-                },
-            });
-        }
-        s.collect_allow = true;
-        if let Some(h) = host {
-            self.hosts.visit(h.name, h.port, |t| {
-                s.visit(&self.tries[t as usize], Some(1));
-                false
-            });
-        }
-        s.visit(&self.tries[0], Some(1));
-        if s.allow != 0 {
-            Lookup::MethodNotAllowed(s.allow)
-        } else {
-            Lookup::NotFound
-        }
+        })
     }
 
     /// Every rule, in the order the trie tries them: host tiers first (exact hosts, then
@@ -609,6 +613,34 @@ struct Search<'r, 'p, T> {
     len: usize,
     allow: u64,
     collect_allow: bool,
+}
+
+impl<'r, 'p, T> Search<'r, 'p, T> {
+    /// The best rule found, if any.
+    #[inline(always)]
+    fn found(&self) -> Option<Lookup<'r, 'p, T>> {
+        let found = self.best.iter().flatten().next()?;
+        let rule = &self.rules[found.rule as usize];
+        Some(Lookup::Found(RouteMatch {
+            rule,
+            params: Params {
+                names: &rule.param_names,
+                path: self.path,
+                values: found.values,
+                len: found.len,
+                splat: found.splat,
+            },
+        }))
+    }
+
+    /// After a search that collected the methods allowed: a 405 or nothing.
+    fn refused(&self) -> Lookup<'r, 'p, T> {
+        if self.allow != 0 {
+            Lookup::MethodNotAllowed(self.allow)
+        } else {
+            Lookup::NotFound
+        }
+    }
 }
 
 impl<'p, T> Search<'_, 'p, T> {
