@@ -311,9 +311,14 @@ impl Server {
             }
             None => None,
         };
+        // Each worker gathers its access-log lines and hands them to the log writer once
+        // per reactor turn (and once more when it stops, so no line is lost at exit).
         let rt = Runtime::builder()
             .workers(workers)
             .thread_name("anygate-worker")
+            .on_thread_start(|_| anygate_obs::log::gather_on_this_thread())
+            .on_turn(anygate_obs::log::hand_over)
+            .on_thread_stop(|_| anygate_obs::log::hand_over())
             .build()?;
         let limits = Arc::new(limits(&config));
         let server_settings = config.server.clone();

@@ -13,7 +13,7 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::escape::{hex, json_body, json_str, millis, num, text};
 use crate::redact;
@@ -47,8 +47,9 @@ pub type FieldSink<'s> = dyn FnMut(&[u8], &[u8]) + 's;
 /// Everything a line says about one request, borrowed.
 #[derive(Clone, Copy)]
 pub struct Record<'a> {
-    /// When the line is written.
-    pub ts: SystemTime,
+    /// When the request ended, in nanoseconds since the Unix epoch
+    /// ([`crate::time::wall`], [`crate::time::unix_nanos`]).
+    pub ts: u64,
     /// The trace this request belongs to.
     pub trace_id: Option<[u8; 16]>,
     /// This request's span.

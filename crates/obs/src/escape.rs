@@ -12,7 +12,8 @@ pub fn json_str(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// Whether `b` goes into a JSON string as it is (printable ASCII but `"` and `\`).
+/// Whether `b` goes into a JSON string as it is (printable ASCII but `"` and `\`): what
+/// [`all_plain`] checks a word at a time.
 #[inline]
 fn json_plain(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
@@ -20,28 +21,44 @@ fn json_plain(b: u8) -> bool {
 
 /// Whether every byte of `bytes` is [`json_plain`], eight at a time: a word has a byte
 /// below 0x20, at or above 0x7f, `"` or `\\` exactly when one of the classic
-/// "has a zero / a smaller byte" bit tricks says so.
+/// "has a zero / a smaller byte" bit tricks says so (exact about whether there is one,
+/// not always about where, which is all this needs). The last, partial word is read
+/// overlapping the one before it; only a value shorter than a word is checked byte by
+/// byte.
 #[inline]
 fn all_plain(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        let v = u64::from_ne_bytes(b);
-        let below_space = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
-        let odd = below_space
-            | (v & HIGH)
-            | has_zero(v ^ (ONES * 0x7f))
-            | has_zero(v ^ (ONES * u64::from(b'"')))
-            | has_zero(v ^ (ONES * u64::from(b'\\')));
-        if odd != 0 {
+        if !plain_word(w) {
             return false;
         }
     }
-    words.remainder().iter().all(|&b| json_plain(b))
+    let rest = words.remainder();
+    if rest.is_empty() {
+        return true;
+    }
+    match bytes.len().checked_sub(8) {
+        Some(from) => plain_word(&bytes[from..]),
+        None => rest.iter().all(|&b| json_plain(b)),
+    }
+}
+
+/// [`all_plain`] for eight bytes.
+#[inline]
+fn plain_word(w: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&w[..8]);
+    let v = u64::from_ne_bytes(b);
+    let below_space = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+    let odd = below_space
+        | (v & HIGH)
+        | has_zero(v ^ (ONES * 0x7f))
+        | has_zero(v ^ (ONES * u64::from(b'"')))
+        | has_zero(v ^ (ONES * u64::from(b'\\')));
+    odd == 0
 }
 
 /// Appends `bytes` escaped for the inside of a JSON string, without the quotes.
@@ -106,7 +123,7 @@ pub(crate) fn text(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// "00" to "99", for writing two digits per division.
-const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+pub(crate) const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 2021222324252627282930313233343536373839\
 4041424344454647484950515253545556575859\
 6061626364656667686970717273747576777879\
@@ -326,6 +343,17 @@ mod tests {
         let mut out = [0u8; 2];
         for bad in [&b"0g12"[..], b"0A12", b"01 2", b"012"] {
             assert_eq!(unhex(bad, &mut out), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_word_check_agrees_with_the_byte_check_at_every_length(
+            v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            plain in proptest::collection::vec(0x20u8..0x7f, 0..40),
+        ) {
+            proptest::prop_assert_eq!(all_plain(&v), v.iter().all(|&c| json_plain(c)));
+            proptest::prop_assert_eq!(all_plain(&plain), plain.iter().all(|&c| json_plain(c)));
         }
     }
 

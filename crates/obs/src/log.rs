@@ -7,8 +7,14 @@
 //!                       ◄──────────── recycled buffers [free queue] ───────┘
 //! ```
 //!
-//! - Both queues are lock-free and bounded (`crossbeam_queue::ArrayQueue`). A full queue
-//!   drops the line and counts it ([`dropped`]); a line is never waited for.
+//! - Both queues are lock-free and bounded (`crossbeam_queue::ArrayQueue`; the access
+//!   queue also by the lines it holds, [`ACCESS_CAPACITY`]). A full queue drops the line
+//!   and counts it ([`dropped`]); a line is never waited for.
+//! - A worker thread gathers its access lines ([`gather_on_this_thread`], [`line`]) in
+//!   one buffer per destination and hands the batch over at its next reactor turn
+//!   ([`hand_over`], the runtime's turn hook) or when it reaches [`BATCH_BYTES`]: two
+//!   queue operations and one cache-line transfer per batch instead of per line, and the
+//!   line is written straight into the batch (no buffer of its own).
 //! - Buffers come back through a free queue, so after warm-up a line costs no allocation.
 //! - The writer drains the server queue first, then the access queue, writes each
 //!   destination once per batch, and naps for a millisecond between batches while lines
@@ -17,10 +23,11 @@
 //!   that the next line opens the path again (logrotate's `postrotate kill -USR1`).
 //! - [`flush`] waits until everything sent before it is written (at exit).
 
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime};
@@ -28,13 +35,16 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
-/// Lines the access queue holds.
-const ACCESS_CAPACITY: usize = 8192;
+/// Lines the access queue holds (in batches or one by one).
+pub const ACCESS_CAPACITY: usize = 8192;
+/// A worker hands its gathered lines over once they reach this size, even before its
+/// next reactor turn.
+pub const BATCH_BYTES: usize = 32 << 10;
 /// Lines the server queue holds.
 const SERVER_CAPACITY: usize = 1024;
 /// A recycled buffer larger than this is dropped instead (one huge line must not pin
 /// memory for ever).
-const MAX_KEPT_BUFFER: usize = 16 << 10;
+const MAX_KEPT_BUFFER: usize = 64 << 10;
 
 /// Where lines go.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -82,9 +92,12 @@ impl Level {
     }
 }
 
+/// Lines for one destination: one line, or a worker's batch of them.
 struct Line {
     dest: Dest,
     buf: Vec<u8>,
+    /// How many lines `buf` holds (what a drop counts).
+    lines: u32,
 }
 
 enum Control {
@@ -98,6 +111,8 @@ struct Shared {
     free: ArrayQueue<Vec<u8>>,
     control: ArrayQueue<Control>,
     dropped: AtomicU64,
+    /// Lines in the access queue.
+    queued: AtomicUsize,
     /// The writer is parked with nothing to do: the next producer wakes it.
     idle: AtomicBool,
     dests: ArcSwap<Vec<Vec<Target>>>,
@@ -115,6 +130,7 @@ fn shared() -> &'static Shared {
             free: ArrayQueue::new(ACCESS_CAPACITY),
             control: ArrayQueue::new(64),
             dropped: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             idle: AtomicBool::new(false),
             // Destination 0 is stderr (the server log), 1 stdout.
             dests: ArcSwap::from_pointee(vec![vec![Target::Stderr], vec![Target::Stdout]]),
@@ -163,13 +179,123 @@ pub fn buffer() -> Vec<u8> {
 
 /// Queues `line` (newline included) for `dest`; drops and counts it when the queue is full.
 pub fn send(dest: Dest, line: Vec<u8>) {
-    let s = shared();
-    push(s, &s.access, Line { dest, buf: line });
+    push_access(
+        shared(),
+        Line {
+            dest,
+            buf: line,
+            lines: 1,
+        },
+    );
+}
+
+/// A worker's gathered lines: one buffer per destination it wrote to.
+#[derive(Default)]
+struct Gathered {
+    batches: Vec<(Dest, Vec<u8>, u32)>,
+}
+
+thread_local! {
+    /// `Some` on a thread that gathers its lines (a worker with the turn hook).
+    static GATHERED: RefCell<Option<Gathered>> = const { RefCell::new(None) };
+    /// This thread gathered lines since its last hand-over: the turn hook of a worker that
+    /// logs nothing reads one flag.
+    static PENDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From now on, [`line`] on this thread gathers lines until [`hand_over`]: only for a
+/// thread that calls [`hand_over`] often (a runtime worker, through its turn hook, and
+/// once more when it stops).
+pub fn gather_on_this_thread() {
+    GATHERED.with_borrow_mut(|g| {
+        g.get_or_insert_with(Gathered::default);
+    });
+}
+
+/// Writes one line for `dest` with `write` (newline included): into this thread's batch
+/// when it gathers ([`gather_on_this_thread`]), else into a buffer of its own, queued at
+/// once.
+pub fn line(dest: Dest, write: impl FnOnce(&mut Vec<u8>)) {
+    let mut write = Some(write);
+    let full = GATHERED.with_borrow_mut(|g| {
+        let g = g.as_mut()?;
+        let i = match g.batches.iter().position(|b| b.0 == dest) {
+            Some(i) => i,
+            None => {
+                g.batches.push((dest, Vec::new(), 0));
+                g.batches.len() - 1
+            }
+        };
+        let (_, buf, lines) = &mut g.batches[i];
+        if buf.capacity() == 0 {
+            *buf = buffer();
+        }
+        if let Some(write) = write.take() {
+            write(buf);
+        }
+        *lines += 1;
+        PENDING.set(true);
+        Some(buf.len() >= BATCH_BYTES)
+    });
+    match full {
+        Some(true) => hand_over(),
+        Some(false) => {}
+        None => {
+            if let Some(write) = write.take() {
+                let mut buf = buffer();
+                write(&mut buf);
+                send(dest, buf);
+            }
+        }
+    }
+}
+
+/// Queues the lines this thread gathered (nothing when it gathered none, or does not
+/// gather). The runtime's turn hook.
+#[inline]
+pub fn hand_over() {
+    if PENDING.replace(false) {
+        hand_over_gathered();
+    }
+}
+
+fn hand_over_gathered() {
+    GATHERED.with_borrow_mut(|g| {
+        let Some(g) = g.as_mut() else {
+            return;
+        };
+        for (dest, buf, lines) in &mut g.batches {
+            if *lines == 0 {
+                continue;
+            }
+            let line = Line {
+                dest: *dest,
+                buf: std::mem::take(buf),
+                lines: std::mem::take(lines),
+            };
+            push_access(shared(), line);
+        }
+    });
+}
+
+fn push_access(s: &Shared, line: Line) {
+    let n = line.lines as usize;
+    if s.queued.fetch_add(n, Ordering::Relaxed) + n > ACCESS_CAPACITY {
+        s.queued.fetch_sub(n, Ordering::Relaxed);
+        s.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        recycle(s, line.buf);
+        return;
+    }
+    push(s, &s.access, line);
 }
 
 fn push(s: &Shared, queue: &ArrayQueue<Line>, line: Line) {
     if let Err(line) = queue.push(line) {
-        s.dropped.fetch_add(1, Ordering::Relaxed);
+        if std::ptr::eq(queue, &s.access) {
+            s.queued.fetch_sub(line.lines as usize, Ordering::Relaxed);
+        }
+        s.dropped
+            .fetch_add(u64::from(line.lines), Ordering::Relaxed);
         recycle(s, line.buf);
         return;
     }
@@ -212,7 +338,7 @@ pub fn server(level: Level, message: &str) {
     let mut buf = buffer();
     if s.server_format.load(Ordering::Relaxed) == 1 {
         buf.extend_from_slice(b"{\"ts\":\"");
-        crate::time::rfc3339(&mut buf, SystemTime::now());
+        crate::time::rfc3339(&mut buf, crate::time::unix_nanos(SystemTime::now()));
         buf.extend_from_slice(b"\",\"level\":\"");
         buf.extend_from_slice(level.as_str().as_bytes());
         buf.extend_from_slice(b"\",\"msg\":");
@@ -229,7 +355,15 @@ pub fn server(level: Level, message: &str) {
         buf.extend_from_slice(message.as_bytes());
         buf.push(b'\n');
     }
-    push(s, &s.server, Line { dest: Dest(0), buf });
+    push(
+        s,
+        &s.server,
+        Line {
+            dest: Dest(0),
+            buf,
+            lines: 1,
+        },
+    );
 }
 
 /// Closes the log files: the next line for each opens its path again.
@@ -308,7 +442,11 @@ impl Writer {
                 self.resolved = Some(dests);
             }
             let mut n = 0;
-            while let Some(line) = s.server.pop().or_else(|| s.access.pop()) {
+            while let Some(line) = s.server.pop().or_else(|| {
+                let line = s.access.pop()?;
+                s.queued.fetch_sub(line.lines as usize, Ordering::Relaxed);
+                Some(line)
+            }) {
                 self.add(&line);
                 recycle(s, line.buf);
                 n += 1;
@@ -427,5 +565,5 @@ impl Writer {
 /// A handle for tests and the admin listener: the queues' fill.
 pub fn queued() -> usize {
     let s = shared();
-    s.access.len() + s.server.len()
+    s.queued.load(Ordering::Relaxed) + s.server.len()
 }

@@ -7,47 +7,72 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long a thread trusts its offset between the monotonic and the wall clock.
 const RECALIBRATE: Duration = Duration::from_secs(1);
 
-/// The wall-clock time of `at`, an instant of the monotonic clock (a request's end), from a
-/// per-thread pair of readings of both clocks taken at most [`RECALIBRATE`] apart: one
-/// clock read saved per log line. The two clocks can drift apart by what NTP slews in a
-/// second (microseconds at most); a step of the wall clock shows within a second.
-pub fn wall(at: Instant) -> SystemTime {
+/// The wall-clock time of `at`, an instant of the monotonic clock (a request's end), in
+/// nanoseconds since the Unix epoch, from a per-thread pair of readings of both clocks
+/// taken at most [`RECALIBRATE`] apart: one clock read saved per log line, and one
+/// subtraction of instants. The two clocks can drift apart by what NTP slews in a second
+/// (microseconds at most); a step of the wall clock shows within a second.
+pub fn wall(at: Instant) -> u64 {
     thread_local! {
-        static BASE: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+        static BASE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
     }
-    let base = match BASE.get() {
-        Some((i, w)) if at.saturating_duration_since(i) < RECALIBRATE => (i, w),
-        _ => {
-            let fresh = (anygate_runtime::time::precise_now(), SystemTime::now());
-            BASE.set(Some(fresh));
-            fresh
-        }
+    let (i, w) = match BASE.get() {
+        Some((i, w)) => match at.checked_duration_since(i) {
+            Some(after) if after < RECALIBRATE => return w.saturating_add(nanos(after)),
+            // Before the readings (an instant taken earlier): placed against them.
+            None => (i, w),
+            Some(_) => recalibrate(&BASE),
+        },
+        None => recalibrate(&BASE),
     };
-    match at.checked_duration_since(base.0) {
-        Some(after) => base.1 + after,
-        None => base.1 - base.0.duration_since(at),
+    match at.checked_duration_since(i) {
+        Some(after) => w.saturating_add(nanos(after)),
+        None => w.saturating_sub(nanos(i.duration_since(at))),
     }
 }
 
-/// Appends `t` as RFC 3339 in UTC with nine fractional digits. Times before 1970 are
-/// written as the epoch.
-pub fn rfc3339(out: &mut Vec<u8>, t: SystemTime) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+/// Takes a fresh pair of readings of both clocks into `base`.
+fn recalibrate(
+    base: &'static std::thread::LocalKey<Cell<Option<(Instant, u64)>>>,
+) -> (Instant, u64) {
+    let fresh = (
+        anygate_runtime::time::precise_now(),
+        unix_nanos(SystemTime::now()),
+    );
+    base.set(Some(fresh));
+    fresh
+}
+
+/// `t` in nanoseconds since the Unix epoch (0 before it; saturated in the year 2554).
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    nanos(t.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Appends `t`, nanoseconds since the Unix epoch, as RFC 3339 in UTC with nine fractional
+/// digits.
+pub fn rfc3339(out: &mut Vec<u8>, t: u64) {
     // The date and time of day change once a second: kept per thread.
     thread_local! {
         static LAST: Cell<(u64, [u8; 30])> = const { Cell::new((u64::MAX, [0; 30])) };
     }
-    let secs = since.as_secs();
+    let secs = t / 1_000_000_000;
     let (cached, mut buf) = LAST.get();
     if cached != secs {
         buf = date_time(secs);
         LAST.set((secs, buf));
     }
-    let mut nanos = since.subsec_nanos();
-    for slot in buf[20..29].iter_mut().rev() {
-        *slot = b'0' + (nanos % 10) as u8;
-        nanos /= 10;
+    // Nine digits: one, then four pairs.
+    let mut frac = t % 1_000_000_000;
+    for at in [27, 25, 23, 21] {
+        let pair = (frac % 100) as usize * 2;
+        frac /= 100;
+        buf[at..at + 2].copy_from_slice(&crate::escape::PAIRS[pair..pair + 2]);
     }
+    buf[20] = b'0' + frac as u8;
     out.extend_from_slice(&buf);
 }
 
@@ -92,28 +117,43 @@ mod tests {
 
     fn at(secs: u64, nanos: u32) -> String {
         let mut out = Vec::new();
-        rfc3339(&mut out, UNIX_EPOCH + Duration::new(secs, nanos));
+        rfc3339(
+            &mut out,
+            unix_nanos(UNIX_EPOCH + Duration::new(secs, nanos)),
+        );
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn wall_places_monotonic_instants_on_the_wall_clock() {
-        let before = SystemTime::now();
+        let before = unix_nanos(SystemTime::now());
         let now = anygate_runtime::time::precise_now();
         let w = wall(now);
-        let after = SystemTime::now();
-        assert!(w + Duration::from_millis(50) >= before && w <= after + Duration::from_millis(50));
+        let after = unix_nanos(SystemTime::now());
+        let slack = 50_000_000;
+        assert!(
+            w + slack >= before && w <= after + slack,
+            "{before} {w} {after}"
+        );
         // Instants before and after the calibration keep their order and distance.
         let earlier = now - Duration::from_millis(3);
-        assert_eq!(
-            w.duration_since(wall(earlier)).unwrap(),
-            Duration::from_millis(3)
-        );
+        assert_eq!(w - wall(earlier), 3_000_000);
         let later = now + Duration::from_millis(7);
-        assert_eq!(
-            wall(later).duration_since(w).unwrap(),
-            Duration::from_millis(7)
-        );
+        assert_eq!(wall(later) - w, 7_000_000);
+    }
+
+    #[test]
+    fn nine_fractional_digits_at_every_position() {
+        for (nanos, text) in [
+            (1, "000000001"),
+            (20, "000000020"),
+            (300_000, "000300000"),
+            (98_765_432, "098765432"),
+            (999_999_999, "999999999"),
+        ] {
+            let got = at(1_796_240_400, nanos);
+            assert_eq!(&got[20..29], text, "{got}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn some_headers(f: &mut FieldSink<'_>) {
 
 fn record(headers: &dyn for<'s> Fn(&mut FieldSink<'s>)) -> Record<'_> {
     Record {
-        ts: UNIX_EPOCH + Duration::new(1_796_240_400, 123_456_789),
+        ts: anygate_obs::time::unix_nanos(UNIX_EPOCH + Duration::new(1_796_240_400, 123_456_789)),
         trace_id: Some([0x4b; 16]),
         span_id: Some([0x0f; 8]),
         route: Some("GET /api/*"),

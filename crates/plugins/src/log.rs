@@ -170,8 +170,6 @@ impl AccessLog {
             spa_fallback: ctx.static_kinds & anygate_obs::metrics::static_kind::SPA_FALLBACK != 0,
             headers: &headers,
         };
-        let mut buf = anygate_obs::log::buffer();
-        access::write(&mut buf, self.format, &record);
-        anygate_obs::log::send(self.dest, buf);
+        anygate_obs::log::line(self.dest, |buf| access::write(buf, self.format, &record));
     }
 }

@@ -18,6 +18,8 @@ use crate::sched::{Shared, context};
 use crate::task::JoinHandle;
 
 type Hook = Arc<dyn Fn(usize) + Send + Sync>;
+/// What a worker runs before each reactor turn.
+pub(crate) type TurnHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Configures and builds a [`Runtime`].
 #[derive(Clone)]
@@ -28,6 +30,7 @@ pub struct Builder {
     max_events: usize,
     on_thread_start: Option<Hook>,
     on_thread_stop: Option<Hook>,
+    on_turn: Option<TurnHook>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -57,6 +60,7 @@ impl Builder {
             max_events: 1024,
             on_thread_start: None,
             on_thread_stop: None,
+            on_turn: None,
         }
     }
 
@@ -96,6 +100,15 @@ impl Builder {
         self
     }
 
+    /// Called on each worker thread before each reactor turn: when it is about to park, and
+    /// every few dozen tasks while it stays busy (a busy worker still polls for I/O). For
+    /// work a worker gathers per thread and hands over in batches (log lines): it runs
+    /// often enough that nothing waits long, and rarely enough to batch. Must not block.
+    pub fn on_turn(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_turn = Some(Arc::new(f));
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> io::Result<Runtime> {
         let queues: Vec<Worker<crate::task::Task>> =
@@ -113,6 +126,7 @@ impl Builder {
             for (index, queue) in queues.into_iter().enumerate() {
                 let worker_shared = shared.clone();
                 let (start, stop) = (self.on_thread_start.clone(), self.on_thread_stop.clone());
+                let on_turn = self.on_turn.clone();
                 let (pin, max_events) = (self.pin_workers, self.max_events);
                 let t = thread::Builder::new()
                     .name(format!("{}-{index}", self.thread_name))
@@ -124,7 +138,7 @@ impl Builder {
                             f(index);
                         }
                         let local = Rc::new(Local::new(index, worker_shared, queue));
-                        worker::run(local, max_events);
+                        worker::run(local, max_events, on_turn.as_deref());
                         if let Some(f) = &stop {
                             f(index);
                         }

@@ -5,10 +5,10 @@
 //! ```text
 //! loop {
 //!     shutdown?                         -> exit (shutdown protocol, step 2)
-//!     every EVENT_INTERVAL tasks        -> non-blocking reactor turn + timers
+//!     every EVENT_INTERVAL tasks        -> turn hook, non-blocking reactor turn + timers
 //!     every GLOBAL_INTERVAL tasks       -> injector first (fairness for remote spawns)
 //!     local queue | injector | steal    -> run one task
-//!     nothing                           -> park: reactor turn until the next timer
+//!     nothing                           -> turn hook, park: reactor turn until the next timer
 //! }
 //! ```
 //!
@@ -179,7 +179,7 @@ impl Local {
 }
 
 /// The body of a worker thread.
-pub(crate) fn run(local: Rc<Local>, max_events: usize) {
+pub(crate) fn run(local: Rc<Local>, max_events: usize, on_turn: Option<&(dyn Fn() + Send + Sync)>) {
     let _guard = super::context::enter_worker(local.clone());
     let shared = local.shared.clone();
     let mut events = Events::with_capacity(max_events);
@@ -191,6 +191,9 @@ pub(crate) fn run(local: Rc<Local>, max_events: usize) {
         }
         tick = tick.wrapping_add(1);
         if tick.is_multiple_of(EVENT_INTERVAL) {
+            if let Some(f) = on_turn {
+                f();
+            }
             local.apply_timer_ops();
             local.turn(&mut events, Some(Duration::ZERO), || ());
         }
@@ -207,6 +210,9 @@ pub(crate) fn run(local: Rc<Local>, max_events: usize) {
             None => {
                 if searching {
                     shared.end_search();
+                }
+                if let Some(f) = on_turn {
+                    f();
                 }
                 searching = local.park(&mut events);
             }

@@ -469,3 +469,37 @@ fn regression_live_tasks_is_zero_once_every_join_handle_resolved() {
         assert_eq!(rt.handle().live_tasks(), 0);
     }
 }
+
+/// The turn hook runs on a busy worker (every few dozen tasks, with its non-blocking
+/// reactor turn) and before a worker parks: what gathers per thread (log lines) is handed
+/// over whether the worker is saturated or idle.
+#[test]
+fn the_turn_hook_runs_while_a_worker_is_busy_and_before_it_parks() {
+    let turns = Arc::new(AtomicUsize::new(0));
+    let t = turns.clone();
+    let rt = Runtime::builder()
+        .workers(1)
+        .on_turn(move || {
+            t.fetch_add(1, Ordering::Relaxed);
+        })
+        .build()
+        .expect("runtime builds");
+    let t = turns.clone();
+    let (busy, parked) = run(&rt, async move {
+        let h = spawn(async move {
+            // Busy: 6 100 yields keep the worker's queue non-empty, so it never parks.
+            let before = t.load(Ordering::Relaxed);
+            for _ in 0..6_100 {
+                anygate_runtime::yield_now().await;
+            }
+            let busy = t.load(Ordering::Relaxed) - before;
+            // Idle: the worker parks on the timer, running the hook first.
+            let before = t.load(Ordering::Relaxed);
+            anygate_runtime::time::sleep(Duration::from_millis(5)).await;
+            (busy, t.load(Ordering::Relaxed) - before)
+        });
+        h.await.expect("the task ends")
+    });
+    assert!(busy >= 50, "the hook ran {busy} times in 6 100 busy tasks");
+    assert!(parked >= 1, "the hook did not run before the worker parked");
+}
