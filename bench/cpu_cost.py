@@ -14,6 +14,10 @@ interleaved, R rounds of each, and the ratio reported is the median over rounds 
 round's observed/bare ratio (a round's modes run back to back, under the same drift).
 
     bench/cpu_cost.py [--binary target/release/anygate] [--rounds 9] [--duration 3]
+                      [--baseline OTHER_BINARY] [--modes bare,all]
+
+With `--baseline`, every round runs the modes for both binaries (which goes first alternates),
+so that a change's effect on the observed/bare ratio is read under the same drift.
 
 Modes: bare; log (JSON access log to a file); metrics (an admin listener); tracing (1 %,
 exported over OTLP to a collector run here); all three. Prints a Markdown table.
@@ -78,6 +82,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--duration", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--baseline", help="another binary, run in the same rounds (order alternating)")
+    ap.add_argument("--modes", default="bare,log,metrics,tracing,all",
+                    help="comma-separated subset of the modes (bare is always run)")
     args = ap.parse_args()
     global CONNS
     CONNS = args.connections
@@ -88,28 +95,36 @@ def main():
     tracing = f'tracing: {{ sample: 0.01, otlp: {{ endpoint: "http://127.0.0.1:{collector.port}/v1/traces" }} }}\n'
     modes = {"bare": "", "log": log, "metrics": metrics, "tracing": tracing,
              "all": log + metrics + tracing}
-    per = {m: [] for m in modes}
-    rps = {m: [] for m in modes}
+    wanted = set(args.modes.split(",")) | {"bare"}
+    modes = {m: e for m, e in modes.items() if m in wanted}
+    binaries = [("this", args.binary)] + ([("baseline", args.baseline)] if args.baseline else [])
+    per = {(b, m): [] for b, _ in binaries for m in modes}
+    rps = {(b, m): [] for b, _ in binaries for m in modes}
     for r in range(args.rounds):
-        for mode, extra in modes.items():
-            port = free_port()
-            cfg = os.path.join(tmp, f"{mode}.yml")
-            with open(cfg, "w") as f:
-                f.write(f'server: {{ listen: "127.0.0.1:{port}", workers: 1 }}\n'
-                        'routes: { "GET /fixed": "OK" }\n'
-                        + extra.replace("ADMIN", str(free_port())))
-            ns, rate = run(args.binary, cfg, port, args.duration)
-            per[mode].append(ns)
-            rps[mode].append(rate)
-            print(f"round {r + 1} {mode}: {ns / 1000:.2f} µs CPU/request, {rate:,.0f} requests/s",
-                  file=sys.stderr)
-    print("| mode | CPU per request (median, µs) | requests/s (median) | observed/bare, median of rounds "
-          "| min–max of rounds |")
-    print("|---|---|---|---|---|")
-    for mode in modes:
-        ratios = [o / b for o, b in zip(per[mode], per["bare"])]
-        print(f"| {mode} | {statistics.median(per[mode]) / 1000:.2f} | {statistics.median(rps[mode]):,.0f} "
-              f"| {statistics.median(ratios):.3f}× | {min(ratios):.3f}–{max(ratios):.3f} |")
+        # With a baseline, the binaries take turns going first.
+        order = binaries if r % 2 == 0 else binaries[::-1]
+        for label, binary in order:
+            for mode, extra in modes.items():
+                port = free_port()
+                cfg = os.path.join(tmp, f"{mode}.yml")
+                with open(cfg, "w") as f:
+                    f.write(f'server: {{ listen: "127.0.0.1:{port}", workers: 1 }}\n'
+                            'routes: { "GET /fixed": "OK" }\n'
+                            + extra.replace("ADMIN", str(free_port())))
+                ns, rate = run(binary, cfg, port, args.duration)
+                per[label, mode].append(ns)
+                rps[label, mode].append(rate)
+                print(f"round {r + 1} {label} {mode}: {ns / 1000:.2f} µs CPU/request, "
+                      f"{rate:,.0f} requests/s", file=sys.stderr)
+    print("| binary | mode | CPU per request (median, µs) | requests/s (median) "
+          "| observed/bare, median of rounds | min–max of rounds |")
+    print("|---|---|---|---|---|---|")
+    for label, _ in binaries:
+        for mode in modes:
+            ratios = [o / b for o, b in zip(per[label, mode], per[label, "bare"])]
+            print(f"| {label} | {mode} | {statistics.median(per[label, mode]) / 1000:.2f} "
+                  f"| {statistics.median(rps[label, mode]):,.0f} "
+                  f"| {statistics.median(ratios):.3f}× | {min(ratios):.3f}–{max(ratios):.3f} |")
     print(f"\n({args.rounds} rounds of {args.duration} s; {collector.posts} OTLP export requests received.)")
 
 
