@@ -778,6 +778,37 @@ impl Decoder<'_> {
             .push(Diagnostic::error(codes::VALUE, span, message));
     }
 
+    /// `path` as written in the config: absolute as it is, relative against the config
+    /// file's directory.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// An error about the file or directory `written` (resolved to `resolved`), with the
+    /// hint of where a relative one was looked for; `what` is "files" or "directories".
+    fn path_error(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        message: String,
+        written: &Path,
+        resolved: &Path,
+        what: &str,
+    ) {
+        let mut d = Diagnostic::error(code, span, message);
+        if !written.is_absolute() {
+            d = d.help(format!(
+                "relative {what} are resolved against the config file's directory: {}",
+                resolved.display()
+            ));
+        }
+        self.diags.push(d);
+    }
+
     fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n str> {
         let s = node.as_str();
         if s.is_none() {

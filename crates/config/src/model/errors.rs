@@ -120,11 +120,7 @@ impl Decoder<'_> {
     fn error_page(&mut self, status: ErrorStatus, text: &str, v: &Node) -> Option<ErrorPage> {
         if text.starts_with('/') || text.starts_with("./") || text.starts_with("../") {
             let path = Path::new(text);
-            let resolved = if path.is_absolute() {
-                path.to_path_buf()
-            } else {
-                self.base_dir.join(path)
-            };
+            let resolved = self.resolve(path);
             let read = std::fs::metadata(&resolved).and_then(|m| {
                 if !m.is_file() {
                     Err(std::io::Error::other("is not a file"))
@@ -159,18 +155,14 @@ impl Decoder<'_> {
                     } else {
                         e.to_string()
                     };
-                    let mut d = Diagnostic::error(
+                    self.path_error(
                         codes::VALUE,
                         v.span,
                         format!("error page `{text}` {why}"),
+                        path,
+                        &resolved,
+                        "files",
                     );
-                    if !path.is_absolute() {
-                        d = d.help(format!(
-                            "relative files are resolved against the config file's directory: {}",
-                            resolved.display()
-                        ));
-                    }
-                    self.diags.push(d);
                     None
                 }
             };

@@ -376,11 +376,7 @@ impl Decoder<'_> {
 
     pub(super) fn static_root(&mut self, dir: &str, value: &Node) -> Option<PathBuf> {
         let path = Path::new(dir);
-        let resolved = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir.join(path)
-        };
+        let resolved = self.resolve(path);
         let problem = match std::fs::metadata(&resolved) {
             Ok(m) if m.is_dir() => match static_root_readable(&resolved) {
                 Ok(()) => return Some(resolved),
@@ -392,18 +388,14 @@ impl Decoder<'_> {
             }
             Err(_) => "does not exist".into(),
         };
-        let mut d = Diagnostic::error(
+        self.path_error(
             codes::STATIC_DIR,
             value.span,
             format!("static directory `{dir}` {problem}"),
+            path,
+            &resolved,
+            "directories",
         );
-        if !path.is_absolute() {
-            d = d.help(format!(
-                "relative directories are resolved against the config file's directory: {}",
-                resolved.display()
-            ));
-        }
-        self.diags.push(d);
         None
     }
 }
