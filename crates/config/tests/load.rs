@@ -667,6 +667,33 @@ fn env_overrides_replace_values_and_report_their_own_positions() {
 }
 
 #[test]
+fn error_page_files_are_read_relative_to_the_config_file_and_a_missing_one_says_where() {
+    let dir = tempdir("error-pages");
+    std::fs::create_dir_all(dir.join("site/errors")).unwrap();
+    std::fs::write(dir.join("site/errors/404.html"), "<b>gone</b>").unwrap();
+    let file = dir.join("site/anygate.yml");
+    std::fs::write(
+        &file,
+        "errors:\n  404: ./errors/404.html\n  500: ./errors/500.html\nroutes: { \"/\": OK }\n",
+    )
+    .unwrap();
+    let f = load(&file, &[]).unwrap_err();
+    let text = f.to_string();
+    assert!(
+        text.contains("error page `./errors/500.html` does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "relative files are resolved against the config file's directory: {}",
+            dir.join("site/./errors/500.html").display()
+        )),
+        "{text}"
+    );
+    assert_eq!(f.errors().count(), 1, "{text}");
+}
+
+#[test]
 fn static_directories_must_exist_relative_to_the_config_file() {
     let dir = tempdir("static");
     std::fs::create_dir_all(dir.join("site/dist")).unwrap();
@@ -693,6 +720,14 @@ fn static_directories_must_exist_relative_to_the_config_file() {
     let text = f.to_string();
     assert!(text.contains("`./missing/` does not exist"), "{text}");
     assert!(text.contains("`./file.txt` is not a directory"), "{text}");
+    let looked = dir.join("site/./missing/");
+    assert!(
+        text.contains(&format!(
+            "relative directories are resolved against the config file's directory: {}",
+            looked.display()
+        )),
+        "{text}"
+    );
     std::fs::write(&file, "routes:\n  \"/\": \"./dist/\"\n").unwrap();
     let c = load(&file, &[]).unwrap();
     assert_eq!(
