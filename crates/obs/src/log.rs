@@ -2,20 +2,25 @@
 //! terminal, a pipe or a disk.
 //!
 //! ```text
-//! worker ─ buffer() ─ format ─ send(dest, buf) ─► [access queue, bounded] ─┐
-//! any thread ─ server(level, msg) ─────────────► [server queue, bounded] ─┼─► writer thread ─► stdout / stderr / files
-//!                       ◄──────────── recycled buffers [free queue] ───────┘
+//! worker ─ line(dest, format) ─ its batch ─ hand_over() ─► [access queue, bounded] ─┐
+//! other thread ─ line(dest, format) ─────────────────────► [access queue]          ─┤
+//! any thread ─ server(level, msg) ───────────────────────► [server queue, bounded] ─┼─► writer thread ─► stdout / stderr / files
+//!                    ◄──────────── recycled buffers [free queues] ─────────────────┘
 //! ```
 //!
 //! - Both queues are lock-free and bounded (`crossbeam_queue::ArrayQueue`; the access
-//!   queue also by the lines it holds, [`ACCESS_CAPACITY`]). A full queue drops the line
-//!   and counts it ([`dropped`]); a line is never waited for.
+//!   queue also by the lines it holds, [`ACCESS_CAPACITY`]). A full queue drops the line,
+//!   or the batch, and counts its lines ([`dropped`]); a line is never waited for.
 //! - A worker thread gathers its access lines ([`gather_on_this_thread`], [`line`]) in
 //!   one buffer per destination and hands the batch over at its next reactor turn
-//!   ([`hand_over`], the runtime's turn hook) or when it reaches [`BATCH_BYTES`]: two
-//!   queue operations and one cache-line transfer per batch instead of per line, and the
-//!   line is written straight into the batch (no buffer of its own).
-//! - Buffers come back through a free queue, so after warm-up a line costs no allocation.
+//!   ([`hand_over`], the runtime's turn hook: at once when the worker goes idle, every few
+//!   dozen tasks while it is busy) or when it reaches [`BATCH_BYTES`]: two queue
+//!   operations and one cache-line transfer per batch instead of per line, and the line is
+//!   written straight into the batch (no buffer of its own). A line that panics while
+//!   being formatted is cut out of the batch.
+//! - Buffers come back through two free queues, one for line buffers (kept up to 16 KiB)
+//!   and a short one for batch buffers (kept up to [`BATCH_KEPT`]), so after warm-up a line
+//!   costs no allocation and the buffers kept stay bounded (8 192 × 16 KiB, 64 × 128 KiB).
 //! - The writer drains the server queue first, then the access queue, writes each
 //!   destination once per batch, and naps for a millisecond between batches while lines
 //!   keep coming; idle, it parks until a producer wakes it (one `unpark`, only then).
@@ -44,7 +49,14 @@ pub const BATCH_BYTES: usize = 32 << 10;
 const SERVER_CAPACITY: usize = 1024;
 /// A recycled buffer larger than this is dropped instead (one huge line must not pin
 /// memory for ever).
-const MAX_KEPT_BUFFER: usize = 64 << 10;
+const MAX_KEPT_BUFFER: usize = 16 << 10;
+/// The writer writes what it staged for its outputs once it reaches this much, and
+/// keeps no larger staging buffer between batches.
+const STAGE_BYTES: usize = 1 << 20;
+/// A batch buffer larger than this is dropped instead of kept for the next batch.
+pub const BATCH_KEPT: usize = 128 << 10;
+/// Batch buffers kept for reuse (a few per worker).
+const BATCH_POOL: usize = 64;
 
 /// Where lines go.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -109,6 +121,8 @@ struct Shared {
     access: ArrayQueue<Line>,
     server: ArrayQueue<Line>,
     free: ArrayQueue<Vec<u8>>,
+    /// Batch buffers, for [`line`] on a gathering thread.
+    batch_free: ArrayQueue<Vec<u8>>,
     control: ArrayQueue<Control>,
     dropped: AtomicU64,
     /// Lines in the access queue.
@@ -128,6 +142,7 @@ fn shared() -> &'static Shared {
             access: ArrayQueue::new(ACCESS_CAPACITY),
             server: ArrayQueue::new(SERVER_CAPACITY),
             free: ArrayQueue::new(ACCESS_CAPACITY),
+            batch_free: ArrayQueue::new(BATCH_POOL),
             control: ArrayQueue::new(64),
             dropped: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
@@ -228,10 +243,19 @@ pub fn line(dest: Dest, write: impl FnOnce(&mut Vec<u8>)) {
         };
         let (_, buf, lines) = &mut g.batches[i];
         if buf.capacity() == 0 {
-            *buf = buffer();
+            *buf = shared()
+                .batch_free
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(2 * BATCH_BYTES));
         }
         if let Some(write) = write.take() {
-            write(buf);
+            // A line that panics half-written is cut out, so the next one starts clean.
+            let start = buf.len();
+            let wrote = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(buf)));
+            if let Err(panic) = wrote {
+                buf.truncate(start);
+                std::panic::resume_unwind(panic);
+            }
         }
         *lines += 1;
         PENDING.set(true);
@@ -264,16 +288,28 @@ fn hand_over_gathered() {
         let Some(g) = g.as_mut() else {
             return;
         };
+        let s = shared();
         for (dest, buf, lines) in &mut g.batches {
             if *lines == 0 {
                 continue;
             }
+            // A full batch travels in its own buffer; a short one (an idle worker's few
+            // lines) is copied into a line-sized one, so a queue of them never holds
+            // batch-sized buffers, and the worker keeps its batch buffer.
+            let out = if buf.len() >= BATCH_BYTES {
+                std::mem::take(buf)
+            } else {
+                let mut out = buffer();
+                out.extend_from_slice(buf);
+                buf.clear();
+                out
+            };
             let line = Line {
                 dest: *dest,
-                buf: std::mem::take(buf),
+                buf: out,
                 lines: std::mem::take(lines),
             };
-            push_access(shared(), line);
+            push_access(s, line);
         }
     });
 }
@@ -313,10 +349,16 @@ fn wake(s: &Shared) {
 }
 
 fn recycle(s: &Shared, mut buf: Vec<u8>) {
-    if buf.capacity() <= MAX_KEPT_BUFFER {
-        buf.clear();
-        let _ = s.free.push(buf);
+    if buf.capacity() > MAX_KEPT_BUFFER {
+        // A batch's buffer (or one huge line): kept in the short pool, within bounds.
+        if buf.capacity() <= BATCH_KEPT {
+            buf.clear();
+            let _ = s.batch_free.push(buf);
+        }
+        return;
     }
+    buf.clear();
+    let _ = s.free.push(buf);
 }
 
 /// Lines dropped because a queue was full, since the start.
@@ -442,16 +484,20 @@ impl Writer {
                 self.resolved = Some(dests);
             }
             let mut n = 0;
+            let mut staged = 0;
             while let Some(line) = s.server.pop().or_else(|| {
                 let line = s.access.pop()?;
                 s.queued.fetch_sub(line.lines as usize, Ordering::Relaxed);
                 Some(line)
             }) {
                 self.add(&line);
+                staged += line.buf.len();
                 recycle(s, line.buf);
                 n += 1;
-                if n % 1024 == 0 {
+                // Written by the mebibyte at most: a backlog of batches stages no more.
+                if staged >= STAGE_BYTES {
                     self.write_out();
+                    staged = 0;
                 }
             }
             self.write_out();
@@ -521,10 +567,12 @@ impl Writer {
             let _ = out.write_all(&self.stdout);
             let _ = out.flush();
             self.stdout.clear();
+            self.stdout.shrink_to(STAGE_BYTES);
         }
         if !self.stderr.is_empty() {
             let _ = io::stderr().lock().write_all(&self.stderr);
             self.stderr.clear();
+            self.stderr.shrink_to(STAGE_BYTES);
         }
         for f in &mut self.files {
             if f.bytes.is_empty() {
@@ -558,6 +606,7 @@ impl Writer {
                 );
             }
             f.bytes.clear();
+            f.bytes.shrink_to(STAGE_BYTES);
         }
     }
 }

@@ -82,3 +82,27 @@ fn a_thread_that_does_not_gather_queues_each_line_at_once() {
     assert!(log::flush(LIMIT));
     assert_eq!(read(&path), "at once\n");
 }
+
+#[test]
+fn a_line_that_panics_half_written_is_cut_out_of_the_batch() {
+    let path = temp_file("panic");
+    let dest = log::destination(&[Target::File(path.clone())]);
+    let p = path.clone();
+    std::thread::spawn(move || {
+        log::gather_on_this_thread();
+        log::line(dest, |b| b.extend_from_slice(b"before\n"));
+        let hurt = std::panic::catch_unwind(|| {
+            log::line(dest, |b| {
+                b.extend_from_slice(b"{\"half\":");
+                panic!("a formatter bug");
+            });
+        });
+        assert!(hurt.is_err());
+        log::line(dest, |b| b.extend_from_slice(b"after\n"));
+        log::hand_over();
+        assert!(log::flush(LIMIT));
+        assert_eq!(read(&p), "before\nafter\n");
+    })
+    .join()
+    .unwrap();
+}
