@@ -394,6 +394,11 @@ fn metrics(req: &AdminRequest, shared: &Shared) -> Answer {
         .get()
         .map(|c| c.upstream_gauges())
         .unwrap_or_default();
+    let certificates = shared
+        .core
+        .get()
+        .map(|c| c.certificate_expiries())
+        .unwrap_or_default();
     let mut body = String::with_capacity(16 << 10);
     anygate_obs::metrics::render(
         &mut body,
@@ -406,6 +411,7 @@ fn metrics(req: &AdminRequest, shared: &Shared) -> Answer {
             ready: shared.ready(),
             upstream_targets: &targets,
             upstream_circuits: &circuits,
+            certificates: &certificates,
         },
     );
     Answer {

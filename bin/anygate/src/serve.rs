@@ -628,6 +628,17 @@ impl Core {
         )
     }
 
+    /// Each served certificate's name and `notAfter`, for `/metrics`.
+    pub fn certificate_expiries(&self) -> Vec<(String, i64)> {
+        self.tls.as_ref().map_or_else(Vec::new, |t| {
+            t.server
+                .served()
+                .into_iter()
+                .map(|c| (c.name, c.not_after))
+                .collect()
+        })
+    }
+
     /// Every pool's targets by state, and each pool's own circuit, for `/metrics`.
     pub fn upstream_gauges(&self) -> (Vec<TargetCount>, Vec<(String, bool)>) {
         let mut targets = Vec::new();

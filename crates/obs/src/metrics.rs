@@ -500,6 +500,9 @@ pub struct Process<'a> {
     /// Pools whose own circuit breaker is open (`anygate_upstream_circuit_open`): pool,
     /// open.
     pub upstream_circuits: &'a [(String, bool)],
+    /// Each certificate a TLS listener serves, by its first DNS name, and its `notAfter`
+    /// in seconds since the Unix epoch (`anygate_tls_certificate_expiry_seconds`).
+    pub certificates: &'a [(String, i64)],
 }
 
 /// One rule's sums.
@@ -904,6 +907,18 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         &[],
         tls[Counter::TlsResumed as usize],
     );
+    w.family(
+        "anygate_tls_certificate_expiry_seconds",
+        "gauge",
+        "When each served certificate expires (notAfter), in seconds since the Unix epoch.",
+    );
+    for (name, not_after) in p.certificates {
+        w.sample(
+            "anygate_tls_certificate_expiry_seconds",
+            &[("name", name)],
+            not_after,
+        );
+    }
 
     w.family(
         "anygate_open_connections",
@@ -1082,6 +1097,7 @@ mod tests {
                 ready: true,
                 upstream_targets: &[("users".to_owned(), "down", 2)],
                 upstream_circuits: &[("users".to_owned(), true)],
+                certificates: &[("example.com".to_owned(), 1_796_240_400)],
             },
         );
         let has = |line: &str| out.lines().any(|l| l == line);
@@ -1095,6 +1111,9 @@ mod tests {
             r#"anygate_upstream_targets{upstream="users",state="down"} 2"#
         ));
         assert!(has(r#"anygate_upstream_circuit_open{upstream="users"} 1"#));
+        assert!(has(
+            r#"anygate_tls_certificate_expiry_seconds{name="example.com"} 1796240400"#
+        ));
         assert!(has(
             r#"anygate_http_requests_total{route="GET /t-sum",action="fixed",method="GET",status_class="4xx"} 3"#
         ));
@@ -1146,6 +1165,7 @@ mod tests {
             ready: false,
             upstream_targets: &[],
             upstream_circuits: &[],
+            certificates: &[],
         };
         render(&mut out, true, &p);
         assert!(out.contains(r#"route="GET /t-\"q\"\\n""#), "{out}");

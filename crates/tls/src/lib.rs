@@ -48,7 +48,8 @@ use rustls::crypto::CryptoProvider;
 pub use client::{ClientSettings, TlsClient};
 pub use maybe::MaybeTls;
 pub use server::{
-    CertFiles, ClientAuth, ClientAuthMode, Prepared, Problem, ServerSettings, TlsServer, Where,
+    CertFiles, ClientAuth, ClientAuthMode, EXPIRY_WARNING_DAYS, Prepared, Problem, Served,
+    ServerSettings, TlsServer, Where,
 };
 pub use stream::TlsStream;
 

@@ -200,7 +200,21 @@ struct Snapshot {
     config: Arc<ServerConfig>,
     /// Hosts with their own client authentication.
     hosts: Names<Arc<ServerConfig>>,
+    /// What each certificate of the set is, for metrics.
+    served: Vec<Served>,
 }
+
+/// A certificate a TLS listener serves: its name and when it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The certificate's first DNS name (its file name when it names none).
+    pub name: String,
+    /// `notAfter`, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// A certificate that expires within this many days gets a warning at every load.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// What outlives a snapshot: resumption state.
 struct Shared {
@@ -284,6 +298,11 @@ impl TlsServer {
     pub fn prepare(&self, settings: &ServerSettings) -> Result<Prepared, Vec<Problem>> {
         let (snapshot, warnings) = build(settings, &self.shared)?;
         Ok(Prepared { snapshot, warnings })
+    }
+
+    /// The certificates served now (`anygate_tls_certificate_expiry_seconds`).
+    pub fn served(&self) -> Vec<Served> {
+        self.current.load().served.clone()
     }
 
     /// Serves a prepared set to new connections from now on.
@@ -458,6 +477,7 @@ fn build(
     let mut problems = Vec::new();
     let mut names: Names<(usize, Arc<CertifiedKey>)> = Names::default();
     let mut first = None;
+    let mut served = Vec::with_capacity(settings.certificates.len());
     let now = now_unix();
     for (i, files) in settings.certificates.iter().enumerate() {
         let chain = match load_certs(&files.cert) {
@@ -520,6 +540,16 @@ fn build(
                 ),
                 warning: true,
             });
+        } else if facts.not_after - now < EXPIRY_WARNING_DAYS * 86_400 {
+            problems.push(Problem {
+                at: Where::Cert(i),
+                message: format!(
+                    "`{}` expires in {} days; renew it",
+                    files.cert.display(),
+                    (facts.not_after - now) / 86_400
+                ),
+                warning: true,
+            });
         }
         if facts.dns_names.is_empty() {
             problems.push(problem(
@@ -533,6 +563,15 @@ fn build(
         }
         let certified = Arc::new(certified);
         first.get_or_insert_with(|| certified.clone());
+        served.push(Served {
+            name: facts.dns_names.first().cloned().unwrap_or_else(|| {
+                files
+                    .cert
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            }),
+            not_after: facts.not_after,
+        });
         for name in &facts.dns_names {
             if let Some((j, _)) = names.insert(name, (i, certified.clone())) {
                 problems.push(problem(
@@ -596,9 +635,14 @@ fn build(
         }
     }
     match base {
-        Some(config) if problems.iter().all(|p| p.warning) => {
-            Ok((Snapshot { config, hosts }, problems))
-        }
+        Some(config) if problems.iter().all(|p| p.warning) => Ok((
+            Snapshot {
+                config,
+                hosts,
+                served,
+            },
+            problems,
+        )),
         _ => Err(problems.into_iter().filter(|p| !p.warning).collect()),
     }
 }

@@ -126,6 +126,7 @@ fn exposed_names() -> std::collections::BTreeSet<String> {
             ready: true,
             upstream_targets: &[("p".to_owned(), "up", 1)],
             upstream_circuits: &[("p".to_owned(), false)],
+            certificates: &[("example.com".to_owned(), 0)],
         },
     );
     let mut names = std::collections::BTreeSet::new();

@@ -1390,3 +1390,72 @@ fn the_security_preset_sends_hsts_over_tls_only_on_fixed_rules_too() {
     assert_eq!(plain.header("x-content-type-options"), Some("nosniff"));
     s.shutdown();
 }
+
+/// Year, month, day of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
+}
+
+#[test]
+fn each_served_certificate_s_expiry_is_a_metric_and_one_due_within_30_days_a_warning() {
+    let dir = TempDir::new("tls-expiry");
+    let pki = Pki::new("Test CA");
+    let today = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400) as i64;
+    // Expires at midnight UTC ten days from now; the other one in 4096 (rcgen's default).
+    let mut params = CertificateParams::new(vec!["soon.example.com".to_owned()]).unwrap();
+    let (y, m, d) = civil(today + 10);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let soon = pki.issue(
+        params,
+        "soon.example.com",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let later = pki.server(&["later.example.com"]);
+    let files = [soon.write(&dir, "soon"), later.write(&dir, "later")];
+    let certs = certs_yaml(&files);
+    // `check` warns about the one due soon, and the configuration stays valid.
+    let (ok, err) = check(
+        &dir,
+        &format!(
+            "server: {{listen: \"127.0.0.1:0\"}}\ntls:\n  listen: \"127.0.0.1:0\"\n{certs}routes: {{\"/\": OK}}\n"
+        ),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("soon.pem` expires in 9 days; renew it"),
+        "{err}"
+    );
+    assert!(!err.contains("later.pem"), "{err}");
+    // The admin listener's /metrics has both expiries, by name.
+    let gw = in_process(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nadmin: {{listen: \"127.0.0.1:0\"}}\ntls:\n  listen: \"127.0.0.1:0\"\n{certs}routes:\n  \"/\": OK\n"
+    ));
+    let mut s = TcpStream::connect(gw.admin_addr().unwrap()).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let want = format!(
+        "anygate_tls_certificate_expiry_seconds{{name=\"soon.example.com\"}} {}\n",
+        (today + 10) * 86_400
+    );
+    assert!(text.contains(&want), "{want}\n{text}");
+    let want = format!(
+        "anygate_tls_certificate_expiry_seconds{{name=\"later.example.com\"}} {}\n",
+        anygate_tls::x509::facts(&later.der).unwrap().not_after
+    );
+    assert!(text.contains(&want), "{want}\n{text}");
+}
