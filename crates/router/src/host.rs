@@ -70,7 +70,14 @@ impl HostPattern {
                 if !host.ends_with(name) || host[head_len] != b'.' || head_len == 0 {
                     return false;
                 }
-                self.kind == HostKind::AnyDepth || !host[..head_len].contains(&b'.')
+                // What the wildcard stands for is one label, or (`**`) labels, none empty:
+                // `a..example.com` is no name the wildcard covers (the host table stops at
+                // an empty label too).
+                let head = &host[..head_len];
+                match self.kind {
+                    HostKind::OneLabel => !head.contains(&b'.'),
+                    _ => head.split(|&b| b == b'.').all(|l| !l.is_empty()),
+                }
             }
         }
     }

@@ -244,6 +244,34 @@ fn a_single_star_matches_exactly_one_label_and_a_double_star_any_depth() {
     assert_eq!(host_winner(&r, "GET", "a.b.example.com", "/"), Some(0));
 }
 
+/// Found by the `router_lookup` fuzz target: the host table stopped at an empty label
+/// (`a..example.com` matched no wildcard) while the reference `explain` matched it to
+/// `**.example.com`. Both now say no wildcard covers a name with an empty label (nginx
+/// refuses such a `Host` outright); `HTTP` lets it through, so routing must agree on it.
+#[test]
+fn regression_fuzz_a_host_with_an_empty_label_matches_no_wildcard_in_lookup_or_explain() {
+    let r = router(&[
+        ("**.example.com:8444/a/*", "OK deep"),
+        ("*.example.com/", "OK one"),
+        ("/", "OK every host"),
+    ]);
+    for host in [
+        "a..example.com:8444",
+        "ex=a a.....example.com:8444",
+        ".example.com:8444",
+        "..example.com",
+        "a.b..example.com:8444",
+    ] {
+        // `host_winner` asserts that the table and the reference agree.
+        let path = if host.ends_with(":8444") { "/a/x" } else { "/" };
+        assert_eq!(host_winner(&r, "GET", host, path), Some(2), "{host}");
+    }
+    assert_eq!(
+        host_winner(&r, "GET", "a.b.example.com:8444", "/a/x"),
+        Some(0)
+    );
+}
+
 #[test]
 fn hosts_match_without_their_port_unless_the_rule_names_one() {
     let r = router(&[
