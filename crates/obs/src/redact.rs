@@ -99,30 +99,35 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Appends `query` (without its `?`) with the value of every secret parameter replaced by
-/// `***`: `user=7&access_token=abc` → `user=7&access_token=***`. Pairs are separated by
-/// `&` or `;` (which some frameworks also accept); a name is compared as written and
-/// percent-decoded ([`is_secret_param`]).
+/// `***`: `user=7&access_token=abc` → `user=7&access_token=***`. A name is compared as
+/// written and percent-decoded ([`is_secret_param`]). Pairs are separated by `&`, and by
+/// `;` for the frameworks that also accept it: both readings are checked and either one
+/// masks (`a=1;token=x` → `a=1;token=***`, and `password;x=y`, whose `&`-name contains
+/// `passw`, → `password;x=***`), so a secret is never shown because of how it was split.
 pub fn query(out: &mut Vec<u8>, query: &[u8]) {
-    let mut rest = query;
-    loop {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'&' || b == b';')
-            .unwrap_or(rest.len());
-        let pair = &rest[..end];
+    for (i, pair) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
         match pair.iter().position(|&b| b == b'=') {
             Some(eq) if is_secret_param(&pair[..eq]) => {
                 out.extend_from_slice(&pair[..=eq]);
                 out.extend_from_slice(MASK);
             }
-            _ => out.extend_from_slice(pair),
-        }
-        match rest.get(end) {
-            Some(&sep) => {
-                out.push(sep);
-                rest = &rest[end + 1..];
+            _ => {
+                for (j, part) in pair.split(|&b| b == b';').enumerate() {
+                    if j > 0 {
+                        out.push(b';');
+                    }
+                    match part.iter().position(|&b| b == b'=') {
+                        Some(eq) if is_secret_param(&part[..eq]) => {
+                            out.extend_from_slice(&part[..=eq]);
+                            out.extend_from_slice(MASK);
+                        }
+                        _ => out.extend_from_slice(part),
+                    }
+                }
             }
-            None => return,
         }
     }
 }
@@ -250,6 +255,18 @@ mod tests {
             "https://a.example/cb?code=***&state=1#frag"
         );
         assert_eq!(h("referer", "https://a.example/p"), "https://a.example/p");
+    }
+
+    /// Found by the `log_line` fuzz target: `passw…;…=v` was split at `;` only, so the
+    /// value of a parameter whose `&`-delimited name contains `passw` was logged as sent.
+    #[test]
+    fn regression_fuzz_a_secret_name_with_a_semicolon_is_masked_under_either_reading() {
+        assert_eq!(q("password;x=hunter2"), "password;x=***");
+        assert_eq!(q("a=1&my_token;v=2&b=3"), "a=1&my_token;v=***&b=3");
+        // The `;` reading alone still masks its own secrets.
+        assert_eq!(q("x=1;session=s;y=2&z=3"), "x=1;session=***;y=2&z=3");
+        // Nothing secret under either reading: as sent.
+        assert_eq!(q("a;b=1&c;d"), "a;b=1&c;d");
     }
 
     #[test]
