@@ -109,26 +109,29 @@ pub fn query(out: &mut Vec<u8>, query: &[u8]) {
         if i > 0 {
             out.push(b'&');
         }
-        match pair.iter().position(|&b| b == b'=') {
-            Some(eq) if is_secret_param(&pair[..eq]) => {
-                out.extend_from_slice(&pair[..=eq]);
-                out.extend_from_slice(MASK);
+        if masked_param(out, pair) {
+            continue;
+        }
+        for (j, part) in pair.split(|&b| b == b';').enumerate() {
+            if j > 0 {
+                out.push(b';');
             }
-            _ => {
-                for (j, part) in pair.split(|&b| b == b';').enumerate() {
-                    if j > 0 {
-                        out.push(b';');
-                    }
-                    match part.iter().position(|&b| b == b'=') {
-                        Some(eq) if is_secret_param(&part[..eq]) => {
-                            out.extend_from_slice(&part[..=eq]);
-                            out.extend_from_slice(MASK);
-                        }
-                        _ => out.extend_from_slice(part),
-                    }
-                }
+            if !masked_param(out, part) {
+                out.extend_from_slice(part);
             }
         }
+    }
+}
+
+/// `name=***` when `pair`'s name is secret (and `true`); nothing written otherwise.
+fn masked_param(out: &mut Vec<u8>, pair: &[u8]) -> bool {
+    match pair.iter().position(|&b| b == b'=') {
+        Some(eq) if is_secret_param(&pair[..eq]) => {
+            out.extend_from_slice(&pair[..=eq]);
+            out.extend_from_slice(MASK);
+            true
+        }
+        _ => false,
     }
 }
 
