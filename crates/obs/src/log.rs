@@ -318,28 +318,30 @@ fn push_access(s: &Shared, line: Line) {
     let n = line.lines as usize;
     if s.queued.fetch_add(n, Ordering::Relaxed) + n > ACCESS_CAPACITY {
         s.queued.fetch_sub(n, Ordering::Relaxed);
-        s.dropped.fetch_add(n as u64, Ordering::Relaxed);
-        recycle(s, line.buf);
-        return;
+        return drop_lines(s, line);
     }
-    push(s, &s.access, line);
+    if let Err(line) = push(s, &s.access, line) {
+        s.queued.fetch_sub(n, Ordering::Relaxed);
+        drop_lines(s, line);
+    }
 }
 
-fn push(s: &Shared, queue: &ArrayQueue<Line>, line: Line) {
-    if let Err(line) = queue.push(line) {
-        if std::ptr::eq(queue, &s.access) {
-            s.queued.fetch_sub(line.lines as usize, Ordering::Relaxed);
-        }
-        s.dropped
-            .fetch_add(u64::from(line.lines), Ordering::Relaxed);
-        recycle(s, line.buf);
-        return;
-    }
+/// Counts `line`'s lines as dropped and keeps its buffer.
+fn drop_lines(s: &Shared, line: Line) {
+    s.dropped
+        .fetch_add(u64::from(line.lines), Ordering::Relaxed);
+    recycle(s, line.buf);
+}
+
+/// Queues `line` and wakes the writer if it sleeps; a full queue gives it back.
+fn push(s: &Shared, queue: &ArrayQueue<Line>, line: Line) -> Result<(), Line> {
+    queue.push(line)?;
     // SeqCst, with the queue's own SeqCst push and emptiness check, against the writer's
     // SeqCst store of `idle`: either it sees this line, or this sees it idle and wakes it.
     if s.idle.load(Ordering::SeqCst) && s.idle.swap(false, Ordering::SeqCst) {
         wake(s);
     }
+    Ok(())
 }
 
 fn wake(s: &Shared) {
@@ -397,15 +399,14 @@ pub fn server(level: Level, message: &str) {
         buf.extend_from_slice(message.as_bytes());
         buf.push(b'\n');
     }
-    push(
-        s,
-        &s.server,
-        Line {
-            dest: Dest(0),
-            buf,
-            lines: 1,
-        },
-    );
+    let line = Line {
+        dest: Dest(0),
+        buf,
+        lines: 1,
+    };
+    if let Err(line) = push(s, &s.server, line) {
+        drop_lines(s, line);
+    }
 }
 
 /// Closes the log files: the next line for each opens its path again.
