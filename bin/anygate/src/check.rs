@@ -93,6 +93,20 @@ pub fn report(name: &str, config: &Config) -> String {
             }
         ));
     }
+    if let (Some(a), Some(t)) = (&config.acme, &config.tls) {
+        let settings = crate::tls::settings(t, true);
+        let domains = config.acme_domains(&crate::acme::configured_names(&settings));
+        out.push_str(&format!(
+            "acme: {} ({}) for {}\n",
+            a.directory,
+            a.challenge.as_str(),
+            if domains.is_empty() {
+                "no name".to_owned()
+            } else {
+                domains.join(", ")
+            }
+        ));
+    }
     out.push_str(&match config.server.workers {
         Workers::Auto => "workers: auto (one per CPU)\n".to_owned(),
         Workers::Count(n) => format!("workers: {n}\n"),

@@ -5,12 +5,15 @@
 //! listener       127.0.0.1:8080 (http)   held: another process listens (a running instance?)
 //! listener       127.0.0.1:9901 (admin)  held
 //! certificate    site.pem: example.com, www.example.com; expires in 61 days (2027-02-01)
+//! acme           https://acme-v02.api.letsencrypt.org/directory (http-01), storage /var/lib/anygate/acme
+//! acme           api.example.com: expires in 83 days, last order 604800s ago, 1 orders
 //! upstream       users 10.0.0.1:8080     reachable (0.4 ms)
 //! upstream       127.0.0.1:9             unreachable: connection refused
 //! running        anygate 0.1.0, up 3 h 2 min, 12 rules; last reload: success 5 min ago
 //! ```
 //!
-//! Each port is probed by binding it (free, or held by a process — a running instance, or
+//! Each name ACME manages shows its stored certificate's expiry and its last order and
+//! error, read from the storage directory. Each port is probed by binding it (free, or held by a process — a running instance, or
 //! something else); each certificate's leaf is read for its names and expiry; each upstream
 //! target (pool targets, and the `host:port` of every proxy rule) gets one TCP connect with
 //! a 2 s timeout; when the admin port is held, its `/status` is asked for the running
@@ -114,6 +117,23 @@ pub fn report(name: &str, config: &Config) -> String {
     }
     for c in config.tls.iter().flat_map(|t| t.certificates.iter()) {
         line(&mut out, "certificate", &certificate(&c.cert));
+    }
+    if let (Some(a), Some(t)) = (&config.acme, &config.tls) {
+        let settings = crate::tls::settings(t, true);
+        let domains = config.acme_domains(&crate::acme::configured_names(&settings));
+        line(
+            &mut out,
+            "acme",
+            &format!(
+                "{} ({}), storage {}",
+                a.directory,
+                a.challenge.as_str(),
+                a.storage.display()
+            ),
+        );
+        for s in crate::acme::status_lines(&a.storage, &domains) {
+            line(&mut out, "acme", &s);
+        }
     }
     for (label, addr) in upstreams(config) {
         line(

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod args;
 pub mod check;

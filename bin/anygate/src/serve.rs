@@ -68,6 +68,8 @@ pub struct Core {
     last_reload: arc_swap::ArcSwapOption<serde_json::Value>,
     /// What the configuration in use names ([`Core::referenced_files`]).
     referenced: ArcSwap<Vec<std::path::PathBuf>>,
+    /// The ACME client's settings as started (a change needs a restart).
+    acme: Option<anygate_acme::Settings>,
 }
 
 /// Taken while a configuration is applied.
@@ -105,6 +107,8 @@ pub struct Server {
     admin: Option<Admin>,
     /// Duplicates of every listening socket, for a binary upgrade to hand over.
     sockets: Vec<crate::upgrade::Socket>,
+    /// The ACME client, when `acme` is configured.
+    acme: Option<anygate_acme::Acme>,
 }
 
 /// Why a server did not start.
@@ -375,7 +379,26 @@ impl Server {
         }
         let referenced = crate::watch::references(&config);
         anygate_actions::proxy::checker::start()?;
-        let app = App::new(config, &registry).map_err(StartError::Config)?;
+        let acme_settings = tls_settings
+            .as_ref()
+            .and_then(|s| crate::acme::settings(&config, s));
+        let mut app = App::new(config, &registry).map_err(StartError::Config)?;
+        // After the privilege drop: the storage directory belongs to the user served as.
+        let acme = match (&acme_settings, &tls_acceptor) {
+            (Some(settings), Some(tls)) => {
+                let managed = tls.0.managed().clone();
+                if settings.challenge == anygate_acme::Challenge::Http01 {
+                    app = app.with_acme(managed.clone());
+                }
+                Some(
+                    anygate_acme::Acme::start(settings.clone(), managed, |f| {
+                        anygate_runtime::signal::spawn_side_thread("anygate-acme", f)
+                    })
+                    .map_err(|e| StartError::Io(io::Error::other(e)))?,
+                )
+            }
+            _ => None,
+        };
         settle_health_checks();
         let live = Arc::new(Live::new(app));
         let drain = Drain::new();
@@ -425,6 +448,7 @@ impl Server {
             started: std::time::SystemTime::now(),
             last_reload: arc_swap::ArcSwapOption::empty(),
             referenced: ArcSwap::from_pointee(referenced),
+            acme: acme_settings,
         });
         let _ = shared.core.set(core.clone());
         shared.state.store(admin::READY, Ordering::Release);
@@ -436,6 +460,7 @@ impl Server {
             watcher,
             admin,
             sockets,
+            acme,
         })
     }
 
@@ -482,6 +507,10 @@ impl Server {
     fn shutdown_unless(mut self, signals: Option<&Signals>, upgraded: bool) -> bool {
         if let Some(w) = &mut self.watcher {
             w.stop();
+        }
+        // An order under way is abandoned at its next wait (the lease is let go).
+        if let Some(a) = &mut self.acme {
+            a.stop();
         }
         // The copies kept for an upgrade go first: once the accept loops stop, nothing here
         // may hold a listening socket open (the kernel would keep completing handshakes
@@ -812,7 +841,17 @@ impl Core {
                 l.addr = *actual;
             }
         }
-        let new_tls = config.tls.as_ref().map(crate::tls::settings);
+        // Whether ACME runs is decided at the start: a reload that adds or removes `acme`
+        // keeps the running state until the restart it asks for.
+        let new_tls = config
+            .tls
+            .as_ref()
+            .map(|t| crate::tls::settings(t, self.acme.is_some()));
+        if let Some(settings) = &new_tls
+            && crate::acme::settings(&config, settings) != self.acme
+        {
+            restart.push("acme");
+        }
         // Both are built before either is swapped in: a failure of one keeps both old.
         let prepared = match (&self.tls, &new_tls, &config.tls) {
             (Some(side), Some(settings), Some(t)) => match side.server.prepare(settings) {
@@ -839,7 +878,12 @@ impl Core {
             .and_then(|a| a.token.as_deref())
             .map(|t| Arc::new(Box::from(t)));
         let referenced = crate::watch::references(&config);
-        let app = App::new(config, &self.registry)?;
+        let mut app = App::new(config, &self.registry)?;
+        if let (Some(side), Some(acme)) = (&self.tls, &self.acme)
+            && acme.challenge == anygate_acme::Challenge::Http01
+        {
+            app = app.with_acme(side.server.managed().clone());
+        }
         // New health checks have their first answer before the configuration is served.
         settle_health_checks();
         self.referenced.store(Arc::new(referenced));

@@ -33,8 +33,8 @@ fn client_auth(a: &anygate_config::ClientAuth) -> ClientAuth {
     }
 }
 
-/// The settings of the `tls` section.
-pub fn settings(t: &Tls) -> ServerSettings {
+/// The settings of the `tls` section (`acme`: an `acme` section obtains certificates).
+pub fn settings(t: &Tls, acme: bool) -> ServerSettings {
     ServerSettings {
         profile: match t.profile {
             TlsProfile::Modern => anygate_tls::Profile::Modern,
@@ -58,6 +58,7 @@ pub fn settings(t: &Tls) -> ServerSettings {
             .collect(),
         // HTTP/2 arrives with its own issue; until then only HTTP/1.1 is agreed.
         alpn: vec![anygate_tls::ALPN_HTTP1.to_vec()],
+        acme,
     }
 }
 
@@ -91,11 +92,18 @@ pub type Built = (TlsServer, ServerSettings);
 /// Builds the TLS server of `config`'s `tls` section (none without one), checking every
 /// file; warnings (an expired certificate) are printed. On an error, the configuration's
 /// sources come back in the failure for rendering.
-pub fn build(config: Config) -> Result<(Config, Option<Built>), Failure> {
+pub fn build(mut config: Config) -> Result<(Config, Option<Built>), Failure> {
     let Some(t) = &config.tls else {
         return Ok((config, None));
     };
-    let settings = settings(t);
+    let settings = settings(t, config.acme.is_some());
+    if let Some(acme) = crate::acme::settings(&config, &settings) {
+        let warnings = crate::acme::warnings(&config, &acme.domains);
+        config.warnings.extend(warnings);
+    }
+    let Some(t) = &config.tls else {
+        return Ok((config, None));
+    };
     match TlsServer::new(&settings, t.handshake_timeout) {
         Ok((server, warnings)) => {
             for d in diagnostics(t, &warnings) {
@@ -125,6 +133,18 @@ impl Acceptor for TlsAcceptor {
                 return Err(e);
             }
         };
+        if facts.alpn.as_deref() == Some(anygate_tls::ALPN_ACME_TLS) {
+            // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP follows.
+            let mut stream = stream;
+            let close = std::future::poll_fn(|cx| {
+                anygate_runtime::transport::Transport::poll_shutdown(&mut stream, cx)
+            });
+            let _ = anygate_runtime::time::timeout(Duration::from_secs(1), close).await;
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "TLS-ALPN-01 challenge answered",
+            ));
+        }
         anygate_obs::metrics::count(Counter::TlsHandshake);
         if facts.resumed {
             anygate_obs::metrics::count(Counter::TlsResumed);

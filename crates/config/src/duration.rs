@@ -1,11 +1,17 @@
-//! Durations written as `250ms`, `5s`, `1m30s`, `2h`.
+//! Durations written as `250ms`, `5s`, `1m30s`, `2h`, `30d`.
 
 use std::time::Duration;
 
-/// Parses a duration: one or more `<integer><unit>` parts, units `h`, `m`, `s`, `ms`, each at
+/// Parses a duration: one or more `<integer><unit>` parts, units `d`, `h`, `m`, `s`, `ms`, each at
 /// most once and from the largest down. `Err` says what is wrong.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+    const UNITS: [(&str, u64); 5] = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
     if text.is_empty() {
         return Err("empty duration".into());
     }
@@ -33,12 +39,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         if unit.is_empty() {
             return Err(format!(
-                "missing unit after `{n}` in `{text}` (units: h, m, s, ms; no fractions)"
+                "missing unit after `{n}` in `{text}` (units: d, h, m, s, ms; no fractions)"
             ));
         }
         let Some(pos) = UNITS.iter().position(|(u, _)| *u == unit) else {
             return Err(format!(
-                "unknown unit `{unit}` in `{text}` (units: h, m, s, ms)"
+                "unknown unit `{unit}` in `{text}` (units: d, h, m, s, ms)"
             ));
         };
         if pos < next_unit {
@@ -64,6 +70,8 @@ mod tests {
         assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse("1d12h"), Ok(Duration::from_secs(36 * 3_600)));
         assert_eq!(parse("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse("1h1m1s1ms"), Ok(Duration::from_millis(3_661_001)));
         assert_eq!(parse("0s"), Ok(Duration::ZERO));

@@ -57,11 +57,12 @@ use std::sync::Arc;
 use anygate_router::{BuildError, Router};
 
 pub use model::{
-    ADMIN_DEFAULT, Admin, CacheControl, CircuitBreaker, ClientAuth, ClientAuthMode, ErrorPage,
-    ErrorPages, ErrorStatus, HealthCheck, HealthKind, HostHeader, Listen, LogFormat, OtlpEndpoint,
-    OutlierDetection, PluginSpec, ProxySettings, Retries, RetryOn, Route, Server, ServerLimits,
-    ServerTimeouts, StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile,
-    Tracing, TrailingSlash, Upstream, UpstreamTls, Workers,
+    ADMIN_DEFAULT, Acme, AcmeChallenge, Admin, CacheControl, CircuitBreaker, ClientAuth,
+    ClientAuthMode, ErrorPage, ErrorPages, ErrorStatus, HealthCheck, HealthKind, HostHeader,
+    LETS_ENCRYPT, LETS_ENCRYPT_STAGING, Listen, LogFormat, OtlpEndpoint, OutlierDetection,
+    PluginSpec, ProxySettings, Retries, RetryOn, Route, Server, ServerLimits, ServerTimeouts,
+    StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing,
+    TrailingSlash, Upstream, UpstreamTls, Workers, acme_name_problem,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};
@@ -114,6 +115,8 @@ pub struct Config {
     pub global_plugins: Arc<[usize]>,
     /// `tls`, when there are TLS listeners.
     pub tls: Option<Tls>,
+    /// `acme`, when certificates are obtained automatically.
+    pub acme: Option<Acme>,
     /// `admin`, when the admin listener is on.
     pub admin: Option<Admin>,
     /// `tracing`, when requests are traced.
@@ -125,6 +128,40 @@ pub struct Config {
 }
 
 impl Config {
+    /// The names `acme` obtains certificates for: `acme.domains` as written, or else
+    /// every exact host the routes name that a CA can issue for and that no name in
+    /// `certified` (the configured certificates' names, `*.` wildcards included) serves.
+    /// Empty without `acme`.
+    pub fn acme_domains(&self, certified: &[String]) -> Vec<String> {
+        let Some(acme) = &self.acme else {
+            return Vec::new();
+        };
+        if let Some(domains) = &acme.domains {
+            return domains.iter().map(|(d, _)| d.clone()).collect();
+        }
+        let served = |name: &str| {
+            certified.iter().any(|c| match c.strip_prefix("*.") {
+                Some(suffix) => name
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                None => c == name,
+            })
+        };
+        let mut names: Vec<String> = Vec::new();
+        for route in &self.routes {
+            for h in &route.head.hosts {
+                if h.kind == anygate_router::HostKind::Exact
+                    && acme_name_problem(&h.name).is_none()
+                    && !served(&h.name)
+                    && !names.contains(&h.name)
+                {
+                    names.push(h.name.clone());
+                }
+            }
+        }
+        names
+    }
+
     /// The upstream pool named `name`, if one is defined.
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
@@ -260,6 +297,7 @@ pub fn load_str(
             plugins: model.plugins,
             global_plugins: model.global_plugins,
             tls: model.tls,
+            acme: model.acme,
             admin: model.admin,
             tracing: model.tracing,
             errors: model.errors,

@@ -55,6 +55,8 @@ pub struct Server {
     pub watch: bool,
     /// `server.trailing_slash` (default strict): what `/a/` gets when only `/a` has a rule.
     pub trailing_slash: TrailingSlash,
+    /// Where `server.listen: []` (no plain listener: a TLS-only gateway) is written.
+    pub no_plain_listener: Option<Span>,
 }
 
 /// `server.trailing_slash`: for a request path ending in `/` that only a shorter prefix
@@ -590,6 +592,7 @@ impl Route {
     }
 }
 
+mod acme;
 mod admin;
 mod errors;
 mod plugins;
@@ -600,6 +603,7 @@ mod settings;
 mod tls;
 mod tracing;
 
+pub use self::acme::{Acme, AcmeChallenge, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, acme_name_problem};
 pub use self::admin::{ADMIN_DEFAULT, Admin};
 pub use self::errors::{ErrorPage, ErrorPages, ErrorStatus, MAX_ERROR_PAGE};
 pub use self::plugins::PluginSpec;
@@ -622,6 +626,7 @@ pub(crate) struct Model {
     pub plugins: Vec<PluginSpec>,
     pub global_plugins: Arc<[usize]>,
     pub tls: Option<Tls>,
+    pub acme: Option<Acme>,
     pub admin: Option<Admin>,
     pub tracing: Option<Tracing>,
     pub errors: Arc<ErrorPages>,
@@ -645,7 +650,24 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     let proxy = Arc::new(d.proxy_settings(proxy_node, true, &ProxySettings::default()));
     let upstreams = d.upstreams(proxy_node);
     let global_plugins = d.plugins(f.take("plugins"), &Arc::from([]), None);
-    let tls = f.take_entry("tls").map(|(k, v)| d.tls(k, v));
+    let acme = f.take_entry("acme").map(|(k, v)| d.acme(k, v));
+    let tls = f
+        .take_entry("tls")
+        .map(|(k, v)| d.tls(k, v, acme.is_some()));
+    if let (Some(span), None) = (server.no_plain_listener, &tls) {
+        d.diags.push(Diagnostic::error(
+            codes::VALUE,
+            span,
+            "`server.listen: []` leaves no listener: that needs a `tls` section",
+        ));
+    }
+    if let (Some(a), None) = (&acme, &tls) {
+        d.diags.push(Diagnostic::error(
+            codes::VALUE,
+            a.span,
+            "`acme` needs a `tls` section: its listeners serve the certificates",
+        ));
+    }
     let admin = f.take("admin").map(|n| d.admin(n));
     let tracing = f.take("tracing").map(|n| d.tracing(n));
     let errors = d.error_pages(f.take("errors"), &Arc::default());
@@ -710,8 +732,8 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
     f.finish(
         d.diags,
         &[
-            "server", "routes", "groups", "static", "proxy", "plugins", "tls", "admin", "tracing",
-            "errors",
+            "server", "routes", "groups", "static", "proxy", "plugins", "tls", "acme", "admin",
+            "tracing", "errors",
         ],
     );
     if d.routes.is_empty() && d.diags.is_empty() {
@@ -731,6 +753,7 @@ pub(crate) fn decode(root: &Node, base_dir: &Path, diags: &mut Vec<Diagnostic>) 
         plugins,
         global_plugins,
         tls,
+        acme,
         admin,
         tracing,
         errors,

@@ -327,7 +327,11 @@ fn types_and_values_are_checked() {
             "AG-CFG-1005",
             "not a listen address",
         ),
-        ("server: {listen: []}", "AG-CFG-1005", "at least one"),
+        (
+            "server: {listen: []}",
+            "AG-CFG-1005",
+            "needs a `tls` section",
+        ),
         ("server: [1]", "AG-CFG-1004", "`server` must be a map"),
         ("static: {spa: yes}", "AG-CFG-1004", "true or false"),
         (

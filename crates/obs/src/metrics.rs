@@ -208,6 +208,8 @@ struct Registry {
     upstreams: ArcSwap<Vec<Box<str>>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    acme_issued: AtomicU64,
+    acme_failed: AtomicU64,
 }
 
 fn registry() -> &'static Registry {
@@ -218,6 +220,8 @@ fn registry() -> &'static Registry {
         upstreams: ArcSwap::from_pointee(Vec::new()),
         reloads_ok: AtomicU64::new(0),
         reloads_failed: AtomicU64::new(0),
+        acme_issued: AtomicU64::new(0),
+        acme_failed: AtomicU64::new(0),
     })
 }
 
@@ -462,6 +466,17 @@ pub fn retried(slot: u32) {
 /// Counts one data-path event on this thread's shard.
 pub fn count(c: Counter) {
     with_local(|l| bump(&l.shard.counters[c as usize], 1));
+}
+
+/// Counts an ACME order, issued or failed (the ACME thread: not the data path).
+pub fn acme_order(issued: bool) {
+    let r = registry();
+    let c = if issued {
+        &r.acme_issued
+    } else {
+        &r.acme_failed
+    };
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Counts a configuration reload (from any thread: not the data path).
@@ -917,6 +932,19 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
             "anygate_tls_certificate_expiry_seconds",
             &[("name", name)],
             not_after,
+        );
+    }
+
+    w.family(
+        "anygate_acme_orders_total",
+        "counter",
+        "ACME certificate orders, by result (issued, failed).",
+    );
+    for (result, c) in [("issued", &r.acme_issued), ("failed", &r.acme_failed)] {
+        w.sample(
+            "anygate_acme_orders_total",
+            &[("result", result)],
+            c.load(Ordering::Relaxed),
         );
     }
 

@@ -119,6 +119,15 @@ pub struct App {
 }
 
 impl App {
+    /// Answers ACME HTTP-01 challenges on the plain listeners from `managed` (before
+    /// any route, filter or redirect). Only with TLS listeners, as `acme` requires.
+    pub fn with_acme(mut self, managed: Arc<anygate_tls::Managed>) -> Self {
+        if let Some(gate) = &mut self.tls {
+            gate.with_acme(managed);
+        }
+        self
+    }
+
     /// Compiles a validated configuration: its actions, and its filter chains with the
     /// kinds `registry` knows (an unknown kind or bad `args` fails, with positions).
     pub fn new(config: Config, registry: &Registry) -> Result<Self, Failure> {

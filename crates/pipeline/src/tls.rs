@@ -3,6 +3,9 @@
 //! - `tls.redirect_http`: a request on a plain listener gets `308` to the same URL over
 //!   `https://` (on the first TLS listener's port), except ACME HTTP-01 challenge paths
 //!   (`/.well-known/acme-challenge/`), which must stay reachable over plain HTTP.
+//! - ACME HTTP-01 (`acme` configured): `GET /.well-known/acme-challenge/TOKEN` on a plain
+//!   listener is answered from the pending challenges before any route, filter or
+//!   redirect (`200` with the key authorization, or `404`), as Caddy and Traefik do.
 //! - Hosts with their own client authentication (`tls.hosts.NAME.client_auth`, `off`
 //!   included): the
 //!   policy was picked from the ClientHello's server name, so a request whose `Host`
@@ -10,8 +13,12 @@
 //!   leave one). Such a request gets `421 Misdirected Request` (RFC 9110 §15.5.20), as
 //!   nginx and Caddy answer, and the connection closes.
 
+use std::sync::Arc;
+
 use anygate_config::Tls;
+use anygate_http::server::ResponseBody;
 use anygate_http::{ErrorKind, Exchange, Request};
+use anygate_tls::Managed;
 
 /// ACME HTTP-01 challenges are answered over plain HTTP, never redirected.
 const ACME_CHALLENGE: &[u8] = b"/.well-known/acme-challenge/";
@@ -22,6 +29,8 @@ pub(crate) struct Gate {
     redirect_port: Option<u16>,
     /// Hosts (exact, or `*.suffix`) with a client authentication of their own.
     policy_hosts: Box<[String]>,
+    /// ACME's pending HTTP-01 challenges, when `acme` is configured.
+    acme: Option<Arc<Managed>>,
 }
 
 /// `authority` without its port (`[::1]` keeps its brackets).
@@ -51,7 +60,13 @@ impl Gate {
             // requires certificates is a policy too (regression: such a host was left
             // out, so its connection could name any other host).
             policy_hosts: tls.hosts.iter().map(|h| h.name.clone()).collect(),
+            acme: None,
         }
+    }
+
+    /// Answers ACME HTTP-01 challenges from `managed`.
+    pub(crate) fn with_acme(&mut self, managed: Arc<Managed>) {
+        self.acme = Some(managed);
     }
 
     /// Whether `host` (lower case, no port) has a policy of its own.
@@ -76,6 +91,11 @@ impl Gate {
         before: impl FnOnce(&mut Exchange<'_>),
     ) -> bool {
         match req.tls() {
+            None if self.acme.is_some() && req.path().starts_with(ACME_CHALLENGE) => {
+                before(ex);
+                self.challenge(req, ex);
+                true
+            }
             None => match self.redirect_port {
                 Some(port) if !req.path().starts_with(ACME_CHALLENGE) => {
                     before(ex);
@@ -108,6 +128,26 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The key authorization of a pending HTTP-01 challenge, as RFC 8555 §8.3 has it
+    /// (`text/plain`-ish `application/octet-stream`, the bytes alone), or 404.
+    fn challenge(&self, req: &Request<'_>, ex: &mut Exchange<'_>) {
+        let token = &req.path()[ACME_CHALLENGE.len()..];
+        let answer = self.acme.as_ref().and_then(|m| m.http01(token));
+        match answer {
+            Some(key_authorization) if matches!(req.method(), b"GET" | b"HEAD") => {
+                let head = ex.respond(200, "OK");
+                head.fields
+                    .append(b"content-type", b"application/octet-stream");
+                head.fields.append(b"cache-control", b"no-store");
+                ex.send(ResponseBody::Bytes(key_authorization.as_bytes()));
+            }
+            Some(_) => ex.error(ErrorKind::MethodNotAllowed, None),
+            None => ex.error(ErrorKind::NotFound, None),
+        }
+    }
+}
+
 /// `308` to `https://HOST[:PORT]PATH[?QUERY]`.
 fn redirect(req: &Request<'_>, ex: &mut Exchange<'_>, port: u16) {
     let Some(authority) = req.host() else {
@@ -133,7 +173,7 @@ pub(crate) fn permanent_redirect(req: &Request<'_>, ex: &mut Exchange<'_>, mut l
     }
     let head = ex.respond(308, "Permanent Redirect");
     head.fields.append(b"location", &location);
-    ex.send(anygate_http::server::ResponseBody::Empty);
+    ex.send(ResponseBody::Empty);
 }
 
 #[cfg(test)]
@@ -153,6 +193,7 @@ mod tests {
         let g = Gate {
             redirect_port: None,
             policy_hosts: vec!["*.example.com".to_owned(), "api.test".to_owned()].into(),
+            acme: None,
         };
         assert!(g.has_policy(b"a.example.com"));
         assert!(!g.has_policy(b"example.com"));

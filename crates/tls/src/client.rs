@@ -62,26 +62,16 @@ fn system_roots() -> Result<Arc<RootCertStore>, String> {
     static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
-            let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-            let candidates = env.into_iter().chain(
-                [
-                    "/etc/ssl/certs/ca-certificates.crt",
-                    "/etc/pki/tls/certs/ca-bundle.crt",
-                    "/etc/ssl/cert.pem",
-                    "/etc/ssl/ca-bundle.pem",
-                ]
-                .map(PathBuf::from),
-            );
-            for path in candidates {
-                if path.exists() {
-                    let mut roots = RootCertStore::empty();
-                    let (added, _) = roots.add_parsable_certificates(load_certs(&path)?);
-                    if added > 0 {
-                        return Ok(Arc::new(roots));
-                    }
-                }
+            let path = crate::system_ca_bundle()?;
+            let mut roots = RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(load_certs(&path)?);
+            if added == 0 {
+                return Err(format!(
+                    "`{}` holds no usable CA certificate",
+                    path.display()
+                ));
             }
-            Err("no system CA bundle found (set SSL_CERT_FILE, or give the pool a `ca`)".to_owned())
+            Ok(Arc::new(roots))
         })
         .clone()
 }

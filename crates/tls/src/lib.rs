@@ -12,6 +12,8 @@
 //! - [`TlsClient`]: TLS to upstreams, verified against the system roots or a pool's CA,
 //!   with an optional client certificate.
 //! - [`x509`]: the certificate facts AnyGate reads itself (names, validity, subject).
+//! - [`acme`]: what ACME puts on the data path: the certificates it obtained (served
+//!   before the configured ones) and the answers to HTTP-01 and TLS-ALPN-01 challenges.
 //!
 //! # Design
 //! - One crypto provider for the whole process, aws-lc-rs, passed explicitly everywhere
@@ -28,23 +30,27 @@
 //!   swapped, or the old one stays.
 //!
 //! # Non-goals (here, for now)
-//! kTLS, ACME (its own issue), OCSP fetching (Let's Encrypt no longer runs OCSP).
+//! kTLS, the ACME client itself (`anygate-acme`, a control-plane thread: [`acme`] is
+//! what it installs here), OCSP fetching (Let's Encrypt no longer runs OCSP).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(clippy::disallowed_types, clippy::disallowed_methods)]
 
+pub mod acme;
 mod client;
 mod maybe;
 mod server;
 pub mod stream;
 pub mod x509;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rustls::SupportedProtocolVersion;
 use rustls::crypto::CryptoProvider;
 
+pub use acme::{ALPN_ACME_TLS, Certificate, Managed};
 pub use client::{ClientSettings, TlsClient};
 pub use maybe::MaybeTls;
 pub use server::{
@@ -63,6 +69,31 @@ pub fn provider() -> Arc<CryptoProvider> {
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .clone()
+}
+
+/// The system's CA bundle: `SSL_CERT_FILE`, or the first of the usual places that exists.
+pub fn system_ca_bundle() -> Result<PathBuf, String> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    env.into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+                "/etc/ssl/ca-bundle.pem",
+            ]
+            .map(PathBuf::from),
+        )
+        .find(|p| p.exists())
+        .ok_or_else(|| "no system CA bundle found (set SSL_CERT_FILE, or give a `ca`)".to_owned())
+}
+
+/// Every certificate of a PEM file, DER-encoded (at least one, or an error saying why).
+pub fn pem_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    Ok(server::load_certs(path)?
+        .into_iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect())
 }
 
 /// Protocol versions offered.

@@ -33,6 +33,7 @@ use rustls::{Connection, HandshakeKind, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::acme::{ALPN_ACME_TLS, Managed};
 use crate::stream::{SyncIo, TlsStream};
 use crate::{Facts, Profile, provider, x509};
 
@@ -88,6 +89,9 @@ pub struct ServerSettings {
     pub hosts: Vec<(String, ClientAuth)>,
     /// ALPN protocols offered, in preference order.
     pub alpn: Vec<Vec<u8>>,
+    /// ACME obtains certificates ([`TlsServer::managed`]): they are served before the
+    /// configured ones, and `certificates` may be empty.
+    pub acme: bool,
 }
 
 impl ServerSettings {
@@ -182,14 +186,21 @@ impl<V> Names<V> {
 struct Store {
     names: Names<Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// ACME's certificates (when `acme` is on), looked up first.
+    managed: Option<Arc<Managed>>,
 }
 
 impl ResolvesServerCert for Store {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        hello
-            .server_name()
-            .and_then(|n| self.names.get(&n.to_ascii_lowercase()).cloned())
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        if let (Some(m), Some(n)) = (&self.managed, &name)
+            && let Some(c) = m.certificate(n)
+        {
+            return Some(c);
+        }
+        name.and_then(|n| self.names.get(&n).cloned())
             .or_else(|| self.default.clone())
+            .or_else(|| self.managed.as_ref().and_then(|m| m.any()))
     }
 }
 
@@ -202,6 +213,8 @@ struct Snapshot {
     hosts: Names<Arc<ServerConfig>>,
     /// What each certificate of the set is, for metrics.
     served: Vec<Served>,
+    /// ACME is on: `acme-tls/1` challenges are answered.
+    acme: bool,
 }
 
 /// A certificate a TLS listener serves: its name and when it expires.
@@ -216,10 +229,11 @@ pub struct Served {
 /// A certificate that expires within this many days gets a warning at every load.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
-/// What outlives a snapshot: resumption state.
+/// What outlives a snapshot: resumption state, ACME's certificates.
 struct Shared {
     ticketer: Arc<dyn ProducesTickets>,
     cache: Arc<dyn StoresServerSessions + Send + Sync>,
+    managed: Arc<Managed>,
 }
 
 impl fmt::Debug for Shared {
@@ -267,6 +281,7 @@ impl TlsServer {
         let shared = Shared {
             ticketer,
             cache: ServerSessionMemoryCache::new(SESSION_CACHE),
+            managed: Arc::new(Managed::new()),
         };
         let (snapshot, warnings) = build(settings, &shared)?;
         Ok((
@@ -300,9 +315,18 @@ impl TlsServer {
         Ok(Prepared { snapshot, warnings })
     }
 
-    /// The certificates served now (`anygate_tls_certificate_expiry_seconds`).
+    /// The certificates served now (`anygate_tls_certificate_expiry_seconds`), ACME's
+    /// included.
     pub fn served(&self) -> Vec<Served> {
-        self.current.load().served.clone()
+        let mut served = self.current.load().served.clone();
+        served.extend(self.shared.managed.served());
+        served
+    }
+
+    /// ACME's live state: the certificates it installs and the challenges it answers
+    /// (read only when the settings say `acme`).
+    pub fn managed(&self) -> &Arc<Managed> {
+        &self.shared.managed
     }
 
     /// Serves a prepared set to new connections from now on.
@@ -343,11 +367,25 @@ impl TlsServer {
         let hello = accepted.client_hello();
         let sni: Option<Box<str>> = hello.server_name().map(|n| n.to_ascii_lowercase().into());
         let snapshot = self.current.load();
-        let config = sni
-            .as_deref()
-            .and_then(|n| snapshot.hosts.get(n))
-            .unwrap_or(&snapshot.config)
-            .clone();
+        // TLS-ALPN-01 (RFC 8737): the CA offers `acme-tls/1` alone; a pending challenge
+        // for the name is answered with its own certificate, and nothing else is served
+        // on that connection. Without one, the normal configuration refuses the ALPN.
+        let challenge = match (&sni, hello.alpn().map(|mut a| (a.next(), a.next()))) {
+            (Some(name), Some((Some(ALPN_ACME_TLS), None))) if snapshot.acme => {
+                self.shared.managed.alpn_challenge(name)
+            }
+            _ => None,
+        };
+        let config = match challenge {
+            Some(key) => {
+                challenge_config(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            }
+            None => sni
+                .as_deref()
+                .and_then(|n| snapshot.hosts.get(n))
+                .unwrap_or(&snapshot.config)
+                .clone(),
+        };
         let conn = match accepted.into_connection(config) {
             Ok(c) => c,
             Err((e, alert)) => {
@@ -585,7 +623,7 @@ fn build(
             }
         }
     }
-    if settings.certificates.is_empty() {
+    if settings.certificates.is_empty() && !settings.acme {
         problems.push(problem(
             Where::Certificates,
             "a TLS listener needs at least one certificate",
@@ -621,6 +659,7 @@ fn build(
                 .collect(),
         },
         default,
+        managed: settings.acme.then(|| shared.managed.clone()),
     });
     let base = server_config(settings, &settings.client_auth, &store, shared)
         .map_err(|e| problems.push(problem(Where::ClientAuth, e)))
@@ -640,10 +679,33 @@ fn build(
                 config,
                 hosts,
                 served,
+                acme: settings.acme,
             },
             problems,
         )),
         _ => Err(problems.into_iter().filter(|p| !p.warning).collect()),
+    }
+}
+
+/// The configuration of a TLS-ALPN-01 answer: the challenge certificate, ALPN
+/// `acme-tls/1`, nothing to resume.
+fn challenge_config(key: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(Profile::Intermediate.versions())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(key)));
+    config.alpn_protocols = vec![ALPN_ACME_TLS.to_vec()];
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+/// One certificate for every ClientHello.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 

@@ -1,6 +1,7 @@
 //! `anygate serve` end to end: the real binary (signals, reload, shutdown) and the server
 //! in-process (the SPEC's scenarios over raw sockets).
 
+mod acme;
 mod balance;
 mod deploy;
 mod filters;

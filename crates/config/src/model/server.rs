@@ -21,6 +21,7 @@ impl Decoder<'_> {
             group: None,
             allow_root: false,
             watch: false,
+            no_plain_listener: None,
         };
         let Some(node) = node else {
             return server;
@@ -108,7 +109,14 @@ impl Decoder<'_> {
             self.positive_duration(n, "server.shutdown_timeout", &mut server.shutdown_timeout);
         }
         if let Some(n) = f.take("listen") {
-            server.listen = self.listen_list(n, "server.listen");
+            // `[]`: no plain listener (a TLS-only gateway; checked against `tls` later).
+            server.listen = match &n.kind {
+                Kind::Seq(items) if items.is_empty() => {
+                    server.no_plain_listener = Some(n.span);
+                    Vec::new()
+                }
+                _ => self.listen_list(n, "server.listen"),
+            };
         }
         if let Some(n) = f.take("workers") {
             match &n.kind {

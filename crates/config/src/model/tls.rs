@@ -72,7 +72,7 @@ pub struct Tls {
     pub listen: Vec<Listen>,
     /// `tls.profile`.
     pub profile: TlsProfile,
-    /// `tls.certificates`.
+    /// `tls.certificates` (may be empty when `acme` obtains them).
     pub certificates: Vec<TlsCertificate>,
     /// Where `tls.certificates` is (or the `tls` key).
     pub certificates_span: Span,
@@ -109,7 +109,7 @@ pub struct UpstreamTls {
 }
 
 impl Decoder<'_> {
-    fn path(&mut self, n: &Node, what: &str) -> Option<PathBuf> {
+    pub(super) fn path(&mut self, n: &Node, what: &str) -> Option<PathBuf> {
         let s = self.string(n, what)?;
         if s.is_empty() {
             self.value_error(n.span, format!("`{what}` must not be empty"));
@@ -153,7 +153,9 @@ impl Decoder<'_> {
         auth
     }
 
-    pub(super) fn tls(&mut self, key: &Node, node: &Node) -> Tls {
+    /// `acme`: whether an `acme` section gets certificates (then `certificates` may be
+    /// left out).
+    pub(super) fn tls(&mut self, key: &Node, node: &Node, acme: bool) -> Tls {
         let mut tls = Tls {
             listen: vec![Listen {
                 addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443),
@@ -205,7 +207,11 @@ impl Decoder<'_> {
                     _ => self.type_error(n, "tls.certificates", "a list of `{ cert, key }` maps"),
                 }
             }
-            None => self.value_error(key.span, "`tls` needs `certificates`"),
+            None if acme => {}
+            None => self.value_error(
+                key.span,
+                "`tls` needs `certificates` (or an `acme` section to obtain them)",
+            ),
         }
         if let Some(n) = f.take("default_certificate")
             && let Some(s) = self.string(n, "tls.default_certificate")
