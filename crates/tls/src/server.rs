@@ -370,10 +370,11 @@ impl TlsServer {
         // TLS-ALPN-01 (RFC 8737): the CA offers `acme-tls/1` alone; a pending challenge
         // for the name is answered with its own certificate, and nothing else is served
         // on that connection. Without one, the normal configuration refuses the ALPN.
-        let challenge = match (&sni, hello.alpn().map(|mut a| (a.next(), a.next()))) {
-            (Some(name), Some((Some(ALPN_ACME_TLS), None))) if snapshot.acme => {
-                self.shared.managed.alpn_challenge(name)
-            }
+        let challenge = match &sni {
+            Some(name) if snapshot.acme => match hello.alpn().map(|mut a| (a.next(), a.next())) {
+                Some((Some(ALPN_ACME_TLS), None)) => self.shared.managed.alpn_challenge(name),
+                _ => None,
+            },
             _ => None,
         };
         let config = match challenge {
