@@ -92,14 +92,15 @@ pub type Built = (TlsServer, ServerSettings);
 /// Builds the TLS server of `config`'s `tls` section (none without one), checking every
 /// file; warnings (an expired certificate) are printed. On an error, the configuration's
 /// sources come back in the failure for rendering.
-pub fn build(mut config: Config) -> Result<(Config, Option<Built>), Failure> {
+pub fn build(config: Config) -> Result<(Config, Option<Built>), Failure> {
     let Some(t) = &config.tls else {
         return Ok((config, None));
     };
     let settings = settings(t, config.acme.is_some());
     if let Some(acme) = crate::acme::settings(&config, &settings) {
-        let warnings = crate::acme::warnings(&config, &acme.domains);
-        config.warnings.extend(warnings);
+        for d in crate::acme::warnings(&config, &acme.domains) {
+            log::server(Level::Warn, &d.render(&config.sources));
+        }
     }
     let Some(t) = &config.tls else {
         return Ok((config, None));

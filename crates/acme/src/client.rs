@@ -376,25 +376,21 @@ impl Client {
 
     /// The wait after `failures` failures in a row (see the [module docs](self)).
     fn backoff(&self, failures: u32) -> Duration {
-        let exp = self
-            .settings
-            .retry_min
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(self.settings.retry_max);
         // ±10 % so that instances failing together do not retry together.
-        let nanos = u64::from(std::process::id())
+        let seed = u64::from(std::process::id())
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(u64::from(
                 std::time::SystemTime::now()
                     .duration_since(std::time::SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.subsec_nanos()),
             ));
-        let jitter = (nanos % 201) as f64 / 1000.0 - 0.1;
-        let waited = exp.mul_f64(1.0 + jitter);
-        match self.http.take_retry_after() {
-            Some(after) => waited.max(after).min(self.settings.retry_max.max(after)),
-            None => waited,
-        }
+        backoff(
+            self.settings.retry_min,
+            self.settings.retry_max,
+            failures,
+            seed,
+            self.http.take_retry_after(),
+        )
     }
 
     /// The account: loaded from storage, or created once (under the `account` lease)
@@ -681,6 +677,23 @@ impl Client {
     }
 }
 
+/// `retry_min · 2^(failures−1)`, at most `retry_max`, scaled by 0.9–1.1 from `seed`; the
+/// CA's `Retry-After` when it is longer.
+fn backoff(
+    retry_min: Duration,
+    retry_max: Duration,
+    failures: u32,
+    seed: u64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let exp = retry_min
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(retry_max);
+    let jitter = (seed % 201) as f64 / 1000.0 - 0.1;
+    let waited = exp.mul_f64(1.0 + jitter);
+    retry_after.map_or(waited, |after| waited.max(after))
+}
+
 /// 64 hex digits as 32 bytes.
 fn unhex32(hex: &str) -> Option<[u8; 32]> {
     let b = hex.as_bytes();
@@ -697,7 +710,27 @@ fn unhex32(hex: &str) -> Option<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
-    use super::unhex32;
+    use super::{backoff, unhex32};
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_within_its_bounds_and_a_longer_retry_after_wins() {
+        let (min, max) = (Duration::from_secs(60), Duration::from_secs(3_600));
+        for seed in [0, 100, 200, 12_345] {
+            for (failures, base) in [(1, 60), (2, 120), (3, 240), (7, 3_600), (40, 3_600)] {
+                let w = backoff(min, max, failures, seed, None).as_secs_f64();
+                let base = f64::from(base);
+                assert!(
+                    w >= base * 0.9 - 1e-6 && w <= base * 1.1 + 1e-6,
+                    "{failures}: {w}"
+                );
+            }
+        }
+        let after = Duration::from_secs(7_200);
+        assert_eq!(backoff(min, max, 1, 0, Some(after)), after);
+        let short = Duration::from_secs(1);
+        assert!(backoff(min, max, 1, 0, Some(short)) >= Duration::from_secs(54));
+    }
 
     #[test]
     fn hex_digests_round_trip_and_bad_ones_are_refused() {

@@ -86,17 +86,10 @@ impl Http {
         }
         let req = http::Request::from_parts(parts, payload);
         let rsp = self.agent.run(req).map_err(|e| Error::Other(Box::new(e)))?;
-        let status = rsp.status();
-        if status.as_u16() == 429 || status.as_u16() == 503 {
-            let after = rsp
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-            if let Ok(mut slot) = self.retry_after.lock() {
-                *slot = after;
-            }
+        if let Some(after) = retry_after(rsp.status().as_u16(), rsp.headers())
+            && let Ok(mut slot) = self.retry_after.lock()
+        {
+            *slot = Some(after);
         }
         let (parts, body) = rsp.into_parts();
         let bytes = body
@@ -111,11 +104,56 @@ impl Http {
     }
 }
 
+/// The wait a refusal (429 rate limited, 503 unavailable) asks for: `Retry-After` in
+/// seconds (an HTTP date is not read: the backoff applies then), at most a day.
+fn retry_after(status: u16, headers: &http::HeaderMap) -> Option<Duration> {
+    if status != 429 && status != 503 {
+        return None;
+    }
+    let secs = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
 impl HttpClient for Http {
     fn request(
         &self,
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
         Box::pin(ready(self.run(req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+    use std::time::Duration;
+
+    #[test]
+    fn a_refusal_s_retry_after_is_read_in_seconds_and_capped() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("120"),
+        );
+        assert_eq!(retry_after(429, &h), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(503, &h), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(200, &h), None, "only on a refusal");
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("9999999"),
+        );
+        assert_eq!(retry_after(429, &h), Some(Duration::from_secs(86_400)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(429, &h), None);
+        assert_eq!(retry_after(429, &http::HeaderMap::new()), None);
     }
 }

@@ -190,6 +190,8 @@ impl Pebble {
 struct Gw {
     _child: Killed,
     lines: mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    seen: std::cell::RefCell<Vec<String>>,
     admin: SocketAddr,
     https: SocketAddr,
 }
@@ -200,6 +202,7 @@ impl Gw {
         let gw = Self {
             _child: Killed(child),
             lines,
+            seen: Default::default(),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             https: SocketAddr::from(([127, 0, 0, 1], https)),
         };
@@ -215,20 +218,32 @@ impl Gw {
                 .recv_timeout(LIMIT)
                 .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
             assert!(!line.contains("panicked"), "{line}");
+            self.seen.borrow_mut().push(line.clone());
             if line.contains(needle) {
                 return line;
             }
         }
     }
 
-    /// `anygate_acme_orders_total{result}` as scraped now.
-    fn orders(&self, result: &str) -> u64 {
+    /// Whether a stderr line read so far contains `needle`.
+    fn saw(&self, needle: &str) -> bool {
+        self.seen.borrow().iter().any(|l| l.contains(needle))
+    }
+
+    /// `/metrics` now.
+    fn metrics(&self) -> String {
         let mut s = TcpStream::connect(self.admin).expect("admin");
         s.set_read_timeout(Some(LIMIT)).expect("timeout");
         s.write_all(b"GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
             .expect("write");
         let mut text = String::new();
         s.read_to_string(&mut text).expect("read");
+        text
+    }
+
+    /// `anygate_acme_orders_total{result}` as scraped now.
+    fn orders(&self, result: &str) -> u64 {
+        let text = self.metrics();
         let key = format!("anygate_acme_orders_total{{result=\"{result}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&key))
@@ -392,6 +407,12 @@ fn http_01_issues_a_certificate_that_a_client_trusting_the_ca_accepts_and_a_rest
     assert_eq!(r.status(), 200, "{}", r.head);
     assert_eq!(r.body_str(), "through acme");
     assert_eq!(gw.orders("issued"), 1);
+    assert!(gw.saw("acme: account created"));
+    let expiry = r#"anygate_tls_certificate_expiry_seconds{name="a.acme.test"} "#;
+    assert!(
+        gw.metrics().contains(expiry),
+        "the managed certificate's expiry is a metric"
+    );
 
     // Persisted: the key and the account are the owner's alone.
     assert_eq!(
@@ -405,7 +426,7 @@ fn http_01_issues_a_certificate_that_a_client_trusting_the_ca_accepts_and_a_rest
         .expect("an account file");
     assert_eq!(mode(&account.path()), 0o600);
 
-    // A restart serves the stored certificate and orders nothing.
+    // A restart serves the stored certificate and orders nothing for it.
     drop(s);
     drop(gw);
     let gw = Gw::start(&file, ports.https, ports.admin);
@@ -414,6 +435,29 @@ fn http_01_issues_a_certificate_that_a_client_trusting_the_ca_accepts_and_a_rest
     assert_eq!(again, first, "a restart must serve the stored certificate");
     assert_eq!(gw.orders("issued"), 0);
     assert_eq!(gw.orders("failed"), 0);
+
+    // A name added later is ordered with the stored account: none is created.
+    drop(gw);
+    let site = Site {
+        dir: &dir,
+        pebble: &pebble,
+        storage: &storage,
+    };
+    let file = config(
+        &site,
+        "a.yml",
+        &ports,
+        true,
+        &["a.acme.test", "a2.acme.test"],
+        "",
+    );
+    let gw = Gw::start(&file, ports.https, ports.admin);
+    gw.wait_line("`a2.acme.test`: new certificate installed");
+    assert!(!gw.saw("account created"), "the stored account is reused");
+    assert_eq!(gw.orders("issued"), 1, "only the new name is ordered");
+    let (verified, kept) = openssl_verify(gw.https, "a.acme.test", &root);
+    assert!(verified);
+    assert_eq!(kept, first);
 }
 
 #[test]
@@ -596,6 +640,7 @@ fn two_gateways_sharing_one_storage_place_exactly_one_order_and_both_serve_it() 
     let ga = Gw {
         _child: Killed(ca),
         lines: la,
+        seen: Default::default(),
         admin: SocketAddr::from(([127, 0, 0, 1], a.admin)),
         https: SocketAddr::from(([127, 0, 0, 1], a.https)),
     };
