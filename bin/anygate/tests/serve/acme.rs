@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::http::LIMIT;
 use crate::support::{TempDir, spawn_serve};
-use crate::tls::{Pki, client, named, request, tls};
+use crate::tls::{Capture, Pki, client, named, request, tls};
 
 /// A free loopback port (TCP and UDP), released for the process that will bind it.
 fn free_port() -> u16 {
@@ -722,4 +722,130 @@ fn the_acme_example_checks_and_check_warns_about_a_missing_challenge_port_and_an
         !stderr.contains("no route serves `a.example.com`"),
         "{stderr}"
     );
+}
+
+/// A gateway whose CA is unreachable, answering the challenges another instance left in
+/// the shared storage: `(gateway, storage, its plain port)`.
+fn with_published_challenges(challenge: &str, dir: &TempDir) -> (Gw, PathBuf, u16) {
+    let ports = Ports::new();
+    let storage = dir.0.join("acme");
+    let digest: String = (0u8..32).map(|b| format!("{:02x}", b * 7)).collect();
+    for (sub, file, text) in [
+        ("http-01", "tok-EN_1", "tok-EN_1.thumbprint"),
+        ("tls-alpn-01", "x.acme.test", digest.as_str()),
+    ] {
+        let d = storage.join("challenges").join(sub);
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(d.join(file), text).expect("challenge");
+    }
+    let file = dir.0.join("a.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "server: {{listen: \"127.0.0.1:{}\", workers: 1}}\ntls: {{listen: \"127.0.0.1:{}\"}}\nadmin: {{listen: \"127.0.0.1:{}\"}}\nacme: {{directory: \"https://127.0.0.1:1/dir\", storage: \"{}\", domains: [x.acme.test], challenge: {challenge}, retry_min: 1h}}\nroutes: {{\"/\": \"OK routed\"}}\n",
+            ports.http,
+            ports.https,
+            ports.admin,
+            storage.display()
+        ),
+    )
+    .expect("config");
+    let gw = Gw::start(&file, ports.https, ports.admin);
+    // The first order fails (no CA): by then the loop has mirrored the storage.
+    gw.wait_line("`x.acme.test`: the order failed");
+    (gw, storage, ports.http)
+}
+
+#[test]
+fn a_published_tls_alpn_01_challenge_is_answered_with_its_certificate_and_the_connection_closes() {
+    let dir = TempDir::new("acme-alpn-answer");
+    let (gw, _, _) = with_published_challenges("tls-alpn-01", &dir);
+    let capture = Arc::new(Capture(Default::default(), Default::default(), true));
+    let mut config = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let mut s = tls(gw.https, Arc::new(config), named("x.acme.test"));
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"acme-tls/1"[..]));
+    let cert = capture
+        .0
+        .lock()
+        .expect("lock")
+        .take()
+        .expect("a certificate");
+    // RFC 8737: the acmeIdentifier extension (1.3.6.1.5.5.7.1.31, critical) holds the
+    // digest as an OCTET STRING, and the name is the only SAN.
+    let oid = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f];
+    let at = cert
+        .windows(oid.len())
+        .position(|w| w == oid)
+        .expect("the acmeIdentifier extension");
+    let digest: Vec<u8> = (0u8..32).map(|b| b * 7).collect();
+    let mut octets = vec![0x04, 0x20];
+    octets.extend_from_slice(&digest);
+    assert!(
+        cert[at..]
+            .windows(octets.len())
+            .any(|w| w == octets.as_slice()),
+        "the digest is in the extension"
+    );
+    assert!(cert.windows(11).any(|w| w == b"x.acme.test"));
+    // No HTTP on that connection: the gateway closes it after the handshake.
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x.acme.test\r\n\r\n");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
+
+#[test]
+fn a_published_http_01_challenge_is_answered_on_the_plain_listener_before_any_route() {
+    let dir = TempDir::new("acme-http-answer");
+    let (_gw, _, http) = with_published_challenges("http-01", &dir);
+    let plain = SocketAddr::from(([127, 0, 0, 1], http));
+    let r = crate::http::one(
+        plain,
+        b"GET /.well-known/acme-challenge/tok-EN_1 HTTP/1.1\r\nhost: x.acme.test\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, b"tok-EN_1.thumbprint");
+    let r = crate::http::one(
+        plain,
+        b"POST /.well-known/acme-challenge/tok-EN_1 HTTP/1.1\r\nhost: x.acme.test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 405, "{r:?}");
+    // Any other path is the routes' (`/` answers OK).
+    let r = crate::http::one(
+        plain,
+        b"GET /.well-known/other HTTP/1.1\r\nhost: x.acme.test\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"routed");
+}
+
+#[test]
+fn nonce_rejections_are_retried_and_reported() {
+    let ports = Ports::new();
+    // Every good nonce refused: instant-acme's three badNonce retries fail, the order
+    // fails with the CA's reason, and it is tried again after the backoff.
+    let pebble = Pebble::start(ports.http, ports.https, 3_600, 100);
+    let dir = TempDir::new("acme-nonce");
+    let storage = dir.0.join("acme");
+    let site = Site {
+        dir: &dir,
+        pebble: &pebble,
+        storage: &storage,
+    };
+    let file = config(&site, "a.yml", &ports, true, &["f.acme.test"], "");
+    let gw = Gw::start(&file, ports.https, ports.admin);
+    for _ in 0..2 {
+        let line = gw.wait_line("`f.acme.test`: the order failed");
+        assert!(line.contains("badNonce"), "{line}");
+    }
+    assert!(gw.orders("failed") >= 2);
+    assert_eq!(gw.orders("issued"), 0);
 }
