@@ -365,38 +365,65 @@ fn get(s: &mut impl crate::tls::ReadWrite, host: &str) -> crate::tls::Response {
     request(s, &format!("GET /x HTTP/1.1\r\nhost: {host}\r\n\r\n"))
 }
 
+/// A gateway for `name` under `pebble`, once its first certificate is installed: its
+/// directory, storage, configuration file, the gateway, and Pebble's root written out.
+struct Issued {
+    dir: TempDir,
+    storage: PathBuf,
+    file: PathBuf,
+    gw: Gw,
+    root: PathBuf,
+}
+
+fn issued(
+    tag: &str,
+    ports: &Ports,
+    pebble: &Pebble,
+    plain: bool,
+    name: &str,
+    extra: &str,
+) -> Issued {
+    let dir = TempDir::new(tag);
+    let storage = dir.0.join("acme");
+    let site = Site {
+        dir: &dir,
+        pebble,
+        storage: &storage,
+    };
+    let file = config(&site, "a.yml", ports, plain, &[name], extra);
+    let gw = Gw::start(&file, ports.https, ports.admin);
+    gw.wait_line(&format!("`{name}`: new certificate installed"));
+    let root = dir.0.join("pebble-root.pem");
+    std::fs::write(&root, pebble.root_pem()).expect("root");
+    Issued {
+        dir,
+        storage,
+        file,
+        gw,
+        root,
+    }
+}
+
 #[test]
 fn http_01_issues_a_certificate_that_a_client_trusting_the_ca_accepts_and_a_restart_reuses_it() {
     let ports = Ports::new();
     // 30 % of good nonces refused: instant-acme's badNonce retry and our order retry
     // absorb them.
     let pebble = Pebble::start(ports.http, ports.https, 3_600, 30);
-    let dir = TempDir::new("acme-http01");
-    let storage = dir.0.join("acme");
-    let file = config(
-        &Site {
-            dir: &dir,
-            pebble: &pebble,
-            storage: &storage,
-        },
-        "a.yml",
-        &ports,
-        true,
-        &["a.acme.test"],
-        "",
-    );
-    let gw = Gw::start(&file, ports.https, ports.admin);
-    // Nothing pending: an unknown token is a 404 on the plain listener, not a route.
+    let Issued {
+        dir,
+        storage,
+        file,
+        gw,
+        root,
+    } = issued("acme-http01", &ports, &pebble, true, "a.acme.test", "");
+    // Nothing pending now: an unknown token is a 404 on the plain listener, not a route.
     let plain = SocketAddr::from(([127, 0, 0, 1], ports.http));
     let r = crate::http::one(
         plain,
         b"GET /.well-known/acme-challenge/nope HTTP/1.1\r\nhost: a.acme.test\r\nconnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 404, "{r:?}");
-    gw.wait_line("`a.acme.test`: new certificate installed");
-
-    let root = dir.0.join("pebble-root.pem");
-    std::fs::write(&root, pebble.root_pem()).expect("root");
     let (verified, first) = openssl_verify(gw.https, "a.acme.test", &root);
     assert!(
         verified,
@@ -464,25 +491,16 @@ fn http_01_issues_a_certificate_that_a_client_trusting_the_ca_accepts_and_a_rest
 fn tls_alpn_01_issues_a_certificate_with_no_plain_listener() {
     let ports = Ports::new();
     let pebble = Pebble::start(free_port(), ports.https, 3_600, 0);
-    let dir = TempDir::new("acme-alpn");
-    let storage = dir.0.join("acme");
-    let file = config(
-        &Site {
-            dir: &dir,
-            pebble: &pebble,
-            storage: &storage,
-        },
-        "a.yml",
+    let scene = issued(
+        "acme-alpn",
         &ports,
+        &pebble,
         false,
-        &["b.acme.test"],
+        "b.acme.test",
         "  challenge: tls-alpn-01\n",
     );
-    let gw = Gw::start(&file, ports.https, ports.admin);
-    gw.wait_line("`b.acme.test`: new certificate installed");
-    let root = dir.0.join("pebble-root.pem");
-    std::fs::write(&root, pebble.root_pem()).expect("root");
-    let (verified, serial) = openssl_verify(gw.https, "b.acme.test", &root);
+    let (gw, root) = (&scene.gw, &scene.root);
+    let (verified, serial) = openssl_verify(gw.https, "b.acme.test", root);
     assert!(
         verified,
         "openssl did not verify the served certificate ({serial})"
@@ -513,30 +531,21 @@ fn a_short_lived_certificate_is_renewed_without_a_restart_or_a_dropped_connectio
     let ports = Ports::new();
     // 30 s certificates renewed 25 s before expiry: at a third of their life, ~10 s.
     let pebble = Pebble::start(ports.http, ports.https, 30, 0);
-    let dir = TempDir::new("acme-renew");
-    let storage = dir.0.join("acme");
-    let file = config(
-        &Site {
-            dir: &dir,
-            pebble: &pebble,
-            storage: &storage,
-        },
-        "a.yml",
+    let scene = issued(
+        "acme-renew",
         &ports,
+        &pebble,
         true,
-        &["c.acme.test"],
+        "c.acme.test",
         "  renew_before: 25s\n",
     );
-    let gw = Gw::start(&file, ports.https, ports.admin);
-    gw.wait_line("`c.acme.test`: new certificate installed");
-    let root = dir.0.join("pebble-root.pem");
-    std::fs::write(&root, pebble.root_pem()).expect("root");
-    let (_, first) = openssl_verify(gw.https, "c.acme.test", &root);
+    let (gw, root) = (&scene.gw, &scene.root);
+    let (_, first) = openssl_verify(gw.https, "c.acme.test", root);
     let mut kept = tls(gw.https, pebble.issued_client(), named("c.acme.test"));
     assert_eq!(get(&mut kept, "c.acme.test").status(), 200);
     gw.wait_line("acme: renewing a certificate for `c.acme.test`");
     gw.wait_line("`c.acme.test`: new certificate installed");
-    let (verified, second) = openssl_verify(gw.https, "c.acme.test", &root);
+    let (verified, second) = openssl_verify(gw.https, "c.acme.test", root);
     assert!(verified);
     assert_ne!(
         second, first,
