@@ -38,6 +38,7 @@ pub fn config_load(data: &[u8]) {
             for w in &config.warnings {
                 let _ = w.render(&config.sources);
             }
+            let _ = config.acme_domains(&["*.example.com".to_owned()]);
         }
         Err(failure) => {
             assert!(
