@@ -109,12 +109,12 @@ pub fn status_lines(storage: &Path, domains: &[String]) -> Vec<String> {
         .map(|name| {
             let (state, not_after) = anygate_acme::status(storage, name);
             let expiry = match not_after {
-                Some(t) if t > now => format!("expires in {} days", (t - now) / 86_400),
-                Some(t) => format!("EXPIRED {} days ago", (now - t) / 86_400),
+                Some(t) if t > now => format!("expires in {} days", t.saturating_sub(now) / 86_400),
+                Some(t) => format!("EXPIRED {} days ago", now.saturating_sub(t) / 86_400),
                 None => "no certificate yet".to_owned(),
             };
             let attempt = match state.last_attempt {
-                Some(t) => format!("last order {}s ago", (now - t).max(0)),
+                Some(t) => format!("last order {}s ago", now.saturating_sub(t).max(0)),
                 None => "no order yet".to_owned(),
             };
             let error = match &state.last_error {

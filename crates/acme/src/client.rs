@@ -27,14 +27,17 @@ use instant_acme::{
 use crate::exec::block_on;
 use crate::http::Http;
 use crate::lease::{self, Lease};
-use crate::store::{self, Stamp, Storage, now_unix};
+use crate::store::{self, NameState, Stamp, Storage, now_unix};
 use crate::{Challenge, Settings};
 
 /// How often the storage directory is looked at.
 pub const TICK: Duration = Duration::from_secs(1);
 /// After publishing a challenge, how long other instances get to pick it up from the
 /// storage directory before the CA is told to validate (more than one [`TICK`]).
-const PROPAGATION: Duration = Duration::from_millis(1_500);
+const PROPAGATION: Duration = Duration::from_secs(3);
+/// The longest a shared backoff (or a CA's `Retry-After`) is believed: a `next_attempt`
+/// further ahead was written by a wrong clock (or by hand) and is ignored.
+const MAX_SHARED_WAIT: Duration = Duration::from_secs(86_400);
 /// An order that is not done after this has failed.
 const ORDER_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -64,6 +67,8 @@ pub(crate) struct Client {
     live: Answers,
     /// The answers of this instance's order under way, and the files it wrote for them.
     own: Own,
+    /// The name being ordered (so that a panic during its order is recorded as a failure).
+    ordering: Option<usize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -127,6 +132,7 @@ impl Client {
             names,
             live: Answers::default(),
             own: Own::default(),
+            ordering: None,
             stop,
         })
     }
@@ -200,10 +206,7 @@ impl Client {
         if stamp == self.names[i].stamp && self.names[i].validity.is_some() {
             return;
         }
-        let loaded = std::fs::read(&cert_path)
-            .and_then(|c| Ok((c, std::fs::read(self.store.key(&name))?)))
-            .map_err(|e| e.to_string())
-            .and_then(|(c, k)| Certificate::from_pem(&c, &k));
+        let loaded = self.store.load(&name);
         let problem = match loaded {
             Ok(cert) => {
                 let facts = cert.facts();
@@ -278,12 +281,15 @@ impl Client {
             return;
         }
         let mut state = self.store.state(&name);
-        if let Some(next) = state.next_attempt
-            && next > now_unix()
+        let ahead = state
+            .next_attempt
+            .map(|next| Duration::from_secs(u64::try_from(next - now_unix()).unwrap_or(0)));
+        if let Some(wait) = ahead
+            && !wait.is_zero()
+            && wait <= self.settings.retry_max.max(MAX_SHARED_WAIT)
         {
-            // Another instance failed recently: respect its backoff.
-            let wait = Duration::from_secs(u64::try_from(next - now_unix()).unwrap_or(0))
-                .min(self.settings.retry_max);
+            // An instance failed recently (this one before a restart, or another): respect
+            // its backoff.
             self.names[i].not_before = Some(Instant::now() + wait);
             return;
         }
@@ -301,6 +307,7 @@ impl Client {
         );
         let _ = lease.renew();
         let _ = self.http.take_retry_after();
+        self.ordering = Some(i);
         // Checked whole (it loads, and it names the domain) before anything is written: an
         // unusable answer from the CA is a failed order, the stored pair stays.
         let result = self.order(&name).and_then(|(chain, key)| {
@@ -320,6 +327,7 @@ impl Client {
             Ok(cert)
         });
         self.clear_challenges();
+        self.ordering = None;
         match result {
             Err(why) if why == STOPPED => {
                 // Abandoned at shutdown: neither a failure nor a backoff for the next start.
@@ -345,33 +353,48 @@ impl Client {
                 state.next_attempt = None;
                 self.names[i].not_before = None;
             }
-            Err(why) => {
-                anygate_obs::metrics::acme_order(false);
-                state.failures = state.failures.saturating_add(1);
-                let wait = self.backoff(state.failures);
-                state.last_error = Some(why.clone());
-                state.next_attempt = Some(
-                    now_unix().saturating_add(i64::try_from(wait.as_secs().max(1)).unwrap_or(0)),
-                );
-                self.names[i].not_before = Some(Instant::now() + wait);
-                let current = match self.names[i].validity {
-                    Some((_, not_after)) => format!(
-                        "; the current certificate stays in service (expires in {} days)",
-                        (not_after - now_unix()) / 86_400
-                    ),
-                    None => String::new(),
-                };
-                log::server(
-                    Level::Error,
-                    &format!(
-                        "acme: `{name}`: the order failed ({why}); next attempt in {}s{current}",
-                        wait.as_secs(),
-                    ),
-                );
-            }
+            Err(why) => self.failed(i, &mut state, &why),
         }
         let _ = self.store.set_state(&name, &state);
         drop(lease);
+    }
+
+    /// After a panic of the loop: the order under way (if any) counts as failed, with its
+    /// backoff, and its challenges are withdrawn.
+    pub(crate) fn recover(&mut self) {
+        self.clear_challenges();
+        if let Some(i) = self.ordering.take() {
+            let name = self.names[i].name.clone();
+            let mut state = self.store.state(&name);
+            self.failed(i, &mut state, "the ACME loop panicked during the order");
+            let _ = self.store.set_state(&name, &state);
+        }
+    }
+
+    /// Records a failed order of name `i` in `state` and schedules the next one.
+    fn failed(&mut self, i: usize, state: &mut NameState, why: &str) {
+        let name = self.names[i].name.clone();
+        anygate_obs::metrics::acme_order(false);
+        state.failures = state.failures.saturating_add(1);
+        let wait = self.backoff(state.failures);
+        state.last_error = Some(why.to_owned());
+        state.next_attempt =
+            Some(now_unix().saturating_add(i64::try_from(wait.as_secs().max(1)).unwrap_or(0)));
+        self.names[i].not_before = Some(Instant::now() + wait);
+        let current = match self.names[i].validity {
+            Some((_, not_after)) => format!(
+                "; the current certificate stays in service (expires in {} days)",
+                (not_after - now_unix()) / 86_400
+            ),
+            None => String::new(),
+        };
+        log::server(
+            Level::Error,
+            &format!(
+                "acme: `{name}`: the order failed ({why}); next attempt in {}s{current}",
+                wait.as_secs(),
+            ),
+        );
     }
 
     /// The wait after `failures` failures in a row (see the [module docs](self)).
@@ -648,7 +671,8 @@ impl Client {
     /// trusted, NFS caches them). A file older than twice an order's deadline was left by
     /// an instance that died mid-order and is removed.
     fn mirror_challenges(&mut self) {
-        let stale = ORDER_DEADLINE * 2;
+        // Far beyond any order's life, and beyond any clock skew between instances.
+        let stale = Duration::from_secs(3_600);
         let mut http01 = self.own.http01.clone();
         for (token, key_auth) in store::read_challenges(&self.store.http01_dir(), stale) {
             http01

@@ -123,12 +123,22 @@ impl Acme {
         let thread = spawn(Box::new(move || {
             // A panic must not end renewals for good: said, and the loop starts again
             // from what the storage holds.
-            while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.run())).is_err() {
+            let guarded = |f: &mut dyn FnMut()| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok()
+            };
+            while !guarded(&mut || client.run()) {
                 anygate_obs::log::server(
                     anygate_obs::log::Level::Error,
-                    "acme: the ACME loop panicked; starting it again in a minute",
+                    "acme: the ACME loop panicked; the order under way counts as failed, \
+                     the loop starts again in a minute",
                 );
-                if !client.pause(Duration::from_secs(60)) {
+                // Even the clean-up is guarded: nothing here may end renewals for good.
+                let mut stopped = false;
+                let _ = guarded(&mut || {
+                    client.recover();
+                    stopped = !client.pause(Duration::from_secs(60));
+                });
+                if stopped {
                     break;
                 }
             }
@@ -167,10 +177,6 @@ impl Drop for Acme {
 /// the stored certificate's `notAfter` (seconds since the Unix epoch) if it loads.
 pub fn status(storage: &std::path::Path, name: &str) -> (NameState, Option<i64>) {
     let s = store::Storage::at(storage);
-    let not_after = std::fs::read(s.cert(name))
-        .ok()
-        .and_then(|c| Some((c, std::fs::read(s.key(name)).ok()?)))
-        .and_then(|(c, k)| anygate_tls::Certificate::from_pem(&c, &k).ok())
-        .map(|c| c.facts().not_after);
+    let not_after = s.load(name).ok().map(|c| c.facts().not_after);
     (s.state(name), not_after)
 }

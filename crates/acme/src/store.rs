@@ -154,15 +154,37 @@ impl Storage {
     }
 
     /// Stores a new certificate and key for `name`: the key first, so that a reader that
-    /// sees the new certificate finds its key.
+    /// sees the new certificate finds its key; the key it replaces is kept as
+    /// `key.pem.prev` first, so that a stop between the two writes (new key, old
+    /// certificate) still loads ([`Storage::load`]).
     pub(crate) fn put_certificate(&self, name: &str, chain: &[u8], key: &[u8]) -> io::Result<()> {
         let dir = self.name_dir(name);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        if let Ok(old) = fs::read(self.key(name)) {
+            write_atomic(&self.prev_key(name), &old, SECRET)?;
+        }
         write_atomic(&self.key(name), key, SECRET)?;
         write_atomic(&self.cert(name), chain, PUBLIC)
+    }
+
+    fn prev_key(&self, name: &str) -> PathBuf {
+        self.name_dir(name).join("key.pem.prev")
+    }
+
+    /// The stored certificate of `name` with its key (or, for a pair cut between its two
+    /// writes, with the previous key); what is wrong otherwise.
+    pub(crate) fn load(&self, name: &str) -> Result<anygate_tls::Certificate, String> {
+        let chain = fs::read(self.cert(name)).map_err(|e| e.to_string())?;
+        let key = fs::read(self.key(name)).map_err(|e| e.to_string())?;
+        anygate_tls::Certificate::from_pem(&chain, &key).or_else(|e| {
+            fs::read(self.prev_key(name))
+                .ok()
+                .and_then(|prev| anygate_tls::Certificate::from_pem(&chain, &prev).ok())
+                .ok_or(e)
+        })
     }
 }
 
@@ -271,6 +293,35 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn regression_review_a_pair_cut_between_its_two_writes_loads_with_the_previous_key() {
+        let root = temp("cut");
+        let s = Storage::open(&root).expect("open");
+        let pair = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (c1, k1) = pair("c.test");
+        s.put_certificate("c.test", c1.as_bytes(), k1.as_bytes())
+            .expect("first");
+        assert!(s.load("c.test").is_ok());
+        // The next pair's key is written, its certificate never (a stop, a full disk).
+        let (_, k2) = pair("c.test");
+        write_atomic(&s.prev_key("c.test"), k1.as_bytes(), SECRET).expect("prev");
+        write_atomic(&s.key("c.test"), k2.as_bytes(), SECRET).expect("new key");
+        assert!(s.load("c.test").is_ok(), "the old certificate still loads");
+        let mode = fs::metadata(s.prev_key("c.test"))
+            .expect("prev")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         let _ = fs::remove_dir_all(&root);
     }
 

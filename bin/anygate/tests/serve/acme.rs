@@ -747,14 +747,17 @@ fn with_published_challenges(challenge: &str, dir: &TempDir) -> (Gw, PathBuf, u1
         std::fs::create_dir_all(&d).expect("dir");
         std::fs::write(d.join(file), text).expect("challenge");
     }
+    // Roots of its own, so that nothing depends on the system's bundle.
+    let ca = Pki::new("unused CA").write_ca(dir, "ca");
     let file = dir.0.join("a.yml");
     std::fs::write(
         &file,
         format!(
-            "server: {{listen: \"127.0.0.1:{}\", workers: 1}}\ntls: {{listen: \"127.0.0.1:{}\"}}\nadmin: {{listen: \"127.0.0.1:{}\"}}\nacme: {{directory: \"https://127.0.0.1:1/dir\", storage: \"{}\", domains: [x.acme.test], challenge: {challenge}, retry_min: 1h}}\nroutes: {{\"/\": \"OK routed\"}}\n",
+            "server: {{listen: \"127.0.0.1:{}\", workers: 1}}\ntls: {{listen: \"127.0.0.1:{}\"}}\nadmin: {{listen: \"127.0.0.1:{}\"}}\nacme: {{directory: \"https://127.0.0.1:1/dir\", ca_bundle: \"{}\", storage: \"{}\", domains: [x.acme.test], challenge: {challenge}, retry_min: 1h}}\nroutes: {{\"/\": \"OK routed\"}}\n",
             ports.http,
             ports.https,
             ports.admin,
+            ca.display(),
             storage.display()
         ),
     )
