@@ -51,6 +51,8 @@ struct Name {
     validity: Option<(i64, i64)>,
     /// No order before this (after a failure).
     not_before: Option<Instant>,
+    /// The day (since the Unix epoch) of the last expiry warning.
+    warned: i64,
 }
 
 /// The ACME client's state on its thread.
@@ -120,6 +122,7 @@ impl Client {
                 stamp: None,
                 validity: None,
                 not_before: None,
+                warned: -1,
             })
             .collect();
         Ok(Self {
@@ -168,6 +171,7 @@ impl Client {
                 if self.due(i) {
                     self.attempt(i);
                 }
+                self.warn_if_expiring(i);
             }
             thread::park_timeout(TICK);
         }
@@ -240,6 +244,33 @@ impl Client {
                 &format!(
                     "acme: `{}` is not a usable certificate and key for `{name}` ({problem}); {said}; a new one will be ordered",
                     cert_path.display()
+                ),
+            );
+        }
+    }
+
+    /// Warns, once a day, about a served certificate within
+    /// [`EXPIRY_WARNING_DAYS`](anygate_tls::EXPIRY_WARNING_DAYS) of its expiry (with the
+    /// default `renew_before`, one whose renewal keeps failing), as for a configured one.
+    fn warn_if_expiring(&mut self, i: usize) {
+        let Some((_, not_after)) = self.names[i].validity else {
+            return;
+        };
+        let now = now_unix();
+        let left = not_after.saturating_sub(now);
+        let today = now / 86_400;
+        if left < anygate_tls::EXPIRY_WARNING_DAYS * 86_400 && self.names[i].warned != today {
+            self.names[i].warned = today;
+            let why = match &self.store.state(&self.names[i].name).last_error {
+                Some(e) => format!("; the last order failed: {e}"),
+                None => String::new(),
+            };
+            log::server(
+                Level::Warn,
+                &format!(
+                    "acme: the certificate of `{}` expires in {} days{why}",
+                    self.names[i].name,
+                    left / 86_400
                 ),
             );
         }

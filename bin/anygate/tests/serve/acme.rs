@@ -555,6 +555,8 @@ fn a_short_lived_certificate_is_renewed_without_a_restart_or_a_dropped_connectio
     let r = get(&mut kept, "c.acme.test");
     assert_eq!(r.status(), 200, "{}", r.head);
     assert!(gw.orders("issued") >= 2);
+    // A certificate within 30 days of its expiry is warned about (once a day).
+    assert!(gw.saw("acme: the certificate of `c.acme.test` expires in 0 days"));
 }
 
 #[test]
