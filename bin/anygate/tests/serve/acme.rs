@@ -20,12 +20,22 @@ use crate::http::LIMIT;
 use crate::support::{TempDir, spawn_serve};
 use crate::tls::{Capture, Pki, client, named, request, tls};
 
-/// A free loopback port (TCP and UDP), released for the process that will bind it.
+/// A free loopback port (TCP and UDP) for a process started later (Pebble, the DNS, a
+/// gateway whose ports Pebble must know beforehand). Taken from below Linux's ephemeral
+/// range (32768–60999), where no `bind(…:0)` of another test and no outgoing connection
+/// can land in the meantime, and never the same one twice in this process
+/// (regression: a port picked by binding port 0 and released was taken by another test's
+/// socket before the gateway bound it, and the gateway did not start).
 fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
     loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = if port >= 32_768 { port - 12_000 } else { port };
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
             return port;
         }
     }
@@ -213,10 +223,12 @@ impl Gw {
     /// Waits for a stderr line containing `needle` (failing on one that says `panicked`).
     fn wait_line(&self, needle: &str) -> String {
         loop {
-            let line = self
-                .lines
-                .recv_timeout(LIMIT)
-                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            let line = self.lines.recv_timeout(LIMIT).unwrap_or_else(|e| {
+                panic!(
+                    "no stderr line with {needle:?} ({e}); it said:\n{}",
+                    self.seen.borrow().join("\n")
+                )
+            });
             assert!(!line.contains("panicked"), "{line}");
             self.seen.borrow_mut().push(line.clone());
             if line.contains(needle) {
