@@ -39,6 +39,21 @@ pub fn settings(config: &Config, tls: &ServerSettings) -> Option<anygate_acme::S
     })
 }
 
+/// `app`, answering HTTP-01 challenges from `tls`'s ACME state when `acme` runs with
+/// that challenge (with TLS-ALPN-01 the path stays the routes').
+pub fn answering(
+    app: anygate_pipeline::App,
+    tls: Option<&anygate_tls::TlsServer>,
+    acme: Option<&anygate_acme::Settings>,
+) -> anygate_pipeline::App {
+    match (tls, acme) {
+        (Some(tls), Some(a)) if a.challenge == anygate_acme::Challenge::Http01 => {
+            app.with_acme(tls.managed().clone())
+        }
+        _ => app,
+    }
+}
+
 /// What is worth a warning: a managed name no route serves, HTTP-01 without a plain
 /// listener on port 80, TLS-ALPN-01 without a TLS listener on 443, nothing to manage.
 pub fn warnings(config: &Config, domains: &[String]) -> Vec<Diagnostic> {

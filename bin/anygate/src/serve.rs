@@ -382,14 +382,16 @@ impl Server {
         let acme_settings = tls_settings
             .as_ref()
             .and_then(|s| crate::acme::settings(&config, s));
-        let mut app = App::new(config, &registry).map_err(StartError::Config)?;
+        let app = App::new(config, &registry).map_err(StartError::Config)?;
+        let app = crate::acme::answering(
+            app,
+            tls_acceptor.as_ref().map(|t| &*t.0),
+            acme_settings.as_ref(),
+        );
         // After the privilege drop: the storage directory belongs to the user served as.
         let acme = match (&acme_settings, &tls_acceptor) {
             (Some(settings), Some(tls)) => {
                 let managed = tls.0.managed().clone();
-                if settings.challenge == anygate_acme::Challenge::Http01 {
-                    app = app.with_acme(managed.clone());
-                }
                 Some(
                     anygate_acme::Acme::start(settings.clone(), managed, |f| {
                         anygate_runtime::signal::spawn_side_thread("anygate-acme", f)
@@ -878,12 +880,12 @@ impl Core {
             .and_then(|a| a.token.as_deref())
             .map(|t| Arc::new(Box::from(t)));
         let referenced = crate::watch::references(&config);
-        let mut app = App::new(config, &self.registry)?;
-        if let (Some(side), Some(acme)) = (&self.tls, &self.acme)
-            && acme.challenge == anygate_acme::Challenge::Http01
-        {
-            app = app.with_acme(side.server.managed().clone());
-        }
+        let app = App::new(config, &self.registry)?;
+        let app = crate::acme::answering(
+            app,
+            self.tls.as_ref().map(|t| &*t.server),
+            self.acme.as_ref(),
+        );
         // New health checks have their first answer before the configuration is served.
         settle_health_checks();
         self.referenced.store(Arc::new(referenced));

@@ -204,10 +204,9 @@ impl Client {
         let name = self.names[i].name.clone();
         let cert_path = self.store.cert(&name);
         let stamp = store::stamp(&cert_path);
-        if stamp.is_none() || (stamp == self.names[i].stamp && !under_lease) {
-            return;
-        }
-        if stamp == self.names[i].stamp && self.names[i].validity.is_some() {
+        // Unchanged: looked at again only under the lease, and only if it did not load.
+        let unchanged = stamp == self.names[i].stamp;
+        if stamp.is_none() || (unchanged && (!under_lease || self.names[i].validity.is_some())) {
             return;
         }
         let loaded = self.store.load(&name);
@@ -678,9 +677,10 @@ impl Client {
             self.own.http01.insert(token.clone(), key_auth.clone());
         }
         for (name, digest) in alpn {
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let mut hex = Vec::with_capacity(64);
+            anygate_obs::escape::hex(&mut hex, digest);
             let path = self.store.alpn_dir().join(name);
-            store::write_atomic(&path, hex.as_bytes(), store::PUBLIC).map_err(|e| e.to_string())?;
+            store::write_atomic(&path, &hex, store::PUBLIC).map_err(|e| e.to_string())?;
             self.own.files.push(path);
             self.own.alpn.push((name.clone(), *digest));
         }
@@ -712,7 +712,8 @@ impl Client {
         }
         let mut alpn = self.own.alpn.clone();
         for (name, hex) in store::read_challenges(&self.store.alpn_dir(), stale) {
-            if let Some(d) = unhex32(&hex)
+            let mut d = [0u8; 32];
+            if anygate_obs::escape::unhex(hex.as_bytes(), &mut d).is_some()
                 && !alpn.iter().any(|(n, _)| *n == name)
             {
                 alpn.push((name, d));
@@ -749,23 +750,9 @@ fn backoff(
     retry_after.map_or(waited, |after| waited.max(after))
 }
 
-/// 64 hex digits as 32 bytes.
-fn unhex32(hex: &str) -> Option<[u8; 32]> {
-    let b = hex.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{backoff, unhex32};
+    use super::backoff;
     use std::time::Duration;
 
     #[test]
@@ -789,10 +776,17 @@ mod tests {
 
     #[test]
     fn hex_digests_round_trip_and_bad_ones_are_refused() {
+        // The TLS-ALPN-01 challenge files' format, written and read with anygate-obs's hex.
         let d: [u8; 32] = std::array::from_fn(|i| (i * 7) as u8);
-        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(unhex32(&hex), Some(d));
-        assert_eq!(unhex32("00"), None);
-        assert_eq!(unhex32(&"zz".repeat(32)), None);
+        let mut hex = Vec::new();
+        anygate_obs::escape::hex(&mut hex, &d);
+        let mut back = [0u8; 32];
+        assert_eq!(anygate_obs::escape::unhex(&hex, &mut back), Some(()));
+        assert_eq!(back, d);
+        assert_eq!(anygate_obs::escape::unhex(b"00", &mut back), None);
+        assert_eq!(
+            anygate_obs::escape::unhex("zz".repeat(32).as_bytes(), &mut back),
+            None
+        );
     }
 }

@@ -207,15 +207,21 @@ struct Gw {
 }
 
 impl Gw {
-    fn start(config: &Path, https: u16, admin: u16) -> Self {
+    /// Starts the binary on `config` (TLS on `https`, admin on `admin`), without waiting.
+    fn spawn(config: &Path, https: u16, admin: u16) -> Self {
         let (child, lines) = spawn_serve(config, Stdio::null());
-        let gw = Self {
+        Self {
             _child: Killed(child),
             lines,
             seen: Default::default(),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             https: SocketAddr::from(([127, 0, 0, 1], https)),
-        };
+        }
+    }
+
+    /// Starts it and waits until it listens.
+    fn start(config: &Path, https: u16, admin: u16) -> Self {
+        let gw = Self::spawn(config, https, admin);
         gw.wait_line("listening on https://");
         gw
     }
@@ -659,14 +665,7 @@ fn two_gateways_sharing_one_storage_place_exactly_one_order_and_both_serve_it() 
     };
     let fa = config(&site, "a.yml", &a, true, &[name], "");
     let fb = config(&site, "b.yml", &b, true, &[name], "");
-    let (ca, la) = spawn_serve(&fa, Stdio::null());
-    let ga = Gw {
-        _child: Killed(ca),
-        lines: la,
-        seen: Default::default(),
-        admin: SocketAddr::from(([127, 0, 0, 1], a.admin)),
-        https: SocketAddr::from(([127, 0, 0, 1], a.https)),
-    };
+    let ga = Gw::spawn(&fa, a.https, a.admin);
     let started = ga.wait_line("as instance ");
     let id = started
         .rsplit("as instance ")
