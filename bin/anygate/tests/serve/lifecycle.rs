@@ -239,6 +239,14 @@ fn regression_a_draining_server_refuses_new_connections_instead_of_queueing_them
     let deadline = anygate_runtime::time::now() + crate::http::LIMIT;
     loop {
         match std::net::TcpStream::connect(gw.addr) {
+            // A connect that reached the backlog in the instant the listener closed is
+            // reset by the kernel (seen once in a full CI run): not queued, try again.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                assert!(
+                    anygate_runtime::time::now() < deadline,
+                    "connections are still reset instead of refused while draining"
+                );
+            }
             Err(e) => {
                 assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
                 // Refused by a process that is still draining, not because it has gone.
