@@ -94,7 +94,7 @@ pub fn report(name: &str, config: &Config) -> String {
         ));
     }
     if let (Some(a), Some(t)) = (&config.acme, &config.tls) {
-        let settings = crate::tls::settings(t, true);
+        let settings = crate::tls::settings(t, true, config.server.h2.enabled);
         let domains = config.acme_domains(&crate::acme::configured_names(&settings));
         out.push_str(&format!(
             "acme: {} ({}) for {}\n",

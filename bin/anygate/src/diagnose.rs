@@ -119,7 +119,7 @@ pub fn report(name: &str, config: &Config) -> String {
         line(&mut out, "certificate", &certificate(&c.cert));
     }
     if let (Some(a), Some(t)) = (&config.acme, &config.tls) {
-        let settings = crate::tls::settings(t, true);
+        let settings = crate::tls::settings(t, true, config.server.h2.enabled);
         let domains = config.acme_domains(&crate::acme::configured_names(&settings));
         line(
             &mut out,

@@ -249,6 +249,26 @@ pub fn limits(config: &Config) -> Limits {
             bytes_per_sec: u32::try_from(l.min_send_rate).unwrap_or(u32::MAX),
             grace: t.send_grace,
         },
+        h2: h2_limits(config),
+    }
+}
+
+/// `server.h2` and `server.h2c` as the driver takes them.
+fn h2_limits(config: &Config) -> anygate_http::Http2 {
+    let h = &config.server.h2;
+    let n32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    anygate_http::Http2 {
+        enabled: h.enabled,
+        h2c: config.server.h2c,
+        max_concurrent_streams: n32(h.max_concurrent_streams),
+        initial_stream_window: n32(h.initial_stream_window),
+        initial_connection_window: n32(h.initial_connection_window),
+        max_frame_size: n32(h.max_frame_size),
+        max_header_list_size: n32(h.max_header_list_size),
+        max_send_buffer_size: size(h.max_send_buffer_size),
+        max_pending_accept_reset_streams: size(h.max_pending_accept_reset_streams),
+        max_local_error_reset_streams: size(h.max_local_error_reset_streams),
     }
 }
 
@@ -828,6 +848,9 @@ impl Core {
         if new.allow_underscores_in_headers != old.allow_underscores_in_headers {
             restart.push("server.allow_underscores_in_headers");
         }
+        if new.h2 != old.h2 || new.h2c != old.h2c {
+            restart.push("server.h2/server.h2c");
+        }
         if config.admin.as_ref().map(|a| a.listen.addr) != self.admin_listen {
             restart.push("admin.listen");
         }
@@ -848,7 +871,7 @@ impl Core {
         let new_tls = config
             .tls
             .as_ref()
-            .map(|t| crate::tls::settings(t, self.acme.is_some()));
+            .map(|t| crate::tls::settings(t, self.acme.is_some(), self.server_settings.h2.enabled));
         if let Some(settings) = &new_tls
             && crate::acme::settings(&config, settings) != self.acme
         {

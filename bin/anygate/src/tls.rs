@@ -33,8 +33,9 @@ fn client_auth(a: &anygate_config::ClientAuth) -> ClientAuth {
     }
 }
 
-/// The settings of the `tls` section (`acme`: an `acme` section obtains certificates).
-pub fn settings(t: &Tls, acme: bool) -> ServerSettings {
+/// The settings of the `tls` section (`acme`: an `acme` section obtains certificates;
+/// `h2`: HTTP/2 is offered, `server.h2.enabled`).
+pub fn settings(t: &Tls, acme: bool, h2: bool) -> ServerSettings {
     ServerSettings {
         profile: match t.profile {
             TlsProfile::Modern => anygate_tls::Profile::Modern,
@@ -56,8 +57,16 @@ pub fn settings(t: &Tls, acme: bool) -> ServerSettings {
             .iter()
             .map(|h| (h.name.clone(), client_auth(&h.client_auth)))
             .collect(),
-        // HTTP/2 arrives with its own issue; until then only HTTP/1.1 is agreed.
-        alpn: vec![anygate_tls::ALPN_HTTP1.to_vec()],
+        // The client's preference decides among these (rustls picks the first of the
+        // server's list the client offers): h2 first, as nginx and Caddy do.
+        alpn: if h2 {
+            vec![
+                anygate_tls::ALPN_H2.to_vec(),
+                anygate_tls::ALPN_HTTP1.to_vec(),
+            ]
+        } else {
+            vec![anygate_tls::ALPN_HTTP1.to_vec()]
+        },
         acme,
     }
 }
@@ -96,7 +105,7 @@ pub fn build(config: Config) -> Result<(Config, Option<Built>), Failure> {
     let Some(t) = &config.tls else {
         return Ok((config, None));
     };
-    let settings = settings(t, config.acme.is_some());
+    let settings = settings(t, config.acme.is_some(), config.server.h2.enabled);
     if let Some(acme) = crate::acme::settings(&config, &settings) {
         for d in crate::acme::warnings(&config, &acme.domains) {
             log::server(Level::Warn, &d.render(&config.sources));
@@ -150,9 +159,14 @@ impl Acceptor for TlsAcceptor {
         if facts.resumed {
             anygate_obs::metrics::count(Counter::TlsResumed);
         }
+        let protocol = if facts.alpn.as_deref() == Some(anygate_tls::ALPN_H2) {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        };
         Ok(Accepted {
             stream: MaybeTls::Tls(Box::new(stream)),
-            protocol: Protocol::Http1,
+            protocol,
             tls: Some(Arc::new(TlsInfo {
                 server_name: facts.server_name,
                 alpn: facts.alpn,

@@ -60,9 +60,9 @@ pub use model::{
     ADMIN_DEFAULT, Acme, AcmeChallenge, Admin, CacheControl, CircuitBreaker, ClientAuth,
     ClientAuthMode, ErrorPage, ErrorPages, ErrorStatus, HealthCheck, HealthKind, HostHeader,
     LETS_ENCRYPT, LETS_ENCRYPT_STAGING, Listen, LogFormat, OtlpEndpoint, OutlierDetection,
-    PluginSpec, ProxySettings, Retries, RetryOn, Route, Server, ServerLimits, ServerTimeouts,
-    StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile, Tracing,
-    TrailingSlash, Upstream, UpstreamTls, Workers, acme_name_problem,
+    PluginSpec, ProxySettings, Retries, RetryOn, Route, Server, ServerH2, ServerLimits,
+    ServerTimeouts, StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile,
+    Tracing, TrailingSlash, Upstream, UpstreamTls, Workers, acme_name_problem,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};

@@ -57,6 +57,52 @@ pub struct Server {
     pub trailing_slash: TrailingSlash,
     /// Where `server.listen: []` (no plain listener: a TLS-only gateway) is written.
     pub no_plain_listener: Option<Span>,
+    /// `server.h2c` (default false): HTTP/2 with prior knowledge on the plain listeners
+    /// (a client that starts with the HTTP/2 preface); HTTP/1.1 is still served there.
+    pub h2c: bool,
+    /// `server.h2`: HTTP/2 settings and limits.
+    pub h2: ServerH2,
+}
+
+/// `server.h2` (docs/HTTP.md, "HTTP/2").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerH2 {
+    /// Offer `h2` by ALPN on TLS listeners (default true).
+    pub enabled: bool,
+    /// Streams open at once per connection (default 128).
+    pub max_concurrent_streams: u64,
+    /// What a client may send on one stream before it is read (default 256 KiB).
+    pub initial_stream_window: u64,
+    /// The same for all streams of a connection together (default 1 MiB).
+    pub initial_connection_window: u64,
+    /// Largest frame the server accepts (default 16 KiB; 16 KiB to 16 MiB - 1).
+    pub max_frame_size: u64,
+    /// Decoded request header list, bytes (default 0: `server.limits.max_head`).
+    pub max_header_list_size: u64,
+    /// Response bytes buffered per stream for a client that does not read (default 256 KiB).
+    pub max_send_buffer_size: u64,
+    /// Streams reset by the client before they were accepted, remembered at once (rapid
+    /// reset; default 20): past it the connection is closed.
+    pub max_pending_accept_reset_streams: u64,
+    /// Streams the server resets for a client's errors before it closes the connection
+    /// (default 1024).
+    pub max_local_error_reset_streams: u64,
+}
+
+impl Default for ServerH2 {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent_streams: 128,
+            initial_stream_window: 256 << 10,
+            initial_connection_window: 1 << 20,
+            max_frame_size: 16 << 10,
+            max_header_list_size: 0,
+            max_send_buffer_size: 256 << 10,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
 }
 
 /// `server.trailing_slash`: for a request path ending in `/` that only a shorter prefix

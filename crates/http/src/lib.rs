@@ -1,5 +1,5 @@
-//! `anygate-http`: the exchange model, the HTTP/1.1 codec, the connection driver and the
-//! upstream client.
+//! `anygate-http`: the exchange model, the HTTP/1.1 codec, the HTTP/1.1 and HTTP/2
+//! connection drivers and the upstream client.
 //!
 //! # Design
 //!
@@ -19,6 +19,9 @@
 //!   is one [`Exchange`], which owns the client connection for its duration: the body, the
 //!   response, the head hook (`post` filters), the per-request [`server::Ctx`], and the
 //!   driver-owned ways to watch the client and take the connection over after `101`.
+//!   HTTP/2 (ALPN `h2`, or prior knowledge on a plain listener with `server.h2c`) is the
+//!   `h2` crate's state machine behind the runtime's tokio-io adapter, mapped onto the same
+//!   [`Exchange`]: one task per connection, one per stream (`server/http2.rs`).
 //! - [`client`] is one upstream connection over any transport: request writes, response
 //!   heads and bodies (raw and decoded), the tunnel.
 //! - [`error`] is the catalog of what can go wrong, each kind with its status and `AG-…`
@@ -28,16 +31,19 @@
 //!
 //! - No panic on any input; a request the parser cannot trust is answered with 400 and the
 //!   connection closed (request smuggling: see [`h1::parse::parse`]).
-//! - After a connection's buffers have grown to their working size, serving a request
-//!   allocates nothing in this crate (the counting-allocator tests in `bin/anygate`).
+//! - After a connection's buffers have grown to their working size, serving an HTTP/1.1
+//!   request allocates nothing in this crate (the counting-allocator tests in
+//!   `bin/anygate`). HTTP/2 allocates per stream (`h2`'s header maps, the stream task).
+//! - A response cut short never looks complete: over HTTP/1.1 the connection closes, over
+//!   HTTP/2 the stream is reset ([`Exchange::abort`]).
 //! - Every response carries `Date` and `X-Request-Id`.
 //! - The codec and the message model use nothing from the runtime.
 //!
 //! # Non-goals
 //!
-//! HTTP/2 (the `h2` crate, behind `anygate_runtime::compat`, maps onto [`message`] in its
-//! own driver, later); TLS (an [`server::Acceptor`] and a transport, in `anygate-tls`);
-//! compression (the static action's business).
+//! HTTP/2 to upstreams and gRPC trailers (later); server push and extended CONNECT; TLS
+//! (an [`server::Acceptor`] and a transport, in `anygate-tls`); compression (the static
+//! action's business).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -53,5 +59,5 @@ pub mod request_id;
 pub mod server;
 
 pub use error::ErrorKind;
-pub use limits::{Limits, MinRate};
+pub use limits::{Http2, Limits, MinRate};
 pub use server::{Acceptor, Drain, Exchange, Plain, Request, Service};

@@ -1,4 +1,4 @@
-//! Limits and timeouts of the HTTP/1.1 server (SPEC §9 defaults).
+//! Limits and timeouts of the HTTP server (SPEC §9 defaults).
 
 use std::time::Duration;
 
@@ -46,6 +46,57 @@ pub struct Limits {
     /// once its grace has passed; below it the connection closes (the response is cut
     /// short). Each write must also make progress within its own timeout.
     pub min_send_rate: MinRate,
+    /// HTTP/2 (`server.h2.*`).
+    pub h2: Http2,
+}
+
+/// HTTP/2 settings (`server.h2.*`; SPEC §9). The SETTINGS values are sent to every client;
+/// the reset limits bound what a misbehaving one can make the server do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Http2 {
+    /// Offer `h2` by ALPN on TLS listeners.
+    pub enabled: bool,
+    /// Accept HTTP/2 with prior knowledge (the client starts with the connection preface)
+    /// on plain listeners (`server.h2c`).
+    pub h2c: bool,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`: what a client may send on one stream before the
+    /// server reads it.
+    pub initial_stream_window: u32,
+    /// The connection's receive window (all streams together).
+    pub initial_connection_window: u32,
+    /// `SETTINGS_MAX_FRAME_SIZE` (16 384 ..= 16 777 215).
+    pub max_frame_size: u32,
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`, decoded (an HPACK bomb stops here); 0: `max_head`.
+    pub max_header_list_size: u32,
+    /// Bytes buffered per stream for a client that does not read (above it the stream
+    /// waits).
+    pub max_send_buffer_size: usize,
+    /// Streams the client reset before the server accepted them that are remembered
+    /// (rapid reset, CVE-2023-44487): past it the connection is closed with
+    /// `ENHANCE_YOUR_CALM`.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset because of a client's error before it closes the
+    /// connection (MadeYouReset).
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            h2c: false,
+            max_concurrent_streams: 128,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_header_list_size: 0,
+            max_send_buffer_size: 256 * 1024,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
 }
 
 /// A minimum average transfer rate: after `grace`, at least `bytes_per_sec` on average
@@ -100,6 +151,7 @@ impl Default for Limits {
                 bytes_per_sec: 512,
                 grace: Duration::from_secs(10),
             },
+            h2: Http2::default(),
         }
     }
 }

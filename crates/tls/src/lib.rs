@@ -62,6 +62,9 @@ pub use stream::TlsStream;
 /// The ALPN id of HTTP/1.1.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
+/// The ALPN id of HTTP/2 over TLS.
+pub const ALPN_H2: &[u8] = b"h2";
+
 /// The crypto provider of the whole process: aws-lc-rs with its default suites and key
 /// exchange groups.
 pub fn provider() -> Arc<CryptoProvider> {

@@ -10,6 +10,7 @@ mod hosts;
 #[path = "../../../../crates/http/tests/driver/support.rs"]
 #[allow(dead_code)] // the HTTP driver tests' client; its test service is not used here
 mod http;
+mod http2;
 mod lifecycle;
 mod observability;
 mod plugins;

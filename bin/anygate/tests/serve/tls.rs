@@ -356,11 +356,7 @@ fn a_verifying_client_gets_http1_by_alpn_and_the_tls_facts_reach_echo() {
     let files = [pki.server(&["localhost"]).write(&dir, "srv")];
     let s = tls_gateway(&certs_yaml(&files), "  \"/echo\": \"*\"\n");
     let addr = s.tls_addrs()[0];
-    let mut c = tls(
-        addr,
-        client(&pki, &[b"h2", b"http/1.1"], None),
-        named("localhost"),
-    );
+    let mut c = tls(addr, client(&pki, &[b"http/1.1"], None), named("localhost"));
     assert_eq!(c.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     let r = request(&mut c, "GET /echo HTTP/1.1\r\nhost: localhost\r\n\r\n");
     assert_eq!(r.status(), 200, "{}", r.head);
@@ -376,12 +372,19 @@ fn a_verifying_client_gets_http1_by_alpn_and_the_tls_facts_reach_echo() {
     // The same connection serves the next request (keep-alive over TLS).
     let r = request(&mut c, "GET /echo HTTP/1.1\r\nhost: localhost\r\n\r\n");
     assert_eq!(r.status(), 200);
+    // A client offering h2 and http/1.1 gets h2 (the server's preference).
+    let c = tls(
+        addr,
+        client(&pki, &[b"h2", b"http/1.1"], None),
+        named("localhost"),
+    );
+    assert_eq!(c.conn.alpn_protocol(), Some(&b"h2"[..]));
     // A client offering only a protocol this build does not speak is refused.
-    let mut conn = ClientConnection::new(client(&pki, &[b"h2"], None), named("localhost")).unwrap();
+    let mut conn = ClientConnection::new(client(&pki, &[b"h3"], None), named("localhost")).unwrap();
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(LIMIT)).unwrap();
     let refused = (0..10).any(|_| conn.complete_io(&mut tcp).is_err());
-    assert!(refused, "ALPN h2 alone must fail the handshake");
+    assert!(refused, "ALPN h3 alone must fail the handshake");
     s.shutdown();
 }
 

@@ -1109,8 +1109,9 @@ impl Proxy {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(_) => {
-                    // The head is gone: all that is left is to cut the response short.
-                    res.close();
+                    // The head is gone: all that is left is to cut the response short (the
+                    // connection closes over HTTP/1.1, the stream is reset over HTTP/2).
+                    res.abort();
                     return;
                 }
             };

@@ -22,6 +22,8 @@ impl Decoder<'_> {
             allow_root: false,
             watch: false,
             no_plain_listener: None,
+            h2c: false,
+            h2: ServerH2::default(),
         };
         let Some(node) = node else {
             return server;
@@ -95,9 +97,13 @@ impl Decoder<'_> {
                 }
             }
         }
+        if let Some(n) = f.take("h2") {
+            server.h2 = self.server_h2(n);
+        }
         for (key, slot) in [
             ("allow_root", &mut server.allow_root),
             ("watch", &mut server.watch),
+            ("h2c", &mut server.h2c),
         ] {
             if let Some(n) = f.take(key)
                 && let Some(b) = self.bool(n, &format!("server.{key}"))
@@ -144,9 +150,92 @@ impl Decoder<'_> {
                 "group",
                 "allow_root",
                 "watch",
+                "h2c",
+                "h2",
             ],
         );
         server
+    }
+
+    /// `server.h2`.
+    fn server_h2(&mut self, node: &Node) -> ServerH2 {
+        let mut h2 = ServerH2::default();
+        let mut f = Fields::new(self.diags, node, "server.h2");
+        if let Some(n) = f.take("enabled")
+            && let Some(b) = self.bool(n, "server.h2.enabled")
+        {
+            h2.enabled = b;
+        }
+        // (key, slot, smallest, largest, with size units)
+        let window = u64::from(u32::MAX >> 1);
+        let table: [(&str, &mut u64, u64, u64, bool); 8] = [
+            (
+                "max_concurrent_streams",
+                &mut h2.max_concurrent_streams,
+                1,
+                1 << 16,
+                false,
+            ),
+            (
+                "initial_stream_window",
+                &mut h2.initial_stream_window,
+                1 << 10,
+                window,
+                true,
+            ),
+            (
+                "initial_connection_window",
+                &mut h2.initial_connection_window,
+                65_535,
+                window,
+                true,
+            ),
+            (
+                "max_frame_size",
+                &mut h2.max_frame_size,
+                16_384,
+                16_777_215,
+                true,
+            ),
+            (
+                "max_header_list_size",
+                &mut h2.max_header_list_size,
+                0,
+                1 << 24,
+                true,
+            ),
+            (
+                "max_send_buffer_size",
+                &mut h2.max_send_buffer_size,
+                1 << 10,
+                1 << 30,
+                true,
+            ),
+            (
+                "max_pending_accept_reset_streams",
+                &mut h2.max_pending_accept_reset_streams,
+                1,
+                1 << 20,
+                false,
+            ),
+            (
+                "max_local_error_reset_streams",
+                &mut h2.max_local_error_reset_streams,
+                1,
+                1 << 20,
+                false,
+            ),
+        ];
+        let mut keys = vec!["enabled"];
+        for (key, slot, min, max, units) in table {
+            keys.push(key);
+            let Some(n) = f.take(key) else { continue };
+            if let Some(v) = self.size(n, &format!("server.h2.{key}"), min, max, units) {
+                *slot = v;
+            }
+        }
+        f.finish(self.diags, &keys);
+        h2
     }
 
     /// One address or a list, each given once.

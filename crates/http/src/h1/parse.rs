@@ -33,13 +33,16 @@ impl Span {
     }
 }
 
-/// HTTP/1.0 or HTTP/1.1.
+/// HTTP/1.0 or HTTP/1.1 (what the parser reads), or HTTP/2 (a head the HTTP/2 driver
+/// recorded in the same shape).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     /// HTTP/1.0.
     H10,
     /// HTTP/1.1.
     H11,
+    /// HTTP/2.
+    H2,
 }
 
 /// How the request body is delimited.

@@ -9,6 +9,7 @@ use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::Framing;
 use crate::server::Exchange;
+use crate::server::exchange::Wire;
 use crate::server::io::{ReadOutcome, read_until, write_all_until};
 
 /// Where a request body stands. Read it with [`Exchange::body_chunk`] until `None`; what a
@@ -66,12 +67,12 @@ impl BodyState<'_> {
         self.done || self.framing == Framing::None
     }
 
-    fn fail(&mut self, e: ErrorKind) -> ErrorKind {
+    pub(crate) fn fail(&mut self, e: ErrorKind) -> ErrorKind {
         self.failed = Some(e);
         e
     }
 
-    fn check_limit(&mut self) -> Result<(), ErrorKind> {
+    pub(crate) fn check_limit(&mut self) -> Result<(), ErrorKind> {
         if self.limit > 0 && self.received > self.limit {
             return Err(self.fail(ErrorKind::BodyTooLarge));
         }
@@ -134,6 +135,9 @@ impl Exchange<'_> {
             // The whole body came without our `100 Continue`: the client did not wait.
             self.expecting = false;
             return Ok(None);
+        }
+        if let Wire::H2(_) = self.io {
+            return self.h2_body_chunk().await;
         }
         loop {
             if self.body.start < self.body.end {
@@ -202,6 +206,10 @@ impl Exchange<'_> {
 
     /// Reads more bytes into the (empty) buffer.
     async fn fill(&mut self) -> Result<(), ErrorKind> {
+        let Wire::H1(io) = &mut self.io else {
+            return Err(self.body.fail(ErrorKind::IncompleteBody));
+        };
+        let io = &mut **io;
         self.body.fills += 1;
         if self.body.fills.is_multiple_of(16) {
             anygate_runtime::yield_now().await;
@@ -210,14 +218,7 @@ impl Exchange<'_> {
             self.body.send_continue = false;
             self.expecting = false;
             let deadline = time::now() + self.body.timeout;
-            if !write_all_until(
-                &mut *self.io,
-                crate::h1::encode::CONTINUE,
-                self.timer,
-                deadline,
-            )
-            .await
-            {
+            if !write_all_until(&mut *io, crate::h1::encode::CONTINUE, self.timer, deadline).await {
                 return Err(self.body.fail(ErrorKind::IncompleteBody));
             }
         }
@@ -235,15 +236,7 @@ impl Exchange<'_> {
         let pause = now + self.body.timeout;
         let slow = self.body.rate.deadline(started, self.body.wire);
         let deadline = slow.map_or(pause, |s| s.min(pause));
-        match read_until(
-            &mut *self.io,
-            &mut self.body.buf[..room],
-            self.timer,
-            deadline,
-            None,
-        )
-        .await
-        {
+        match read_until(io, &mut self.body.buf[..room], self.timer, deadline, None).await {
             ReadOutcome::Data(n) => {
                 self.body.end = n;
                 self.body.wire += n as u64;

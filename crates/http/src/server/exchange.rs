@@ -140,11 +140,21 @@ impl Ctx {
     }
 }
 
+/// What carries one exchange: the HTTP/1.x connection itself, or one HTTP/2 stream. Every
+/// method of [`Exchange`] that touches the wire matches on it once; the HTTP/2 arms call
+/// out-of-line functions (`server/http2.rs`), so the HTTP/1.1 paths stay as they were.
+pub(crate) enum Wire<'c> {
+    /// The client connection (HTTP/1.x).
+    H1(&'c mut dyn Transport),
+    /// One stream of an HTTP/2 connection.
+    H2(&'c mut super::http2::Stream),
+}
+
 /// The exchange of one request: its body, its response, and the client connection under
 /// the driver's control.
 pub struct Exchange<'c> {
-    /// The client connection.
-    pub(crate) io: &'c mut dyn Transport,
+    /// The client connection, or the request's HTTP/2 stream.
+    pub(crate) io: Wire<'c>,
     /// The request body, read through [`Exchange::body_chunk`].
     pub(crate) body: BodyState<'c>,
     /// The connection's timer (body reads, `100 Continue`).
@@ -227,6 +237,14 @@ impl Exchange<'_> {
     /// `timeout` between two writes that make progress. `false` when the client is gone or
     /// too slow: the connection then closes.
     pub async fn write_body(&mut self, data: &[u8], timer: &mut Sleep, timeout: Duration) -> bool {
+        if let Wire::H2(_) = self.io {
+            // Boxed: the HTTP/1.1 future does not carry the HTTP/2 one's state.
+            return Box::pin(self.h2_write_body(data, timer, timeout)).await;
+        }
+        let Wire::H1(io) = &mut self.io else {
+            return false;
+        };
+        let io = &mut **io;
         let data = if self.head_only { &[][..] } else { data };
         if self.out.is_empty() && data.is_empty() {
             return true;
@@ -248,7 +266,7 @@ impl Exchange<'_> {
                 .bytes_out
                 .saturating_sub((self.out.len() + data.len()) as u64),
         };
-        let ok = writev_progress(&mut *self.io, [self.out, data], timer, &mut pace).await;
+        let ok = writev_progress(io, [self.out, data], timer, &mut pace).await;
         self.out.clear();
         if !ok {
             self.close = true;
@@ -264,13 +282,22 @@ impl Exchange<'_> {
         &mut self,
         mut fut: std::pin::Pin<&mut F>,
     ) -> Option<F::Output> {
-        let io = &mut *self.io;
         let mut watching = true;
         let mut byte = [0u8; 1];
+        let io = &mut self.io;
         poll_fn(|cx| {
             if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(r));
             }
+            let io = match io {
+                Wire::H1(io) => &mut **io,
+                Wire::H2(stream) => {
+                    return match stream.poll_reset(cx) {
+                        Poll::Ready(()) => Poll::Ready(None),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            };
             if watching {
                 match io.poll_peek(cx, &mut byte) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(None),
@@ -296,6 +323,10 @@ impl Exchange<'_> {
     /// the handler returns.
     pub async fn upgrade(&mut self, timer: &mut Sleep, timeout: Duration) -> Option<Upgraded<'_>> {
         self.close = true;
+        if let Wire::H2(_) = self.io {
+            // HTTP/2 has no upgrade (RFC 9113 §8.6); extended CONNECT is not offered.
+            return None;
+        }
         if !self.write_body(&[], timer, timeout).await {
             return None;
         }
@@ -307,9 +338,12 @@ impl Exchange<'_> {
         } else {
             &[]
         };
+        let Wire::H1(io) = &mut self.io else {
+            return None;
+        };
         Some(Upgraded {
             pending,
-            io: &mut *self.io,
+            io: &mut **io,
         })
     }
 }

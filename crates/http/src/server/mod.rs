@@ -29,6 +29,7 @@
 mod body;
 mod edits;
 mod exchange;
+mod http2;
 pub(crate) mod io;
 mod pages;
 pub(crate) mod pool;
@@ -51,6 +52,7 @@ use anygate_runtime::transport::Transport;
 
 use self::body::BodyState;
 pub use self::edits::Edits;
+use self::exchange::Wire;
 pub use self::exchange::{Ctx, Exchange, Marks, TraceCtx, Upgraded};
 pub use self::pages::{ErrorPages, Page, StatusMatch, accepts_html};
 use self::response::Tail;
@@ -149,8 +151,11 @@ pub struct TlsInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// HTTP/1.x.
+    /// HTTP/1.x (and, on a plain connection with `server.h2c`, HTTP/2 with prior
+    /// knowledge, recognised by its preface).
     Http1,
+    /// HTTP/2 (agreed by ALPN).
+    Http2,
 }
 
 /// An accepted connection, ready to serve.
@@ -234,6 +239,7 @@ impl<'a> Request<'a> {
         match self.head.version {
             Version::H10 => crate::message::Version::Http10,
             Version::H11 => crate::message::Version::Http11,
+            Version::H2 => crate::message::Version::Http2,
         }
     }
 
@@ -517,12 +523,25 @@ pub async fn accept_loop<A: Acceptor, S: Service>(
                     let Ok(accepted) = acceptor.accept(stream, peer).await else {
                         return;
                     };
-                    let Protocol::Http1 = accepted.protocol;
                     let conn = Connection {
                         peer: Some(peer),
                         tls: accepted.tls,
                     };
-                    serve_connection(accepted.stream, conn, &*service, &limits, &drain).await;
+                    // HTTP/2 boxed: an HTTP/1.1 connection's task does not carry its state.
+                    match accepted.protocol {
+                        Protocol::Http1 => {
+                            let handoff =
+                                serve_h1(accepted.stream, conn, &*service, &limits, &drain).await;
+                            if let Some((stream, facts, read)) = handoff {
+                                let stream = http2::Rewind::new(read, stream);
+                                Box::pin(http2::serve(stream, facts, service, limits, drain)).await;
+                            }
+                        }
+                        Protocol::Http2 => {
+                            let stream = accepted.stream;
+                            Box::pin(http2::serve(stream, conn, service, limits, drain)).await;
+                        }
+                    }
                 });
             }
             Some(Err(_)) => {
@@ -544,7 +563,7 @@ async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
     let mut timer = time::sleep(REJECT_TIME);
     let deadline = timer.deadline();
     let mut ex = Exchange {
-        io: &mut stream,
+        io: Wire::H1(&mut stream),
         body: BodyState::none(),
         timer: &mut timer,
         out: &mut out,
@@ -641,17 +660,28 @@ struct Conn<'s, S: Service, T> {
     head_scanned: usize,
     /// Bytes this connection's input buffer grew by for a large head, held against the
     /// process's budget for them (`Limits::head_memory`) until the buffer goes back.
-    head_reserved: usize,
+    head_reserved: Reserved<'s>,
+}
+
+/// Bytes of the large-head budget a connection holds; a connection dropped mid-head (its
+/// task cancelled) gives them back too.
+struct Reserved<'s> {
+    drain: &'s Drain,
+    bytes: usize,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.drain
+            .release_head_memory(std::mem::take(&mut self.bytes));
+    }
 }
 
 /// How long a drain waits for the first request of a connection that has sent none.
 const FRESH_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves one connection over `stream` until it closes.
-///
-/// Not an `async fn`: its arguments would stay in the future beside the [`Conn`] they are
-/// moved into (an async fn keeps its parameters for its whole life), and every idle
-/// connection's task would carry them twice. The returned future holds the `Conn` only.
+/// Serves one HTTP/1.x connection over `stream` until it closes. (An HTTP/2 client with
+/// prior knowledge is served by [`accept_loop`] only: here its connection closes.)
 pub fn serve_connection<'a, S: Service, T: Transport + 'a>(
     stream: T,
     facts: Connection,
@@ -659,6 +689,26 @@ pub fn serve_connection<'a, S: Service, T: Transport + 'a>(
     limits: &'a Limits,
     drain: &'a Drain,
 ) -> impl Future<Output = ()> + 'a {
+    let serve = serve_h1(stream, facts, service, limits, drain);
+    async move {
+        serve.await;
+    }
+}
+
+/// Serves one connection as HTTP/1.x until it closes, or until it turns out to start with
+/// the HTTP/2 preface (`server.h2c`): then the stream, its facts and the bytes read from
+/// it are handed back, for the HTTP/2 driver.
+///
+/// Not an `async fn`: its arguments would stay in the future beside the [`Conn`] they are
+/// moved into (an async fn keeps its parameters for its whole life), and every idle
+/// connection's task would carry them twice. The returned future holds the `Conn` only.
+fn serve_h1<'a, S: Service, T: Transport + 'a>(
+    stream: T,
+    facts: Connection,
+    service: &'a S,
+    limits: &'a Limits,
+    drain: &'a Drain,
+) -> impl Future<Output = Option<(T, Connection, Vec<u8>)>> + 'a {
     let mut conn = Conn {
         stream,
         facts,
@@ -680,16 +730,12 @@ pub fn serve_connection<'a, S: Service, T: Transport + 'a>(
         fresh: true,
         streak: 0,
         head_scanned: 0,
-        head_reserved: 0,
+        head_reserved: Reserved { drain, bytes: 0 },
     };
-    async move { conn.run().await }
-}
-
-impl<S: Service, T> Drop for Conn<'_, S, T> {
-    fn drop(&mut self) {
-        // A connection dropped mid-head (its task cancelled) gives its share back too.
-        self.drain
-            .release_head_memory(std::mem::take(&mut self.head_reserved));
+    async move {
+        let read = conn.run().await?;
+        let Conn { stream, facts, .. } = conn;
+        Some((stream, facts, read))
     }
 }
 
@@ -729,7 +775,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
     /// Gives the per-request buffers back while the connection waits for its next request.
     fn release(&mut self) {
         self.drain
-            .release_head_memory(std::mem::take(&mut self.head_reserved));
+            .release_head_memory(std::mem::take(&mut self.head_reserved.bytes));
         pool::give_input(std::mem::take(&mut self.buf));
         pool::give_output(std::mem::take(&mut self.out));
         pool::give_output(std::mem::take(&mut self.scratch));
@@ -748,7 +794,9 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         self.release();
     }
 
-    async fn run(&mut self) {
+    /// Serves requests until the connection should close (`None`), or hands it over: the
+    /// bytes read, which begin the HTTP/2 preface.
+    async fn run(&mut self) -> Option<Vec<u8>> {
         loop {
             self.acquire();
             let parsed = match self.heads.as_deref_mut().map(|h| &mut h.request) {
@@ -780,6 +828,11 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                 }
                 Parse::Partial => self.read_more().await,
                 Parse::Invalid(kind) => {
+                    if self.h2c_preface(kind) {
+                        let read = self.buf[self.start..self.end].to_vec();
+                        self.give_back();
+                        return Some(read);
+                    }
                     self.reject(kind, None).await;
                     false
                 }
@@ -789,9 +842,20 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                     self.linger().await;
                 }
                 self.give_back();
-                return;
+                return None;
             }
         }
+    }
+
+    /// Whether a head refused as `kind` is the HTTP/2 preface on a fresh plain connection
+    /// of a server that takes h2c with prior knowledge (RFC 9113 §3.3).
+    #[cold]
+    fn h2c_preface(&self, kind: ErrorKind) -> bool {
+        kind == ErrorKind::VersionNotSupported
+            && self.fresh
+            && self.limits.h2.h2c
+            && self.facts.tls.is_none()
+            && http2::starts_preface(&self.buf[self.start..self.end])
     }
 
     /// Waits for more of a request head. `false` when the connection should close.
@@ -816,7 +880,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
                     self.reject(ErrorKind::Overloaded, None).await;
                     return false;
                 }
-                self.head_reserved += extra;
+                self.head_reserved.bytes += extra;
                 self.buf.resize(size, 0);
             }
         }
@@ -930,7 +994,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         ctx.bytes_in = (self.end - self.start) as u64;
         ctx.tls = self.facts.tls.is_some();
         let mut ex = Exchange {
-            io: &mut self.stream,
+            io: Wire::H1(&mut self.stream),
             body: BodyState::none(),
             timer: &mut self.timer,
             out: &mut self.out,
@@ -1027,7 +1091,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         let mut ctx = Ctx::new();
         ctx.bytes_in = (head_end - self.start) as u64;
         let mut ex = Exchange {
-            io: &mut self.stream,
+            io: Wire::H1(&mut self.stream),
             body: BodyState {
                 buf: rest,
                 start: 0,

@@ -19,6 +19,7 @@ use crate::message::{
     BodyFraming, Fields, Prebuilt, ResponseHead, bodiless, framing_of, is_field_value, is_token,
 };
 use crate::server::Exchange;
+use crate::server::exchange::Wire;
 
 /// Bodies up to this size are copied into the output buffer; larger shared bodies are
 /// written from where they are, in the same `writev` as the head.
@@ -190,6 +191,16 @@ impl Exchange<'_> {
         self.close = true;
     }
 
+    /// Cuts a response already started short: over HTTP/1.1 the connection closes (the
+    /// client sees the body end early); over HTTP/2 the stream is reset (`INTERNAL_ERROR`),
+    /// never ended as if complete, and the connection stays.
+    pub fn abort(&mut self) {
+        self.close = true;
+        if let Wire::H2(stream) = &mut self.io {
+            stream.abort();
+        }
+    }
+
     /// Whether the connection will be closed after this response.
     pub fn will_close(&self) -> bool {
         self.close
@@ -320,6 +331,9 @@ impl Exchange<'_> {
 
     /// A prebuilt response's encoded head and its body, as they are.
     fn write_prebuilt(&mut self, p: &Prebuilt) {
+        if let Wire::H2(_) = self.io {
+            return self.h2_prebuilt(p);
+        }
         let at = self.out.len();
         self.out.extend_from_slice(&p.wire);
         self.head_committed(p.status(), at);
@@ -439,6 +453,10 @@ impl Exchange<'_> {
             if let (Some(start), Some(m)) = (start, &mut self.ctx.marks) {
                 m.post = Some((start, anygate_runtime::time::precise_now()));
             }
+        }
+        if let Wire::H2(stream) = &mut self.io {
+            stream.set_framing(framing);
+            return self.h2_committed();
         }
         let at = self.out.len();
         encode::response_head(self.out, self.head, framing);

@@ -5,6 +5,7 @@
 )]
 
 mod body;
+mod h2;
 mod lifecycle;
 mod limits;
 mod protocol;
