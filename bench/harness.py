@@ -63,6 +63,10 @@ SCENARIOS = {
     # The fixed route behind rate_limit + headers + ip (limits never reached), against
     # `fixed` in the same invocation: the filter chain's own cost. AnyGate only.
     "fixed-filters": dict(path="/filtered/", body=b"", servers=["anygate"]),
+    # HTTP/2 (h2load, 64 connections x 10 streams): prior knowledge on a plain port, and
+    # ALPN h2 over TLS 1.3. h2load reports no latency percentiles (p50/p99 read 0).
+    "h2c": dict(path="/fixed", body=b"", h2=True, servers=["anygate", "nginx", "haproxy"]),
+    "h2-tls": dict(path="/fixed", body=b"", h2=True, tls=True, servers=["anygate", "nginx", "haproxy"]),
 }
 
 
@@ -282,11 +286,45 @@ def machine():
                 wrk=version(["wrk", "-v"]))
 
 
+def run_h2load(port, sc, seconds, warmup=False):
+    """One h2load run (64 connections, 10 streams each), as run_wrk's figures."""
+    scheme = "https" if sc.get("tls") else "http"
+    argv = ["taskset", "-c", "1", "h2load", "-t1", "-c64", "-m10", "-D", str(1 if warmup else seconds),
+            f"{scheme}://127.0.0.1:{port}{sc['path']}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    return parse_h2load(out)
+
+
+def parse_h2load(out):
+    """The figures of one h2load run (raises ValueError on output it does not understand)."""
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s, ([\d.]+)(B|KB|MB|GB)/s", out)
+    r = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not (m and r and codes):
+        raise ValueError(f"h2load output not understood: {out[-400:]!r}")
+    mbps = float(m[2]) * {"B": 1e-6, "KB": 1e-3, "MB": 1, "GB": 1e3}[m[3]]
+    errors = int(r[3]) + int(r[4]) + int(r[5]) + int(codes[3]) + int(codes[4])
+    return dict(requests=int(r[2]), rps=float(m[1]), mbps=mbps, p50=0.0, p99=0.0, errors=errors)
+
+
+def sample_h2(port, path, tls=False):
+    """One HTTP/2 request with curl (prior knowledge, or ALPN over TLS); (status, body)."""
+    scheme = "https" if tls else "http"
+    mode = ["--http2", "-k"] if tls else ["--http2-prior-knowledge"]
+    r = subprocess.run(["curl", "-sS", "--max-time", "10", *mode, "-o", "-", "-w", "\n%{http_version} %{http_code}",
+                        f"{scheme}://127.0.0.1:{port}{path}"], capture_output=True)
+    body, _, tail = r.stdout.rpartition(b"\n")
+    version, _, code = tail.decode().partition(" ")
+    return (int(code) if version == "2" and code.isdigit() else 0), body
+
+
 def ensure_tools():
-    missing = [t for t in ["nginx", "haproxy", "wrk", "taskset", "cc", "openssl"] if not shutil.which(t)]
+    missing = [t for t in ["nginx", "haproxy", "wrk", "taskset", "cc", "openssl", "h2load", "curl"]
+               if not shutil.which(t)]
     if missing:
         print(f"installing {' '.join(missing)}", file=sys.stderr)
-        pkgs = {"taskset": "util-linux", "cc": "gcc"}
+        pkgs = {"taskset": "util-linux", "cc": "gcc", "h2load": "nghttp2-client"}
         subprocess.run(["apt-get", "install", "-y"] + [pkgs.get(m, m) for m in missing], check=True,
                        stdout=subprocess.DEVNULL)
 
@@ -335,10 +373,12 @@ ANYGATE_FILTERS = """groups:
 """
 
 
-def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=False):
+def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=False, h2=False):
     values = dict(port=port, tmp=tmp, static_dir=static, backend_port=backend_port,
-                  server_limits=ANYGATE_LIMITS, plain_port=free_port(), filters=ANYGATE_FILTERS)
-    suffix = "-tls" if tls else ""
+                  server_limits=ANYGATE_LIMITS, plain_port=free_port(), filters=ANYGATE_FILTERS,
+                  h2c="  h2c: true\n")
+    # nginx 1.22 and HAProxy 2.6 speak h2c with prior knowledge only on a port of its own.
+    suffix = "-tls" if tls else ("-h2c" if h2 and name in ("nginx", "haproxy") else "")
     if name in ("anygate", "baseline"):
         cfg = os.path.join(tmp, f"anygate-{port}.yml")
         binary = baseline if name == "baseline" else os.path.join(ROOT, "target/release/anygate")
@@ -346,7 +386,7 @@ def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=F
         open(cfg, "w").write(render(template, **values))
         # A binary from before the cap (or the filters) does not know the key or the kinds:
         # without them, one at a time.
-        for fallback in (dict(filters=""), dict(filters="", server_limits="")):
+        for fallback in (dict(filters=""), dict(filters="", h2c=""), dict(filters="", h2c="", server_limits="")):
             if subprocess.run([binary, "check", "-c", cfg], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL).returncode == 0:
                 break
@@ -366,12 +406,14 @@ def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=F
 def self_test():
     """Renders every template and parses the sample wrk outputs (run by `cargo test`)."""
     values = dict(port=1, tmp="/tmp/x", static_dir="/tmp/s", backend_port=2,
-                  server_limits=ANYGATE_LIMITS, plain_port=3, filters=ANYGATE_FILTERS)
+                  server_limits=ANYGATE_LIMITS, plain_port=3, filters=ANYGATE_FILTERS, h2c="  h2c: true\n")
     for t in sorted(os.listdir(os.path.join(BENCH, "peers"))):
         text = render(t, **values)
         assert "$" not in text.replace("$uri", "").replace("$request_method", ""), f"{t} has an unreplaced placeholder"
     ka = parse_wrk(open(os.path.join(BENCH, "testdata", "wrk-keepalive.txt")).read())
     assert ka == dict(requests=1262354, rps=126197.43, mbps=14.2, p50=443.0, p99=920.0, errors=0), ka
+    h2 = parse_h2load(open(os.path.join(BENCH, "testdata", "h2load.txt")).read())
+    assert h2 == dict(requests=221950, rps=110975.0, mbps=4.28, p50=0.0, p99=0.0, errors=0), h2
     bad = parse_wrk(open(os.path.join(BENCH, "testdata", "wrk-errors.txt")).read())
     assert bad["errors"] == 37 + 3 and bad["p99"] == 1_210_000.0, bad
     class A:
@@ -453,10 +495,14 @@ def run_all(args, tmp, static, backend_port, reference):
                     break
                 port = free_port()
                 srv = start(server, port, tmp, static, backend_port, reference, args.baseline,
-                            tls=sc.get("tls", False))
+                            tls=sc.get("tls", False), h2=sc.get("h2", False))
+                load = run_h2load if sc.get("h2") else run_wrk
                 try:
-                    status, body = sample(port, sc["path"], upload if sc.get("upload") else None,
-                                          tls=sc.get("tls", False))
+                    if sc.get("h2"):
+                        status, body = sample_h2(port, sc["path"], tls=sc.get("tls", False))
+                    else:
+                        status, body = sample(port, sc["path"], upload if sc.get("upload") else None,
+                                              tls=sc.get("tls", False))
                     if status != 200 or (not sc.get("upload") and body != expected):
                         why = "the action is not in this version" if status == 501 else "a wrong status or body"
                         skipped[name] = f"{server} answered {status} to the sample request ({why})"
@@ -467,9 +513,9 @@ def run_all(args, tmp, static, backend_port, reference):
                         print(f"{name} round {rnd + 1} {server}: {per_conn:,.0f} B per idle connection",
                               file=sys.stderr)
                         continue
-                    run_wrk(port, sc, args.seconds, warmup=True)
+                    load(port, sc, args.seconds, warmup=True)
                     before = cpu_ticks(srv.pids())
-                    r = run_wrk(port, sc, args.seconds)
+                    r = load(port, sc, args.seconds)
                     r["cpu_us"] = (cpu_ticks(srv.pids()) - before) / CLK * 1e6 / max(r["requests"], 1)
                     r["peak_rss_mib"] = rss_kib(srv.pids(), "VmHWM") / 1024
                     if r["errors"]:
