@@ -57,8 +57,9 @@ pub fn settings(t: &Tls, acme: bool, h2: bool) -> ServerSettings {
             .iter()
             .map(|h| (h.name.clone(), client_auth(&h.client_auth)))
             .collect(),
-        // The client's preference decides among these (rustls picks the first of the
-        // server's list the client offers): h2 first, as nginx and Caddy do.
+        // rustls picks the first of this list that the client offers: h2 whenever the
+        // client can speak it, as nginx and Caddy do (a client that wants a WebSocket
+        // upgrade offers http/1.1 alone).
         alpn: if h2 {
             vec![
                 anygate_tls::ALPN_H2.to_vec(),

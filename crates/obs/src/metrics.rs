@@ -155,9 +155,13 @@ pub enum Counter {
     TlsResumed,
     /// A TLS handshake failed.
     TlsFailed,
+    /// An HTTP/2 connection was set up (its handshake completed).
+    H2Connection,
+    /// An HTTP/2 connection was closed for resetting most of its streams (rapid reset).
+    H2ResetFlood,
 }
 
-const COUNTERS: usize = 3;
+const COUNTERS: usize = 5;
 
 #[derive(Default)]
 struct RouteCells {
@@ -921,6 +925,26 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         "anygate_tls_resumptions_total",
         &[],
         tls[Counter::TlsResumed as usize],
+    );
+    w.family(
+        "anygate_http2_connections_total",
+        "counter",
+        "HTTP/2 connections set up (ALPN h2 or prior knowledge).",
+    );
+    w.sample(
+        "anygate_http2_connections_total",
+        &[],
+        tls[Counter::H2Connection as usize],
+    );
+    w.family(
+        "anygate_http2_flood_closes_total",
+        "counter",
+        "HTTP/2 connections closed with ENHANCE_YOUR_CALM, by the flood that closed them.",
+    );
+    w.sample(
+        "anygate_http2_flood_closes_total",
+        &[("reason", "reset")],
+        tls[Counter::H2ResetFlood as usize],
     );
     w.family(
         "anygate_tls_certificate_expiry_seconds",

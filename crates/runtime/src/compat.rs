@@ -34,6 +34,11 @@ impl<T> TokioIo<T> {
         &self.inner
     }
 
+    /// The wrapped stream, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// Unwraps the stream.
     pub fn into_inner(self) -> T {
         self.inner

@@ -53,7 +53,7 @@ use http::header::{CONTENT_LENGTH, DATE, HeaderName, HeaderValue};
 
 use super::body::BodyState;
 use super::exchange::Wire;
-use super::io::{arm, expired};
+use super::io::{Pace, arm, expired};
 use super::response::{FileBody, Tail};
 use super::{Connection, Ctx, Drain, Exchange, Request, Service, fresh_id, pool};
 use crate::error::ErrorKind;
@@ -66,6 +66,10 @@ use crate::{date, request_id};
 /// Most bytes of a file read for one DATA write.
 const FILE_PIECE: usize = 64 * 1024;
 
+/// Streams a client may reset before their responses ended, on one connection, before the
+/// share of them counts (below it, a client cancelling what it no longer needs is normal).
+const RESET_FLOOR: usize = 100;
+
 /// One HTTP/2 stream, as its exchange drives it.
 pub(crate) struct Stream {
     respond: SendResponse<Bytes>,
@@ -75,6 +79,8 @@ pub(crate) struct Stream {
     /// The body piece last handed to the handler: its window is given back on the next
     /// read, so the client's window follows what the handler consumed.
     chunk: Bytes,
+    /// The body's last piece, its window already given back.
+    last: Bytes,
     /// The framing the response head declared.
     framing: BodyFraming,
     /// Body bytes sent.
@@ -85,6 +91,8 @@ pub(crate) struct Stream {
     failed: bool,
     /// The handler cut the response short.
     aborted: bool,
+    /// This side reset the stream (so a reset seen later is not the client's).
+    reset_here: bool,
 }
 
 impl std::fmt::Debug for Stream {
@@ -123,10 +131,21 @@ impl Stream {
         }
         self.ended = true;
         self.failed = true;
+        self.reset_here = true;
         match &mut self.send {
             Some(s) => s.send_reset(reason),
             None => self.respond.send_reset(reason),
         }
+    }
+
+    /// Whether the client has reset the stream (or the connection is gone), without
+    /// waiting.
+    fn reset_by_client(&mut self) -> bool {
+        if self.reset_here {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_reset(&mut cx).is_ready()
     }
 
     /// Gives the window of the piece last read back to the client.
@@ -138,17 +157,19 @@ impl Stream {
     }
 }
 
-/// Fields that describe an HTTP/1.1 connection: HTTP/2 forbids them (RFC 9113 §8.2.2).
-fn connection_specific(name: &[u8], value: &[u8]) -> bool {
-    const NAMES: [&[u8]; 5] = [
+/// Fields that describe an HTTP/1.1 connection: HTTP/2 forbids them (RFC 9113 §8.2.2). `te`
+/// is a request field (only `te: trailers` is allowed there): a response never carries it
+/// (h2 would refuse the whole head for a `te: Trailers`).
+fn connection_specific(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 6] = [
         b"connection",
         b"keep-alive",
         b"proxy-connection",
         b"transfer-encoding",
         b"upgrade",
+        b"te",
     ];
     NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
-        || (name.eq_ignore_ascii_case(b"te") && !value.eq_ignore_ascii_case(b"trailers"))
 }
 
 /// The response head as `h2` sends it.
@@ -163,7 +184,7 @@ fn response(
         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let fields = res.headers_mut();
     for (name, value) in head.fields.iter() {
-        if connection_specific(name, value) {
+        if connection_specific(name) {
             continue;
         }
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
@@ -185,16 +206,18 @@ fn response(
     res
 }
 
-/// Waits until `send` may carry up to `want` more bytes (at least one), within `stall`;
-/// `None` when the stream is gone or the client gave no window in time.
+/// Waits until `send` may carry up to `want` more bytes (at least one), within `pace`'s
+/// deadline (the stall timeout, and the minimum average rate: a client that opens its window
+/// a byte at a time cannot hold the stream); `None` when the stream is gone or the client
+/// gave no window in time.
 async fn capacity(
     send: &mut SendStream<Bytes>,
     want: usize,
     timer: &mut Sleep,
-    stall: Duration,
+    pace: &Pace,
 ) -> Option<usize> {
     send.reserve_capacity(want);
-    let deadline = time::now() + stall;
+    let deadline = pace.deadline();
     arm(timer, deadline);
     poll_fn(|cx| {
         loop {
@@ -224,16 +247,17 @@ async fn send_bytes(
     mut data: Bytes,
     end: bool,
     timer: &mut Sleep,
-    stall: Duration,
+    pace: &mut Pace,
 ) -> bool {
     if data.is_empty() {
         return !end || send.send_data(Bytes::new(), true).is_ok();
     }
     while !data.is_empty() {
-        let Some(n) = capacity(send, data.len(), timer, stall).await else {
+        let Some(n) = capacity(send, data.len(), timer, pace).await else {
             return false;
         };
         let piece = data.split_to(n.min(data.len()));
+        pace.sent += piece.len() as u64;
         if send.send_data(piece, end && data.is_empty()).is_err() {
             return false;
         }
@@ -246,7 +270,7 @@ async fn send_file(
     send: &mut SendStream<Bytes>,
     body: FileBody,
     timer: &mut Sleep,
-    stall: Duration,
+    pace: &mut Pace,
 ) -> bool {
     use std::os::unix::fs::FileExt;
     let FileBody {
@@ -255,13 +279,13 @@ async fn send_file(
         trailer,
     } = body;
     for part in parts {
-        if !send_bytes(send, Bytes::from(part.before), false, timer, stall).await {
+        if !send_bytes(send, Bytes::from(part.before), false, timer, pace).await {
             return false;
         }
         let (mut offset, end) = (part.offset, part.offset + part.len);
         while offset < end {
             let left = usize::try_from(end - offset).unwrap_or(usize::MAX);
-            let Some(n) = capacity(send, left.min(FILE_PIECE), timer, stall).await else {
+            let Some(n) = capacity(send, left.min(FILE_PIECE), timer, pace).await else {
                 return false;
             };
             let mut piece = vec![0u8; n];
@@ -271,12 +295,13 @@ async fn send_file(
                 _ => return false,
             }
             offset += piece.len() as u64;
+            pace.sent += piece.len() as u64;
             if send.send_data(Bytes::from(piece), false).is_err() {
                 return false;
             }
         }
     }
-    send_bytes(send, Bytes::from(trailer), false, timer, stall).await
+    send_bytes(send, Bytes::from(trailer), false, timer, pace).await
 }
 
 /// The response over an HTTP/2 stream.
@@ -366,10 +391,17 @@ impl Exchange<'_> {
         piece.extend_from_slice(data);
         self.out.clear();
         let n = piece.len() as u64;
+        let started = *self.send_started.get_or_insert_with(time::now);
+        let mut pace = Pace {
+            stall: timeout,
+            rate: self.send_rate,
+            started,
+            sent: stream.sent,
+        };
         let Some(send) = &mut stream.send else {
             return false;
         };
-        if !send_bytes(send, Bytes::from(piece), false, timer, timeout).await {
+        if !send_bytes(send, Bytes::from(piece), false, timer, &mut pace).await {
             stream.reset(Reason::CANCEL);
             return false;
         }
@@ -419,11 +451,18 @@ impl Exchange<'_> {
             return;
         };
         let timer = &mut *self.timer;
+        let started = *self.send_started.get_or_insert_with(time::now);
+        let pace = &mut Pace {
+            stall: timeout,
+            rate: self.send_rate,
+            started,
+            sent: stream.sent,
+        };
         let out = std::mem::take(self.out);
         let has_tail = !tail.is_none();
         let mut ok = if !out.is_empty() {
             let end = complete && !has_tail;
-            send_bytes(send, Bytes::copy_from_slice(&out), end, timer, timeout).await
+            send_bytes(send, Bytes::copy_from_slice(&out), end, timer, pace).await
         } else if !has_tail && complete {
             // A streamed body whose last piece already left: an empty last frame ends it.
             send.send_data(Bytes::new(), true).is_ok()
@@ -437,10 +476,10 @@ impl Exchange<'_> {
                 Tail::None => true,
                 Tail::Shared(b, r) => {
                     let bytes = Bytes::from_owner(b).slice(r);
-                    send_bytes(send, bytes, complete, timer, timeout).await
+                    send_bytes(send, bytes, complete, timer, pace).await
                 }
                 Tail::File(f) => {
-                    send_file(send, f, timer, timeout).await
+                    send_file(send, f, timer, pace).await
                         && (!complete || send.send_data(Bytes::new(), true).is_ok())
                 }
             };
@@ -460,7 +499,12 @@ impl Exchange<'_> {
     /// [`Exchange::body_chunk`] over HTTP/2: the next DATA frame's payload, within the
     /// body timeout.
     pub(crate) async fn h2_body_chunk(&mut self) -> Result<Option<&[u8]>, ErrorKind> {
-        let deadline = time::now() + self.body.timeout;
+        // The pause allowed between two pieces, and the minimum average rate since the first.
+        let now = time::now();
+        let started = *self.body.started.get_or_insert(now);
+        let pause = now + self.body.timeout;
+        let slow = self.body.rate.deadline(started, self.body.wire);
+        let deadline = slow.map_or(pause, |s| s.min(pause));
         arm(self.timer, deadline);
         let Wire::H2(stream) = &mut self.io else {
             return Ok(None);
@@ -483,6 +527,7 @@ impl Exchange<'_> {
         })
         .await;
         match got {
+            None if slow.is_some_and(|s| s < pause) => Err(self.body.fail(ErrorKind::BodyTooSlow)),
             None => Err(self.body.fail(ErrorKind::BodyTimeout)),
             Some(None) => {
                 self.body.done = true;
@@ -496,6 +541,15 @@ impl Exchange<'_> {
                 self.ctx.bytes_in += n;
                 self.body.remaining = self.body.remaining.saturating_sub(n);
                 self.body.done = stream.recv.is_end_stream();
+                if self.body.done {
+                    // The last piece: no later read gives its window back (the body is
+                    // done), so it is given back now; the bytes stay valid.
+                    let _ = stream.recv.flow_control().release_capacity(bytes.len());
+                    stream.chunk = Bytes::new();
+                    self.body.check_limit()?;
+                    stream.last = bytes;
+                    return Ok(Some(&stream.last));
+                }
                 stream.chunk = bytes;
                 self.body.check_limit()?;
                 if stream.chunk.is_empty() {
@@ -650,9 +704,18 @@ struct Shared<S: Service> {
     drain: Arc<Drain>,
     facts: Connection,
     /// Streams in progress, and the connection task, woken when the last one ends (its
-    /// idle timeout starts then).
+    /// idle timeout starts then) and when a client reset is counted.
     active: AtomicUsize,
     idle: AtomicWaker,
+    /// Streams the client reset before their responses ended.
+    premature: AtomicUsize,
+}
+
+impl<S: Service> Shared<S> {
+    fn count_premature_reset(&self) {
+        self.premature.fetch_add(1, Ordering::Relaxed);
+        self.idle.wake();
+    }
 }
 
 /// Counts one stream in progress.
@@ -660,10 +723,18 @@ struct Active<S: Service>(Arc<Shared<S>>);
 
 impl<S: Service> Drop for Active<S> {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // The connection task waits for the last stream (its idle timeout starts), or for
+        // room below its cap on running streams.
+        let before = self.0.active.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 || before >= max_running(&self.0.limits) {
             self.0.idle.wake();
         }
     }
+}
+
+/// Streams whose handlers may run at once on one connection (see [`serve`]).
+fn max_running(limits: &Limits) -> usize {
+    2 * (limits.h2.max_concurrent_streams.max(1) as usize)
 }
 
 /// The `h2` server settings of `limits`.
@@ -696,14 +767,30 @@ pub(crate) async fn serve<S: Service, T: Transport + 'static>(
     drain: Arc<Drain>,
 ) {
     let mut timer = time::sleep(limits.head_timeout);
+    let mut io = TokioIo::new(stream);
+    // h2 drives a borrow of the transport, so that it is ours again for the lingering close.
+    if drive(&mut io, &mut timer, facts, service, limits, drain).await {
+        linger(io.get_mut(), &mut timer).await;
+    }
+}
+
+/// [`serve`]'s connection: `true` when it ended in an orderly way (then linger).
+async fn drive<S: Service, T: Transport + 'static>(
+    io: &mut TokioIo<T>,
+    timer: &mut Sleep,
+    facts: Connection,
+    service: Arc<S>,
+    limits: Arc<Limits>,
+    drain: Arc<Drain>,
+) -> bool {
     let deadline = timer.deadline();
     let conn = {
-        let mut handshake = pin!(builder(&limits).handshake::<_, Bytes>(TokioIo::new(stream)));
+        let mut handshake = pin!(builder(&limits).handshake::<_, Bytes>(io));
         poll_fn(|cx| {
             if let Poll::Ready(r) = handshake.as_mut().poll(cx) {
                 return Poll::Ready(r.ok());
             }
-            if expired(&mut timer, deadline, cx) {
+            if expired(timer, deadline, cx) {
                 Poll::Ready(None)
             } else {
                 Poll::Pending
@@ -712,7 +799,7 @@ pub(crate) async fn serve<S: Service, T: Transport + 'static>(
         .await
     };
     let Some(mut conn) = conn else {
-        return;
+        return false;
     };
     let idle_timeout = limits.idle_timeout;
     let shared = Arc::new(Shared {
@@ -722,9 +809,19 @@ pub(crate) async fn serve<S: Service, T: Transport + 'static>(
         facts,
         active: AtomicUsize::new(0),
         idle: AtomicWaker::new(),
+        premature: AtomicUsize::new(0),
     });
+    anygate_obs::metrics::count(anygate_obs::metrics::Counter::H2Connection);
+    let head_timeout = shared.limits.head_timeout;
+    // Handlers still running for streams the client has reset no longer count against
+    // `max_concurrent_streams` in h2: past twice that many running, no new stream is taken
+    // (they wait in h2, where its own limit on streams reset before they were taken holds).
+    let max_running = max_running(&shared.limits);
     let mut closing = false;
+    let mut calmed = false;
+    let mut accepted = 0usize;
     let mut idle_since: Option<Instant> = None;
+    let mut close_by: Option<Instant> = None;
     loop {
         let next = poll_fn(|cx| {
             if !closing && shared.drain.is_draining() {
@@ -733,36 +830,96 @@ pub(crate) async fn serve<S: Service, T: Transport + 'static>(
                 conn.graceful_shutdown();
                 closing = true;
             }
-            match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok(pair))) => return Poll::Ready(Some(pair)),
-                Poll::Ready(_) => return Poll::Ready(None),
-                Poll::Pending => {}
-            }
             shared.idle.register(cx.waker());
-            if shared.active.load(Ordering::Acquire) > 0 {
+            let running = shared.active.load(Ordering::Acquire);
+            if running < max_running {
+                match conn.poll_accept(cx) {
+                    Poll::Ready(Some(Ok(pair))) => return Poll::Ready(Some(pair)),
+                    Poll::Ready(_) => return Poll::Ready(None),
+                    Poll::Pending => {}
+                }
+            } else if conn.poll_closed(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            // Rapid reset (CVE-2023-44487): h2 bounds streams reset before they were
+            // taken; these are the ones reset after, while their work had begun. A client
+            // that resets most of what it opens is not using the streams, it is costing us.
+            let premature = shared.premature.load(Ordering::Relaxed);
+            if !calmed && premature >= RESET_FLOOR && premature * 2 > accepted {
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                anygate_obs::metrics::count(anygate_obs::metrics::Counter::H2ResetFlood);
+                calmed = true;
+                closing = true;
+                cx.waker().wake_by_ref();
+            }
+            if running > 0 {
                 idle_since = None;
+                close_by = None;
             } else if !closing {
                 let deadline = *idle_since.get_or_insert_with(time::now) + idle_timeout;
-                arm(&mut timer, deadline);
-                if expired(&mut timer, deadline, cx) {
+                arm(timer, deadline);
+                if expired(timer, deadline, cx) {
                     conn.graceful_shutdown();
                     closing = true;
                     // Polled again at once, so the GOAWAY leaves.
                     cx.waker().wake_by_ref();
+                }
+            } else {
+                // Closing with no stream left: h2 closes once the client answers the
+                // GOAWAY's PING; one that never does (or stops reading) is dropped after
+                // the head timeout.
+                let by = *close_by.get_or_insert_with(|| time::now() + head_timeout);
+                arm(timer, by);
+                if expired(timer, by, cx) {
+                    return Poll::Ready(None);
                 }
             }
             Poll::Pending
         })
         .await;
         let Some((req, respond)) = next else {
-            return;
+            // The streams see the connection gone (their sends fail, a proxied request
+            // stops waiting); the connection counts as open until they have finished
+            // (their access log lines written), within the idle timeout.
+            drop(conn);
+            let by = time::now() + idle_timeout;
+            arm(timer, by);
+            poll_fn(|cx| {
+                shared.idle.register(cx.waker());
+                if shared.active.load(Ordering::Acquire) == 0 || expired(timer, by, cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            return true;
         };
         idle_since = None;
+        accepted += 1;
         shared.active.fetch_add(1, Ordering::AcqRel);
         // Boxed here: the spawn then moves a pointer, not the stream's whole state machine
         // through its layers (four copies of it cost ~1 000 instructions a stream).
         let stream = Box::pin(serve_stream(req, respond, Active(shared.clone())));
         anygate_runtime::spawn(stream);
+    }
+}
+
+/// Closes our side, then reads and drops what the client still sends for a moment (as
+/// the HTTP/1.1 driver does): closing with unread input would reset the connection, and a
+/// reset can destroy the last responses before the client has read them.
+async fn linger<T: Transport>(stream: &mut T, timer: &mut Sleep) {
+    let deadline = time::now() + super::LINGER_TIME;
+    if !super::io::shutdown_until(stream, timer, deadline).await {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut budget = super::LINGER_BYTES;
+    while budget > 0 {
+        match super::io::read_until(stream, &mut sink, timer, deadline, None).await {
+            super::io::ReadOutcome::Data(n) => budget = budget.saturating_sub(n),
+            _ => return,
+        }
     }
 }
 
@@ -780,12 +937,18 @@ async fn serve_stream<S: Service>(
         send: None,
         recv,
         chunk: Bytes::new(),
+        last: Bytes::new(),
         framing: BodyFraming::Unframed,
         sent: 0,
         ended: false,
         failed: false,
         aborted: false,
+        reset_here: false,
     };
+    if stream.reset_by_client() {
+        // Reset before its task ran (a flood's usual stream): no work for it at all.
+        return shared.count_premature_reset();
+    }
     let mut heads = pool::take_heads();
     let mut buf = pool::take_output();
     let mut out = pool::take_output();
@@ -853,7 +1016,7 @@ async fn serve_stream<S: Service>(
             failed: None,
             fills: 0,
             wire: 0,
-            rate: crate::limits::MinRate::OFF,
+            rate: limits.min_body_rate,
             started: None,
         },
         timer: &mut timer,
@@ -918,6 +1081,9 @@ async fn serve_stream<S: Service>(
         shared.service.finish(&mut state, &req, &ex.ctx);
     }
     drop(ex);
+    if stream.reset_by_client() {
+        shared.count_premature_reset();
+    }
     drop(state);
     out.clear();
     pool::give_output(out);
@@ -1076,6 +1242,7 @@ mod tests {
             (b"transfer-encoding", b"chunked"),
             (b"upgrade", b"x"),
             (b"te", b"gzip"),
+            (b"TE", b"Trailers"),
             (b"X-Kept", b"1"),
         ] {
             head.fields.append(n, v);

@@ -189,7 +189,7 @@ impl Pace {
     }
 
     /// When the next write must have made progress.
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         let pause = time::now() + self.stall;
         self.rate
             .deadline(self.started, self.sent)

@@ -24,20 +24,28 @@ fn h2c_limits() -> Limits {
 
 /// A client runtime and a connection to `addr`, its window for responses `window` bytes.
 fn client(addr: SocketAddr, window: u32) -> (Runtime, SendRequest<Bytes>) {
+    let (rt, send, _) = client_with_ping(addr, window);
+    (rt, send)
+}
+
+/// [`client`], and the connection's PING handle: a PONG means the server has read
+/// everything sent before the PING.
+fn client_with_ping(addr: SocketAddr, window: u32) -> (Runtime, SendRequest<Bytes>, h2::PingPong) {
     let rt = Runtime::builder().workers(1).build().unwrap();
-    let send = rt.block_on(async move {
+    let (send, ping) = rt.block_on(async move {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let (send, conn) = h2::client::Builder::new()
+        let (send, mut conn) = h2::client::Builder::new()
             .initial_window_size(window)
             .handshake::<_, Bytes>(TokioIo::new(stream))
             .await
             .expect("h2 handshake");
+        let ping = conn.ping_pong().expect("a ping handle");
         anygate_runtime::spawn(async move {
             let _ = conn.await;
         });
-        send
+        (send, ping)
     });
-    (rt, send)
+    (rt, send, ping)
 }
 
 struct Got {
@@ -168,9 +176,10 @@ fn a_client_reset_stream_leaves_the_connection_serving() {
 #[test]
 fn a_drain_sends_goaway_and_lets_the_open_stream_finish() {
     let s = server(h2c_limits());
-    let (rt, send) = client(s.addr, 65_535);
+    let (rt, send, mut ping) = client_with_ping(s.addr, 65_535);
     bounded(&rt, async {
-        // A stream in progress (its body not yet complete) when the drain starts.
+        // A stream in progress (its body not yet complete) when the drain starts: the PONG
+        // says the server has read its HEADERS, and taken it (in the same poll).
         let mut ready = send.clone().ready().await.unwrap();
         let req = http::Request::post("http://test.example/echo")
             .body(())
@@ -178,6 +187,7 @@ fn a_drain_sends_goaway_and_lets_the_open_stream_finish() {
         let (resp, mut body) = ready.send_request(req, false).unwrap();
         body.send_data(Bytes::from_static(b"first "), false)
             .unwrap();
+        ping.ping(h2::Ping::opaque()).await.expect("a PONG");
         s.drain.start(s.rt.handle());
         // The server reads the rest of the body only after it queued the GOAWAY (one poll
         // of its connection does both, in that order).
@@ -199,4 +209,153 @@ fn without_h2c_the_preface_is_refused_as_an_unsupported_version() {
     let s = server(Limits::default());
     let r = one(s.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
     assert_eq!(r.status, 505);
+}
+
+/// A hand-made HTTP/2 client that writes raw frames (for what a well-behaved client such as
+/// `h2` never sends).
+struct RawH2 {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+    /// The server closed the connection (as opposed to a read that timed out).
+    eof: bool,
+}
+
+impl RawH2 {
+    fn connect(addr: SocketAddr) -> Self {
+        let mut stream = crate::support::connect(addr);
+        use std::io::Write;
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    fn frame(&mut self, kind: u8, flags: u8, id: u32, payload: &[u8]) {
+        use std::io::Write;
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(payload);
+        self.stream.write_all(&f).unwrap();
+    }
+
+    /// The next frame: (type, flags, stream id, payload); `None` once the server closed.
+    fn next(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        use std::io::Read;
+        loop {
+            if self.buf.len() >= 9 {
+                let len = (usize::from(self.buf[0]) << 16)
+                    | (usize::from(self.buf[1]) << 8)
+                    | usize::from(self.buf[2]);
+                if self.buf.len() >= 9 + len {
+                    let f: Vec<u8> = self.buf.drain(..9 + len).collect();
+                    let id = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
+                    return Some((f[3], f[4], id, f[9..].to_vec()));
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    return None;
+                }
+                Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+const GOAWAY: u8 = 7;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+#[test]
+fn regression_rapid_reset_after_accept_closes_the_connection_with_enhance_your_calm() {
+    let s = server(h2c_limits());
+    let mut raw = RawH2::connect(s.addr);
+    // POST /echo with its body still to come (the stream is taken and its work begins),
+    // then a PING: its ACK means the server has read the HEADERS (and taken the stream)
+    // before the reset is sent.
+    let block: &[u8] = b"\x83\x86\x04\x05/echo\x01\x01a";
+    let mut goaway = None;
+    'streams: for i in 0..400u32 {
+        let id = 2 * i + 1;
+        raw.frame(1, 0x4, id, block);
+        raw.frame(6, 0, 0, &i.to_be_bytes().repeat(2));
+        loop {
+            match raw.next() {
+                None => break 'streams,
+                Some((6, 0x1, _, _)) => break,
+                Some((GOAWAY, _, _, p)) => {
+                    goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+                    break 'streams;
+                }
+                Some(_) => {}
+            }
+        }
+        raw.frame(3, 0, id, &8u32.to_be_bytes()); // RST_STREAM(CANCEL)
+    }
+    if goaway.is_none() {
+        // The last reset may be what tipped it: read what is left.
+        while let Some((kind, _, _, p)) = raw.next() {
+            if kind == GOAWAY {
+                goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+                break;
+            }
+        }
+    }
+    assert_eq!(goaway, Some(ENHANCE_YOUR_CALM), "the flood was not stopped");
+    // The server goes on serving everyone else.
+    let (rt, send) = client(s.addr, 65_535);
+    bounded(&rt, async {
+        let r = request(&send, "GET", "/", None).await.unwrap();
+        assert_eq!(r.status, 200);
+    });
+}
+
+#[test]
+fn a_client_cancelling_a_few_streams_keeps_its_connection() {
+    let s = server(h2c_limits());
+    let (rt, send) = client(s.addr, 65_535);
+    bounded(&rt, async {
+        for _ in 0..150 {
+            // Two normal streams, and one given up before its body was sent.
+            for _ in 0..2 {
+                let r = request(&send, "GET", "/", None).await.unwrap();
+                assert_eq!(r.status, 200);
+            }
+            let mut ready = send.clone().ready().await.unwrap();
+            let req = http::Request::post("http://test.example/echo")
+                .body(())
+                .unwrap();
+            let (_resp, mut body) = ready.send_request(req, false).unwrap();
+            body.send_reset(h2::Reason::CANCEL);
+        }
+        // 150 cancelled of 450 opened: past the floor, but not most of them.
+        let r = request(&send, "GET", "/", None).await.unwrap();
+        assert_eq!(r.status, 200);
+    });
+}
+
+#[test]
+fn regression_a_client_that_never_answers_the_goaway_ping_is_closed_after_the_head_timeout() {
+    let s = server(Limits {
+        idle_timeout: std::time::Duration::from_millis(300),
+        head_timeout: std::time::Duration::from_millis(300),
+        ..h2c_limits()
+    });
+    let mut raw = RawH2::connect(s.addr);
+    // The client reads everything but never acknowledges a PING (h2 sends its last
+    // GOAWAY only on that acknowledgement).
+    let (mut goaway, mut ping) = (false, false);
+    while let Some((kind, flags, _, _)) = raw.next() {
+        goaway |= kind == GOAWAY;
+        ping |= kind == 6 && flags & 1 == 0;
+    }
+    assert!(goaway && ping, "idle: GOAWAY and its PING");
+    assert!(raw.eof, "the server never closed (the read timed out)");
 }
