@@ -1254,6 +1254,39 @@ mod tests {
         assert_eq!(res.headers()["content-length"], "3");
     }
 
+    proptest::proptest! {
+        /// Whatever fields an HTTP/2 request carries (h2 has checked their syntax), the
+        /// recorded head never panics, its spans stay inside the buffer, and a host it
+        /// keeps is one the HTTP/1.1 parser would accept.
+        #[test]
+        fn any_h2_request_head_is_recorded_or_refused_without_panicking(
+            path in "/[ -~]{0,40}",
+            authority in "[a-zA-Z0-9.:\\[\\]-]{0,20}",
+            fields in proptest::collection::vec(("[a-z_-]{1,12}", "[ -~]{0,20}"), 0..140),
+            end in proptest::bool::ANY,
+        ) {
+            let mut builder = http::Request::builder().uri(path.as_str());
+            if let Ok(uri) = format!("http://{authority}{path}").parse::<http::Uri>() {
+                builder = builder.uri(uri);
+            }
+            for (n, v) in &fields {
+                builder = builder.header(n.as_str(), v.as_str());
+            }
+            let Ok(req) = builder.body(()) else { return Ok(()) };
+            let (mut buf, mut head) = (Vec::new(), Head::default());
+            if request_head(&parts(req), end, &Limits::default(), &mut buf, &mut head).is_ok() {
+                for f in head.fields() {
+                    proptest::prop_assert!(f.name.end as usize <= buf.len());
+                    proptest::prop_assert!(f.value.end as usize <= buf.len());
+                }
+                proptest::prop_assert!(head.target.end as usize <= buf.len());
+                if let Some(h) = head.host {
+                    proptest::prop_assert!(is_host(h.get(&buf)));
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_preface_is_told_from_http1_methods() {
         assert!(starts_preface(PREFACE));
