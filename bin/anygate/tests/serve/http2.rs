@@ -318,3 +318,24 @@ fn proxied_bodies_arrive_whole_over_h2_and_one_cut_short_resets_its_stream() {
     assert!(err.contains("INTERNAL_ERROR"), "{err}");
     gw.shutdown();
 }
+
+#[test]
+fn the_rfc_9113_conformance_script_passes_with_only_the_known_h2_deviations() {
+    let gw = in_process(
+        "server: {listen: \"127.0.0.1:0\", workers: 1, h2c: true}\nroutes:\n  \"/\": \"*\"\n",
+    );
+    let root = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout")
+        .args(["300", "python3", "tests/h2_conformance.py"])
+        .arg(gw.addrs()[0].to_string())
+        .current_dir(&root)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(", 0 failed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.shutdown();
+}
