@@ -159,9 +159,12 @@ pub enum Counter {
     H2Connection,
     /// An HTTP/2 connection was closed for resetting most of its streams (rapid reset).
     H2ResetFlood,
+    /// An HTTP/2 connection was closed by one of h2's own limits (CONTINUATION frames or a
+    /// header list past `max_header_list_size`, resets before accept, local error resets).
+    H2LimitFlood,
 }
 
-const COUNTERS: usize = 5;
+const COUNTERS: usize = 6;
 
 #[derive(Default)]
 struct RouteCells {
@@ -941,11 +944,12 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
         "counter",
         "HTTP/2 connections closed with ENHANCE_YOUR_CALM, by the flood that closed them.",
     );
-    w.sample(
-        "anygate_http2_flood_closes_total",
-        &[("reason", "reset")],
-        tls[Counter::H2ResetFlood as usize],
-    );
+    for (reason, n) in [
+        ("reset", tls[Counter::H2ResetFlood as usize]),
+        ("limit", tls[Counter::H2LimitFlood as usize]),
+    ] {
+        w.sample("anygate_http2_flood_closes_total", &[("reason", reason)], n);
+    }
     w.family(
         "anygate_tls_certificate_expiry_seconds",
         "gauge",

@@ -835,7 +835,19 @@ async fn drive<S: Service, T: Transport + 'static>(
             if running < max_running {
                 match conn.poll_accept(cx) {
                     Poll::Ready(Some(Ok(pair))) => return Poll::Ready(Some(pair)),
-                    Poll::Ready(_) => return Poll::Ready(None),
+                    Poll::Ready(Some(Err(e))) => {
+                        if e.is_go_away()
+                            && !e.is_remote()
+                            && e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
+                            && !calmed
+                        {
+                            anygate_obs::metrics::count(
+                                anygate_obs::metrics::Counter::H2LimitFlood,
+                            );
+                        }
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Pending => {}
                 }
             } else if conn.poll_closed(cx).is_ready() {

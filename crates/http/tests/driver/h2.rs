@@ -359,3 +359,78 @@ fn regression_a_client_that_never_answers_the_goaway_ping_is_closed_after_the_he
     assert!(goaway && ping, "idle: GOAWAY and its PING");
     assert!(raw.eof, "the server never closed (the read timed out)");
 }
+
+/// An HPACK integer of `n` with a `prefix`-bit prefix (RFC 7541 §5.1).
+fn hpack_int(n: usize, prefix: u32) -> Vec<u8> {
+    let max = (1usize << prefix) - 1;
+    if n < max {
+        return vec![n as u8];
+    }
+    let (mut out, mut n) = (vec![max as u8], n - max);
+    while n >= 128 {
+        out.push((n % 128) as u8 | 0x80);
+        n /= 128;
+    }
+    out.push(n as u8);
+    out
+}
+
+/// Reads frames until a GOAWAY (its code) or the close (`None`).
+fn goaway_code(raw: &mut RawH2) -> Option<u32> {
+    while let Some((kind, _, _, p)) = raw.next() {
+        if kind == GOAWAY {
+            return Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+    }
+    None
+}
+
+const GET_BLOCK: &[u8] = b"\x82\x86\x84\x01\x01a";
+
+#[test]
+fn a_continuation_flood_is_stopped_and_the_server_goes_on() {
+    let s = server(h2c_limits());
+    let mut raw = RawH2::connect(s.addr);
+    // HEADERS without END_HEADERS, then CONTINUATION frames that never end the block
+    // (CVE-2024-27316's class): the decoded list passes max_header_list_size early.
+    raw.frame(1, 0x1, 1, GET_BLOCK);
+    let field = b"\x00\x03x-a\x0abbbbbbbbbb";
+    for _ in 0..20_000 {
+        use std::io::Write;
+        let mut f = vec![0, 0, field.len() as u8, 9, 0, 0, 0, 0, 1];
+        f.extend_from_slice(field);
+        if raw.stream.write_all(&f).is_err() {
+            break; // closed under us: stopped
+        }
+    }
+    assert_eq!(goaway_code(&mut raw), Some(ENHANCE_YOUR_CALM));
+    let (rt, send) = client(s.addr, 65_535);
+    bounded(&rt, async {
+        assert_eq!(request(&send, "GET", "/", None).await.unwrap().status, 200);
+    });
+}
+
+#[test]
+fn an_hpack_bomb_is_refused_by_the_decoded_header_list_limit() {
+    let s = server(h2c_limits());
+    let mut raw = RawH2::connect(s.addr);
+    // One 4 000-byte value added to the dynamic table, then referenced 3 000 times: 12 MB
+    // decoded from 7 KB on the wire.
+    let mut block = GET_BLOCK.to_vec();
+    block.push(0x40);
+    block.extend(hpack_int(5, 7));
+    block.extend_from_slice(b"x-bmb");
+    block.extend(hpack_int(4000, 7));
+    block.extend(std::iter::repeat_n(b'a', 4000));
+    block.extend(std::iter::repeat_n(0xbe, 3000)); // indexed: dynamic entry 62
+    raw.frame(1, 0x5, 1, &block);
+    let refused = goaway_code(&mut raw);
+    assert!(
+        refused == Some(ENHANCE_YOUR_CALM) || refused == Some(1),
+        "the bomb was decoded: {refused:?}"
+    );
+    let (rt, send) = client(s.addr, 65_535);
+    bounded(&rt, async {
+        assert_eq!(request(&send, "GET", "/", None).await.unwrap().status, 200);
+    });
+}
