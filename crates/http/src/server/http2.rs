@@ -131,6 +131,11 @@ impl Stream {
         }
         self.ended = true;
         self.failed = true;
+        if self.reset_by_client() {
+            // Already reset by the client (a send failed because of it): it stays the
+            // client's reset, which the rapid-reset guard counts.
+            return;
+        }
         self.reset_here = true;
         match &mut self.send {
             Some(s) => s.send_reset(reason),
@@ -548,6 +553,11 @@ impl Exchange<'_> {
                     stream.chunk = Bytes::new();
                     self.body.check_limit()?;
                     stream.last = bytes;
+                    // An empty last frame (END_STREAM on its own) ends the body; it is not
+                    // an empty piece of it (the proxy would frame a 0-size chunk).
+                    if stream.last.is_empty() {
+                        return Ok(None);
+                    }
                     return Ok(Some(&stream.last));
                 }
                 stream.chunk = bytes;
@@ -877,10 +887,16 @@ async fn drive<S: Service, T: Transport + 'static>(
                     cx.waker().wake_by_ref();
                 }
             } else {
-                // Closing with no stream left: h2 closes once the client answers the
-                // GOAWAY's PING; one that never does (or stops reading) is dropped after
-                // the head timeout.
-                let by = *close_by.get_or_insert_with(|| time::now() + head_timeout);
+                // Closing with no handler left: h2 closes once the client answers the
+                // GOAWAY's PING and has read what its streams still hold; one that never
+                // does (or stops reading) is dropped after the head timeout, or, while h2
+                // still holds response data for it, the idle timeout.
+                let wait = if conn.has_streams() {
+                    idle_timeout
+                } else {
+                    head_timeout
+                };
+                let by = *close_by.get_or_insert_with(|| time::now() + wait);
                 arm(timer, by);
                 if expired(timer, by, cx) {
                     return Poll::Ready(None);

@@ -434,3 +434,27 @@ fn an_hpack_bomb_is_refused_by_the_decoded_header_list_limit() {
         assert_eq!(request(&send, "GET", "/", None).await.unwrap().status, 200);
     });
 }
+
+#[test]
+fn regression_an_empty_last_data_frame_ends_the_body_instead_of_being_an_empty_piece() {
+    let s = server(h2c_limits());
+    let (rt, send) = client(s.addr, 65_535);
+    bounded(&rt, async {
+        // No content-length; the body, then END_STREAM on an empty DATA frame of its own
+        // (as Go, hyper and gRPC clients send it).
+        let mut ready = send.clone().ready().await.unwrap();
+        let req = http::Request::post("http://test.example/pieces")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = ready.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"abc"), false).unwrap();
+        body.send_data(Bytes::new(), true).unwrap();
+        let resp = resp.await.unwrap();
+        let mut recv = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(c) = recv.data().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(String::from_utf8(got).unwrap(), "3,");
+    });
+}

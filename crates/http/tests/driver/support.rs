@@ -43,6 +43,18 @@ impl Service for TestService {
                 }
                 res.send_bytes(200, "OK", Some("application/octet-stream"), buf);
             }
+            b"/pieces" => {
+                // The sizes of the body's pieces as the exchange hands them over.
+                buf.clear();
+                loop {
+                    match res.body_chunk().await {
+                        Ok(Some(d)) => buf.extend_from_slice(format!("{},", d.len()).as_bytes()),
+                        Ok(None) => break,
+                        Err(kind) => return res.error(kind, None),
+                    }
+                }
+                res.send_bytes(200, "OK", Some("text/plain"), buf);
+            }
             b"/id" => {
                 let id = req.request_id().to_vec();
                 res.send_bytes(200, "OK", Some("text/plain"), &id);
