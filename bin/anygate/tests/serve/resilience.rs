@@ -417,7 +417,14 @@ fn outlier_ejection_routes_around_a_failing_target_and_lets_it_back() {
     for _ in 0..10 {
         assert_eq!(send(&mut r, "GET", "").status, 200);
     }
-    assert_eq!(bad.served(), 8);
+    // Round robin over both again: 5 of the 10, or 4 when the first of them still found
+    // the ejection in force on its worker (the admin view saw "up" a moment before; a full
+    // CI run saw 4). Without the ejection ending it would be none.
+    let back = bad.served() - 3;
+    assert!(
+        (4..=5).contains(&back),
+        "the ejected target got {back} of 10 back"
+    );
     // Both failing: never more than half the pool ejected.
     bad.set(502);
     good.set(502);

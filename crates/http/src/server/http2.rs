@@ -35,7 +35,6 @@
 //! sends the body after its own wait).
 
 use std::future::{Future, poll_fn};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1077,27 +1076,14 @@ async fn serve_stream<S: Service>(
     } else {
         let panicked = {
             let mut call = pin!(shared.service.call(&mut state, &req, &mut ex));
-            poll_fn(
-                |cx| match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-                    Ok(Poll::Ready(())) => Poll::Ready(false),
-                    Ok(Poll::Pending) => Poll::Pending,
-                    Err(_) => Poll::Ready(true),
-                },
-            )
-            .await
+            poll_fn(|cx| super::poll_caught(call.as_mut(), cx)).await
         };
         if panicked || !ex.is_sent() {
             let head_left = matches!(&ex.io, Wire::H2(s) if s.send.is_some());
             if head_left {
                 ex.abort();
             } else {
-                // Whatever the handler wrote is dropped; the client gets a clean 500.
-                ex.out.clear();
-                *ex.tail = Tail::None;
-                ex.status = 0;
-                ex.ctx.bytes_out = 0;
-                ex.hook = None;
-                ex.error(ErrorKind::Internal, None);
+                ex.internal_error(0);
             }
         }
         ex.h2_finish(limits.idle_timeout).await;

@@ -1141,23 +1141,10 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         };
         let panicked = {
             let mut call = pin!(self.service.call(&mut self.state, &req, &mut ex));
-            poll_fn(
-                |cx| match catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-                    Ok(Poll::Ready(())) => Poll::Ready(false),
-                    Ok(Poll::Pending) => Poll::Pending,
-                    Err(_) => Poll::Ready(true),
-                },
-            )
-            .await
+            poll_fn(|cx| poll_caught(call.as_mut(), cx)).await
         };
         if panicked || !ex.is_sent() {
-            // Whatever the handler wrote is dropped; the client gets a clean 500.
-            ex.out.truncate(out_before);
-            *ex.tail = Tail::None;
-            ex.status = 0;
-            ex.ctx.bytes_out = 0;
-            ex.hook = None;
-            ex.error(ErrorKind::Internal, None);
+            ex.internal_error(out_before);
         }
         let mut ended = Ended {
             close: ex.close,
@@ -1305,6 +1292,20 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
         };
         self.out.clear();
         ok
+    }
+}
+
+/// Polls a handler's future, a panic caught: `Ready(true)` when it panicked (its request
+/// then gets a 500, or over HTTP/2 a reset once its head left; the worker goes on).
+#[inline(always)]
+fn poll_caught<F: Future<Output = ()>>(
+    call: std::pin::Pin<&mut F>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<bool> {
+    match catch_unwind(AssertUnwindSafe(|| call.poll(cx))) {
+        Ok(Poll::Ready(())) => Poll::Ready(false),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(true),
     }
 }
 

@@ -432,6 +432,18 @@ impl Exchange<'_> {
         *self.scratch = scratch;
     }
 
+    /// Replaces whatever the handler wrote after `out_before` (it panicked, or wrote no
+    /// response) with a clean 500.
+    #[cold]
+    pub(crate) fn internal_error(&mut self, out_before: usize) {
+        self.out.truncate(out_before);
+        *self.tail = Tail::None;
+        self.status = 0;
+        self.ctx.bytes_out = 0;
+        self.hook = None;
+        self.error(ErrorKind::Internal, None);
+    }
+
     /// Runs the hook on the head and encodes it with `framing`, then the connection's
     /// fields.
     fn commit(&mut self, framing: BodyFraming) {

@@ -87,6 +87,18 @@ async fn request(
     })
 }
 
+/// A response's whole body.
+async fn body_of(resp: http::Response<h2::RecvStream>) -> Vec<u8> {
+    let mut recv = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(c) = recv.data().await {
+        let c = c.unwrap();
+        let _ = recv.flow_control().release_capacity(c.len());
+        got.extend_from_slice(&c);
+    }
+    got
+}
+
 fn bounded<F: Future>(rt: &Runtime, f: F) -> F::Output {
     rt.block_on(async {
         anygate_runtime::time::timeout(LIMIT, f)
@@ -192,12 +204,7 @@ fn a_drain_sends_goaway_and_lets_the_open_stream_finish() {
         // The server reads the rest of the body only after it queued the GOAWAY (one poll
         // of its connection does both, in that order).
         body.send_data(Bytes::from_static(b"second"), true).unwrap();
-        let resp = resp.await.expect("the open stream completes");
-        let mut recv = resp.into_body();
-        let mut got = Vec::new();
-        while let Some(c) = recv.data().await {
-            got.extend_from_slice(&c.unwrap());
-        }
+        let got = body_of(resp.await.expect("the open stream completes")).await;
         assert_eq!(got, b"first second");
         // The GOAWAY came before that response: no new stream is taken.
         assert!(request(&send, "GET", "/", None).await.is_err());
@@ -449,12 +456,7 @@ fn regression_an_empty_last_data_frame_ends_the_body_instead_of_being_an_empty_p
         let (resp, mut body) = ready.send_request(req, false).unwrap();
         body.send_data(Bytes::from_static(b"abc"), false).unwrap();
         body.send_data(Bytes::new(), true).unwrap();
-        let resp = resp.await.unwrap();
-        let mut recv = resp.into_body();
-        let mut got = Vec::new();
-        while let Some(c) = recv.data().await {
-            got.extend_from_slice(&c.unwrap());
-        }
+        let got = body_of(resp.await.unwrap()).await;
         assert_eq!(String::from_utf8(got).unwrap(), "3,");
     });
 }
