@@ -249,6 +249,9 @@ fn readme_serve(mut cmd: Command, curls: &[&str]) {
         cmd.env("ANYGATE__TLS__LISTEN", "127.0.0.1:0");
     }
     let (child, addr, tls_port, admin) = start_serve_tls(cmd, tls);
+    // Killed if an assertion below fails (regression: a failed run left the gateway
+    // running after the tests).
+    let mut child = KillOnDrop(Some(child));
     let have_curl = Command::new("sh")
         .args(["-c", "command -v curl"])
         .output()
@@ -276,7 +279,21 @@ fn readme_serve(mut cmd: Command, curls: &[&str]) {
             "{line}: {text}"
         );
     }
-    stop(child);
+    if let Some(child) = child.0.take() {
+        stop(child);
+    }
+}
+
+/// A child process killed when dropped, unless taken out first.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Starts a `serve` command on a free port; returns it and its address.
