@@ -87,6 +87,18 @@ async fn request(
     })
 }
 
+/// A POST to `path` whose body is still to be sent: its response and its body's stream.
+async fn open_post(
+    send: &SendRequest<Bytes>,
+    path: &str,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let mut ready = send.clone().ready().await.unwrap();
+    let req = http::Request::post(format!("http://test.example{path}"))
+        .body(())
+        .unwrap();
+    ready.send_request(req, false).unwrap()
+}
+
 /// A response's whole body.
 async fn body_of(resp: http::Response<h2::RecvStream>) -> Vec<u8> {
     let mut recv = resp.into_body();
@@ -171,11 +183,7 @@ fn a_client_reset_stream_leaves_the_connection_serving() {
     let (rt, send) = client(s.addr, 65_535);
     bounded(&rt, async {
         // A body promised and never sent, then the stream cancelled.
-        let mut ready = send.clone().ready().await.unwrap();
-        let req = http::Request::post("http://test.example/echo")
-            .body(())
-            .unwrap();
-        let (resp, mut body) = ready.send_request(req, false).unwrap();
+        let (resp, mut body) = open_post(&send, "/echo").await;
         body.send_data(Bytes::from_static(b"partial"), false)
             .unwrap();
         body.send_reset(h2::Reason::CANCEL);
@@ -192,11 +200,7 @@ fn a_drain_sends_goaway_and_lets_the_open_stream_finish() {
     bounded(&rt, async {
         // A stream in progress (its body not yet complete) when the drain starts: the PONG
         // says the server has read its HEADERS, and taken it (in the same poll).
-        let mut ready = send.clone().ready().await.unwrap();
-        let req = http::Request::post("http://test.example/echo")
-            .body(())
-            .unwrap();
-        let (resp, mut body) = ready.send_request(req, false).unwrap();
+        let (resp, mut body) = open_post(&send, "/echo").await;
         body.send_data(Bytes::from_static(b"first "), false)
             .unwrap();
         ping.ping(h2::Ping::opaque()).await.expect("a PONG");
@@ -335,11 +339,7 @@ fn a_client_cancelling_a_few_streams_keeps_its_connection() {
                 let r = request(&send, "GET", "/", None).await.unwrap();
                 assert_eq!(r.status, 200);
             }
-            let mut ready = send.clone().ready().await.unwrap();
-            let req = http::Request::post("http://test.example/echo")
-                .body(())
-                .unwrap();
-            let (_resp, mut body) = ready.send_request(req, false).unwrap();
+            let (_resp, mut body) = open_post(&send, "/echo").await;
             body.send_reset(h2::Reason::CANCEL);
         }
         // 150 cancelled of 450 opened: past the floor, but not most of them.
@@ -449,11 +449,7 @@ fn regression_an_empty_last_data_frame_ends_the_body_instead_of_being_an_empty_p
     bounded(&rt, async {
         // No content-length; the body, then END_STREAM on an empty DATA frame of its own
         // (as Go, hyper and gRPC clients send it).
-        let mut ready = send.clone().ready().await.unwrap();
-        let req = http::Request::post("http://test.example/pieces")
-            .body(())
-            .unwrap();
-        let (resp, mut body) = ready.send_request(req, false).unwrap();
+        let (resp, mut body) = open_post(&send, "/pieces").await;
         body.send_data(Bytes::from_static(b"abc"), false).unwrap();
         body.send_data(Bytes::new(), true).unwrap();
         let got = body_of(resp.await.unwrap()).await;
