@@ -66,6 +66,10 @@ SCENARIOS = {
     # HTTP/2 (h2load, 64 connections x 10 streams): prior knowledge on a plain port, and
     # ALPN h2 over TLS 1.3. h2load reports no latency percentiles (p50/p99 read 0).
     "h2c": dict(path="/fixed", body=b"", h2=True, servers=["anygate", "nginx", "haproxy"]),
+    # gRPC unary through the proxy, h2c both sides (nginx `grpc_pass`, HAProxy `proto h2`):
+    # a 5-byte gRPC message up, the backend's fixed answer and `grpc-status` trailers down.
+    "grpc": dict(path="/t.T/Unary", body=b"ok", h2=True, grpc=True, backend=True,
+                 servers=["anygate", "nginx", "haproxy"]),
     "h2-tls": dict(path="/fixed", body=b"", h2=True, tls=True, servers=["anygate", "nginx", "haproxy"]),
 }
 
@@ -286,10 +290,18 @@ def machine():
                 wrk=version(["wrk", "-v"]))
 
 
+# A gRPC message (uncompressed, 5 bytes: "hello") for the `grpc` scenario.
+GRPC_MESSAGE = b"\x00\x00\x00\x00\x05hello"
+GRPC_HEADERS = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+# The backend's h2c port (the `grpc` scenario's upstream), set by main().
+BACKEND_H2C = {"port": 0, "data": ""}
+
+
 def run_h2load(port, sc, seconds, warmup=False):
     """One h2load run (64 connections, 10 streams each), as run_wrk's figures."""
     scheme = "https" if sc.get("tls") else "http"
-    argv = ["taskset", "-c", "1", "h2load", "-t1", "-c64", "-m10", "-D", str(1 if warmup else seconds),
+    grpc = [*GRPC_HEADERS, "-d", BACKEND_H2C["data"]] if sc.get("grpc") else []
+    argv = ["taskset", "-c", "1", "h2load", "-t1", "-c64", "-m10", "-D", str(1 if warmup else seconds), *grpc,
             f"{scheme}://127.0.0.1:{port}{sc['path']}"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     return parse_h2load(out)
@@ -308,10 +320,12 @@ def parse_h2load(out):
     return dict(requests=int(r[2]), rps=float(m[1]), mbps=mbps, p50=0.0, p99=0.0, errors=errors)
 
 
-def sample_h2(port, path, tls=False):
+def sample_h2(port, path, tls=False, grpc=False):
     """One HTTP/2 request with curl (prior knowledge, or ALPN over TLS); (status, body)."""
     scheme = "https" if tls else "http"
     mode = ["--http2", "-k"] if tls else ["--http2-prior-knowledge"]
+    if grpc:
+        mode += [*GRPC_HEADERS, "--data-binary", "@" + BACKEND_H2C["data"]]
     r = subprocess.run(["curl", "-sS", "--max-time", "10", *mode, "-o", "-", "-w", "\n%{http_version} %{http_code}",
                         f"{scheme}://127.0.0.1:{port}{path}"], capture_output=True)
     body, _, tail = r.stdout.rpartition(b"\n")
@@ -376,7 +390,8 @@ ANYGATE_FILTERS = """groups:
 def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=False, h2=False):
     values = dict(port=port, tmp=tmp, static_dir=static, backend_port=backend_port,
                   server_limits=ANYGATE_LIMITS, plain_port=free_port(), filters=ANYGATE_FILTERS,
-                  h2c="  h2c: true\n")
+                  h2c="  h2c: true\n", grpc_port=BACKEND_H2C["port"],
+                  grpc_route=f'  "/t.T/": "h2c://127.0.0.1:{BACKEND_H2C["port"]}/t.T/"\n')
     # nginx 1.22 and HAProxy 2.6 speak h2c with prior knowledge only on a port of its own.
     suffix = "-tls" if tls else ("-h2c" if h2 and name in ("nginx", "haproxy") else "")
     if name in ("anygate", "baseline"):
@@ -386,7 +401,8 @@ def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=F
         open(cfg, "w").write(render(template, **values))
         # A binary from before the cap (or the filters) does not know the key or the kinds:
         # without them, one at a time.
-        for fallback in (dict(filters=""), dict(filters="", h2c=""), dict(filters="", h2c="", server_limits="")):
+        for fallback in (dict(filters=""), dict(filters="", grpc_route=""), dict(filters="", grpc_route="", h2c=""),
+                         dict(filters="", grpc_route="", h2c="", server_limits="")):
             if subprocess.run([binary, "check", "-c", cfg], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL).returncode == 0:
                 break
@@ -406,7 +422,8 @@ def start(name, port, tmp, static, backend_port, reference, baseline=None, tls=F
 def self_test():
     """Renders every template and parses the sample wrk outputs (run by `cargo test`)."""
     values = dict(port=1, tmp="/tmp/x", static_dir="/tmp/s", backend_port=2,
-                  server_limits=ANYGATE_LIMITS, plain_port=3, filters=ANYGATE_FILTERS, h2c="  h2c: true\n")
+                  server_limits=ANYGATE_LIMITS, plain_port=3, filters=ANYGATE_FILTERS, h2c="  h2c: true\n",
+                  grpc_port=4, grpc_route='  "/t.T/": "h2c://127.0.0.1:4/t.T/"\n')
     for t in sorted(os.listdir(os.path.join(BENCH, "peers"))):
         text = render(t, **values)
         assert "$" not in text.replace("$uri", "").replace("$request_method", ""), f"{t} has an unreplaced placeholder"
@@ -455,8 +472,12 @@ def main():
         static = make_files(tmp)
         make_cert(tmp)
         backend_port = free_port()
+        BACKEND_H2C["port"] = free_port()
+        BACKEND_H2C["data"] = os.path.join(tmp, "grpc-message.bin")
+        open(BACKEND_H2C["data"], "wb").write(GRPC_MESSAGE)
         open(os.path.join(tmp, "backend.conf"), "w").write(
-            render("backend.conf.tmpl", tmp=tmp, backend_port=backend_port, static_dir=static))
+            render("backend.conf.tmpl", tmp=tmp, backend_port=backend_port, static_dir=static,
+                   grpc_port=BACKEND_H2C["port"]))
         backend = Server("backend", ["nginx", "-c", os.path.join(tmp, "backend.conf"), "-p", tmp],
                          backend_port, cpu="1")
         started.append(backend)
@@ -499,7 +520,8 @@ def run_all(args, tmp, static, backend_port, reference):
                 load = run_h2load if sc.get("h2") else run_wrk
                 try:
                     if sc.get("h2"):
-                        status, body = sample_h2(port, sc["path"], tls=sc.get("tls", False))
+                        status, body = sample_h2(port, sc["path"], tls=sc.get("tls", False),
+                                                 grpc=sc.get("grpc", False))
                     else:
                         status, body = sample(port, sc["path"], upload if sc.get("upload") else None,
                                               tls=sc.get("tls", False))

@@ -526,6 +526,14 @@ impl Server {
 
     /// Like [`Server::shutdown`], cut short by another signal from `signals` (a second
     /// Ctrl-C stops at once).
+    /// `/ready` says `draining` from now on (the drain itself starts in `shutdown_unless`).
+    fn mark_draining(&self) {
+        self.core
+            .admin
+            .state
+            .store(admin::DRAINING, Ordering::Release);
+    }
+
     fn shutdown_unless(mut self, signals: Option<&Signals>, upgraded: bool) -> bool {
         if let Some(w) = &mut self.watcher {
             w.stop();
@@ -1107,9 +1115,14 @@ pub fn run(path: &Path) -> ExitCode {
         },
     );
     drop(config_watch);
+    let upgraded = matches!(result, Ok((_, true)));
+    if !upgraded {
+        // Not ready from before it says so (probes and tests read the line as the drain's
+        // start). After an upgrade the new process answers the probes.
+        server.mark_draining();
+    }
     notify.send("STOPPING=1", "draining connections");
     log("shutting down");
-    let upgraded = matches!(result, Ok((_, true)));
     let drained = server.shutdown_unless(result.as_ref().ok().map(|(s, _)| s), upgraded);
     match result {
         Err(e) => {

@@ -62,7 +62,7 @@ pub use model::{
     LETS_ENCRYPT, LETS_ENCRYPT_STAGING, Listen, LogFormat, OtlpEndpoint, OutlierDetection,
     PluginSpec, ProxySettings, Retries, RetryOn, Route, Server, ServerH2, ServerLimits,
     ServerTimeouts, StaticSettings, Target, Timeouts, Tls, TlsCertificate, TlsHost, TlsProfile,
-    Tracing, TrailingSlash, Upstream, UpstreamTls, Workers, acme_name_problem,
+    Tracing, TrailingSlash, Upstream, UpstreamProtocol, UpstreamTls, Workers, acme_name_problem,
 };
 pub use node::{Kind, Node};
 pub use source::{Diagnostic, Severity, SourceId, Sources, Span};

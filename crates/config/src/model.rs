@@ -457,6 +457,8 @@ pub struct Upstream {
     /// `slow_start` (default 0: off): a target that comes back (up again, or its ejection
     /// over) takes a share of its traffic growing from 10 % to all of it over this long.
     pub slow_start: Duration,
+    /// `protocol` (default `h1`): what the pool speaks to its targets.
+    pub protocol: UpstreamProtocol,
     /// `health`: active checks.
     pub health: Option<HealthCheck>,
     /// `outlier`: passive health (ejection after failures in a row).
@@ -522,6 +524,20 @@ pub struct CircuitBreaker {
     pub open_for: Duration,
     /// `max_pending` (default 0: unbounded): requests in flight per target.
     pub max_pending: u32,
+}
+
+/// `proxy.upstreams.NAME.protocol`: the HTTP version a pool speaks to its targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    H1,
+    /// HTTP/2: with prior knowledge (h2c) over plain TCP, by ALPN `h2` over TLS; requests
+    /// share a few multiplexed connections.
+    H2,
+    /// Over TLS, whatever the target picks by ALPN (`h2` or `http/1.1`); HTTP/1.1 over
+    /// plain TCP.
+    Auto,
 }
 
 /// `proxy.upstreams.NAME.balance`: how a request picks a target of the pool.

@@ -439,6 +439,11 @@ fn types_and_values_are_checked() {
             "AG-CFG-1005",
             "must be a header name",
         ),
+        (
+            "proxy: {upstreams: {u: {targets: [\"a:1\"], protocol: h3}}}",
+            "AG-CFG-1005",
+            "`proxy.upstreams.u.protocol` is h1, h2 or auto, not `h3`",
+        ),
     ];
     for (section, code, why) in cases {
         let text = format!("{section}\nroutes: {{\"/\": OK}}\n");

@@ -300,6 +300,31 @@ impl ErrorKind {
         )
     }
 
+    /// The gRPC status a gRPC client gets for this error (the gateway answers gRPC calls
+    /// with HTTP 200 and `grpc-status`, as gRPC's HTTP mapping says): `UNAVAILABLE` (14)
+    /// for an upstream that cannot be reached or is refused, `DEADLINE_EXCEEDED` (4) for one
+    /// that took too long, `UNIMPLEMENTED` (12) for no route, `UNAUTHENTICATED` (16),
+    /// `PERMISSION_DENIED` (7), `RESOURCE_EXHAUSTED` (8) for a rate limit or a body too
+    /// large, `INTERNAL` (13) for a malformed request, `UNKNOWN` (2) otherwise.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            Self::UpstreamReadTimeout | Self::UpstreamWriteTimeout | Self::UpstreamTotalTimeout => {
+                4
+            }
+            Self::RateLimited | Self::BodyTooLarge => 8,
+            k if k.is_upstream() => 14,
+            k => match k.status() {
+                400 | 408 | 411 | 414 | 431 => 13,
+                401 => 16,
+                403 => 7,
+                404 | 405 | 501 => 12,
+                413 | 429 => 8,
+                502..=504 => 14,
+                _ => 2,
+            },
+        }
+    }
+
     /// Whether the kind is an upstream's failure (the proxy's connect, send or read).
     pub fn is_upstream(self) -> bool {
         matches!(

@@ -293,6 +293,21 @@ pub const HOP_BY_HOP: [&[u8]; 9] = [
     b"proxy-authorization",
 ];
 
+/// Fields that describe an HTTP/1.1 connection, which HTTP/2 forbids (RFC 9113 §8.2.2):
+/// `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`, and
+/// `te` (a request may only say `te: trailers`, which the caller adds back when it applies).
+pub fn is_connection_specific(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 6] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// Whether `name` is one of [`HOP_BY_HOP`] (case-insensitive).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))

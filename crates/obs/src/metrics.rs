@@ -162,9 +162,12 @@ pub enum Counter {
     /// An HTTP/2 connection was closed by one of h2's own limits (CONTINUATION frames or a
     /// header list past `max_header_list_size`, resets before accept, local error resets).
     H2LimitFlood,
+    /// An HTTP/2 connection was closed for a control-frame flood (PING, SETTINGS,
+    /// WINDOW_UPDATE, empty DATA... past its budget).
+    H2ControlFlood,
 }
 
-const COUNTERS: usize = 6;
+const COUNTERS: usize = 7;
 
 #[derive(Default)]
 struct RouteCells {
@@ -947,6 +950,7 @@ pub fn render(out: &mut String, openmetrics: bool, p: &Process<'_>) {
     for (reason, n) in [
         ("reset", tls[Counter::H2ResetFlood as usize]),
         ("limit", tls[Counter::H2LimitFlood as usize]),
+        ("control", tls[Counter::H2ControlFlood as usize]),
     ] {
         w.sample("anygate_http2_flood_closes_total", &[("reason", reason)], n);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anygate_actions::proxy::balance::{Balance, HashKey};
 use anygate_actions::proxy::checker::{CheckKind, CheckSpec};
 use anygate_actions::proxy::resilience::{BreakerPolicy, BudgetPolicy, OutlierPolicy, millis_of};
-use anygate_actions::proxy::{Guards, RetryOptions, TargetSpec, retry_on};
+use anygate_actions::proxy::{Guards, Protocol, RetryOptions, TargetSpec, retry_on};
 use anygate_actions::{
     Action, Echo, Fixed, HostMode, Proxy, ProxyOptions, Static, StaticOptions, Upstreams,
 };
@@ -16,15 +16,21 @@ use anygate_tls::{ClientSettings, TlsClient};
 
 /// The TLS client settings of a pool's `tls` (or the defaults, for `None`).
 fn client_settings(t: Option<&anygate_config::UpstreamTls>) -> ClientSettings {
+    client_settings_offering(t, vec![anygate_tls::ALPN_HTTP1.to_vec()])
+}
+
+/// [`client_settings`], offering `alpn`.
+fn client_settings_offering(
+    t: Option<&anygate_config::UpstreamTls>,
+    alpn: Vec<Vec<u8>>,
+) -> ClientSettings {
     ClientSettings {
         ca: t.and_then(|t| t.ca.clone()),
         server_name: t.and_then(|t| t.server_name.clone()),
         cert: t.and_then(|t| t.cert.clone()),
         key: t.and_then(|t| t.key.clone()),
         insecure_skip_verify: t.is_some_and(|t| t.insecure_skip_verify),
-        // HTTP/1.1 only until the HTTP/2 upstream client exists: an upstream must not
-        // pick a protocol this build cannot speak.
-        alpn: vec![anygate_tls::ALPN_HTTP1.to_vec()],
+        alpn,
     }
 }
 
@@ -100,16 +106,39 @@ pub(crate) fn actions(config: &Config) -> Result<(Vec<Action>, Arc<Upstreams>), 
                 model::HashKey::Cookie(c) => HashKey::Cookie(c.as_str().into()),
             }),
         };
+        let protocol = match u.protocol {
+            model::UpstreamProtocol::H1 => Protocol::H1,
+            model::UpstreamProtocol::H2 => Protocol::H2,
+            model::UpstreamProtocol::Auto => Protocol::Auto,
+        };
+        let h2_alpn = match protocol {
+            Protocol::H1 => None,
+            Protocol::H2 => Some(vec![anygate_tls::ALPN_H2.to_vec()]),
+            Protocol::Auto => Some(vec![
+                anygate_tls::ALPN_H2.to_vec(),
+                anygate_tls::ALPN_HTTP1.to_vec(),
+            ]),
+        };
         let tls = u.tls.as_ref().and_then(|t| {
-            TlsClient::new(&client_settings(Some(t)))
-                .map_err(|e| {
-                    diags.push(Diagnostic::error(
-                        codes::VALUE,
-                        t.span.unwrap_or(u.span),
-                        format!("`proxy.upstreams.{}.tls`: {e}", u.name),
-                    ));
-                })
-                .ok()
+            let fail = |diags: &mut Vec<Diagnostic>, e: String| {
+                diags.push(Diagnostic::error(
+                    codes::VALUE,
+                    t.span.unwrap_or(u.span),
+                    format!("`proxy.upstreams.{}.tls`: {e}", u.name),
+                ));
+            };
+            let h1 = TlsClient::new(&client_settings(Some(t)))
+                .map_err(|e| fail(&mut diags, e))
+                .ok()?;
+            let h2 = match h2_alpn {
+                None => None,
+                Some(alpn) => Some(
+                    TlsClient::new(&client_settings_offering(Some(t), alpn))
+                        .map_err(|e| fail(&mut diags, e))
+                        .ok()?,
+                ),
+            };
+            Some((h1, h2))
         });
         upstreams.define(
             &u.name,
@@ -117,6 +146,7 @@ pub(crate) fn actions(config: &Config) -> Result<(Vec<Action>, Arc<Upstreams>), 
             balance,
             config.proxy.dns_ttl,
             tls,
+            protocol,
             guards(u),
         );
     }
@@ -126,7 +156,7 @@ pub(crate) fn actions(config: &Config) -> Result<(Vec<Action>, Arc<Upstreams>), 
         };
         let pool_tls = t.port.is_none() && upstreams.pool_has_tls(&t.host);
         match t.scheme {
-            Scheme::Http if pool_tls => diags.push(Diagnostic::error(
+            Scheme::Http | Scheme::H2c if pool_tls => diags.push(Diagnostic::error(
                 codes::VALUE,
                 r.value,
                 format!(
@@ -134,6 +164,23 @@ pub(crate) fn actions(config: &Config) -> Result<(Vec<Action>, Arc<Upstreams>), 
                     t.host, t.host
                 ),
             )),
+            Scheme::Https
+                if !pool_tls
+                    && t.port.is_none()
+                    && upstreams
+                        .pool_protocol(&t.host)
+                        .is_some_and(|p| p != Protocol::H1) =>
+            {
+                diags.push(Diagnostic::error(
+                    codes::VALUE,
+                    r.value,
+                    format!(
+                        "pool `{}` has `protocol` h2 or auto but no `tls`: give it `tls` for \
+                         HTTP/2 over TLS, or write `http://{}/` for HTTP/2 with prior knowledge",
+                        t.host, t.host
+                    ),
+                ));
+            }
             Scheme::Https if !pool_tls && !upstreams.has_default_tls() => {
                 match TlsClient::new(&client_settings(None)) {
                     Ok(c) => upstreams.set_default_tls(c),

@@ -433,6 +433,8 @@ pub enum Scheme {
     Http,
     /// HTTP over TLS.
     Https,
+    /// HTTP/2 with prior knowledge over plain TCP (`h2c://`).
+    H2c,
 }
 
 /// A proxy target URI.
@@ -458,6 +460,7 @@ impl ProxyTarget {
         let scheme = match self.scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::H2c => "h2c",
         };
         match self.port {
             Some(p) => format!("{scheme}://{}:{p}", self.host),
@@ -487,6 +490,9 @@ pub fn parse_action(text: &str) -> Result<Action, DslError> {
     if let Some(rest) = text.strip_prefix("https://") {
         return parse_target(Scheme::Https, rest, 8).map(Action::Proxy);
     }
+    if let Some(rest) = text.strip_prefix("h2c://") {
+        return parse_target(Scheme::H2c, rest, 6).map(Action::Proxy);
+    }
     if text.starts_with('/') || text.starts_with('.') {
         if text.contains('\0') {
             return err(0, text.len(), "a directory path cannot contain NUL".into());
@@ -503,7 +509,9 @@ pub fn parse_action(text: &str) -> Result<Action, DslError> {
     let Some(code) = status::parse(token) else {
         let hint = match status::suggest(token) {
             Some(s) => format!(" (did you mean `{s}`?)"),
-            None if token.contains("://") => " (only http:// and https:// can be proxied)".into(),
+            None if token.contains("://") => {
+                " (only http://, https:// and h2c:// can be proxied)".into()
+            }
             None if token.contains(':') => " (a proxy target needs `http://`)".into(),
             None => String::new(),
         };

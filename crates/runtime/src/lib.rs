@@ -86,6 +86,7 @@ pub mod watch {
 pub mod sync {
     //! Synchronisation primitives for tasks.
     pub use crate::util::atomic_waker::AtomicWaker;
+    pub use crate::util::event::Event;
 }
 pub mod time;
 pub mod transport;

@@ -8,15 +8,15 @@ use crate::support::{TempDir, in_process};
 use crate::tls::Pki;
 
 /// One response as curl printed it (`-i`): its version, status, fields, body.
-struct Got {
-    version: String,
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Got {
+    pub(crate) version: String,
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|l| {
             let (n, v) = l.split_once(':')?;
             n.eq_ignore_ascii_case(name).then(|| v.trim())
@@ -25,7 +25,7 @@ impl Got {
 }
 
 /// Runs curl (bounded to 20 s) with `args` and parses its `-i` output.
-fn curl(args: &[&str]) -> Got {
+pub(crate) fn curl(args: &[&str]) -> Got {
     let out = Command::new("curl")
         .args(["-sS", "-i", "--max-time", "20"])
         .args(args)

@@ -5,6 +5,7 @@ mod acme;
 mod balance;
 mod deploy;
 mod filters;
+mod grpc;
 mod helpers;
 mod hosts;
 #[path = "../../../../crates/http/tests/driver/support.rs"]

@@ -1,4 +1,5 @@
-//! The proxy action: a request relayed to an upstream over HTTP/1.1, streamed both ways.
+//! The proxy action: a request relayed to an upstream over HTTP/1.1 or HTTP/2, streamed
+//! both ways.
 //!
 //! # One exchange
 //! ```text
@@ -45,14 +46,19 @@
 //!   client an upstream failure can only cut the response short: the client connection
 //!   closes.
 //!
+//! HTTP/2 targets (`h2c://`, a pool's `protocol: h2`, or `auto` when ALPN picks `h2`) take
+//! the path of [`h2`](self::h2) after the request head is built: multiplexed connections
+//! per worker, both bodies streamed at once, trailers and gRPC's statuses.
+//!
 //! # Non-goals (next pieces)
-//! HTTP/2 upstreams; health, outlier detection and breakers for ad-hoc
+//! Health, outlier detection and breakers for ad-hoc
 //! `http://host:port/` rules (they need a pool); a shared (cross-process) budget or health
 //! state. Balancing is in [`balance`].
 
 pub mod balance;
 pub mod checker;
 mod dns;
+mod h2;
 mod headers;
 mod pool;
 pub mod resilience;
@@ -189,10 +195,25 @@ impl RetryOptions {
     }
 }
 
+/// What a pool speaks to its targets (`proxy.upstreams.NAME.protocol`; `h2c://` rules).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    #[default]
+    H1,
+    /// HTTP/2 (prior knowledge over plain TCP, ALPN `h2` over TLS).
+    H2,
+    /// Over TLS, what ALPN picks; HTTP/1.1 over plain TCP.
+    Auto,
+}
+
 /// A TLS client setup of a pool, with the id its idle connections are kept under.
 #[derive(Debug)]
 pub struct PoolTls {
+    /// Offers `http/1.1` by ALPN.
     client: TlsClient,
+    /// For `protocol: h2` (offers `h2`) or `auto` (`h2`, then `http/1.1`).
+    h2: Option<TlsClient>,
     id: u64,
 }
 
@@ -266,6 +287,8 @@ pub struct Pool {
     backup_balancer: Balancer,
     /// TLS to the targets, if the pool speaks it.
     tls: Option<Arc<PoolTls>>,
+    /// HTTP/1.1, HTTP/2, or what ALPN picks.
+    protocol: Protocol,
     guards: Arc<Guards>,
     /// Whether any guard can make a member ineligible: if not, every member always is.
     guarded: bool,
@@ -334,6 +357,7 @@ impl Pool {
         balance: Balance,
         workers: usize,
         tls: Option<Arc<PoolTls>>,
+        protocol: Protocol,
         guards: Arc<Guards>,
         budget: Arc<RetryBudget>,
     ) -> Self {
@@ -358,14 +382,16 @@ impl Pool {
             primaries,
             balance,
             tls,
+            protocol,
             guards,
             guarded,
             budget,
         }
     }
 
-    /// A copy of this pool speaking TLS with `tls` (its members' state shared).
-    fn with_tls(&self, tls: Option<Arc<PoolTls>>, workers: usize) -> Self {
+    /// A copy of this pool speaking TLS with `tls` and `protocol` (its members' state
+    /// shared).
+    fn with(&self, tls: Option<Arc<PoolTls>>, protocol: Protocol, workers: usize) -> Self {
         let mut p = Self::new(
             &self.name,
             self.members.clone(),
@@ -373,6 +399,7 @@ impl Pool {
             self.balance.clone(),
             workers,
             tls,
+            protocol,
             self.guards.clone(),
             self.budget.clone(),
         );
@@ -621,20 +648,24 @@ impl Upstreams {
         }
     }
 
-    /// Defines the pool `name` over `targets`, balanced by `balance`, speaking TLS with
-    /// `tls`, guarded by `guards`.
+    /// Defines the pool `name` over `targets`, balanced by `balance`, speaking `protocol`
+    /// (over TLS with `tls`: an HTTP/1.1 client, and for HTTP/2 one that offers `h2`),
+    /// guarded by `guards`.
+    #[allow(clippy::too_many_arguments)]
     pub fn define(
         &mut self,
         name: &str,
         targets: &[TargetSpec],
         balance: Balance,
         dns_ttl: Duration,
-        tls: Option<TlsClient>,
+        tls: Option<(TlsClient, Option<TlsClient>)>,
+        protocol: Protocol,
         guards: Guards,
     ) {
-        let tls = tls.map(|client| {
+        let tls = tls.map(|(client, h2)| {
             Arc::new(PoolTls {
                 client,
+                h2,
                 id: next_tls_id(),
             })
         });
@@ -674,6 +705,7 @@ impl Upstreams {
                 balance,
                 self.workers,
                 tls,
+                protocol,
                 Arc::new(guards),
                 budget,
             )),
@@ -685,11 +717,17 @@ impl Upstreams {
         self.pools.get(name).is_some_and(|p| p.tls.is_some())
     }
 
+    /// The protocol of the pool `name`, if it is defined.
+    pub fn pool_protocol(&self, name: &str) -> Option<Protocol> {
+        self.pools.get(name).map(|p| p.protocol)
+    }
+
     /// Sets the TLS client for `https://` targets outside pools (built only when a rule
     /// needs it: the system roots may be missing).
     pub fn set_default_tls(&mut self, client: TlsClient) {
         self.default_tls = Some(Arc::new(PoolTls {
             client,
+            h2: None,
             id: next_tls_id(),
         }));
     }
@@ -743,12 +781,18 @@ impl Upstreams {
     /// port), else a one-target pool resolved by DNS.
     fn pool_for(&mut self, target: &ProxyTarget, dns_ttl: Duration) -> Arc<Pool> {
         let https = target.scheme == Scheme::Https;
+        let h2c = target.scheme == Scheme::H2c;
         if target.port.is_none()
             && let Some(p) = self.pools.get(&target.host)
         {
+            if h2c && p.protocol != Protocol::H2 {
+                // (A pool with `tls` refuses `h2c://` when the configuration is compiled.)
+                // `h2c://pool/`: HTTP/2 with prior knowledge to the pool's targets.
+                return Arc::new(p.with(None, Protocol::H2, self.workers));
+            }
             if https && p.tls.is_none() {
                 // `https://pool/` over a pool without `tls`: the default client settings.
-                return Arc::new(p.with_tls(self.default_tls.clone(), self.workers));
+                return Arc::new(p.with(self.default_tls.clone(), p.protocol, self.workers));
             }
             return p.clone();
         }
@@ -777,6 +821,7 @@ impl Upstreams {
             Balance::RoundRobin,
             self.workers,
             tls,
+            if h2c { Protocol::H2 } else { Protocol::H1 },
             Arc::default(),
             budget,
         ))
@@ -1047,21 +1092,29 @@ impl Proxy {
         });
         let span_at =
             headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
+        if self.pool.protocol != Protocol::H1 {
+            if upgrade.is_none() {
+                if self
+                    .respond_h2(req, span_at, res, &mut clock, scratch)
+                    .await
+                {
+                    scratch.clear();
+                    return;
+                }
+            } else if self.pool.protocol == Protocol::H2 {
+                // An upgrade (WebSocket) has no HTTP/2 form here (RFC 8441 is not spoken
+                // to upstreams).
+                scratch.clear();
+                return self.fail(res, ErrorKind::NotImplemented);
+            }
+        }
         let outcome = self
             .exchange(req, scratch, span_at, res, &mut clock, upgrade.is_some())
             .await;
         scratch.clear();
         let (mut leased, sent) = match outcome {
             Ok(v) => v,
-            Err(Refusal {
-                kind,
-                retry_after: Some(secs),
-            }) => {
-                let mut digits = [0u8; 20];
-                let secs = anygate_http::message::decimal(secs, &mut digits);
-                return res.error_with(kind, Some(&self.label), &[(b"retry-after", secs)]);
-            }
-            Err(r) => return self.fail(res, r.kind),
+            Err(r) => return self.refuse(res, r),
         };
         let Sent {
             mut framing,
@@ -1177,6 +1230,18 @@ impl Proxy {
                 self.options.idle_timeout,
                 self.metric,
             );
+        }
+    }
+
+    /// Answers with the refusal's error (with `Retry-After` for an open breaker).
+    fn refuse(&self, res: &mut Exchange<'_>, r: Refusal) {
+        match r.retry_after {
+            Some(secs) => {
+                let mut digits = [0u8; 20];
+                let secs = anygate_http::message::decimal(secs, &mut digits);
+                res.error_with(r.kind, Some(&self.label), &[(b"retry-after", secs)]);
+            }
+            None => self.fail(res, r.kind),
         }
     }
 
@@ -1413,39 +1478,54 @@ impl Proxy {
                 }
             }
         }
-        for &addr in &resolved.addrs {
+        let tls = self.pool.tls.as_ref().map(|t| &t.client);
+        let (wire, addr, _) = self
+            .dial(target, &resolved.addrs, deadline, clock, tls)
+            .await?;
+        Ok((
+            Leased {
+                conn: UpstreamConn::new(wire, addr),
+                key,
+                _slot: slot,
+            },
+            false,
+        ))
+    }
+
+    /// A new connection to the first of `addrs` that accepts one before `deadline`, with
+    /// the TLS handshake (`tls`, the target's host as its name) under the same deadline;
+    /// and the protocol TLS agreed by ALPN.
+    async fn dial(
+        &self,
+        target: &Target,
+        addrs: &[std::net::SocketAddr],
+        deadline: Instant,
+        clock: &Clock<'_>,
+        tls: Option<&TlsClient>,
+    ) -> Result<(Wire, std::net::SocketAddr, Option<Box<[u8]>>), ErrorKind> {
+        for &addr in addrs {
             let tcp = match time::timeout_at(deadline, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(_)) => continue,
                 Err(_) => return Err(clock.kind(UpstreamError::ConnectTimeout)),
             };
             let _ = tcp.set_nodelay(true);
-            let wire = match &self.pool.tls {
-                None => Wire::Plain(tcp),
-                Some(tls) => {
-                    let host = target.host.name();
-                    // Boxed: the handshake's state (a whole rustls connection) would
-                    // otherwise sit in every proxy request's future, plain ones too, and
-                    // be copied with it (about 100 instructions per plain request).
-                    let handshake = Box::pin(tls.client.connect(tcp, host));
-                    match time::timeout_at(deadline, handshake).await {
-                        Ok(Ok((stream, _))) => Wire::Tls(Box::new(stream)),
-                        Ok(Err(e)) => {
-                            warn_tls_failure(addr, host, &e);
-                            return Err(ErrorKind::UpstreamTls);
-                        }
-                        Err(_) => return Err(clock.kind(UpstreamError::ConnectTimeout)),
-                    }
-                }
+            let Some(client) = tls else {
+                return Ok((Wire::Plain(tcp), addr, None));
             };
-            return Ok((
-                Leased {
-                    conn: UpstreamConn::new(wire, addr),
-                    key,
-                    _slot: slot,
-                },
-                false,
-            ));
+            let host = target.host.name();
+            // Boxed: the handshake's state (a whole rustls connection) would otherwise sit
+            // in every proxy request's future, plain ones too, and be copied with it (about
+            // 100 instructions per plain request).
+            let handshake = Box::pin(client.connect(tcp, host));
+            return match time::timeout_at(deadline, handshake).await {
+                Ok(Ok((stream, facts))) => Ok((Wire::Tls(Box::new(stream)), addr, facts.alpn)),
+                Ok(Err(e)) => {
+                    warn_tls_failure(addr, host, &e);
+                    Err(ErrorKind::UpstreamTls)
+                }
+                Err(_) => Err(clock.kind(UpstreamError::ConnectTimeout)),
+            };
         }
         Err(clock.kind(UpstreamError::Refused))
     }

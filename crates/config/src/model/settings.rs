@@ -311,6 +311,21 @@ impl Decoder<'_> {
                     slow_start = d;
                 }
             }
+            let protocol = match f
+                .take("protocol")
+                .and_then(|n| self.string(n, &format!("{what}.protocol")).map(|s| (s, n)))
+            {
+                None | Some(("h1", _)) => UpstreamProtocol::H1,
+                Some(("h2", _)) => UpstreamProtocol::H2,
+                Some(("auto", _)) => UpstreamProtocol::Auto,
+                Some((other, n)) => {
+                    self.value_error(
+                        n.span,
+                        format!("`{what}.protocol` is h1, h2 or auto, not `{other}`"),
+                    );
+                    UpstreamProtocol::H1
+                }
+            };
             let health = f
                 .take("health")
                 .and_then(|n| self.health(n, &format!("{what}.health")));
@@ -334,6 +349,7 @@ impl Decoder<'_> {
                     "balance",
                     "hash_key",
                     "slow_start",
+                    "protocol",
                     "health",
                     "outlier",
                     "breaker",
@@ -345,6 +361,7 @@ impl Decoder<'_> {
                 tls,
                 balance,
                 slow_start,
+                protocol,
                 health,
                 outlier,
                 breaker,

@@ -187,6 +187,9 @@ pub struct Exchange<'c> {
     /// write began.
     pub(crate) send_rate: crate::limits::MinRate,
     pub(crate) send_started: Option<Instant>,
+    /// The request is a gRPC call (HTTP/2, `content-type: application/grpc…`): the
+    /// gateway's own errors answer it as gRPC statuses.
+    pub(crate) grpc: bool,
 }
 
 impl std::fmt::Debug for Exchange<'_> {
@@ -315,6 +318,55 @@ impl Exchange<'_> {
             Poll::Pending
         })
         .await
+    }
+
+    /// Whether the request is a gRPC call (over HTTP/2, `content-type: application/grpc`);
+    /// the gateway's own errors then answer it with HTTP 200 and a `grpc-status`.
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// Takes an HTTP/2 request's body out of the exchange, for a handler that reads it
+    /// while it writes the response (the proxy, for gRPC streams); `None` over HTTP/1.x, or
+    /// when it was taken. The exchange's own body reads then see the body ended.
+    pub fn take_h2_body(&mut self) -> Option<super::H2Body> {
+        if let Wire::H2(_) = self.io {
+            return self.h2_take_body();
+        }
+        None
+    }
+
+    /// Ends a streamed response with a trailer section (`trailers`; fields that describe
+    /// the connection or the framing are left out). Over HTTP/2, the head and what is
+    /// pending go first, then the trailers end the stream; over HTTP/1.1 the response must
+    /// have been started with [`BodyFraming::Chunked`](crate::message::BodyFraming): the
+    /// last chunk and the trailers are queued in the output. `false` when the client is gone.
+    pub async fn send_trailers(
+        &mut self,
+        trailers: &crate::message::Fields,
+        timer: &mut Sleep,
+        timeout: Duration,
+    ) -> bool {
+        if let Wire::H2(_) = self.io {
+            return Box::pin(self.h2_send_trailers(trailers, timer, timeout)).await;
+        }
+        if self.head_only {
+            return true;
+        }
+        let at = self.out.len();
+        self.out.extend_from_slice(b"0\r\n");
+        for (name, value) in trailers.iter() {
+            if crate::message::is_token(name)
+                && crate::message::is_field_value(value)
+                && !crate::message::is_hop_by_hop(name)
+                && !crate::server::response::driver_owned(name)
+            {
+                crate::h1::encode::field(self.out, name, value);
+            }
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.ctx.bytes_out += (self.out.len() - at) as u64;
+        true
     }
 
     /// Takes the connection over after a `101` response started with

@@ -52,6 +52,7 @@ use http::header::{CONTENT_LENGTH, DATE, HeaderName, HeaderValue};
 
 use super::body::BodyState;
 use super::exchange::Wire;
+use super::h2meter::{Flood, Meter};
 use super::io::{Pace, arm, expired};
 use super::response::{FileBody, Tail};
 use super::{Connection, Ctx, Drain, Exchange, Request, Service, fresh_id, pool};
@@ -74,7 +75,8 @@ pub(crate) struct Stream {
     respond: SendResponse<Bytes>,
     /// Once the response head has left.
     send: Option<SendStream<Bytes>>,
-    recv: RecvStream,
+    /// The request body, until the proxy takes it ([`Exchange::take_h2_body`]).
+    recv: Option<RecvStream>,
     /// The body piece last handed to the handler: its window is given back on the next
     /// read, so the client's window follows what the handler consumed.
     chunk: Bytes,
@@ -155,25 +157,17 @@ impl Stream {
     /// Gives the window of the piece last read back to the client.
     fn release(&mut self) {
         if !self.chunk.is_empty() {
-            let _ = self.recv.flow_control().release_capacity(self.chunk.len());
+            if let Some(recv) = &mut self.recv {
+                let _ = recv.flow_control().release_capacity(self.chunk.len());
+            }
             self.chunk = Bytes::new();
         }
     }
 }
 
-/// Fields that describe an HTTP/1.1 connection: HTTP/2 forbids them (RFC 9113 §8.2.2). `te`
-/// is a request field (only `te: trailers` is allowed there): a response never carries it
-/// (h2 would refuse the whole head for a `te: Trailers`).
+/// A response never carries `te` (h2 would refuse the whole head for a `te: Trailers`).
 fn connection_specific(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 6] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-    ];
-    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+    crate::message::is_connection_specific(name)
 }
 
 /// The response head as `h2` sends it.
@@ -308,8 +302,178 @@ async fn send_file(
     send_bytes(send, Bytes::from(trailer), false, timer, pace).await
 }
 
+/// Whether a request is a gRPC call: `content-type: application/grpc`, alone or with a
+/// `+format` or `;parameters` suffix.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// An HTTP/2 request body taken out of its exchange ([`Exchange::take_h2_body`]), so that
+/// the proxy can relay it while the response goes the other way (gRPC streams both at
+/// once). Each piece's window is given back to the client when the next one is asked
+/// for: the client sends no faster than the upstream takes.
+pub struct H2Body {
+    recv: RecvStream,
+    /// The length of the piece last handed out, its window not yet given back.
+    unreleased: usize,
+    received: u64,
+    /// `max_body` (0: none).
+    limit: u64,
+}
+
+impl std::fmt::Debug for H2Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Body")
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H2Body {
+    /// The next piece of the body (`None` at its end); an error when the client reset the
+    /// stream or sent more than `max_body`.
+    pub fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ErrorKind>>> {
+        if self.unreleased > 0 {
+            let _ = self.recv.flow_control().release_capacity(self.unreleased);
+            self.unreleased = 0;
+        }
+        loop {
+            return match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(b))) if b.is_empty() => {
+                    if self.recv.is_end_stream() {
+                        Poll::Ready(None)
+                    } else {
+                        continue;
+                    }
+                }
+                Poll::Ready(Some(Ok(b))) => {
+                    self.received += b.len() as u64;
+                    if self.limit > 0 && self.received > self.limit {
+                        return Poll::Ready(Some(Err(ErrorKind::BodyTooLarge)));
+                    }
+                    self.unreleased = b.len();
+                    Poll::Ready(Some(Ok(b)))
+                }
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(ErrorKind::IncompleteBody))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+
+    /// Whether the client has ended the body.
+    pub fn is_end(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    /// Body bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+/// The fields of a trailer section as `h2` sends them: what HTTP/2 forbids, and what
+/// describes the message's framing or routing, is left out.
+fn trailer_map(trailers: &crate::message::Fields) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in trailers.iter() {
+        if connection_specific(name) || crate::message::is_hop_by_hop(name) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
 /// The response over an HTTP/2 stream.
 impl Exchange<'_> {
+    /// [`Exchange::take_h2_body`].
+    pub(crate) fn h2_take_body(&mut self) -> Option<H2Body> {
+        let Wire::H2(stream) = &mut self.io else {
+            return None;
+        };
+        stream.release();
+        let recv = stream.recv.take()?;
+        let limit = self.body.limit.saturating_sub(self.body.received);
+        self.body.done = true;
+        Some(H2Body {
+            recv,
+            unreleased: 0,
+            received: 0,
+            limit: if self.body.limit == 0 {
+                0
+            } else {
+                limit.max(1)
+            },
+        })
+    }
+
+    /// [`Exchange::send_trailers`] over HTTP/2: the head and what is pending, then a
+    /// HEADERS frame with the trailers, ending the stream.
+    pub(crate) async fn h2_send_trailers(
+        &mut self,
+        trailers: &crate::message::Fields,
+        timer: &mut Sleep,
+        timeout: Duration,
+    ) -> bool {
+        if self.head_only || bodiless(self.status) {
+            return self.h2_write_body(&[], timer, timeout).await;
+        }
+        if !self.h2_write_body(&[], timer, timeout).await {
+            return false;
+        }
+        let Wire::H2(stream) = &mut self.io else {
+            return false;
+        };
+        if stream.ended {
+            return !stream.failed;
+        }
+        if let BodyFraming::Length(n) = stream.framing
+            && stream.sent != n
+        {
+            // A short body cannot be ended by trailers: `h2_finish` resets it.
+            return false;
+        }
+        let Some(send) = &mut stream.send else {
+            return false;
+        };
+        stream.ended = true;
+        if send.send_trailers(trailer_map(trailers)).is_err() {
+            stream.failed = true;
+            return false;
+        }
+        true
+    }
+
+    /// [`Exchange::error`] for a gRPC call: a trailers-only response (HTTP 200, the
+    /// status in `grpc-status`, the code and message in `grpc-message`).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn grpc_error(&mut self, kind: ErrorKind) {
+        self.head.reset(200, "OK");
+        let fields = &mut self.head.fields;
+        fields.append(b"content-type", b"application/grpc");
+        let mut digits = [0u8; 20];
+        fields.append(
+            b"grpc-status",
+            crate::message::decimal(u64::from(kind.grpc_status()), &mut digits),
+        );
+        // Printable ASCII without `%` passes as it is (gRPC's percent-encoding).
+        let mut message = String::with_capacity(64);
+        message.push_str(kind.code());
+        message.push(' ');
+        message.push_str(kind.message());
+        fields.append(b"grpc-message", message.replace('%', "%25").as_bytes());
+        self.commit(BodyFraming::Unframed);
+    }
+
     /// The head is committed (`commit` set the stream's framing): records the response.
     pub(crate) fn h2_committed(&mut self) {
         debug_assert!(self.status == 0, "two responses to one request");
@@ -515,7 +679,9 @@ impl Exchange<'_> {
         };
         stream.release();
         let timer = &mut *self.timer;
-        let recv = &mut stream.recv;
+        let Some(recv) = &mut stream.recv else {
+            return Ok(None);
+        };
         let got = poll_fn(|cx| {
             loop {
                 match recv.poll_data(cx) {
@@ -544,11 +710,11 @@ impl Exchange<'_> {
                 self.body.wire += n;
                 self.ctx.bytes_in += n;
                 self.body.remaining = self.body.remaining.saturating_sub(n);
-                self.body.done = stream.recv.is_end_stream();
+                self.body.done = recv.is_end_stream();
                 if self.body.done {
                     // The last piece: no later read gives its window back (the body is
                     // done), so it is given back now; the bytes stay valid.
-                    let _ = stream.recv.flow_control().release_capacity(bytes.len());
+                    let _ = recv.flow_control().release_capacity(bytes.len());
                     stream.chunk = Bytes::new();
                     self.body.check_limit()?;
                     stream.last = bytes;
@@ -776,21 +942,23 @@ pub(crate) async fn serve<S: Service, T: Transport + 'static>(
     drain: Arc<Drain>,
 ) {
     let mut timer = time::sleep(limits.head_timeout);
-    let mut io = TokioIo::new(stream);
+    let (meter, flood) = Meter::new(stream);
+    let mut io = TokioIo::new(meter);
     // h2 drives a borrow of the transport, so that it is ours again for the lingering close.
-    if drive(&mut io, &mut timer, facts, service, limits, drain).await {
-        linger(io.get_mut(), &mut timer).await;
+    if drive(&mut io, &mut timer, facts, service, limits, drain, &flood).await {
+        linger(io.get_mut().get_mut(), &mut timer).await;
     }
 }
 
 /// [`serve`]'s connection: `true` when it ended in an orderly way (then linger).
 async fn drive<S: Service, T: Transport + 'static>(
-    io: &mut TokioIo<T>,
+    io: &mut TokioIo<Meter<T>>,
     timer: &mut Sleep,
     facts: Connection,
     service: Arc<S>,
     limits: Arc<Limits>,
     drain: Arc<Drain>,
+    flood: &Flood,
 ) -> bool {
     let deadline = timer.deadline();
     let conn = {
@@ -866,9 +1034,19 @@ async fn drive<S: Service, T: Transport + 'static>(
             // taken; these are the ones reset after, while their work had begun. A client
             // that resets most of what it opens is not using the streams, it is costing us.
             let premature = shared.premature.load(Ordering::Relaxed);
-            if !calmed && premature >= RESET_FLOOR && premature * 2 > accepted {
+            let flood = if calmed {
+                None
+            } else if premature >= RESET_FLOOR && premature * 2 > accepted {
+                Some(anygate_obs::metrics::Counter::H2ResetFlood)
+            } else if flood.is_flooded() {
+                // PING, SETTINGS, WINDOW_UPDATE, empty DATA... past the budget (`h2meter`).
+                Some(anygate_obs::metrics::Counter::H2ControlFlood)
+            } else {
+                None
+            };
+            if let Some(counter) = flood {
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
-                anygate_obs::metrics::count(anygate_obs::metrics::Counter::H2ResetFlood);
+                anygate_obs::metrics::count(counter);
                 calmed = true;
                 closing = true;
                 cx.waker().wake_by_ref();
@@ -962,7 +1140,7 @@ async fn serve_stream<S: Service>(
     let mut stream = Stream {
         respond,
         send: None,
-        recv,
+        recv: Some(recv),
         chunk: Bytes::new(),
         last: Bytes::new(),
         framing: BodyFraming::Unframed,
@@ -989,7 +1167,7 @@ async fn serve_stream<S: Service>(
         edits,
     } = &mut *heads;
     edits.clear();
-    let end_stream = stream.recv.is_end_stream();
+    let end_stream = stream.recv.as_ref().is_none_or(RecvStream::is_end_stream);
     let mut refused = request_head(&parts, end_stream, limits, &mut buf, head).err();
     if refused.is_none()
         && let Framing::Length(n) = head.framing
@@ -1066,6 +1244,7 @@ async fn serve_stream<S: Service>(
         ctx,
         send_rate: limits.min_send_rate,
         send_started: None,
+        grpc: is_grpc(&parts.headers),
     };
     if let Some(kind) = refused {
         ex.error(kind, None);

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -33,32 +32,18 @@ pub(crate) enum ReadOutcome {
     Error,
 }
 
-/// Makes `timer` fire no later than `deadline`. A timer already set earlier is left alone
-/// (lazy re-arming): a keep-alive connection pushes its idle deadline forward on every
-/// request, and moving the timer each time would cost a wheel removal and insertion per
-/// request. [`expired`] re-arms when an early timer fires.
+/// Makes `timer` fire no later than `deadline` ([`Sleep::arm`]).
 pub(crate) fn arm(timer: &mut Sleep, deadline: Instant) {
-    if timer.deadline() > deadline || timer.is_elapsed() {
-        timer.reset(deadline);
-    }
+    timer.arm(deadline);
 }
 
-/// Polls `timer` for `deadline`: ready only once the deadline itself has passed (a timer
-/// left at an earlier deadline by [`arm`] is moved to the real one when it fires).
+/// Whether `deadline` has passed ([`Sleep::poll_expired`]).
 pub(crate) fn expired(
     timer: &mut Sleep,
     deadline: Instant,
     cx: &mut std::task::Context<'_>,
 ) -> bool {
-    loop {
-        if Pin::new(&mut *timer).poll(cx).is_pending() {
-            return false;
-        }
-        if time::now() >= deadline || timer.deadline() >= deadline {
-            return true;
-        }
-        timer.reset(deadline);
-    }
+    timer.poll_expired(deadline, cx)
 }
 
 /// Reads into `buf` until data, end of stream, the deadline or (with `drain`) a shutdown.

@@ -29,6 +29,7 @@
 mod body;
 mod edits;
 mod exchange;
+mod h2meter;
 mod http2;
 pub(crate) mod io;
 mod pages;
@@ -54,6 +55,7 @@ use self::body::BodyState;
 pub use self::edits::Edits;
 use self::exchange::Wire;
 pub use self::exchange::{Ctx, Exchange, Marks, TraceCtx, Upgraded};
+pub use self::http2::H2Body;
 pub use self::pages::{ErrorPages, Page, StatusMatch, accepts_html};
 use self::response::Tail;
 pub use self::response::{COPY_LIMIT, FileBody, HeadHook, ResponseBody, push_decimal};
@@ -585,6 +587,7 @@ async fn reject_overloaded(mut stream: TcpStream, drain: Arc<Drain>) {
         ctx: Ctx::new(),
         send_rate: crate::limits::MinRate::OFF,
         send_started: None,
+        grpc: false,
     };
     ex.error_with(ErrorKind::Overloaded, None, &[(b"retry-after", b"1")]);
     if io::write_all_until(&mut stream, &out, &mut timer, deadline).await
@@ -1016,6 +1019,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             ctx,
             send_rate: crate::limits::MinRate::OFF,
             send_started: None,
+            grpc: false,
         };
         ex.error(kind, None);
         ex.ctx.status = ex.status;
@@ -1138,6 +1142,7 @@ impl<S: Service, T: Transport> Conn<'_, S, T> {
             ctx,
             send_rate: limits.min_send_rate,
             send_started: None,
+            grpc: false,
         };
         let panicked = {
             let mut call = pin!(self.service.call(&mut self.state, &req, &mut ex));

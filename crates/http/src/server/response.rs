@@ -401,6 +401,9 @@ impl Exchange<'_> {
             self.close = true;
         }
         self.error = Some(kind);
+        if self.grpc {
+            return self.grpc_error(kind);
+        }
         if self.pages.is_some() && self.send_page(kind.status(), kind.reason(), extra) {
             return;
         }
@@ -446,7 +449,7 @@ impl Exchange<'_> {
 
     /// Runs the hook on the head and encodes it with `framing`, then the connection's
     /// fields.
-    fn commit(&mut self, framing: BodyFraming) {
+    pub(crate) fn commit(&mut self, framing: BodyFraming) {
         // What the action built is trusted, and what `pre` queued was checked when it was
         // queued (`add_response_field`); only what the hook adds is checked here.
         self.head.fields.extend_from(self.edits.response_fields());

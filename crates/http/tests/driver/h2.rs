@@ -456,3 +456,97 @@ fn regression_an_empty_last_data_frame_ends_the_body_instead_of_being_an_empty_p
         assert_eq!(String::from_utf8(got).unwrap(), "3,");
     });
 }
+
+/// `POST /echo` (HPACK: POST, http, a literal `:path`, `:authority: a`).
+const POST_ECHO: &[u8] = b"\x83\x86\x04\x05/echo\x01\x01a";
+
+/// A control-frame flood of `count` frames from `send` (after a request, when it needs an
+/// open stream), then what the server said.
+fn flood(send: impl Fn(&mut RawH2, u32) -> bool, count: u32) -> Option<u32> {
+    let s = server(h2c_limits());
+    let mut raw = RawH2::connect(s.addr);
+    // An open request stream (its body still to come), for the frames that need one.
+    raw.frame(1, 0x4, 1, POST_ECHO);
+    for i in 0..count {
+        if !send(&mut raw, i) {
+            break; // closed under us: stopped
+        }
+    }
+    let code = goaway_code(&mut raw);
+    // The server goes on for everyone else.
+    let (rt, client) = client(s.addr, 65_535);
+    bounded(&rt, async {
+        assert_eq!(
+            request(&client, "GET", "/", None).await.unwrap().status,
+            200
+        );
+    });
+    code
+}
+
+/// Writes one frame; `false` once the server closed the connection.
+fn try_frame(raw: &mut RawH2, kind: u8, flags: u8, id: u32, payload: &[u8]) -> bool {
+    use std::io::Write;
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(payload);
+    raw.stream.write_all(&f).is_ok()
+}
+
+#[test]
+fn control_frame_floods_are_each_stopped_with_enhance_your_calm() {
+    type Sender = fn(&mut RawH2, u32) -> bool;
+    let floods: [(&str, Sender); 6] = [
+        ("PING", |r, i| {
+            try_frame(r, 6, 0, 0, &u64::from(i).to_be_bytes())
+        }),
+        ("SETTINGS", |r, _| {
+            try_frame(r, 4, 0, 0, &[0, 3, 0, 0, 0, 100])
+        }),
+        ("WINDOW_UPDATE", |r, _| try_frame(r, 8, 0, 0, &[0, 0, 0, 1])),
+        ("empty DATA", |r, _| try_frame(r, 0, 0, 1, b"")),
+        ("PRIORITY", |r, _| try_frame(r, 2, 0, 1, &[0, 0, 0, 0, 16])),
+        ("unknown type", |r, _| try_frame(r, 0xfa, 0, 0, b"x")),
+    ];
+    for (what, send) in floods {
+        assert_eq!(
+            flood(send, 20_000),
+            Some(ENHANCE_YOUR_CALM),
+            "a {what} flood was not stopped"
+        );
+    }
+}
+
+#[test]
+fn a_stream_whose_client_never_opens_its_window_is_reset_and_the_connection_goes_on() {
+    let limits = Limits {
+        idle_timeout: std::time::Duration::from_millis(300),
+        min_send_rate: anygate_http::MinRate::OFF,
+        ..h2c_limits()
+    };
+    let s = server(limits);
+    let mut raw = RawH2::connect(s.addr);
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no DATA may reach this client.
+    raw.frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]);
+    // POST /echo with 20 000 bytes: the answer is as large.
+    raw.frame(1, 0x4, 1, POST_ECHO);
+    raw.frame(0, 0x1, 1, &[7u8; 16_000]);
+    let mut reset = None;
+    while let Some((kind, _, id, p)) = raw.next() {
+        if kind == 3 && id == 1 {
+            reset = Some(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+            break;
+        }
+        assert_ne!(kind, 0, "DATA past a window of 0");
+    }
+    assert_eq!(
+        reset,
+        Some(0x8),
+        "the stalled stream was not reset (CANCEL)"
+    );
+    // The connection still answers.
+    raw.frame(6, 0, 0, b"12345678");
+    let pong = std::iter::from_fn(|| raw.next()).find(|f| f.0 == 6);
+    assert_eq!(pong.map(|f| (f.1, f.3)), Some((0x1, b"12345678".to_vec())));
+}

@@ -151,6 +151,15 @@ fn echo_static_and_proxy_actions() {
         "https://api.example.com",
         "origin never shows userinfo"
     );
+    let Action::Proxy(p) = action("h2c://grpc:50051/svc/") else {
+        panic!()
+    };
+    assert_eq!(p.scheme, Scheme::H2c);
+    assert_eq!(
+        (p.host.as_str(), p.port, p.path.as_str()),
+        ("grpc", Some(50051), "/svc/")
+    );
+    assert_eq!(p.origin(), "h2c://grpc:50051");
     let Action::Proxy(p) = action("http://[::1]:8080/x") else {
         panic!()
     };

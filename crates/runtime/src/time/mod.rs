@@ -191,6 +191,31 @@ impl Sleep {
         self.entry.as_ref().is_some_and(|e| e.is_fired())
     }
 
+    /// Makes the timer fire no later than `deadline`. A timer already set earlier is left
+    /// alone (lazy re-arming): a keep-alive connection pushes its idle deadline forward on
+    /// every request, and moving the timer each time would cost a wheel removal and
+    /// insertion per request. [`Sleep::poll_expired`] re-arms when an early timer fires.
+    pub fn arm(&mut self, deadline: Instant) {
+        if self.deadline > deadline || self.is_elapsed() {
+            self.reset(deadline);
+        }
+    }
+
+    /// Polls the timer for `deadline`: true only once the deadline itself has passed (a
+    /// timer left at an earlier deadline by [`Sleep::arm`] is moved to the real one when it
+    /// fires).
+    pub fn poll_expired(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+        loop {
+            if Pin::new(&mut *self).poll(cx).is_pending() {
+                return false;
+            }
+            if now() >= deadline || self.deadline >= deadline {
+                return true;
+            }
+            self.reset(deadline);
+        }
+    }
+
     /// Moves the deadline. On the owning worker this moves the entry inside the wheel and
     /// allocates nothing, so a connection can re-arm its idle timer on every request.
     pub fn reset(&mut self, deadline: Instant) {

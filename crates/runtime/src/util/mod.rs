@@ -1,4 +1,5 @@
 //! Small data structures used across the runtime.
 
 pub(crate) mod atomic_waker;
+pub(crate) mod event;
 pub(crate) mod slab;

@@ -1,0 +1,311 @@
+//! Control-frame floods over HTTP/2: the frames a client sends are counted as they pass on
+//! their way to `h2`, and the ones that cost the server work without carrying a request
+//! spend a budget the connection earns by being used.
+//!
+//! `h2` answers every PING and SETTINGS, applies every WINDOW_UPDATE and PRIORITY, and
+//! skips empty DATA frames and frames of unknown types, without a limit: a client can keep a
+//! core busy with a few kilobytes a second of them (CVE-2019-9512 ping flood, -9515 settings
+//! flood, -9518 empty frames flood). What a connection spends and earns:
+//!
+//! - Spends 1: PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM, CONTINUATION, an empty
+//!   DATA frame that does not end its stream, a frame of an unknown type.
+//! - Earns: [`START`] at the start; [`PER_STREAM`] for each HEADERS (a request); 1 for each
+//!   [`BYTES_PER_TOKEN`] bytes the server wrote (a client reading a large body sends a
+//!   WINDOW_UPDATE per piece); [`PER_SECOND`] each second; never more than [`CAP`] banked.
+//!
+//! Past the budget the meter stops reading and says so; the driver closes the connection
+//! with GOAWAY `ENHANCE_YOUR_CALM` (counted as `anygate_http2_flood_closes_total{reason=
+//! "control"}`). What a real client does (browsers, curl, gRPC's keepalive and BDP pings,
+//! a download through a 1 KiB window) stays far below it.
+//!
+//! The scan keeps 9 header bytes and a count of payload bytes to skip: it costs a few
+//! instructions per frame and nothing per payload byte.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use anygate_runtime::time;
+use anygate_runtime::transport::Transport;
+
+/// The budget a connection starts with.
+pub(crate) const START: i64 = 1_000;
+/// Earned by each request (HEADERS frame).
+pub(crate) const PER_STREAM: i64 = 16;
+/// Bytes written for one token.
+pub(crate) const BYTES_PER_TOKEN: usize = 128;
+/// Earned each second.
+pub(crate) const PER_SECOND: i64 = 100;
+/// The most a connection banks.
+pub(crate) const CAP: i64 = 100_000;
+
+const PREFACE_LEN: usize = 24;
+
+/// What the meter tells the driver.
+#[derive(Debug, Default)]
+pub(crate) struct Flood {
+    flooded: AtomicBool,
+}
+
+impl Flood {
+    /// Whether the client spent past its budget.
+    pub(crate) fn is_flooded(&self) -> bool {
+        self.flooded.load(Ordering::Relaxed)
+    }
+}
+
+/// The client's byte stream, counted frame by frame (see the module docs).
+pub(crate) struct Meter<T> {
+    inner: T,
+    /// Preface bytes still to pass (the client's connection preface is not a frame).
+    preface: usize,
+    header: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to pass.
+    skip: usize,
+    tokens: i64,
+    /// Written bytes not yet turned into tokens.
+    written: usize,
+    refilled: Instant,
+    flood: Arc<Flood>,
+}
+
+impl<T> Meter<T> {
+    /// Meters `inner`, whose first bytes (from the client) are the connection preface.
+    pub(crate) fn new(inner: T) -> (Self, Arc<Flood>) {
+        let flood = Arc::new(Flood::default());
+        let meter = Self {
+            inner,
+            preface: PREFACE_LEN,
+            header: [0; 9],
+            have: 0,
+            skip: 0,
+            tokens: START,
+            written: 0,
+            refilled: time::now(),
+            flood: flood.clone(),
+        };
+        (meter, flood)
+    }
+
+    /// The transport itself (for the lingering close).
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Counts the frames in bytes just read.
+    fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.preface > 0 {
+                let n = self.preface.min(bytes.len());
+                self.preface -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == 9 {
+                self.have = 0;
+                let h = self.header;
+                let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                self.skip = len;
+                self.frame(h[3], h[4], len);
+            }
+        }
+    }
+
+    fn frame(&mut self, kind: u8, flags: u8, len: usize) {
+        const END_STREAM: u8 = 0x1;
+        let cost = match kind {
+            // DATA: an empty one that does not end its stream carries nothing.
+            0 => i64::from(len == 0 && flags & END_STREAM == 0),
+            // HEADERS: a request.
+            1 => -PER_STREAM,
+            // GOAWAY: the end.
+            7 => 0,
+            // PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, WINDOW_UPDATE,
+            // CONTINUATION, and types h2 skips.
+            _ => 1,
+        };
+        if cost <= 0 {
+            self.tokens = (self.tokens - cost).min(CAP);
+            return;
+        }
+        self.tokens -= cost;
+        if self.tokens < 0 {
+            self.refill();
+        }
+        if self.tokens < 0 {
+            self.flood.flooded.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds what time and writes earned.
+    fn refill(&mut self) {
+        let now = time::now();
+        let secs =
+            now.saturating_duration_since(self.refilled).as_millis() as i64 * PER_SECOND / 1000;
+        if secs > 0 {
+            self.refilled = now;
+        }
+        let earned = secs + (self.written / BYTES_PER_TOKEN) as i64;
+        self.written %= BYTES_PER_TOKEN;
+        self.tokens = (self.tokens + earned).min(CAP);
+    }
+
+    fn wrote(&mut self, r: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            self.written = self.written.saturating_add(*n);
+        }
+    }
+}
+
+impl<T: Transport> Transport for Meter<T> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.flood.is_flooded() {
+            // Nothing more reaches h2; the driver closes the connection.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let r = self.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.scan(&buf[..n]);
+            if self.flood.is_flooded() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        r
+    }
+
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = self.inner.poll_write(cx, buf);
+        self.wrote(&r);
+        r
+    }
+
+    fn poll_writev(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = self.inner.poll_writev(cx, bufs);
+        self.wrote(&r);
+        r
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A meter whose clock earns nothing while the test runs.
+    fn meter() -> (Meter<()>, Arc<Flood>) {
+        let (mut m, flood) = Meter::new(());
+        m.refilled = time::now() + std::time::Duration::from_secs(3600);
+        (m, flood)
+    }
+
+    #[test]
+    fn frames_split_anywhere_across_reads_are_counted_once_each() {
+        let (mut m, flood) = meter();
+        let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        for _ in 0..10 {
+            wire.extend(frame(6, 0, &[0; 8]));
+            wire.extend(frame(0, 0, &[7; 300]));
+        }
+        for piece in wire.chunks(7) {
+            m.scan(piece);
+        }
+        assert_eq!(m.tokens, START - 10);
+        assert!(!flood.is_flooded());
+    }
+
+    #[test]
+    fn a_ping_flood_runs_out_and_requests_earn_budget() {
+        let (mut m, flood) = meter();
+        m.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let ping = frame(6, 0, &[0; 8]);
+        for _ in 0..START - 1 {
+            m.scan(&ping);
+        }
+        assert!(!flood.is_flooded());
+        // A request earns more pings.
+        m.scan(&frame(1, 0x5, b"\x82\x86\x84\x01\x01a"));
+        for _ in 0..PER_STREAM {
+            m.scan(&ping);
+        }
+        assert!(!flood.is_flooded());
+        m.scan(&ping);
+        m.scan(&ping);
+        assert!(flood.is_flooded());
+    }
+
+    #[test]
+    fn empty_data_frames_cost_but_ones_that_end_a_stream_or_carry_bytes_do_not() {
+        let (mut m, _) = meter();
+        m.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        m.scan(&frame(0, 0x1, b""));
+        m.scan(&frame(0, 0, b"x"));
+        assert_eq!(m.tokens, START);
+        m.scan(&frame(0, 0, b""));
+        m.scan(&frame(0xfa, 0, b"unknown"));
+        assert_eq!(m.tokens, START - 2);
+    }
+
+    #[test]
+    fn bytes_written_buy_window_updates() {
+        let (mut m, flood) = meter();
+        m.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let update = frame(8, 0, &[0, 0, 4, 0]);
+        for _ in 0..START {
+            m.scan(&update);
+        }
+        assert!(!flood.is_flooded());
+        m.wrote(&Poll::Ready(Ok(BYTES_PER_TOKEN * 10)));
+        for _ in 0..10 {
+            m.scan(&update);
+        }
+        assert!(!flood.is_flooded());
+        m.scan(&update);
+        assert!(flood.is_flooded());
+    }
+}
