@@ -1094,10 +1094,9 @@ impl Proxy {
             headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
         if self.pool.protocol != Protocol::H1 {
             if upgrade.is_none() {
-                if self
-                    .respond_h2(req, span_at, res, &mut clock, scratch)
-                    .await
-                {
+                // Boxed: the HTTP/1.1 path's future does not carry the HTTP/2 one's state.
+                let h2 = Box::pin(self.respond_h2(req, span_at, res, &mut clock, scratch));
+                if h2.await {
                     scratch.clear();
                     return;
                 }
