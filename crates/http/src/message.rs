@@ -470,6 +470,8 @@ pub struct Prebuilt {
     pub body: Arc<[u8]>,
     /// Status line, fields and framing, as HTTP/1.1 bytes (without the driver's fields).
     pub(crate) wire: Box<[u8]>,
+    /// The fields and framing as HTTP/2 sends them (without the driver's fields).
+    pub(crate) h2: Box<http::HeaderMap>,
 }
 
 impl Prebuilt {
@@ -477,8 +479,10 @@ impl Prebuilt {
     pub fn new(head: ResponseHead, body: &[u8]) -> Self {
         let body: &[u8] = if bodiless(head.status()) { b"" } else { body };
         let mut wire = Vec::with_capacity(128);
-        crate::h1::encode::response_head(&mut wire, &head, framing_of(head.status(), body.len()));
+        let framing = framing_of(head.status(), body.len());
+        crate::h1::encode::response_head(&mut wire, &head, framing);
         Self {
+            h2: Box::new(crate::server::h2_fields(&head, framing)),
             head,
             body: body.into(),
             wire: wire.into(),

@@ -84,6 +84,8 @@ pub(crate) struct Stream {
     last: Bytes,
     /// The framing the response head declared.
     framing: BodyFraming,
+    /// A prebuilt response's fields, as `h2` takes them.
+    prebuilt: Option<http::HeaderMap>,
     /// Body bytes sent.
     sent: u64,
     /// END_STREAM or RST_STREAM has been sent, or the stream is gone: nothing more leaves.
@@ -170,17 +172,14 @@ fn connection_specific(name: &[u8]) -> bool {
     crate::message::is_connection_specific(name)
 }
 
-/// The response head as `h2` sends it.
-fn response(
+/// A head's fields as `h2` sends them (connection-specific ones dropped), with
+/// `content-length` for a body of known length; the driver's `date` and `x-request-id` are
+/// added per response.
+pub(crate) fn h2_fields(
     head: &crate::message::ResponseHead,
     framing: BodyFraming,
-    date: &[u8],
-    request_id: &[u8],
-) -> http::Response<()> {
-    let mut res = http::Response::new(());
-    *res.status_mut() = http::StatusCode::from_u16(head.status())
-        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    let fields = res.headers_mut();
+) -> http::HeaderMap {
+    let mut fields = http::HeaderMap::with_capacity(head.fields.len() + 3);
     for (name, value) in head.fields.iter() {
         if connection_specific(name) {
             continue;
@@ -192,7 +191,36 @@ fn response(
     if let BodyFraming::Length(n) = framing {
         fields.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
-    if let Ok(v) = HeaderValue::from_bytes(date) {
+    fields
+}
+
+/// The `date` value for `date` (the worker's current one, kept while it is the same second:
+/// one copy per second instead of one per response).
+fn date_value(date: &[u8]) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<HeaderValue>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some(v) = last
+            && v.as_bytes() == date
+        {
+            return Some(v.clone());
+        }
+        let v = HeaderValue::from_bytes(date).ok()?;
+        *last = Some(v.clone());
+        Some(v)
+    })
+}
+
+/// The response head as `h2` sends it: `fields` (from [`h2_fields`], or a prebuilt
+/// response's, copied), `date` and `x-request-id`.
+fn response(
+    status: u16,
+    mut fields: http::HeaderMap,
+    date: &[u8],
+    request_id: &[u8],
+) -> http::Response<()> {
+    if let Some(v) = date_value(date) {
         fields.insert(DATE, v);
     }
     if let Ok(mut v) = HeaderValue::from_bytes(request_id) {
@@ -201,6 +229,10 @@ fn response(
         v.set_sensitive(true);
         fields.insert(HeaderName::from_static("x-request-id"), v);
     }
+    let mut res = http::Response::new(());
+    *res.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *res.headers_mut() = fields;
     res
 }
 
@@ -498,6 +530,8 @@ impl Exchange<'_> {
         let len = p.body.len();
         if let Wire::H2(stream) = &mut self.io {
             stream.set_framing(framing_of(p.status(), len));
+            // Its fields converted once, at load: copied, not parsed again.
+            stream.prebuilt = Some((*p.h2).clone());
         }
         self.h2_committed();
         if !self.head_only && len > 0 {
@@ -515,7 +549,11 @@ impl Exchange<'_> {
         if stream.send.is_some() || stream.ended {
             return !stream.failed;
         }
-        let res = response(self.head, stream.framing, self.date, self.request_id);
+        let fields = match stream.prebuilt.take() {
+            Some(f) => f,
+            None => h2_fields(self.head, stream.framing),
+        };
+        let res = response(self.head.status(), fields, self.date, self.request_id);
         match stream.respond.send_response(res, end) {
             Ok(send) => {
                 stream.send = Some(send);
@@ -1144,6 +1182,7 @@ async fn serve_stream<S: Service>(
         chunk: Bytes::new(),
         last: Bytes::new(),
         framing: BodyFraming::Unframed,
+        prebuilt: None,
         sent: 0,
         ended: false,
         failed: false,
@@ -1440,7 +1479,12 @@ mod tests {
         ] {
             head.fields.append(n, v);
         }
-        let res = response(&head, BodyFraming::Length(3), b"Mon", b"id1");
+        let res = response(
+            head.status(),
+            h2_fields(&head, BodyFraming::Length(3)),
+            b"Mon",
+            b"id1",
+        );
         let mut names: Vec<_> = res.headers().keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-length", "date", "x-kept", "x-request-id"]);
