@@ -1243,7 +1243,7 @@ fn an_ocsp_response_from_a_file_is_stapled_and_reread_on_reload() {
 }
 
 #[test]
-fn a_real_websocket_echo_passes_through_the_tunnel_over_tls() {
+fn a_real_websocket_echo_passes_through_the_tunnel_over_tls_beside_http2_on_the_same_listener() {
     let dir = TempDir::new("tls-wss");
     let pki = Pki::new("Test CA");
     let files = [pki.server(&["localhost"]).write(&dir, "srv")];
@@ -1251,9 +1251,22 @@ fn a_real_websocket_echo_passes_through_the_tunnel_over_tls() {
     let (_server, port) = crate::proxy::ws_echo_server();
     let s = tls_gateway(
         &certs_yaml(&files),
-        &format!("  \"/ws/\": \"http://127.0.0.1:{port}/\"\n"),
+        &format!("  \"/ws/\": \"http://127.0.0.1:{port}/\"\n  \"GET /fixed\": \"OK\"\n"),
     );
-    let url = format!("wss://localhost:{}/ws/echo", s.tls_addrs()[0].port());
+    let tls_port = s.tls_addrs()[0].port();
+    let url = format!("wss://localhost:{tls_port}/ws/echo");
+    crate::proxy::ws_echo_client(&url, &[("WS_CA", &ca)]);
+    // The same listener speaks HTTP/2 to a client that offers it (ALPN), beside the
+    // WebSocket over HTTP/1.1.
+    let r = crate::http2::curl(&[
+        "--http2",
+        "--cacert",
+        &ca.display().to_string(),
+        "--resolve",
+        &format!("localhost:{tls_port}:127.0.0.1"),
+        &format!("https://localhost:{tls_port}/fixed"),
+    ]);
+    assert_eq!((r.version.as_str(), r.status), ("HTTP/2", 200));
     crate::proxy::ws_echo_client(&url, &[("WS_CA", &ca)]);
     s.shutdown();
 }
