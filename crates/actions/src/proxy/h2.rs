@@ -1136,6 +1136,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_grpc_timeout_value_parses_or_is_refused_without_panicking(
+            v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+        ) {
+            if let Some(d) = grpc_timeout(&v) {
+                proptest::prop_assert!(d <= Duration::from_secs(99_999_999 * 3600));
+            }
+        }
+    }
+
     #[test]
     fn an_h1_head_becomes_an_h2_request_without_connection_fields() {
         let head = b"POST /svc/Method?x=1 HTTP/1.1\r\nhost: up.example:9000\r\n\

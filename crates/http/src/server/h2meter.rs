@@ -291,6 +291,28 @@ mod tests {
         assert_eq!(m.tokens, START - 2);
     }
 
+    proptest::proptest! {
+        /// Any bytes, split anywhere: no panic, and the same count as read in one piece.
+        #[test]
+        fn any_bytes_split_anywhere_are_counted_as_in_one_read(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            cuts in proptest::collection::vec(0usize..2048, 0..16),
+        ) {
+            let (mut whole, _) = meter();
+            whole.scan(&bytes);
+            let (mut split, _) = meter();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                split.scan(&bytes[at..c]);
+                at = c;
+            }
+            proptest::prop_assert_eq!(whole.tokens, split.tokens);
+            proptest::prop_assert_eq!(whole.skip, split.skip);
+        }
+    }
+
     #[test]
     fn bytes_written_buy_window_updates() {
         let (mut m, flood) = meter();
