@@ -550,3 +550,29 @@ fn a_stream_whose_client_never_opens_its_window_is_reset_and_the_connection_goes
     let pong = std::iter::from_fn(|| raw.next()).find(|f| f.0 == 6);
     assert_eq!(pong.map(|f| (f.1, f.3)), Some((0x1, b"12345678".to_vec())));
 }
+
+#[test]
+fn made_you_reset_streams_the_client_makes_the_server_reset_are_bounded() {
+    // MadeYouReset (CVE-2025-8671): each stream is malformed by the client (a request head
+    // without `:path` is a stream error), so that the server resets it itself: past
+    // `max_local_error_reset_streams` the connection is closed with ENHANCE_YOUR_CALM.
+    let s = server(h2c_limits());
+    let mut raw = RawH2::connect(s.addr);
+    for i in 0..3_000u32 {
+        if !try_frame(&mut raw, 1, 0x5, 2 * i + 1, b"\x82\x86\x01\x01a") {
+            break; // closed under us
+        }
+    }
+    assert_eq!(
+        goaway_code(&mut raw),
+        Some(ENHANCE_YOUR_CALM),
+        "the server went on resetting streams"
+    );
+    let (rt, client) = client(s.addr, 65_535);
+    bounded(&rt, async {
+        assert_eq!(
+            request(&client, "GET", "/", None).await.unwrap().status,
+            200
+        );
+    });
+}
