@@ -190,6 +190,33 @@ def main():
         assert b"grpc-status: 0\r\n" in last.lower(), last
         assert last.endswith(b"\r\n\r\n"), last
 
+    @case("http1_client_body_still_goes_up_after_the_upstream_answered_first")
+    def _():
+        import socket
+
+        host, port = gateway.rsplit(":", 1)
+
+        def chunk(b):
+            return b"%x\r\n%s\r\n" % (len(b), b)
+
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(
+                b"POST /t.T/Bidi HTTP/1.1\r\nhost: gw\r\ncontent-type: application/grpc\r\n"
+                b"te: trailers\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                + chunk(b"\x00\x00\x00\x00\x02m0")
+            )
+            # The server answers the first message (its head and one message) before the
+            # body ends; the rest of the body must still reach it.
+            time.sleep(0.5)
+            s.sendall(chunk(b"\x00\x00\x00\x00\x02m1") + b"0\r\n\r\n")
+            raw = b""
+            while chunk_ := s.recv(65536):
+                raw += chunk_
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"re:m0" in body and b"re:m1" in body, body
+        assert b"grpc-status: 0" in body.lower(), body
+
     @case("trailers_status_and_metadata")
     def _():
         try:

@@ -63,7 +63,7 @@ fn grpc_calls_of_every_kind_pass_through_an_h2c_upstream() {
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(script.0.stderr.as_mut().unwrap(), &mut err);
     assert!(
-        status.success() && report.contains("12 passed, 0 failed"),
+        status.success() && report.contains("13 passed, 0 failed"),
         "{report}{err}"
     );
     gw.shutdown();
@@ -92,6 +92,8 @@ fn h1_and_h2_clients_reach_h2c_and_tls_h2_upstreams_and_auto_falls_back_to_h1() 
     };
     let h2_backend = tls_backend("");
     let h1_backend = tls_backend(", h2: {enabled: false}");
+    let plain_h1 =
+        in_process("server: {listen: \"127.0.0.1:0\", workers: 1}\nroutes:\n  \"/\": \"*\"\n");
     let pool = |name: &str, addr: std::net::SocketAddr, protocol: &str, tls: bool| {
         let tls = if tls {
             format!(
@@ -103,7 +105,7 @@ fn h1_and_h2_clients_reach_h2c_and_tls_h2_upstreams_and_auto_falls_back_to_h1() 
         };
         format!("    {name}: {{targets: [\"{addr}\"], protocol: {protocol}{tls}}}\n")
     };
-    let gw = in_process(&format!(
+    let gw = format!(
         "server: {{listen: \"127.0.0.1:0\", workers: 1, h2c: true}}\n\
          proxy:\n  upstreams:\n{}{}{}\
          routes:\n  \"/c/\": \"h2c://{}/\"\n  \"/p/\": \"http://plain/\"\n  \"/t/\": \"https://tls2/\"\n  \"/a/\": \"https://auto1/\"\n",
@@ -111,13 +113,24 @@ fn h1_and_h2_clients_reach_h2c_and_tls_h2_upstreams_and_auto_falls_back_to_h1() 
         pool("tls2", h2_backend.tls_addrs()[0], "h2", true),
         pool("auto1", h1_backend.tls_addrs()[0], "auto", true),
         h2_backend.addrs()[0],
-    ));
+    )
+    .replace(
+        "routes:\n",
+        &format!(
+            "{}routes:\n  \"/q/\": \"http://autoplain/\"\n",
+            pool("autoplain", plain_h1.addrs()[0], "auto", false)
+        ),
+    );
+    let gw = in_process(&gw);
     let base = format!("http://{}", gw.addrs()[0]);
     for (path, upstream_version) in [
         ("/c/x", "HTTP/2"),
         ("/p/x", "HTTP/2"),
         ("/t/x", "HTTP/2"),
         ("/a/x", "HTTP/1.1"),
+        // `auto` over plain TCP is HTTP/1.1 (regression: it spoke h2c, a 502 from any
+        // HTTP/1.1 upstream).
+        ("/q/x", "HTTP/1.1"),
     ] {
         for (client, args, sent) in [
             // An HTTP/1.1 client, a body of unknown length (chunked) going up.
@@ -222,4 +235,45 @@ fn a_protocol_the_rule_cannot_speak_to_its_pool_is_a_config_error() {
          routes: {\"/\": \"h2c://u/\"}\n",
     );
     assert!(e.contains("pool `u` speaks TLS (it has `tls`)"), "{e}");
+}
+
+#[test]
+fn regression_a_304_or_204_from_an_h2_upstream_is_not_chunked_for_an_http1_client() {
+    let up = in_process(
+        "server: {listen: \"127.0.0.1:0\", workers: 1, h2c: true}\nroutes:\n  \"GET /nm\": \"304\"\n  \"GET /nc\": \"204\"\n  \"GET /ok\": \"OK fine\"\n",
+    );
+    let gw = in_process(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1}}\nroutes:\n  \"/u/\": \"h2c://{}/\"\n",
+        up.addrs()[0]
+    ));
+    // Three requests on one keep-alive connection: a stray `0\r\n\r\n` after the 304 or
+    // the 204 would be read as the start of the next response.
+    let mut c = std::net::TcpStream::connect(gw.addrs()[0]).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.write_all(
+        b"GET /u/nm HTTP/1.1\r\nhost: a\r\n\r\nGET /u/nc HTTP/1.1\r\nhost: a\r\n\r\n\
+          GET /u/ok HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut c, &mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_lowercase();
+    let parts: Vec<&str> = text.split("http/1.1 ").skip(1).collect();
+    assert_eq!(parts.len(), 3, "{text}");
+    assert!(parts[0].starts_with("304"), "{text}");
+    assert!(parts[1].starts_with("204"), "{text}");
+    assert!(
+        parts[2].starts_with("200") && parts[2].ends_with("\r\n\r\nfine"),
+        "{text}"
+    );
+    for p in &parts[..2] {
+        assert!(!p.contains("transfer-encoding"), "{text}");
+        assert!(
+            p.ends_with("\r\n\r\n"),
+            "a body after a bodiless answer: {text}"
+        );
+    }
+    gw.shutdown();
+    up.shutdown();
 }

@@ -109,8 +109,8 @@ struct Entry {
 
 thread_local! {
     static CONNS: RefCell<HashMap<Key, Entry>> = RefCell::new(HashMap::new());
-    /// Targets of `auto` pools whose TLS handshake agreed on HTTP/1.1.
-    static SPEAK_H1: RefCell<HashSet<Key>> = RefCell::new(HashSet::new());
+    /// `auto` pools (by their TLS setup's id) a target of which agreed on HTTP/1.1.
+    static SPEAK_H1: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
 }
 
 fn millis(t: Instant) -> u64 {
@@ -153,10 +153,13 @@ struct Opening {
 /// A stream on `c`, if it has one to spare.
 fn stream_on(c: &Conn) -> Option<Pick> {
     let max = c.send.current_max_send_streams().max(1);
-    if c.state.closed.load(Ordering::Acquire) || c.state.streams.load(Ordering::Acquire) >= max {
+    // Counted first, then checked: the connection's task closes it only when it sees no
+    // stream after saying it is closed (`drive`), so one of the two sees the other.
+    let before = c.state.streams.fetch_add(1, Ordering::AcqRel);
+    if before >= max || c.state.closed.load(Ordering::Acquire) {
+        c.state.streams.fetch_sub(1, Ordering::AcqRel);
         return None;
     }
-    c.state.streams.fetch_add(1, Ordering::AcqRel);
     Some(Pick::Got(c.send.clone(), Lease(c.state.clone()), c.addr))
 }
 
@@ -173,6 +176,7 @@ fn keep(key: Key, c: &Conn) {
 /// The least loaded open connection with a stream to spare, or what to do instead.
 fn pick(key: Key) -> Pick {
     CONNS.with_borrow_mut(|map| {
+        sweep(map);
         let e = map.entry(key).or_default();
         if let Some(op) = &e.opening
             && op.done.is_set()
@@ -202,6 +206,36 @@ fn pick(key: Key) -> Pick {
         e.opening = Some(op.clone());
         Pick::Open(op)
     })
+}
+
+/// Whether an `auto` pool is known (on this worker) to have a target that picked HTTP/1.1:
+/// its requests then take the HTTP/1.1 path before a target is chosen (once per request).
+pub(super) fn speaks_h1(pool: &super::Pool) -> bool {
+    pool.protocol == Protocol::Auto
+        && pool
+            .tls
+            .as_ref()
+            .is_some_and(|t| SPEAK_H1.with_borrow(|s| s.contains(&t.id)))
+}
+
+/// At most once a second, drops the closed connections of every target and the targets
+/// left with none (a reload's old targets are never picked again).
+fn sweep(map: &mut HashMap<Key, Entry>) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = time::now();
+    if LAST
+        .get()
+        .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+    {
+        return;
+    }
+    LAST.set(Some(now));
+    map.retain(|_, e| {
+        e.conns.retain(|c| !c.state.closed.load(Ordering::Acquire));
+        !e.conns.is_empty() || e.opening.as_ref().is_some_and(|o| !o.done.is_set())
+    });
 }
 
 /// Held by the request opening a connection: when it is done (or dropped: the client
@@ -235,7 +269,15 @@ where
             let now = time::now();
             let quiet = Duration::from_millis(millis(now).saturating_sub(since));
             if since == 0 || quiet >= idle {
-                return Poll::Ready(());
+                // Closed first, then no stream checked: a request that took one meanwhile
+                // (`stream_on` counts before it checks) keeps the connection open.
+                state.closed.store(true, Ordering::Release);
+                if state.streams.load(Ordering::Acquire) == 0 {
+                    return Poll::Ready(());
+                }
+                state.closed.store(false, Ordering::Release);
+                timer.reset(now + idle);
+                continue;
             }
             timer.reset(now + (idle - quiet));
         }
@@ -471,7 +513,7 @@ impl Proxy {
         let key = (target.id, self.pool.idle_key(target));
         let deadline = clock.connect();
         loop {
-            if self.pool.protocol == Protocol::Auto && SPEAK_H1.with_borrow(|s| s.contains(&key)) {
+            if speaks_h1(&self.pool) {
                 return Ok(Leg::H1);
             }
             let waited = match pick(key) {
@@ -490,7 +532,9 @@ impl Proxy {
                             opened.0.clone()
                         }
                         None => {
-                            SPEAK_H1.with_borrow_mut(|s| s.insert(key));
+                            if let Some(t) = &self.pool.tls {
+                                SPEAK_H1.with_borrow_mut(|s| s.insert(t.id));
+                            }
                             return Ok(Leg::H1);
                         }
                     }
@@ -674,7 +718,6 @@ impl Proxy {
                 Err(Unsent) => {
                     // Not handed out again; its task ends when the upstream closes it.
                     lease.0.closed.store(true, Ordering::Release);
-                    drop(lease);
                     if refused_again && clock.total.is_none_or(|t| time::now() < t) {
                         refused_again = false;
                         tried = Tried::default();
@@ -683,6 +726,12 @@ impl Proxy {
                     (Outcome::Failure, 0)
                 }
             };
+            if status == 0 && res.error_kind() == Some(ErrorKind::UpstreamReadTimeout) {
+                // No answer in time: the connection may be dead without a word (a dropped
+                // NAT entry). New requests get a fresh one; streams in flight finish on it.
+                lease.0.closed.store(true, Ordering::Release);
+            }
+            drop(lease);
             scratch.clear();
             let outcome = match (outcome, status) {
                 (Outcome::Success, 502..=504) => Outcome::Failure,
@@ -733,10 +782,29 @@ impl Proxy {
         let mut response = pin!(response);
         let mut early = None;
         if pump.active() && pump.body.is_none() {
-            // An HTTP/1.1 client's body goes first, piece by piece (an early answer ends it).
+            // An HTTP/1.1 client's body goes first, piece by piece, watching for an early
+            // answer.
             early = self
-                .send_h1_body(&mut pump, response.as_mut(), res, &mut timer, clock)
+                .send_h1_body(&mut pump, Some(response.as_mut()), res, &mut timer, clock)
                 .await;
+            if let Some(Head::Got(r)) = &early
+                && pump.active()
+            {
+                if r.status().as_u16() < 400 {
+                    // An upstream that answers before the body ends (it streams) still
+                    // gets the rest (regression: it waited for an END_STREAM that never
+                    // came).
+                    if let Some(Head::Failed(_)) = self
+                        .send_h1_body(&mut pump, None, res, &mut timer, clock)
+                        .await
+                    {
+                        res.close();
+                    }
+                } else {
+                    // A refusal: the rest of the body is not read (nor sent).
+                    res.close();
+                }
+            }
         }
         let got = match early {
             Some(h) => h,
@@ -786,13 +854,18 @@ impl Proxy {
         }
         headers::relay_head(head, self.options.via, scratch);
         scratch.clear();
-        let bodiless = status < 200 || status == 204;
+        // 1xx and 204 have no length; a 304 or a response to `HEAD` keeps the one that
+        // describes the representation, and none of them is chunked (regression: a 304
+        // without a length went chunked, its `0\r\n\r\n` read as the next response).
+        let no_length = status < 200 || status == 204;
+        let no_body = anygate_http::message::bodiless(status) || req.method() == b"HEAD";
         let framing = match (length, req.version()) {
-            (Some(n), _) if !bodiless => BodyFraming::Length(n),
+            (Some(n), _) if !no_length => BodyFraming::Length(n),
+            _ if no_body => BodyFraming::Unframed,
             (_, Version::Http11) => BodyFraming::Chunked,
             _ => BodyFraming::Unframed,
         };
-        if framing == BodyFraming::Unframed && req.version() == Version::Http10 {
+        if framing == BodyFraming::Unframed && !no_body && req.version() == Version::Http10 {
             res.close();
         }
         res.start_stream(framing);
@@ -806,35 +879,41 @@ impl Proxy {
         Ok((Outcome::Success, status))
     }
 
-    /// Sends an HTTP/1.1 client's body, watching for an early answer; the head if one came.
+    /// Sends an HTTP/1.1 client's body, watching `response` (if given) for an early
+    /// answer: the head if one came, or why it failed.
     async fn send_h1_body(
         &self,
         pump: &mut Pump,
-        mut response: Pin<&mut h2::client::ResponseFuture>,
+        mut response: Option<Pin<&mut h2::client::ResponseFuture>>,
         res: &mut Exchange<'_>,
         timer: &mut Sleep,
         clock: &mut Clock<'_>,
     ) -> Option<Head> {
-        loop {
-            match res.body_chunk().await {
-                Ok(Some(d)) => pump.pending = Some(Bytes::copy_from_slice(d)),
-                Ok(None) => {
-                    pump.last = true;
-                    pump.pending = Some(Bytes::new());
+        while pump.active() {
+            if pump.pending.is_none() {
+                match res.body_chunk().await {
+                    Ok(Some(d)) => pump.pending = Some(Bytes::copy_from_slice(d)),
+                    Ok(None) => {
+                        pump.last = true;
+                        pump.pending = Some(Bytes::new());
+                    }
+                    Err(k) => return Some(Head::Failed(Broke::Client(k))),
                 }
-                Err(k) => return Some(Head::Failed(Broke::Client(k))),
             }
             let deadline = clock.write();
             arm(timer, deadline);
             let sent = poll_fn(|cx| {
-                if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                if let Some(r) = &mut response
+                    && let Poll::Ready(r) = r.as_mut().poll(cx)
+                {
                     return Poll::Ready(Some(head_of(r)));
                 }
                 match pump.poll_flush(cx) {
                     Poll::Ready(Ok(())) => Poll::Ready(None),
-                    Poll::Ready(Err(_)) => {
-                        Poll::Ready(Some(response_or_reset(response.as_mut(), cx)))
-                    }
+                    Poll::Ready(Err(_)) => Poll::Ready(Some(match &mut response {
+                        Some(r) => response_or_reset(r.as_mut(), cx),
+                        None => Head::Failed(Broke::Kind(ErrorKind::UpstreamReset)),
+                    })),
                     Poll::Pending if expired(timer, deadline, cx) => Poll::Ready(Some(
                         Head::Failed(Broke::Kind(ErrorKind::UpstreamWriteTimeout)),
                     )),
@@ -842,10 +921,11 @@ impl Proxy {
                 }
             })
             .await;
-            if sent.is_some() || !pump.active() {
+            if sent.is_some() {
                 return sent;
             }
         }
+        None
     }
 
     /// The response body, then its trailers, while an HTTP/2 client's request body still
@@ -865,7 +945,7 @@ impl Proxy {
         let mut idle = Idle::new(clock);
         loop {
             idle.extend(timer);
-            let event = poll_fn(|cx| {
+            let event = pin!(poll_fn(|cx| {
                 let before = pump.sent;
                 if let Some(e) = drive_pump(&mut pump, cx) {
                     return Poll::Ready(Err(e));
@@ -885,8 +965,17 @@ impl Proxy {
                     }
                     Poll::Pending => Poll::Pending,
                 }
-            })
-            .await;
+            }));
+            let event = if client_h2 {
+                // A client that resets its stream (a cancelled gRPC call) ends the upstream
+                // one at once, not at its next message.
+                match res.unless_client_gone(event).await {
+                    Some(e) => e,
+                    None => return,
+                }
+            } else {
+                event.await
+            };
             match event {
                 Ok(Some(data)) => {
                     let _ = recv.flow_control().release_capacity(data.len());

@@ -380,9 +380,14 @@ impl Pool {
             breaker: guards.breaker.map(|p| Arc::new(Breaker::new(p, workers))),
             members,
             primaries,
+            // `auto` over plain TCP is HTTP/1.1: there is no ALPN to ask.
+            protocol: if protocol == Protocol::Auto && tls.is_none() {
+                Protocol::H1
+            } else {
+                protocol
+            },
             balance,
             tls,
-            protocol,
             guards,
             guarded,
             budget,
@@ -1092,7 +1097,7 @@ impl Proxy {
         });
         let span_at =
             headers::request_head(scratch, req, &self.options, &self.authority, res, upgrade);
-        if self.pool.protocol != Protocol::H1 {
+        if self.pool.protocol != Protocol::H1 && !h2::speaks_h1(&self.pool) {
             if upgrade.is_none() {
                 // Boxed: the HTTP/1.1 path's future does not carry the HTTP/2 one's state.
                 let h2 = Box::pin(self.respond_h2(req, span_at, res, &mut clock, scratch));

@@ -350,7 +350,7 @@ impl Exchange<'_> {
         if let Wire::H2(_) = self.io {
             return Box::pin(self.h2_send_trailers(trailers, timer, timeout)).await;
         }
-        if self.head_only {
+        if self.head_only || crate::message::bodiless(self.status) {
             return true;
         }
         let at = self.out.len();

@@ -7,11 +7,16 @@
 //! core busy with a few kilobytes a second of them (CVE-2019-9512 ping flood, -9515 settings
 //! flood, -9518 empty frames flood). What a connection spends and earns:
 //!
-//! - Spends 1: PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM, CONTINUATION, an empty
-//!   DATA frame that does not end its stream, a frame of an unknown type.
-//! - Earns: [`START`] at the start; [`PER_STREAM`] for each HEADERS (a request); 1 for each
-//!   [`BYTES_PER_TOKEN`] bytes the server wrote (a client reading a large body sends a
-//!   WINDOW_UPDATE per piece); [`PER_SECOND`] each second; never more than [`CAP`] banked.
+//! - Spends 1: PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM, CONTINUATION, GOAWAY,
+//!   an empty DATA frame that does not end its stream (or one whose payload is only
+//!   padding: any padded DATA frame of at most [`TINY_PADDED`] bytes), a frame of an unknown
+//!   type.
+//! - Earns: [`START`] at the start; [`PER_STREAM`] for each stream the server accepted (a
+//!   HEADERS frame refused past `max_concurrent_streams` earns nothing: [`Flood::accepted`]);
+//!   1 for each [`BYTES_PER_TOKEN`] bytes the server wrote (a client reading a large body
+//!   sends a WINDOW_UPDATE per piece), and 1 for each write of at least [`WRITE_OF_NOTE`]
+//!   bytes (a gRPC stream of small messages, each answered by the client's BDP PING; a
+//!   PONG alone is shorter); [`PER_SECOND`] each second; never more than [`CAP`] banked.
 //!
 //! Past the budget the meter stops reading and says so; the driver closes the connection
 //! with GOAWAY `ENHANCE_YOUR_CALM` (counted as `anygate_http2_flood_closes_total{reason=
@@ -23,7 +28,7 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -32,8 +37,12 @@ use anygate_runtime::transport::Transport;
 
 /// The budget a connection starts with.
 pub(crate) const START: i64 = 1_000;
-/// Earned by each request (HEADERS frame).
+/// Earned by each stream the server accepted.
 pub(crate) const PER_STREAM: i64 = 16;
+/// A padded DATA frame this short carries (almost) nothing.
+pub(crate) const TINY_PADDED: usize = 256;
+/// A write at least this long earns a token (a PONG or a SETTINGS ack is shorter).
+pub(crate) const WRITE_OF_NOTE: usize = 64;
 /// Bytes written for one token.
 pub(crate) const BYTES_PER_TOKEN: usize = 128;
 /// Earned each second.
@@ -43,16 +52,23 @@ pub(crate) const CAP: i64 = 100_000;
 
 const PREFACE_LEN: usize = 24;
 
-/// What the meter tells the driver.
+/// What the meter and the driver tell each other.
 #[derive(Debug, Default)]
 pub(crate) struct Flood {
     flooded: AtomicBool,
+    /// Streams the driver accepted, not yet credited.
+    accepted: AtomicU32,
 }
 
 impl Flood {
     /// Whether the client spent past its budget.
     pub(crate) fn is_flooded(&self) -> bool {
         self.flooded.load(Ordering::Relaxed)
+    }
+
+    /// The driver accepted a stream: it earns [`PER_STREAM`].
+    pub(crate) fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -68,6 +84,8 @@ pub(crate) struct Meter<T> {
     tokens: i64,
     /// Written bytes not yet turned into tokens.
     written: usize,
+    /// Writes of note not yet turned into tokens.
+    writes: i64,
     refilled: Instant,
     flood: Arc<Flood>,
 }
@@ -84,6 +102,7 @@ impl<T> Meter<T> {
             skip: 0,
             tokens: START,
             written: 0,
+            writes: 0,
             refilled: time::now(),
             flood: flood.clone(),
         };
@@ -126,19 +145,21 @@ impl<T> Meter<T> {
 
     fn frame(&mut self, kind: u8, flags: u8, len: usize) {
         const END_STREAM: u8 = 0x1;
+        const PADDED: u8 = 0x8;
         let cost = match kind {
-            // DATA: an empty one that does not end its stream carries nothing.
-            0 => i64::from(len == 0 && flags & END_STREAM == 0),
-            // HEADERS: a request.
-            1 => -PER_STREAM,
-            // GOAWAY: the end.
-            7 => 0,
-            // PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, WINDOW_UPDATE,
+            // DATA: an empty one that does not end its stream carries nothing, nor does a
+            // short padded one (its payload may be all padding).
+            0 => i64::from(
+                (len == 0 && flags & END_STREAM == 0)
+                    || (flags & PADDED != 0 && len <= TINY_PADDED),
+            ),
+            // HEADERS: a request (credited once the server accepts its stream).
+            1 => 0,
+            // PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE,
             // CONTINUATION, and types h2 skips.
             _ => 1,
         };
-        if cost <= 0 {
-            self.tokens = (self.tokens - cost).min(CAP);
+        if cost == 0 {
             return;
         }
         self.tokens -= cost;
@@ -158,14 +179,18 @@ impl<T> Meter<T> {
         if secs > 0 {
             self.refilled = now;
         }
-        let earned = secs + (self.written / BYTES_PER_TOKEN) as i64;
+        let streams = i64::from(self.flood.accepted.swap(0, Ordering::Relaxed));
+        let earned =
+            secs + (self.written / BYTES_PER_TOKEN) as i64 + self.writes + streams * PER_STREAM;
         self.written %= BYTES_PER_TOKEN;
+        self.writes = 0;
         self.tokens = (self.tokens + earned).min(CAP);
     }
 
     fn wrote(&mut self, r: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = r {
             self.written = self.written.saturating_add(*n);
+            self.writes += i64::from(*n >= WRITE_OF_NOTE);
         }
     }
 }
@@ -268,8 +293,9 @@ mod tests {
             m.scan(&ping);
         }
         assert!(!flood.is_flooded());
-        // A request earns more pings.
+        // A request the server accepted earns more pings; its HEADERS alone earn nothing.
         m.scan(&frame(1, 0x5, b"\x82\x86\x84\x01\x01a"));
+        flood.accepted();
         for _ in 0..PER_STREAM {
             m.scan(&ping);
         }
@@ -288,7 +314,10 @@ mod tests {
         assert_eq!(m.tokens, START);
         m.scan(&frame(0, 0, b""));
         m.scan(&frame(0xfa, 0, b"unknown"));
-        assert_eq!(m.tokens, START - 2);
+        // Padding only (pad length 0, no data), and a GOAWAY.
+        m.scan(&frame(0, 0x8, b"\0"));
+        m.scan(&frame(7, 0, &[0; 8]));
+        assert_eq!(m.tokens, START - 4);
     }
 
     proptest::proptest! {
@@ -322,8 +351,9 @@ mod tests {
             m.scan(&update);
         }
         assert!(!flood.is_flooded());
+        // 10 tokens for the bytes, 1 for the write itself.
         m.wrote(&Poll::Ready(Ok(BYTES_PER_TOKEN * 10)));
-        for _ in 0..10 {
+        for _ in 0..11 {
             m.scan(&update);
         }
         assert!(!flood.is_flooded());

@@ -1049,7 +1049,10 @@ async fn drive<S: Service, T: Transport + 'static>(
             let running = shared.active.load(Ordering::Acquire);
             if running < max_running {
                 match conn.poll_accept(cx) {
-                    Poll::Ready(Some(Ok(pair))) => return Poll::Ready(Some(pair)),
+                    Poll::Ready(Some(Ok(pair))) => {
+                        flood.accepted();
+                        return Poll::Ready(Some(pair));
+                    }
                     Poll::Ready(Some(Err(e))) => {
                         if e.is_go_away()
                             && !e.is_remote()
@@ -1072,7 +1075,7 @@ async fn drive<S: Service, T: Transport + 'static>(
             // taken; these are the ones reset after, while their work had begun. A client
             // that resets most of what it opens is not using the streams, it is costing us.
             let premature = shared.premature.load(Ordering::Relaxed);
-            let flood = if calmed {
+            let calm = if calmed {
                 None
             } else if premature >= RESET_FLOOR && premature * 2 > accepted {
                 Some(anygate_obs::metrics::Counter::H2ResetFlood)
@@ -1082,7 +1085,7 @@ async fn drive<S: Service, T: Transport + 'static>(
             } else {
                 None
             };
-            if let Some(counter) = flood {
+            if let Some(counter) = calm {
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 anygate_obs::metrics::count(counter);
                 calmed = true;
