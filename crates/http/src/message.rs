@@ -482,7 +482,7 @@ impl Prebuilt {
         let framing = framing_of(head.status(), body.len());
         crate::h1::encode::response_head(&mut wire, &head, framing);
         Self {
-            h2: Box::new(crate::server::h2_fields(&head, framing)),
+            h2: Box::new(h2_fields(&head, framing)),
             head,
             body: body.into(),
             wire: wire.into(),
@@ -502,6 +502,31 @@ pub fn framing_of(status: u16, len: usize) -> BodyFraming {
     } else {
         BodyFraming::Length(len as u64)
     }
+}
+
+/// A head's fields as `h2` sends them (connection-specific ones dropped), with
+/// `content-length` for a body of known length; the driver's `date` and `x-request-id` are
+/// added per response.
+pub(crate) fn h2_fields(head: &ResponseHead, framing: BodyFraming) -> http::HeaderMap {
+    let mut fields = http::HeaderMap::with_capacity(head.fields.len() + 3);
+    for (name, value) in head.fields.iter() {
+        if is_connection_specific(name) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            http::header::HeaderName::from_bytes(name),
+            http::header::HeaderValue::from_bytes(value),
+        ) {
+            fields.append(n, v);
+        }
+    }
+    if let BodyFraming::Length(n) = framing {
+        fields.insert(
+            http::header::CONTENT_LENGTH,
+            http::header::HeaderValue::from(n),
+        );
+    }
+    fields
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ use anygate_runtime::sync::AtomicWaker;
 use anygate_runtime::time::{self, Sleep};
 use anygate_runtime::transport::Transport;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, DATE, HeaderName, HeaderValue};
+use http::header::{DATE, HeaderName, HeaderValue};
 
 use super::body::BodyState;
 use super::exchange::Wire;
@@ -60,7 +60,7 @@ use crate::error::ErrorKind;
 use crate::h1::chunked::ChunkedDecoder;
 use crate::h1::parse::{Field, Framing, Head, Span, Version, is_host};
 use crate::limits::{Limits, MAX_HEADERS};
-use crate::message::{BodyFraming, Prebuilt, bodiless, framing_of};
+use crate::message::{BodyFraming, Prebuilt, bodiless, framing_of, h2_fields};
 use crate::{date, request_id};
 
 /// Most bytes of a file read for one DATA write.
@@ -170,28 +170,6 @@ impl Stream {
 /// A response never carries `te` (h2 would refuse the whole head for a `te: Trailers`).
 fn connection_specific(name: &[u8]) -> bool {
     crate::message::is_connection_specific(name)
-}
-
-/// A head's fields as `h2` sends them (connection-specific ones dropped), with
-/// `content-length` for a body of known length; the driver's `date` and `x-request-id` are
-/// added per response.
-pub(crate) fn h2_fields(
-    head: &crate::message::ResponseHead,
-    framing: BodyFraming,
-) -> http::HeaderMap {
-    let mut fields = http::HeaderMap::with_capacity(head.fields.len() + 3);
-    for (name, value) in head.fields.iter() {
-        if connection_specific(name) {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-            fields.append(n, v);
-        }
-    }
-    if let BodyFraming::Length(n) = framing {
-        fields.insert(CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    fields
 }
 
 /// The `date` value for `date` (the worker's current one, kept while it is the same second:

@@ -56,7 +56,6 @@ pub use self::edits::Edits;
 use self::exchange::Wire;
 pub use self::exchange::{Ctx, Exchange, Marks, TraceCtx, Upgraded};
 pub use self::http2::H2Body;
-pub(crate) use self::http2::h2_fields;
 pub use self::pages::{ErrorPages, Page, StatusMatch, accepts_html};
 use self::response::Tail;
 pub use self::response::{COPY_LIMIT, FileBody, HeadHook, ResponseBody, push_decimal};

@@ -576,3 +576,32 @@ fn made_you_reset_streams_the_client_makes_the_server_reset_are_bounded() {
         );
     });
 }
+
+#[test]
+fn streams_past_max_concurrent_streams_are_refused_and_the_connection_goes_on() {
+    let s = server(h2c_limits());
+    let max = Http2::default().max_concurrent_streams;
+    let mut raw = RawH2::connect(s.addr);
+    // Streams whose bodies never come: each holds its place.
+    for i in 0..max + 20 {
+        raw.frame(1, 0x4, 2 * i + 1, POST_ECHO);
+    }
+    let mut refused = 0;
+    while refused < 20 {
+        let Some((kind, _, id, p)) = raw.next() else {
+            break;
+        };
+        if kind == 3 && u32::from_be_bytes([p[0], p[1], p[2], p[3]]) == 7 {
+            assert!(id > 2 * max, "stream {id} refused below the limit");
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 20,
+        "streams past the limit were not refused (REFUSED_STREAM)"
+    );
+    // The connection still answers.
+    raw.frame(6, 0, 0, b"pingpong");
+    let pong = std::iter::from_fn(|| raw.next()).find(|f| f.0 == 6 && f.1 & 0x1 != 0);
+    assert_eq!(pong.map(|f| f.3), Some(b"pingpong".to_vec()));
+}
