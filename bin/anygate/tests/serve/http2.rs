@@ -339,3 +339,40 @@ fn the_rfc_9113_conformance_script_passes_with_only_the_known_h2_deviations() {
     );
     gw.shutdown();
 }
+
+#[test]
+fn regression_a_get_ended_by_an_empty_data_frame_goes_up_without_a_body() {
+    use std::io::{Read, Write};
+    let up = crate::proxy::upstream(|_, s| crate::proxy::reply(s, "", b"up"));
+    let gw = in_process(&format!(
+        "server: {{listen: \"127.0.0.1:0\", workers: 1, h2c: true}}\nroutes:\n  \"/up/\": \"http://{}/\"\n",
+        up.addr
+    ));
+    let mut c = std::net::TcpStream::connect(gw.addrs()[0]).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // GET /up/x, HEADERS without END_STREAM, then END_STREAM on an empty DATA frame, in
+    // one write (HPACK: GET, http, a literal `:path`, `:authority: a`).
+    let block = b"\x82\x86\x04\x05/up/x\x01\x01a";
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_vec();
+    wire.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x4, 0, 0, 0, 1]);
+    wire.extend_from_slice(block);
+    wire.extend_from_slice(&[0, 0, 0, 0, 0x1, 0, 0, 0, 1]);
+    c.write_all(&wire).unwrap();
+    let seen = up
+        .seen
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the request reached the upstream");
+    assert!(seen.fields("transfer-encoding").is_empty(), "{}", seen.head);
+    assert!(seen.body.is_empty());
+    // The answer comes back on stream 1 (a HEADERS frame).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(5).any(|w| w[3] == 1 && w[4] & 0x4 != 0) {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    gw.shutdown();
+}

@@ -86,6 +86,8 @@ pub(crate) struct Stream {
     framing: BodyFraming,
     /// A prebuilt response's fields, as `h2` takes them.
     prebuilt: Option<http::HeaderMap>,
+    /// The body's first piece, read before the handler ran (see [`peek_end`]).
+    first: Option<Bytes>,
     /// Body bytes sent.
     sent: u64,
     /// END_STREAM or RST_STREAM has been sent, or the stream is gone: nothing more leaves.
@@ -329,6 +331,8 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 /// for: the client sends no faster than the upstream takes.
 pub struct H2Body {
     recv: RecvStream,
+    /// A piece read before the handler ran, handed out first.
+    first: Option<Bytes>,
     /// The length of the piece last handed out, its window not yet given back.
     unreleased: usize,
     received: u64,
@@ -352,8 +356,13 @@ impl H2Body {
             let _ = self.recv.flow_control().release_capacity(self.unreleased);
             self.unreleased = 0;
         }
+        let mut first = self.first.take();
         loop {
-            return match self.recv.poll_data(cx) {
+            let polled = match first.take() {
+                Some(b) => Poll::Ready(Some(Ok(b))),
+                None => self.recv.poll_data(cx),
+            };
+            return match polled {
                 Poll::Ready(Some(Ok(b))) if b.is_empty() => {
                     if self.recv.is_end_stream() {
                         Poll::Ready(None)
@@ -415,6 +424,7 @@ impl Exchange<'_> {
         self.body.done = true;
         Some(H2Body {
             recv,
+            first: stream.first.take(),
             unreleased: 0,
             received: 0,
             limit: if self.body.limit == 0 {
@@ -698,20 +708,27 @@ impl Exchange<'_> {
         let Some(recv) = &mut stream.recv else {
             return Ok(None);
         };
-        let got = poll_fn(|cx| {
-            loop {
-                match recv.poll_data(cx) {
-                    // An empty DATA frame (not the last) says nothing.
-                    Poll::Ready(Some(Ok(b))) if b.is_empty() && !recv.is_end_stream() => {
-                        continue;
+        let got = match stream.first.take() {
+            Some(first) => Some(Some(Ok(first))),
+            None => {
+                poll_fn(|cx| {
+                    loop {
+                        match recv.poll_data(cx) {
+                            // An empty DATA frame (not the last) says nothing.
+                            Poll::Ready(Some(Ok(b))) if b.is_empty() && !recv.is_end_stream() => {
+                                continue;
+                            }
+                            Poll::Ready(r) => return Poll::Ready(Some(r)),
+                            Poll::Pending if expired(timer, deadline, cx) => {
+                                return Poll::Ready(None);
+                            }
+                            Poll::Pending => return Poll::Pending,
+                        }
                     }
-                    Poll::Ready(r) => return Poll::Ready(Some(r)),
-                    Poll::Pending if expired(timer, deadline, cx) => return Poll::Ready(None),
-                    Poll::Pending => return Poll::Pending,
-                }
+                })
+                .await
             }
-        })
-        .await;
+        };
         match got {
             None if slow.is_some_and(|s| s < pause) => Err(self.body.fail(ErrorKind::BodyTooSlow)),
             None => Err(self.body.fail(ErrorKind::BodyTimeout)),
@@ -749,6 +766,28 @@ impl Exchange<'_> {
                 Ok(Some(&stream.chunk))
             }
         }
+    }
+}
+
+/// Whether a stream whose HEADERS did not end it has ended since: some clients send a GET
+/// and then END_STREAM in an empty DATA frame; read at once (both frames usually came in
+/// one read), the request is bodiless rather than of unknown length, which the proxy would
+/// send chunked (regression: a GET went up with `transfer-encoding: chunked`). A piece of
+/// body read here is kept for the handler.
+fn peek_end(stream: &mut Stream) -> bool {
+    let Some(recv) = &mut stream.recv else {
+        return true;
+    };
+    // Polled once, without waiting: a later read registers the real waker.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match recv.poll_data(&mut cx) {
+        Poll::Ready(None) => true,
+        Poll::Ready(Some(Ok(b))) if b.is_empty() => recv.is_end_stream(),
+        Poll::Ready(Some(Ok(b))) => {
+            stream.first = Some(b);
+            false
+        }
+        Poll::Ready(Some(Err(_))) | Poll::Pending => false,
     }
 }
 
@@ -1164,6 +1203,7 @@ async fn serve_stream<S: Service>(
         last: Bytes::new(),
         framing: BodyFraming::Unframed,
         prebuilt: None,
+        first: None,
         sent: 0,
         ended: false,
         failed: false,
@@ -1187,7 +1227,16 @@ async fn serve_stream<S: Service>(
         edits,
     } = &mut *heads;
     edits.clear();
-    let end_stream = stream.recv.as_ref().is_none_or(RecvStream::is_end_stream);
+    let mut end_stream = stream.recv.as_ref().is_none_or(RecvStream::is_end_stream);
+    if !end_stream
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::DELETE
+        )
+    {
+        end_stream = peek_end(&mut stream);
+    }
     let mut refused = request_head(&parts, end_stream, limits, &mut buf, head).err();
     if refused.is_none()
         && let Framing::Length(n) = head.framing
