@@ -376,3 +376,35 @@ fn regression_a_get_ended_by_an_empty_data_frame_goes_up_without_a_body() {
     drop(c);
     gw.shutdown();
 }
+
+#[test]
+fn expect_100_continue_over_h2_gets_its_interim_answer_before_the_body_goes() {
+    let gw = in_process(
+        "server: {listen: \"127.0.0.1:0\", workers: 1, h2c: true}\nroutes:\n  \"/echo\": \"*\"\n",
+    );
+    // curl waits for the `100` up to --expect100-timeout (30 s here) before it sends the
+    // body: without the interim answer the exchange would pass --max-time.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-v",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "10",
+            "--expect100-timeout",
+            "30",
+            "-H",
+            "expect: 100-continue",
+            "--data-binary",
+            "waited body",
+        ])
+        .arg(format!("http://{}/echo", gw.addrs()[0]))
+        .output()
+        .expect("curl runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("< HTTP/2 100"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["body"], "waited body");
+    gw.shutdown();
+}

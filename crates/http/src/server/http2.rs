@@ -31,8 +31,8 @@
 //! `h2` allocates per stream (its header map, HPACK strings) and keeps the connection's
 //! state behind a lock its handles share: the zero-allocation rule of SPEC §11 is stated
 //! for HTTP/1.1. No server push; no extended CONNECT (RFC 8441: WebSocket stays on
-//! HTTP/1.1); `Expect: 100-continue` is not answered with an interim response (a client
-//! sends the body after its own wait).
+//! HTTP/1.1). `Expect: 100-continue` is answered with an interim `100` at the first read
+//! of the body, as over HTTP/1.1.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -111,6 +111,16 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
+    /// Sends the interim `100 Continue` a client that said `Expect: 100-continue` waits
+    /// for (nothing once the response head left).
+    fn send_continue(&mut self) {
+        if self.send.is_none() && !self.ended {
+            let mut interim = http::Response::new(());
+            *interim.status_mut() = http::StatusCode::CONTINUE;
+            let _ = self.respond.send_informational(interim);
+        }
+    }
+
     /// Marks the response as cut short: the stream is reset instead of ended.
     pub(crate) fn abort(&mut self) {
         self.aborted = true;
@@ -419,6 +429,10 @@ impl Exchange<'_> {
             return None;
         };
         stream.release();
+        if self.body.send_continue {
+            self.body.send_continue = false;
+            stream.send_continue();
+        }
         let recv = stream.recv.take()?;
         let limit = self.body.limit.saturating_sub(self.body.received);
         self.body.done = true;
@@ -704,6 +718,10 @@ impl Exchange<'_> {
             return Ok(None);
         };
         stream.release();
+        if self.body.send_continue {
+            self.body.send_continue = false;
+            stream.send_continue();
+        }
         let timer = &mut *self.timer;
         let Some(recv) = &mut stream.recv else {
             return Ok(None);
@@ -1285,7 +1303,13 @@ async fn serve_stream<S: Service>(
             received: 0,
             limit: limits.max_body,
             timeout: limits.body_timeout,
-            send_continue: false,
+            // `Expect: 100-continue` (RFC 9113 §8.1: HTTP/2 keeps it): the first read of the
+            // body sends the interim `100`.
+            send_continue: !end_stream
+                && parts
+                    .headers
+                    .get(http::header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
             done: framing == Framing::None,
             failed: None,
             fills: 0,
