@@ -206,15 +206,7 @@ fn a_grpc_call_the_gateway_cannot_route_is_answered_with_http_200_and_a_grpc_sta
 
 /// Why a configuration does not start.
 fn start_error(yaml: &str) -> String {
-    let config = anygate_config::load_str(
-        "t.yml",
-        yaml,
-        anygate_config::Format::Yaml,
-        std::path::Path::new("."),
-        &[],
-    )
-    .unwrap_or_else(|f| panic!("{f}"));
-    match anygate::serve::Server::start(config) {
+    match anygate::serve::Server::start(crate::support::config_of(yaml)) {
         Ok(_) => panic!("started"),
         Err(e) => e.to_string(),
     }
@@ -227,7 +219,7 @@ fn a_protocol_the_rule_cannot_speak_to_its_pool_is_a_config_error() {
          routes: {\"/\": \"https://u/\"}\n",
     );
     assert!(
-        e.contains("t.yml:5:") && e.contains("pool `u` has `protocol` h2 or auto but no `tls`"),
+        e.contains("test.yml:5:") && e.contains("pool `u` has `protocol` h2 or auto but no `tls`"),
         "{e}"
     );
     let e = start_error(

@@ -15,11 +15,14 @@ pub fn repo_text(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A valid configuration (`test.yml`), or the test fails with its diagnostics.
+pub fn config_of(yaml: &str) -> anygate_config::Config {
+    load_str("test.yml", yaml, Format::Yaml, Path::new("."), &[]).unwrap_or_else(|f| panic!("{f}"))
+}
+
 /// Starts the server in-process on a free port.
 pub fn in_process(yaml: &str) -> Server {
-    let config = load_str("test.yml", yaml, Format::Yaml, Path::new("."), &[])
-        .unwrap_or_else(|f| panic!("{f}"));
-    Server::start(config).unwrap()
+    Server::start(config_of(yaml)).unwrap()
 }
 
 /// A temporary directory, removed on drop.
