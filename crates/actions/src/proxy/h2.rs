@@ -165,12 +165,13 @@ fn stream_on(c: &Conn) -> Option<Pick> {
 
 /// Adds `c` to this worker's connections to `key` (once).
 fn keep(key: Key, c: &Conn) {
-    CONNS.with_borrow_mut(|map| {
-        let e = map.entry(key).or_default();
-        if !e.conns.iter().any(|x| Arc::ptr_eq(&x.state, &c.state)) {
-            e.conns.push(c.clone());
-        }
-    });
+    CONNS.with_borrow_mut(|map| keep_in(map.entry(key).or_default(), c));
+}
+
+fn keep_in(e: &mut Entry, c: &Conn) {
+    if !e.conns.iter().any(|x| Arc::ptr_eq(&x.state, &c.state)) {
+        e.conns.push(c.clone());
+    }
 }
 
 /// The least loaded open connection with a stream to spare, or what to do instead.
@@ -178,15 +179,10 @@ fn pick(key: Key) -> Pick {
     CONNS.with_borrow_mut(|map| {
         sweep(map);
         let e = map.entry(key).or_default();
-        if let Some(op) = &e.opening
-            && op.done.is_set()
+        if let Some(op) = e.opening.take_if(|op| op.done.is_set())
+            && let Some(c) = op.conn.get()
         {
-            if let Some(c) = op.conn.get()
-                && !e.conns.iter().any(|x| Arc::ptr_eq(&x.state, &c.state))
-            {
-                e.conns.push(c.clone());
-            }
-            e.opening = None;
+            keep_in(e, c);
         }
         e.conns.retain(|c| !c.state.closed.load(Ordering::Acquire));
         let best = e
@@ -636,13 +632,7 @@ impl Proxy {
         if retry.attempts > 1 {
             pool.budget.request(now);
         }
-        let finish = |t: Option<super::resilience::Ticket<'_>>, outcome: Outcome, now: u64| {
-            if let (Some(t), true) = (t, outcome != Outcome::Neutral)
-                && let Some(t) = t.record(outcome == Outcome::Success, now)
-            {
-                super::log_transition(&format!("upstream {}", pool.name), t);
-            }
-        };
+        let finish = |t, outcome, now| pool.finish(t, outcome, now);
         // Retried: a connection that could not be opened (as `proxy.retries` allows), and
         // once, a stream the upstream refused before processing it (GOAWAY, REFUSED_STREAM,
         // a connection that died as it was taken).
@@ -655,14 +645,7 @@ impl Proxy {
                 Ok(c) => c,
                 Err(no) => {
                     finish(pool_ticket, Outcome::Neutral, now);
-                    self.refuse(
-                        res,
-                        match no {
-                            super::NoTarget::Open(ms) => super::Refusal::open(ms),
-                            super::NoTarget::Busy => ErrorKind::UpstreamBusy.into(),
-                            super::NoTarget::Down => ErrorKind::UpstreamUnavailable.into(),
-                        },
-                    );
+                    self.refuse(res, no.into());
                     return true;
                 }
             };
@@ -810,7 +793,7 @@ impl Proxy {
             Some(h) => h,
             None => {
                 let mut idle = Idle::new(clock);
-                arm(&mut timer, idle.deadline);
+                timer.arm(idle.deadline);
                 let waited = {
                     let wait = pin!(poll_fn(|cx| {
                         poll_head(response.as_mut(), &mut pump, &mut timer, &mut idle, cx)
@@ -901,7 +884,7 @@ impl Proxy {
                 }
             }
             let deadline = clock.write();
-            arm(timer, deadline);
+            timer.arm(deadline);
             let sent = poll_fn(|cx| {
                 if let Some(r) = &mut response
                     && let Poll::Ready(r) = r.as_mut().poll(cx)
@@ -914,7 +897,7 @@ impl Proxy {
                         Some(r) => response_or_reset(r.as_mut(), cx),
                         None => Head::Failed(Broke::Kind(ErrorKind::UpstreamReset)),
                     })),
-                    Poll::Pending if expired(timer, deadline, cx) => Poll::Ready(Some(
+                    Poll::Pending if timer.poll_expired(deadline, cx) => Poll::Ready(Some(
                         Head::Failed(Broke::Kind(ErrorKind::UpstreamWriteTimeout)),
                     )),
                     Poll::Pending => Poll::Pending,
@@ -960,7 +943,7 @@ impl Proxy {
                         Poll::Ready(Err(Broke::Kind(ErrorKind::UpstreamReset)))
                     }
                     Poll::Ready(None) => Poll::Ready(Ok(None)),
-                    Poll::Pending if expired(timer, deadline, cx) => {
+                    Poll::Pending if timer.poll_expired(deadline, cx) => {
                         Poll::Ready(Err(Broke::Kind(ErrorKind::UpstreamReadTimeout)))
                     }
                     Poll::Pending => Poll::Pending,
@@ -1007,7 +990,7 @@ impl Proxy {
             match recv.poll_trailers(cx) {
                 Poll::Ready(Ok(t)) => Poll::Ready(Ok(t)),
                 Poll::Ready(Err(_)) => Poll::Ready(Err(Broke::Kind(ErrorKind::UpstreamReset))),
-                Poll::Pending if expired(timer, deadline, cx) => {
+                Poll::Pending if timer.poll_expired(deadline, cx) => {
                     Poll::Ready(Err(Broke::Kind(ErrorKind::UpstreamReadTimeout)))
                 }
                 Poll::Pending => Poll::Pending,
@@ -1111,7 +1094,7 @@ fn poll_head(
     if pump.sent != before {
         idle.extend(timer);
     }
-    if expired(timer, idle.deadline, cx) {
+    if timer.poll_expired(idle.deadline, cx) {
         return Poll::Ready(Head::Failed(Broke::Kind(ErrorKind::UpstreamReadTimeout)));
     }
     Poll::Pending
@@ -1144,7 +1127,7 @@ impl Idle {
     /// Bytes moved: the deadline moves on.
     fn extend(&mut self, timer: &mut Sleep) {
         self.deadline = self.next();
-        arm(timer, self.deadline);
+        timer.arm(self.deadline);
     }
 }
 
@@ -1171,14 +1154,6 @@ fn response_or_reset(response: Pin<&mut h2::client::ResponseFuture>, cx: &mut Co
 
 fn resilience_now(needed: bool) -> u64 {
     if needed { millis(time::now()) } else { 0 }
-}
-
-fn arm(timer: &mut Sleep, deadline: Instant) {
-    timer.arm(deadline);
-}
-
-fn expired(timer: &mut Sleep, deadline: Instant, cx: &mut Context<'_>) -> bool {
-    timer.poll_expired(deadline, cx)
 }
 
 /// Says on stderr that a TLS target did not agree to HTTP/2.

@@ -535,6 +535,15 @@ impl Pool {
         resilience::slow_start_admits(now, since, over, anygate_obs::trace::random_u64())
     }
 
+    /// Notes how a request ended in the pool's own breaker (`ticket`, if it has one).
+    fn finish(&self, ticket: Option<Ticket<'_>>, outcome: Outcome, now: u64) {
+        if let (Some(t), true) = (ticket, outcome != Outcome::Neutral)
+            && let Some(t) = t.record(outcome == Outcome::Success, now)
+        {
+            log_transition(&format!("upstream {}", self.name), t);
+        }
+    }
+
     /// Notes how an attempt on `chosen` ended (outlier detection, the target's breaker).
     fn record(&self, chosen: Chosen<'_>, outcome: Outcome, now: u64) {
         let m = chosen.member;
@@ -1298,13 +1307,7 @@ impl Proxy {
                 body = Some(read_body(res).await.map_err(Refusal::from)?);
             }
         }
-        let finish = |t: Option<Ticket<'_>>, outcome: Outcome, now: u64| {
-            if let (Some(t), true) = (t, outcome != Outcome::Neutral)
-                && let Some(t) = t.record(outcome == Outcome::Success, now)
-            {
-                log_transition(&format!("upstream {}", pool.name), t);
-            }
-        };
+        let finish = |t, outcome, now| pool.finish(t, outcome, now);
         // Timed for sampled traces only (the span id is sent either way).
         let traced = span_at.is_some() && res.ctx().marks.is_some();
         // Connects are timed for metrics too, where they cost two clock reads beside a
@@ -1324,11 +1327,7 @@ impl Proxy {
                         Ok(c) => c,
                         Err(no) => {
                             finish(pool_ticket, Outcome::Neutral, now);
-                            return Err(match no {
-                                NoTarget::Open(ms) => Refusal::open(ms),
-                                NoTarget::Busy => ErrorKind::UpstreamBusy.into(),
-                                NoTarget::Down => ErrorKind::UpstreamUnavailable.into(),
-                            });
+                            return Err(no.into());
                         }
                     }
                 }
@@ -1719,6 +1718,16 @@ impl From<ErrorKind> for Refusal {
         Self {
             kind,
             retry_after: None,
+        }
+    }
+}
+
+impl From<NoTarget> for Refusal {
+    fn from(no: NoTarget) -> Self {
+        match no {
+            NoTarget::Open(ms) => Self::open(ms),
+            NoTarget::Busy => ErrorKind::UpstreamBusy.into(),
+            NoTarget::Down => ErrorKind::UpstreamUnavailable.into(),
         }
     }
 }

@@ -179,11 +179,6 @@ impl Stream {
     }
 }
 
-/// A response never carries `te` (h2 would refuse the whole head for a `te: Trailers`).
-fn connection_specific(name: &[u8]) -> bool {
-    crate::message::is_connection_specific(name)
-}
-
 /// The `date` value for `date` (the worker's current one, kept while it is the same second:
 /// one copy per second instead of one per response).
 fn date_value(date: &[u8]) -> Option<HeaderValue> {
@@ -411,7 +406,7 @@ impl H2Body {
 fn trailer_map(trailers: &crate::message::Fields) -> http::HeaderMap {
     let mut map = http::HeaderMap::new();
     for (name, value) in trailers.iter() {
-        if connection_specific(name) || crate::message::is_hop_by_hop(name) {
+        if crate::message::is_connection_specific(name) || crate::message::is_hop_by_hop(name) {
             continue;
         }
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
